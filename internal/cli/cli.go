@@ -1,0 +1,420 @@
+// Package cli is the vitals command line: one binary, a subcommand per role,
+// and `run` to start every role in one process for local use. Each flag has
+// an environment variable VITALS_<FLAG> that sets its default; `vitals
+// <command> -h` lists both.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/envflag"
+	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/logging"
+	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/processor"
+	"github.com/vitalshq/vitals/projector"
+	"github.com/vitalshq/vitals/query"
+)
+
+// Version is set at build time with -ldflags "-X ...cli.Version=...".
+var Version = "dev"
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"run", "run every role (ingest, processor, projector, query) in one process", cmdRun},
+		{"ingest", "run the gateways' HTTP ingest service", cmdIngest},
+		{"processor", "run a processor instance (per-user invariants, state in PostgreSQL)", cmdProcessor},
+		{"projector", "run a projector instance (accepted readings into ClickHouse)", cmdProjector},
+		{"query", "run the analysts' HTTP query service", cmdQuery},
+		{"migrate", "create the Kafka topics and the ClickHouse tables, then exit", cmdMigrate},
+		{"demo", "run the pipeline on the bundled Fitbit sample and print per-user percentiles", cmdDemo},
+		{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
+			_, err := fmt.Fprintln(w, "vitals", Version)
+			return err
+		}},
+	}
+}
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) < 1 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) < 1 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err := c.run(ctx, args[1:], stdout)
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "vitals %s: %v\n", c.name, err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "vitals: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: vitals <command> [flags]\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nEvery flag can also be set by the environment variable VITALS_<FLAG>, e.g. VITALS_KAFKA_BROKERS.")
+}
+
+// settings are all the knobs; each command registers the ones it uses.
+type settings struct {
+	logLevel, logFormat string
+
+	kafkaBrokers     string
+	kafkaPrefix      string
+	kafkaPartitions  int
+	kafkaReplication int
+
+	pgURL string
+
+	chAddr, chDatabase, chUser, chPassword string
+
+	tenant string
+
+	ingestAddr       string
+	ingestMaxItems   int
+	ingestMaxBytes   int
+	ingestTimeout    time.Duration
+	ingestFutureSkew time.Duration
+	ingestMaxAge     time.Duration
+
+	processorGroup    string
+	processorBatch    int
+	processorLateness time.Duration
+
+	projectorGroup string
+	projectorRows  int
+	projectorFlush time.Duration
+	queryAddr      string
+	queryTimeout   time.Duration
+}
+
+func newFlags(name string) (*envflag.Set, *settings) {
+	fs := envflag.New("vitals "+name, "VITALS")
+	s := &settings{}
+	fs.String(&s.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	fs.String(&s.logFormat, "log-format", logging.DefaultFormat(), "log format: json or console")
+	return fs, s
+}
+
+func (s *settings) kafkaFlags(fs *envflag.Set) {
+	d := eventlog.DefaultConfig()
+	fs.String(&s.kafkaBrokers, "kafka-brokers", strings.Join(d.Brokers, ","), "Kafka seed brokers, comma-separated")
+	fs.String(&s.kafkaPrefix, "kafka-topic-prefix", "vitals", "prefix of every topic name, e.g. vitals.readings.v1")
+	fs.Int(&s.kafkaPartitions, "kafka-partitions", d.Partitions, "partitions of topics Vitals creates (cannot shrink later)")
+	fs.Int(&s.kafkaReplication, "kafka-replication", d.ReplicationFactor, "replication factor of topics Vitals creates")
+}
+
+func (s *settings) pgFlags(fs *envflag.Set) {
+	fs.String(&s.pgURL, "pg-url", processor.DefaultConfig().PostgresURL, "PostgreSQL URL of the processor's state")
+}
+
+func (s *settings) chFlags(fs *envflag.Set) {
+	d := warehouse.DefaultConfig()
+	fs.String(&s.chAddr, "clickhouse-addr", d.Addr, "ClickHouse native protocol address")
+	fs.String(&s.chDatabase, "clickhouse-database", d.Database, "ClickHouse database")
+	fs.String(&s.chUser, "clickhouse-user", d.User, "ClickHouse user")
+	fs.String(&s.chPassword, "clickhouse-password", "", "ClickHouse password")
+}
+
+func (s *settings) tenantFlag(fs *envflag.Set) {
+	fs.String(&s.tenant, "tenant", "default", "tenant readings are filed under and queries are scoped to")
+}
+
+func (s *settings) ingestFlags(fs *envflag.Set) {
+	d := ingest.DefaultConfig()
+	fs.String(&s.ingestAddr, "ingest-addr", d.Addr, "ingest HTTP listen address")
+	fs.Int(&s.ingestMaxItems, "ingest-max-items", d.MaxBatchItems, "most readings in one batch")
+	fs.Int(&s.ingestMaxBytes, "ingest-max-bytes", int(d.MaxBodyBytes), "largest request body in bytes")
+	fs.Duration(&s.ingestTimeout, "ingest-produce-timeout", d.ProduceTimeout, "wait for the broker's ack before answering 503")
+	fs.Duration(&s.ingestFutureSkew, "ingest-max-future-skew", d.Limits.MaxFutureSkew, "how far ahead of the server clock a timestamp may be")
+	fs.Duration(&s.ingestMaxAge, "ingest-max-age", d.Limits.MaxAge, "reject readings measured longer ago than this (0: any age)")
+}
+
+func (s *settings) processorFlags(fs *envflag.Set) {
+	d := processor.DefaultConfig()
+	fs.String(&s.processorGroup, "processor-group", d.Group, "processor consumer group")
+	fs.Int(&s.processorBatch, "processor-batch", d.MaxBatch, "most records per state transaction")
+	fs.Duration(&s.processorLateness, "processor-allowed-lateness", d.Rules.AllowedLateness, "how far behind its stream's newest reading a reading is still accepted")
+}
+
+func (s *settings) projectorFlags(fs *envflag.Set) {
+	d := projector.DefaultConfig()
+	fs.String(&s.projectorGroup, "projector-group", d.Group, "projector consumer group")
+	fs.Int(&s.projectorRows, "projector-batch-rows", d.MaxRows, "rows per ClickHouse insert at most")
+	fs.Duration(&s.projectorFlush, "projector-flush-interval", d.FlushInterval, "longest a row waits before its insert")
+}
+
+func (s *settings) queryFlags(fs *envflag.Set) {
+	d := query.DefaultConfig()
+	fs.String(&s.queryAddr, "query-addr", d.Addr, "query HTTP listen address")
+	fs.Duration(&s.queryTimeout, "query-timeout", d.QueryTimeout, "bound on each ClickHouse query")
+}
+
+func (s *settings) logger() (zerolog.Logger, error) {
+	return logging.New(os.Stderr, s.logLevel, s.logFormat)
+}
+
+func (s *settings) kafka() eventlog.Config {
+	c := eventlog.DefaultConfig()
+	c.Brokers = eventlog.ParseBrokers(s.kafkaBrokers)
+	c.Topics = eventlog.TopicsWithPrefix(s.kafkaPrefix)
+	c.Partitions = s.kafkaPartitions
+	c.ReplicationFactor = s.kafkaReplication
+	return c
+}
+
+func (s *settings) warehouse() warehouse.Config {
+	c := warehouse.DefaultConfig()
+	c.Addr, c.Database, c.User, c.Password = s.chAddr, s.chDatabase, s.chUser, s.chPassword
+	return c
+}
+
+func (s *settings) ingest() ingest.Config {
+	c := ingest.DefaultConfig()
+	c.Addr, c.Kafka, c.Tenant = s.ingestAddr, s.kafka(), s.tenant
+	c.MaxBatchItems, c.MaxBodyBytes, c.ProduceTimeout = s.ingestMaxItems, int64(s.ingestMaxBytes), s.ingestTimeout
+	c.Limits = ingest.Limits{MaxFutureSkew: s.ingestFutureSkew, MaxAge: s.ingestMaxAge}
+	return c
+}
+
+func (s *settings) processor() processor.Config {
+	c := processor.DefaultConfig()
+	c.Kafka, c.PostgresURL, c.Group, c.MaxBatch = s.kafka(), s.pgURL, s.processorGroup, s.processorBatch
+	c.Rules.AllowedLateness = s.processorLateness
+	return c
+}
+
+func (s *settings) projector() projector.Config {
+	c := projector.DefaultConfig()
+	c.Kafka, c.Warehouse, c.Group = s.kafka(), s.warehouse(), s.projectorGroup
+	c.MaxRows, c.FlushInterval = s.projectorRows, s.projectorFlush
+	return c
+}
+
+func (s *settings) query() query.Config {
+	c := query.DefaultConfig()
+	c.Addr, c.Warehouse, c.Tenant, c.QueryTimeout = s.queryAddr, s.warehouse(), s.tenant, s.queryTimeout
+	return c
+}
+
+// role is the lifecycle every role shares.
+type role interface {
+	Run(ctx context.Context) error
+	Close()
+}
+
+// runRoles runs roles until ctx ends or one fails, then closes them all.
+func runRoles(ctx context.Context, log zerolog.Logger, roles ...role) error {
+	defer func() {
+		for _, r := range roles {
+			r.Close()
+		}
+	}()
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range roles {
+		g.Go(func() error { return r.Run(gctx) })
+	}
+	err := g.Wait()
+	log.Info().Msg("shut down")
+	return err
+}
+
+func cmdIngest(ctx context.Context, args []string, _ io.Writer) error {
+	fs, s := newFlags("ingest")
+	s.kafkaFlags(fs)
+	s.tenantFlag(fs)
+	s.ingestFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := s.logger()
+	if err != nil {
+		return err
+	}
+	srv, err := ingest.New(ctx, s.ingest(), log)
+	if err != nil {
+		return err
+	}
+	return runRoles(ctx, log, srv)
+}
+
+func cmdProcessor(ctx context.Context, args []string, _ io.Writer) error {
+	fs, s := newFlags("processor")
+	s.kafkaFlags(fs)
+	s.pgFlags(fs)
+	s.processorFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := s.logger()
+	if err != nil {
+		return err
+	}
+	p, err := processor.New(ctx, s.processor(), log)
+	if err != nil {
+		return err
+	}
+	return runRoles(ctx, log, p)
+}
+
+func cmdProjector(ctx context.Context, args []string, _ io.Writer) error {
+	fs, s := newFlags("projector")
+	s.kafkaFlags(fs)
+	s.chFlags(fs)
+	s.projectorFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := s.logger()
+	if err != nil {
+		return err
+	}
+	p, err := projector.New(ctx, s.projector(), log)
+	if err != nil {
+		return err
+	}
+	return runRoles(ctx, log, p)
+}
+
+func cmdQuery(ctx context.Context, args []string, _ io.Writer) error {
+	fs, s := newFlags("query")
+	s.chFlags(fs)
+	s.tenantFlag(fs)
+	s.queryFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := s.logger()
+	if err != nil {
+		return err
+	}
+	q, err := query.New(ctx, s.query(), log)
+	if err != nil {
+		return err
+	}
+	return runRoles(ctx, log, q)
+}
+
+// allFlags registers every role's flags, for run and demo.
+func allFlags(name string) (*envflag.Set, *settings) {
+	fs, s := newFlags(name)
+	s.kafkaFlags(fs)
+	s.pgFlags(fs)
+	s.chFlags(fs)
+	s.tenantFlag(fs)
+	s.ingestFlags(fs)
+	s.processorFlags(fs)
+	s.projectorFlags(fs)
+	s.queryFlags(fs)
+	return fs, s
+}
+
+// startAll constructs every role; on error it closes the ones already made.
+func startAll(ctx context.Context, s *settings, log zerolog.Logger) ([]role, error) {
+	var roles []role
+	fail := func(err error) ([]role, error) {
+		for _, r := range roles {
+			r.Close()
+		}
+		return nil, err
+	}
+	in, err := ingest.New(ctx, s.ingest(), log)
+	if err != nil {
+		return fail(err)
+	}
+	roles = append(roles, in)
+	pr, err := processor.New(ctx, s.processor(), log)
+	if err != nil {
+		return fail(err)
+	}
+	roles = append(roles, pr)
+	pj, err := projector.New(ctx, s.projector(), log)
+	if err != nil {
+		return fail(err)
+	}
+	roles = append(roles, pj)
+	q, err := query.New(ctx, s.query(), log)
+	if err != nil {
+		return fail(err)
+	}
+	return append(roles, q), nil
+}
+
+func cmdRun(ctx context.Context, args []string, _ io.Writer) error {
+	fs, s := allFlags("run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := s.logger()
+	if err != nil {
+		return err
+	}
+	roles, err := startAll(ctx, s, log)
+	if err != nil {
+		return err
+	}
+	return runRoles(ctx, log, roles...)
+}
+
+func cmdMigrate(ctx context.Context, args []string, stdout io.Writer) error {
+	fs, s := newFlags("migrate")
+	s.kafkaFlags(fs)
+	s.chFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := s.logger()
+	if err != nil {
+		return err
+	}
+	if err := eventlog.EnsureTopics(ctx, s.kafka(), log); err != nil {
+		return err
+	}
+	conn, err := warehouse.Open(ctx, s.warehouse())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := warehouse.Migrate(ctx, conn, s.chDatabase); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, "migrated: topics and ClickHouse tables are in place")
+	return err
+}

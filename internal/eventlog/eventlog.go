@@ -1,0 +1,186 @@
+// Package eventlog describes Vitals' Kafka topics, which are the system's
+// event log, and builds the Kafka clients every role shares.
+//
+// Raw topics keep their data forever: they are the source every table is
+// rebuilt from. All topics read by the processor are keyed by user id and
+// have the same partition count, so one partition holds all of a user's
+// events and one processor instance owns the whole user.
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Topics names the topics of one deployment. Names are versioned so that a
+// reprocess can write new outputs beside the old ones.
+type Topics struct {
+	Readings         string // raw readings from ingest; the event log
+	AcceptedReadings string // the processor's accepted readings
+	RejectedReadings string // the processor's rejected readings, with reasons
+}
+
+// TopicsWithPrefix returns the topic names under a prefix, "vitals" by
+// default; tests use their own prefix to get fresh topics.
+func TopicsWithPrefix(prefix string) Topics {
+	return Topics{
+		Readings:         prefix + ".readings.v1",
+		AcceptedReadings: prefix + ".readings.accepted.v1",
+		RejectedReadings: prefix + ".readings.rejected.v1",
+	}
+}
+
+// Config is what a role needs to reach Kafka.
+type Config struct {
+	// Brokers are the seed brokers, host:port.
+	Brokers []string
+	// Topics are the topic names.
+	Topics Topics
+	// Partitions is the partition count used when a topic is created. It
+	// bounds how many processor instances can share the work, and it can
+	// never shrink later.
+	Partitions int
+	// ReplicationFactor for created topics; 1 on a single-node stack.
+	ReplicationFactor int
+	// DialTimeout bounds each connection attempt.
+	DialTimeout time.Duration
+	// RequestTimeout bounds each request's time on the wire, on top of
+	// any time the broker is asked to wait.
+	RequestTimeout time.Duration
+}
+
+// DefaultConfig is the single-node local stack's configuration.
+func DefaultConfig() Config {
+	return Config{
+		Brokers:           []string{"127.0.0.1:19092"},
+		Topics:            TopicsWithPrefix("vitals"),
+		Partitions:        6,
+		ReplicationFactor: 1,
+		DialTimeout:       5 * time.Second,
+		RequestTimeout:    10 * time.Second,
+	}
+}
+
+// Spec is a topic and the settings it is created with.
+type Spec struct {
+	Name    string
+	Configs map[string]*string
+}
+
+func ptr(s string) *string { return &s }
+
+// Specs are the topics Vitals creates. retention.ms=-1 keeps the raw log
+// forever; outputs are derived and could be reprocessed, but are also kept
+// so a projection can be rebuilt without reprocessing.
+func (c Config) Specs() []Spec {
+	forever := map[string]*string{
+		"retention.ms":        ptr("-1"),
+		"min.insync.replicas": ptr("1"),
+		"cleanup.policy":      ptr("delete"),
+	}
+	return []Spec{
+		{Name: c.Topics.Readings, Configs: forever},
+		{Name: c.Topics.AcceptedReadings, Configs: forever},
+		{Name: c.Topics.RejectedReadings, Configs: forever},
+	}
+}
+
+// ClientOpts are the options every Kafka client of ours starts from.
+func (c Config) ClientOpts(log zerolog.Logger) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.DialTimeout(c.DialTimeout),
+		kgo.RequestTimeoutOverhead(c.RequestTimeout),
+		kgo.RetryTimeout(c.RequestTimeout),
+		kgo.WithLogger(kgoLogger{log: log.With().Str("component", "kafka").Logger()}),
+	}
+}
+
+// EnsureTopics creates the topics in Specs that do not exist yet. Existing
+// topics are left as they are, so it is safe to call from every role.
+func EnsureTopics(ctx context.Context, cfg Config, log zerolog.Logger) error {
+	cl, err := kgo.NewClient(cfg.ClientOpts(log)...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	for _, s := range cfg.Specs() {
+		res, err := adm.CreateTopic(ctx, int32(cfg.Partitions), int16(cfg.ReplicationFactor), s.Configs, s.Name)
+		if err == nil {
+			err = res.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", s.Name, err)
+		}
+		if err == nil {
+			log.Info().Str("topic", s.Name).Int("partitions", cfg.Partitions).Msg("created topic")
+		}
+	}
+	return nil
+}
+
+// ParseBrokers splits a comma-separated broker list.
+func ParseBrokers(s string) []string {
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// kgoLogger adapts zerolog to franz-go's logger. franz-go logs at info on
+// every rebalance and connection; those are worth keeping at debug.
+type kgoLogger struct{ log zerolog.Logger }
+
+func (l kgoLogger) Level() kgo.LogLevel {
+	switch l.log.GetLevel() {
+	case zerolog.TraceLevel:
+		return kgo.LogLevelDebug
+	case zerolog.DebugLevel:
+		return kgo.LogLevelInfo
+	case zerolog.InfoLevel:
+		return kgo.LogLevelWarn
+	default:
+		return kgo.LogLevelError
+	}
+}
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	var ev *zerolog.Event
+	switch level {
+	case kgo.LogLevelError:
+		ev = l.log.Error()
+	case kgo.LogLevelWarn:
+		ev = l.log.Warn()
+	case kgo.LogLevelInfo:
+		ev = l.log.Debug()
+	default:
+		ev = l.log.Trace()
+	}
+	for i := 0; i+1 < len(keyvals); i += 2 {
+		k, _ := keyvals[i].(string)
+		switch v := keyvals[i+1].(type) {
+		case error:
+			ev = ev.AnErr(k, v)
+		case string:
+			ev = ev.Str(k, v)
+		case int32:
+			ev = ev.Str(k, strconv.Itoa(int(v)))
+		default:
+			ev = ev.Interface(k, v)
+		}
+	}
+	ev.Msg(msg)
+}

@@ -1,0 +1,278 @@
+// Package integration drives the whole pipeline over the real local stack
+// started by deploy/stack.sh (Kafka, PostgreSQL, ClickHouse). Nothing here
+// is mocked. Each test gets its own topics, consumer groups, ClickHouse
+// database and tenant, so tests and earlier runs do not see each other.
+//
+// The tests need the stack: `make up` starts it. They fail, rather than
+// skip, when it is unreachable, unless -short is given.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/processor"
+	"github.com/vitalshq/vitals/projector"
+	"github.com/vitalshq/vitals/query"
+)
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// stack is one test's slice of the shared local stack.
+type stack struct {
+	t      *testing.T
+	id     string
+	log    zerolog.Logger
+	kafka  eventlog.Config
+	pgURL  string
+	wh     warehouse.Config
+	tenant string
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs the local stack (make up)")
+	}
+	id := fmt.Sprintf("it%d", time.Now().UnixNano()%1_000_000_000)
+	s := &stack{t: t, id: id, pgURL: env("VITALS_PG_URL", processor.DefaultConfig().PostgresURL), tenant: "tenant-" + id}
+	s.kafka = eventlog.DefaultConfig()
+	s.kafka.Brokers = eventlog.ParseBrokers(env("VITALS_KAFKA_BROKERS", strings.Join(s.kafka.Brokers, ",")))
+	s.kafka.Topics = eventlog.TopicsWithPrefix(id)
+	s.kafka.Partitions = 3
+	s.wh = warehouse.DefaultConfig()
+	s.wh.Addr = env("VITALS_CLICKHOUSE_ADDR", s.wh.Addr)
+	s.wh.Database = "vitals_" + id
+	// Logs go to the test log, so a failure shows what the roles did.
+	s.log = zerolog.New(zerolog.ConsoleWriter{Out: testWriter{t}, NoColor: true}).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s.checkReachable(ctx)
+	t.Cleanup(s.cleanup)
+	return s
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (s *stack) checkReachable(ctx context.Context) {
+	s.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Brokers...))
+	if err == nil {
+		err = cl.Ping(ctx)
+		cl.Close()
+	}
+	if err != nil {
+		s.t.Fatalf("Kafka at %v is unreachable (start the stack with `make up`): %v", s.kafka.Brokers, err)
+	}
+	conn, err := pgx.Connect(ctx, s.pgURL)
+	if err != nil {
+		s.t.Fatalf("PostgreSQL is unreachable (start the stack with `make up`): %v", err)
+	}
+	conn.Close(ctx)
+	ch, err := warehouse.Open(ctx, s.wh)
+	if err != nil {
+		s.t.Fatalf("ClickHouse is unreachable (start the stack with `make up`): %v", err)
+	}
+	ch.Close()
+}
+
+// cleanup drops what the test created, so repeated runs keep the stack small.
+func (s *stack) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Brokers...)); err == nil {
+		adm := kadm.NewClient(cl)
+		var names []string
+		for _, sp := range s.kafka.Specs() {
+			names = append(names, sp.Name)
+		}
+		if _, err := adm.DeleteTopics(ctx, names...); err != nil {
+			s.t.Logf("cleanup: delete topics: %v", err)
+		}
+		cl.Close()
+	}
+	if ch, err := warehouse.Open(ctx, s.wh); err == nil {
+		if err := ch.Exec(ctx, "DROP DATABASE IF EXISTS "+s.wh.Database); err != nil {
+			s.t.Logf("cleanup: drop database: %v", err)
+		}
+		ch.Close()
+	}
+	if conn, err := pgx.Connect(ctx, s.pgURL); err == nil {
+		for _, q := range []string{`DELETE FROM processor_aggregates WHERE group_id LIKE $1`, `DELETE FROM processor_offsets WHERE group_id LIKE $1`} {
+			if _, err := conn.Exec(ctx, q, s.id+"%"); err != nil {
+				s.t.Logf("cleanup: %v", err)
+			}
+		}
+		conn.Close(ctx)
+	}
+}
+
+// running is a role started by the test; stop ends it and waits.
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	err    error
+}
+
+func (r *running) stop() error {
+	r.once.Do(func() {
+		r.cancel()
+		r.err = <-r.done
+	})
+	return r.err
+}
+
+func (s *stack) run(name string, runFn func(ctx context.Context) error, closeFn func()) *running {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		err := runFn(ctx)
+		closeFn()
+		r.done <- err
+	}()
+	s.t.Cleanup(func() {
+		if err := r.stop(); err != nil {
+			s.t.Errorf("%s stopped with: %v", name, err)
+		}
+	})
+	return r
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// startIngest starts ingest and returns its base URL.
+func (s *stack) startIngest(ctx context.Context) (string, *running) {
+	cfg := ingest.DefaultConfig()
+	cfg.Kafka, cfg.Tenant = s.kafka, s.tenant
+	srv, err := ingest.New(ctx, cfg, s.log)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ln := listen(s.t)
+	return "http://" + ln.Addr().String(), s.run("ingest", func(ctx context.Context) error { return srv.Serve(ctx, ln) }, srv.Close)
+}
+
+func (s *stack) processorConfig() processor.Config {
+	cfg := processor.DefaultConfig()
+	cfg.Kafka, cfg.PostgresURL, cfg.Group = s.kafka, s.pgURL, s.id+"-processor"
+	return cfg
+}
+
+func (s *stack) startProcessor(ctx context.Context, cfg processor.Config) (*processor.Processor, *running) {
+	p, err := processor.New(ctx, cfg, s.log)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return p, s.run("processor", p.Run, p.Close)
+}
+
+func (s *stack) startProjector(ctx context.Context, group string) *running {
+	cfg := projector.DefaultConfig()
+	cfg.Kafka, cfg.Warehouse, cfg.Group = s.kafka, s.wh, group
+	cfg.FlushInterval = 200 * time.Millisecond
+	p, err := projector.New(ctx, cfg, s.log)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return s.run("projector", p.Run, p.Close)
+}
+
+func (s *stack) startQuery(ctx context.Context) string {
+	cfg := query.DefaultConfig()
+	cfg.Warehouse, cfg.Tenant = s.wh, s.tenant
+	q, err := query.New(ctx, cfg, s.log)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ln := listen(s.t)
+	s.run("query", func(ctx context.Context) error { return q.Serve(ctx, ln) }, q.Close)
+	return "http://" + ln.Addr().String()
+}
+
+// postJSON posts body and decodes the JSON answer into out.
+func postJSON(t *testing.T, url string, body any, out any) int {
+	t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(url, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatalf("decode answer of %s: %v", url, err)
+	}
+	return resp.StatusCode
+}
+
+func getPercentiles(t *testing.T, base, user string, from, to time.Time, ps string) (query.PercentilesResponse, int) {
+	t.Helper()
+	q := url.Values{"metric": {"heart_rate"}, "from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}, "p": {ps}}
+	resp, err := http.Get(base + "/v1/users/" + url.PathEscape(user) + "/percentiles?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out query.PercentilesResponse
+	if resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out, resp.StatusCode
+}
+
+// eventually polls cond until it is true or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, state)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -1,0 +1,226 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/sample"
+	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/processor"
+	"github.com/vitalshq/vitals/schemas"
+)
+
+type wireReading struct {
+	EventID    string  `json:"event_id"`
+	UserID     string  `json:"user_id"`
+	DeviceID   string  `json:"device_id"`
+	Metric     string  `json:"metric"`
+	Value      float64 `json:"value"`
+	Unit       string  `json:"unit"`
+	MeasuredAt string  `json:"measured_at"`
+}
+
+func wire(r sample.HeartRate) wireReading {
+	return wireReading{EventID: r.EventID(), UserID: r.UserID(), DeviceID: r.DeviceID(), Metric: "heart_rate",
+		Value: r.Value, Unit: "/min", MeasuredAt: r.Time.Format(time.RFC3339Nano)}
+}
+
+// nearestRank computes the documented percentile definition independently
+// of ClickHouse: index floor(p/100*n) of the sorted values.
+func nearestRank(values []float64, ps []float64) []float64 {
+	s := append([]float64(nil), values...)
+	sort.Float64s(s)
+	out := make([]float64, len(ps))
+	for i, p := range ps {
+		out[i] = s[min(int(p/100*float64(len(s))), len(s)-1)]
+	}
+	return out
+}
+
+// TestPipelineEndToEnd posts real Fitbit heart-rate readings through ingest,
+// with repeats, a bad item and a too-late reading, and checks that the query
+// API's percentiles equal ones computed here from the same input, that
+// repeats count once, and that the answers survive the projector
+// re-inserting everything (a redelivery) unchanged.
+func TestPipelineEndToEnd(t *testing.T) {
+	s := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	ingestURL, _ := s.startIngest(ctx)
+	proc, _ := s.startProcessor(ctx, s.processorConfig())
+	projector := s.startProjector(ctx, s.id+"-projector")
+	queryURL := s.startQuery(ctx)
+
+	// Two users' first 1,500 readings each from the bundled sample.
+	all, err := sample.HeartRates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	perUser := map[string][]sample.HeartRate{}
+	var users []string
+	for _, r := range all {
+		if _, ok := perUser[r.UserID()]; !ok && len(perUser) == 2 {
+			continue
+		}
+		if _, ok := perUser[r.UserID()]; !ok {
+			users = append(users, r.UserID())
+		}
+		if len(perUser[r.UserID()]) < 1500 {
+			perUser[r.UserID()] = append(perUser[r.UserID()], r)
+		}
+	}
+	var items []wireReading
+	for _, u := range users {
+		for _, r := range perUser[u] {
+			items = append(items, wire(r))
+		}
+	}
+
+	// Batches of 500; the first batch also carries a malformed item and a
+	// repeat of its own first reading.
+	first := append([]any{}, any(items[0]), map[string]any{"event_id": "bad-1", "user_id": users[0], "device_id": "d", "metric": "heart_rate", "value": 70, "unit": "bpm", "measured_at": items[0].MeasuredAt})
+	for _, it := range items[:500] {
+		first = append(first, it)
+	}
+	var resp ingest.BatchResponse
+	if code := postJSON(t, ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-it", "readings": first}, &resp); code != http.StatusOK {
+		t.Fatalf("first batch: status %d", code)
+	}
+	if resp.Accepted != 501 || resp.Rejected != 1 || resp.Items[1].Status != ingest.StatusRejected || resp.Items[1].Reason != ingest.ReasonUnknownUnit || resp.Items[1].Field != "unit" {
+		t.Fatalf("first batch verdicts: accepted %d rejected %d item1 %+v", resp.Accepted, resp.Rejected, resp.Items[1])
+	}
+	for i := 500; i < len(items); i += 500 {
+		batch := items[i:min(i+500, len(items))]
+		if code := postJSON(t, ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-it", "readings": batch}, &resp); code != http.StatusOK || resp.Accepted != len(batch) {
+			t.Fatalf("batch at %d: status %d, accepted %d of %d", i, code, resp.Accepted, len(batch))
+		}
+	}
+	// The gateway retries each user's readings of the last 9 minutes (as
+	// after a lost answer): all repeats inside the 10-minute lateness window,
+	// so they are dropped as duplicates.
+	var retry []wireReading
+	for _, u := range users {
+		rs := perUser[u]
+		for _, r := range rs {
+			if !r.Time.Before(rs[len(rs)-1].Time.Add(-9 * time.Minute)) {
+				retry = append(retry, wire(r))
+			}
+		}
+	}
+	if code := postJSON(t, ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-it", "readings": retry}, &resp); code != http.StatusOK || resp.Accepted != len(retry) {
+		t.Fatalf("retried batch: status %d accepted %d", code, resp.Accepted)
+	}
+	// A reading 20 minutes older than user 0's newest: beyond the 10-minute
+	// lateness, so rejected too_late, not lost.
+	newest := perUser[users[0]][len(perUser[users[0]])-1]
+	late := wire(sample.HeartRate{FitbitID: newest.FitbitID, Time: newest.Time.Add(-20 * time.Minute).Add(500 * time.Millisecond), Value: 80})
+	if code := postJSON(t, ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-it", "readings": []any{late}}, &resp); code != http.StatusOK || resp.Accepted != 1 {
+		t.Fatalf("late reading: status %d accepted %d", code, resp.Accepted)
+	}
+
+	total := len(items)
+	eventually(t, 90*time.Second, "the processor to judge every reading", func() (bool, string) {
+		acc, rej, dup, _ := proc.Stats().Snapshot()
+		return acc == int64(total) && rej == 1 && dup == int64(1+len(retry)), fmt.Sprintf("accepted %d rejected %d duplicates %d (want %d 1 %d)", acc, rej, dup, total, 1+len(retry))
+	})
+
+	ps := []float64{0, 25, 50, 90, 99, 99.9, 100}
+	const psParam = "0,25,50,90,99,99.9,100"
+	check := func(stage string) {
+		t.Helper()
+		for _, u := range users {
+			var values []float64
+			for _, r := range perUser[u] {
+				values = append(values, r.Value)
+			}
+			day := perUser[u][0].Time.Truncate(24 * time.Hour)
+			var got = struct{ count uint64 }{}
+			var answer []float64
+			eventually(t, 60*time.Second, stage+": "+u+"'s readings to be queryable", func() (bool, string) {
+				res, code := getPercentiles(t, queryURL, u, day, day.AddDate(0, 0, 1), psParam)
+				if code != http.StatusOK {
+					return false, fmt.Sprintf("status %d", code)
+				}
+				if res.Count > uint64(len(values)) {
+					t.Fatalf("%s: %s counts %d readings; %d were sent once: a repeat was counted", stage, u, res.Count, len(values))
+				}
+				got.count = res.Count
+				answer = answer[:0]
+				for _, p := range res.Percentiles {
+					answer = append(answer, p.Value)
+				}
+				return res.Count == uint64(len(values)), fmt.Sprintf("count %d of %d", res.Count, len(values))
+			})
+			want := nearestRank(values, ps)
+			for i := range ps {
+				if answer[i] != want[i] {
+					t.Errorf("%s: %s p%g = %g; computed independently %g", stage, u, ps[i], answer[i], want[i])
+				}
+			}
+		}
+	}
+	check("first projection")
+
+	// The rejected topic holds the late reading with its reason.
+	rej := readAll(t, ctx, s, s.kafka.Topics.RejectedReadings, 1)
+	var rr schemas.RejectedReading
+	if err := schemas.MustCodec(schemas.NameRejectedReading).Decode(rej[0].Value, &rr); err != nil {
+		t.Fatal(err)
+	}
+	if rr.Reason != processor.ReasonTooLate || rr.EventID != late.EventID || rr.TenantID != s.tenant || len(rr.Original) == 0 {
+		t.Fatalf("rejected reading: %+v", rr)
+	}
+
+	// Redelivery: a second projector group re-inserts every accepted reading.
+	// The table then physically holds two copies of each; answers must not
+	// change.
+	if err := projector.stop(); err != nil {
+		t.Fatal(err)
+	}
+	s.startProjector(ctx, s.id+"-projector-again")
+	ch, err := warehouse.Open(ctx, s.wh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	eventually(t, 60*time.Second, "the second projection to re-insert every row", func() (bool, string) {
+		var n uint64
+		if err := ch.QueryRow(ctx, "SELECT count() FROM "+s.wh.Database+".readings").Scan(&n); err != nil {
+			return false, err.Error()
+		}
+		return n >= uint64(2*total), fmt.Sprintf("%d rows stored", n)
+	})
+	check("after redelivery")
+}
+
+// readAll reads at least n records of a topic from the start.
+func readAll(t *testing.T, ctx context.Context, s *stack, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for len(out) < n {
+		f := cl.PollFetches(rctx)
+		if rctx.Err() != nil {
+			t.Fatalf("read %s: %d of %d records", topic, len(out), n)
+		}
+		out = append(out, f.Records()...)
+	}
+	return out
+}
+
+var _ = json.Marshal

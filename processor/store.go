@@ -1,0 +1,174 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// schemaSQL creates the processor's tables. One row per user (a snapshot,
+// rewritten when the user's batch commits) and one row per owned partition.
+const schemaSQL = `
+CREATE TABLE IF NOT EXISTS processor_aggregates (
+	group_id   text   NOT NULL,
+	tenant_id  text   NOT NULL,
+	user_id    text   NOT NULL,
+	version    bigint NOT NULL,
+	state      jsonb  NOT NULL,
+	PRIMARY KEY (group_id, tenant_id, user_id)
+);
+COMMENT ON TABLE processor_aggregates IS 'Per-user aggregate snapshot of the processor (write model), per consumer group so that a reprocess starts from empty state; committed atomically with processor_offsets.';
+CREATE TABLE IF NOT EXISTS processor_offsets (
+	group_id    text    NOT NULL,
+	topic       text    NOT NULL,
+	partition   integer NOT NULL,
+	next_offset bigint  NOT NULL,
+	PRIMARY KEY (group_id, topic, partition)
+);
+COMMENT ON TABLE processor_offsets IS 'Next Kafka offset to process per partition; the source of truth for the processor''s position.';
+`
+
+// errFenced means another instance moved a partition's offset since this
+// instance loaded it: the partition has changed hands and this batch must
+// not be committed.
+var errFenced = errors.New("partition offset moved by another owner")
+
+// UserKey identifies an aggregate.
+type UserKey struct{ Tenant, User string }
+
+// store keeps aggregates and offsets in PostgreSQL.
+type store struct {
+	pool  *pgxpool.Pool
+	group string
+}
+
+func (s *store) migrate(ctx context.Context) error {
+	// A transaction-scoped advisory lock keeps instances starting together
+	// from racing on CREATE TABLE IF NOT EXISTS.
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(727001)`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, schemaSQL)
+		return err
+	})
+}
+
+// offsets returns the stored next offset of each partition of topic that
+// has one.
+func (s *store) offsets(ctx context.Context, topic string, partitions []int32) (map[int32]int64, error) {
+	rows, err := s.pool.Query(ctx,
+		`SELECT partition, next_offset FROM processor_offsets WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)`,
+		s.group, topic, partitions)
+	if err != nil {
+		return nil, fmt.Errorf("load offsets: %w", err)
+	}
+	out := make(map[int32]int64)
+	var p int32
+	var o int64
+	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { out[p] = o; return nil })
+	if err != nil {
+		return nil, fmt.Errorf("load offsets: %w", err)
+	}
+	return out, nil
+}
+
+// load returns the aggregates of the given users; absent users are absent
+// from the map.
+func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey]*Aggregate, error) {
+	tenants := make([]string, len(keys))
+	users := make([]string, len(keys))
+	for i, k := range keys {
+		tenants[i], users[i] = k.Tenant, k.User
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT a.tenant_id, a.user_id, a.state
+		FROM processor_aggregates a
+		JOIN unnest($2::text[], $3::text[]) AS k(tenant_id, user_id) USING (tenant_id, user_id)
+		WHERE a.group_id = $1`,
+		s.group, tenants, users)
+	if err != nil {
+		return nil, fmt.Errorf("load aggregates: %w", err)
+	}
+	out := make(map[UserKey]*Aggregate, len(keys))
+	var k UserKey
+	var state []byte
+	_, err = pgx.ForEachRow(rows, []any{&k.Tenant, &k.User, &state}, func() error {
+		a := new(Aggregate)
+		if err := json.Unmarshal(state, a); err != nil {
+			return fmt.Errorf("aggregate of a user in tenant %s: %w", k.Tenant, err)
+		}
+		out[k] = a
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load aggregates: %w", err)
+	}
+	return out, nil
+}
+
+// partitionAdvance moves one partition from one offset to the next.
+type partitionAdvance struct {
+	Topic     string
+	Partition int32
+	From      int64 // the offset this instance believed stored; -1 for none
+	To        int64
+}
+
+// commit stores the changed aggregates and advances the partitions in one
+// transaction. If any partition's stored offset is not the expected From,
+// nothing is written and errFenced is returned.
+func (s *store) commit(ctx context.Context, aggs map[UserKey]*Aggregate, adv []partitionAdvance) error {
+	tenants := make([]string, 0, len(aggs))
+	users := make([]string, 0, len(aggs))
+	versions := make([]int64, 0, len(aggs))
+	states := make([]string, 0, len(aggs))
+	for k, a := range aggs {
+		b, err := json.Marshal(a)
+		if err != nil {
+			return fmt.Errorf("encode aggregate: %w", err)
+		}
+		tenants, users = append(tenants, k.Tenant), append(users, k.User)
+		versions, states = append(versions, a.Version), append(states, string(b))
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, a := range adv {
+			var tag int64
+			if a.From < 0 {
+				ct, err := tx.Exec(ctx, `INSERT INTO processor_offsets (group_id, topic, partition, next_offset)
+					VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, s.group, a.Topic, a.Partition, a.To)
+				if err != nil {
+					return fmt.Errorf("advance offset: %w", err)
+				}
+				tag = ct.RowsAffected()
+			} else {
+				ct, err := tx.Exec(ctx, `UPDATE processor_offsets SET next_offset = $5
+					WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $4`,
+					s.group, a.Topic, a.Partition, a.From, a.To)
+				if err != nil {
+					return fmt.Errorf("advance offset: %w", err)
+				}
+				tag = ct.RowsAffected()
+			}
+			if tag != 1 {
+				return fmt.Errorf("%s/%d at %d: %w", a.Topic, a.Partition, a.From, errFenced)
+			}
+		}
+		if len(tenants) == 0 {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `
+			INSERT INTO processor_aggregates (group_id, tenant_id, user_id, version, state)
+			SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::jsonb[])
+			ON CONFLICT (group_id, tenant_id, user_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state`,
+			s.group, tenants, users, versions, states)
+		if err != nil {
+			return fmt.Errorf("store aggregates: %w", err)
+		}
+		return nil
+	})
+}

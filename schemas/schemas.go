@@ -1,0 +1,240 @@
+// Package schemas holds the Avro schemas of every event Vitals writes to
+// Kafka, and the codec that reads and writes them.
+//
+// Messages follow the Avro specification's single-object encoding: the two
+// marker bytes 0xC3 0x01, the writer schema's 8-byte CRC-64-AVRO fingerprint
+// (little-endian), then the Avro binary payload. Because every message names
+// its writer schema, a consumer reading the log years later resolves the
+// writer by fingerprint and reads it into the current Go type through Avro
+// schema resolution. Every released version of a schema stays in this
+// directory as NAME.vN.avsc; the highest N is the one written today.
+package schemas
+
+import (
+	"embed"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/hamba/avro/v2"
+)
+
+//go:embed *.avsc
+var files embed.FS
+
+// Names of the schemas, as in the file names NAME.vN.avsc.
+const (
+	NameReading         = "reading"
+	NameAcceptedReading = "accepted_reading"
+	NameRejectedReading = "rejected_reading"
+)
+
+// Reading is a device reading after ingest's syntax check.
+type Reading struct {
+	TenantID   string  `avro:"tenant_id"`
+	EventID    string  `avro:"event_id"`
+	UserID     string  `avro:"user_id"`
+	DeviceID   string  `avro:"device_id"`
+	GatewayID  string  `avro:"gateway_id"`
+	Metric     string  `avro:"metric"`
+	Value      float64 `avro:"value"`
+	Unit       string  `avro:"unit"`
+	MeasuredAt int64   `avro:"measured_at"` // epoch ms
+	ReceivedAt int64   `avro:"received_at"` // epoch ms
+	IngestedAt int64   `avro:"ingested_at"` // epoch ms
+}
+
+// AcceptedReading is a reading the processor accepted, in canonical units.
+type AcceptedReading struct {
+	TenantID        string  `avro:"tenant_id"`
+	EventID         string  `avro:"event_id"`
+	UserID          string  `avro:"user_id"`
+	DeviceID        string  `avro:"device_id"`
+	GatewayID       string  `avro:"gateway_id"`
+	Metric          string  `avro:"metric"`
+	LOINC           string  `avro:"loinc"`
+	Value           float64 `avro:"value"`
+	Unit            string  `avro:"unit"`
+	MeasuredAt      int64   `avro:"measured_at"`
+	ReceivedAt      int64   `avro:"received_at"`
+	IngestedAt      int64   `avro:"ingested_at"`
+	SourcePartition int32   `avro:"source_partition"`
+	SourceOffset    int64   `avro:"source_offset"`
+}
+
+// RejectedReading is a reading the processor refused, with its reason.
+type RejectedReading struct {
+	TenantID        string `avro:"tenant_id"`
+	EventID         string `avro:"event_id"`
+	UserID          string `avro:"user_id"`
+	DeviceID        string `avro:"device_id"`
+	Metric          string `avro:"metric"`
+	MeasuredAt      int64  `avro:"measured_at"`
+	Reason          string `avro:"reason"`
+	Message         string `avro:"message"`
+	SourcePartition int32  `avro:"source_partition"`
+	SourceOffset    int64  `avro:"source_offset"`
+	Original        []byte `avro:"original"`
+}
+
+// magic is the single-object encoding marker.
+var magic = [2]byte{0xC3, 0x01}
+
+// headerLen is the marker plus the 8-byte fingerprint.
+const headerLen = 10
+
+// Errors a decoder can return; match them with errors.Is.
+var (
+	ErrNotSingleObject = errors.New("not an Avro single-object message")
+	ErrUnknownSchema   = errors.New("unknown writer schema fingerprint")
+)
+
+// Version is one released version of a schema.
+type Version struct {
+	Name        string
+	Number      int
+	Schema      avro.Schema
+	Fingerprint uint64 // CRC-64-AVRO of the parsing canonical form
+}
+
+// Codec encodes one kind of event with its current schema and decodes any
+// released version of it. It is safe for concurrent use.
+type Codec struct {
+	name     string
+	current  Version
+	header   [headerLen]byte
+	versions map[uint64]Version
+
+	mu       sync.RWMutex
+	resolved map[uint64]avro.Schema // writer fingerprint -> reader schema resolved against it
+}
+
+// Versions lists the released versions of a schema, oldest first.
+func Versions(name string) ([]Version, error) {
+	entries, err := fs.Glob(files, name+".v*.avsc")
+	if err != nil {
+		return nil, err
+	}
+	var out []Version
+	for _, e := range entries {
+		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(e, name+".v"), ".avsc"))
+		if err != nil {
+			return nil, fmt.Errorf("schema file %s: bad version: %w", e, err)
+		}
+		raw, err := files.ReadFile(e)
+		if err != nil {
+			return nil, err
+		}
+		// A fresh cache per file: two versions share a full name, and the
+		// global cache would hand the first one back for the second.
+		s, err := avro.ParseBytesWithCache(raw, "", &avro.SchemaCache{})
+		if err != nil {
+			return nil, fmt.Errorf("schema file %s: %w", e, err)
+		}
+		fp, err := s.FingerprintUsing(avro.CRC64AvroLE)
+		if err != nil {
+			return nil, fmt.Errorf("schema file %s: fingerprint: %w", e, err)
+		}
+		out = append(out, Version{Name: name, Number: n, Schema: s, Fingerprint: binary.LittleEndian.Uint64(fp)})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no schema named %q", name)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Number < out[j].Number })
+	return out, nil
+}
+
+// NewCodec returns the codec for the named schema; it writes the newest version.
+func NewCodec(name string) (*Codec, error) {
+	vs, err := Versions(name)
+	if err != nil {
+		return nil, err
+	}
+	c := &Codec{
+		name:     name,
+		current:  vs[len(vs)-1],
+		versions: make(map[uint64]Version, len(vs)),
+		resolved: make(map[uint64]avro.Schema),
+	}
+	copy(c.header[:2], magic[:])
+	binary.LittleEndian.PutUint64(c.header[2:], c.current.Fingerprint)
+	for _, v := range vs {
+		c.versions[v.Fingerprint] = v
+	}
+	return c, nil
+}
+
+// MustCodec is NewCodec for schemas embedded in this package, whose absence
+// is a build defect rather than a runtime condition.
+func MustCodec(name string) *Codec {
+	c, err := NewCodec(name)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// Current is the version this codec writes.
+func (c *Codec) Current() Version { return c.current }
+
+// Append encodes v with the current schema and appends the single-object
+// message to dst.
+func (c *Codec) Append(dst []byte, v any) ([]byte, error) {
+	payload, err := avro.Marshal(c.current.Schema, v)
+	if err != nil {
+		return dst, fmt.Errorf("encode %s: %w", c.name, err)
+	}
+	dst = append(dst, c.header[:]...)
+	return append(dst, payload...), nil
+}
+
+// Encode returns v as a single-object message in the current schema.
+func (c *Codec) Encode(v any) ([]byte, error) { return c.Append(nil, v) }
+
+// Decode reads a single-object message written with any released version of
+// this codec's schema into v, resolving the writer schema to the current one.
+func (c *Codec) Decode(msg []byte, v any) error {
+	if len(msg) < headerLen || msg[0] != magic[0] || msg[1] != magic[1] {
+		return fmt.Errorf("decode %s: %w", c.name, ErrNotSingleObject)
+	}
+	fp := binary.LittleEndian.Uint64(msg[2:headerLen])
+	s, err := c.readerFor(fp)
+	if err != nil {
+		return err
+	}
+	if err := avro.Unmarshal(s, msg[headerLen:], v); err != nil {
+		return fmt.Errorf("decode %s (writer v%d): %w", c.name, c.versions[fp].Number, err)
+	}
+	return nil
+}
+
+// readerFor returns the schema to decode a payload written with the schema
+// whose fingerprint is fp.
+func (c *Codec) readerFor(fp uint64) (avro.Schema, error) {
+	if fp == c.current.Fingerprint {
+		return c.current.Schema, nil
+	}
+	c.mu.RLock()
+	s, ok := c.resolved[fp]
+	c.mu.RUnlock()
+	if ok {
+		return s, nil
+	}
+	w, ok := c.versions[fp]
+	if !ok {
+		return nil, fmt.Errorf("decode %s: %w %016x", c.name, ErrUnknownSchema, fp)
+	}
+	s, err := avro.NewSchemaCompatibility().Resolve(c.current.Schema, w.Schema)
+	if err != nil {
+		return nil, fmt.Errorf("decode %s: resolve v%d against v%d: %w", c.name, w.Number, c.current.Number, err)
+	}
+	c.mu.Lock()
+	c.resolved[fp] = s
+	c.mu.Unlock()
+	return s, nil
+}
