@@ -41,6 +41,13 @@ type Config struct {
 	PostgresURL string
 	// Group is the Kafka consumer group; instances sharing it share the work.
 	Group string
+	// InstanceID, if set, makes this instance a static group member: a
+	// restarted instance with the same id takes its partitions back at once
+	// instead of waiting for the session to time out and a rebalance.
+	InstanceID string
+	// SessionTimeout is how long the group waits for a silent instance
+	// before moving its partitions.
+	SessionTimeout time.Duration
 	// MaxBatch bounds the records handled per transaction.
 	MaxBatch int
 	// OpTimeout bounds each PostgreSQL operation and produce attempt.
@@ -58,14 +65,15 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Kafka:         eventlog.DefaultConfig(),
-		PostgresURL:   "postgres://vitals:vitals@127.0.0.1:15432/vitals?sslmode=disable",
-		Group:         "vitals-processor",
-		MaxBatch:      10000,
-		OpTimeout:     10 * time.Second,
-		MaxBackoff:    5 * time.Second,
-		ShutdownGrace: 15 * time.Second,
-		Rules:         DefaultRules(),
+		Kafka:          eventlog.DefaultConfig(),
+		PostgresURL:    "postgres://vitals:vitals@127.0.0.1:15432/vitals?sslmode=disable",
+		Group:          "vitals-processor",
+		SessionTimeout: 45 * time.Second,
+		MaxBatch:       10000,
+		OpTimeout:      10 * time.Second,
+		MaxBackoff:     5 * time.Second,
+		ShutdownGrace:  15 * time.Second,
+		Rules:          DefaultRules(),
 	}
 }
 
@@ -138,6 +146,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 	opts := append(cfg.Kafka.ClientOpts(log),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Kafka.Topics.Readings),
+		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
@@ -149,6 +158,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
 		kgo.RecordDeliveryTimeout(cfg.OpTimeout),
 	)
+	if cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		pool.Close()

@@ -115,6 +115,8 @@ type settings struct {
 	ingestMaxAge     time.Duration
 
 	processorGroup    string
+	processorInstance string
+	processorSession  time.Duration
 	processorBatch    int
 	processorLateness time.Duration
 
@@ -170,6 +172,8 @@ func (s *settings) ingestFlags(fs *envflag.Set) {
 func (s *settings) processorFlags(fs *envflag.Set) {
 	d := processor.DefaultConfig()
 	fs.String(&s.processorGroup, "processor-group", d.Group, "processor consumer group")
+	fs.String(&s.processorInstance, "processor-instance-id", "", "static group membership id: a restart with the same id resumes its partitions without a rebalance")
+	fs.Duration(&s.processorSession, "processor-session-timeout", d.SessionTimeout, "how long the group waits for a silent instance")
 	fs.Int(&s.processorBatch, "processor-batch", d.MaxBatch, "most records per state transaction")
 	fs.Duration(&s.processorLateness, "processor-allowed-lateness", d.Rules.AllowedLateness, "how far behind its stream's newest reading a reading is still accepted")
 }
@@ -218,6 +222,7 @@ func (s *settings) processor() processor.Config {
 	c := processor.DefaultConfig()
 	c.Kafka, c.PostgresURL, c.Group, c.MaxBatch = s.kafka(), s.pgURL, s.processorGroup, s.processorBatch
 	c.Rules.AllowedLateness = s.processorLateness
+	c.InstanceID, c.SessionTimeout = s.processorInstance, s.processorSession
 	return c
 }
 

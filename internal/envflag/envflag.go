@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -50,9 +51,11 @@ func (s *Set) String(p *string, name, def, usage string) {
 // Int defines an int flag.
 func (s *Set) Int(p *int, name string, def int, usage string) {
 	if v, ok := s.lookup(name); ok {
-		if _, err := fmt.Sscan(v, &def); err != nil {
+		n, err := strconv.Atoi(v)
+		if err != nil {
 			s.errs = append(s.errs, fmt.Errorf("%s=%q: not an integer", s.EnvName(name), v))
 		}
+		def = n
 	}
 	s.IntVar(p, name, def, s.usage(name, usage))
 }
