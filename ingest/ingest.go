@@ -1,7 +1,10 @@
-// Package ingest is the gateways' HTTP front door. It syntax-checks each
-// posted reading, encodes the valid ones as Avro single-object messages and
-// produces them to the raw readings topic keyed by user id, answering only
-// after the broker has acknowledged them (acks=all, idempotent producer).
+// Package ingest is the gateways' HTTP front door. It authenticates each
+// gateway by API key (which names its tenant), syntax-checks every posted
+// item, encodes the valid ones as Avro single-object messages and produces
+// them to the event-log topics keyed by user id; invalid items go to the
+// dead-letter topic with their original bytes and the reason. It answers
+// only after the broker has acknowledged every record of the request
+// (acks=all, idempotent producer), with a verdict per item.
 //
 // Ingest judges syntax only: whether a reading is a duplicate, late, or
 // plausible is the processor's decision, made in event-time order with the
@@ -10,20 +13,25 @@ package ingest
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/httpserve"
 	"github.com/vitalshq/vitals/internal/metric"
+	"github.com/vitalshq/vitals/internal/metrics"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -33,9 +41,11 @@ type Config struct {
 	Addr string
 	// Kafka reaches the event log.
 	Kafka eventlog.Config
-	// Tenant is the tenant every reading is filed under until gateways
-	// authenticate with per-tenant keys.
-	Tenant string
+	// PostgresURL locates the API keys.
+	PostgresURL string
+	// KeyCacheTTL is how long a verified key is trusted without asking
+	// PostgreSQL again; it bounds how long a revoked key keeps working.
+	KeyCacheTTL time.Duration
 	// MaxBatchItems and MaxBodyBytes bound one request.
 	MaxBatchItems int
 	MaxBodyBytes  int64
@@ -54,7 +64,8 @@ func DefaultConfig() Config {
 	return Config{
 		Addr:           "127.0.0.1:8080",
 		Kafka:          eventlog.DefaultConfig(),
-		Tenant:         "default",
+		PostgresURL:    "postgres://vitals:vitals@127.0.0.1:15432/vitals?sslmode=disable",
+		KeyCacheTTL:    10 * time.Second,
 		MaxBatchItems:  5000,
 		MaxBodyBytes:   4 << 20,
 		MaxInflight:    64,
@@ -68,23 +79,62 @@ type producer interface {
 	ProduceSync(ctx context.Context, rs ...*kgo.Record) kgo.ProduceResults
 }
 
+// keyVerifier authenticates a presented API key.
+type keyVerifier interface {
+	Verify(ctx context.Context, presented string) (Key, error)
+}
+
 // Server is the ingest HTTP service.
 type Server struct {
 	cfg      Config
 	log      zerolog.Logger
-	client   *kgo.Client // nil when a producer was injected
+	client   *kgo.Client   // nil when a producer was injected
+	pool     *pgxpool.Pool // nil when a verifier was injected
 	producer producer
-	codec    *schemas.Codec
-	inflight chan struct{}
+	keys     keyVerifier
 	now      func() time.Time
 	handler  http.Handler
+
+	readings, devices, profiles, deadLetters *schemas.Codec
+	inflight                                 chan struct{}
+	m                                        serverMetrics
 }
 
-// New connects to Kafka and returns a server ready to Run.
+// serverMetrics are what ingest exports at /metrics.
+type serverMetrics struct {
+	reg     *metrics.Registry
+	items   *metrics.CounterVec   // endpoint, outcome, reason
+	batch   *metrics.HistogramVec // endpoint
+	produce *metrics.HistogramVec // endpoint
+	status  *metrics.CounterVec   // endpoint, code
+}
+
+func newServerMetrics() serverMetrics {
+	r := metrics.NewRegistry()
+	return serverMetrics{
+		reg:     r,
+		items:   r.Counter("vitals_ingest_items_total", "Items judged by ingest, by endpoint, outcome (accepted, rejected, not_stored) and rejection reason.", "endpoint", "outcome", "reason"),
+		batch:   r.Histogram("vitals_ingest_batch_items", "Items per request.", []float64{1, 10, 50, 100, 250, 500, 1000, 2500, 5000}, "endpoint"),
+		produce: r.Histogram("vitals_ingest_produce_seconds", "Time from produce to the broker's ack of a whole request.", []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, "endpoint"),
+		status:  r.Counter("vitals_ingest_requests_total", "Requests by endpoint and HTTP status.", "endpoint", "code"),
+	}
+}
+
+// New connects to PostgreSQL (API keys) and Kafka and returns a server
+// ready to Run.
 func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 	log = log.With().Str("role", "ingest").Logger()
 	if err := eventlog.EnsureTopics(ctx, cfg.Kafka, log); err != nil {
 		return nil, err
+	}
+	pool, err := openPool(ctx, cfg.PostgresURL)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	keys, err := NewKeyStore(ctx, pool, cfg.KeyCacheTTL)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("ingest: %w", err)
 	}
 	opts := append(cfg.Kafka.ClientOpts(log),
 		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotence is on by default and needs acks=all
@@ -95,26 +145,60 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
+		pool.Close()
 		return nil, fmt.Errorf("ingest: kafka client: %w", err)
 	}
-	s := newServer(cfg, log, cl)
-	s.client = cl
+	s := newServer(cfg, log, cl, keys)
+	s.client, s.pool = cl, pool
 	return s, nil
 }
 
-func newServer(cfg Config, log zerolog.Logger, p producer) *Server {
+// openPool connects to PostgreSQL with a bounded connect time.
+func openPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres url: %w", err)
+	}
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return pool, nil
+}
+
+//go:embed openapi.yaml
+var openapiYAML []byte
+
+func newServer(cfg Config, log zerolog.Logger, p producer, keys keyVerifier) *Server {
 	s := &Server{
-		cfg:      cfg,
-		log:      log,
-		producer: p,
-		codec:    schemas.MustCodec(schemas.NameReading),
-		inflight: make(chan struct{}, cfg.MaxInflight),
-		now:      time.Now,
+		cfg:         cfg,
+		log:         log,
+		producer:    p,
+		keys:        keys,
+		now:         time.Now,
+		readings:    schemas.MustCodec(schemas.NameReading),
+		devices:     schemas.MustCodec(schemas.NameDeviceEvent),
+		profiles:    schemas.MustCodec(schemas.NameProfileEvent),
+		deadLetters: schemas.MustCodec(schemas.NameDeadLetter),
+		inflight:    make(chan struct{}, cfg.MaxInflight),
+		m:           newServerMetrics(),
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/readings", s.postReadings)
-	mux.HandleFunc("GET /v1/metrics", s.getMetrics)
+	mux.HandleFunc("POST /v1/readings", s.batchHandler(endpointReadings, cfg.Kafka.Topics.Readings, s.decodeReadings))
+	mux.HandleFunc("POST /v1/device-events", s.batchHandler(endpointDevices, cfg.Kafka.Topics.DeviceEvents, s.decodeDevices))
+	mux.HandleFunc("POST /v1/profile-events", s.batchHandler(endpointProfiles, cfg.Kafka.Topics.ProfileEvents, s.decodeProfiles))
+	mux.HandleFunc("POST /fhir/r4/Observation", s.batchHandler(endpointFHIR, cfg.Kafka.Topics.Readings, s.decodeFHIRBody))
+	mux.HandleFunc("GET /v1/catalogue", s.getCatalogue)
+	mux.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(openapiYAML)
+	})
+	mux.Handle("GET /metrics", s.m.reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("GET /readyz", s.ready)
 	s.handler = mux
 	return s
 }
@@ -137,7 +221,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return httpserve.Serve(ctx, s.log, ln, s.handler, s.cfg.ProduceTimeout+5*time.Second)
 }
 
-// Close flushes and closes the Kafka client.
+// Close flushes the producer and closes the connections.
 func (s *Server) Close() {
 	if s.client != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ProduceTimeout)
@@ -147,19 +231,43 @@ func (s *Server) Close() {
 		}
 		s.client.Close()
 	}
+	if s.pool != nil {
+		s.pool.Close()
+	}
 }
 
-// batchRequest is the body of POST /v1/readings.
-type batchRequest struct {
-	GatewayID string            `json:"gateway_id"`
-	Readings  []json.RawMessage `json:"readings"`
+// ready answers 200 when the broker and the key database answer.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if s.client != nil {
+		if err := s.client.Ping(ctx); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "log_unavailable", "the event log does not answer")
+			return
+		}
+	}
+	if s.pool != nil {
+		if err := s.pool.Ping(ctx); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "keys_unavailable", "the key database does not answer")
+			return
+		}
+	}
+	w.WriteHeader(http.StatusOK)
 }
+
+// Endpoint names, as used in dead letters and metrics.
+const (
+	endpointReadings = "readings"
+	endpointDevices  = "device-events"
+	endpointProfiles = "profile-events"
+	endpointFHIR     = "fhir"
+)
 
 // Item statuses in a batch response.
 const (
-	StatusAccepted = "accepted" // durable in the log
-	StatusRejected = "rejected" // failed the syntax check; see reason
-	StatusNotSaved = "not_stored"
+	StatusAccepted = "accepted"   // durable in the log
+	StatusRejected = "rejected"   // failed the syntax check; see reason (and the dead-letter topic)
+	StatusNotSaved = "not_stored" // valid, but the log did not acknowledge it: retry
 )
 
 // ItemVerdict is the outcome for one item of a batch.
@@ -170,7 +278,7 @@ type ItemVerdict struct {
 	*Rejection
 }
 
-// BatchResponse is the answer to POST /v1/readings.
+// BatchResponse is the answer to a batch POST.
 type BatchResponse struct {
 	Accepted int           `json:"accepted"`
 	Rejected int           `json:"rejected"`
@@ -193,18 +301,106 @@ func writeError(w http.ResponseWriter, status int, code, format string, args ...
 	writeJSON(w, status, APIError{Code: code, Message: fmt.Sprintf(format, args...)})
 }
 
-func (s *Server) getMetrics(w http.ResponseWriter, _ *http.Request) {
-	out := make([]metric.Metric, 0)
+// catalogueEntry is one metric in GET /v1/catalogue.
+type catalogueEntry struct {
+	Name      string   `json:"name"`
+	LOINC     string   `json:"loinc"`
+	Unit      string   `json:"unit"`
+	Units     []string `json:"accepted_units"`
+	Shape     string   `json:"shape"`
+	Min       *float64 `json:"min,omitempty"`
+	Max       *float64 `json:"max,omitempty"`
+	PerSecond *float64 `json:"max_per_second,omitempty"`
+	Stages    []string `json:"stages,omitempty"`
+}
+
+func (s *Server) getCatalogue(w http.ResponseWriter, _ *http.Request) {
+	out := make([]catalogueEntry, 0)
 	for _, n := range metric.Names() {
-		out = append(out, metric.MustLookup(n))
+		m := metric.MustLookup(n)
+		e := catalogueEntry{Name: m.Name, LOINC: m.LOINC, Unit: m.Unit, Units: m.Units(), Stages: m.Stages}
+		switch m.Shape {
+		case metric.Interval:
+			e.Shape, e.PerSecond = "interval", &m.MaxPerSecond
+		case metric.Pair:
+			e.Shape, e.Min, e.Max = "pair", &m.Min, &m.Max
+		case metric.Stage:
+			e.Shape = "stage"
+		default:
+			e.Shape, e.Min, e.Max = "point", &m.Min, &m.Max
+		}
+		out = append(out, e)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// postReadings handles a batch: every item gets a verdict, valid items are
-// produced together, and success is answered only after the broker acked
-// all of them.
-func (s *Server) postReadings(w http.ResponseWriter, r *http.Request) {
+// apiError is a request-level failure.
+type apiError struct {
+	status        int
+	code, message string
+}
+
+func badRequest(code, format string, args ...any) *apiError {
+	return &apiError{http.StatusBadRequest, code, fmt.Sprintf(format, args...)}
+}
+
+// judged is one item after the syntax check: either an encoded event for
+// the log or a rejection, plus what the dead-letter record needs.
+type judged struct {
+	raw         []byte
+	user, event string
+	value       []byte
+	rej         *Rejection
+}
+
+// decodedBatch is a request body split into items. judge checks item i.
+type decodedBatch struct {
+	gateway string
+	tenant  *string // a tenant the body claims; must match the key's
+	n       int
+	format  string
+	judge   func(i int, cc *checkContext) judged
+}
+
+type decoder func(r *http.Request, body []byte) (decodedBatch, *apiError)
+
+// authenticate returns the caller's key or writes 401/403/503.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (Key, bool) {
+	presented, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || presented == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="vitals"`)
+		writeError(w, http.StatusUnauthorized, "unauthenticated", "send the gateway's API key as Authorization: Bearer vk_...")
+		return Key{}, false
+	}
+	k, err := s.keys.Verify(r.Context(), presented)
+	switch {
+	case err == nil:
+		return k, true
+	case errors.Is(err, ErrRevokedKey):
+		writeError(w, http.StatusForbidden, "key_revoked", "this API key was revoked")
+	case errors.Is(err, ErrBadKey):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="vitals", error="invalid_token"`)
+		writeError(w, http.StatusUnauthorized, "unauthenticated", "the API key is not valid")
+	default:
+		s.log.Warn().Err(err).Msg("key verification unavailable")
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+		writeError(w, http.StatusServiceUnavailable, "keys_unavailable", "the key database does not answer; retry shortly")
+	}
+	return Key{}, false
+}
+
+// batchHandler runs the shared path of every batch endpoint: limit,
+// authenticate, decode, judge every item, produce valid items to topic and
+// rejected ones to the dead-letter topic, and answer per item.
+func (s *Server) batchHandler(endpoint, topic string, decode decoder) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() { s.m.status.With(endpoint, strconv.Itoa(sw.code)).Inc() }()
+		s.serveBatch(sw, r, endpoint, topic, decode)
+	}
+}
+
+func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, topic string, decode decoder) {
 	select {
 	case s.inflight <- struct{}{}:
 		defer func() { <-s.inflight }()
@@ -213,83 +409,271 @@ func (s *Server) postReadings(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "overloaded", "too many concurrent batches; retry shortly")
 		return
 	}
-	var req batchRequest
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-	if err := json.NewDecoder(body).Decode(&req); err != nil {
+	key, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds %d bytes", s.cfg.MaxBodyBytes)
 			return
 		}
-		writeError(w, http.StatusBadRequest, "malformed_body", "body must be a JSON object {\"gateway_id\": ..., \"readings\": [...]}: %v", err)
+		writeError(w, http.StatusBadRequest, "unreadable_body", "could not read the request body")
 		return
 	}
-	if r := checkID("gateway_id", req.GatewayID); r != nil {
-		writeError(w, http.StatusBadRequest, r.Reason, "%s", r.Message)
+	d, aerr := decode(r, body)
+	if aerr != nil {
+		writeError(w, aerr.status, aerr.code, "%s", aerr.message)
 		return
 	}
-	if len(req.Readings) == 0 {
-		writeError(w, http.StatusBadRequest, "empty_batch", "readings must hold at least one item")
+	if rej := checkID("gateway_id", d.gateway); rej != nil {
+		writeError(w, http.StatusBadRequest, rej.Reason, "%s", rej.Message)
 		return
 	}
-	if len(req.Readings) > s.cfg.MaxBatchItems {
-		writeError(w, http.StatusRequestEntityTooLarge, "batch_too_large", "readings holds %d items; the limit is %d", len(req.Readings), s.cfg.MaxBatchItems)
+	if d.tenant != nil && *d.tenant != key.Tenant {
+		writeError(w, http.StatusForbidden, "tenant_mismatch", "the body names a tenant other than the API key's")
 		return
 	}
+	if d.n == 0 {
+		writeError(w, http.StatusBadRequest, "empty_batch", "the batch holds no items")
+		return
+	}
+	if d.n > s.cfg.MaxBatchItems {
+		writeError(w, http.StatusRequestEntityTooLarge, "batch_too_large", "the batch holds %d items; the limit is %d", d.n, s.cfg.MaxBatchItems)
+		return
+	}
+	s.m.batch.With(endpoint).Observe(float64(d.n))
 
-	now := s.now()
-	resp := BatchResponse{Items: make([]ItemVerdict, len(req.Readings))}
-	records := make([]*kgo.Record, 0, len(req.Readings))
-	recIndex := make([]int, 0, len(req.Readings))
-	for i, raw := range req.Readings {
-		rd, rej := Check(raw, s.cfg.Tenant, req.GatewayID, now, s.cfg.Limits)
-		if rej != nil {
-			resp.Items[i] = ItemVerdict{Index: i, Status: StatusRejected, Rejection: rej}
+	receivedAt := s.now()
+	cc := checkContext{tenant: key.Tenant, gateway: d.gateway, format: d.format, now: receivedAt, lim: s.cfg.Limits}
+	resp := BatchResponse{Items: make([]ItemVerdict, d.n)}
+	records := make([]*kgo.Record, 0, d.n)
+	recIndex := make([]int, 0, d.n)
+	reasons := make(map[string]int)
+	contentType := r.Header.Get("Content-Type")
+	for i := range d.n {
+		it := d.judge(i, &cc)
+		if it.rej != nil {
+			resp.Items[i] = ItemVerdict{Index: i, Status: StatusRejected, EventID: it.event, Rejection: it.rej}
 			resp.Rejected++
+			reasons[it.rej.Reason]++
+			dl, err := s.deadLetters.Encode(&schemas.DeadLetter{
+				TenantID: key.Tenant, GatewayID: d.gateway, UserID: it.user, EventID: it.event, Endpoint: endpoint,
+				ItemIndex: int32(i), Reason: it.rej.Reason, Field: it.rej.Field, Message: it.rej.Message,
+				ContentType: contentType, Original: it.raw, ReceivedAt: receivedAt.UnixMilli(),
+			})
+			if err != nil {
+				s.log.Error().Err(err).Msg("encode dead letter") // a defect: the schema is ours
+				continue
+			}
+			k := it.user
+			if k == "" {
+				k = d.gateway
+			}
+			records = append(records, &kgo.Record{Topic: s.cfg.Kafka.Topics.DeadLetters, Key: []byte(k), Value: dl})
+			recIndex = append(recIndex, i)
 			continue
 		}
-		val, err := s.codec.Encode(&rd)
-		if err != nil { // a valid reading always encodes; this is a defect
-			resp.Items[i] = ItemVerdict{Index: i, Status: StatusRejected, Rejection: reject("internal", "", "could not encode item")}
-			resp.Rejected++
-			s.log.Error().Err(err).Int("index", i).Msg("encode reading")
-			continue
-		}
-		resp.Items[i] = ItemVerdict{Index: i, Status: StatusAccepted, EventID: rd.EventID}
-		records = append(records, &kgo.Record{Topic: s.cfg.Kafka.Topics.Readings, Key: []byte(rd.UserID), Value: val})
+		resp.Items[i] = ItemVerdict{Index: i, Status: StatusAccepted, EventID: it.event}
+		records = append(records, &kgo.Record{Topic: topic, Key: []byte(it.user), Value: it.value})
 		recIndex = append(recIndex, i)
 	}
 
-	if len(records) > 0 {
-		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ProduceTimeout)
-		start := time.Now()
-		results := s.producer.ProduceSync(ctx, records...)
-		cancel()
-		failed := 0
-		var firstErr error
-		for j, res := range results {
-			if res.Err != nil {
-				failed++
-				if firstErr == nil {
-					firstErr = res.Err
-				}
-				resp.Items[recIndex[j]].Status = StatusNotSaved
-			}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ProduceTimeout)
+	start := time.Now()
+	results := s.producer.ProduceSync(ctx, records...)
+	cancel()
+	s.m.produce.With(endpoint).Observe(time.Since(start).Seconds())
+	failed := 0
+	var firstErr error
+	for j, res := range results {
+		if res.Err == nil {
+			continue
 		}
-		resp.Accepted = len(records) - failed
-		if failed > 0 {
-			s.log.Warn().Err(firstErr).Int("failed", failed).Int("stored", resp.Accepted).Msg("produce failed; answering 503")
-			w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
-			writeJSON(w, http.StatusServiceUnavailable, struct {
-				APIError
-				BatchResponse
-			}{APIError{Code: "log_unavailable", Message: "the event log did not acknowledge every item in time; items marked not_stored were not saved, retry them (retrying the whole batch is safe: repeats are dropped by event_id)"}, resp})
-			return
+		failed++
+		if firstErr == nil {
+			firstErr = res.Err
 		}
-		s.log.Debug().Int("accepted", resp.Accepted).Int("rejected", resp.Rejected).Dur("produce", time.Since(start)).Msg("batch stored")
+		if it := &resp.Items[recIndex[j]]; it.Status == StatusAccepted {
+			it.Status = StatusNotSaved
+		}
+	}
+	accepted := 0
+	for _, it := range resp.Items {
+		if it.Status == StatusAccepted {
+			accepted++
+		}
+	}
+	resp.Accepted = accepted
+	s.m.items.With(endpoint, StatusAccepted, "").Add(float64(accepted))
+	for reason, n := range reasons {
+		s.m.items.With(endpoint, StatusRejected, reason).Add(float64(n))
+	}
+	if failed > 0 {
+		s.m.items.With(endpoint, StatusNotSaved, "").Add(float64(d.n - accepted - resp.Rejected))
+		s.log.Warn().Err(firstErr).Str("endpoint", endpoint).Int("failed", failed).Int("stored", accepted).Msg("produce failed; answering 503")
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+		writeJSON(w, http.StatusServiceUnavailable, struct {
+			APIError
+			BatchResponse
+		}{APIError{Code: "log_unavailable", Message: "the event log did not acknowledge every record in time; items marked not_stored were not saved and rejected items may not have reached the dead-letter topic: retry the batch (repeats are dropped by event_id)"}, resp})
+		return
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// retryAfterSeconds is what a gateway is told to wait after a 503.
+// retryAfterSeconds is what a client is told to wait after a 503.
 const retryAfterSeconds = 2
+
+// statusWriter remembers the status code for the request counter.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// jsonEnvelope is the JSON body of every batch endpoint.
+type jsonEnvelope struct {
+	GatewayID string            `json:"gateway_id"`
+	TenantID  *string           `json:"tenant_id"`
+	Readings  []json.RawMessage `json:"readings"`
+	Events    []json.RawMessage `json:"events"`
+}
+
+func decodeEnvelope(body []byte, itemsField string) (jsonEnvelope, *apiError) {
+	var env jsonEnvelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return env, badRequest("malformed_body", `body must be a JSON object {"gateway_id": ..., %q: [...]}: %v`, itemsField, err)
+	}
+	return env, nil
+}
+
+// Content type of an Avro reading batch.
+const contentTypeAvroBatch = "application/vnd.vitals.reading-batch+avro"
+
+func (s *Server) decodeReadings(r *http.Request, body []byte) (decodedBatch, *apiError) {
+	if mediaType(r) == contentTypeAvroBatch {
+		return s.decodeAvroReadings(body)
+	}
+	env, aerr := decodeEnvelope(body, "readings")
+	if aerr != nil {
+		return decodedBatch{}, aerr
+	}
+	return decodedBatch{gateway: env.GatewayID, tenant: env.TenantID, n: len(env.Readings), format: "json",
+		judge: func(i int, cc *checkContext) judged {
+			in, rej := readingFromJSON(env.Readings[i])
+			return s.judgeReading(env.Readings[i], &in, rej, cc)
+		}}, nil
+}
+
+// judgeReading checks and encodes one reading in any input format.
+func (s *Server) judgeReading(raw []byte, in *Input, rej *Rejection, cc *checkContext) judged {
+	it := judged{raw: raw}
+	if in.UserID != nil && checkID("user_id", *in.UserID) == nil {
+		it.user = *in.UserID
+	}
+	if in.EventID != nil && checkID("event_id", *in.EventID) == nil {
+		it.event = *in.EventID
+	}
+	if rej != nil {
+		it.rej = rej
+		return it
+	}
+	rd, rej := cc.CheckReading(in)
+	if rej != nil {
+		it.rej = rej
+		return it
+	}
+	v, err := s.readings.Encode(&rd)
+	if err != nil {
+		it.rej = reject("internal", "", "could not encode item")
+		return it
+	}
+	it.value = v
+	return it
+}
+
+func (s *Server) decodeDevices(_ *http.Request, body []byte) (decodedBatch, *apiError) {
+	env, aerr := decodeEnvelope(body, "events")
+	if aerr != nil {
+		return decodedBatch{}, aerr
+	}
+	return decodedBatch{gateway: env.GatewayID, tenant: env.TenantID, n: len(env.Events), format: "json",
+		judge: func(i int, cc *checkContext) judged {
+			it := judged{raw: env.Events[i]}
+			in, rej := deviceFromJSON(env.Events[i])
+			if in.UserID != nil && checkID("user_id", *in.UserID) == nil {
+				it.user = *in.UserID
+			}
+			if in.EventID != nil && checkID("event_id", *in.EventID) == nil {
+				it.event = *in.EventID
+			}
+			if rej == nil {
+				var ev schemas.DeviceEvent
+				if ev, rej = cc.CheckDevice(&in); rej == nil {
+					it.value, _ = s.devices.Encode(&ev)
+				}
+			}
+			it.rej = rej
+			return it
+		}}, nil
+}
+
+func (s *Server) decodeProfiles(_ *http.Request, body []byte) (decodedBatch, *apiError) {
+	env, aerr := decodeEnvelope(body, "events")
+	if aerr != nil {
+		return decodedBatch{}, aerr
+	}
+	return decodedBatch{gateway: env.GatewayID, tenant: env.TenantID, n: len(env.Events), format: "json",
+		judge: func(i int, cc *checkContext) judged {
+			it := judged{raw: env.Events[i]}
+			in, rej := profileFromJSON(env.Events[i])
+			if in.UserID != nil && checkID("user_id", *in.UserID) == nil {
+				it.user = *in.UserID
+			}
+			if in.EventID != nil && checkID("event_id", *in.EventID) == nil {
+				it.event = *in.EventID
+			}
+			if rej == nil {
+				var ev schemas.ProfileEvent
+				if ev, rej = cc.CheckProfile(&in); rej == nil {
+					it.value, _ = s.profiles.Encode(&ev)
+				}
+			}
+			it.rej = rej
+			return it
+		}}, nil
+}
+
+// decodeFHIRBody reads an Observation or a Bundle of them; the gateway names
+// itself in the X-Gateway-ID header, since FHIR resources have no place for
+// it.
+func (s *Server) decodeFHIRBody(r *http.Request, body []byte) (decodedBatch, *apiError) {
+	items, err := decodeFHIR(body)
+	if err != nil {
+		return decodedBatch{}, badRequest("malformed_body", "%v", err)
+	}
+	return decodedBatch{gateway: r.Header.Get("X-Gateway-ID"), n: len(items), format: "fhir",
+		judge: func(i int, cc *checkContext) judged {
+			return s.judgeReading(items[i].raw, &items[i].in, items[i].rej, cc)
+		}}, nil
+}
+
+// mediaType is the request's content type without parameters.
+func mediaType(r *http.Request) string {
+	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+	return strings.TrimSpace(strings.ToLower(ct))
+}

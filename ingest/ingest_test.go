@@ -38,19 +38,50 @@ func (p *recordingProducer) ProduceSync(_ context.Context, rs ...*kgo.Record) kg
 	return out
 }
 
+// fakeKeys stands in for the PostgreSQL key store in handler unit tests
+// (the integration test uses the real one).
+type fakeKeys map[string]Key
+
+const goodKey, revokedKey = "vk_good", "vk_revoked"
+
+func (f fakeKeys) Verify(_ context.Context, presented string) (Key, error) {
+	k, ok := f[presented]
+	switch {
+	case !ok:
+		return Key{}, ErrBadKey
+	case k.RevokedAt != nil:
+		return k, ErrRevokedKey
+	}
+	return k, nil
+}
+
 func newTestServer(p producer) *Server {
 	cfg := DefaultConfig()
 	cfg.MaxBatchItems = 4
 	cfg.MaxBodyBytes = 4096
-	s := newServer(cfg, zerolog.Nop(), p)
+	revoked := testNow
+	s := newServer(cfg, zerolog.Nop(), p, fakeKeys{
+		goodKey:    {ID: "good", Tenant: "default"},
+		revokedKey: {ID: "revoked", Tenant: "default", RevokedAt: &revoked},
+	})
 	s.now = func() time.Time { return testNow }
 	return s
 }
 
 func post(t *testing.T, s *Server, body string) (*httptest.ResponseRecorder, map[string]any) {
 	t.Helper()
+	return postTo(t, s, "/v1/readings", goodKey, "application/json", body)
+}
+
+func postTo(t *testing.T, s *Server, path, key, contentType, body string) (*httptest.ResponseRecorder, map[string]any) {
+	t.Helper()
 	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/readings", strings.NewReader(body)))
+	req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	s.Handler().ServeHTTP(rec, req)
 	var out map[string]any
 	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
 		t.Fatalf("response is not JSON: %q", rec.Body.String())
@@ -88,22 +119,117 @@ func TestBatchVerdictPerItem(t *testing.T) {
 			t.Fatalf("item %d: %+v; want %v", i, it, w)
 		}
 	}
-	// The valid neighbours were produced, keyed by user, as single-object Avro.
-	if len(p.got) != 2 {
+	// The valid neighbours were produced, keyed by user, as single-object
+	// Avro; the bad item went to the dead-letter topic with its bytes.
+	if len(p.got) != 3 {
 		t.Fatalf("produced %d records", len(p.got))
 	}
 	codec := schemas.MustCodec(schemas.NameReading)
-	for i, wantUser := range []string{"user-1", "user-2"} {
-		if string(p.got[i].Key) != wantUser {
-			t.Fatalf("record %d key %q", i, p.got[i].Key)
+	for i, want := range []struct {
+		rec  int
+		user string
+	}{{0, "user-1"}, {2, "user-2"}} {
+		got := p.got[want.rec]
+		if string(got.Key) != want.user || got.Topic != s.cfg.Kafka.Topics.Readings {
+			t.Fatalf("record %d: topic %s key %q", i, got.Topic, got.Key)
 		}
 		var r schemas.Reading
-		if err := codec.Decode(p.got[i].Value, &r); err != nil {
+		if err := codec.Decode(got.Value, &r); err != nil {
 			t.Fatal(err)
 		}
-		if r.UserID != wantUser || r.TenantID != "default" || r.GatewayID != "gw-1" {
+		if r.UserID != want.user || r.TenantID != "default" || r.GatewayID != "gw-1" {
 			t.Fatalf("record %d: %+v", i, r)
 		}
+	}
+	dl := p.got[1]
+	if dl.Topic != s.cfg.Kafka.Topics.DeadLetters || string(dl.Key) != "user-1" {
+		t.Fatalf("dead letter: topic %s key %q", dl.Topic, dl.Key)
+	}
+	var d schemas.DeadLetter
+	if err := schemas.MustCodec(schemas.NameDeadLetter).Decode(dl.Value, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Reason != ReasonUnknownUnit || d.Field != "unit" || d.ItemIndex != 1 || d.GatewayID != "gw-1" || d.TenantID != "default" ||
+		d.EventID != "b" || d.Endpoint != "readings" || !bytes.Equal(d.Original, item(map[string]any{"event_id": "b", "unit": "bpm"})) {
+		t.Fatalf("dead letter %+v", d)
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	s := newTestServer(&recordingProducer{})
+	body := batchBody(item(nil))
+	tests := []struct {
+		name, key string
+		status    int
+		code      string
+	}{
+		{"no key", "", http.StatusUnauthorized, "unauthenticated"},
+		{"unknown key", "vk_nope", http.StatusUnauthorized, "unauthenticated"},
+		{"revoked key", revokedKey, http.StatusForbidden, "key_revoked"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec, out := postTo(t, s, "/v1/readings", tc.key, "application/json", body)
+			if rec.Code != tc.status || out["code"] != tc.code {
+				t.Fatalf("got %d %v", rec.Code, out)
+			}
+		})
+	}
+	b, _ := json.Marshal(map[string]any{"gateway_id": "gw", "tenant_id": "someone-else", "readings": []json.RawMessage{item(nil)}})
+	if rec, out := post(t, s, string(b)); rec.Code != http.StatusForbidden || out["code"] != "tenant_mismatch" {
+		t.Fatalf("tenant mismatch: %d %v", rec.Code, out)
+	}
+}
+
+func TestDeviceAndProfileEndpoints(t *testing.T) {
+	p := &recordingProducer{}
+	s := newTestServer(p)
+	dev, _ := json.Marshal(map[string]any{"gateway_id": "gw", "events": []any{
+		map[string]any{"event_id": "d1", "user_id": "u1", "device_id": "w1", "kind": "paired", "occurred_at": "2026-11-22T10:00:00Z"},
+		map[string]any{"event_id": "d2", "user_id": "u1", "device_id": "w1", "kind": "melted", "occurred_at": "2026-11-22T10:00:00Z"},
+	}})
+	rec, _ := postTo(t, s, "/v1/device-events", goodKey, "application/json", string(dev))
+	if rec.Code != http.StatusOK || len(p.got) != 2 || p.got[0].Topic != s.cfg.Kafka.Topics.DeviceEvents || p.got[1].Topic != s.cfg.Kafka.Topics.DeadLetters {
+		t.Fatalf("device events: %d, %d records", rec.Code, len(p.got))
+	}
+	prof, _ := json.Marshal(map[string]any{"gateway_id": "gw", "events": []any{
+		map[string]any{"event_id": "p1", "user_id": "u1", "kind": "erasure_requested", "occurred_at": "2026-11-22T10:00:00Z"},
+	}})
+	rec, _ = postTo(t, s, "/v1/profile-events", goodKey, "application/json", string(prof))
+	if rec.Code != http.StatusOK || len(p.got) != 3 || p.got[2].Topic != s.cfg.Kafka.Topics.ProfileEvents || string(p.got[2].Key) != "u1" {
+		t.Fatalf("profile events: %d, %d records", rec.Code, len(p.got))
+	}
+	var ev schemas.ProfileEvent
+	if err := schemas.MustCodec(schemas.NameProfileEvent).Decode(p.got[2].Value, &ev); err != nil || ev.Kind != "erasure_requested" {
+		t.Fatalf("profile event %+v %v", ev, err)
+	}
+}
+
+func TestAvroBatch(t *testing.T) {
+	p := &recordingProducer{}
+	s := newTestServer(p)
+	v := 61.0
+	good := schemas.GatewayReading{EventID: "a1", UserID: "u1", DeviceID: "d1", Metric: "heart_rate", Value: &v, Unit: "/min", MeasuredAt: testNow.Add(-time.Minute).UnixMilli()}
+	bad := good
+	bad.EventID, bad.Unit = "a2", "bpm"
+	body, err := schemas.MustCodec(schemas.NameReadingBatch).Encode(&schemas.ReadingBatch{GatewayID: "gw-avro", Readings: []schemas.GatewayReading{good, bad}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := postTo(t, s, "/v1/readings", goodKey, contentTypeAvroBatch, string(body))
+	var resp BatchResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || rec.Code != http.StatusOK {
+		t.Fatalf("status %d %s", rec.Code, rec.Body)
+	}
+	if resp.Accepted != 1 || resp.Items[1].Reason != ReasonUnknownUnit {
+		t.Fatalf("verdicts %+v", resp)
+	}
+	var r schemas.Reading
+	if err := schemas.MustCodec(schemas.NameReading).Decode(p.got[0].Value, &r); err != nil || r.SourceFormat != "avro" || r.GatewayID != "gw-avro" {
+		t.Fatalf("reading %+v %v", r, err)
+	}
+	if rec, out := postTo(t, s, "/v1/readings", goodKey, contentTypeAvroBatch, "not avro"); rec.Code != http.StatusBadRequest || out["code"] != "malformed_body" {
+		t.Fatalf("bad avro body: %d %v", rec.Code, out)
 	}
 }
 
@@ -136,6 +262,7 @@ func TestRequestLevelErrors(t *testing.T) {
 	}{
 		{"not json", "{", http.StatusBadRequest, "malformed_body"},
 		{"missing gateway", `{"readings":[{}]}`, http.StatusBadRequest, ReasonInvalidIdentifier},
+		{"readings not an array", `{"gateway_id":"g","readings":{}}`, http.StatusBadRequest, "malformed_body"},
 		{"empty batch", `{"gateway_id":"g","readings":[]}`, http.StatusBadRequest, "empty_batch"},
 		{"too many items", batchBody(item(nil), item(nil), item(nil), item(nil), item(nil)), http.StatusRequestEntityTooLarge, "batch_too_large"},
 		{"body too large", `{"gateway_id":"g","readings":["` + strings.Repeat("x", 5000) + `"]}`, http.StatusRequestEntityTooLarge, "body_too_large"},
@@ -155,8 +282,7 @@ func TestOverloadAnswers503(t *testing.T) {
 	for range cap(s.inflight) {
 		s.inflight <- struct{}{}
 	}
-	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/readings", bytes.NewReader([]byte(batchBody(item(nil))))))
+	rec, _ := post(t, s, batchBody(item(nil)))
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
 		t.Fatalf("status %d", rec.Code)
 	}

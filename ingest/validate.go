@@ -1,10 +1,9 @@
 package ingest
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"math"
+	"regexp"
 	"time"
 
 	"github.com/vitalshq/vitals/internal/metric"
@@ -14,13 +13,15 @@ import (
 // Reason codes for rejected items. They are part of the API: gateways and
 // dashboards match on them, so they never change meaning.
 const (
-	ReasonMalformedItem     = "malformed_item"     // not a JSON object
+	ReasonMalformedItem     = "malformed_item"     // not a JSON object / not decodable
 	ReasonMissingField      = "missing_field"      // a required field is absent or null
 	ReasonInvalidType       = "invalid_type"       // a field has the wrong JSON type
 	ReasonInvalidIdentifier = "invalid_identifier" // an id is empty, too long or has characters outside [A-Za-z0-9._:@-]
 	ReasonUnknownMetric     = "unknown_metric"     // metric is not in the registry
 	ReasonUnknownUnit       = "unknown_unit"       // unit is not accepted for that metric
 	ReasonNonFiniteValue    = "non_finite_value"   // NaN or ±Inf
+	ReasonInvalidValue      = "invalid_value"      // a value outside what the field can mean (negative sequence, battery above 100 %, unknown enum symbol)
+	ReasonInvalidInterval   = "invalid_interval"   // period_end missing or not after measured_at
 	ReasonInvalidTimestamp  = "invalid_timestamp"  // not RFC 3339 with a zone
 	ReasonFutureTimestamp   = "future_timestamp"   // further ahead than the allowed clock skew
 	ReasonTooOld            = "too_old"            // older than the maximum age
@@ -44,29 +45,34 @@ type Limits struct {
 	// MaxFutureSkew is how far past the server's clock a timestamp may lie,
 	// for devices whose clocks run fast.
 	MaxFutureSkew time.Duration
-	// MaxAge rejects readings measured longer ago than this; zero accepts
+	// MaxAge rejects events measured longer ago than this; zero accepts
 	// any age, since backfilling old exports is legitimate.
 	MaxAge time.Duration
 }
 
-// jsonReading is the wire form of one reading. Pointers tell a missing field
-// from a zero value.
-type jsonReading struct {
-	EventID    *string  `json:"event_id"`
-	UserID     *string  `json:"user_id"`
-	DeviceID   *string  `json:"device_id"`
-	Metric     *string  `json:"metric"`
-	Value      *float64 `json:"value"`
-	Unit       *string  `json:"unit"`
-	MeasuredAt *string  `json:"measured_at"`
-	ReceivedAt *string  `json:"received_at"`
+// Input is one reading as a gateway described it, whatever the wire format
+// (JSON, Avro, FHIR). Nil means absent. Times are epoch milliseconds.
+type Input struct {
+	EventID, UserID, DeviceID, Metric, Unit *string
+	Value                                   *float64
+	Diastolic                               *float64 // blood_pressure's second component
+	MeasuredAt, ReceivedAt, PeriodEnd       *int64
+	Stage                                   *string
+	Sequence                                *int64
+}
+
+// checkContext is what every item of one request shares.
+type checkContext struct {
+	tenant, gateway, format string
+	now                     time.Time
+	lim                     Limits
 }
 
 const maxIDLen = 128
 
 // checkID accepts 1..128 characters from [A-Za-z0-9._:@-]: enough for UUIDs,
-// ULIDs and vendor ids, and nothing that needs escaping in a log line or a
-// file name.
+// ULIDs and vendor ids, and nothing that needs escaping in a log line, a
+// Kafka key or a file name.
 func checkID(field, v string) *Rejection {
 	if v == "" || len(v) > maxIDLen {
 		return reject(ReasonInvalidIdentifier, field, "%s must be 1 to %d characters long, got %d", field, maxIDLen, len(v))
@@ -92,104 +98,238 @@ func parseTime(field, v string) (int64, *Rejection) {
 	return t.UnixMilli(), nil
 }
 
-// typeError turns a JSON unmarshal error into a rejection naming the field.
-func typeError(err error) *Rejection {
-	if te, ok := err.(*json.UnmarshalTypeError); ok && te.Field != "" {
-		return reject(ReasonInvalidType, te.Field, "%s must be a JSON %s, got %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+// checkTimes applies the skew and age bounds to an event's times.
+func (c *checkContext) checkTimes(measuredField string, measured int64, received *int64, extra ...struct {
+	field string
+	at    int64
+}) (int64, *Rejection) {
+	nowMs := c.now.UnixMilli()
+	skew := c.lim.MaxFutureSkew.Milliseconds()
+	rec := nowMs
+	if received != nil {
+		if *received > nowMs+skew {
+			return 0, reject(ReasonFutureTimestamp, "received_at", "received_at is more than %s ahead of the server clock", c.lim.MaxFutureSkew)
+		}
+		rec = *received
 	}
-	return reject(ReasonMalformedItem, "", "item is not a valid JSON object: %v", err)
-}
-
-func jsonKind(goKind string) string {
-	switch goKind {
-	case "float64":
-		return "number"
-	case "string":
-		return "string"
-	default:
-		return goKind
+	if measured > nowMs+skew {
+		return 0, reject(ReasonFutureTimestamp, measuredField, "%s is more than %s ahead of the server clock", measuredField, c.lim.MaxFutureSkew)
 	}
-}
-
-// Check syntax-checks one JSON item and returns the reading it describes.
-// now is the server's clock; tenant and gateway come from the request, not
-// the item.
-func Check(raw json.RawMessage, tenant, gateway string, now time.Time, lim Limits) (schemas.Reading, *Rejection) {
-	var in jsonReading
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || raw[0] != '{' {
-		return schemas.Reading{}, reject(ReasonMalformedItem, "", "item must be a JSON object")
-	}
-	if err := json.Unmarshal(raw, &in); err != nil {
-		return schemas.Reading{}, typeError(err)
-	}
-	// Required fields, in the order a person reads them.
-	required := []struct {
-		name    string
-		present bool
-	}{
-		{"event_id", in.EventID != nil},
-		{"user_id", in.UserID != nil},
-		{"device_id", in.DeviceID != nil},
-		{"metric", in.Metric != nil},
-		{"value", in.Value != nil},
-		{"unit", in.Unit != nil},
-		{"measured_at", in.MeasuredAt != nil},
-	}
-	for _, f := range required {
-		if !f.present {
-			return schemas.Reading{}, reject(ReasonMissingField, f.name, "%s is required", f.name)
+	for _, e := range extra {
+		if e.at > nowMs+skew {
+			return 0, reject(ReasonFutureTimestamp, e.field, "%s is more than %s ahead of the server clock", e.field, c.lim.MaxFutureSkew)
 		}
 	}
-	for _, id := range []struct{ name, v string }{
-		{"event_id", *in.EventID}, {"user_id", *in.UserID}, {"device_id", *in.DeviceID},
-	} {
+	if c.lim.MaxAge > 0 && measured < nowMs-c.lim.MaxAge.Milliseconds() {
+		return 0, reject(ReasonTooOld, measuredField, "%s is older than the maximum age of %s", measuredField, c.lim.MaxAge)
+	}
+	return rec, nil
+}
+
+type field struct {
+	name    string
+	present bool
+}
+
+func requireAll(fs ...field) *Rejection {
+	for _, f := range fs {
+		if !f.present {
+			return reject(ReasonMissingField, f.name, "%s is required", f.name)
+		}
+	}
+	return nil
+}
+
+func finite(name string, v *float64) *Rejection {
+	if v != nil && (math.IsNaN(*v) || math.IsInf(*v, 0)) {
+		return reject(ReasonNonFiniteValue, name, "%s must be a finite number", name)
+	}
+	return nil
+}
+
+// CheckReading syntax-checks one reading and returns the event to log. It
+// judges syntax only: whether the reading is plausible, late or a duplicate
+// is the processor's call.
+func (c *checkContext) CheckReading(in *Input) (schemas.Reading, *Rejection) {
+	var zero schemas.Reading
+	if r := requireAll(
+		field{"event_id", in.EventID != nil}, field{"user_id", in.UserID != nil}, field{"device_id", in.DeviceID != nil},
+		field{"metric", in.Metric != nil}, field{"unit", in.Unit != nil}, field{"measured_at", in.MeasuredAt != nil},
+	); r != nil {
+		return zero, r
+	}
+	for _, id := range []struct{ name, v string }{{"event_id", *in.EventID}, {"user_id", *in.UserID}, {"device_id", *in.DeviceID}} {
 		if r := checkID(id.name, id.v); r != nil {
-			return schemas.Reading{}, r
+			return zero, r
 		}
 	}
 	m, ok := metric.Lookup(*in.Metric)
 	if !ok {
-		return schemas.Reading{}, reject(ReasonUnknownMetric, "metric", "metric %q is not known; see GET /v1/metrics", truncate(*in.Metric))
+		return zero, reject(ReasonUnknownMetric, "metric", "metric %q is not known; GET /v1/catalogue lists them", truncate(*in.Metric))
 	}
-	if *in.Unit != m.Unit {
-		return schemas.Reading{}, reject(ReasonUnknownUnit, "unit", "unit %q is not accepted for %s; use %q", truncate(*in.Unit), m.Name, m.Unit)
+	if _, ok := m.Canonical(0, *in.Unit); !ok {
+		return zero, reject(ReasonUnknownUnit, "unit", "unit %q is not accepted for %s; use one of %q", truncate(*in.Unit), m.Name, m.Units())
 	}
-	if math.IsNaN(*in.Value) || math.IsInf(*in.Value, 0) {
-		return schemas.Reading{}, reject(ReasonNonFiniteValue, "value", "value must be a finite number")
+	if in.Value == nil && m.Shape != metric.Stage {
+		return zero, reject(ReasonMissingField, "value", "value is required")
 	}
-	measured, r := parseTime("measured_at", *in.MeasuredAt)
+	if r := finite("value", in.Value); r != nil {
+		return zero, r
+	}
+	if r := finite("diastolic", in.Diastolic); r != nil {
+		return zero, r
+	}
+	if in.Sequence != nil && *in.Sequence < 0 {
+		return zero, reject(ReasonInvalidValue, "sequence", "sequence must not be negative")
+	}
+	out := schemas.Reading{
+		TenantID: c.tenant, EventID: *in.EventID, UserID: *in.UserID, DeviceID: *in.DeviceID, GatewayID: c.gateway,
+		Metric: m.Name, Unit: *in.Unit, MeasuredAt: *in.MeasuredAt, IngestedAt: c.now.UnixMilli(),
+		Sequence: in.Sequence, SourceFormat: c.format,
+	}
+	if in.Value != nil {
+		out.Value = *in.Value
+	}
+	var extra []struct {
+		field string
+		at    int64
+	}
+	switch m.Shape {
+	case metric.Pair:
+		if in.Diastolic == nil {
+			return zero, reject(ReasonMissingField, "diastolic", "diastolic is required for %s", m.Name)
+		}
+		out.SecondValue = in.Diastolic
+	case metric.Interval, metric.Stage:
+		if in.PeriodEnd == nil {
+			return zero, reject(ReasonInvalidInterval, "period_end", "period_end is required for %s: the end of the interval that starts at measured_at", m.Name)
+		}
+		if *in.PeriodEnd <= *in.MeasuredAt {
+			return zero, reject(ReasonInvalidInterval, "period_end", "period_end must be after measured_at")
+		}
+		out.PeriodEnd = in.PeriodEnd
+		extra = append(extra, struct {
+			field string
+			at    int64
+		}{"period_end", *in.PeriodEnd})
+		if m.Shape == metric.Stage {
+			if in.Stage == nil {
+				return zero, reject(ReasonMissingField, "stage", "stage is required for %s", m.Name)
+			}
+			if !m.HasStage(*in.Stage) {
+				return zero, reject(ReasonInvalidValue, "stage", "stage %q is not one of %q", truncate(*in.Stage), m.Stages)
+			}
+			out.Stage = in.Stage
+			if in.Value == nil { // the value of a stage is its length
+				out.Value = float64(*in.PeriodEnd-*in.MeasuredAt) / 60000
+			}
+		}
+	}
+	rec, r := c.checkTimes("measured_at", *in.MeasuredAt, in.ReceivedAt, extra...)
 	if r != nil {
-		return schemas.Reading{}, r
+		return zero, r
 	}
-	nowMs := now.UnixMilli()
-	received := nowMs
-	if in.ReceivedAt != nil {
-		if received, r = parseTime("received_at", *in.ReceivedAt); r != nil {
-			return schemas.Reading{}, r
+	out.ReceivedAt = rec
+	return out, nil
+}
+
+// DeviceInput is one device event as a gateway described it.
+type DeviceInput struct {
+	EventID, UserID, DeviceID, Kind *string
+	Model, Firmware                 *string
+	BatteryPct                      *float64
+	OccurredAt, ReceivedAt          *int64
+}
+
+var deviceKinds = map[string]bool{"paired": true, "unpaired": true, "status": true}
+
+// CheckDevice syntax-checks one device event.
+func (c *checkContext) CheckDevice(in *DeviceInput) (schemas.DeviceEvent, *Rejection) {
+	var zero schemas.DeviceEvent
+	if r := requireAll(field{"event_id", in.EventID != nil}, field{"user_id", in.UserID != nil}, field{"device_id", in.DeviceID != nil},
+		field{"kind", in.Kind != nil}, field{"occurred_at", in.OccurredAt != nil}); r != nil {
+		return zero, r
+	}
+	for _, id := range []struct{ name, v string }{{"event_id", *in.EventID}, {"user_id", *in.UserID}, {"device_id", *in.DeviceID}} {
+		if r := checkID(id.name, id.v); r != nil {
+			return zero, r
 		}
-		if received > nowMs+lim.MaxFutureSkew.Milliseconds() {
-			return schemas.Reading{}, reject(ReasonFutureTimestamp, "received_at", "received_at is more than %s ahead of the server clock", lim.MaxFutureSkew)
+	}
+	if !deviceKinds[*in.Kind] {
+		return zero, reject(ReasonInvalidValue, "kind", "kind must be paired, unpaired or status")
+	}
+	for _, f := range []struct {
+		name string
+		v    *string
+	}{{"model", in.Model}, {"firmware", in.Firmware}} {
+		if f.v != nil && (len(*f.v) == 0 || len(*f.v) > 64) {
+			return zero, reject(ReasonInvalidValue, f.name, "%s must be 1 to 64 characters", f.name)
 		}
 	}
-	if measured > nowMs+lim.MaxFutureSkew.Milliseconds() {
-		return schemas.Reading{}, reject(ReasonFutureTimestamp, "measured_at", "measured_at is more than %s ahead of the server clock", lim.MaxFutureSkew)
+	if r := finite("battery_pct", in.BatteryPct); r != nil {
+		return zero, r
 	}
-	if lim.MaxAge > 0 && measured < nowMs-lim.MaxAge.Milliseconds() {
-		return schemas.Reading{}, reject(ReasonTooOld, "measured_at", "measured_at is older than the maximum age of %s", lim.MaxAge)
+	if in.BatteryPct != nil && (*in.BatteryPct < 0 || *in.BatteryPct > 100) {
+		return zero, reject(ReasonInvalidValue, "battery_pct", "battery_pct must be between 0 and 100")
 	}
-	return schemas.Reading{
-		TenantID:   tenant,
-		EventID:    *in.EventID,
-		UserID:     *in.UserID,
-		DeviceID:   *in.DeviceID,
-		GatewayID:  gateway,
-		Metric:     m.Name,
-		Value:      *in.Value,
-		Unit:       m.Unit,
-		MeasuredAt: measured,
-		ReceivedAt: received,
-		IngestedAt: nowMs,
+	rec, r := c.checkTimes("occurred_at", *in.OccurredAt, in.ReceivedAt)
+	if r != nil {
+		return zero, r
+	}
+	return schemas.DeviceEvent{
+		TenantID: c.tenant, EventID: *in.EventID, UserID: *in.UserID, DeviceID: *in.DeviceID, GatewayID: c.gateway,
+		Kind: *in.Kind, Model: in.Model, Firmware: in.Firmware, BatteryPct: in.BatteryPct,
+		OccurredAt: *in.OccurredAt, ReceivedAt: rec, IngestedAt: c.now.UnixMilli(),
+	}, nil
+}
+
+// ProfileInput is one profile event as a gateway described it.
+type ProfileInput struct {
+	EventID, UserID, Kind  *string
+	BirthYear              *int32
+	Sex, Region            *string
+	OccurredAt, ReceivedAt *int64
+}
+
+var (
+	profileKinds = map[string]bool{"registered": true, "updated": true, "erasure_requested": true}
+	sexes        = map[string]bool{"female": true, "male": true, "other": true, "unknown": true}
+	regionRE     = regexp.MustCompile(`^[A-Z]{2}(-[A-Z0-9]{1,3})?$`)
+)
+
+// CheckProfile syntax-checks one profile event. Profiles carry only coarse
+// attributes (birth year, sex, region): data minimisation.
+func (c *checkContext) CheckProfile(in *ProfileInput) (schemas.ProfileEvent, *Rejection) {
+	var zero schemas.ProfileEvent
+	if r := requireAll(field{"event_id", in.EventID != nil}, field{"user_id", in.UserID != nil},
+		field{"kind", in.Kind != nil}, field{"occurred_at", in.OccurredAt != nil}); r != nil {
+		return zero, r
+	}
+	for _, id := range []struct{ name, v string }{{"event_id", *in.EventID}, {"user_id", *in.UserID}} {
+		if r := checkID(id.name, id.v); r != nil {
+			return zero, r
+		}
+	}
+	if !profileKinds[*in.Kind] {
+		return zero, reject(ReasonInvalidValue, "kind", "kind must be registered, updated or erasure_requested")
+	}
+	if in.BirthYear != nil && (*in.BirthYear < 1900 || int(*in.BirthYear) > c.now.Year()) {
+		return zero, reject(ReasonInvalidValue, "birth_year", "birth_year must be between 1900 and %d", c.now.Year())
+	}
+	if in.Sex != nil && !sexes[*in.Sex] {
+		return zero, reject(ReasonInvalidValue, "sex", "sex must be female, male, other or unknown")
+	}
+	if in.Region != nil && !regionRE.MatchString(*in.Region) {
+		return zero, reject(ReasonInvalidValue, "region", "region must be an ISO 3166-1 alpha-2 code or ISO 3166-2 subdivision, e.g. DE or US-CA")
+	}
+	rec, r := c.checkTimes("occurred_at", *in.OccurredAt, in.ReceivedAt)
+	if r != nil {
+		return zero, r
+	}
+	return schemas.ProfileEvent{
+		TenantID: c.tenant, EventID: *in.EventID, UserID: *in.UserID, GatewayID: c.gateway, Kind: *in.Kind,
+		BirthYear: in.BirthYear, Sex: in.Sex, Region: in.Region,
+		OccurredAt: *in.OccurredAt, ReceivedAt: rec, IngestedAt: c.now.UnixMilli(),
 	}, nil
 }
 

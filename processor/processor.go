@@ -381,11 +381,18 @@ func (p *Processor) apply(b *batch, loaded map[UserKey]*Aggregate, r *kgo.Record
 	case Accept:
 		b.accepted++
 		m, _ := metric.Lookup(rd.Metric)
+		value, _ := m.Canonical(rd.Value, rd.Unit) // ingest admitted only known units
+		var second *float64
+		if rd.SecondValue != nil {
+			v, _ := m.Canonical(*rd.SecondValue, rd.Unit)
+			second = &v
+		}
 		out := schemas.AcceptedReading{
 			TenantID: rd.TenantID, EventID: rd.EventID, UserID: rd.UserID, DeviceID: rd.DeviceID,
-			GatewayID: rd.GatewayID, Metric: rd.Metric, LOINC: m.LOINC, Value: rd.Value, Unit: rd.Unit,
+			GatewayID: rd.GatewayID, Metric: rd.Metric, LOINC: m.LOINC, Value: value, Unit: m.Unit,
 			MeasuredAt: rd.MeasuredAt, ReceivedAt: rd.ReceivedAt, IngestedAt: rd.IngestedAt,
 			SourcePartition: r.Partition, SourceOffset: r.Offset,
+			PeriodEnd: rd.PeriodEnd, SecondValue: second, Stage: rd.Stage, Sequence: rd.Sequence,
 		}
 		val, err := p.accepted.Encode(&out)
 		if err != nil {

@@ -32,7 +32,15 @@ const (
 	NameReading         = "reading"
 	NameAcceptedReading = "accepted_reading"
 	NameRejectedReading = "rejected_reading"
+	NameDeviceEvent     = "device_event"
+	NameProfileEvent    = "profile_event"
+	NameDeadLetter      = "dead_letter"
+	NameAlert           = "alert"
+	NameReadingBatch    = "reading_batch"
 )
+
+// Names lists every schema, for tests that check them all.
+var Names = []string{NameReading, NameAcceptedReading, NameRejectedReading, NameDeviceEvent, NameProfileEvent, NameDeadLetter, NameAlert, NameReadingBatch}
 
 // Reading is a device reading after ingest's syntax check.
 type Reading struct {
@@ -47,6 +55,12 @@ type Reading struct {
 	MeasuredAt int64   `avro:"measured_at"` // epoch ms
 	ReceivedAt int64   `avro:"received_at"` // epoch ms
 	IngestedAt int64   `avro:"ingested_at"` // epoch ms
+	// Since v2.
+	PeriodEnd    *int64   `avro:"period_end"`   // epoch ms, interval metrics
+	SecondValue  *float64 `avro:"second_value"` // diastolic
+	Stage        *string  `avro:"stage"`        // sleep stage
+	Sequence     *int64   `avro:"sequence"`
+	SourceFormat string   `avro:"source_format"`
 }
 
 // AcceptedReading is a reading the processor accepted, in canonical units.
@@ -65,6 +79,11 @@ type AcceptedReading struct {
 	IngestedAt      int64   `avro:"ingested_at"`
 	SourcePartition int32   `avro:"source_partition"`
 	SourceOffset    int64   `avro:"source_offset"`
+	// Since v2.
+	PeriodEnd   *int64   `avro:"period_end"`
+	SecondValue *float64 `avro:"second_value"`
+	Stage       *string  `avro:"stage"`
+	Sequence    *int64   `avro:"sequence"`
 }
 
 // RejectedReading is a reading the processor refused, with its reason.
@@ -80,6 +99,94 @@ type RejectedReading struct {
 	SourcePartition int32  `avro:"source_partition"`
 	SourceOffset    int64  `avro:"source_offset"`
 	Original        []byte `avro:"original"`
+}
+
+// DeviceEvent is a pairing change or status report of a user's device.
+type DeviceEvent struct {
+	TenantID   string   `avro:"tenant_id"`
+	EventID    string   `avro:"event_id"`
+	UserID     string   `avro:"user_id"`
+	DeviceID   string   `avro:"device_id"`
+	GatewayID  string   `avro:"gateway_id"`
+	Kind       string   `avro:"kind"` // paired, unpaired, status
+	Model      *string  `avro:"model"`
+	Firmware   *string  `avro:"firmware"`
+	BatteryPct *float64 `avro:"battery_pct"`
+	OccurredAt int64    `avro:"occurred_at"`
+	ReceivedAt int64    `avro:"received_at"`
+	IngestedAt int64    `avro:"ingested_at"`
+}
+
+// ProfileEvent is a user's profile change or erasure request.
+type ProfileEvent struct {
+	TenantID   string  `avro:"tenant_id"`
+	EventID    string  `avro:"event_id"`
+	UserID     string  `avro:"user_id"`
+	GatewayID  string  `avro:"gateway_id"`
+	Kind       string  `avro:"kind"` // registered, updated, erasure_requested
+	BirthYear  *int32  `avro:"birth_year"`
+	Sex        *string `avro:"sex"`
+	Region     *string `avro:"region"`
+	OccurredAt int64   `avro:"occurred_at"`
+	ReceivedAt int64   `avro:"received_at"`
+	IngestedAt int64   `avro:"ingested_at"`
+}
+
+// DeadLetter is an item ingest refused, with its original bytes.
+type DeadLetter struct {
+	TenantID    string `avro:"tenant_id"`
+	GatewayID   string `avro:"gateway_id"`
+	UserID      string `avro:"user_id"`
+	EventID     string `avro:"event_id"`
+	Endpoint    string `avro:"endpoint"`
+	ItemIndex   int32  `avro:"item_index"`
+	Reason      string `avro:"reason"`
+	Field       string `avro:"field"`
+	Message     string `avro:"message"`
+	ContentType string `avro:"content_type"`
+	Original    []byte `avro:"original"`
+	ReceivedAt  int64  `avro:"received_at"`
+}
+
+// Alert is a condition a stateful rule found in accepted readings.
+type Alert struct {
+	TenantID   string  `avro:"tenant_id"`
+	EventID    string  `avro:"event_id"`
+	UserID     string  `avro:"user_id"`
+	DeviceID   string  `avro:"device_id"`
+	GatewayID  string  `avro:"gateway_id"`
+	Metric     string  `avro:"metric"`
+	Rule       string  `avro:"rule"`
+	Severity   string  `avro:"severity"`
+	MeasuredAt int64   `avro:"measured_at"`
+	StartedAt  int64   `avro:"started_at"`
+	ReceivedAt int64   `avro:"received_at"`
+	Value      float64 `avro:"value"`
+	Message    string  `avro:"message"`
+}
+
+// ReadingBatch is a gateway's Avro batch of readings (the wire form of
+// POST /v1/readings with an Avro body).
+type ReadingBatch struct {
+	GatewayID string           `avro:"gateway_id"`
+	TenantID  *string          `avro:"tenant_id"`
+	Readings  []GatewayReading `avro:"readings"`
+}
+
+// GatewayReading is one reading of a ReadingBatch.
+type GatewayReading struct {
+	EventID    string   `avro:"event_id"`
+	UserID     string   `avro:"user_id"`
+	DeviceID   string   `avro:"device_id"`
+	Metric     string   `avro:"metric"`
+	Value      *float64 `avro:"value"`
+	Unit       string   `avro:"unit"`
+	MeasuredAt int64    `avro:"measured_at"`
+	ReceivedAt *int64   `avro:"received_at"`
+	PeriodEnd  *int64   `avro:"period_end"`
+	Diastolic  *float64 `avro:"diastolic"`
+	Stage      *string  `avro:"stage"`
+	Sequence   *int64   `avro:"sequence"`
 }
 
 // magic is the single-object encoding marker.

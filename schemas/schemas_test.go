@@ -1,7 +1,9 @@
 package schemas
 
 import (
+	"bytes"
 	"encoding/binary"
+	"os"
 	"errors"
 	"reflect"
 	"testing"
@@ -30,7 +32,9 @@ func crc64Avro(b []byte) uint64 {
 
 func TestSingleObjectEncoding(t *testing.T) {
 	c := MustCodec(NameReading)
-	in := Reading{TenantID: "t", EventID: "e", UserID: "u", DeviceID: "d", GatewayID: "g", Metric: "heart_rate", Value: 61.5, Unit: "/min", MeasuredAt: 1462172760000, ReceivedAt: 1462172761000, IngestedAt: 1462172762000}
+	end, dia, stage, seq := int64(1462172790000), 80.5, "deep", int64(42)
+	in := Reading{TenantID: "t", EventID: "e", UserID: "u", DeviceID: "d", GatewayID: "g", Metric: "heart_rate", Value: 61.5, Unit: "/min", MeasuredAt: 1462172760000, ReceivedAt: 1462172761000, IngestedAt: 1462172762000,
+		PeriodEnd: &end, SecondValue: &dia, Stage: &stage, Sequence: &seq, SourceFormat: "avro"}
 	msg, err := c.Encode(&in)
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +90,7 @@ func TestDecodeErrors(t *testing.T) {
 // read data written with any released version, as a schema registry's
 // BACKWARD check would.
 func TestBackwardCompatible(t *testing.T) {
-	for _, name := range []string{NameReading, NameAcceptedReading, NameRejectedReading} {
+	for _, name := range Names {
 		vs, err := Versions(name)
 		if err != nil {
 			t.Fatal(err)
@@ -97,5 +101,61 @@ func TestBackwardCompatible(t *testing.T) {
 				t.Errorf("%s v%d cannot be read by v%d: %v", name, v.Number, current.Number, err)
 			}
 		}
+	}
+}
+
+// v1Reading is the v1 shape of a reading, as a gateway-era producer wrote it.
+type v1Reading struct {
+	TenantID   string  `avro:"tenant_id"`
+	EventID    string  `avro:"event_id"`
+	UserID     string  `avro:"user_id"`
+	DeviceID   string  `avro:"device_id"`
+	GatewayID  string  `avro:"gateway_id"`
+	Metric     string  `avro:"metric"`
+	Value      float64 `avro:"value"`
+	Unit       string  `avro:"unit"`
+	MeasuredAt int64   `avro:"measured_at"`
+	ReceivedAt int64   `avro:"received_at"`
+	IngestedAt int64   `avro:"ingested_at"`
+}
+
+// TestReadingV1BytesReadAsV2 decodes a message written with reading v1 (kept
+// byte for byte in testdata, as the log holds it) with today's codec: the v2
+// fields take their defaults.
+func TestReadingV1BytesReadAsV2(t *testing.T) {
+	golden, err := os.ReadFile("testdata/reading.v1.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The golden bytes are what reading.v1.avsc produces; if someone edits a
+	// released schema, this fails.
+	vs, err := Versions(NameReading)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := avro.Marshal(vs[0].Schema, &v1Reading{TenantID: "t", EventID: "e-1", UserID: "u-1", DeviceID: "d-1", GatewayID: "g-1",
+		Metric: "heart_rate", Value: 72, Unit: "/min", MeasuredAt: 1462172760000, ReceivedAt: 1462172761000, IngestedAt: 1462172762000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := make([]byte, 10)
+	hdr[0], hdr[1] = 0xC3, 0x01
+	binary.LittleEndian.PutUint64(hdr[2:], vs[0].Fingerprint)
+	if !bytes.Equal(append(hdr, payload...), golden) {
+		t.Fatal("reading.v1.avsc no longer produces the released v1 bytes: released schemas must not change")
+	}
+	c := MustCodec(NameReading)
+	if c.Current().Number < 2 {
+		t.Fatalf("current reading schema is v%d", c.Current().Number)
+	}
+	var r Reading
+	if err := c.Decode(golden, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.EventID != "e-1" || r.Value != 72 || r.MeasuredAt != 1462172760000 || r.IngestedAt != 1462172762000 {
+		t.Fatalf("v1 fields: %+v", r)
+	}
+	if r.PeriodEnd != nil || r.SecondValue != nil || r.Stage != nil || r.Sequence != nil || r.SourceFormat != "json" {
+		t.Fatalf("v2 defaults not applied: %+v", r)
 	}
 }

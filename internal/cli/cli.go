@@ -46,6 +46,7 @@ func commands() []command {
 		{"projector", "run a projector instance (accepted readings into ClickHouse)", cmdProjector},
 		{"query", "run the analysts' HTTP query service", cmdQuery},
 		{"migrate", "create the Kafka topics and the ClickHouse tables, then exit", cmdMigrate},
+		{"keys", "manage gateway API keys: keys create|list|revoke", cmdKeys},
 		{"demo", "run the pipeline on the bundled Fitbit sample and print per-user percentiles", cmdDemo},
 		{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
 			_, err := fmt.Fprintln(w, "vitals", Version)
@@ -144,7 +145,7 @@ func (s *settings) kafkaFlags(fs *envflag.Set) {
 }
 
 func (s *settings) pgFlags(fs *envflag.Set) {
-	fs.String(&s.pgURL, "pg-url", processor.DefaultConfig().PostgresURL, "PostgreSQL URL of the processor's state")
+	fs.String(&s.pgURL, "pg-url", processor.DefaultConfig().PostgresURL, "PostgreSQL URL of the processor's state and the API keys")
 }
 
 func (s *settings) chFlags(fs *envflag.Set) {
@@ -156,7 +157,7 @@ func (s *settings) chFlags(fs *envflag.Set) {
 }
 
 func (s *settings) tenantFlag(fs *envflag.Set) {
-	fs.String(&s.tenant, "tenant", "default", "tenant readings are filed under and queries are scoped to")
+	fs.String(&s.tenant, "tenant", "default", "tenant queries are scoped to (until analysts have tokens)")
 }
 
 func (s *settings) ingestFlags(fs *envflag.Set) {
@@ -212,7 +213,7 @@ func (s *settings) warehouse() warehouse.Config {
 
 func (s *settings) ingest() ingest.Config {
 	c := ingest.DefaultConfig()
-	c.Addr, c.Kafka, c.Tenant = s.ingestAddr, s.kafka(), s.tenant
+	c.Addr, c.Kafka, c.PostgresURL = s.ingestAddr, s.kafka(), s.pgURL
 	c.MaxBatchItems, c.MaxBodyBytes, c.ProduceTimeout = s.ingestMaxItems, int64(s.ingestMaxBytes), s.ingestTimeout
 	c.Limits = ingest.Limits{MaxFutureSkew: s.ingestFutureSkew, MaxAge: s.ingestMaxAge}
 	return c
@@ -264,7 +265,7 @@ func runRoles(ctx context.Context, log zerolog.Logger, roles ...role) error {
 func cmdIngest(ctx context.Context, args []string, _ io.Writer) error {
 	fs, s := newFlags("ingest")
 	s.kafkaFlags(fs)
-	s.tenantFlag(fs)
+	s.pgFlags(fs)
 	s.ingestFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err

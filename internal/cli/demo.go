@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -59,11 +60,17 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		return <-done
 	}
 
+	key, revoke, err := demoKey(ctx, s)
+	if err != nil {
+		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
+	}
+	defer revoke()
 	d := demo{
 		log:    log,
 		client: &http.Client{Timeout: 30 * time.Second},
 		ingest: "http://" + s.ingestAddr,
 		query:  "http://" + s.queryAddr,
+		key:    key,
 	}
 	if err := d.waitHealthy(ctx); err != nil {
 		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
@@ -139,6 +146,34 @@ type demo struct {
 	log           zerolog.Logger
 	client        *http.Client
 	ingest, query string
+	key           string // the demo gateway's API key
+}
+
+// demoKey creates an API key for the demo gateway in the query tenant, and
+// a function that revokes it when the demo ends.
+func demoKey(ctx context.Context, s *settings) (string, func(), error) {
+	pool, err := pgxpool.New(ctx, s.pgURL)
+	if err != nil {
+		return "", nil, fmt.Errorf("postgres: %w", err)
+	}
+	store, err := ingest.NewKeyStore(ctx, pool, 0)
+	if err != nil {
+		pool.Close()
+		return "", nil, err
+	}
+	full, k, err := store.Create(ctx, s.tenant, "vitals demo gateway")
+	if err != nil {
+		pool.Close()
+		return "", nil, err
+	}
+	return full, func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := store.Revoke(rctx, k.ID); err != nil {
+			fmt.Println("could not revoke the demo key", k.ID, ":", err)
+		}
+		pool.Close()
+	}, nil
 }
 
 func (d demo) waitHealthy(ctx context.Context) error {
@@ -241,6 +276,7 @@ func (d demo) postBatch(ctx context.Context, rows []sample.HeartRate) error {
 			return err
 		}
 		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+d.key)
 		resp, err := d.client.Do(req)
 		if err != nil {
 			return fmt.Errorf("post batch: %w", err)

@@ -25,8 +25,12 @@ import (
 // reprocess can write new outputs beside the old ones.
 type Topics struct {
 	Readings         string // raw readings from ingest; the event log
+	DeviceEvents     string // device pairings and status reports; the event log
+	ProfileEvents    string // profile changes and erasure requests; the event log
+	DeadLetters      string // items ingest refused, with their original bytes
 	AcceptedReadings string // the processor's accepted readings
 	RejectedReadings string // the processor's rejected readings, with reasons
+	Alerts           string // the processor's alerts
 }
 
 // TopicsWithPrefix returns the topic names under a prefix, "vitals" by
@@ -34,8 +38,12 @@ type Topics struct {
 func TopicsWithPrefix(prefix string) Topics {
 	return Topics{
 		Readings:         prefix + ".readings.v1",
+		DeviceEvents:     prefix + ".device-events.v1",
+		ProfileEvents:    prefix + ".profile-events.v1",
+		DeadLetters:      prefix + ".deadletter.v1",
 		AcceptedReadings: prefix + ".readings.accepted.v1",
 		RejectedReadings: prefix + ".readings.rejected.v1",
+		Alerts:           prefix + ".alerts.v1",
 	}
 }
 
@@ -74,23 +82,30 @@ func DefaultConfig() Config {
 type Spec struct {
 	Name    string
 	Configs map[string]*string
+	// CoPartitioned topics must all have the same partition count, so a
+	// user's events of every kind land in the same partition number and
+	// reach the same processor instance.
+	CoPartitioned bool
 }
 
 func ptr(s string) *string { return &s }
 
-// Specs are the topics Vitals creates. retention.ms=-1 keeps the raw log
-// forever; outputs are derived and could be reprocessed, but are also kept
-// so a projection can be rebuilt without reprocessing.
+// Specs are the topics Vitals creates. The raw topics (readings, device and
+// profile events) are the event log and keep their data forever
+// (retention.ms=-1). Outputs are derived and could be reprocessed, but are
+// kept too so a projection can be rebuilt without reprocessing. Dead
+// letters are kept 30 days: long enough to fix a gateway and re-post.
 func (c Config) Specs() []Spec {
-	forever := map[string]*string{
-		"retention.ms":        ptr("-1"),
-		"min.insync.replicas": ptr("1"),
-		"cleanup.policy":      ptr("delete"),
-	}
+	forever := map[string]*string{"retention.ms": ptr("-1"), "cleanup.policy": ptr("delete")}
+	month := map[string]*string{"retention.ms": ptr(strconv.FormatInt((30 * 24 * time.Hour).Milliseconds(), 10)), "cleanup.policy": ptr("delete")}
 	return []Spec{
-		{Name: c.Topics.Readings, Configs: forever},
+		{Name: c.Topics.Readings, Configs: forever, CoPartitioned: true},
+		{Name: c.Topics.DeviceEvents, Configs: forever, CoPartitioned: true},
+		{Name: c.Topics.ProfileEvents, Configs: forever, CoPartitioned: true},
+		{Name: c.Topics.DeadLetters, Configs: month},
 		{Name: c.Topics.AcceptedReadings, Configs: forever},
 		{Name: c.Topics.RejectedReadings, Configs: forever},
+		{Name: c.Topics.Alerts, Configs: forever},
 	}
 }
 
@@ -125,6 +140,33 @@ func EnsureTopics(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		if err == nil {
 			log.Info().Str("topic", s.Name).Int("partitions", cfg.Partitions).Msg("created topic")
 		}
+	}
+	return checkCoPartitioned(ctx, adm, cfg)
+}
+
+// checkCoPartitioned fails if the co-partitioned topics disagree on their
+// partition count (possible when they were created by hand).
+func checkCoPartitioned(ctx context.Context, adm *kadm.Client, cfg Config) error {
+	var names []string
+	for _, s := range cfg.Specs() {
+		if s.CoPartitioned {
+			names = append(names, s.Name)
+		}
+	}
+	details, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("describe topics: %w", err)
+	}
+	counts := map[int]string{}
+	for _, n := range names {
+		d, ok := details[n]
+		if !ok || d.Err != nil {
+			return fmt.Errorf("describe topic %s: %v", n, d.Err)
+		}
+		counts[len(d.Partitions)] = n
+	}
+	if len(counts) > 1 {
+		return fmt.Errorf("topics %v must have the same partition count, found %v: a user's events would reach different processors", names, counts)
 	}
 	return nil
 }

@@ -125,7 +125,7 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 						batch = append(batch, wire(r))
 					}
 					var resp ingest.BatchResponse
-					if code := postJSON(t, ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-crash", "readings": batch}, &resp); code != http.StatusOK || resp.Accepted != len(batch) {
+					if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-crash", "readings": batch}, &resp); code != http.StatusOK || resp.Accepted != len(batch) {
 						errs <- fmt.Errorf("post: status %d accepted %d", code, resp.Accepted)
 						return
 					}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -50,6 +51,7 @@ type stack struct {
 	pgURL  string
 	wh     warehouse.Config
 	tenant string
+	key    string // an API key of tenant, made by startIngest
 }
 
 func newStack(t *testing.T) *stack {
@@ -180,11 +182,12 @@ func listen(t *testing.T) net.Listener {
 // startIngest starts ingest and returns its base URL.
 func (s *stack) startIngest(ctx context.Context) (string, *running) {
 	cfg := ingest.DefaultConfig()
-	cfg.Kafka, cfg.Tenant = s.kafka, s.tenant
+	cfg.Kafka, cfg.PostgresURL = s.kafka, s.pgURL
 	srv, err := ingest.New(ctx, cfg, s.log)
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	s.key = s.newKey(ctx, s.tenant)
 	ln := listen(s.t)
 	return "http://" + ln.Addr().String(), s.run("ingest", func(ctx context.Context) error { return srv.Serve(ctx, ln) }, srv.Close)
 }
@@ -226,14 +229,51 @@ func (s *stack) startQuery(ctx context.Context) string {
 	return "http://" + ln.Addr().String()
 }
 
-// postJSON posts body and decodes the JSON answer into out.
-func postJSON(t *testing.T, url string, body any, out any) int {
+// newKey creates an API key for tenant in the real key store.
+func (s *stack) newKey(ctx context.Context, tenant string) string {
+	s.t.Helper()
+	pool, err := pgxpool.New(ctx, s.pgURL)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer pool.Close()
+	store, err := ingest.NewKeyStore(ctx, pool, 0)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	full, k, err := store.Create(ctx, tenant, "integration test "+s.id)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() {
+		if conn, err := pgx.Connect(context.Background(), s.pgURL); err == nil {
+			_, _ = conn.Exec(context.Background(), `DELETE FROM api_keys WHERE key_id = $1`, k.ID)
+			conn.Close(context.Background())
+		}
+	})
+	return full
+}
+
+// postJSON posts body with the test's API key and decodes the JSON answer
+// into out.
+func (s *stack) postJSON(url string, body any, out any) int {
+	return postAs(s.t, s.key, url, body, out)
+}
+
+// postAs posts body with the given API key.
+func postAs(t *testing.T, key, url string, body any, out any) int {
 	t.Helper()
 	b, err := json.Marshal(body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Post(url, "application/json", bytes.NewReader(b))
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,7 +92,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 		first = append(first, it)
 	}
 	var resp ingest.BatchResponse
-	if code := postJSON(t, ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-it", "readings": first}, &resp); code != http.StatusOK {
+	if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-it", "readings": first}, &resp); code != http.StatusOK {
 		t.Fatalf("first batch: status %d", code)
 	}
 	if resp.Accepted != 501 || resp.Rejected != 1 || resp.Items[1].Status != ingest.StatusRejected || resp.Items[1].Reason != ingest.ReasonUnknownUnit || resp.Items[1].Field != "unit" {
@@ -100,7 +100,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	}
 	for i := 500; i < len(items); i += 500 {
 		batch := items[i:min(i+500, len(items))]
-		if code := postJSON(t, ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-it", "readings": batch}, &resp); code != http.StatusOK || resp.Accepted != len(batch) {
+		if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-it", "readings": batch}, &resp); code != http.StatusOK || resp.Accepted != len(batch) {
 			t.Fatalf("batch at %d: status %d, accepted %d of %d", i, code, resp.Accepted, len(batch))
 		}
 	}
@@ -116,14 +116,14 @@ func TestPipelineEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	if code := postJSON(t, ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-it", "readings": retry}, &resp); code != http.StatusOK || resp.Accepted != len(retry) {
+	if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-it", "readings": retry}, &resp); code != http.StatusOK || resp.Accepted != len(retry) {
 		t.Fatalf("retried batch: status %d accepted %d", code, resp.Accepted)
 	}
 	// A reading 20 minutes older than user 0's newest: beyond the 10-minute
 	// lateness, so rejected too_late, not lost.
 	newest := perUser[users[0]][len(perUser[users[0]])-1]
 	late := wire(sample.HeartRate{FitbitID: newest.FitbitID, Time: newest.Time.Add(-20 * time.Minute).Add(500 * time.Millisecond), Value: 80})
-	if code := postJSON(t, ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-it", "readings": []any{late}}, &resp); code != http.StatusOK || resp.Accepted != 1 {
+	if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-it", "readings": []any{late}}, &resp); code != http.StatusOK || resp.Accepted != 1 {
 		t.Fatalf("late reading: status %d accepted %d", code, resp.Accepted)
 	}
 

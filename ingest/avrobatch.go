@@ -1,0 +1,44 @@
+package ingest
+
+import (
+	"fmt"
+
+	"github.com/hamba/avro/v2"
+
+	"github.com/vitalshq/vitals/schemas"
+)
+
+var (
+	batchCodec     = schemas.MustCodec(schemas.NameReadingBatch)
+	gatewayReading = func() avro.Schema {
+		rec := batchCodec.Current().Schema.(*avro.RecordSchema)
+		for _, f := range rec.Fields() {
+			if f.Name() == "readings" {
+				return f.Type().(*avro.ArraySchema).Items()
+			}
+		}
+		panic("reading_batch schema has no readings array")
+	}()
+)
+
+// decodeAvroReadings reads an Avro ReadingBatch sent as one single-object
+// message. The dead-letter copy of a refused item is that item re-encoded
+// alone with the GatewayReading schema: its exact bytes within the batch.
+func (s *Server) decodeAvroReadings(body []byte) (decodedBatch, *apiError) {
+	var b schemas.ReadingBatch
+	if err := batchCodec.Decode(body, &b); err != nil {
+		return decodedBatch{}, badRequest("malformed_body", "body is not an Avro single-object ReadingBatch: %v", err)
+	}
+	return decodedBatch{gateway: b.GatewayID, tenant: b.TenantID, n: len(b.Readings), format: "avro",
+		judge: func(i int, cc *checkContext) judged {
+			g := &b.Readings[i]
+			raw, err := avro.Marshal(gatewayReading, g)
+			if err != nil {
+				raw = []byte(fmt.Sprintf("unencodable item: %v", err))
+			}
+			in := Input{EventID: &g.EventID, UserID: &g.UserID, DeviceID: &g.DeviceID, Metric: &g.Metric, Unit: &g.Unit,
+				Value: g.Value, Diastolic: g.Diastolic, MeasuredAt: &g.MeasuredAt, ReceivedAt: g.ReceivedAt,
+				PeriodEnd: g.PeriodEnd, Stage: g.Stage, Sequence: g.Sequence}
+			return s.judgeReading(raw, &in, nil, cc)
+		}}, nil
+}

@@ -1,0 +1,131 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// The JSON wire forms. Pointers tell a missing field from a zero value;
+// times are RFC 3339 strings with a zone.
+
+type jsonReading struct {
+	EventID    *string  `json:"event_id"`
+	UserID     *string  `json:"user_id"`
+	DeviceID   *string  `json:"device_id"`
+	Metric     *string  `json:"metric"`
+	Value      *float64 `json:"value"`
+	Unit       *string  `json:"unit"`
+	MeasuredAt *string  `json:"measured_at"`
+	ReceivedAt *string  `json:"received_at"`
+	PeriodEnd  *string  `json:"period_end"`
+	Diastolic  *float64 `json:"diastolic"`
+	Stage      *string  `json:"stage"`
+	Sequence   *int64   `json:"sequence"`
+}
+
+type jsonDevice struct {
+	EventID    *string  `json:"event_id"`
+	UserID     *string  `json:"user_id"`
+	DeviceID   *string  `json:"device_id"`
+	Kind       *string  `json:"kind"`
+	Model      *string  `json:"model"`
+	Firmware   *string  `json:"firmware"`
+	BatteryPct *float64 `json:"battery_pct"`
+	OccurredAt *string  `json:"occurred_at"`
+	ReceivedAt *string  `json:"received_at"`
+}
+
+type jsonProfile struct {
+	EventID    *string `json:"event_id"`
+	UserID     *string `json:"user_id"`
+	Kind       *string `json:"kind"`
+	BirthYear  *int32  `json:"birth_year"`
+	Sex        *string `json:"sex"`
+	Region     *string `json:"region"`
+	OccurredAt *string `json:"occurred_at"`
+	ReceivedAt *string `json:"received_at"`
+}
+
+// decodeItem unmarshals one batch item into v, turning a JSON error into a
+// rejection that names the field.
+func decodeItem(raw json.RawMessage, v any) *Rejection {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		return reject(ReasonMalformedItem, "", "item must be a JSON object")
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		if te, ok := err.(*json.UnmarshalTypeError); ok && te.Field != "" {
+			return reject(ReasonInvalidType, te.Field, "%s must be a JSON %s, got %s", te.Field, jsonTypeName(te.Type.Kind().String()), te.Value)
+		}
+		return reject(ReasonMalformedItem, "", "item is not a valid JSON object: %v", err)
+	}
+	return nil
+}
+
+func jsonTypeName(goKind string) string {
+	switch goKind {
+	case "float64":
+		return "number"
+	case "int32", "int64":
+		return "integer"
+	case "string":
+		return "string"
+	default:
+		return goKind
+	}
+}
+
+// times parses the optional RFC 3339 fields of an item into epoch ms.
+func times(fields ...timeField) *Rejection {
+	for _, f := range fields {
+		if f.in == nil {
+			continue
+		}
+		ms, r := parseTime(f.name, *f.in)
+		if r != nil {
+			return r
+		}
+		*f.out = &ms
+	}
+	return nil
+}
+
+type timeField = struct {
+	name string
+	in   *string
+	out  **int64
+}
+
+// readingFromJSON turns one JSON item into an Input.
+func readingFromJSON(raw json.RawMessage) (Input, *Rejection) {
+	var j jsonReading
+	if r := decodeItem(raw, &j); r != nil {
+		return Input{}, r
+	}
+	in := Input{EventID: j.EventID, UserID: j.UserID, DeviceID: j.DeviceID, Metric: j.Metric, Unit: j.Unit,
+		Value: j.Value, Diastolic: j.Diastolic, Stage: j.Stage, Sequence: j.Sequence}
+	r := times(timeField{"measured_at", j.MeasuredAt, &in.MeasuredAt}, timeField{"received_at", j.ReceivedAt, &in.ReceivedAt},
+		timeField{"period_end", j.PeriodEnd, &in.PeriodEnd})
+	return in, r
+}
+
+func deviceFromJSON(raw json.RawMessage) (DeviceInput, *Rejection) {
+	var j jsonDevice
+	if r := decodeItem(raw, &j); r != nil {
+		return DeviceInput{}, r
+	}
+	in := DeviceInput{EventID: j.EventID, UserID: j.UserID, DeviceID: j.DeviceID, Kind: j.Kind, Model: j.Model,
+		Firmware: j.Firmware, BatteryPct: j.BatteryPct}
+	r := times(timeField{"occurred_at", j.OccurredAt, &in.OccurredAt}, timeField{"received_at", j.ReceivedAt, &in.ReceivedAt})
+	return in, r
+}
+
+func profileFromJSON(raw json.RawMessage) (ProfileInput, *Rejection) {
+	var j jsonProfile
+	if r := decodeItem(raw, &j); r != nil {
+		return ProfileInput{}, r
+	}
+	in := ProfileInput{EventID: j.EventID, UserID: j.UserID, Kind: j.Kind, BirthYear: j.BirthYear, Sex: j.Sex, Region: j.Region}
+	r := times(timeField{"occurred_at", j.OccurredAt, &in.OccurredAt}, timeField{"received_at", j.ReceivedAt, &in.ReceivedAt})
+	return in, r
+}
