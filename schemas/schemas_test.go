@@ -3,8 +3,8 @@ package schemas
 import (
 	"bytes"
 	"encoding/binary"
-	"os"
 	"errors"
+	"os"
 	"reflect"
 	"testing"
 
