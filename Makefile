@@ -3,6 +3,7 @@
 # installing whatever is missing.
 
 GO      ?= go
+FUZZTIME ?= 5s
 BIN     := bin/vitals
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # The app's connection settings for the local stack (ports from deploy/stack.sh).
@@ -35,6 +36,18 @@ test: up
 	@echo "== go vet"; $(GO) vet ./...
 	@echo "== docker-compose.yml"; bash deploy/check-compose.sh
 	@echo "== go test (unit and integration)"; $(STACK_ENV) && $(GO) test -count=1 -timeout 15m ./...
+	@echo "== fuzz (briefly; seed corpora in ingest/testdata/fuzz)"; for f in FuzzReadingsJSON FuzzReadingsAvro FuzzDecodeFHIR; do \
+		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./ingest/ || exit 1; done
 
 check-compose:
 	@bash deploy/check-compose.sh
+
+# Load-tests ingest on loopback: starts only the ingest role in-process (its
+# own topics, vitals-bench.*, deleted afterwards), posts pre-encoded 500-reading
+# batches of the Fitbit sample from 8 keep-alive clients for 3 s + 20 s and
+# prints accepted readings/s and latency percentiles. Flags and VITALS_BENCH_*
+# variables tune it, e.g. VITALS_BENCH_CLIENTS=16 make bench-ingest or
+# make bench-ingest BENCH_FLAGS="--bench-clients 4 --bench-json out.json".
+.PHONY: bench-ingest
+bench-ingest: up build
+	@$(STACK_ENV) && ./$(BIN) bench ingest $(BENCH_FLAGS)

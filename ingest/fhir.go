@@ -11,7 +11,8 @@ package ingest
 //     measurements that happened enter the log. registered, cancelled,
 //     entered-in-error, unknown or any other code is invalid_value, a
 //     missing status missing_field.
-//   - event_id is the first identifier[].value, else the resource id.
+//   - event_id is the first identifier[].value (of the first identifier that
+//     has one), else the resource id.
 //   - user_id is the <id> of subject.reference "Patient/<id>", device_id the
 //     <id> of device.reference "Device/<id>". Only those relative
 //     references are understood (no bare ids, absolute URLs, versioned or
@@ -147,10 +148,7 @@ func decodeEntry(entry json.RawMessage) fhirItem {
 // decodeObservation maps one resource, already split into its members.
 func decodeObservation(raw json.RawMessage, obj fhirObject) fhirItem {
 	in, r := observationInput(obj)
-	if r != nil {
-		return fhirItem{raw: raw, rej: r}
-	}
-	return fhirItem{raw: raw, in: in}
+	return fhirItem{raw: raw, in: in, rej: r}
 }
 
 // observationInput applies the mapping documented at the top of this file.

@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -76,7 +77,7 @@ func DefaultConfig() Config {
 
 // producer is the part of the Kafka client ingest needs.
 type producer interface {
-	ProduceSync(ctx context.Context, rs ...*kgo.Record) kgo.ProduceResults
+	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
 }
 
 // keyVerifier authenticates a presented API key.
@@ -265,9 +266,10 @@ const (
 
 // Item statuses in a batch response.
 const (
-	StatusAccepted = "accepted"   // durable in the log
-	StatusRejected = "rejected"   // failed the syntax check; see reason (and the dead-letter topic)
-	StatusNotSaved = "not_stored" // valid, but the log did not acknowledge it: retry
+	StatusAccepted    = "accepted"    // durable in the log
+	StatusRejected    = "rejected"    // failed the syntax check; see reason (and the dead-letter topic)
+	StatusNotSaved    = "not_stored"  // valid, but the log refused it: retry
+	StatusUnconfirmed = "unconfirmed" // valid, but the log did not answer in time: it may be stored; retry (repeats are dropped)
 )
 
 // ItemVerdict is the outcome for one item of a batch.
@@ -481,23 +483,20 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 		recIndex = append(recIndex, i)
 	}
 
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ProduceTimeout)
 	start := time.Now()
-	results := s.producer.ProduceSync(ctx, records...)
-	cancel()
+	outcomes, firstErr := s.produceAll(r.Context(), records)
 	s.m.produce.With(endpoint).Observe(time.Since(start).Seconds())
 	failed := 0
-	var firstErr error
-	for j, res := range results {
-		if res.Err == nil {
+	for j, o := range outcomes {
+		if o == produced {
 			continue
 		}
 		failed++
-		if firstErr == nil {
-			firstErr = res.Err
-		}
 		if it := &resp.Items[recIndex[j]]; it.Status == StatusAccepted {
 			it.Status = StatusNotSaved
+			if o == pending {
+				it.Status = StatusUnconfirmed
+			}
 		}
 	}
 	accepted := 0
@@ -512,16 +511,70 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 		s.m.items.With(endpoint, StatusRejected, reason).Add(float64(n))
 	}
 	if failed > 0 {
-		s.m.items.With(endpoint, StatusNotSaved, "").Add(float64(d.n - accepted - resp.Rejected))
+		s.m.items.With(endpoint, "not_confirmed", "").Add(float64(d.n - accepted - resp.Rejected))
 		s.log.Warn().Err(firstErr).Str("endpoint", endpoint).Int("failed", failed).Int("stored", accepted).Msg("produce failed; answering 503")
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 		writeJSON(w, http.StatusServiceUnavailable, struct {
 			APIError
 			BatchResponse
-		}{APIError{Code: "log_unavailable", Message: "the event log did not acknowledge every record in time; items marked not_stored were not saved and rejected items may not have reached the dead-letter topic: retry the batch (repeats are dropped by event_id)"}, resp})
+		}{APIError{Code: "log_unavailable", Message: "the event log did not acknowledge every record in time; items marked not_stored were not saved, items marked unconfirmed may or may not have been, and rejected items may not have reached the dead-letter topic: retry the batch (repeats are dropped by event_id)"}, resp})
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// Outcomes of one record's produce.
+const (
+	pending  = iota // no answer from the broker within ProduceTimeout
+	produced        // acknowledged by all in-sync replicas
+	failed          // definitively not stored
+)
+
+// produceAll produces records and waits, at most ProduceTimeout, for the
+// broker's answers. The idempotent producer will not give up on a record
+// that may already have reached the broker (failing it could reorder the
+// partition), so a request never waits on it past the deadline: such
+// records are reported pending, and the client is told so.
+func (s *Server) produceAll(ctx context.Context, records []*kgo.Record) ([]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProduceTimeout)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		outcomes = make([]int, len(records))
+		firstErr error
+		left     = len(records)
+		done     = make(chan struct{})
+	)
+	if left == 0 {
+		return outcomes, nil
+	}
+	for j, rec := range records {
+		s.producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				outcomes[j] = failed
+				if firstErr == nil {
+					firstErr = err
+				}
+			} else {
+				outcomes[j] = produced
+			}
+			if left--; left == 0 {
+				close(done)
+			}
+		})
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if firstErr == nil && left > 0 {
+		firstErr = fmt.Errorf("%d records unacknowledged after %s", left, s.cfg.ProduceTimeout)
+	}
+	return append([]int(nil), outcomes...), firstErr
 }
 
 // retryAfterSeconds is what a client is told to wait after a 503.
@@ -599,7 +652,7 @@ func (s *Server) judgeReading(raw []byte, in *Input, rej *Rejection, cc *checkCo
 	}
 	v, err := s.readings.Encode(&rd)
 	if err != nil {
-		it.rej = reject("internal", "", "could not encode item")
+		it.rej = reject(ReasonInternal, "", "could not encode item")
 		return it
 	}
 	it.value = v
@@ -624,7 +677,7 @@ func (s *Server) decodeDevices(_ *http.Request, body []byte) (decodedBatch, *api
 			if rej == nil {
 				var ev schemas.DeviceEvent
 				if ev, rej = cc.CheckDevice(&in); rej == nil {
-					it.value, _ = s.devices.Encode(&ev)
+					it.value, rej = encodeOrReject(s.devices, &ev)
 				}
 			}
 			it.rej = rej
@@ -650,12 +703,22 @@ func (s *Server) decodeProfiles(_ *http.Request, body []byte) (decodedBatch, *ap
 			if rej == nil {
 				var ev schemas.ProfileEvent
 				if ev, rej = cc.CheckProfile(&in); rej == nil {
-					it.value, _ = s.profiles.Encode(&ev)
+					it.value, rej = encodeOrReject(s.profiles, &ev)
 				}
 			}
 			it.rej = rej
 			return it
 		}}, nil
+}
+
+// encodeOrReject encodes a checked event; failing is a defect, reported as
+// a rejection rather than an empty record.
+func encodeOrReject(c *schemas.Codec, v any) ([]byte, *Rejection) {
+	b, err := c.Encode(v)
+	if err != nil {
+		return nil, reject(ReasonInternal, "", "could not encode item")
+	}
+	return b, nil
 }
 
 // decodeFHIRBody reads an Observation or a Bundle of them; the gateway names

@@ -22,20 +22,23 @@ import (
 // fails the records whose index is in fail.
 type recordingProducer struct {
 	got  []*kgo.Record
+	n    int
 	fail map[int]bool
+	hang map[int]bool
 }
 
-func (p *recordingProducer) ProduceSync(_ context.Context, rs ...*kgo.Record) kgo.ProduceResults {
-	out := make(kgo.ProduceResults, len(rs))
-	for i, r := range rs {
-		out[i].Record = r
-		if p.fail[i] {
-			out[i].Err = errors.New("broker unavailable")
-			continue
-		}
-		p.got = append(p.got, r)
+func (p *recordingProducer) Produce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	i := p.n
+	p.n++
+	if p.fail[i] {
+		promise(r, errors.New("broker unavailable"))
+		return
 	}
-	return out
+	if p.hang[i] {
+		return // never answers, like a broker that went away mid-request
+	}
+	p.got = append(p.got, r)
+	promise(r, nil)
 }
 
 // fakeKeys stands in for the PostgreSQL key store in handler unit tests
@@ -249,6 +252,20 @@ func TestProduceFailureAnswers503WithStoredItems(t *testing.T) {
 	items := out["items"].([]any)
 	if items[0].(map[string]any)["status"] != StatusAccepted || items[1].(map[string]any)["status"] != StatusNotSaved {
 		t.Fatalf("items %v", items)
+	}
+}
+
+func TestUnansweredProduceAnswers503Unconfirmed(t *testing.T) {
+	p := &recordingProducer{hang: map[int]bool{0: true}}
+	s := newTestServer(p)
+	s.cfg.ProduceTimeout = 50 * time.Millisecond
+	rec, out := post(t, s, batchBody(item(map[string]any{"event_id": "a"}), item(map[string]any{"event_id": "b"})))
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("status %d", rec.Code)
+	}
+	items := out["items"].([]any)
+	if items[0].(map[string]any)["status"] != StatusUnconfirmed || items[1].(map[string]any)["status"] != StatusAccepted || out["accepted"] != 1.0 {
+		t.Fatalf("body %v", out)
 	}
 }
 

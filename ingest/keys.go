@@ -35,7 +35,6 @@ COMMENT ON TABLE api_keys IS 'Gateway API keys; only a SHA-256 of each secret is
 
 // Errors of key verification; the HTTP layer maps them to 401 and 403.
 var (
-	ErrNoKey      = errors.New("no API key")
 	ErrBadKey     = errors.New("unknown or malformed API key")
 	ErrRevokedKey = errors.New("API key revoked")
 )

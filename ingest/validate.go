@@ -25,6 +25,7 @@ const (
 	ReasonInvalidTimestamp  = "invalid_timestamp"  // not RFC 3339 with a zone
 	ReasonFutureTimestamp   = "future_timestamp"   // further ahead than the allowed clock skew
 	ReasonTooOld            = "too_old"            // older than the maximum age
+	ReasonInternal          = "internal"           // a defect in ingest: the item could not be encoded (never expected)
 )
 
 // Rejection says why one item was refused and which field caused it.

@@ -189,6 +189,15 @@ type GatewayReading struct {
 	Sequence   *int64   `avro:"sequence"`
 }
 
+// MaxArrayItems bounds the element count of any array a decoder will
+// allocate: an untrusted message cannot claim a billion elements in a few
+// bytes and exhaust memory. Batches are far smaller (ingest allows 5,000).
+const MaxArrayItems = 65536
+
+// api is the Avro configuration of every codec: the defaults plus the
+// allocation bounds above (strings and bytes stay capped at 1 MiB).
+var api = avro.Config{MaxSliceAllocSize: MaxArrayItems}.Freeze()
+
 // magic is the single-object encoding marker.
 var magic = [2]byte{0xC3, 0x01}
 
@@ -292,7 +301,7 @@ func (c *Codec) Current() Version { return c.current }
 // Append encodes v with the current schema and appends the single-object
 // message to dst.
 func (c *Codec) Append(dst []byte, v any) ([]byte, error) {
-	payload, err := avro.Marshal(c.current.Schema, v)
+	payload, err := api.Marshal(c.current.Schema, v)
 	if err != nil {
 		return dst, fmt.Errorf("encode %s: %w", c.name, err)
 	}
@@ -314,7 +323,7 @@ func (c *Codec) Decode(msg []byte, v any) error {
 	if err != nil {
 		return err
 	}
-	if err := avro.Unmarshal(s, msg[headerLen:], v); err != nil {
+	if err := api.Unmarshal(s, msg[headerLen:], v); err != nil {
 		return fmt.Errorf("decode %s (writer v%d): %w", c.name, c.versions[fp].Number, err)
 	}
 	return nil
