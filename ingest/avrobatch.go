@@ -32,13 +32,17 @@ func (s *Server) decodeAvroReadings(body []byte) (decodedBatch, *apiError) {
 	return decodedBatch{gateway: b.GatewayID, tenant: b.TenantID, n: len(b.Readings), format: "avro",
 		judge: func(i int, cc *checkContext) judged {
 			g := &b.Readings[i]
-			raw, err := avro.Marshal(gatewayReading, g)
-			if err != nil {
-				raw = []byte(fmt.Sprintf("unencodable item: %v", err))
-			}
 			in := Input{EventID: &g.EventID, UserID: &g.UserID, DeviceID: &g.DeviceID, Metric: &g.Metric, Unit: &g.Unit,
 				Value: g.Value, Diastolic: g.Diastolic, MeasuredAt: &g.MeasuredAt, ReceivedAt: g.ReceivedAt,
 				PeriodEnd: g.PeriodEnd, Stage: g.Stage, Sequence: g.Sequence}
-			return s.judgeReading(raw, &in, nil, cc)
+			it := s.judgeReading(nil, &in, nil, cc)
+			if it.rej != nil { // only a refused item needs its bytes, for the dead letter
+				raw, err := avro.Marshal(gatewayReading, g)
+				if err != nil {
+					raw = []byte(fmt.Sprintf("unencodable item: %v", err))
+				}
+				it.raw = raw
+			}
+			return it
 		}}, nil
 }

@@ -277,7 +277,10 @@ type ItemVerdict struct {
 	Index   int    `json:"index"`
 	Status  string `json:"status"`
 	EventID string `json:"event_id,omitempty"`
-	*Rejection
+	// Reason, Field and Message say why a rejected item was refused.
+	Reason  string `json:"reason,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 // BatchResponse is the answer to a batch POST.
@@ -458,7 +461,7 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 	for i := range d.n {
 		it := d.judge(i, &cc)
 		if it.rej != nil {
-			resp.Items[i] = ItemVerdict{Index: i, Status: StatusRejected, EventID: it.event, Rejection: it.rej}
+			resp.Items[i] = ItemVerdict{Index: i, Status: StatusRejected, EventID: it.event, Reason: it.rej.Reason, Field: it.rej.Field, Message: it.rej.Message}
 			resp.Rejected++
 			reasons[it.rej.Reason]++
 			dl, err := s.deadLetters.Encode(&schemas.DeadLetter{

@@ -151,7 +151,7 @@ func TestOpenAPIReasonCodes(t *testing.T) {
 	checkEnum(t, schemas, "ErrorCode", openAPIErrorCodes)
 	checkExplained(t, schemas, "ErrorCode", openAPIErrorCodes)
 
-	checkEnum(t, schemas, "ItemStatus", []string{StatusAccepted, StatusRejected, StatusNotSaved})
+	checkEnum(t, schemas, "ItemStatus", []string{StatusAccepted, StatusRejected, StatusNotSaved, StatusUnconfirmed})
 
 	// The metric catalogue.
 	names := metric.Names()

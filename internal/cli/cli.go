@@ -48,6 +48,7 @@ func commands() []command {
 		{"migrate", "create the Kafka topics and the ClickHouse tables, then exit", cmdMigrate},
 		{"keys", "manage gateway API keys: keys create|list|revoke", cmdKeys},
 		{"demo", "run the pipeline on the bundled Fitbit sample and print per-user percentiles", cmdDemo},
+		{"bench", "load-test ingest over loopback HTTP and report readings/s and latency: bench ingest", cmdBench},
 		{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
 			_, err := fmt.Fprintln(w, "vitals", Version)
 			return err

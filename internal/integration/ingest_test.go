@@ -209,7 +209,7 @@ func TestIngestAnswers503WhileKafkaIsDown(t *testing.T) {
 		return resp.StatusCode, resp.Header
 	}
 	code, hdr := req()
-	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || down.Code != "log_unavailable" || down.Accepted != 0 || down.Items[0].Status != ingest.StatusNotSaved {
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || down.Code != "log_unavailable" || down.Accepted != 0 || down.Items[0].Status == ingest.StatusAccepted {
 		t.Fatalf("while down: %d %+v", code, down)
 	}
 	stack("start", "kafka")
@@ -218,13 +218,16 @@ func TestIngestAnswers503WhileKafkaIsDown(t *testing.T) {
 		code, _ := req()
 		return code == http.StatusOK && down.Accepted == 1, http.StatusText(code)
 	})
-	// Both accepted copies are in the log once each; the one refused while
-	// the broker was down is not.
-	recs := readAll(t, ctx, s, s.kafka.Topics.Readings, 2)
+	// The log holds the two acknowledged copies, plus the unconfirmed one if
+	// the producer delivered it after the broker came back (which is why a
+	// 503 says "unconfirmed", not "not stored"); all are the same event, so
+	// the processor keeps one.
 	time.Sleep(time.Second)
-	if extra := drain(ctx, s, s.kafka.Topics.Readings); extra != len(recs) {
-		t.Fatalf("the log holds %d records after the outage, want %d", extra, len(recs))
+	n := drain(ctx, s, s.kafka.Topics.Readings)
+	if n < 2 || n > 3 {
+		t.Fatalf("the log holds %d copies of the reading, want 2 or 3", n)
 	}
+	t.Logf("the log holds %d copies of the event posted three times (one during the outage)", n)
 }
 
 // drain counts every record of a topic.

@@ -1,0 +1,453 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/loadgen"
+	"github.com/vitalshq/vitals/internal/sample"
+)
+
+// cmdBench dispatches the benchmarks; only `bench ingest` exists.
+func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "ingest" {
+		return fmt.Errorf("usage: vitals bench ingest [flags] (vitals bench ingest -h lists them)")
+	}
+	return benchIngest(ctx, args[1:], stdout)
+}
+
+// benchTopicPrefix keeps benchmark traffic out of the real event log: the
+// raw topics keep data forever and the processor would judge it all.
+const benchTopicPrefix = "vitals-bench"
+
+// benchSettings are bench ingest's own flags.
+type benchSettings struct {
+	target, key, format, jsonOut, cpuProfile string
+	batch, users, clients, bodies            int
+	duration, warmup, timeout                time.Duration
+	keepTopics                               bool
+}
+
+// benchIngest load-tests the ingest HTTP path on loopback: it starts ingest
+// in this process (or hits --bench-target), posts pre-encoded batches of
+// Fitbit readings from concurrent keep-alive clients for a warm-up and a
+// measured window, and reports accepted readings/s, requests/s and latency
+// percentiles. Ingest answers only after the broker acknowledged every
+// record, so the latency includes the broker's ack.
+func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
+	fs, s := newFlags("bench ingest")
+	s.kafkaFlags(fs)
+	s.pgFlags(fs)
+	s.tenantFlag(fs)
+	s.ingestFlags(fs)
+	// The in-process ingest listens on a free port and writes to topics of
+	// its own, unless the flags or their environment variables say
+	// otherwise.
+	for name, def := range map[string]string{"ingest-addr": "127.0.0.1:0", "kafka-topic-prefix": benchTopicPrefix} {
+		if _, ok := os.LookupEnv(fs.EnvName(name)); !ok {
+			f := fs.Lookup(name)
+			_ = f.Value.Set(def)
+			f.DefValue = def
+		}
+	}
+	var b benchSettings
+	fs.String(&b.target, "bench-target", "", "base URL of a running ingest to load, e.g. http://127.0.0.1:8080 (default: start ingest in this process)")
+	fs.String(&b.key, "bench-key", "", "API key to send (default: create one in PostgreSQL for --tenant and revoke it at the end)")
+	fs.String(&b.format, "bench-format", loadgen.FormatJSON, "request body format: json or avro")
+	fs.Int(&b.batch, "bench-batch", 500, "readings per request")
+	fs.Int(&b.users, "bench-users", 10000, "distinct user ids the readings are spread over (so keys spread over partitions)")
+	fs.Int(&b.clients, "bench-clients", 8, "concurrent closed-loop clients, each with its own keep-alive connection")
+	fs.Int(&b.bodies, "bench-bodies", 64, "distinct pre-encoded request bodies (raised to --bench-clients if lower); event ids are renewed on every resend")
+	fs.Duration(&b.warmup, "bench-warmup", 3*time.Second, "warm-up before the measured window (not counted)")
+	fs.Duration(&b.duration, "bench-duration", 20*time.Second, "measured window")
+	fs.Duration(&b.timeout, "bench-timeout", 30*time.Second, "bound on each request")
+	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
+	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process (ingest and load generator) over the measured window to this file")
+	fs.BoolVar(&b.keepTopics, "bench-keep-topics", false, "keep the in-process ingest's topics at the end (by default they are deleted unless the prefix is \"vitals\")")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if b.clients < 1 || b.batch < 1 || b.users < 1 || b.duration <= 0 || b.warmup < 0 {
+		return errors.New("--bench-clients, --bench-batch, --bench-users and --bench-duration must be positive")
+	}
+	if b.format != loadgen.FormatJSON && b.format != loadgen.FormatAvro {
+		return fmt.Errorf("--bench-format %q: want json or avro", b.format)
+	}
+	b.bodies = max(b.bodies, b.clients)
+	log, err := s.logger()
+	if err != nil {
+		return err
+	}
+	machine := loadgen.ThisMachine()
+
+	// Build the bodies first: it is the slow part of the set-up, and the
+	// sample parse should not overlap the measurement.
+	rows, err := sample.HeartRates()
+	if err != nil {
+		return err
+	}
+	runID := randomHex(4)
+	bodies, err := loadgen.ReadingBodies(rows, loadgen.ReadingsOptions{
+		Bodies: b.bodies, Batch: b.batch, Users: b.users, Format: b.format, RunID: runID, Now: time.Now(),
+	})
+	if err != nil {
+		return err
+	}
+	bodyBytes := 0
+	for _, x := range bodies {
+		bodyBytes += len(x.Data)
+	}
+
+	target := strings.TrimRight(b.target, "/")
+	inProcess := target == ""
+	var stopIngest func() error
+	if inProcess {
+		target, stopIngest, err = startBenchIngest(ctx, s, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if stopIngest != nil {
+				_ = stopIngest()
+			}
+		}()
+	}
+	key := b.key
+	if key == "" {
+		k, revoke, err := benchKey(ctx, s)
+		if err != nil {
+			return err
+		}
+		defer revoke()
+		key = k
+	}
+	if err := waitHealthy(ctx, target); err != nil {
+		return err
+	}
+
+	var prof *os.File
+	if b.cpuProfile != "" {
+		if prof, err = os.Create(b.cpuProfile); err != nil {
+			return err
+		}
+		defer prof.Close()
+	}
+	var cpu0, cpu1 loadgen.CPUSample
+	var prod0, prod1 produceStats
+	onWindow := func(open bool) {
+		if open {
+			prod0 = scrapeProduce(target)
+			cpu0 = loadgen.SampleCPU()
+			if prof != nil {
+				if err := pprof.StartCPUProfile(prof); err != nil {
+					log.Error().Err(err).Msg("cpu profile")
+				}
+			}
+			return
+		}
+		if prof != nil {
+			pprof.StopCPUProfile()
+		}
+		cpu1 = loadgen.SampleCPU()
+		prod1 = scrapeProduce(target)
+	}
+	log.Info().Str("target", target).Int("clients", b.clients).Int("batch", b.batch).Str("format", b.format).
+		Dur("warmup", b.warmup).Dur("duration", b.duration).Msg("bench ingest starting")
+	res, runErr := loadgen.Run(ctx, loadgen.Config{
+		URL: target + "/v1/readings",
+		Header: http.Header{
+			"Authorization": {"Bearer " + key},
+			"Content-Type":  {loadgen.ContentType(b.format)},
+		},
+		Bodies: bodies, Clients: b.clients, Warmup: b.warmup, Duration: b.duration, Timeout: b.timeout,
+		Progress: 5 * time.Second, OnWindow: onWindow, Log: log,
+	})
+	if inProcess {
+		serr := stopIngest()
+		stopIngest = nil
+		if serr != nil {
+			log.Warn().Err(serr).Msg("ingest shutdown")
+		}
+		if !b.keepTopics && s.kafkaPrefix != "vitals" {
+			deleteBenchTopics(s.kafka(), log)
+		}
+	}
+	if runErr != nil {
+		return runErr
+	}
+
+	rep := benchReport{
+		Command: commandLine(), Env: benchEnv(), Machine: machine,
+		Target: target + "/v1/readings", InProcess: inProcess, Format: b.format,
+		Batch: b.batch, MeanBodyBytes: bodyBytes / len(bodies), Users: b.users, Clients: b.clients, Bodies: len(bodies),
+		Warmup: b.warmup.String(), Duration: b.duration.String(), Result: res, CPU: cpu1.Since(cpu0),
+	}
+	if inProcess {
+		rep.Broker, rep.TopicPrefix = s.kafkaBrokers, s.kafkaPrefix
+	}
+	if n := prod1.count - prod0.count; n > 0 {
+		rep.ProduceMeanMs = (prod1.sum - prod0.sum) / n * 1000
+	}
+	if b.cpuProfile != "" {
+		rep.CPUProfile = b.cpuProfile
+	}
+	rep.print(stdout)
+	if b.jsonOut != "" {
+		out, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(b.jsonOut, append(out, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if res.Errors > 0 {
+		return fmt.Errorf("%d requests failed in the measured window", res.Errors)
+	}
+	return nil
+}
+
+// startBenchIngest starts only the ingest role in this process and
+// returns its base URL and a function that stops it.
+func startBenchIngest(ctx context.Context, s *settings, log zerolog.Logger) (string, func() error, error) {
+	cfg := s.ingest()
+	srv, err := ingest.New(ctx, cfg, log)
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		srv.Close()
+		return "", nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(rctx, ln) }()
+	return "http://" + ln.Addr().String(), func() error {
+		cancel()
+		err := <-done
+		srv.Close()
+		return err
+	}, nil
+}
+
+// benchKey creates an API key for the benchmark gateway and returns a
+// function that revokes it.
+func benchKey(ctx context.Context, s *settings) (string, func(), error) {
+	pool, err := pgxpool.New(ctx, s.pgURL)
+	if err != nil {
+		return "", nil, fmt.Errorf("postgres: %w", err)
+	}
+	store, err := ingest.NewKeyStore(ctx, pool, 0)
+	if err != nil {
+		pool.Close()
+		return "", nil, err
+	}
+	full, k, err := store.Create(ctx, s.tenant, "vitals bench gateway")
+	if err != nil {
+		pool.Close()
+		return "", nil, err
+	}
+	return full, func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := store.Revoke(rctx, k.ID); err != nil {
+			fmt.Fprintln(os.Stderr, "could not revoke the bench key", k.ID, ":", err)
+		}
+		pool.Close()
+	}, nil
+}
+
+func waitHealthy(ctx context.Context, base string) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := c.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not become healthy: %v", base, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// deleteBenchTopics removes the topics the in-process ingest created.
+func deleteBenchTopics(k eventlog.Config, log zerolog.Logger) {
+	cl, err := kgo.NewClient(k.ClientOpts(log)...)
+	if err != nil {
+		log.Warn().Err(err).Msg("delete bench topics")
+		return
+	}
+	defer cl.Close()
+	var names []string
+	for _, sp := range k.Specs() {
+		names = append(names, sp.Name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := kadm.NewClient(cl).DeleteTopics(ctx, names...); err != nil {
+		log.Warn().Err(err).Strs("topics", names).Msg("delete bench topics")
+		return
+	}
+	log.Info().Strs("topics", names).Msg("deleted the bench topics")
+}
+
+// produceStats is ingest's produce-time histogram for the readings
+// endpoint, read from /metrics.
+type produceStats struct{ sum, count float64 }
+
+func scrapeProduce(base string) produceStats {
+	var p produceStats
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(base + "/metrics")
+	if err != nil {
+		return p
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		for suffix, dst := range map[string]*float64{"_sum": &p.sum, "_count": &p.count} {
+			if rest, ok := strings.CutPrefix(line, "vitals_ingest_produce_seconds"+suffix+`{endpoint="readings"} `); ok {
+				*dst, _ = strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			}
+		}
+	}
+	return p
+}
+
+type benchReport struct {
+	Command       string            `json:"command"`
+	Env           map[string]string `json:"env,omitempty"`
+	Machine       loadgen.Machine   `json:"machine"`
+	Target        string            `json:"target"`
+	InProcess     bool              `json:"in_process_ingest"`
+	Broker        string            `json:"broker,omitempty"`
+	TopicPrefix   string            `json:"topic_prefix,omitempty"`
+	Format        string            `json:"format"`
+	Batch         int               `json:"batch"`
+	MeanBodyBytes int               `json:"mean_body_bytes"`
+	Users         int               `json:"users"`
+	Clients       int               `json:"clients"`
+	Bodies        int               `json:"distinct_bodies"`
+	Warmup        string            `json:"warmup"`
+	Duration      string            `json:"duration"`
+	Result        loadgen.Result    `json:"result"`
+	// CPU is over the measured window; the process is ingest plus the load
+	// generator when ingest runs in-process.
+	CPU loadgen.CPUUse `json:"cpu"`
+	// ProduceMeanMs is ingest's mean wait for the broker's ack per request
+	// in the window (from its /metrics), the part of latency spent in Kafka.
+	ProduceMeanMs float64 `json:"ingest_produce_mean_ms,omitempty"`
+	CPUProfile    string  `json:"cpu_profile,omitempty"`
+}
+
+func (r benchReport) print(w io.Writer) {
+	res := r.Result
+	mode := "external ingest"
+	if r.InProcess {
+		mode = fmt.Sprintf("in-process ingest; broker %s, topics %s.*", r.Broker, r.TopicPrefix)
+	}
+	fmt.Fprintf(w, "\nVitals ingest benchmark\n\n")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	row("command", "%s", r.Command)
+	for _, k := range slices.Sorted(maps.Keys(r.Env)) {
+		row("env", "%s=%s", k, r.Env[k])
+	}
+	m := r.Machine
+	row("machine", "%d CPUs (GOMAXPROCS %d), %s, %s %s, load avg %s at start", m.NumCPU, m.GOMAXPROCS, m.CPUModel, m.GoVersion, m.OSArch, m.LoadAvg)
+	row("target", "POST %s (%s)", r.Target, mode)
+	row("load", "%d clients, %d readings/request (%s, %.1f KB), %d users, %d distinct bodies", r.Clients, r.Batch, r.Format, float64(r.MeanBodyBytes)/1024, r.Users, r.Bodies)
+	row("window", "%s measured (%.2fs) after %s warm-up (%d requests, %d readings, %d errors)", r.Duration, res.WindowSeconds, r.Warmup, res.WarmupRequests, res.WarmupReadings, res.WarmupErrors)
+	row("", "")
+	row("accepted readings/s", "%.0f", res.ReadingsPerSec)
+	row("requests/s", "%.1f", res.RequestsPerSec)
+	row("accepted readings", "%d in %d requests (%.1f MB sent)", res.AcceptedReadings, res.Requests, float64(res.BytesSent)/1e6)
+	l := res.Latency
+	row("latency ms", "p50 %.1f  p90 %.1f  p99 %.1f  max %.1f  (mean %.1f, %d samples)", l.P50Ms, l.P90Ms, l.P99Ms, l.MaxMs, l.MeanMs, l.Count)
+	if r.ProduceMeanMs > 0 {
+		row("broker ack wait ms", "mean %.1f per request (ingest's produce histogram)", r.ProduceMeanMs)
+	}
+	row("cpu", "%.2f CPUs this process, %.2f CPUs whole machine (of %d)", r.CPU.Process, r.CPU.Machine, m.NumCPU)
+	row("errors", "%d", res.Errors)
+	for _, k := range res.Kinds() {
+		row("", "%s: %d", k, res.ErrorKinds[k])
+	}
+	for _, e := range res.ErrorExamples {
+		row("", "e.g. %s", e)
+	}
+	if res.Drained+res.CutOff > 0 {
+		row("after the window", "%d requests answered, %d cut off after the grace period (not counted)", res.Drained, res.CutOff)
+	}
+	if r.CPUProfile != "" {
+		row("cpu profile", "%s (go tool pprof -top %s)", r.CPUProfile, r.CPUProfile)
+	}
+	tw.Flush()
+}
+
+// commandLine is the exact command line, quoted where needed.
+func commandLine() string {
+	parts := make([]string, len(os.Args))
+	for i, a := range os.Args {
+		if a == "" || strings.ContainsAny(a, " \t\"'$\\") {
+			a = strconv.Quote(a)
+		}
+		parts[i] = a
+	}
+	return strings.Join(parts, " ")
+}
+
+// benchEnv lists the VITALS_BENCH_* variables, which change the flags'
+// defaults; connection settings are left out (they may hold passwords).
+func benchEnv() map[string]string {
+	out := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "VITALS_BENCH_") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
