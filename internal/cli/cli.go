@@ -75,6 +75,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// Stopped by a signal while starting: nothing was half done.
+			fmt.Fprintf(stderr, "vitals %s: stopped before it was running\n", c.name)
+			return 0
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "vitals %s: %v\n", c.name, err)
 			return 1

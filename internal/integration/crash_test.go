@@ -177,6 +177,15 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 	}
 
 	last := proc()
+	// One more reading after the last start, so the graceful stop below
+	// finds the processor running, not starting.
+	extra := perUser[users[0]][len(perUser[users[0]])-1]
+	extra.Time = extra.Time.Add(time.Second)
+	perUser[users[0]] = append(perUser[users[0]], extra)
+	var resp ingest.BatchResponse
+	if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-crash", "readings": []any{wire(extra)}}, &resp); code != http.StatusOK || resp.Accepted != 1 {
+		t.Fatalf("post after restart: %d %+v", code, resp)
+	}
 	for _, u := range users {
 		values := make([]float64, 0, len(perUser[u]))
 		for _, r := range perUser[u] {
