@@ -33,6 +33,7 @@ import (
 	"github.com/vitalshq/vitals/internal/httpserve"
 	"github.com/vitalshq/vitals/internal/metric"
 	"github.com/vitalshq/vitals/internal/metrics"
+	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -128,7 +129,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 	if err := eventlog.EnsureTopics(ctx, cfg.Kafka, log); err != nil {
 		return nil, err
 	}
-	pool, err := openPool(ctx, cfg.PostgresURL)
+	pool, err := postgres.Open(ctx, cfg.PostgresURL)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
@@ -152,22 +153,6 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 	s := newServer(cfg, log, cl, keys)
 	s.client, s.pool = cl, pool
 	return s, nil
-}
-
-// openPool connects to PostgreSQL with a bounded connect time.
-func openPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	pcfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("postgres url: %w", err)
-	}
-	if pcfg.ConnConfig.ConnectTimeout == 0 {
-		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
-	}
-	return pool, nil
 }
 
 //go:embed openapi.yaml
@@ -663,32 +648,21 @@ func (s *Server) judgeReading(raw []byte, in *Input, rej *Rejection, cc *checkCo
 }
 
 func (s *Server) decodeDevices(_ *http.Request, body []byte) (decodedBatch, *apiError) {
-	env, aerr := decodeEnvelope(body, "events")
-	if aerr != nil {
-		return decodedBatch{}, aerr
-	}
-	return decodedBatch{gateway: env.GatewayID, tenant: env.TenantID, n: len(env.Events), format: "json",
-		judge: func(i int, cc *checkContext) judged {
-			it := judged{raw: env.Events[i]}
-			in, rej := deviceFromJSON(env.Events[i])
-			if in.UserID != nil && checkID("user_id", *in.UserID) == nil {
-				it.user = *in.UserID
-			}
-			if in.EventID != nil && checkID("event_id", *in.EventID) == nil {
-				it.event = *in.EventID
-			}
-			if rej == nil {
-				var ev schemas.DeviceEvent
-				if ev, rej = cc.CheckDevice(&in); rej == nil {
-					it.value, rej = encodeOrReject(s.devices, &ev)
-				}
-			}
-			it.rej = rej
-			return it
-		}}, nil
+	return decodeEvents(body, s.devices, deviceFromJSON,
+		func(in *DeviceInput) (*string, *string) { return in.UserID, in.EventID },
+		(*checkContext).CheckDevice)
 }
 
 func (s *Server) decodeProfiles(_ *http.Request, body []byte) (decodedBatch, *apiError) {
+	return decodeEvents(body, s.profiles, profileFromJSON,
+		func(in *ProfileInput) (*string, *string) { return in.UserID, in.EventID },
+		(*checkContext).CheckProfile)
+}
+
+// decodeEvents is the JSON path of the device and profile endpoints: parse
+// each item of "events", check it, and encode the event with codec.
+func decodeEvents[In, Ev any](body []byte, codec *schemas.Codec, parse func(json.RawMessage) (In, *Rejection),
+	ids func(*In) (user, event *string), check func(*checkContext, *In) (Ev, *Rejection)) (decodedBatch, *apiError) {
 	env, aerr := decodeEnvelope(body, "events")
 	if aerr != nil {
 		return decodedBatch{}, aerr
@@ -696,17 +670,18 @@ func (s *Server) decodeProfiles(_ *http.Request, body []byte) (decodedBatch, *ap
 	return decodedBatch{gateway: env.GatewayID, tenant: env.TenantID, n: len(env.Events), format: "json",
 		judge: func(i int, cc *checkContext) judged {
 			it := judged{raw: env.Events[i]}
-			in, rej := profileFromJSON(env.Events[i])
-			if in.UserID != nil && checkID("user_id", *in.UserID) == nil {
-				it.user = *in.UserID
+			in, rej := parse(env.Events[i])
+			user, event := ids(&in)
+			if user != nil && checkID("user_id", *user) == nil {
+				it.user = *user
 			}
-			if in.EventID != nil && checkID("event_id", *in.EventID) == nil {
-				it.event = *in.EventID
+			if event != nil && checkID("event_id", *event) == nil {
+				it.event = *event
 			}
 			if rej == nil {
-				var ev schemas.ProfileEvent
-				if ev, rej = cc.CheckProfile(&in); rej == nil {
-					it.value, rej = encodeOrReject(s.profiles, &ev)
+				var ev Ev
+				if ev, rej = check(cc, &in); rej == nil {
+					it.value, rej = encodeOrReject(codec, &ev)
 				}
 			}
 			it.rej = rej

@@ -31,6 +31,7 @@ import (
 
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/metric"
+	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -112,16 +113,9 @@ func (s *Stats) Snapshot() (accepted, rejected, duplicates, batches int64) {
 // topics if needed.
 func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error) {
 	log = log.With().Str("role", "processor").Logger()
-	pcfg, err := pgxpool.ParseConfig(cfg.PostgresURL)
+	pool, err := postgres.Open(ctx, cfg.PostgresURL)
 	if err != nil {
-		return nil, fmt.Errorf("processor: postgres url: %w", err)
-	}
-	if pcfg.ConnConfig.ConnectTimeout == 0 {
-		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("processor: postgres: %w", err)
+		return nil, fmt.Errorf("processor: %w", err)
 	}
 	p := &Processor{
 		cfg:      cfg,

@@ -20,7 +20,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -140,7 +139,7 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	key := b.key
 	if key == "" {
-		k, revoke, err := benchKey(ctx, s)
+		k, revoke, err := tempKey(ctx, s, "vitals bench gateway")
 		if err != nil {
 			return err
 		}
@@ -255,56 +254,6 @@ func startBenchIngest(ctx context.Context, s *settings, log zerolog.Logger) (str
 		srv.Close()
 		return err
 	}, nil
-}
-
-// benchKey creates an API key for the benchmark gateway and returns a
-// function that revokes it.
-func benchKey(ctx context.Context, s *settings) (string, func(), error) {
-	pool, err := pgxpool.New(ctx, s.pgURL)
-	if err != nil {
-		return "", nil, fmt.Errorf("postgres: %w", err)
-	}
-	store, err := ingest.NewKeyStore(ctx, pool, 0)
-	if err != nil {
-		pool.Close()
-		return "", nil, err
-	}
-	full, k, err := store.Create(ctx, s.tenant, "vitals bench gateway")
-	if err != nil {
-		pool.Close()
-		return "", nil, err
-	}
-	return full, func() {
-		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := store.Revoke(rctx, k.ID); err != nil {
-			fmt.Fprintln(os.Stderr, "could not revoke the bench key", k.ID, ":", err)
-		}
-		pool.Close()
-	}, nil
-}
-
-func waitHealthy(ctx context.Context, base string) error {
-	c := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := c.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not become healthy: %v", base, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // deleteBenchTopics removes the topics the in-process ingest created.

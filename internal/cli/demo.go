@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -60,7 +59,7 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		return <-done
 	}
 
-	key, revoke, err := demoKey(ctx, s)
+	key, revoke, err := tempKey(ctx, s, "vitals demo gateway")
 	if err != nil {
 		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
 	}
@@ -72,8 +71,10 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		query:  "http://" + s.queryAddr,
 		key:    key,
 	}
-	if err := d.waitHealthy(ctx); err != nil {
-		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
+	for _, base := range []string{d.ingest, d.query} {
+		if err := waitHealthy(ctx, base); err != nil {
+			return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
+		}
 	}
 	start := time.Now()
 	if err := d.post(ctx, rows, batch, clients); err != nil {
@@ -147,57 +148,6 @@ type demo struct {
 	client        *http.Client
 	ingest, query string
 	key           string // the demo gateway's API key
-}
-
-// demoKey creates an API key for the demo gateway in the query tenant, and
-// a function that revokes it when the demo ends.
-func demoKey(ctx context.Context, s *settings) (string, func(), error) {
-	pool, err := pgxpool.New(ctx, s.pgURL)
-	if err != nil {
-		return "", nil, fmt.Errorf("postgres: %w", err)
-	}
-	store, err := ingest.NewKeyStore(ctx, pool, 0)
-	if err != nil {
-		pool.Close()
-		return "", nil, err
-	}
-	full, k, err := store.Create(ctx, s.tenant, "vitals demo gateway")
-	if err != nil {
-		pool.Close()
-		return "", nil, err
-	}
-	return full, func() {
-		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := store.Revoke(rctx, k.ID); err != nil {
-			fmt.Println("could not revoke the demo key", k.ID, ":", err)
-		}
-		pool.Close()
-	}, nil
-}
-
-func (d demo) waitHealthy(ctx context.Context) error {
-	for _, base := range []string{d.ingest, d.query} {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			resp, err := d.client.Get(base + "/healthz")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s did not become healthy: %v", base, err)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
-	return nil
 }
 
 type jsonReading struct {

@@ -7,9 +7,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/postgres"
 )
 
 // cmdKeys manages gateway API keys:
@@ -32,9 +31,9 @@ func cmdKeys(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, s.pgURL)
+	pool, err := postgres.Open(ctx, s.pgURL)
 	if err != nil {
-		return fmt.Errorf("postgres: %w", err)
+		return err
 	}
 	defer pool.Close()
 	octx, cancel := context.WithTimeout(ctx, 15*time.Second)

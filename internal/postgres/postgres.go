@@ -1,0 +1,31 @@
+// Package postgres opens the PostgreSQL pool the processor (state) and
+// ingest (API keys) share, with the bounds every network call here has.
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ConnectTimeout bounds each connection attempt unless the URL sets
+// connect_timeout itself.
+const ConnectTimeout = 5 * time.Second
+
+// Open parses url and returns a pool; connections are made lazily.
+func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres url: %w", err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = ConnectTimeout
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return pool, nil
+}
