@@ -158,6 +158,24 @@ func TestBatchVerdictPerItem(t *testing.T) {
 	}
 }
 
+func TestMetricsCountOutcomes(t *testing.T) {
+	s := newTestServer(&recordingProducer{})
+	post(t, s, batchBody(item(map[string]any{"event_id": "a"}), item(map[string]any{"event_id": "b", "unit": "bpm"}), item(map[string]any{"event_id": "c"})))
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{
+		`vitals_ingest_items_total{endpoint="readings",outcome="accepted",reason=""} 2`,
+		`vitals_ingest_items_total{endpoint="readings",outcome="rejected",reason="unknown_unit"} 1`,
+		`vitals_ingest_requests_total{endpoint="readings",code="200"} 1`,
+		`vitals_ingest_batch_items_count{endpoint="readings"} 1`,
+		`vitals_ingest_produce_seconds_count{endpoint="readings"} 1`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, rec.Body)
+		}
+	}
+}
+
 func TestAuthentication(t *testing.T) {
 	s := newTestServer(&recordingProducer{})
 	body := batchBody(item(nil))
