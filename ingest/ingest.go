@@ -462,12 +462,15 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 			if k == "" {
 				k = d.gateway
 			}
-			records = append(records, &kgo.Record{Topic: s.cfg.Kafka.Topics.DeadLetters, Key: []byte(k), Value: dl})
+			records = append(records, &kgo.Record{Topic: s.cfg.Kafka.Topics.DeadLetters, Key: []byte(k), Value: dl, Timestamp: receivedAt})
 			recIndex = append(recIndex, i)
 			continue
 		}
 		resp.Items[i] = ItemVerdict{Index: i, Status: StatusAccepted, EventID: it.event}
-		records = append(records, &kgo.Record{Topic: topic, Key: []byte(it.user), Value: it.value})
+		// One timestamp for the whole request: the processor merges a user's
+		// readings, device and profile events by it, in the same order on
+		// every replay.
+		records = append(records, &kgo.Record{Topic: topic, Key: []byte(it.user), Value: it.value, Timestamp: receivedAt})
 		recIndex = append(recIndex, i)
 	}
 

@@ -1,9 +1,21 @@
-// Package processor is Vitals' write model. It consumes the raw readings
-// topic in a consumer group, so each instance owns a set of partitions and
-// hence a set of users, and judges every reading against its user's
-// aggregate in event-time order. Accepted readings go to the accepted topic,
-// refused ones with a reason to the rejected topic; exact repeats are
+// Package processor is Vitals' write model. It consumes the raw readings,
+// device-event and profile-event topics in one consumer group; the topics
+// are co-partitioned by user id and the group uses the range assignor, so
+// each instance owns the same partition numbers of all three, hence a set of
+// users with all their events. It judges every event against its user's
+// aggregate (see Aggregate) and emits accepted readings in canonical units,
+// rejected readings with a reason, alerts, and erasures; exact repeats are
 // dropped.
+//
+// # Order
+//
+// Per partition number the three topics are merged by record timestamp
+// (ingest stamps every record of a request with its receive time), ties
+// broken profile, device, reading, then by offset. A record is processed only
+// when every other topic of its partition has either a buffered record to
+// compare with or nothing more to read, so the merge is the same on every
+// replay of the same log: processing it from the beginning with empty state
+// yields byte-identical outputs.
 //
 // # The guarantee
 //
@@ -14,7 +26,9 @@
 // and acknowledged by the broker, before that transaction commits. A crash
 // in between re-processes the batch from the same state and re-emits
 // byte-identical outputs with the same event ids, which the projector
-// stores once. Nothing is skipped and, in query results, nothing counts
+// stores once. Offset updates are conditional on the offset this instance
+// loaded, so an instance that lost a partition cannot overwrite the new
+// owner's state. Nothing is skipped and, in query results, nothing counts
 // twice.
 package processor
 
@@ -22,15 +36,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/httpserve"
 	"github.com/vitalshq/vitals/internal/metric"
+	"github.com/vitalshq/vitals/internal/metrics"
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -59,6 +80,8 @@ type Config struct {
 	// ShutdownGrace is how long a stopping processor may spend finishing
 	// the batch it already started producing.
 	ShutdownGrace time.Duration
+	// MetricsAddr, if set, serves Prometheus metrics at /metrics.
+	MetricsAddr string
 	// Rules are the aggregate's invariants.
 	Rules Rules
 }
@@ -78,6 +101,21 @@ func DefaultConfig() Config {
 	}
 }
 
+// Input kinds, in the order that breaks timestamp ties: a user's profile
+// and device changes of the same instant apply before their readings.
+const (
+	kindProfile = iota
+	kindDevice
+	kindReading
+	kinds
+)
+
+// tp names one topic-partition.
+type tp struct {
+	topic     string
+	partition int32
+}
+
 // Processor is one instance of the processor role.
 type Processor struct {
 	cfg   Config
@@ -85,28 +123,65 @@ type Processor struct {
 	pool  *pgxpool.Pool
 	store *store
 	cl    *kgo.Client
+	adm   *kadm.Client
 
-	in       *schemas.Codec
-	accepted *schemas.Codec
-	rejected *schemas.Codec
+	topics [kinds]string
+	codecs struct {
+		reading, device, profile, accepted, rejected, alert, erasure *schemas.Codec
+	}
 
-	mu  sync.Mutex
-	pos map[int32]int64 // next offset stored in PostgreSQL per owned partition; -1: none yet
+	mu     sync.Mutex
+	pos    map[tp]int64            // next offset stored in PostgreSQL per owned topic-partition; -1: none yet
+	queues map[int32]*[kinds]queue // buffered records per owned partition number
+	ends   map[tp]int64            // log-end offsets last seen
+	endsAt time.Time
 
 	stats Stats
+	m     procMetrics
+}
+
+// queue holds the fetched, not yet processed records of one topic-partition.
+type queue struct {
+	recs   []*kgo.Record
+	next   int64 // offset after the last fetched record (or the seek position)
+	paused bool
 }
 
 // Stats are running totals since start.
 type Stats struct {
 	mu                                    sync.Mutex
 	Accepted, Rejected, Duplicates, Batch int64
+	// Events counts device and profile events applied.
+	Events int64
+	// Alerts counts alerts raised.
+	Alerts int64
 }
 
-// Snapshot returns a copy of the totals.
+// Snapshot returns a copy of the reading totals.
 func (s *Stats) Snapshot() (accepted, rejected, duplicates, batches int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.Accepted, s.Rejected, s.Duplicates, s.Batch
+}
+
+// procMetrics are what the processor exports at /metrics.
+type procMetrics struct {
+	reg       *metrics.Registry
+	events    *metrics.CounterVec   // kind, outcome, reason
+	commit    *metrics.HistogramVec // (none)
+	batchSize *metrics.HistogramVec
+	lag       *metrics.GaugeVec // topic, partition
+}
+
+func newProcMetrics() procMetrics {
+	r := metrics.NewRegistry()
+	return procMetrics{
+		reg:       r,
+		events:    r.Counter("vitals_processor_events_total", "Events judged, by kind (reading, device, profile), outcome (accepted, rejected, duplicate, held, applied) and reason.", "kind", "outcome", "reason"),
+		commit:    r.Histogram("vitals_processor_commit_seconds", "Time to commit a batch's aggregates and offsets to PostgreSQL.", []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}),
+		batchSize: r.Histogram("vitals_processor_batch_records", "Records per committed batch.", []float64{1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000}),
+		lag:       r.Gauge("vitals_processor_lag_records", "Records between the stored position and the log end, per owned topic-partition.", "topic", "partition"),
+	}
 }
 
 // New connects to PostgreSQL and Kafka, creating the state tables and the
@@ -118,15 +193,25 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		return nil, fmt.Errorf("processor: %w", err)
 	}
 	p := &Processor{
-		cfg:      cfg,
-		log:      log,
-		pool:     pool,
-		store:    &store{pool: pool, group: cfg.Group},
-		in:       schemas.MustCodec(schemas.NameReading),
-		accepted: schemas.MustCodec(schemas.NameAcceptedReading),
-		rejected: schemas.MustCodec(schemas.NameRejectedReading),
-		pos:      make(map[int32]int64),
+		cfg:    cfg,
+		log:    log,
+		pool:   pool,
+		store:  &store{pool: pool, group: cfg.Group},
+		pos:    make(map[tp]int64),
+		queues: make(map[int32]*[kinds]queue),
+		ends:   make(map[tp]int64),
+		m:      newProcMetrics(),
 	}
+	p.topics[kindProfile] = cfg.Kafka.Topics.ProfileEvents
+	p.topics[kindDevice] = cfg.Kafka.Topics.DeviceEvents
+	p.topics[kindReading] = cfg.Kafka.Topics.Readings
+	p.codecs.reading = schemas.MustCodec(schemas.NameReading)
+	p.codecs.device = schemas.MustCodec(schemas.NameDeviceEvent)
+	p.codecs.profile = schemas.MustCodec(schemas.NameProfileEvent)
+	p.codecs.accepted = schemas.MustCodec(schemas.NameAcceptedReading)
+	p.codecs.rejected = schemas.MustCodec(schemas.NameRejectedReading)
+	p.codecs.alert = schemas.MustCodec(schemas.NameAlert)
+	p.codecs.erasure = schemas.MustCodec(schemas.NameErasure)
 	mctx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
 	defer cancel()
 	if err := p.store.migrate(mctx); err != nil {
@@ -139,9 +224,12 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 	}
 	opts := append(cfg.Kafka.ClientOpts(log),
 		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.Kafka.Topics.Readings),
+		kgo.ConsumeTopics(p.topics[:]...),
 		kgo.SessionTimeout(cfg.SessionTimeout),
-		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		// The range assignor gives an instance the same partition numbers of
+		// every co-partitioned topic; the sticky assignors do not promise
+		// that, and a user's readings and pairings must meet in one place.
+		kgo.Balancers(kgo.RangeBalancer()),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.AdjustFetchOffsetsFn(p.seekToStored),
@@ -160,12 +248,25 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		pool.Close()
 		return nil, fmt.Errorf("processor: kafka client: %w", err)
 	}
-	p.cl = cl
+	p.cl, p.adm = cl, kadm.NewClient(cl)
 	return p, nil
 }
 
 // Stats returns the running totals.
 func (p *Processor) Stats() *Stats { return &p.stats }
+
+// Metrics returns the processor's metrics registry.
+func (p *Processor) Metrics() *metrics.Registry { return p.m.reg }
+
+// kindOf maps a topic to its input kind.
+func (p *Processor) kindOf(topic string) int {
+	for k, t := range p.topics {
+		if t == topic {
+			return k
+		}
+	}
+	return -1
+}
 
 // seekToStored replaces the group's committed offsets with the ones stored
 // in PostgreSQL beside the aggregates. Partitions never processed start at
@@ -181,18 +282,26 @@ func (p *Processor) seekToStored(ctx context.Context, offsets map[string]map[int
 			p.log.Warn().Err(err).Msg("cannot load offsets; the group will retry the assignment")
 			return nil, err
 		}
+		k := p.kindOf(topic)
 		p.mu.Lock()
 		for _, id := range ids {
-			if o, ok := stored[id]; ok {
+			o, ok := stored[id]
+			if ok {
 				parts[id] = kgo.NewOffset().At(o).WithEpoch(-1)
-				p.pos[id] = o
 			} else {
 				parts[id] = kgo.NewOffset().AtStart()
-				p.pos[id] = -1
+				o = -1
 			}
+			p.pos[tp{topic, id}] = o
+			q := p.queues[id]
+			if q == nil {
+				q = new([kinds]queue)
+				p.queues[id] = q
+			}
+			q[k] = queue{next: max(o, 0)}
 		}
 		p.mu.Unlock()
-		p.log.Info().Str("topic", topic).Interface("assigned", stored).Int("partitions", len(ids)).Msg("seeking to offsets stored with the aggregates")
+		p.log.Info().Str("topic", topic).Interface("stored_offsets", stored).Int("partitions", len(ids)).Msg("seeking to offsets stored with the aggregates")
 	}
 	return offsets, nil
 }
@@ -200,26 +309,43 @@ func (p *Processor) seekToStored(ctx context.Context, offsets map[string]map[int
 func (p *Processor) forget(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, parts := range lost {
+	for topic, parts := range lost {
 		for _, id := range parts {
-			delete(p.pos, id)
+			delete(p.pos, tp{topic, id})
+			delete(p.queues, id) // the partition numbers move together
+			p.m.lag.With(topic, strconv.Itoa(int(id))).Set(0)
 		}
 	}
 }
 
 // Run consumes until ctx ends. A batch already produced when ctx ends is
-// still committed, within OpTimeout, before Run returns.
+// still committed, within ShutdownGrace, before Run returns.
 func (p *Processor) Run(ctx context.Context) error {
 	p.log.Info().Str("group", p.cfg.Group).Msg("processing")
+	if p.cfg.MetricsAddr != "" {
+		ln, err := httpserve.Listen(p.cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("processor: metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", p.m.reg.Handler())
+		go func() { _ = httpserve.Serve(ctx, p.log, ln, mux, time.Second) }()
+	}
+	blocked := false
 	for {
-		fetches := p.cl.PollRecords(ctx, p.cfg.MaxBatch)
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if blocked { // wake up to look at the log ends again
+			pctx, cancel = context.WithTimeout(ctx, 250*time.Millisecond)
+		}
+		fetches := p.cl.PollRecords(pctx, p.cfg.MaxBatch)
+		cancel()
 		if ctx.Err() != nil {
 			p.cl.AllowRebalance()
 			return nil
 		}
 		var fatal error
 		fetches.EachError(func(t string, part int32, err error) {
-			if errors.Is(err, context.Canceled) {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return
 			}
 			p.log.Warn().Err(err).Str("topic", t).Int32("partition", part).Msg("fetch error")
@@ -230,8 +356,10 @@ func (p *Processor) Run(ctx context.Context) error {
 		if fatal != nil {
 			return fatal
 		}
-		if fetches.NumRecords() > 0 {
-			if err := p.handle(ctx, fetches); err != nil {
+		batch := p.take(ctx, fetches)
+		blocked = len(batch) == 0 && p.buffered() > 0
+		if len(batch) > 0 {
+			if err := p.handle(ctx, batch); err != nil {
 				p.cl.AllowRebalance()
 				if ctx.Err() != nil && !errors.Is(err, errFenced) {
 					p.log.Warn().Err(err).Msg("stopped before the batch committed; it will be processed again")
@@ -244,63 +372,251 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 }
 
-// batch collects one poll's outputs, touched aggregates and offset moves.
-type batch struct {
-	outputs                        []*kgo.Record
-	aggs                           map[UserKey]*Aggregate
-	advances                       []partitionAdvance
-	accepted, rejected, duplicates int64
+// buffered counts records waiting in the merge queues.
+func (p *Processor) buffered() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, qs := range p.queues {
+		for _, q := range qs {
+			n += len(q.recs)
+		}
+	}
+	return n
 }
 
-// handle applies one polled batch, produces its outputs and commits.
-func (p *Processor) handle(ctx context.Context, fetches kgo.Fetches) error {
+// take adds fetched records to the merge queues and removes, in merge order,
+// the records that can be processed now (at most MaxBatch).
+func (p *Processor) take(ctx context.Context, fetches kgo.Fetches) []*kgo.Record {
+	p.mu.Lock()
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		qs := p.queues[fp.Partition]
+		k := p.kindOf(fp.Topic)
+		if qs == nil || k < 0 {
+			return // revoked while polling; the next owner reads it
+		}
+		if fp.HighWatermark > 0 {
+			p.ends[tp{fp.Topic, fp.Partition}] = fp.HighWatermark
+		}
+		for _, r := range fp.Records {
+			if r.Offset >= qs[k].next {
+				qs[k].recs = append(qs[k].recs, r)
+				qs[k].next = r.Offset + 1
+			}
+		}
+	})
+	p.mu.Unlock()
+
+	var out []*kgo.Record
+	for attempt := 0; attempt < 2; attempt++ {
+		p.mu.Lock()
+		var stuck bool
+		for part, qs := range p.queues {
+			for len(out) < p.cfg.MaxBatch {
+				k, ok, wait := p.nextOf(part, qs)
+				if !ok {
+					stuck = stuck || wait
+					break
+				}
+				out = append(out, qs[k].recs[0])
+				qs[k].recs = qs[k].recs[1:]
+			}
+		}
+		p.flowControl()
+		p.mu.Unlock()
+		// Records wait on a topic that may have more to read: ask the
+		// broker where the logs end (at most four times a second), then
+		// try once more.
+		if len(out) > 0 || !stuck || time.Since(p.endsAt) < 250*time.Millisecond || p.refreshEnds(ctx) != nil {
+			break
+		}
+	}
+	return out
+}
+
+// nextOf picks the next record of partition part in merge order. wait
+// reports that records are buffered but one topic may still have an earlier
+// one to deliver.
+func (p *Processor) nextOf(part int32, qs *[kinds]queue) (k int, ok, wait bool) {
+	best := -1
+	for i := range qs {
+		if len(qs[i].recs) == 0 {
+			continue
+		}
+		if best < 0 || before(qs[i].recs[0], i, qs[best].recs[0], best) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return 0, false, false
+	}
+	for i := range qs {
+		if len(qs[i].recs) > 0 {
+			continue
+		}
+		end, known := p.ends[tp{p.topics[i], part}]
+		if !known || qs[i].next < end {
+			return 0, false, true // this topic may hold an earlier event: wait for it
+		}
+	}
+	return best, true, false
+}
+
+// before orders records of different topics: timestamp, then kind, then
+// offset.
+func before(a *kgo.Record, ka int, b *kgo.Record, kb int) bool {
+	if !a.Timestamp.Equal(b.Timestamp) {
+		return a.Timestamp.Before(b.Timestamp)
+	}
+	if ka != kb {
+		return ka < kb
+	}
+	return a.Offset < b.Offset
+}
+
+// flowControl pauses fetching a topic-partition whose queue has grown past
+// two batches (it waits on another topic) and resumes it below one batch,
+// so memory stays bounded however the topics' lags differ.
+func (p *Processor) flowControl() {
+	pause, resume := map[string][]int32{}, map[string][]int32{}
+	for part, qs := range p.queues {
+		for k := range qs {
+			q := &qs[k]
+			switch {
+			case !q.paused && len(q.recs) > 2*p.cfg.MaxBatch:
+				q.paused = true
+				pause[p.topics[k]] = append(pause[p.topics[k]], part)
+			case q.paused && len(q.recs) < p.cfg.MaxBatch:
+				q.paused = false
+				resume[p.topics[k]] = append(resume[p.topics[k]], part)
+			}
+		}
+	}
+	if len(pause) > 0 {
+		p.cl.PauseFetchPartitions(pause)
+	}
+	if len(resume) > 0 {
+		p.cl.ResumeFetchPartitions(resume)
+	}
+}
+
+// refreshEnds asks the broker for the log-end offsets of the owned topics.
+func (p *Processor) refreshEnds(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.OpTimeout)
+	defer cancel()
+	ends, err := p.adm.ListEndOffsets(ctx, p.topics[:]...)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.endsAt = time.Now()
+	if err != nil {
+		p.log.Debug().Err(err).Msg("list end offsets")
+		return err
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			p.ends[tp{o.Topic, o.Partition}] = o.Offset
+		}
+	})
+	return nil
+}
+
+// batch collects one transaction's outputs, touched aggregates and offset
+// moves.
+type batch struct {
+	outputs                                        []*kgo.Record
+	aggs                                           map[UserKey]*Aggregate
+	advances                                       []partitionAdvance
+	counts                                         map[[3]string]int64 // kind, outcome, reason
+	accepted, rejected, duplicates, events, alerts int64
+}
+
+func (b *batch) count(kind, outcome, reason string) { b.counts[[3]string{kind, outcome, reason}]++ }
+
+// decoded is one input record, decoded.
+type decoded struct {
+	rec     *kgo.Record
+	kind    int
+	reading *schemas.Reading
+	device  *schemas.DeviceEvent
+	profile *schemas.ProfileEvent
+	key     UserKey
+}
+
+// handle applies records in merge order, produces their outputs and
+// commits.
+func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 	// Once outputs are being produced the batch is finished even if ctx
 	// ends, so that shutdown commits what was processed; a grace period
 	// bounds how long that may take.
 	detached, cancelDetached := afterGrace(ctx, p.cfg.ShutdownGrace)
 	defer cancelDetached()
 
-	// Load every user the batch touches in one query.
+	in := make([]decoded, len(records))
 	keys := make(map[UserKey]struct{})
-	readings := make(map[*kgo.Record]*schemas.Reading, fetches.NumRecords())
-	fetches.EachRecord(func(r *kgo.Record) {
-		rd := new(schemas.Reading)
-		if err := p.in.Decode(r.Value, rd); err != nil {
-			readings[r] = nil
-			return
+	for i, r := range records {
+		d := decoded{rec: r, kind: p.kindOf(r.Topic)}
+		var err error
+		switch d.kind {
+		case kindReading:
+			d.reading = new(schemas.Reading)
+			if err = p.codecs.reading.Decode(r.Value, d.reading); err == nil {
+				d.key = UserKey{d.reading.TenantID, d.reading.UserID}
+			} else {
+				d.reading = nil
+			}
+		case kindDevice:
+			d.device = new(schemas.DeviceEvent)
+			if err = p.codecs.device.Decode(r.Value, d.device); err == nil {
+				d.key = UserKey{d.device.TenantID, d.device.UserID}
+			} else {
+				d.device = nil
+			}
+		case kindProfile:
+			d.profile = new(schemas.ProfileEvent)
+			if err = p.codecs.profile.Decode(r.Value, d.profile); err == nil {
+				d.key = UserKey{d.profile.TenantID, d.profile.UserID}
+			} else {
+				d.profile = nil
+			}
 		}
-		readings[r] = rd
-		keys[UserKey{rd.TenantID, rd.UserID}] = struct{}{}
-	})
+		if err == nil {
+			keys[d.key] = struct{}{}
+		}
+		in[i] = d
+	}
 	keyList := make([]UserKey, 0, len(keys))
 	for k := range keys {
 		keyList = append(keyList, k)
 	}
-	var aggs map[UserKey]*Aggregate
+	var loaded map[UserKey]*Aggregate
 	if err := p.retry(ctx, "load aggregates", func(ctx context.Context) (err error) {
-		aggs, err = p.store.load(ctx, keyList)
+		loaded, err = p.store.load(ctx, keyList)
 		return err
 	}); err != nil {
 		return err // ctx ended before anything was produced: nothing to finish
 	}
 
-	b := batch{aggs: make(map[UserKey]*Aggregate, len(keys))}
+	b := batch{aggs: make(map[UserKey]*Aggregate, len(keys)), counts: make(map[[3]string]int64)}
+	last := map[tp]int64{}
+	for i := range in {
+		p.apply(&b, loaded, &in[i])
+		last[tp{in[i].rec.Topic, in[i].rec.Partition}] = in[i].rec.Offset
+	}
 	p.mu.Lock()
-	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-		if len(fp.Records) == 0 {
-			return
-		}
-		from, owned := p.pos[fp.Partition]
+	for t, off := range last {
+		from, owned := p.pos[t]
 		if !owned {
-			return // revoked while polling; the next owner reads it
+			continue
 		}
-		for _, r := range fp.Records {
-			p.apply(&b, aggs, r, readings[r])
-		}
-		last := fp.Records[len(fp.Records)-1]
-		b.advances = append(b.advances, partitionAdvance{Topic: fp.Topic, Partition: fp.Partition, From: from, To: last.Offset + 1})
-	})
+		b.advances = append(b.advances, partitionAdvance{Topic: t.topic, Partition: t.partition, From: from, To: off + 1})
+	}
 	p.mu.Unlock()
+	sort.Slice(b.advances, func(i, j int) bool {
+		if b.advances[i].Topic != b.advances[j].Topic {
+			return b.advances[i].Topic < b.advances[j].Topic
+		}
+		return b.advances[i].Partition < b.advances[j].Partition
+	})
 
 	if len(b.outputs) > 0 {
 		if err := p.retry(detached, "produce outputs", func(ctx context.Context) error {
@@ -312,23 +628,40 @@ func (p *Processor) handle(ctx context.Context, fetches kgo.Fetches) error {
 	for _, a := range b.aggs {
 		a.Compact(p.cfg.Rules)
 	}
+	start := time.Now()
 	err := p.retry(detached, "commit batch", func(ctx context.Context) error {
 		return p.store.commit(ctx, b.aggs, b.advances)
 	})
 	if err != nil {
 		return err
 	}
+	p.m.commit.With().Observe(time.Since(start).Seconds())
+	p.m.batchSize.With().Observe(float64(len(records)))
+	commits := map[string]map[int32]kgo.EpochOffset{}
 	p.mu.Lock()
 	for _, a := range b.advances {
-		if _, owned := p.pos[a.Partition]; owned {
-			p.pos[a.Partition] = a.To
+		t := tp{a.Topic, a.Partition}
+		if _, owned := p.pos[t]; owned {
+			p.pos[t] = a.To
+		}
+		if commits[a.Topic] == nil {
+			commits[a.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		commits[a.Topic][a.Partition] = kgo.EpochOffset{Epoch: -1, Offset: a.To}
+		if end, ok := p.ends[t]; ok {
+			p.m.lag.With(a.Topic, strconv.Itoa(int(a.Partition))).Set(float64(max(end-a.To, 0)))
 		}
 	}
 	p.mu.Unlock()
+	for k, n := range b.counts {
+		p.m.events.With(k[0], k[1], k[2]).Add(float64(n))
+	}
 	p.stats.mu.Lock()
 	p.stats.Accepted += b.accepted
 	p.stats.Rejected += b.rejected
 	p.stats.Duplicates += b.duplicates
+	p.stats.Events += b.events
+	p.stats.Alerts += b.alerts
 	p.stats.Batch++
 	p.stats.mu.Unlock()
 
@@ -336,25 +669,17 @@ func (p *Processor) handle(ctx context.Context, fetches kgo.Fetches) error {
 	// source of truth) but keep the standard tools' lag figures right.
 	cctx, cancel := context.WithTimeout(detached, p.cfg.OpTimeout)
 	defer cancel()
-	if err := p.cl.CommitUncommittedOffsets(cctx); err != nil {
-		p.log.Debug().Err(err).Msg("informational kafka offset commit failed")
-	}
-	p.log.Debug().Int64("accepted", b.accepted).Int64("rejected", b.rejected).Int64("duplicates", b.duplicates).Msg("batch committed")
+	p.cl.CommitOffsetsSync(cctx, commits, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			p.log.Debug().Err(err).Msg("informational kafka offset commit failed")
+		}
+	})
+	p.log.Debug().Int64("accepted", b.accepted).Int64("rejected", b.rejected).Int64("duplicates", b.duplicates).Int64("events", b.events).Msg("batch committed")
 	return nil
 }
 
-// apply judges one record and appends its output to the batch.
-func (p *Processor) apply(b *batch, loaded map[UserKey]*Aggregate, r *kgo.Record, rd *schemas.Reading) {
-	if rd == nil {
-		b.rejected++
-		b.outputs = append(b.outputs, p.rejectRecord(r, &schemas.RejectedReading{
-			UserID:  string(r.Key),
-			Reason:  ReasonMalformedEvent,
-			Message: "the log record is not a readable reading message",
-		}))
-		return
-	}
-	k := UserKey{rd.TenantID, rd.UserID}
+// aggregate returns the batch's copy of a user's aggregate.
+func (b *batch) aggregate(loaded map[UserKey]*Aggregate, k UserKey) *Aggregate {
 	agg, ok := b.aggs[k]
 	if !ok {
 		if agg, ok = loaded[k]; !ok {
@@ -362,18 +687,86 @@ func (p *Processor) apply(b *batch, loaded map[UserKey]*Aggregate, r *kgo.Record
 		}
 		b.aggs[k] = agg
 	}
-	decision, reason, msg := agg.Apply(rd, p.cfg.Rules)
-	switch decision {
+	return agg
+}
+
+// apply judges one decoded record and appends its outputs to the batch.
+func (p *Processor) apply(b *batch, loaded map[UserKey]*Aggregate, d *decoded) {
+	r := d.rec
+	switch {
+	case d.reading != nil:
+		agg := b.aggregate(loaded, d.key)
+		outs := agg.ApplyReading(d.reading, Held{Partition: r.Partition, Offset: r.Offset, Original: r.Value}, p.cfg.Rules)
+		held := true
+		for i := range outs {
+			if outs[i].Held == nil {
+				held = false
+			}
+			p.emit(b, &outs[i], r)
+		}
+		if held {
+			b.count("reading", "held", "")
+		}
+	case d.device != nil:
+		b.events++
+		b.count("device", "applied", d.device.Kind)
+		agg := b.aggregate(loaded, d.key)
+		outs := agg.ApplyDevice(d.device, p.cfg.Rules)
+		for i := range outs {
+			p.emit(b, &outs[i], r)
+		}
+	case d.profile != nil:
+		b.events++
+		b.count("profile", "applied", d.profile.Kind)
+		agg := b.aggregate(loaded, d.key)
+		outs, erased := agg.ApplyProfile(d.profile)
+		for i := range outs {
+			p.emit(b, &outs[i], r)
+		}
+		if erased {
+			ev := d.profile
+			val, err := p.codecs.erasure.Encode(&schemas.Erasure{TenantID: ev.TenantID, EventID: ev.EventID, UserID: ev.UserID,
+				GatewayID: ev.GatewayID, RequestedAt: ev.OccurredAt, ReceivedAt: ev.ReceivedAt})
+			if err != nil {
+				panic(fmt.Sprintf("encode erasure: %v", err))
+			}
+			b.outputs = append(b.outputs, &kgo.Record{Topic: p.cfg.Kafka.Topics.Erasures, Key: r.Key, Value: val})
+		}
+	default:
+		kind := []string{"profile", "device", "reading"}[max(d.kind, 0)]
+		b.rejected++
+		b.count(kind, "rejected", ReasonMalformedEvent)
+		b.outputs = append(b.outputs, p.rejectRecord(r.Key, r.Partition, r.Offset, r.Value, &schemas.RejectedReading{
+			UserID:  string(r.Key),
+			Reason:  ReasonMalformedEvent,
+			Message: "the log record is not a readable " + kind + " message",
+		}))
+	}
+}
+
+// emit turns one outcome into output records. src is the record being
+// applied; a released held reading carries its own source position.
+func (p *Processor) emit(b *batch, o *Outcome, src *kgo.Record) {
+	partition, offset, original := src.Partition, src.Offset, src.Value
+	if o.Held != nil {
+		partition, offset, original = o.Held.Partition, o.Held.Offset, o.Held.Original
+	}
+	rd := o.Reading
+	key := []byte(rd.UserID)
+	switch o.Decision {
 	case Duplicate:
 		b.duplicates++
+		b.count("reading", "duplicate", "")
 	case Reject:
 		b.rejected++
-		b.outputs = append(b.outputs, p.rejectRecord(r, &schemas.RejectedReading{
+		b.count("reading", "rejected", o.Reason)
+		b.outputs = append(b.outputs, p.rejectRecord(key, partition, offset, original, &schemas.RejectedReading{
 			TenantID: rd.TenantID, EventID: rd.EventID, UserID: rd.UserID, DeviceID: rd.DeviceID,
-			Metric: rd.Metric, MeasuredAt: rd.MeasuredAt, Reason: reason, Message: msg,
+			Metric: rd.Metric, MeasuredAt: rd.MeasuredAt, Reason: o.Reason, Message: o.Message,
 		}))
 	case Accept:
 		b.accepted++
+		b.count("reading", "accepted", "")
 		m, _ := metric.Lookup(rd.Metric)
 		value, _ := m.Canonical(rd.Value, rd.Unit) // ingest admitted only known units
 		var second *float64
@@ -385,26 +778,35 @@ func (p *Processor) apply(b *batch, loaded map[UserKey]*Aggregate, r *kgo.Record
 			TenantID: rd.TenantID, EventID: rd.EventID, UserID: rd.UserID, DeviceID: rd.DeviceID,
 			GatewayID: rd.GatewayID, Metric: rd.Metric, LOINC: m.LOINC, Value: value, Unit: m.Unit,
 			MeasuredAt: rd.MeasuredAt, ReceivedAt: rd.ReceivedAt, IngestedAt: rd.IngestedAt,
-			SourcePartition: r.Partition, SourceOffset: r.Offset,
+			SourcePartition: partition, SourceOffset: offset,
 			PeriodEnd: rd.PeriodEnd, SecondValue: second, Stage: rd.Stage, Sequence: rd.Sequence,
 		}
-		val, err := p.accepted.Encode(&out)
+		val, err := p.codecs.accepted.Encode(&out)
 		if err != nil {
 			// The schema is ours and the values came from a decoded message;
 			// failing here is a defect, and dropping silently would lose data.
 			panic(fmt.Sprintf("encode accepted reading: %v", err))
 		}
-		b.outputs = append(b.outputs, &kgo.Record{Topic: p.cfg.Kafka.Topics.AcceptedReadings, Key: r.Key, Value: val})
+		b.outputs = append(b.outputs, &kgo.Record{Topic: p.cfg.Kafka.Topics.AcceptedReadings, Key: key, Value: val})
+		if o.Alert != nil {
+			b.alerts++
+			b.count("alert", o.Alert.Rule, "")
+			av, err := p.codecs.alert.Encode(o.Alert)
+			if err != nil {
+				panic(fmt.Sprintf("encode alert: %v", err))
+			}
+			b.outputs = append(b.outputs, &kgo.Record{Topic: p.cfg.Kafka.Topics.Alerts, Key: key, Value: av})
+		}
 	}
 }
 
-func (p *Processor) rejectRecord(r *kgo.Record, rj *schemas.RejectedReading) *kgo.Record {
-	rj.SourcePartition, rj.SourceOffset, rj.Original = r.Partition, r.Offset, r.Value
-	val, err := p.rejected.Encode(rj)
+func (p *Processor) rejectRecord(key []byte, partition int32, offset int64, original []byte, rj *schemas.RejectedReading) *kgo.Record {
+	rj.SourcePartition, rj.SourceOffset, rj.Original = partition, offset, original
+	val, err := p.codecs.rejected.Encode(rj)
 	if err != nil {
 		panic(fmt.Sprintf("encode rejected reading: %v", err))
 	}
-	return &kgo.Record{Topic: p.cfg.Kafka.Topics.RejectedReadings, Key: r.Key, Value: val}
+	return &kgo.Record{Topic: p.cfg.Kafka.Topics.RejectedReadings, Key: key, Value: val}
 }
 
 // retry runs op until it succeeds, ctx ends, or it fails with errFenced,

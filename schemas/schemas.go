@@ -37,10 +37,11 @@ const (
 	NameDeadLetter      = "dead_letter"
 	NameAlert           = "alert"
 	NameReadingBatch    = "reading_batch"
+	NameErasure         = "erasure"
 )
 
 // Names lists every schema, for tests that check them all.
-var Names = []string{NameReading, NameAcceptedReading, NameRejectedReading, NameDeviceEvent, NameProfileEvent, NameDeadLetter, NameAlert, NameReadingBatch}
+var Names = []string{NameReading, NameAcceptedReading, NameRejectedReading, NameDeviceEvent, NameProfileEvent, NameDeadLetter, NameAlert, NameReadingBatch, NameErasure}
 
 // Reading is a device reading after ingest's syntax check.
 type Reading struct {
@@ -163,6 +164,16 @@ type Alert struct {
 	ReceivedAt int64   `avro:"received_at"`
 	Value      float64 `avro:"value"`
 	Message    string  `avro:"message"`
+}
+
+// Erasure tells the read models to delete a user's rows.
+type Erasure struct {
+	TenantID    string `avro:"tenant_id"`
+	EventID     string `avro:"event_id"`
+	UserID      string `avro:"user_id"`
+	GatewayID   string `avro:"gateway_id"`
+	RequestedAt int64  `avro:"requested_at"`
+	ReceivedAt  int64  `avro:"received_at"`
 }
 
 // ReadingBatch is a gateway's Avro batch of readings (the wire form of

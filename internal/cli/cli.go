@@ -126,6 +126,8 @@ type settings struct {
 	processorSession  time.Duration
 	processorBatch    int
 	processorLateness time.Duration
+	processorPairing  bool
+	processorMetrics  string
 
 	projectorGroup string
 	projectorRows  int
@@ -183,6 +185,8 @@ func (s *settings) processorFlags(fs *envflag.Set) {
 	fs.Duration(&s.processorSession, "processor-session-timeout", d.SessionTimeout, "how long the group waits for a silent instance")
 	fs.Int(&s.processorBatch, "processor-batch", d.MaxBatch, "most records per state transaction")
 	fs.Duration(&s.processorLateness, "processor-allowed-lateness", d.Rules.AllowedLateness, "how far behind its stream's newest reading a reading is still accepted")
+	fs.Bool(&s.processorPairing, "processor-require-pairing", d.Rules.RequirePairing, "accept a reading only from a device paired to the user at its measurement time")
+	fs.String(&s.processorMetrics, "processor-metrics-addr", "127.0.0.1:8091", "where the processor serves /metrics (empty: nowhere)")
 }
 
 func (s *settings) projectorFlags(fs *envflag.Set) {
@@ -229,6 +233,8 @@ func (s *settings) processor() processor.Config {
 	c := processor.DefaultConfig()
 	c.Kafka, c.PostgresURL, c.Group, c.MaxBatch = s.kafka(), s.pgURL, s.processorGroup, s.processorBatch
 	c.Rules.AllowedLateness = s.processorLateness
+	c.Rules.RequirePairing = s.processorPairing
+	c.MetricsAddr = s.processorMetrics
 	c.InstanceID, c.SessionTimeout = s.processorInstance, s.processorSession
 	return c
 }

@@ -76,6 +76,9 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
 		}
 	}
+	if err := d.pairDevices(ctx, rows); err != nil {
+		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
+	}
 	start := time.Now()
 	if err := d.post(ctx, rows, batch, clients); err != nil {
 		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
@@ -202,6 +205,47 @@ func (d demo) post(ctx context.Context, rows []sample.HeartRate, batch, clients 
 		})
 	}
 	return g.Wait()
+}
+
+// pairDevices posts a pairing of each user's tracker, dated before the
+// dataset begins: the processor accepts readings only from devices paired
+// to their user.
+func (d demo) pairDevices(ctx context.Context, rows []sample.HeartRate) error {
+	var events []map[string]any
+	seen := map[string]bool{}
+	for _, r := range rows {
+		if seen[r.UserID()] {
+			continue
+		}
+		seen[r.UserID()] = true
+		events = append(events, map[string]any{"event_id": r.DeviceID() + "-paired", "user_id": r.UserID(), "device_id": r.DeviceID(),
+			"kind": "paired", "model": "fitbit", "occurred_at": "2016-01-01T00:00:00Z"})
+	}
+	return d.postJSON(ctx, "/v1/device-events", map[string]any{"gateway_id": "demo-gateway", "events": events}, len(events))
+}
+
+// postJSON posts one batch body and checks that want items were accepted.
+func (d demo) postJSON(ctx context.Context, path string, body any, want int) error {
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.ingest+path, bytes.NewReader(buf))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+d.key)
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("post %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	var out ingest.BatchResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK || out.Accepted != want {
+		return fmt.Errorf("post %s: status %d, %d of %d accepted", path, resp.StatusCode, out.Accepted, want)
+	}
+	return nil
 }
 
 func (d demo) postBatch(ctx context.Context, rows []sample.HeartRate) error {

@@ -60,6 +60,18 @@ func (s *Set) Int(p *int, name string, def int, usage string) {
 	s.IntVar(p, name, def, s.usage(name, usage))
 }
 
+// Bool defines a boolean flag; the environment accepts what strconv.ParseBool does.
+func (s *Set) Bool(p *bool, name string, def bool, usage string) {
+	if v, ok := s.lookup(name); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q: not a boolean", s.EnvName(name), v))
+		}
+		def = b
+	}
+	s.BoolVar(p, name, def, s.usage(name, usage))
+}
+
 // Duration defines a duration flag ("500ms", "10s").
 func (s *Set) Duration(p *time.Duration, name string, def time.Duration, usage string) {
 	if v, ok := s.lookup(name); ok {

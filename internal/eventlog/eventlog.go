@@ -31,6 +31,7 @@ type Topics struct {
 	AcceptedReadings string // the processor's accepted readings
 	RejectedReadings string // the processor's rejected readings, with reasons
 	Alerts           string // the processor's alerts
+	Erasures         string // the processor's erasure decisions, for the read models
 }
 
 // TopicsWithPrefix returns the topic names under a prefix, "vitals" by
@@ -44,6 +45,7 @@ func TopicsWithPrefix(prefix string) Topics {
 		AcceptedReadings: prefix + ".readings.accepted.v1",
 		RejectedReadings: prefix + ".readings.rejected.v1",
 		Alerts:           prefix + ".alerts.v1",
+		Erasures:         prefix + ".erasures.v1",
 	}
 }
 
@@ -106,6 +108,7 @@ func (c Config) Specs() []Spec {
 		{Name: c.Topics.AcceptedReadings, Configs: forever},
 		{Name: c.Topics.RejectedReadings, Configs: forever},
 		{Name: c.Topics.Alerts, Configs: forever},
+		{Name: c.Topics.Erasures, Configs: forever},
 	}
 }
 

@@ -86,6 +86,12 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 		}
 	}
 
+	var firsts []sample.HeartRate
+	for _, u := range users {
+		firsts = append(firsts, perUser[u][0])
+	}
+	s.pairDevices(ingestURL, firsts...)
+
 	proc := func() *exec.Cmd {
 		cmd := exec.Command(bin, "processor")
 		cmd.Env = append(os.Environ(),

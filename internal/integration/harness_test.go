@@ -29,6 +29,7 @@ import (
 
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/processor"
 	"github.com/vitalshq/vitals/projector"
@@ -314,5 +315,26 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 			t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, state)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// pairDevices posts, through ingest, a pairing of each given user's Fitbit
+// tracker dated before the dataset: the processor accepts readings only
+// from paired devices.
+func (s *stack) pairDevices(ingestURL string, rows ...sample.HeartRate) {
+	s.t.Helper()
+	var events []any
+	seen := map[string]bool{}
+	for _, r := range rows {
+		if seen[r.UserID()] {
+			continue
+		}
+		seen[r.UserID()] = true
+		events = append(events, map[string]any{"event_id": r.DeviceID() + "-paired", "user_id": r.UserID(), "device_id": r.DeviceID(),
+			"kind": "paired", "occurred_at": "2016-01-01T00:00:00Z"})
+	}
+	var resp ingest.BatchResponse
+	if code := s.postJSON(ingestURL+"/v1/device-events", map[string]any{"gateway_id": "gw-pairing", "events": events}, &resp); code != http.StatusOK || resp.Accepted != len(events) {
+		s.t.Fatalf("pairing: status %d, %d of %d accepted", code, resp.Accepted, len(events))
 	}
 }

@@ -85,6 +85,12 @@ func TestPipelineEndToEnd(t *testing.T) {
 		}
 	}
 
+	var firsts []sample.HeartRate
+	for _, u := range users {
+		firsts = append(firsts, perUser[u][0])
+	}
+	s.pairDevices(ingestURL, firsts...)
+
 	// Batches of 500; the first batch also carries a malformed item and a
 	// repeat of its own first reading.
 	first := append([]any{}, any(items[0]), map[string]any{"event_id": "bad-1", "user_id": users[0], "device_id": "d", "metric": "heart_rate", "value": 70, "unit": "bpm", "measured_at": items[0].MeasuredAt})
