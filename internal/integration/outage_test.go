@@ -1,0 +1,114 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/sample"
+)
+
+// stackCtl runs deploy/stack.sh (stop/start a service) for fault tests.
+func stackCtl(t *testing.T, ctx context.Context, args ...string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, "bash", append([]string{"../../deploy/stack.sh"}, args...)...)
+	cmd.Env = os.Environ()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("stack.sh %v: %v\n%s", args, err, out)
+	}
+}
+
+// TestProcessorSurvivesPostgresOutage stops PostgreSQL while readings
+// stream: the processor must pause and retry, then resume by itself once
+// the database is back, and every reading ends up in ClickHouse exactly
+// once. Ingest keeps accepting meanwhile (its verified keys are cached).
+func TestProcessorSurvivesPostgresOutage(t *testing.T) {
+	s := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ingestURL, _ := s.startIngest(ctx)
+	proc, _ := s.startProcessor(ctx, s.processorConfig())
+	s.startProjector(ctx, s.id+"-projector")
+	queryURL := s.startQuery(ctx)
+
+	all, err := sample.HeartRates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []sample.HeartRate
+	for _, r := range all {
+		if r.FitbitID == all[0].FitbitID && len(rows) < 2000 {
+			rows = append(rows, r)
+		}
+	}
+	s.pairDevices(ingestURL, rows[0])
+	post := func(part []sample.HeartRate) {
+		for i := 0; i < len(part); i += 250 {
+			var batch []wireReading
+			for _, r := range part[i:min(i+250, len(part))] {
+				batch = append(batch, wire(r))
+			}
+			var resp ingest.BatchResponse
+			if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-outage", "readings": batch}, &resp); code != http.StatusOK || resp.Accepted != len(batch) {
+				t.Fatalf("post: %d %+v", code, resp.Accepted)
+			}
+		}
+	}
+	post(rows[:1000])
+	eventually(t, 60*time.Second, "the first half to be processed", func() (bool, string) {
+		acc, _, _, _ := proc.Stats().Snapshot()
+		return acc == 1000, fmt.Sprint(acc)
+	})
+
+	stackCtl(t, ctx, "stop", "postgres")
+	restarted := false
+	defer func() {
+		if !restarted {
+			stackCtl(t, context.Background(), "start", "postgres")
+		}
+	}()
+	post(rows[1000:])
+	time.Sleep(5 * time.Second) // the processor is retrying its commit now
+	acc, _, _, _ := proc.Stats().Snapshot()
+	if acc != 1000 {
+		t.Fatalf("%d readings committed while PostgreSQL was down", acc)
+	}
+	stackCtl(t, ctx, "start", "postgres")
+	restarted = true
+
+	eventually(t, 90*time.Second, "every reading to be processed after the outage", func() (bool, string) {
+		acc, rej, dup, _ := proc.Stats().Snapshot()
+		return acc == int64(len(rows)), fmt.Sprintf("accepted %d rejected %d duplicates %d", acc, rej, dup)
+	})
+	values := make([]float64, len(rows))
+	for i, r := range rows {
+		values[i] = r.Value
+	}
+	day := rows[0].Time.Truncate(24 * time.Hour)
+	var got []float64
+	eventually(t, 60*time.Second, "ClickHouse to hold every reading once", func() (bool, string) {
+		res, code := getPercentiles(t, queryURL, rows[0].UserID(), day, day.AddDate(0, 0, 1), "10,50,90")
+		if code != http.StatusOK {
+			return false, fmt.Sprint(code)
+		}
+		if res.Count > uint64(len(rows)) {
+			t.Fatalf("%d readings counted, %d sent", res.Count, len(rows))
+		}
+		got = got[:0]
+		for _, p := range res.Percentiles {
+			got = append(got, p.Value)
+		}
+		return res.Count == uint64(len(rows)), fmt.Sprint(res.Count)
+	})
+	want := nearestRank(values, []float64{10, 50, 90})
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("percentile %d: %g, independently %g", i, got[i], want[i])
+		}
+	}
+}
