@@ -357,7 +357,9 @@ func (p *Processor) Run(ctx context.Context) error {
 			return fatal
 		}
 		batch := p.take(ctx, fetches)
-		blocked = len(batch) == 0 && p.buffered() > 0
+		// While records wait in the merge, polls must time out so the log
+		// ends are looked at again: an empty topic never wakes a poll.
+		blocked = p.buffered() > 0
 		if len(batch) > 0 {
 			if err := p.handle(ctx, batch); err != nil {
 				p.cl.AllowRebalance()
@@ -424,10 +426,11 @@ func (p *Processor) take(ctx context.Context, fetches kgo.Fetches) []*kgo.Record
 		}
 		p.flowControl()
 		p.mu.Unlock()
-		// Records wait on a topic that may have more to read: ask the
+		// Records of some partition wait on a topic that may have more to
+		// read (or that is empty and never answered a fetch): ask the
 		// broker where the logs end (at most four times a second), then
-		// try once more.
-		if len(out) > 0 || !stuck || time.Since(p.endsAt) < 250*time.Millisecond || p.refreshEnds(ctx) != nil {
+		// try once more, whatever other partitions delivered.
+		if !stuck || len(out) >= p.cfg.MaxBatch || time.Since(p.endsAt) < 250*time.Millisecond || p.refreshEnds(ctx) != nil {
 			break
 		}
 	}

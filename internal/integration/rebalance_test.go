@@ -1,0 +1,273 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/sample"
+)
+
+// sampleUsers returns the first n readings of each of up to users users of
+// the bundled sample, in file order (each user's readings are in time
+// order), and the users in order of first appearance.
+func sampleUsers(t *testing.T, users, n int) (map[string][]sample.HeartRate, []string) {
+	t.Helper()
+	all, err := sample.HeartRates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	perUser := map[string][]sample.HeartRate{}
+	var order []string
+	for _, r := range all {
+		u := r.UserID()
+		if _, ok := perUser[u]; !ok {
+			if len(order) == users {
+				continue
+			}
+			order = append(order, u)
+		}
+		if len(perUser[u]) < n {
+			perUser[u] = append(perUser[u], r)
+		}
+	}
+	return perUser, order
+}
+
+// TestProcessorRebalanceMidStream streams real readings of eight users
+// while the processor group changes under them: instance A starts alone,
+// instance B joins mid-stream (the group rebalances and B gets some of A's
+// partitions), then A stops gracefully and B takes everything.
+// Afterwards every reading is in ClickHouse exactly once, the two
+// instances together accepted each reading exactly once (a batch processed
+// again after a partition changed hands would count twice), and the stored
+// offsets are the end of the raw log.
+func TestProcessorRebalanceMidStream(t *testing.T) {
+	s := newStack(t)
+	// Six partitions, so two instances have something to share.
+	s.kafka.Partitions = 6
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+
+	ingestURL, _ := s.startIngest(ctx)
+	s.startProjector(ctx, s.id+"-projector")
+	queryURL := s.startQuery(ctx)
+
+	cfg := s.processorConfig()
+	// Dynamic members (no InstanceID), so a stopping instance leaves the
+	// group at once; a short session in case it did not.
+	cfg.SessionTimeout = 6 * time.Second
+	cfg.MaxBatch = 200 // many batches, so hand-overs fall between them
+	procA, runA := s.startProcessor(ctx, cfg)
+
+	// Eight users' first 1,000 readings each.
+	const perUserN, chunk = 1000, 40
+	perUser, users := sampleUsers(t, 8, perUserN)
+	distinct := map[string]struct{}{}
+	for _, u := range users {
+		for _, r := range perUser[u] {
+			distinct[r.EventID()] = struct{}{}
+		}
+	}
+	sent := len(distinct)
+	var firsts []sample.HeartRate
+	for _, u := range users {
+		firsts = append(firsts, perUser[u][0])
+	}
+	s.pairDevices(ingestURL, firsts...)
+
+	// Post in the background, each user in order, spread over ~12 s. Each
+	// user's poster waits at a third of its readings until B has joined
+	// and at two thirds until A has stopped, so readings keep arriving
+	// across both hand-overs however long the group takes to rebalance.
+	bJoined, aStopped := make(chan struct{}), make(chan struct{})
+	var posted atomic.Int64
+	postDone := make(chan error, 1)
+	go func() {
+		var wg sync.WaitGroup
+		errs := make(chan error, len(users))
+		for _, u := range users {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rs := perUser[u]
+				for i := 0; i < len(rs); i += chunk {
+					switch {
+					case i >= len(rs)*2/3:
+						<-aStopped
+					case i >= len(rs)/3:
+						<-bJoined
+					}
+					var batch []wireReading
+					for _, r := range rs[i:min(i+chunk, len(rs))] {
+						batch = append(batch, wire(r))
+					}
+					var resp ingest.BatchResponse
+					if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-rebalance", "readings": batch}, &resp); code != http.StatusOK || resp.Accepted != len(batch) {
+						errs <- fmt.Errorf("post %s at %d: status %d accepted %d of %d", u, i, code, resp.Accepted, len(batch))
+						return
+					}
+					posted.Add(int64(len(batch)))
+					time.Sleep(400 * time.Millisecond)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		postDone <- <-errs
+	}()
+
+	snap := func(name string, acc, rej, dup, batches int64) string {
+		return fmt.Sprintf("%s: accepted %d rejected %d duplicates %d batches %d", name, acc, rej, dup, batches)
+	}
+
+	// A works alone first.
+	eventually(t, 30*time.Second, "instance A to process a batch", func() (bool, string) {
+		acc, rej, dup, b := procA.Stats().Snapshot()
+		return b > 0, snap("A", acc, rej, dup, b)
+	})
+	t.Logf("%.1fs: A processing alone; %d of %d readings posted", time.Since(start).Seconds(), posted.Load(), sent)
+
+	// B joins the same group mid-stream.
+	procB, runB := s.startProcessor(ctx, cfg)
+	eventually(t, 30*time.Second, "instance B to be given partitions and process a batch", func() (bool, string) {
+		acc, rej, dup, b := procB.Stats().Snapshot()
+		return b > 0, snap("B", acc, rej, dup, b)
+	})
+	close(bJoined)
+	accA, rejA, dupA, batchesA := procA.Stats().Snapshot()
+	t.Logf("%.1fs: B processing beside A; %d readings posted; %s", time.Since(start).Seconds(), posted.Load(), snap("A", accA, rejA, dupA, batchesA))
+
+	// Let both work side by side for a moment, then stop A gracefully: its
+	// partitions move to B.
+	time.Sleep(2 * time.Second)
+	if err := runA.stop(); err != nil {
+		t.Fatalf("instance A stopped with: %v", err)
+	}
+	close(aStopped)
+	accA, rejA, dupA, batchesA = procA.Stats().Snapshot()
+	accB0, _, _, batchesB0 := procB.Stats().Snapshot()
+	t.Logf("%.1fs: A stopped; %d readings posted; %s; B so far accepted %d in %d batches",
+		time.Since(start).Seconds(), posted.Load(), snap("A", accA, rejA, dupA, batchesA), accB0, batchesB0)
+
+	if err := <-postDone; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%.1fs: all %d readings posted", time.Since(start).Seconds(), sent)
+
+	// (b) Together the instances accepted each reading exactly once.
+	eventually(t, 60*time.Second, "the two instances together to accept every reading", func() (bool, string) {
+		accB, rejB, dupB, batchesB := procB.Stats().Snapshot()
+		if accA+accB > int64(sent) {
+			t.Fatalf("A and B accepted %d readings together, %d distinct were sent: a reading was applied twice (%s; %s)",
+				accA+accB, sent, snap("A", accA, rejA, dupA, batchesA), snap("B", accB, rejB, dupB, batchesB))
+		}
+		return accA+accB == int64(sent), fmt.Sprintf("%s; %s; sent %d", snap("A", accA, rejA, dupA, batchesA), snap("B", accB, rejB, dupB, batchesB), sent)
+	})
+	accB, rejB, dupB, batchesB := procB.Stats().Snapshot()
+	t.Logf("%.1fs: judged everything; %s; %s", time.Since(start).Seconds(), snap("A", accA, rejA, dupA, batchesA), snap("B", accB, rejB, dupB, batchesB))
+	if rejA+rejB != 0 || dupA+dupB != 0 {
+		t.Errorf("in-order, distinct readings were judged rejected %d / duplicate %d times", rejA+rejB, dupA+dupB)
+	}
+	// (d) Both instances owned partitions, and B kept working after A left.
+	if batchesA == 0 || batchesB == 0 {
+		t.Fatalf("A committed %d batches and B %d: the test did not exercise a rebalance", batchesA, batchesB)
+	}
+	if batchesB == batchesB0 {
+		t.Fatalf("B committed no batch after A stopped: the hand-over of A's partitions was not exercised")
+	}
+
+	// (a) Every reading is queryable exactly once, with percentiles equal to
+	// an independent computation.
+	ps := []float64{1, 25, 50, 90, 99, 100}
+	for _, u := range users {
+		rs := perUser[u]
+		values := make([]float64, 0, len(rs))
+		for _, r := range rs {
+			values = append(values, r.Value)
+		}
+		from, to := rs[0].Time.Truncate(time.Hour), rs[len(rs)-1].Time.Truncate(time.Hour).Add(time.Hour)
+		var got []float64
+		eventually(t, 60*time.Second, u+"'s readings to be queryable", func() (bool, string) {
+			res, code := getPercentiles(t, queryURL, u, from, to, "1,25,50,90,99,100")
+			if code != http.StatusOK {
+				return false, fmt.Sprintf("status %d", code)
+			}
+			if res.Count > uint64(len(values)) {
+				t.Fatalf("%s: %d readings counted, %d sent: counted twice", u, res.Count, len(values))
+			}
+			got = got[:0]
+			for _, p := range res.Percentiles {
+				got = append(got, p.Value)
+			}
+			return res.Count == uint64(len(values)), fmt.Sprintf("%d of %d", res.Count, len(values))
+		})
+		want := nearestRank(values, ps)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("%s: p%g = %g, independently %g", u, ps[i], got[i], want[i])
+			}
+		}
+	}
+
+	// (c) The stored offsets are the raw topic's end offsets, and the
+	// accepted topic holds each reading once: no batch was produced twice.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, s.kafka.Topics.Readings, s.kafka.Topics.DeviceEvents, s.kafka.Topics.ProfileEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ends.Error(); err != nil {
+		t.Fatal(err)
+	}
+	var rawReadings int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Topic == s.kafka.Topics.Readings {
+			rawReadings += o.Offset
+		}
+	})
+	if rawReadings != int64(sent) {
+		t.Fatalf("the raw topic holds %d readings, %d were sent", rawReadings, sent)
+	}
+	conn, err := pgx.Connect(ctx, s.pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var state string
+	eventually(t, 30*time.Second, "stored offsets to equal the raw topics' end offsets", func() (bool, string) {
+		var done bool
+		done, state = storedAtEnd(ctx, conn, cfg.Group, ends)
+		return done, state
+	})
+	t.Logf("offsets:%s", state)
+	accEnds, err := adm.ListEndOffsets(ctx, s.kafka.Topics.AcceptedReadings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accRecords int64
+	accEnds.Each(func(o kadm.ListedOffset) { accRecords += o.Offset })
+	if accRecords != int64(sent) {
+		t.Errorf("the accepted topic holds %d records for %d distinct readings: outputs were produced twice", accRecords, sent)
+	}
+
+	if err := runB.stop(); err != nil {
+		t.Fatalf("instance B stopped with: %v", err)
+	}
+	t.Logf("took %.1fs", time.Since(start).Seconds())
+}
