@@ -51,3 +51,14 @@ check-compose:
 .PHONY: bench-ingest
 bench-ingest: up build
 	@$(STACK_ENV) && ./$(BIN) bench ingest $(BENCH_FLAGS)
+
+# End-to-end processor benchmark on the local stack: fills topics of its own
+# (bench-proc-<time>.*) with 100,000 users' pairings and 2,000,000 heart-rate
+# readings, runs one processor in-process with a fresh group until the
+# offsets stored in PostgreSQL reach the log ends, and prints events/s,
+# PostgreSQL commit time per batch and CPU. Topics and state rows are deleted
+# afterwards. E.g. make bench-processor BENCH_FLAGS="--processor-batch 50000"
+# or BENCH_FLAGS="--bench-users 10000 --bench-events 500000 --bench-cpuprofile cpu.out".
+.PHONY: bench-processor
+bench-processor: up build
+	@$(STACK_ENV) && ./$(BIN) bench processor $(BENCH_FLAGS)

@@ -30,10 +30,14 @@ import (
 	"github.com/vitalshq/vitals/internal/sample"
 )
 
-// cmdBench dispatches the benchmarks; only `bench ingest` exists.
+// cmdBench dispatches the benchmarks: `bench ingest` and `bench processor`
+// (benchproc.go).
 func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "processor" {
+		return benchProcessor(ctx, args[1:], stdout)
+	}
 	if len(args) == 0 || args[0] != "ingest" {
-		return fmt.Errorf("usage: vitals bench ingest [flags] (vitals bench ingest -h lists them)")
+		return fmt.Errorf("usage: vitals bench ingest|processor [flags] (vitals bench ingest -h lists them)")
 	}
 	return benchIngest(ctx, args[1:], stdout)
 }

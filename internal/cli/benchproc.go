@@ -1,0 +1,771 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"os"
+	"runtime/pprof"
+	"runtime/trace"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/loadgen"
+	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/processor"
+	"github.com/vitalshq/vitals/schemas"
+)
+
+// benchProcSettings are bench processor's own flags.
+type benchProcSettings struct {
+	users, events                 int
+	keep                          bool
+	timeout                       time.Duration
+	cpuProfile, traceOut, jsonOut string
+}
+
+// benchProcessor measures the processor end to end on the local stack: it
+// fills topics of its own with --bench-users users' pairing events and
+// --bench-events heart-rate readings (produced directly, not through
+// ingest), then runs one processor in this process with a fresh consumer
+// group from the start of the log until the offsets stored in PostgreSQL
+// reach the log ends, and reports events judged per second over that
+// window, the PostgreSQL commit time per batch and the CPU used. The fill
+// is not measured. Topics, the group's PostgreSQL rows and the Kafka group
+// are deleted at the end unless --bench-keep.
+func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error {
+	fs, s := newFlags("bench processor")
+	s.kafkaFlags(fs)
+	s.pgFlags(fs)
+	s.processorFlags(fs)
+	// Topics of its own under a unique prefix, and no metrics listener
+	// (the registry is read in-process), unless the flags or their
+	// environment variables say otherwise.
+	started := time.Now()
+	for name, def := range map[string]string{
+		"kafka-topic-prefix":     "bench-proc-" + started.UTC().Format("20060102-150405"),
+		"processor-metrics-addr": "",
+	} {
+		if _, ok := os.LookupEnv(fs.EnvName(name)); !ok {
+			f := fs.Lookup(name)
+			_ = f.Value.Set(def)
+			f.DefValue = def
+		}
+	}
+	var b benchProcSettings
+	fs.Int(&b.users, "bench-users", 100000, "distinct users; each gets one paired device (a device event) before its readings")
+	fs.Int(&b.events, "bench-events", 2000000, "heart-rate readings, spread round robin over the users, 1 s apart per user")
+	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the group's PostgreSQL rows and the Kafka group (a later run with the same --kafka-topic-prefix reuses the filled topics)")
+	fs.Duration(&b.timeout, "bench-timeout", 10*time.Minute, "bound on the whole run (fill and processing); clean-up comes after it")
+	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process over the processing window to this file")
+	fs.String(&b.traceOut, "bench-trace", "", "write a runtime execution trace of the processing window to this file (go tool trace -pprof=net|sync|syscall FILE: where the processor waits)")
+	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if b.users < 1 || b.events < 1 || s.processorBatch < 1 || b.timeout <= 0 {
+		return errors.New("--bench-users, --bench-events, --processor-batch and --bench-timeout must be positive")
+	}
+	if s.kafkaPrefix == "vitals" {
+		return errors.New("--kafka-topic-prefix vitals is the real event log; bench processor fills and deletes topics of its own")
+	}
+	groupSet := false
+	fs.Visit(func(f *flag.Flag) { groupSet = groupSet || f.Name == "processor-group" })
+	if _, ok := os.LookupEnv(fs.EnvName("processor-group")); !groupSet && !ok {
+		// A fresh group every run: the processor starts with empty state at
+		// the beginning of the log, even on reused topics.
+		s.processorGroup = s.kafkaPrefix + "." + randomHex(4)
+	}
+	log, err := s.logger()
+	if err != nil {
+		return err
+	}
+	machine := loadgen.ThisMachine()
+	kcfg := s.kafka()
+	rep := benchProcReport{
+		Command: commandLine(), Env: benchEnv(), Machine: machine, Broker: s.kafkaBrokers, TopicPrefix: s.kafkaPrefix,
+		Partitions: kcfg.Partitions, Group: s.processorGroup, Users: b.users, Readings: b.events, MaxBatch: s.processorBatch,
+		RequirePairing: s.processorPairing,
+	}
+
+	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
+	defer cancelRun()
+	pool, err := postgres.Open(runCtx, s.pgURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	cleanup := func() {
+		if b.keep {
+			log.Info().Str("prefix", s.kafkaPrefix).Str("group", s.processorGroup).Msg("kept the bench topics, state rows and group (--bench-keep)")
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		deleteBenchTopics(kcfg, log)
+		deleteBenchGroup(cctx, kcfg, s.processorGroup, log)
+		for _, table := range []string{"processor_aggregates", "processor_offsets"} {
+			if ct, err := pool.Exec(cctx, `DELETE FROM `+table+` WHERE group_id = $1`, s.processorGroup); err != nil {
+				log.Warn().Err(err).Str("table", table).Msg("delete the bench group's rows")
+			} else {
+				log.Info().Str("table", table).Int64("rows", ct.RowsAffected()).Str("group", s.processorGroup).Msg("deleted the bench group's rows")
+			}
+		}
+	}
+
+	if err := eventlog.EnsureTopics(runCtx, kcfg, log); err != nil {
+		return err
+	}
+	defer cleanup()
+
+	// Fill, unless the topics already hold exactly this run's input (a
+	// --bench-keep run with the same prefix).
+	prod, err := kgo.NewClient(append(kcfg.ClientOpts(log),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
+		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.MaxBufferedRecords(100000),
+		// No RecordDeliveryTimeout: franz-go measures it from the record's
+		// timestamp, which the fill sets in the past as ingest's receive time.
+	)...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer prod.Close()
+	adm := kadm.NewClient(prod)
+	ends, err := benchEnds(runCtx, adm, kcfg.Topics)
+	if err != nil {
+		return err
+	}
+	switch {
+	case ends.readings == 0 && ends.devices == 0 && ends.profiles == 0:
+		fill, err := fillProcessorTopics(runCtx, prod, kcfg.Topics, b.users, b.events, log)
+		rep.Fill = fill
+		if err != nil {
+			return err
+		}
+		if ends, err = benchEnds(runCtx, adm, kcfg.Topics); err != nil {
+			return err
+		}
+		if ends.readings != int64(b.events) || ends.devices != int64(b.users) || ends.profiles != 0 {
+			return fmt.Errorf("after the fill the topics hold %d readings, %d device events and %d profile events; want %d, %d and 0",
+				ends.readings, ends.devices, ends.profiles, b.events, b.users)
+		}
+	case ends.readings == int64(b.events) && ends.devices == int64(b.users) && ends.profiles == 0:
+		log.Info().Str("prefix", s.kafkaPrefix).Int64("readings", ends.readings).Int64("device_events", ends.devices).Msg("reusing the filled topics")
+		rep.Fill.Reused = true
+	default:
+		return fmt.Errorf("topics %s.* already hold %d readings, %d device events and %d profile events, not this run's %d and %d: use a new --kafka-topic-prefix",
+			s.kafkaPrefix, ends.readings, ends.devices, ends.profiles, b.events, b.users)
+	}
+	// Every accepted reading must reach the accepted topic too; on reused
+	// topics it already holds earlier runs' outputs.
+	acceptedEnd := func() (int64, error) {
+		var n int64
+		lo, err := adm.ListEndOffsets(runCtx, kcfg.Topics.AcceptedReadings)
+		if err == nil {
+			err = lo.Error()
+		}
+		lo.Each(func(o kadm.ListedOffset) { n += o.Offset })
+		return n, err
+	}
+	accBefore, err := acceptedEnd()
+	if err != nil {
+		return fmt.Errorf("list end offsets: %w", err)
+	}
+
+	res, err := runBenchProcessor(runCtx, s, b, pool, ends, log)
+	rep.Result = res
+	if err == nil {
+		var accAfter int64
+		if accAfter, err = acceptedEnd(); err == nil {
+			rep.Result.AcceptedTopicRecords = accAfter - accBefore
+		}
+	}
+	if b.cpuProfile != "" {
+		rep.CPUProfile = b.cpuProfile
+	}
+	if b.traceOut != "" {
+		rep.Trace = b.traceOut
+	}
+	if res.WindowSeconds > 0 {
+		rep.print(stdout)
+		if b.jsonOut != "" {
+			out, jerr := json.MarshalIndent(rep, "", "  ")
+			if jerr == nil {
+				jerr = os.WriteFile(b.jsonOut, append(out, '\n'), 0o644)
+			}
+			if jerr != nil {
+				log.Warn().Err(jerr).Msg("write --bench-json")
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	var problems []string
+	if res.Accepted != int64(b.events) {
+		problems = append(problems, fmt.Sprintf("accepted %d readings, want all %d produced (rejected %d, duplicates %d)", res.Accepted, b.events, res.Rejected, res.Duplicates))
+	}
+	if res.DeviceEvents != int64(b.users) {
+		problems = append(problems, fmt.Sprintf("applied %d device events, want %d", res.DeviceEvents, b.users))
+	}
+	if rep.Result.AcceptedTopicRecords != int64(b.events) {
+		problems = append(problems, fmt.Sprintf("the accepted topic holds %d records, want %d", rep.Result.AcceptedTopicRecords, b.events))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("FAILED: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// benchLogEnds are the summed log-end offsets of the processor's inputs.
+type benchLogEnds struct{ readings, devices, profiles int64 }
+
+func benchEnds(ctx context.Context, adm *kadm.Client, t eventlog.Topics) (benchLogEnds, error) {
+	var e benchLogEnds
+	lo, err := adm.ListEndOffsets(ctx, t.Readings, t.DeviceEvents, t.ProfileEvents)
+	if err != nil {
+		return e, fmt.Errorf("list end offsets: %w", err)
+	}
+	var oerr error
+	lo.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			oerr = o.Err
+		}
+		switch o.Topic {
+		case t.Readings:
+			e.readings += o.Offset
+		case t.DeviceEvents:
+			e.devices += o.Offset
+		case t.ProfileEvents:
+			e.profiles += o.Offset
+		}
+	})
+	if oerr != nil {
+		return e, fmt.Errorf("list end offsets: %w", oerr)
+	}
+	return e, nil
+}
+
+func deleteBenchGroup(ctx context.Context, k eventlog.Config, group string, log zerolog.Logger) {
+	cl, err := kgo.NewClient(k.ClientOpts(log)...)
+	if err == nil {
+		_, err = kadm.NewClient(cl).DeleteGroup(ctx, group)
+		cl.Close()
+	}
+	if err != nil {
+		log.Warn().Err(err).Str("group", group).Msg("delete the bench consumer group")
+		return
+	}
+	log.Info().Str("group", group).Msg("deleted the bench consumer group")
+}
+
+// benchFill describes the fill phase (not part of the measurement).
+type benchFill struct {
+	Reused        bool    `json:"reused,omitempty"`
+	Seconds       float64 `json:"seconds,omitempty"`
+	RecordsPerSec float64 `json:"records_per_sec,omitempty"`
+	Bytes         int64   `json:"value_bytes,omitempty"`
+}
+
+// fillProcessorTopics produces the users' pairings and then the readings,
+// as ingest would have written them: single-object Avro values keyed by
+// user id, record timestamps (ingest's receive time) increasing, every
+// pairing stamped before every reading. Reading k belongs to user k mod
+// users and is that user's n-th (n = k / users), measured n seconds (plus
+// the user's offset within the second) after the start: 100,000 users at
+// 1 Hz are 100,000 readings per second of event time.
+func fillProcessorTopics(ctx context.Context, cl *kgo.Client, t eventlog.Topics, users, events int, log zerolog.Logger) (benchFill, error) {
+	var f benchFill
+	runID := randomHex(4)
+	base := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
+	userIDs := make([]string, users)
+	for u := range userIDs {
+		userIDs[u] = fmt.Sprintf("bench-user-%07d", u)
+	}
+	readingCodec, deviceCodec := schemas.MustCodec(schemas.NameReading), schemas.MustCodec(schemas.NameDeviceEvent)
+
+	var acked, failed, valueBytes atomic.Int64
+	var errOnce sync.Once
+	var firstErr error
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			failed.Add(1)
+			errOnce.Do(func() { firstErr = err; cancel() })
+			return
+		}
+		acked.Add(1)
+	}
+	total := int64(users + events)
+	start := time.Now()
+	stopProgress := progressEvery(5*time.Second, func() {
+		n := acked.Load()
+		el := time.Since(start).Seconds()
+		log.Info().Int64("acked", n).Int64("of", total).Float64("records_per_sec", math.Round(float64(n)/el)).
+			Str("done", fmt.Sprintf("%.0f%%", 100*float64(n)/float64(total))).Msg("filling the bench topics")
+	})
+	defer stopProgress()
+	log.Info().Int("users", users).Int("readings", events).Str("readings_topic", t.Readings).Str("device_topic", t.DeviceEvents).Msg("filling the bench topics")
+
+	produce := func(topic, user string, ts int64, val []byte) {
+		valueBytes.Add(int64(len(val)))
+		cl.Produce(fctx, &kgo.Record{Topic: topic, Key: []byte(user), Value: val, Timestamp: time.UnixMilli(ts)}, promise)
+	}
+	// Pairings: stamped over the minute before the first reading, each a
+	// pairing 0.5 s before its record's time.
+	for u, user := range userIDs {
+		if fctx.Err() != nil {
+			break
+		}
+		ts := base - 60_000 + int64(u)*50_000/int64(users)
+		model := "bench-tracker"
+		val, err := deviceCodec.Encode(&schemas.DeviceEvent{TenantID: "default", EventID: "bench-" + runID + "-pair-" + strconv.Itoa(u),
+			UserID: user, DeviceID: user + "-tracker", GatewayID: "bench-gateway", Kind: "paired", Model: &model,
+			OccurredAt: ts - 500, ReceivedAt: ts, IngestedAt: ts})
+		if err != nil {
+			return f, err
+		}
+		produce(t.DeviceEvents, user, ts, val)
+	}
+	var rd schemas.Reading
+	var buf []byte
+	for k := 0; k < events && fctx.Err() == nil; k++ {
+		u, n := k%users, k/users
+		measured := base + int64(n)*1000 + int64(u)*1000/int64(users)
+		user := userIDs[u]
+		rd = schemas.Reading{TenantID: "default", EventID: "bench-" + runID + "-r-" + strconv.Itoa(k), UserID: user,
+			DeviceID: user + "-tracker", GatewayID: "bench-gateway", Metric: "heart_rate", Value: float64(55 + (k*7919)%60),
+			Unit: "/min", MeasuredAt: measured, ReceivedAt: measured + 800, IngestedAt: measured + 1000, SourceFormat: "avro"}
+		var err error
+		if buf, err = readingCodec.Append(buf[:0], &rd); err != nil {
+			return f, err
+		}
+		produce(t.Readings, user, measured+1000, slices.Clone(buf))
+	}
+	if err := cl.Flush(ctx); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	f.Seconds = time.Since(start).Seconds()
+	f.RecordsPerSec = float64(acked.Load()) / f.Seconds
+	f.Bytes = valueBytes.Load()
+	if firstErr != nil {
+		return f, fmt.Errorf("fill: %d records failed, e.g. %w", failed.Load(), firstErr)
+	}
+	if err := ctx.Err(); err != nil {
+		return f, fmt.Errorf("fill: %w", err)
+	}
+	log.Info().Int64("records", acked.Load()).Float64("seconds", math.Round(f.Seconds*10)/10).
+		Float64("records_per_sec", math.Round(f.RecordsPerSec)).Float64("value_mb", float64(f.Bytes)/1e6).Msg("filled the bench topics")
+	return f, nil
+}
+
+// progressEvery calls f every d until the returned function is called.
+func progressEvery(d time.Duration, f func()) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
+}
+
+// benchProcResult is what the processing window measured.
+type benchProcResult struct {
+	// WindowSeconds runs from Run's start (the group join included) until
+	// PostgreSQL held the log-end offsets of every input partition.
+	WindowSeconds float64 `json:"window_seconds"`
+	// FirstCommitSeconds is when the first batch committed, after Run's
+	// start (group join, first fetch, first batch).
+	FirstCommitSeconds float64 `json:"first_commit_seconds"`
+	NewSeconds         float64 `json:"new_seconds"` // processor.New: connections, migration, topic check
+	EventsPerSec       float64 `json:"events_per_sec"`
+	// SteadyEventsPerSec counts from the first commit to the end.
+	SteadyEventsPerSec float64 `json:"steady_events_per_sec"`
+	Judged             int64   `json:"events_judged"`
+	Accepted           int64   `json:"accepted"`
+	Rejected           int64   `json:"rejected"`
+	Duplicates         int64   `json:"duplicates"`
+	DeviceEvents       int64   `json:"device_events_applied"`
+	Alerts             int64   `json:"alerts"`
+	Batches            int64   `json:"batches"`
+	// AcceptedTopicRecords is how far the run moved the accepted topic's
+	// log end.
+	AcceptedTopicRecords int64          `json:"accepted_topic_records"`
+	Commit               histSummary    `json:"commit_seconds"`
+	BatchRecords         histSummary    `json:"batch_records"`
+	Outcomes             map[string]int `json:"outcomes,omitempty"`
+	CPU                  loadgen.CPUUse `json:"cpu"`
+	// CPUSeconds is this process's user+system time in the window.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// StateRows and StateBytes are the group's aggregate rows and their
+	// stored size (pg_column_size of the jsonb) after the run.
+	StateRows  int64 `json:"state_rows"`
+	StateBytes int64 `json:"state_bytes"`
+}
+
+// runBenchProcessor runs one processor until the stored offsets reach the
+// log ends and collects what it measured.
+func runBenchProcessor(ctx context.Context, s *settings, b benchProcSettings, pool *pgxpool.Pool, ends benchLogEnds, log zerolog.Logger) (benchProcResult, error) {
+	var res benchProcResult
+	cfg := s.processor()
+	t0 := time.Now()
+	p, err := processor.New(ctx, cfg, log)
+	if err != nil {
+		return res, err
+	}
+	res.NewSeconds = time.Since(t0).Seconds()
+	defer p.Close()
+
+	var prof, tr *os.File
+	if b.cpuProfile != "" {
+		if prof, err = os.Create(b.cpuProfile); err != nil {
+			return res, err
+		}
+		defer prof.Close()
+	}
+	if b.traceOut != "" {
+		if tr, err = os.Create(b.traceOut); err != nil {
+			return res, err
+		}
+		defer tr.Close()
+	}
+	want := ends.readings + ends.devices + ends.profiles
+	log.Info().Str("group", cfg.Group).Int("max_batch", cfg.MaxBatch).Int64("records", want).Msg("bench processor: processing")
+	if prof != nil {
+		if err := pprof.StartCPUProfile(prof); err != nil {
+			return res, err
+		}
+	}
+	if tr != nil {
+		if err := trace.Start(tr); err != nil {
+			return res, err
+		}
+	}
+	cpu0 := loadgen.SampleCPU()
+	start := cpu0.At
+	pctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(pctx) }()
+
+	// Stats.Events has no accessor that locks; while Run runs, the applied
+	// device and profile events come from the metrics registry instead.
+	judged := func() int64 {
+		acc, rej, dup, _ := p.Stats().Snapshot()
+		var text bytes.Buffer
+		_, _ = p.Metrics().WriteTo(&text)
+		var ev int64
+		for k, n := range parseCounter(text.String(), "vitals_processor_events_total") {
+			if strings.Contains(k, "outcome=applied") {
+				ev += int64(n)
+			}
+		}
+		return acc + rej + dup + ev
+	}
+	var firstCommit time.Time
+	lastN, lastAt := int64(0), start
+	stopProgress := progressEvery(5*time.Second, func() {
+		n, now := judged(), time.Now()
+		_, _, _, batches := p.Stats().Snapshot()
+		log.Info().Int64("judged", n).Int64("of", want).Int64("batches", batches).
+			Float64("events_per_sec", math.Round(float64(n-lastN)/now.Sub(lastAt).Seconds())).
+			Float64("events_per_sec_so_far", math.Round(float64(n)/now.Sub(start).Seconds())).
+			Dur("elapsed", now.Sub(start).Round(time.Millisecond)).Msg("bench processor: progress")
+		lastN, lastAt = n, now
+	})
+	var end time.Time
+	var runErr error
+	poll := time.NewTicker(100 * time.Millisecond)
+loop:
+	for {
+		select {
+		case err := <-done:
+			runErr = fmt.Errorf("the processor stopped before it reached the log ends: %v", err)
+			done = nil
+			break loop
+		case <-ctx.Done():
+			runErr = fmt.Errorf("bench processor: %d of %d records judged when --bench-timeout (%s) or a signal ended the run: %w", judged(), want, b.timeout, ctx.Err())
+			break loop
+		case <-poll.C:
+		}
+		if _, _, _, batches := p.Stats().Snapshot(); batches > 0 && firstCommit.IsZero() {
+			firstCommit = time.Now()
+		}
+		stored, err := storedOffsets(ctx, pool, cfg.Group)
+		if err != nil {
+			continue // the deadline check above ends the loop
+		}
+		if stored[cfg.Kafka.Topics.Readings] == ends.readings && stored[cfg.Kafka.Topics.DeviceEvents] == ends.devices &&
+			stored[cfg.Kafka.Topics.ProfileEvents] == ends.profiles {
+			end = time.Now()
+			break loop
+		}
+	}
+	poll.Stop()
+	cpu1 := loadgen.SampleCPU()
+	if tr != nil {
+		trace.Stop()
+	}
+	if prof != nil {
+		pprof.StopCPUProfile()
+	}
+	stopProgress()
+	stop()
+	if done != nil {
+		if err := <-done; err != nil {
+			log.Warn().Err(err).Msg("processor run")
+		}
+	}
+	if end.IsZero() {
+		end = cpu1.At
+	}
+
+	// Run has returned (done was received), so its writes happened before
+	// these reads.
+	st := p.Stats()
+	res.Accepted, res.Rejected, res.Duplicates, res.Batches = st.Snapshot()
+	res.DeviceEvents, res.Alerts = st.Events, st.Alerts
+	res.Judged = res.Accepted + res.Rejected + res.Duplicates + res.DeviceEvents
+	res.WindowSeconds = end.Sub(start).Seconds()
+	res.EventsPerSec = float64(res.Judged) / res.WindowSeconds
+	if !firstCommit.IsZero() {
+		res.FirstCommitSeconds = firstCommit.Sub(start).Seconds()
+		if d := end.Sub(firstCommit).Seconds(); d > 0 {
+			res.SteadyEventsPerSec = float64(res.Judged) / d
+		}
+	}
+	res.CPU = cpu1.Since(cpu0)
+	res.CPUSeconds = (cpu1.Process - cpu0.Process).Seconds()
+
+	var text bytes.Buffer
+	_, _ = p.Metrics().WriteTo(&text)
+	res.Commit = parseHistogram(text.String(), "vitals_processor_commit_seconds")
+	res.BatchRecords = parseHistogram(text.String(), "vitals_processor_batch_records")
+	res.Outcomes = parseCounter(text.String(), "vitals_processor_events_total")
+
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pool.QueryRow(sctx, `SELECT count(*), coalesce(sum(pg_column_size(state)), 0) FROM processor_aggregates WHERE group_id = $1`,
+		cfg.Group).Scan(&res.StateRows, &res.StateBytes); err != nil {
+		log.Warn().Err(err).Msg("state size")
+	}
+	return res, runErr
+}
+
+// storedOffsets sums the next offsets stored in PostgreSQL per topic.
+func storedOffsets(ctx context.Context, pool *pgxpool.Pool, group string) (map[string]int64, error) {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rows, err := pool.Query(qctx, `SELECT topic, sum(next_offset)::bigint FROM processor_offsets WHERE group_id = $1 GROUP BY topic`, group)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var t string
+		var n int64
+		if err := rows.Scan(&t, &n); err != nil {
+			return nil, err
+		}
+		out[t] = n
+	}
+	return out, rows.Err()
+}
+
+// histSummary summarises a histogram of the processor's registry.
+type histSummary struct {
+	Count uint64  `json:"count"`
+	Sum   float64 `json:"sum"`
+	Mean  float64 `json:"mean"`
+	// P50 and P99 are estimated from the buckets by linear interpolation
+	// within the bucket (as Prometheus' histogram_quantile does); Over
+	// marks an estimate that fell in the +Inf bucket, where it is the
+	// largest finite bound.
+	P50     float64 `json:"p50"`
+	P99     float64 `json:"p99"`
+	P50Over bool    `json:"p50_over_last_bound,omitempty"`
+	P99Over bool    `json:"p99_over_last_bound,omitempty"`
+}
+
+// parseHistogram reads one unlabelled histogram from the text exposition
+// of a metrics.Registry.
+func parseHistogram(text, name string) histSummary {
+	var h histSummary
+	type bucket struct {
+		le  float64
+		cum float64
+	}
+	var bs []bucket
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		line := sc.Text()
+		sample, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(sample, name+`_bucket{le="`):
+			le, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimPrefix(sample, name+`_bucket{le="`), `"}`), 64)
+			if err == nil {
+				bs = append(bs, bucket{le, v})
+			}
+		case sample == name+"_sum":
+			h.Sum = v
+		case sample == name+"_count":
+			h.Count = uint64(v)
+		}
+	}
+	if h.Count == 0 {
+		return h
+	}
+	h.Mean = h.Sum / float64(h.Count)
+	quantile := func(q float64) (float64, bool) {
+		rank := q * float64(h.Count)
+		prevLE, prevCum := 0.0, 0.0
+		for _, b := range bs {
+			if b.cum >= rank {
+				if math.IsInf(b.le, 1) {
+					return prevLE, true
+				}
+				if b.cum == prevCum {
+					return b.le, false
+				}
+				return prevLE + (b.le-prevLE)*(rank-prevCum)/(b.cum-prevCum), false
+			}
+			prevLE, prevCum = b.le, b.cum
+		}
+		return prevLE, true
+	}
+	h.P50, h.P50Over = quantile(0.5)
+	h.P99, h.P99Over = quantile(0.99)
+	return h
+}
+
+// parseCounter reads a labelled counter family: label set -> value.
+func parseCounter(text, name string) map[string]int {
+	out := map[string]int{}
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		sample, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !strings.HasPrefix(sample, name+"{") {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			continue
+		}
+		labels := strings.ReplaceAll(strings.TrimSuffix(strings.TrimPrefix(sample, name+"{"), "}"), `"`, "")
+		out[strings.TrimSuffix(labels, ",reason=")] = int(v)
+	}
+	return out
+}
+
+type benchProcReport struct {
+	Command        string            `json:"command"`
+	Env            map[string]string `json:"env,omitempty"`
+	Machine        loadgen.Machine   `json:"machine"`
+	Broker         string            `json:"broker"`
+	TopicPrefix    string            `json:"topic_prefix"`
+	Partitions     int               `json:"partitions"`
+	Group          string            `json:"group"`
+	Users          int               `json:"users"`
+	Readings       int               `json:"readings"`
+	MaxBatch       int               `json:"max_batch"`
+	RequirePairing bool              `json:"require_pairing"`
+	Fill           benchFill         `json:"fill"`
+	Result         benchProcResult   `json:"result"`
+	CPUProfile     string            `json:"cpu_profile,omitempty"`
+	Trace          string            `json:"trace,omitempty"`
+}
+
+func (r benchProcReport) print(w io.Writer) {
+	res := r.Result
+	m := r.Machine
+	fmt.Fprintf(w, "\nVitals processor benchmark\n\n")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	row("command", "%s", r.Command)
+	for _, k := range slices.Sorted(maps.Keys(r.Env)) {
+		row("env", "%s=%s", k, r.Env[k])
+	}
+	row("machine", "%d CPUs (GOMAXPROCS %d), %s, %s %s, load avg %s at start", m.NumCPU, m.GOMAXPROCS, m.CPUModel, m.GoVersion, m.OSArch, m.LoadAvg)
+	row("log", "broker %s, topics %s.* (%d partitions), group %s", r.Broker, r.TopicPrefix, r.Partitions, r.Group)
+	row("input", "%d users (one pairing each), %d heart-rate readings (%d per user, 1 Hz), require pairing %v", r.Users, r.Readings, r.Readings/max(r.Users, 1), r.RequirePairing)
+	if r.Fill.Reused {
+		row("fill", "reused the filled topics")
+	} else {
+		row("fill", "%.1fs, %.0f records/s, %.1f MB of values (not measured)", r.Fill.Seconds, r.Fill.RecordsPerSec, float64(r.Fill.Bytes)/1e6)
+	}
+	row("processor", "one instance in this process, --processor-batch %d; New took %.2fs (not counted)", r.MaxBatch, res.NewSeconds)
+	row("", "")
+	row("events/s", "%.0f  (%d events judged in %.2fs: from Run's start to the stored offsets reaching the log ends)", res.EventsPerSec, res.Judged, res.WindowSeconds)
+	row("events/s after 1st commit", "%.0f  (first batch committed %.2fs after Run's start)", res.SteadyEventsPerSec, res.FirstCommitSeconds)
+	row("accepted", "%d of %d readings (rejected %d, duplicates %d); device events applied %d; alerts %d", res.Accepted, r.Readings, res.Rejected, res.Duplicates, res.DeviceEvents, res.Alerts)
+	row("accepted topic", "%d records", res.AcceptedTopicRecords)
+	c, bs := res.Commit, res.BatchRecords
+	// Bucket estimates: "~" interpolated within a bucket, ">" beyond the
+	// last finite bound.
+	est := func(v float64, o bool, scale float64, prec int) string {
+		if o {
+			return fmt.Sprintf(">%g", v*scale)
+		}
+		return fmt.Sprintf("~%.*f", prec, v*scale)
+	}
+	row("batches", "%d; records per batch mean %.0f, p50 %s, p99 %s (buckets)", res.Batches, bs.Mean, est(bs.P50, bs.P50Over, 1, 0), est(bs.P99, bs.P99Over, 1, 0))
+	row("PostgreSQL commit ms/batch", "mean %.1f, p50 %s, p99 %s (buckets); %.1fs in all = %.0f%% of the window", c.Mean*1000, est(c.P50, c.P50Over, 1000, 1), est(c.P99, c.P99Over, 1000, 1), c.Sum, 100*c.Sum/res.WindowSeconds)
+	if res.StateRows > 0 {
+		row("state", "%d aggregate rows, %.1f MB stored jsonb (%.0f B/user)", res.StateRows, float64(res.StateBytes)/1e6, float64(res.StateBytes)/float64(res.StateRows))
+	}
+	row("cpu", "%.1fs this process (%.2f CPUs, %.1f µs/event), %.2f CPUs whole machine (of %d, broker and PostgreSQL included)",
+		res.CPUSeconds, res.CPU.Process, res.CPUSeconds/float64(max(res.Judged, 1))*1e6, res.CPU.Machine, m.NumCPU)
+	for _, k := range slices.Sorted(maps.Keys(res.Outcomes)) {
+		row("outcome", "%s: %d", k, res.Outcomes[k])
+	}
+	if r.CPUProfile != "" {
+		row("cpu profile", "%s (go tool pprof -top %s)", r.CPUProfile, r.CPUProfile)
+	}
+	if r.Trace != "" {
+		row("trace", "%s (go tool trace -pprof=net %s > net.pprof)", r.Trace, r.Trace)
+	}
+	tw.Flush()
+}
