@@ -19,14 +19,15 @@
 //
 // # The guarantee
 //
-// PostgreSQL, not Kafka, holds the processor's position: each batch's
-// changed aggregates and the partitions' next offsets are committed in one
-// transaction, and on every assignment the processor seeks to the offsets
-// stored there, so state and position never disagree. Outputs are produced,
-// and acknowledged by the broker, before that transaction commits. A crash
-// in between re-processes the batch from the same state and re-emits
-// byte-identical outputs with the same event ids, which the projector
-// stores once. Offset updates are conditional on the offset this instance
+// PostgreSQL, not Kafka, holds the processor's position. The aggregates of
+// owned users live in memory; every CheckpointInterval the changed ones and
+// the partitions' next offsets are committed in one transaction, and on
+// every assignment the processor seeks to the offsets stored there, so
+// stored state and position never disagree. Outputs are produced, and
+// acknowledged by the broker, before the checkpoint that covers them. A
+// crash re-processes from the last checkpoint with the state of that
+// checkpoint and re-emits byte-identical outputs with the same event ids,
+// which the projector stores once. Offset updates are conditional on the offset this instance
 // loaded, so an instance that lost a partition cannot overwrite the new
 // owner's state. Nothing is skipped and, in query results, nothing counts
 // twice.
@@ -70,8 +71,17 @@ type Config struct {
 	// SessionTimeout is how long the group waits for a silent instance
 	// before moving its partitions.
 	SessionTimeout time.Duration
-	// MaxBatch bounds the records handled per transaction.
+	// MaxBatch bounds the records applied per step.
 	MaxBatch int
+	// CheckpointInterval is how often the changed aggregates and the
+	// positions are committed to PostgreSQL. Between checkpoints the
+	// aggregates live in memory; a crash re-processes at most this much of
+	// the log, re-emitting identical outputs. Longer intervals write each
+	// busy user's row less often.
+	CheckpointInterval time.Duration
+	// MaxDirty forces a checkpoint when this many users changed since the
+	// last one.
+	MaxDirty int
 	// OpTimeout bounds each PostgreSQL operation and produce attempt.
 	OpTimeout time.Duration
 	// MaxBackoff caps the wait between retries while PostgreSQL or Kafka is
@@ -89,15 +99,17 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Kafka:          eventlog.DefaultConfig(),
-		PostgresURL:    "postgres://vitals:vitals@127.0.0.1:15432/vitals?sslmode=disable",
-		Group:          "vitals-processor",
-		SessionTimeout: 45 * time.Second,
-		MaxBatch:       10000,
-		OpTimeout:      10 * time.Second,
-		MaxBackoff:     5 * time.Second,
-		ShutdownGrace:  15 * time.Second,
-		Rules:          DefaultRules(),
+		Kafka:              eventlog.DefaultConfig(),
+		PostgresURL:        "postgres://vitals:vitals@127.0.0.1:15432/vitals?sslmode=disable",
+		Group:              "vitals-processor",
+		SessionTimeout:     45 * time.Second,
+		MaxBatch:           10000,
+		CheckpointInterval: 2 * time.Second,
+		MaxDirty:           100000,
+		OpTimeout:          10 * time.Second,
+		MaxBackoff:         5 * time.Second,
+		ShutdownGrace:      15 * time.Second,
+		Rules:              DefaultRules(),
 	}
 }
 
@@ -136,8 +148,23 @@ type Processor struct {
 	ends   map[tp]int64            // log-end offsets last seen
 	endsAt time.Time
 
+	// The aggregates of owned users, loaded on first use; dirty are those
+	// changed since the last checkpoint, processed the positions reached.
+	// Only the Run goroutine and the rebalance callbacks (which never run
+	// while a step is in progress) touch them.
+	cache      map[UserKey]*cachedAggregate
+	dirty      map[UserKey]struct{}
+	processed  map[tp]int64
+	checkpoint time.Time
+
 	stats Stats
 	m     procMetrics
+}
+
+// cachedAggregate is an owned user's aggregate and the partition it lives in.
+type cachedAggregate struct {
+	agg       *Aggregate
+	partition int32
 }
 
 // queue holds the fetched, not yet processed records of one topic-partition.
@@ -171,16 +198,19 @@ type procMetrics struct {
 	commit    *metrics.HistogramVec // (none)
 	batchSize *metrics.HistogramVec
 	lag       *metrics.GaugeVec // topic, partition
+	// checkpointUsers counts aggregates written per checkpoint.
+	checkpointUsers *metrics.HistogramVec
 }
 
 func newProcMetrics() procMetrics {
 	r := metrics.NewRegistry()
 	return procMetrics{
-		reg:       r,
-		events:    r.Counter("vitals_processor_events_total", "Events judged, by kind (reading, device, profile), outcome (accepted, rejected, duplicate, held, applied) and reason.", "kind", "outcome", "reason"),
-		commit:    r.Histogram("vitals_processor_commit_seconds", "Time to commit a batch's aggregates and offsets to PostgreSQL.", []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}),
-		batchSize: r.Histogram("vitals_processor_batch_records", "Records per committed batch.", []float64{1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000}),
-		lag:       r.Gauge("vitals_processor_lag_records", "Records between the stored position and the log end, per owned topic-partition.", "topic", "partition"),
+		reg:             r,
+		events:          r.Counter("vitals_processor_events_total", "Events judged, by kind (reading, device, profile), outcome (accepted, rejected, duplicate, held, applied) and reason.", "kind", "outcome", "reason"),
+		commit:          r.Histogram("vitals_processor_commit_seconds", "Time to commit a checkpoint (changed aggregates and offsets) to PostgreSQL.", []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
+		batchSize:       r.Histogram("vitals_processor_batch_records", "Records per applied step.", []float64{1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000}),
+		checkpointUsers: r.Histogram("vitals_processor_checkpoint_users", "Aggregates written per checkpoint.", []float64{1, 10, 100, 1000, 10000, 50000, 100000, 250000}),
+		lag:             r.Gauge("vitals_processor_lag_records", "Records between the stored position and the log end, per owned topic-partition.", "topic", "partition"),
 	}
 }
 
@@ -193,14 +223,17 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		return nil, fmt.Errorf("processor: %w", err)
 	}
 	p := &Processor{
-		cfg:    cfg,
-		log:    log,
-		pool:   pool,
-		store:  &store{pool: pool, group: cfg.Group},
-		pos:    make(map[tp]int64),
-		queues: make(map[int32]*[kinds]queue),
-		ends:   make(map[tp]int64),
-		m:      newProcMetrics(),
+		cfg:       cfg,
+		log:       log,
+		pool:      pool,
+		store:     &store{pool: pool, group: cfg.Group},
+		pos:       make(map[tp]int64),
+		queues:    make(map[int32]*[kinds]queue),
+		ends:      make(map[tp]int64),
+		m:         newProcMetrics(),
+		cache:     make(map[UserKey]*cachedAggregate),
+		dirty:     make(map[UserKey]struct{}),
+		processed: make(map[tp]int64),
 	}
 	p.topics[kindProfile] = cfg.Kafka.Topics.ProfileEvents
 	p.topics[kindDevice] = cfg.Kafka.Topics.DeviceEvents
@@ -233,7 +266,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.AdjustFetchOffsetsFn(p.seekToStored),
-		kgo.OnPartitionsRevoked(p.forget),
+		kgo.OnPartitionsRevoked(p.revoked),
 		kgo.OnPartitionsLost(p.forget),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -306,16 +339,50 @@ func (p *Processor) seekToStored(ctx context.Context, offsets map[string]map[int
 	return offsets, nil
 }
 
+// revoked checkpoints before partitions move away, so the next owner
+// starts where this one stopped; if that fails, the next owner re-processes
+// from the last checkpoint, which re-emits identical outputs.
+func (p *Processor) revoked(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.OpTimeout)
+	defer cancel()
+	if err := p.commitCheckpoint(cctx); err != nil {
+		p.log.Warn().Err(err).Msg("checkpoint before revocation failed; the next owner re-processes from the previous one")
+	}
+	p.forget(ctx, cl, lost)
+}
+
+// forget drops everything about partitions this instance no longer owns.
 func (p *Processor) forget(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	gone := map[int32]bool{}
 	for topic, parts := range lost {
 		for _, id := range parts {
-			delete(p.pos, tp{topic, id})
+			t := tp{topic, id}
+			delete(p.pos, t)
+			delete(p.processed, t)
 			delete(p.queues, id) // the partition numbers move together
+			gone[id] = true
 			p.m.lag.With(topic, strconv.Itoa(int(id))).Set(0)
 		}
 	}
+	for k, c := range p.cache {
+		if gone[c.partition] {
+			delete(p.cache, k)
+			delete(p.dirty, k)
+		}
+	}
+}
+
+// dropUncommitted forgets every aggregate and position not yet
+// checkpointed, after a step failed half way: what was applied but not
+// produced must never be committed.
+func (p *Processor) dropUncommitted() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.cache)
+	clear(p.dirty)
+	clear(p.processed)
 }
 
 // Run consumes until ctx ends. A batch already produced when ctx ends is
@@ -332,16 +399,21 @@ func (p *Processor) Run(ctx context.Context) error {
 		go func() { _ = httpserve.Serve(ctx, p.log, ln, mux, time.Second) }()
 	}
 	blocked := false
+	p.checkpoint = time.Now()
 	for {
 		pctx, cancel := ctx, context.CancelFunc(func() {})
-		if blocked { // wake up to look at the log ends again
+		switch {
+		case blocked: // wake up to look at the log ends again
 			pctx, cancel = context.WithTimeout(ctx, 250*time.Millisecond)
+		case p.pending():
+			pctx, cancel = context.WithDeadline(ctx, p.checkpoint.Add(p.cfg.CheckpointInterval))
 		}
 		fetches := p.cl.PollRecords(pctx, p.cfg.MaxBatch)
 		cancel()
 		if ctx.Err() != nil {
+			err := p.finalCheckpoint(ctx)
 			p.cl.AllowRebalance()
-			return nil
+			return err
 		}
 		var fatal error
 		fetches.EachError(func(t string, part int32, err error) {
@@ -362,9 +434,20 @@ func (p *Processor) Run(ctx context.Context) error {
 		blocked = p.buffered() > 0
 		if len(batch) > 0 {
 			if err := p.handle(ctx, batch); err != nil {
+				p.dropUncommitted()
 				p.cl.AllowRebalance()
 				if ctx.Err() != nil && !errors.Is(err, errFenced) {
-					p.log.Warn().Err(err).Msg("stopped before the batch committed; it will be processed again")
+					p.log.Warn().Err(err).Msg("stopped before the step finished; it will be processed again")
+					return nil
+				}
+				return err
+			}
+		}
+		if p.pending() && (time.Since(p.checkpoint) >= p.cfg.CheckpointInterval || len(p.dirty) >= p.cfg.MaxDirty) {
+			if err := p.retry(ctx, "checkpoint", p.commitCheckpoint); err != nil {
+				p.dropUncommitted()
+				p.cl.AllowRebalance()
+				if ctx.Err() != nil && !errors.Is(err, errFenced) {
 					return nil
 				}
 				return err
@@ -372,6 +455,93 @@ func (p *Processor) Run(ctx context.Context) error {
 		}
 		p.cl.AllowRebalance()
 	}
+}
+
+// pending reports whether anything was processed since the last checkpoint.
+func (p *Processor) pending() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.processed) > 0
+}
+
+// finalCheckpoint commits what was processed before a graceful stop,
+// within ShutdownGrace.
+func (p *Processor) finalCheckpoint(ctx context.Context) error {
+	if !p.pending() {
+		return nil
+	}
+	cctx, cancel := afterGrace(ctx, p.cfg.ShutdownGrace)
+	defer cancel()
+	err := p.retry(cctx, "final checkpoint", p.commitCheckpoint)
+	if err != nil && !errors.Is(err, errFenced) {
+		p.log.Warn().Err(err).Msg("stopped without a final checkpoint; the next start re-processes from the previous one")
+		return nil
+	}
+	return err
+}
+
+// commitCheckpoint commits the changed aggregates and the positions reached
+// in one transaction.
+func (p *Processor) commitCheckpoint(ctx context.Context) error {
+	p.mu.Lock()
+	aggs := make(map[UserKey]*Aggregate, len(p.dirty))
+	for k := range p.dirty {
+		if c, ok := p.cache[k]; ok {
+			c.agg.Compact(p.cfg.Rules)
+			aggs[k] = c.agg
+		}
+	}
+	var advances []partitionAdvance
+	for t, to := range p.processed {
+		if from, owned := p.pos[t]; owned {
+			advances = append(advances, partitionAdvance{Topic: t.topic, Partition: t.partition, From: from, To: to})
+		}
+	}
+	p.mu.Unlock()
+	if len(advances) == 0 && len(aggs) == 0 {
+		return nil
+	}
+	sort.Slice(advances, func(i, j int) bool {
+		if advances[i].Topic != advances[j].Topic {
+			return advances[i].Topic < advances[j].Topic
+		}
+		return advances[i].Partition < advances[j].Partition
+	})
+	start := time.Now()
+	if err := p.store.commit(ctx, aggs, advances); err != nil {
+		return err
+	}
+	p.m.commit.With().Observe(time.Since(start).Seconds())
+	p.m.checkpointUsers.With().Observe(float64(len(aggs)))
+	commits := map[string]map[int32]kgo.EpochOffset{}
+	p.mu.Lock()
+	for _, a := range advances {
+		t := tp{a.Topic, a.Partition}
+		if _, owned := p.pos[t]; owned {
+			p.pos[t] = a.To
+		}
+		if p.processed[t] == a.To {
+			delete(p.processed, t)
+		}
+		if commits[a.Topic] == nil {
+			commits[a.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		commits[a.Topic][a.Partition] = kgo.EpochOffset{Epoch: -1, Offset: a.To}
+		if end, ok := p.ends[t]; ok {
+			p.m.lag.With(a.Topic, strconv.Itoa(int(a.Partition))).Set(float64(max(end-a.To, 0)))
+		}
+	}
+	clear(p.dirty)
+	p.checkpoint = time.Now()
+	p.mu.Unlock()
+	// Kafka's committed offsets are informational (PostgreSQL is the
+	// source of truth) but keep the standard tools' lag figures right.
+	p.cl.CommitOffsetsSync(ctx, commits, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			p.log.Debug().Err(err).Msg("informational kafka offset commit failed")
+		}
+	})
+	return nil
 }
 
 // buffered counts records waiting in the merge queues.
@@ -587,40 +757,43 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 		}
 		in[i] = d
 	}
-	keyList := make([]UserKey, 0, len(keys))
+	// Users not in memory yet are loaded from their last checkpoint.
+	var missing []UserKey
 	for k := range keys {
-		keyList = append(keyList, k)
+		if _, ok := p.cache[k]; !ok {
+			missing = append(missing, k)
+		}
 	}
-	var loaded map[UserKey]*Aggregate
-	if err := p.retry(ctx, "load aggregates", func(ctx context.Context) (err error) {
-		loaded, err = p.store.load(ctx, keyList)
-		return err
-	}); err != nil {
-		return err // ctx ended before anything was produced: nothing to finish
+	if len(missing) > 0 {
+		var loaded map[UserKey]*Aggregate
+		if err := p.retry(ctx, "load aggregates", func(ctx context.Context) (err error) {
+			loaded, err = p.store.load(ctx, missing)
+			return err
+		}); err != nil {
+			return err // ctx ended before anything was applied: nothing to finish
+		}
+		for _, k := range missing {
+			agg := loaded[k]
+			if agg == nil {
+				agg = new(Aggregate)
+			}
+			p.cache[k] = &cachedAggregate{agg: agg}
+		}
+	}
+	cached := make(map[UserKey]*Aggregate, len(keys))
+	for i := range in {
+		if c, ok := p.cache[in[i].key]; ok {
+			c.partition = in[i].rec.Partition
+			cached[in[i].key] = c.agg
+		}
 	}
 
 	b := batch{aggs: make(map[UserKey]*Aggregate, len(keys)), counts: make(map[[3]string]int64)}
 	last := map[tp]int64{}
 	for i := range in {
-		p.apply(&b, loaded, &in[i])
+		p.apply(&b, cached, &in[i])
 		last[tp{in[i].rec.Topic, in[i].rec.Partition}] = in[i].rec.Offset
 	}
-	p.mu.Lock()
-	for t, off := range last {
-		from, owned := p.pos[t]
-		if !owned {
-			continue
-		}
-		b.advances = append(b.advances, partitionAdvance{Topic: t.topic, Partition: t.partition, From: from, To: off + 1})
-	}
-	p.mu.Unlock()
-	sort.Slice(b.advances, func(i, j int) bool {
-		if b.advances[i].Topic != b.advances[j].Topic {
-			return b.advances[i].Topic < b.advances[j].Topic
-		}
-		return b.advances[i].Partition < b.advances[j].Partition
-	})
-
 	if len(b.outputs) > 0 {
 		if err := p.retry(detached, "produce outputs", func(ctx context.Context) error {
 			return p.cl.ProduceSync(ctx, b.outputs...).FirstErr()
@@ -628,34 +801,18 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 			return err
 		}
 	}
-	for _, a := range b.aggs {
-		a.Compact(p.cfg.Rules)
-	}
-	start := time.Now()
-	err := p.retry(detached, "commit batch", func(ctx context.Context) error {
-		return p.store.commit(ctx, b.aggs, b.advances)
-	})
-	if err != nil {
-		return err
-	}
-	p.m.commit.With().Observe(time.Since(start).Seconds())
-	p.m.batchSize.With().Observe(float64(len(records)))
-	commits := map[string]map[int32]kgo.EpochOffset{}
+	// Outputs are acknowledged: the step's effects may now be checkpointed.
 	p.mu.Lock()
-	for _, a := range b.advances {
-		t := tp{a.Topic, a.Partition}
+	for t, off := range last {
 		if _, owned := p.pos[t]; owned {
-			p.pos[t] = a.To
+			p.processed[t] = off + 1
 		}
-		if commits[a.Topic] == nil {
-			commits[a.Topic] = map[int32]kgo.EpochOffset{}
-		}
-		commits[a.Topic][a.Partition] = kgo.EpochOffset{Epoch: -1, Offset: a.To}
-		if end, ok := p.ends[t]; ok {
-			p.m.lag.With(a.Topic, strconv.Itoa(int(a.Partition))).Set(float64(max(end-a.To, 0)))
-		}
+	}
+	for k := range b.aggs {
+		p.dirty[k] = struct{}{}
 	}
 	p.mu.Unlock()
+	p.m.batchSize.With().Observe(float64(len(records)))
 	for k, n := range b.counts {
 		p.m.events.With(k[0], k[1], k[2]).Add(float64(n))
 	}
@@ -667,21 +824,11 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 	p.stats.Alerts += b.alerts
 	p.stats.Batch++
 	p.stats.mu.Unlock()
-
-	// Kafka's committed offsets are informational (PostgreSQL is the
-	// source of truth) but keep the standard tools' lag figures right.
-	cctx, cancel := context.WithTimeout(detached, p.cfg.OpTimeout)
-	defer cancel()
-	p.cl.CommitOffsetsSync(cctx, commits, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
-		if err != nil {
-			p.log.Debug().Err(err).Msg("informational kafka offset commit failed")
-		}
-	})
-	p.log.Debug().Int64("accepted", b.accepted).Int64("rejected", b.rejected).Int64("duplicates", b.duplicates).Int64("events", b.events).Msg("batch committed")
+	p.log.Debug().Int64("accepted", b.accepted).Int64("rejected", b.rejected).Int64("duplicates", b.duplicates).Int64("events", b.events).Msg("step applied")
 	return nil
 }
 
-// aggregate returns the batch's copy of a user's aggregate.
+// aggregate returns a user's aggregate and marks it touched.
 func (b *batch) aggregate(loaded map[UserKey]*Aggregate, k UserKey) *Aggregate {
 	agg, ok := b.aggs[k]
 	if !ok {

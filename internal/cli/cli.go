@@ -127,6 +127,7 @@ type settings struct {
 	processorBatch    int
 	processorLateness time.Duration
 	processorPairing  bool
+	processorCkpt     time.Duration
 	processorMetrics  string
 
 	projectorGroup string
@@ -185,6 +186,7 @@ func (s *settings) processorFlags(fs *envflag.Set) {
 	fs.Duration(&s.processorSession, "processor-session-timeout", d.SessionTimeout, "how long the group waits for a silent instance")
 	fs.Int(&s.processorBatch, "processor-batch", d.MaxBatch, "most records per state transaction")
 	fs.Duration(&s.processorLateness, "processor-allowed-lateness", d.Rules.AllowedLateness, "how far behind its stream's newest reading a reading is still accepted")
+	fs.Duration(&s.processorCkpt, "processor-checkpoint-interval", d.CheckpointInterval, "how often changed aggregates and offsets are committed to PostgreSQL (a crash re-processes at most this much)")
 	fs.Bool(&s.processorPairing, "processor-require-pairing", d.Rules.RequirePairing, "accept a reading only from a device paired to the user at its measurement time")
 	fs.String(&s.processorMetrics, "processor-metrics-addr", "127.0.0.1:8091", "where the processor serves /metrics (empty: nowhere)")
 }
@@ -235,6 +237,7 @@ func (s *settings) processor() processor.Config {
 	c.Rules.AllowedLateness = s.processorLateness
 	c.Rules.RequirePairing = s.processorPairing
 	c.MetricsAddr = s.processorMetrics
+	c.CheckpointInterval = s.processorCkpt
 	c.InstanceID, c.SessionTimeout = s.processorInstance, s.processorSession
 	return c
 }

@@ -104,6 +104,7 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 			// back without waiting out the dead one's session.
 			"VITALS_PROCESSOR_INSTANCE_ID="+s.id+"-p1",
 			"VITALS_PROCESSOR_BATCH=200",
+			"VITALS_PROCESSOR_CHECKPOINT_INTERVAL=200ms",
 			"VITALS_PROCESSOR_METRICS_ADDR=",
 			"VITALS_LOG_LEVEL=warn",
 			"VITALS_LOG_FORMAT=json",
