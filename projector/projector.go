@@ -163,6 +163,11 @@ func (p *Projector) collect(ctx context.Context) []*kgo.Record {
 				deadline = time.Now().Add(p.cfg.FlushInterval)
 			}
 			records = append(records, fetches.Records()...)
+		} else if len(records) == 0 {
+			// Nothing held: return so Run allows the rebalance that a
+			// rejoin (after a broker restart, say) may be waiting for;
+			// polling again here would block it forever.
+			return nil
 		}
 		if ctx.Err() != nil || (!deadline.IsZero() && !time.Now().Before(deadline)) {
 			break
