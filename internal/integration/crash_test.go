@@ -200,27 +200,7 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 			values = append(values, r.Value)
 		}
 		day := perUser[u][0].Time.Truncate(24 * time.Hour)
-		var got []float64
-		eventually(t, 90*time.Second, u+"'s readings to be queryable", func() (bool, string) {
-			res, code := getPercentiles(t, queryURL, u, day, day.AddDate(0, 0, 1), "1,50,90,99")
-			if code != http.StatusOK {
-				return false, fmt.Sprintf("status %d", code)
-			}
-			if res.Count > uint64(len(values)) {
-				t.Fatalf("%s: %d readings counted, %d sent: counted twice", u, res.Count, len(values))
-			}
-			got = got[:0]
-			for _, p := range res.Percentiles {
-				got = append(got, p.Value)
-			}
-			return res.Count == uint64(len(values)), fmt.Sprintf("%d of %d", res.Count, len(values))
-		})
-		want := nearestRank(values, []float64{1, 50, 90, 99})
-		for i := range want {
-			if got[i] != want[i] {
-				t.Errorf("%s: percentile %d = %g, independently %g", u, i, got[i], want[i])
-			}
-		}
+		expectPercentiles(t, queryURL, u, day, day.AddDate(0, 0, 1), values, []float64{1, 50, 90, 99}, 90*time.Second)
 	}
 
 	// State and position agree with the log: the stored offsets are the

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -336,5 +337,54 @@ func (s *stack) pairDevices(ingestURL string, rows ...sample.HeartRate) {
 	var resp ingest.BatchResponse
 	if code := s.postJSON(ingestURL+"/v1/device-events", map[string]any{"gateway_id": "gw-pairing", "events": events}, &resp); code != http.StatusOK || resp.Accepted != len(events) {
 		s.t.Fatalf("pairing: status %d, %d of %d accepted", code, resp.Accepted, len(events))
+	}
+}
+
+// expectPercentiles waits until the query service counts exactly
+// len(values) readings of user in [from, to) (failing at once if it ever
+// counts more: a repeat counted twice) and then checks each percentile in
+// ps against nearestRank over values, computed here independently.
+func expectPercentiles(t *testing.T, queryURL, user string, from, to time.Time, values, ps []float64, timeout time.Duration) {
+	t.Helper()
+	p := make([]string, len(ps))
+	for i, v := range ps {
+		p[i] = strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	var got []float64
+	eventually(t, timeout, user+"'s readings to be queryable", func() (bool, string) {
+		res, code := getPercentiles(t, queryURL, user, from, to, strings.Join(p, ","))
+		if code != http.StatusOK {
+			return false, fmt.Sprintf("status %d", code)
+		}
+		if res.Count > uint64(len(values)) {
+			t.Fatalf("%s: %d readings counted, %d sent: counted twice", user, res.Count, len(values))
+		}
+		got = got[:0]
+		for _, r := range res.Percentiles {
+			got = append(got, r.Value)
+		}
+		return res.Count == uint64(len(values)), fmt.Sprintf("%d of %d", res.Count, len(values))
+	})
+	want := nearestRank(values, ps)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("%s: p%g = %g, computed independently %g", user, ps[i], got[i], want[i])
+		}
+	}
+}
+
+// postReadings posts rows through ingest in order, batch at a time, and
+// fails unless every reading is accepted.
+func (s *stack) postReadings(ingestURL, gateway string, rows []sample.HeartRate, batch int) {
+	s.t.Helper()
+	for i := 0; i < len(rows); i += batch {
+		var items []wireReading
+		for _, r := range rows[i:min(i+batch, len(rows))] {
+			items = append(items, wire(r))
+		}
+		var resp ingest.BatchResponse
+		if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": gateway, "readings": items}, &resp); code != http.StatusOK || resp.Accepted != len(items) {
+			s.t.Fatalf("post: status %d, %d of %d accepted", code, resp.Accepted, len(items))
+		}
 	}
 }

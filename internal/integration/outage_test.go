@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"testing"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/sample"
 )
 
@@ -49,18 +47,7 @@ func TestProcessorSurvivesPostgresOutage(t *testing.T) {
 		}
 	}
 	s.pairDevices(ingestURL, rows[0])
-	post := func(part []sample.HeartRate) {
-		for i := 0; i < len(part); i += 250 {
-			var batch []wireReading
-			for _, r := range part[i:min(i+250, len(part))] {
-				batch = append(batch, wire(r))
-			}
-			var resp ingest.BatchResponse
-			if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-outage", "readings": batch}, &resp); code != http.StatusOK || resp.Accepted != len(batch) {
-				t.Fatalf("post: %d %+v", code, resp.Accepted)
-			}
-		}
-	}
+	post := func(part []sample.HeartRate) { s.postReadings(ingestURL, "gw-outage", part, 250) }
 	post(rows[:1000])
 	eventually(t, 60*time.Second, "the first half to be processed", func() (bool, string) {
 		acc, _, _, _ := proc.Stats().Snapshot()
@@ -88,27 +75,7 @@ func TestProcessorSurvivesPostgresOutage(t *testing.T) {
 		values[i] = r.Value
 	}
 	day := rows[0].Time.Truncate(24 * time.Hour)
-	var got []float64
-	eventually(t, 60*time.Second, "ClickHouse to hold every reading once", func() (bool, string) {
-		res, code := getPercentiles(t, queryURL, rows[0].UserID(), day, day.AddDate(0, 0, 1), "10,50,90")
-		if code != http.StatusOK {
-			return false, fmt.Sprint(code)
-		}
-		if res.Count > uint64(len(rows)) {
-			t.Fatalf("%d readings counted, %d sent", res.Count, len(rows))
-		}
-		got = got[:0]
-		for _, p := range res.Percentiles {
-			got = append(got, p.Value)
-		}
-		return res.Count == uint64(len(rows)), fmt.Sprint(res.Count)
-	})
-	want := nearestRank(values, []float64{10, 50, 90})
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("percentile %d: %g, independently %g", i, got[i], want[i])
-		}
-	}
+	expectPercentiles(t, queryURL, rows[0].UserID(), day, day.AddDate(0, 0, 1), values, []float64{10, 50, 90}, 60*time.Second)
 }
 
 // TestProcessorSurvivesBrokerRestart restarts Kafka while the processor
@@ -130,16 +97,7 @@ func TestProcessorSurvivesBrokerRestart(t *testing.T) {
 		}
 	}
 	s.pairDevices(ingestURL, rows[0])
-	for i := 0; i < len(rows); i += 500 {
-		var batch []wireReading
-		for _, r := range rows[i:min(i+500, len(rows))] {
-			batch = append(batch, wire(r))
-		}
-		var resp ingest.BatchResponse
-		if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-restart", "readings": batch}, &resp); code != http.StatusOK || resp.Accepted != len(batch) {
-			t.Fatalf("post: %d %d", code, resp.Accepted)
-		}
-	}
+	s.postReadings(ingestURL, "gw-restart", rows, 500)
 	cfg := s.processorConfig()
 	cfg.MaxBatch = 20 // a long backlog in small steps, so the restart lands mid-way
 	cfg.CheckpointInterval = 300 * time.Millisecond
@@ -170,15 +128,10 @@ func TestProcessorSurvivesBrokerRestart(t *testing.T) {
 		acc, rej, dup, _ := proc.Stats().Snapshot()
 		return acc >= int64(len(rows)), fmt.Sprintf("accepted %d rejected %d duplicates %d", acc, rej, dup)
 	})
+	values := make([]float64, len(rows))
+	for i, r := range rows {
+		values[i] = r.Value
+	}
 	day := rows[0].Time.Truncate(24 * time.Hour)
-	eventually(t, 90*time.Second, "ClickHouse to hold every reading once", func() (bool, string) {
-		res, code := getPercentiles(t, queryURL, rows[0].UserID(), day, day.AddDate(0, 0, 1), "50")
-		if code != http.StatusOK {
-			return false, fmt.Sprint(code)
-		}
-		if res.Count > uint64(len(rows)) {
-			t.Fatalf("%d readings counted, %d sent", res.Count, len(rows))
-		}
-		return res.Count == uint64(len(rows)), fmt.Sprint(res.Count)
-	})
+	expectPercentiles(t, queryURL, rows[0].UserID(), day, day.AddDate(0, 0, 1), values, []float64{50}, 90*time.Second)
 }

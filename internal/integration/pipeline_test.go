@@ -140,38 +140,16 @@ func TestPipelineEndToEnd(t *testing.T) {
 	})
 
 	ps := []float64{0, 25, 50, 90, 99, 99.9, 100}
-	const psParam = "0,25,50,90,99,99.9,100"
 	check := func(stage string) {
 		t.Helper()
+		t.Logf("checking every user's percentiles: %s", stage)
 		for _, u := range users {
 			var values []float64
 			for _, r := range perUser[u] {
 				values = append(values, r.Value)
 			}
 			day := perUser[u][0].Time.Truncate(24 * time.Hour)
-			var got = struct{ count uint64 }{}
-			var answer []float64
-			eventually(t, 60*time.Second, stage+": "+u+"'s readings to be queryable", func() (bool, string) {
-				res, code := getPercentiles(t, queryURL, u, day, day.AddDate(0, 0, 1), psParam)
-				if code != http.StatusOK {
-					return false, fmt.Sprintf("status %d", code)
-				}
-				if res.Count > uint64(len(values)) {
-					t.Fatalf("%s: %s counts %d readings; %d were sent once: a repeat was counted", stage, u, res.Count, len(values))
-				}
-				got.count = res.Count
-				answer = answer[:0]
-				for _, p := range res.Percentiles {
-					answer = append(answer, p.Value)
-				}
-				return res.Count == uint64(len(values)), fmt.Sprintf("count %d of %d", res.Count, len(values))
-			})
-			want := nearestRank(values, ps)
-			for i := range ps {
-				if answer[i] != want[i] {
-					t.Errorf("%s: %s p%g = %g; computed independently %g", stage, u, ps[i], answer[i], want[i])
-				}
-			}
+			expectPercentiles(t, queryURL, u, day, day.AddDate(0, 0, 1), values, ps, 60*time.Second)
 		}
 	}
 	check("first projection")

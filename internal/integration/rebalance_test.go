@@ -197,27 +197,7 @@ func TestProcessorRebalanceMidStream(t *testing.T) {
 			values = append(values, r.Value)
 		}
 		from, to := rs[0].Time.Truncate(time.Hour), rs[len(rs)-1].Time.Truncate(time.Hour).Add(time.Hour)
-		var got []float64
-		eventually(t, 60*time.Second, u+"'s readings to be queryable", func() (bool, string) {
-			res, code := getPercentiles(t, queryURL, u, from, to, "1,25,50,90,99,100")
-			if code != http.StatusOK {
-				return false, fmt.Sprintf("status %d", code)
-			}
-			if res.Count > uint64(len(values)) {
-				t.Fatalf("%s: %d readings counted, %d sent: counted twice", u, res.Count, len(values))
-			}
-			got = got[:0]
-			for _, p := range res.Percentiles {
-				got = append(got, p.Value)
-			}
-			return res.Count == uint64(len(values)), fmt.Sprintf("%d of %d", res.Count, len(values))
-		})
-		want := nearestRank(values, ps)
-		for i := range want {
-			if got[i] != want[i] {
-				t.Errorf("%s: p%g = %g, independently %g", u, ps[i], got[i], want[i])
-			}
-		}
+		expectPercentiles(t, queryURL, u, from, to, values, ps, 60*time.Second)
 	}
 
 	// (c) The stored offsets are the raw topic's end offsets, and the
