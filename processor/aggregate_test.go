@@ -1,7 +1,6 @@
 package processor
 
 import (
-	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
@@ -367,7 +366,7 @@ func TestDecisionsIndependentOfCompactionAndStorage(t *testing.T) {
 		for i, e := range inputs {
 			var outs []Outcome
 			if e.r != nil {
-				outs = a.ApplyReading(e.r, Held{}, rules)
+				outs = a.ApplyReading(e.r, Held{Original: encodeReading(t, e.r)}, rules)
 			} else {
 				outs = a.ApplyDevice(e.d, rules)
 			}
@@ -375,13 +374,14 @@ func TestDecisionsIndependentOfCompactionAndStorage(t *testing.T) {
 				out = append(out, o.Reading.EventID+":"+strings.Join(describe([]Outcome{o}), ""))
 			}
 			if every > 0 && i%every == 0 {
+				// What a checkpoint and a reload do.
 				a.Compact(rules)
-				b, err := json.Marshal(a)
+				b, err := a.MarshalBinary()
 				if err != nil {
 					t.Fatal(err)
 				}
 				a = new(Aggregate)
-				if err := json.Unmarshal(b, a); err != nil {
+				if err := a.UnmarshalBinary(b); err != nil {
 					t.Fatal(err)
 				}
 			}

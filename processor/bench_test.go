@@ -11,8 +11,8 @@ import (
 
 // These benchmarks measure the aggregate logic alone, without Kafka or
 // PostgreSQL: what judging one reading costs, how that changes when the
-// aggregates of 100,000 users share the heap, and what the JSON snapshot
-// the PostgreSQL commit writes and the next batch reads back costs per user.
+// aggregates of 100,000 users share the heap, and what the snapshot the
+// PostgreSQL commit writes and the next load reads back costs per user.
 //
 //	go test -run '^$' -bench . -benchtime 2s -count 3 ./processor/
 
@@ -130,40 +130,48 @@ func BenchmarkApplyReadingManyUsers(b *testing.B) {
 	b.ReportMetric(float64(b.N)/users, "readings/user")
 }
 
-// BenchmarkAggregateJSONRoundTrip encodes and decodes one user's aggregate
-// as the store does: json.Marshal in commit, json.Unmarshal in load (the
-// jsonb text round trip through PostgreSQL comes on top). "window-10m" is a
-// user streaming 1 Hz heart rate, whose aggregate holds a full 10-minute
-// window (600 remembered ids); "readings-20" is the shape of a user in the
-// end-to-end benchmark (bench processor's defaults: 20 readings per user).
-func BenchmarkAggregateJSONRoundTrip(b *testing.B) {
+// BenchmarkSnapshotRoundTrip encodes and decodes one user's aggregate as
+// the store does: MarshalBinary in commit, UnmarshalBinary in load, beside
+// the JSON snapshot it replaced (whose jsonb parsing in PostgreSQL came on
+// top). "window-10m" is a user streaming 1 Hz heart rate, whose aggregate
+// holds a full 10-minute window (600 remembered ids); "readings-20" is the
+// shape of a user in the end-to-end benchmark (bench processor's defaults:
+// 20 readings per user).
+func BenchmarkSnapshotRoundTrip(b *testing.B) {
 	rules := DefaultRules()
+	formats := []struct {
+		name string
+		enc  func(*Aggregate) ([]byte, error)
+		dec  func([]byte, *Aggregate) error
+	}{
+		{"binary", (*Aggregate).MarshalBinary, func(d []byte, a *Aggregate) error { return a.UnmarshalBinary(d) }},
+		{"json", func(a *Aggregate) ([]byte, error) { return json.Marshal(a) }, func(d []byte, a *Aggregate) error { return json.Unmarshal(d, a) }},
+	}
 	for _, c := range []struct {
 		name     string
 		readings int
 	}{{"window-10m", int(2 * rules.AllowedLateness / time.Second)}, {"readings-20", 20}} {
-		b.Run(c.name, func(b *testing.B) {
-			a := benchAggregate(b, "user-000001", "tracker-000001", c.readings, rules)
-			data, err := json.Marshal(a)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			b.SetBytes(int64(len(data)))
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				out, err := json.Marshal(a)
+		a := benchAggregate(b, "user-000001", "tracker-000001", c.readings, rules)
+		for _, f := range formats {
+			b.Run(c.name+"/"+f.name, func(b *testing.B) {
+				data, err := f.enc(a)
 				if err != nil {
 					b.Fatal(err)
 				}
-				var back Aggregate
-				if err := json.Unmarshal(out, &back); err != nil {
-					b.Fatal(err)
+				b.ReportAllocs()
+				b.SetBytes(int64(len(data)))
+				for b.Loop() {
+					out, err := f.enc(a)
+					if err != nil {
+						b.Fatal(err)
+					}
+					var back Aggregate
+					if err := f.dec(out, &back); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(len(data)), "json-bytes")
-			b.ReportMetric(float64(len(a.Seen)), "seen-ids")
-		})
+				b.ReportMetric(float64(len(data)), "snapshot-bytes")
+			})
+		}
 	}
 }

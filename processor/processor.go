@@ -157,6 +157,14 @@ type Processor struct {
 	processed  map[tp]int64
 	checkpoint time.Time
 
+	// seq is the number of the last output emitted per owned partition
+	// number; skip is, per output topic-partition, the number of the last
+	// output already in the log when this instance took the partition (or
+	// after a failed produce): outputs numbered up to it are not produced
+	// again. See seqHeader.
+	seq  map[int32]int64
+	skip map[tp]int64
+
 	stats Stats
 	m     procMetrics
 }
@@ -234,6 +242,8 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		cache:     make(map[UserKey]*cachedAggregate),
 		dirty:     make(map[UserKey]struct{}),
 		processed: make(map[tp]int64),
+		seq:       make(map[int32]int64),
+		skip:      make(map[tp]int64),
 	}
 	p.topics[kindProfile] = cfg.Kafka.Topics.ProfileEvents
 	p.topics[kindDevice] = cfg.Kafka.Topics.DeviceEvents
@@ -271,6 +281,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
+		// Outputs go to the input's partition number (the topics are
+		// co-partitioned), which is what numbering them per partition needs.
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.RecordDeliveryTimeout(cfg.OpTimeout),
 	)
 	if cfg.InstanceID != "" {
@@ -305,6 +318,7 @@ func (p *Processor) kindOf(topic string) int {
 // in PostgreSQL beside the aggregates. Partitions never processed start at
 // the beginning of the log.
 func (p *Processor) seekToStored(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	seqs := map[int32]int64{}
 	for topic, parts := range offsets {
 		ids := make([]int32, 0, len(parts))
 		for id := range parts {
@@ -318,7 +332,9 @@ func (p *Processor) seekToStored(ctx context.Context, offsets map[string]map[int
 		k := p.kindOf(topic)
 		p.mu.Lock()
 		for _, id := range ids {
-			o, ok := stored[id]
+			st, ok := stored[id]
+			o := st.Next
+			seqs[id] = max(seqs[id], st.OutSeq)
 			if ok {
 				parts[id] = kgo.NewOffset().At(o).WithEpoch(-1)
 			} else {
@@ -335,6 +351,33 @@ func (p *Processor) seekToStored(ctx context.Context, offsets map[string]map[int
 		}
 		p.mu.Unlock()
 		p.log.Info().Str("topic", topic).Interface("stored_offsets", stored).Int("partitions", len(ids)).Msg("seeking to offsets stored with the aggregates")
+	}
+	// Outputs emitted after the stored checkpoint (by a crashed run or the
+	// previous owner) are already in the output topics: learn how far.
+	ids := make([]int32, 0, len(seqs))
+	for id := range seqs {
+		ids = append(ids, id)
+	}
+	tails, err := p.lastSeqs(ctx, ids)
+	if err != nil {
+		p.log.Warn().Err(err).Msg("cannot read the output topics' tails; the group will retry the assignment")
+		return nil, err
+	}
+	p.mu.Lock()
+	for id, n := range seqs {
+		p.seq[id] = n
+		for _, t := range p.outputTopics() {
+			delete(p.skip, tp{t, id})
+		}
+	}
+	for t, n := range tails {
+		if n > seqs[t.partition] {
+			p.skip[t] = n
+		}
+	}
+	p.mu.Unlock()
+	if len(tails) > 0 {
+		p.log.Info().Int("output_partitions", len(tails)).Msg("outputs past the checkpoint are in the log already; re-processing will not emit them again")
 	}
 	return offsets, nil
 }
@@ -362,6 +405,10 @@ func (p *Processor) forget(_ context.Context, _ *kgo.Client, lost map[string][]i
 			delete(p.pos, t)
 			delete(p.processed, t)
 			delete(p.queues, id) // the partition numbers move together
+			delete(p.seq, id)
+			for _, ot := range p.outputTopics() {
+				delete(p.skip, tp{ot, id})
+			}
 			gone[id] = true
 			p.m.lag.With(topic, strconv.Itoa(int(id))).Set(0)
 		}
@@ -494,7 +541,7 @@ func (p *Processor) commitCheckpoint(ctx context.Context) error {
 	var advances []partitionAdvance
 	for t, to := range p.processed {
 		if from, owned := p.pos[t]; owned {
-			advances = append(advances, partitionAdvance{Topic: t.topic, Partition: t.partition, From: from, To: to})
+			advances = append(advances, partitionAdvance{Topic: t.topic, Partition: t.partition, From: from, To: to, OutSeq: p.seq[t.partition]})
 		}
 	}
 	p.mu.Unlock()
@@ -791,15 +838,18 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 	b := batch{aggs: make(map[UserKey]*Aggregate, len(keys)), counts: make(map[[3]string]int64)}
 	last := map[tp]int64{}
 	for i := range in {
+		from := len(b.outputs)
 		p.apply(&b, cached, &in[i])
-		last[tp{in[i].rec.Topic, in[i].rec.Partition}] = in[i].rec.Offset
-	}
-	if len(b.outputs) > 0 {
-		if err := p.retry(detached, "produce outputs", func(ctx context.Context) error {
-			return p.cl.ProduceSync(ctx, b.outputs...).FirstErr()
-		}); err != nil {
-			return err
+		part := in[i].rec.Partition
+		for _, o := range b.outputs[from:] {
+			p.seq[part]++
+			o.Partition = part
+			o.Headers = append(o.Headers, kgo.RecordHeader{Key: seqHeader, Value: strconv.AppendInt(nil, p.seq[part], 10)})
 		}
+		last[tp{in[i].rec.Topic, part}] = in[i].rec.Offset
+	}
+	if err := p.produce(detached, b.outputs); err != nil {
+		return err
 	}
 	// Outputs are acknowledged: the step's effects may now be checkpointed.
 	p.mu.Lock()
@@ -826,6 +876,63 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 	p.stats.mu.Unlock()
 	p.log.Debug().Int64("accepted", b.accepted).Int64("rejected", b.rejected).Int64("duplicates", b.duplicates).Int64("events", b.events).Msg("step applied")
 	return nil
+}
+
+// produce sends the outputs not yet in the log and waits for their acks.
+// After a failed attempt some of them may have been written (a timed-out
+// request can still succeed), so the next attempt first reads how far each
+// output topic-partition got and sends only the rest: the log never holds an
+// output twice.
+func (p *Processor) produce(ctx context.Context, outputs []*kgo.Record) error {
+	pending := p.unsent(outputs)
+	failed := false
+	return p.retry(ctx, "produce outputs", func(ctx context.Context) error {
+		if failed {
+			parts := map[int32]bool{}
+			for _, r := range pending {
+				parts[r.Partition] = true
+			}
+			ids := make([]int32, 0, len(parts))
+			for id := range parts {
+				ids = append(ids, id)
+			}
+			tails, err := p.lastSeqs(ctx, ids)
+			if err != nil {
+				return err
+			}
+			p.mu.Lock()
+			for t, n := range tails {
+				p.skip[t] = max(p.skip[t], n)
+			}
+			p.mu.Unlock()
+			pending = p.unsent(pending)
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		if err := p.cl.ProduceSync(ctx, pending...).FirstErr(); err != nil {
+			failed = true
+			return err
+		}
+		return nil
+	})
+}
+
+// unsent returns the records whose output number is beyond what their
+// topic-partition already holds.
+func (p *Processor) unsent(recs []*kgo.Record) []*kgo.Record {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.skip) == 0 {
+		return recs
+	}
+	out := recs[:0:0]
+	for _, r := range recs {
+		if seqOf(r) > p.skip[tp{r.Topic, r.Partition}] {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // aggregate returns a user's aggregate and marks it touched.

@@ -2,7 +2,6 @@ package processor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -18,9 +17,16 @@ CREATE TABLE IF NOT EXISTS processor_aggregates (
 	tenant_id  text   NOT NULL,
 	user_id    text   NOT NULL,
 	version    bigint NOT NULL,
-	state      jsonb  NOT NULL,
+	state      bytea  NOT NULL,
 	PRIMARY KEY (group_id, tenant_id, user_id)
 );
+-- Snapshots were JSON before the binary format; UnmarshalBinary still reads them.
+DO $$ BEGIN
+	IF (SELECT data_type FROM information_schema.columns
+	    WHERE table_schema = current_schema() AND table_name = 'processor_aggregates' AND column_name = 'state') = 'jsonb' THEN
+		ALTER TABLE processor_aggregates ALTER COLUMN state TYPE bytea USING convert_to(state::text, 'UTF8');
+	END IF;
+END $$;
 COMMENT ON TABLE processor_aggregates IS 'Per-user aggregate snapshot of the processor (write model), per consumer group so that a reprocess starts from empty state; committed atomically with processor_offsets.';
 CREATE TABLE IF NOT EXISTS processor_offsets (
 	group_id    text    NOT NULL,
@@ -30,6 +36,8 @@ CREATE TABLE IF NOT EXISTS processor_offsets (
 	PRIMARY KEY (group_id, topic, partition)
 );
 COMMENT ON TABLE processor_offsets IS 'Next Kafka offset to process per partition; the source of truth for the processor''s position.';
+ALTER TABLE processor_offsets ADD COLUMN IF NOT EXISTS out_seq bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN processor_offsets.out_seq IS 'Outputs emitted for this partition number up to next_offset (every output carries its number in the vitals-seq header): after a crash the processor skips the outputs already in the output topics instead of emitting them twice.';
 `
 
 // errFenced means another instance moved a partition's offset since this
@@ -58,19 +66,26 @@ func (s *store) migrate(ctx context.Context) error {
 	})
 }
 
-// offsets returns the stored next offset of each partition of topic that
-// has one.
-func (s *store) offsets(ctx context.Context, topic string, partitions []int32) (map[int32]int64, error) {
+// position is a partition's stored place: the next offset to process and
+// the number of outputs emitted before it.
+type position struct {
+	Next   int64
+	OutSeq int64
+}
+
+// offsets returns the stored position of each partition of topic that has
+// one.
+func (s *store) offsets(ctx context.Context, topic string, partitions []int32) (map[int32]position, error) {
 	rows, err := s.pool.Query(ctx,
-		`SELECT partition, next_offset FROM processor_offsets WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)`,
+		`SELECT partition, next_offset, out_seq FROM processor_offsets WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)`,
 		s.group, topic, partitions)
 	if err != nil {
 		return nil, fmt.Errorf("load offsets: %w", err)
 	}
-	out := make(map[int32]int64)
+	out := make(map[int32]position)
 	var p int32
-	var o int64
-	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { out[p] = o; return nil })
+	var pos position
+	_, err = pgx.ForEachRow(rows, []any{&p, &pos.Next, &pos.OutSeq}, func() error { out[p] = pos; return nil })
 	if err != nil {
 		return nil, fmt.Errorf("load offsets: %w", err)
 	}
@@ -99,7 +114,7 @@ func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey]*Aggregat
 	var state []byte
 	_, err = pgx.ForEachRow(rows, []any{&k.Tenant, &k.User, &state}, func() error {
 		a := new(Aggregate)
-		if err := json.Unmarshal(state, a); err != nil {
+		if err := a.UnmarshalBinary(state); err != nil {
 			return fmt.Errorf("aggregate of a user in tenant %s: %w", k.Tenant, err)
 		}
 		out[k] = a
@@ -117,6 +132,8 @@ type partitionAdvance struct {
 	Partition int32
 	From      int64 // the offset this instance believed stored; -1 for none
 	To        int64
+	// OutSeq is the partition number's output count at To.
+	OutSeq int64
 }
 
 // commit stores the changed aggregates and advances the partitions in one
@@ -126,29 +143,25 @@ func (s *store) commit(ctx context.Context, aggs map[UserKey]*Aggregate, adv []p
 	tenants := make([]string, 0, len(aggs))
 	users := make([]string, 0, len(aggs))
 	versions := make([]int64, 0, len(aggs))
-	states := make([]string, 0, len(aggs))
+	states := make([][]byte, 0, len(aggs))
 	for k, a := range aggs {
-		b, err := json.Marshal(a)
-		if err != nil {
-			return fmt.Errorf("encode aggregate: %w", err)
-		}
 		tenants, users = append(tenants, k.Tenant), append(users, k.User)
-		versions, states = append(versions, a.Version), append(states, string(b))
+		versions, states = append(versions, a.Version), append(states, a.appendBinary(nil))
 	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		for _, a := range adv {
 			var tag int64
 			if a.From < 0 {
-				ct, err := tx.Exec(ctx, `INSERT INTO processor_offsets (group_id, topic, partition, next_offset)
-					VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, s.group, a.Topic, a.Partition, a.To)
+				ct, err := tx.Exec(ctx, `INSERT INTO processor_offsets (group_id, topic, partition, next_offset, out_seq)
+					VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, s.group, a.Topic, a.Partition, a.To, a.OutSeq)
 				if err != nil {
 					return fmt.Errorf("advance offset: %w", err)
 				}
 				tag = ct.RowsAffected()
 			} else {
-				ct, err := tx.Exec(ctx, `UPDATE processor_offsets SET next_offset = $5
+				ct, err := tx.Exec(ctx, `UPDATE processor_offsets SET next_offset = $5, out_seq = $6
 					WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $4`,
-					s.group, a.Topic, a.Partition, a.From, a.To)
+					s.group, a.Topic, a.Partition, a.From, a.To, a.OutSeq)
 				if err != nil {
 					return fmt.Errorf("advance offset: %w", err)
 				}
@@ -163,7 +176,7 @@ func (s *store) commit(ctx context.Context, aggs map[UserKey]*Aggregate, adv []p
 		}
 		_, err := tx.Exec(ctx, `
 			INSERT INTO processor_aggregates (group_id, tenant_id, user_id, version, state)
-			SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::jsonb[])
+			SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bytea[])
 			ON CONFLICT (group_id, tenant_id, user_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state`,
 			s.group, tenants, users, versions, states)
 		if err != nil {

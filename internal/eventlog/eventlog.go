@@ -105,10 +105,10 @@ func (c Config) Specs() []Spec {
 		{Name: c.Topics.DeviceEvents, Configs: forever, CoPartitioned: true},
 		{Name: c.Topics.ProfileEvents, Configs: forever, CoPartitioned: true},
 		{Name: c.Topics.DeadLetters, Configs: month},
-		{Name: c.Topics.AcceptedReadings, Configs: forever},
-		{Name: c.Topics.RejectedReadings, Configs: forever},
-		{Name: c.Topics.Alerts, Configs: forever},
-		{Name: c.Topics.Erasures, Configs: forever},
+		{Name: c.Topics.AcceptedReadings, Configs: forever, CoPartitioned: true},
+		{Name: c.Topics.RejectedReadings, Configs: forever, CoPartitioned: true},
+		{Name: c.Topics.Alerts, Configs: forever, CoPartitioned: true},
+		{Name: c.Topics.Erasures, Configs: forever, CoPartitioned: true},
 	}
 }
 

@@ -1,0 +1,253 @@
+package processor
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/vitalshq/vitals/schemas"
+)
+
+// snapshotV1 starts a binary aggregate snapshot. JSON snapshots (written
+// before the binary format) start with '{', so the first byte tells them
+// apart and old rows stay readable.
+const snapshotV1 = 0x01
+
+// readingCodec decodes held readings from their original log bytes, which a
+// snapshot keeps instead of a second copy of the decoded reading.
+var readingCodec = schemas.MustCodec(schemas.NameReading)
+
+// MarshalBinary encodes the aggregate compactly: varints, the stream keys
+// written once and referred to by index, held readings as their original
+// log bytes. It is the row the processor checkpoints for every changed
+// user, so its size and speed bound the checkpoint cost; maps are written in
+// iteration order, not sorted, for that reason.
+func (a *Aggregate) MarshalBinary() ([]byte, error) {
+	return a.appendBinary(make([]byte, 0, 64+len(a.Seen)*40)), nil
+}
+
+func (a *Aggregate) appendBinary(b []byte) []byte {
+	b = append(b, snapshotV1)
+	b = binary.AppendUvarint(b, uint64(a.Version))
+	b = binary.AppendVarint(b, a.Newest)
+	b = binary.AppendVarint(b, a.ErasedAt)
+
+	index := make(map[string]uint64, len(a.Streams))
+	b = binary.AppendUvarint(b, uint64(len(a.Streams)))
+	for k, st := range a.Streams {
+		index[k] = uint64(len(index))
+		b = appendString(b, k)
+		b = binary.AppendVarint(b, st.Newest)
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(st.Current))
+		b = binary.AppendUvarint(b, uint64(len(st.Rate)))
+		for m, n := range st.Rate {
+			b = binary.AppendVarint(b, m)
+			b = binary.AppendUvarint(b, uint64(n))
+		}
+		b = binary.AppendVarint(b, st.CondSince)
+		if st.Raised {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+	}
+
+	b = binary.AppendUvarint(b, uint64(len(a.Seen)))
+	for id, s := range a.Seen {
+		b = appendString(b, id)
+		// Index+1 of a known stream, or 0 followed by the key itself.
+		if i, ok := index[s.Stream]; ok {
+			b = binary.AppendUvarint(b, i+1)
+		} else {
+			b = binary.AppendUvarint(b, 0)
+			b = appendString(b, s.Stream)
+		}
+		b = binary.AppendVarint(b, s.At)
+	}
+
+	b = binary.AppendUvarint(b, uint64(len(a.Devices)))
+	for d, ps := range a.Devices {
+		b = appendString(b, d)
+		b = binary.AppendUvarint(b, uint64(len(ps)))
+		for _, p := range ps {
+			b = binary.AppendVarint(b, p.From)
+			b = binary.AppendVarint(b, p.To)
+		}
+	}
+
+	b = binary.AppendUvarint(b, uint64(len(a.Held)))
+	for _, h := range a.Held {
+		b = binary.AppendVarint(b, int64(h.Partition))
+		b = binary.AppendVarint(b, h.Offset)
+		b = appendString(b, string(h.Original))
+	}
+	return b
+}
+
+// UnmarshalBinary decodes what MarshalBinary wrote, or a JSON snapshot of
+// an older release.
+func (a *Aggregate) UnmarshalBinary(data []byte) error {
+	*a = Aggregate{}
+	if len(data) > 0 && data[0] == '{' {
+		return json.Unmarshal(data, a)
+	}
+	if len(data) == 0 || data[0] != snapshotV1 {
+		return errors.New("aggregate snapshot: unknown format")
+	}
+	d := decoder{b: data[1:]}
+	a.Version = int64(d.uvarint())
+	a.Newest = d.varint()
+	a.ErasedAt = d.varint()
+
+	n := d.count()
+	keys := make([]string, 0, n)
+	if n > 0 {
+		a.Streams = make(map[string]*Stream, n)
+	}
+	for range n {
+		k := d.string()
+		st := &Stream{Newest: d.varint(), Current: math.Float64frombits(d.uint64())}
+		if m := d.count(); m > 0 {
+			st.Rate = make(map[int64]int, m)
+			for range m {
+				minute := d.varint()
+				st.Rate[minute] = int(d.uvarint())
+			}
+		}
+		st.CondSince = d.varint()
+		st.Raised = d.byte() == 1
+		keys = append(keys, k)
+		a.Streams[k] = st
+	}
+
+	if n := d.count(); n > 0 {
+		a.Seen = make(map[string]SeenEvent, n)
+		for range n {
+			id := d.string()
+			var s SeenEvent
+			if i := d.uvarint(); i == 0 {
+				s.Stream = d.string()
+			} else if i <= uint64(len(keys)) {
+				s.Stream = keys[i-1]
+			} else {
+				d.fail()
+			}
+			s.At = d.varint()
+			a.Seen[id] = s
+		}
+	}
+
+	if n := d.count(); n > 0 {
+		a.Devices = make(map[string][]Pairing, n)
+		for range n {
+			dev := d.string()
+			m := d.count()
+			ps := make([]Pairing, 0, m)
+			for range m {
+				ps = append(ps, Pairing{From: d.varint(), To: d.varint()})
+			}
+			a.Devices[dev] = ps
+		}
+	}
+
+	if n := d.count(); n > 0 {
+		a.Held = make([]Held, 0, n)
+		for range n {
+			h := Held{Partition: int32(d.varint()), Offset: d.varint(), Original: []byte(d.string())}
+			if d.err == nil {
+				if err := readingCodec.Decode(h.Original, &h.Reading); err != nil {
+					return fmt.Errorf("aggregate snapshot: held reading: %w", err)
+				}
+			}
+			a.Held = append(a.Held, h)
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail()
+	}
+	return d.err
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// decoder reads a snapshot, remembering the first error so the decoding
+// code reads straight through; every length is checked against what is
+// left, so a corrupt row cannot make it allocate without bound.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+var errTruncated = errors.New("aggregate snapshot: truncated or corrupt")
+
+func (d *decoder) fail() {
+	if d.err == nil {
+		d.err = errTruncated
+	}
+	d.b = nil
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads a collection length; every element takes at least one byte.
+func (d *decoder) count() int {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) uint64() uint64 {
+	if len(d.b) < 8 {
+		d.fail()
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(d.b)
+	d.b = d.b[8:]
+	return v
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) < 1 {
+		d.fail()
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) string() string {
+	n := d.count()
+	if d.err != nil {
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}

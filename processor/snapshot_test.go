@@ -1,0 +1,120 @@
+package processor
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/vitalshq/vitals/schemas"
+)
+
+// encodeReading is what ingest wrote to the raw topic for r.
+func encodeReading(tb testing.TB, r *schemas.Reading) []byte {
+	tb.Helper()
+	b, err := readingCodec.Encode(r)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// heldAggregate has a paired device, accepted readings, a rate window, an
+// alert condition and two readings held for an unpaired device.
+func heldAggregate(tb testing.TB) *Aggregate {
+	rules := DefaultRules()
+	a := new(Aggregate)
+	a.ApplyDevice(paired("d1", 0), rules)
+	for i := range 5 {
+		r := with(at("e"+string(rune('a'+i)), "d1", 1, i), func(r *schemas.Reading) { r.Value = 190 })
+		a.ApplyReading(r, Held{Original: encodeReading(tb, r)}, rules)
+	}
+	for i := range 2 {
+		r := at("h"+string(rune('a'+i)), "d2", 2, i)
+		a.ApplyReading(r, Held{Partition: 3, Offset: int64(100 + i), Original: encodeReading(tb, r)}, rules)
+	}
+	if len(a.Held) != 2 || len(a.Seen) != 5 {
+		tb.Fatalf("set-up: %d held, %d seen", len(a.Held), len(a.Seen))
+	}
+	return a
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	stray := heldAggregate(t)
+	// A remembered id whose stream has no state (not produced by Apply,
+	// but the format must not depend on that).
+	stray.Seen["orphan"] = SeenEvent{Stream: "d9/heart_rate", At: 42}
+	for _, tc := range []struct {
+		name string
+		a    *Aggregate
+	}{
+		{"empty", &Aggregate{}},
+		{"tombstone", &Aggregate{Version: 7, ErasedAt: 1462172400000}},
+		{"negative times", &Aggregate{Newest: -5, Devices: map[string][]Pairing{"d": {{From: -10, To: 0}}}}},
+		{"streaming user", benchAggregate(t, "u1", "d1", 20, DefaultRules())},
+		{"held readings", heldAggregate(t)},
+		{"stray seen stream", stray},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := tc.a.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back Aggregate
+			if err := back.UnmarshalBinary(b); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(&back, tc.a) {
+				t.Fatalf("round trip changed the aggregate:\n got %+v\nwant %+v", &back, tc.a)
+			}
+			// Every proper prefix is an error, never a panic or a silently
+			// shorter aggregate.
+			for n := range len(b) {
+				var cut Aggregate
+				if err := cut.UnmarshalBinary(b[:n]); err == nil {
+					t.Fatalf("a %d-byte prefix of %d decoded without error", n, len(b))
+				}
+			}
+		})
+	}
+}
+
+func TestSnapshotReadsJSONRows(t *testing.T) {
+	a := heldAggregate(t)
+	js, err := json.Marshal(a) // what rows written before the binary format hold
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Aggregate
+	if err := back.UnmarshalBinary(js); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(&back, a) {
+		t.Fatalf("JSON row decoded to %+v, want %+v", &back, a)
+	}
+	for _, bad := range [][]byte{nil, {0x7f}, {snapshotV1, 0x80}} {
+		if err := back.UnmarshalBinary(bad); err == nil {
+			t.Errorf("%x decoded without error", bad)
+		}
+	}
+}
+
+func FuzzSnapshot(f *testing.F) {
+	for _, a := range []*Aggregate{{}, heldAggregate(f), benchAggregate(f, "u", "d", 3, DefaultRules())} {
+		b, _ := a.MarshalBinary()
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var a Aggregate
+		if a.UnmarshalBinary(data) != nil {
+			return
+		}
+		b, err := a.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Aggregate
+		if err := back.UnmarshalBinary(b); err != nil {
+			t.Fatalf("re-encoded snapshot does not decode: %v", err)
+		}
+	})
+}
