@@ -471,9 +471,22 @@ func (a *Aggregate) ApplyProfile(ev *schemas.ProfileEvent) ([]Outcome, bool) {
 // and rate minutes outside the lateness window.
 func (a *Aggregate) Compact(rules Rules) {
 	lateness := rules.AllowedLateness.Milliseconds()
-	for id, s := range a.Seen {
-		if a.expired(s, lateness) {
-			delete(a.Seen, id)
+	if len(a.Streams) == 1 {
+		// The common case, one device and metric: compare with its cutoff
+		// instead of looking the stream up for every remembered id.
+		for key, st := range a.Streams {
+			cutoff := st.Newest - lateness
+			for id, s := range a.Seen {
+				if s.At < cutoff && s.Stream == key {
+					delete(a.Seen, id)
+				}
+			}
+		}
+	} else {
+		for id, s := range a.Seen {
+			if a.expired(s, lateness) {
+				delete(a.Seen, id)
+			}
 		}
 	}
 	for _, st := range a.Streams {

@@ -20,17 +20,23 @@
 // # The guarantee
 //
 // PostgreSQL, not Kafka, holds the processor's position. The aggregates of
-// owned users live in memory; every CheckpointInterval the changed ones and
-// the partitions' next offsets are committed in one transaction, and on
-// every assignment the processor seeks to the offsets stored there, so
-// stored state and position never disagree. Outputs are produced, and
-// acknowledged by the broker, before the checkpoint that covers them. A
-// crash re-processes from the last checkpoint with the state of that
-// checkpoint and re-emits byte-identical outputs with the same event ids,
-// which the projector stores once. Offset updates are conditional on the offset this instance
-// loaded, so an instance that lost a partition cannot overwrite the new
-// owner's state. Nothing is skipped and, in query results, nothing counts
-// twice.
+// owned users live in memory; every CheckpointInterval (or after MaxDirty
+// users changed) the changed ones, encoded compactly, and the partitions'
+// next offsets are committed in one transaction, and on every assignment
+// the processor seeks to the offsets stored there, so stored state and
+// position never disagree. The transaction runs in the background while the
+// next records are judged (see checkpoint.go). Outputs are produced without
+// waiting and acknowledged by the broker before the checkpoint that covers
+// them. Offset updates are conditional on the offset this instance loaded,
+// so an instance that lost a partition cannot overwrite the new owner's
+// state.
+//
+// A crash re-processes from the last checkpoint with that checkpoint's
+// state, which yields the same outputs in the same order. Outputs are
+// numbered per partition (seqHeader) and those already in the output
+// topics are not produced again, so the outputs hold every result exactly
+// once: nothing is skipped and nothing counts twice, even for a consumer
+// such as a rollup that cannot deduplicate by event id.
 package processor
 
 import (
@@ -38,7 +44,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -47,7 +52,6 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/httpserve"
@@ -134,8 +138,12 @@ type Processor struct {
 	log   zerolog.Logger
 	pool  *pgxpool.Pool
 	store *store
-	cl    *kgo.Client
+	cl    *kgo.Client // consumer group member
 	adm   *kadm.Client
+	// prod produces the outputs. It is a client of its own so that it can
+	// be replaced after a failure without leaving the group (see
+	// flushOutputs).
+	prod *kgo.Client
 
 	topics [kinds]string
 	codecs struct {
@@ -156,6 +164,15 @@ type Processor struct {
 	dirty      map[UserKey]struct{}
 	processed  map[tp]int64
 	checkpoint time.Time
+
+	// ckMu serialises checkpoints; inflight is the one being written in
+	// the background, failed the error that ended one (after which nothing
+	// more may be committed).
+	ckMu     sync.Mutex
+	inflight *pendingCheckpoint
+	failed   error
+
+	out outbox
 
 	// seq is the number of the last output emitted per owned partition
 	// number; skip is, per output topic-partition, the number of the last
@@ -208,6 +225,8 @@ type procMetrics struct {
 	lag       *metrics.GaugeVec // topic, partition
 	// checkpointUsers counts aggregates written per checkpoint.
 	checkpointUsers *metrics.HistogramVec
+	// resent counts outputs produced again after unacknowledged sends.
+	resent *metrics.CounterVec
 }
 
 func newProcMetrics() procMetrics {
@@ -218,6 +237,7 @@ func newProcMetrics() procMetrics {
 		commit:          r.Histogram("vitals_processor_commit_seconds", "Time to commit a checkpoint (changed aggregates and offsets) to PostgreSQL.", []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
 		batchSize:       r.Histogram("vitals_processor_batch_records", "Records per applied step.", []float64{1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000}),
 		checkpointUsers: r.Histogram("vitals_processor_checkpoint_users", "Aggregates written per checkpoint.", []float64{1, 10, 100, 1000, 10000, 50000, 100000, 250000}),
+		resent:          r.Counter("vitals_processor_outputs_resent_total", "Outputs produced again because their first send was not acknowledged (only those the output topics did not already hold)."),
 		lag:             r.Gauge("vitals_processor_lag_records", "Records between the stored position and the log end, per owned topic-partition.", "topic", "partition"),
 	}
 }
@@ -279,12 +299,6 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		kgo.OnPartitionsRevoked(p.revoked),
 		kgo.OnPartitionsLost(p.forget),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
-		// Outputs go to the input's partition number (the topics are
-		// co-partitioned), which is what numbering them per partition needs.
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.RecordDeliveryTimeout(cfg.OpTimeout),
 	)
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
@@ -295,6 +309,11 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		return nil, fmt.Errorf("processor: kafka client: %w", err)
 	}
 	p.cl, p.adm = cl, kadm.NewClient(cl)
+	if p.prod, err = p.newProducer(); err != nil {
+		cl.Close()
+		pool.Close()
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -490,15 +509,13 @@ func (p *Processor) Run(ctx context.Context) error {
 				return err
 			}
 		}
-		if p.pending() && (time.Since(p.checkpoint) >= p.cfg.CheckpointInterval || len(p.dirty) >= p.cfg.MaxDirty) {
-			if err := p.retry(ctx, "checkpoint", p.commitCheckpoint); err != nil {
-				p.dropUncommitted()
-				p.cl.AllowRebalance()
-				if ctx.Err() != nil && !errors.Is(err, errFenced) {
-					return nil
-				}
-				return err
+		if err := p.checkpointIfDue(ctx); err != nil {
+			p.dropUncommitted()
+			p.cl.AllowRebalance()
+			if ctx.Err() != nil && !errors.Is(err, errFenced) {
+				return nil
 			}
+			return err
 		}
 		p.cl.AllowRebalance()
 	}
@@ -519,76 +536,12 @@ func (p *Processor) finalCheckpoint(ctx context.Context) error {
 	}
 	cctx, cancel := afterGrace(ctx, p.cfg.ShutdownGrace)
 	defer cancel()
-	err := p.retry(cctx, "final checkpoint", p.commitCheckpoint)
+	err := p.commitCheckpoint(cctx)
 	if err != nil && !errors.Is(err, errFenced) {
 		p.log.Warn().Err(err).Msg("stopped without a final checkpoint; the next start re-processes from the previous one")
 		return nil
 	}
 	return err
-}
-
-// commitCheckpoint commits the changed aggregates and the positions reached
-// in one transaction.
-func (p *Processor) commitCheckpoint(ctx context.Context) error {
-	p.mu.Lock()
-	aggs := make(map[UserKey]*Aggregate, len(p.dirty))
-	for k := range p.dirty {
-		if c, ok := p.cache[k]; ok {
-			c.agg.Compact(p.cfg.Rules)
-			aggs[k] = c.agg
-		}
-	}
-	var advances []partitionAdvance
-	for t, to := range p.processed {
-		if from, owned := p.pos[t]; owned {
-			advances = append(advances, partitionAdvance{Topic: t.topic, Partition: t.partition, From: from, To: to, OutSeq: p.seq[t.partition]})
-		}
-	}
-	p.mu.Unlock()
-	if len(advances) == 0 && len(aggs) == 0 {
-		return nil
-	}
-	sort.Slice(advances, func(i, j int) bool {
-		if advances[i].Topic != advances[j].Topic {
-			return advances[i].Topic < advances[j].Topic
-		}
-		return advances[i].Partition < advances[j].Partition
-	})
-	start := time.Now()
-	if err := p.store.commit(ctx, aggs, advances); err != nil {
-		return err
-	}
-	p.m.commit.With().Observe(time.Since(start).Seconds())
-	p.m.checkpointUsers.With().Observe(float64(len(aggs)))
-	commits := map[string]map[int32]kgo.EpochOffset{}
-	p.mu.Lock()
-	for _, a := range advances {
-		t := tp{a.Topic, a.Partition}
-		if _, owned := p.pos[t]; owned {
-			p.pos[t] = a.To
-		}
-		if p.processed[t] == a.To {
-			delete(p.processed, t)
-		}
-		if commits[a.Topic] == nil {
-			commits[a.Topic] = map[int32]kgo.EpochOffset{}
-		}
-		commits[a.Topic][a.Partition] = kgo.EpochOffset{Epoch: -1, Offset: a.To}
-		if end, ok := p.ends[t]; ok {
-			p.m.lag.With(a.Topic, strconv.Itoa(int(a.Partition))).Set(float64(max(end-a.To, 0)))
-		}
-	}
-	clear(p.dirty)
-	p.checkpoint = time.Now()
-	p.mu.Unlock()
-	// Kafka's committed offsets are informational (PostgreSQL is the
-	// source of truth) but keep the standard tools' lag figures right.
-	p.cl.CommitOffsetsSync(ctx, commits, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
-		if err != nil {
-			p.log.Debug().Err(err).Msg("informational kafka offset commit failed")
-		}
-	})
-	return nil
 }
 
 // buffered counts records waiting in the merge queues.
@@ -762,15 +715,9 @@ type decoded struct {
 	key     UserKey
 }
 
-// handle applies records in merge order, produces their outputs and
-// commits.
+// handle applies records in merge order and sends their outputs; the next
+// checkpoint waits for the outputs' acks before it commits the step.
 func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
-	// Once outputs are being produced the batch is finished even if ctx
-	// ends, so that shutdown commits what was processed; a grace period
-	// bounds how long that may take.
-	detached, cancelDetached := afterGrace(ctx, p.cfg.ShutdownGrace)
-	defer cancelDetached()
-
 	in := make([]decoded, len(records))
 	keys := make(map[UserKey]struct{})
 	for i, r := range records {
@@ -848,9 +795,7 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 		}
 		last[tp{in[i].rec.Topic, part}] = in[i].rec.Offset
 	}
-	if err := p.produce(detached, b.outputs); err != nil {
-		return err
-	}
+	p.send(b.outputs)
 	// Outputs are acknowledged: the step's effects may now be checkpointed.
 	p.mu.Lock()
 	for t, off := range last {
@@ -876,46 +821,6 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 	p.stats.mu.Unlock()
 	p.log.Debug().Int64("accepted", b.accepted).Int64("rejected", b.rejected).Int64("duplicates", b.duplicates).Int64("events", b.events).Msg("step applied")
 	return nil
-}
-
-// produce sends the outputs not yet in the log and waits for their acks.
-// After a failed attempt some of them may have been written (a timed-out
-// request can still succeed), so the next attempt first reads how far each
-// output topic-partition got and sends only the rest: the log never holds an
-// output twice.
-func (p *Processor) produce(ctx context.Context, outputs []*kgo.Record) error {
-	pending := p.unsent(outputs)
-	failed := false
-	return p.retry(ctx, "produce outputs", func(ctx context.Context) error {
-		if failed {
-			parts := map[int32]bool{}
-			for _, r := range pending {
-				parts[r.Partition] = true
-			}
-			ids := make([]int32, 0, len(parts))
-			for id := range parts {
-				ids = append(ids, id)
-			}
-			tails, err := p.lastSeqs(ctx, ids)
-			if err != nil {
-				return err
-			}
-			p.mu.Lock()
-			for t, n := range tails {
-				p.skip[t] = max(p.skip[t], n)
-			}
-			p.mu.Unlock()
-			pending = p.unsent(pending)
-		}
-		if len(pending) == 0 {
-			return nil
-		}
-		if err := p.cl.ProduceSync(ctx, pending...).FirstErr(); err != nil {
-			failed = true
-			return err
-		}
-		return nil
-	})
 }
 
 // unsent returns the records whose output number is beyond what their
@@ -1111,5 +1016,8 @@ func afterGrace(ctx context.Context, grace time.Duration) (context.Context, cont
 // Close leaves the group and releases the connections.
 func (p *Processor) Close() {
 	p.cl.Close()
+	p.out.mu.Lock()
+	p.prod.Close()
+	p.out.mu.Unlock()
 	p.pool.Close()
 }

@@ -156,15 +156,33 @@ func checkCoPartitioned(ctx context.Context, adm *kadm.Client, cfg Config) error
 			names = append(names, s.Name)
 		}
 	}
-	details, err := adm.ListTopics(ctx, names...)
-	if err != nil {
-		return fmt.Errorf("describe topics: %w", err)
+	// A topic created a moment ago may not be in the metadata yet: ask
+	// again for a few seconds before calling it missing.
+	var details kadm.TopicDetails
+	for attempt := 0; ; attempt++ {
+		var err error
+		details, err = adm.ListTopics(ctx, names...)
+		if err != nil {
+			return fmt.Errorf("describe topics: %w", err)
+		}
+		missing := details.Error()
+		if missing == nil {
+			break
+		}
+		if attempt == 20 || !errors.Is(missing, kerr.UnknownTopicOrPartition) {
+			return fmt.Errorf("describe topics: %w", missing)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("describe topics: %w", ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	counts := map[int]string{}
 	for _, n := range names {
 		d, ok := details[n]
-		if !ok || d.Err != nil {
-			return fmt.Errorf("describe topic %s: %v", n, d.Err)
+		if !ok {
+			return fmt.Errorf("describe topic %s: not found", n)
 		}
 		counts[len(d.Partitions)] = n
 	}

@@ -1,0 +1,200 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// A checkpoint is prepared by the Run goroutine, which encodes the changed
+// aggregates and notes the positions they correspond to, and written to
+// PostgreSQL by a goroutine of its own, so that the transaction (most of a
+// checkpoint's time, spent in PostgreSQL) overlaps the processing of the
+// next records instead of stopping it. Only one is written at a time: the
+// next waits for it, which bounds both memory and how much a crash
+// re-processes. The positions it commits are those reached when it was
+// prepared, never later ones, so state and position still agree.
+
+// pendingCheckpoint is one prepared checkpoint.
+type pendingCheckpoint struct {
+	rows     snapshotRows
+	advances []partitionAdvance
+	done     chan struct{}
+	err      error
+	took     time.Duration
+}
+
+// snapshotRows are encoded aggregates, column by column as the store
+// writes them.
+type snapshotRows struct {
+	tenants, users []string
+	versions       []int64
+	states         [][]byte
+}
+
+// checkpointIfDue starts a background checkpoint when the interval has
+// passed or too many users changed, after the previous one has finished.
+// It returns the error of a failed checkpoint.
+func (p *Processor) checkpointIfDue(ctx context.Context) error {
+	p.ckMu.Lock()
+	defer p.ckMu.Unlock()
+	if err := p.reapLocked(ctx, false); err != nil {
+		return err
+	}
+	if !p.pending() || (time.Since(p.checkpoint) < p.cfg.CheckpointInterval && len(p.dirty) < p.cfg.MaxDirty) {
+		return nil
+	}
+	if err := p.reapLocked(ctx, true); err != nil {
+		return err
+	}
+	if err := p.flushOutputs(ctx); err != nil {
+		return err
+	}
+	c := p.prepare()
+	if c == nil {
+		return nil
+	}
+	// The write may outlive ctx by ShutdownGrace, so a stopping processor
+	// still commits what it prepared.
+	wctx, cancel := afterGrace(ctx, p.cfg.ShutdownGrace)
+	p.inflight = c
+	go func() {
+		defer cancel()
+		p.write(wctx, c)
+	}()
+	return nil
+}
+
+// commitCheckpoint waits for the background checkpoint, then prepares and
+// writes one more with everything processed since, before returning. It is
+// what a revocation and a graceful stop use.
+func (p *Processor) commitCheckpoint(ctx context.Context) error {
+	p.ckMu.Lock()
+	defer p.ckMu.Unlock()
+	if err := p.reapLocked(ctx, true); err != nil {
+		return err
+	}
+	if err := p.flushOutputs(ctx); err != nil {
+		return err
+	}
+	c := p.prepare()
+	if c == nil {
+		return nil
+	}
+	p.inflight = c
+	p.write(ctx, c)
+	return p.reapLocked(ctx, true)
+}
+
+// reapLocked finishes the background checkpoint if it is done (or waits for
+// it, if wait): on success the positions it committed become the stored
+// ones. After a failure nothing more may be committed (the aggregates it
+// carried are no longer marked changed), so the error sticks.
+func (p *Processor) reapLocked(ctx context.Context, wait bool) error {
+	if p.failed != nil {
+		return p.failed
+	}
+	c := p.inflight
+	if c == nil {
+		return nil
+	}
+	if wait {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return fmt.Errorf("processor: waiting for a checkpoint: %w", ctx.Err())
+		}
+	} else {
+		select {
+		case <-c.done:
+		default:
+			return nil
+		}
+	}
+	p.inflight = nil
+	if c.err != nil {
+		p.failed = c.err
+		return c.err
+	}
+	p.m.commit.With().Observe(c.took.Seconds())
+	p.m.checkpointUsers.With().Observe(float64(len(c.rows.users)))
+	commits := map[string]map[int32]kgo.EpochOffset{}
+	p.mu.Lock()
+	for _, a := range c.advances {
+		t := tp{a.Topic, a.Partition}
+		if _, owned := p.pos[t]; owned {
+			p.pos[t] = a.To
+		}
+		if p.processed[t] == a.To {
+			delete(p.processed, t)
+		}
+		if commits[a.Topic] == nil {
+			commits[a.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		commits[a.Topic][a.Partition] = kgo.EpochOffset{Epoch: -1, Offset: a.To}
+		if end, ok := p.ends[t]; ok {
+			p.m.lag.With(a.Topic, strconv.Itoa(int(a.Partition))).Set(float64(max(end-a.To, 0)))
+		}
+	}
+	p.mu.Unlock()
+	// Kafka's committed offsets are informational (PostgreSQL is the
+	// source of truth) but keep the standard tools' lag figures right.
+	p.cl.CommitOffsets(ctx, commits, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			p.log.Debug().Err(err).Msg("informational kafka offset commit failed")
+		}
+	})
+	return nil
+}
+
+// prepare encodes the changed aggregates and notes the positions reached,
+// or returns nil if nothing changed. The aggregates are compacted first so
+// the rows stay small.
+func (p *Processor) prepare() *pendingCheckpoint {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := &pendingCheckpoint{done: make(chan struct{})}
+	for t, to := range p.processed {
+		if from, owned := p.pos[t]; owned {
+			c.advances = append(c.advances, partitionAdvance{Topic: t.topic, Partition: t.partition, From: from, To: to, OutSeq: p.seq[t.partition]})
+		}
+	}
+	n := len(p.dirty)
+	r := snapshotRows{tenants: make([]string, 0, n), users: make([]string, 0, n), versions: make([]int64, 0, n), states: make([][]byte, 0, n)}
+	for k := range p.dirty {
+		if ca, ok := p.cache[k]; ok {
+			ca.agg.Compact(p.cfg.Rules)
+			r.tenants, r.users = append(r.tenants, k.Tenant), append(r.users, k.User)
+			r.versions, r.states = append(r.versions, ca.agg.Version), append(r.states, ca.agg.appendBinary(nil))
+		}
+	}
+	clear(p.dirty)
+	p.checkpoint = time.Now()
+	if len(c.advances) == 0 && len(r.users) == 0 {
+		return nil
+	}
+	c.rows = r
+	sort.Slice(c.advances, func(i, j int) bool {
+		if c.advances[i].Topic != c.advances[j].Topic {
+			return c.advances[i].Topic < c.advances[j].Topic
+		}
+		return c.advances[i].Partition < c.advances[j].Partition
+	})
+	return c
+}
+
+// write commits c, retrying while PostgreSQL is unavailable, and marks it
+// done.
+func (p *Processor) write(ctx context.Context, c *pendingCheckpoint) {
+	defer close(c.done)
+	start := time.Now()
+	c.err = p.retry(ctx, "checkpoint", func(ctx context.Context) error {
+		return p.store.commit(ctx, c.rows, c.advances)
+	})
+	c.took = time.Since(start)
+}
