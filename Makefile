@@ -9,7 +9,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # The app's connection settings for the local stack (ports from deploy/stack.sh).
 STACK_ENV = eval "$$(bash deploy/stack.sh env)"
 
-.PHONY: up down status build demo test check-compose
+.PHONY: up down status build demo test check-compose chromium
 
 # Local stack without Docker (Kafka, ClickHouse, PostgreSQL); see deploy/stack.sh.
 up:
@@ -30,8 +30,14 @@ build:
 demo: up build
 	@$(STACK_ENV) && ./$(BIN) demo
 
-# Static checks, unit tests and the integration tests against the real stack.
-test: up
+# Headless Chromium (Debian's chromium package) for the dashboard's browser
+# tests; installed if missing.
+chromium:
+	@p=$$(bash deploy/install-chromium.sh) && echo "== chromium for the browser tests: $$p"
+
+# Static checks, unit tests and the integration tests against the real stack
+# (the dashboard's browser tests included).
+test: up chromium
 	@echo "== gofmt"; out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	@echo "== go vet"; $(GO) vet ./...
 	@echo "== docker-compose.yml"; bash deploy/check-compose.sh
@@ -62,3 +68,27 @@ bench-ingest: up build
 .PHONY: bench-processor
 bench-processor: up build
 	@$(STACK_ENV) && ./$(BIN) bench processor $(BENCH_FLAGS)
+
+# End-to-end projector benchmark on the local stack: fills a topic of its own
+# (bench-proj-<time>.readings.accepted.v1) with 2,000,000 accepted heart-rate
+# readings of 10,000 users, then projects them into a fresh ClickHouse
+# database with one in-process projector (batch 50,000 rows / 1 s) until every
+# offset is committed, reports rows/s and checks raw and rollup counts equal
+# the input. Topics, database and group are deleted afterwards. E.g.
+# make bench-projector BENCH_FLAGS="--bench-rows 500000 --projector-batch-rows 100000".
+.PHONY: bench-projector
+bench-projector: up build
+	@$(STACK_ENV) && ./$(BIN) bench projector $(BENCH_FLAGS)
+
+# Query latency benchmark: generates 100,000,000 heart-rate readings of
+# 100,000 users (with profiles and devices) inside ClickHouse in a database of
+# its own (vitals_bench_query; INSERT ... SELECT from numbers(), a few minutes,
+# with progress), merges it, starts the query service in-process and reports
+# p50/p95 over HTTP for single-user percentiles, cohort distributions,
+# comparisons and the cohort table; then loads an equal 10,000,000-row subset
+# into PostgreSQL and compares the seeds' percentile_cont cohort statistics.
+# Everything is dropped afterwards unless BENCH_FLAGS has --bench-keep (a
+# later run of the same size reuses kept data). Smaller: BENCH_FLAGS="--bench-rows 10000000".
+.PHONY: bench-query
+bench-query: up build
+	@$(STACK_ENV) && ./$(BIN) bench query $(BENCH_FLAGS)

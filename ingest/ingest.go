@@ -29,6 +29,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/consistency"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/httpserve"
 	"github.com/vitalshq/vitals/internal/metric"
@@ -273,6 +274,24 @@ type BatchResponse struct {
 	Accepted int           `json:"accepted"`
 	Rejected int           `json:"rejected"`
 	Items    []ItemVerdict `json:"items"`
+	// ConsistencyToken names the log positions of the accepted items; a
+	// query that passes it waits until the read side has stored them
+	// (read-your-writes). Empty when nothing was accepted.
+	ConsistencyToken string `json:"consistency_token,omitempty"`
+}
+
+// consistencyToken is the highest offset per partition of the records
+// the broker acknowledged in topic (dead letters are left out: nothing
+// downstream waits for them). The promise filled in each record's
+// partition and offset before produceAll returned.
+func consistencyToken(topic string, records []*kgo.Record, outcomes []int) string {
+	tok := consistency.Token{}
+	for j, o := range outcomes {
+		if o == produced && records[j].Topic == topic {
+			tok.Add(topic, records[j].Partition, records[j].Offset)
+		}
+	}
+	return tok.Encode()
 }
 
 // APIError is the JSON body of every error response.
@@ -497,6 +516,7 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 		}
 	}
 	resp.Accepted = accepted
+	resp.ConsistencyToken = consistencyToken(topic, records, outcomes)
 	s.m.items.With(endpoint, StatusAccepted, "").Add(float64(accepted))
 	for reason, n := range reasons {
 		s.m.items.With(endpoint, StatusRejected, reason).Add(float64(n))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/consistency"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -37,6 +39,8 @@ func (p *recordingProducer) Produce(_ context.Context, r *kgo.Record, promise fu
 	if p.hang[i] {
 		return // never answers, like a broker that went away mid-request
 	}
+	// Like the broker: two partitions, offsets counting up.
+	r.Partition, r.Offset = int32(i%2), int64(100+i)
 	p.got = append(p.got, r)
 	promise(r, nil)
 }
@@ -341,5 +345,43 @@ func TestLogsCarryNoHealthValuesOrKeys(t *testing.T) {
 		if strings.Contains(logs, secret) {
 			t.Fatalf("logs contain %q:\n%s", secret, logs)
 		}
+	}
+}
+
+// The consistency token names the highest acknowledged offset per
+// partition of the accepted items, and never a dead letter's.
+func TestConsistencyTokenNamesAcceptedPositions(t *testing.T) {
+	tests := []struct {
+		name  string
+		items []json.RawMessage
+		fail  map[int]bool
+		want  consistency.Token // nil: no token
+	}{
+		{"all accepted", []json.RawMessage{item(map[string]any{"event_id": "a"}), item(map[string]any{"event_id": "b"}), item(map[string]any{"event_id": "c"})},
+			nil, consistency.Token{"vitals.readings.v1": {0: 102, 1: 101}}},
+		{"dead letter left out", []json.RawMessage{item(map[string]any{"event_id": "a"}), item(map[string]any{"event_id": "b", "unit": "bpm"})},
+			nil, consistency.Token{"vitals.readings.v1": {0: 100}}},
+		{"nothing accepted", []json.RawMessage{item(map[string]any{"event_id": "b", "unit": "bpm"})}, nil, nil},
+		{"failed record left out", []json.RawMessage{item(map[string]any{"event_id": "a"}), item(map[string]any{"event_id": "b"})},
+			map[int]bool{1: true}, consistency.Token{"vitals.readings.v1": {0: 100}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec, _ := post(t, newTestServer(&recordingProducer{fail: tc.fail}), batchBody(tc.items...))
+			var resp BatchResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+				t.Fatal(err)
+			}
+			if tc.want == nil {
+				if resp.ConsistencyToken != "" {
+					t.Fatalf("token %q for a request with nothing accepted", resp.ConsistencyToken)
+				}
+				return
+			}
+			got, err := consistency.Decode(resp.ConsistencyToken)
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("token %v (%v); want %v", got, err, tc.want)
+			}
+		})
 	}
 }

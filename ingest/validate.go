@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/vitalshq/vitals/internal/ident"
 	"github.com/vitalshq/vitals/internal/metric"
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -69,23 +70,12 @@ type checkContext struct {
 	lim                     Limits
 }
 
-const maxIDLen = 128
-
 // checkID accepts 1..128 characters from [A-Za-z0-9._:@-]: enough for UUIDs,
 // ULIDs and vendor ids, and nothing that needs escaping in a log line, a
 // Kafka key or a file name.
 func checkID(field, v string) *Rejection {
-	if v == "" || len(v) > maxIDLen {
-		return reject(ReasonInvalidIdentifier, field, "%s must be 1 to %d characters long, got %d", field, maxIDLen, len(v))
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '.', c == '_', c == ':', c == '@', c == '-':
-		default:
-			return reject(ReasonInvalidIdentifier, field, "%s has a character outside [A-Za-z0-9._:@-] at byte %d", field, i)
-		}
+	if err := ident.Check(field, v); err != nil {
+		return reject(ReasonInvalidIdentifier, field, "%s", err)
 	}
 	return nil
 }

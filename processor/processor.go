@@ -79,9 +79,10 @@ type Config struct {
 	MaxBatch int
 	// CheckpointInterval is how often the changed aggregates and the
 	// positions are committed to PostgreSQL. Between checkpoints the
-	// aggregates live in memory; a crash re-processes at most this much of
-	// the log, re-emitting identical outputs. Longer intervals write each
-	// busy user's row less often.
+	// aggregates live in memory; a crash re-processes about this much of
+	// the log (without emitting its outputs again). Each checkpoint
+	// rewrites the row of every user changed since the last one, so longer
+	// intervals make that cost per event smaller when many users are busy.
 	CheckpointInterval time.Duration
 	// MaxDirty forces a checkpoint when this many users changed since the
 	// last one.
@@ -108,8 +109,8 @@ func DefaultConfig() Config {
 		Group:              "vitals-processor",
 		SessionTimeout:     45 * time.Second,
 		MaxBatch:           10000,
-		CheckpointInterval: 2 * time.Second,
-		MaxDirty:           100000,
+		CheckpointInterval: 5 * time.Second,
+		MaxDirty:           250000,
 		OpTimeout:          10 * time.Second,
 		MaxBackoff:         5 * time.Second,
 		ShutdownGrace:      15 * time.Second,
@@ -182,6 +183,8 @@ type Processor struct {
 	seq  map[int32]int64
 	skip map[tp]int64
 
+	step uint64 // steps handled, to mark each touched aggregate once per step
+
 	stats Stats
 	m     procMetrics
 }
@@ -190,6 +193,7 @@ type Processor struct {
 type cachedAggregate struct {
 	agg       *Aggregate
 	partition int32
+	step      uint64 // the last step that touched it
 }
 
 // queue holds the fetched, not yet processed records of one topic-partition.
@@ -697,7 +701,7 @@ func (p *Processor) refreshEnds(ctx context.Context) error {
 // moves.
 type batch struct {
 	outputs                                        []*kgo.Record
-	aggs                                           map[UserKey]*Aggregate
+	touched                                        []UserKey // users whose aggregate the step applied events to
 	advances                                       []partitionAdvance
 	counts                                         map[[3]string]int64 // kind, outcome, reason
 	accepted, rejected, duplicates, events, alerts int64
@@ -713,13 +717,15 @@ type decoded struct {
 	device  *schemas.DeviceEvent
 	profile *schemas.ProfileEvent
 	key     UserKey
+	user    *cachedAggregate // the user's aggregate, if decoded
 }
 
 // handle applies records in merge order and sends their outputs; the next
 // checkpoint waits for the outputs' acks before it commits the step.
 func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
+	p.step++
 	in := make([]decoded, len(records))
-	keys := make(map[UserKey]struct{})
+	missing := make(map[UserKey]struct{})
 	for i, r := range records {
 		d := decoded{rec: r, kind: p.kindOf(r.Topic)}
 		var err error
@@ -747,46 +753,51 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 			}
 		}
 		if err == nil {
-			keys[d.key] = struct{}{}
+			if d.user = p.cache[d.key]; d.user == nil {
+				missing[d.key] = struct{}{}
+			}
 		}
 		in[i] = d
 	}
 	// Users not in memory yet are loaded from their last checkpoint.
-	var missing []UserKey
-	for k := range keys {
-		if _, ok := p.cache[k]; !ok {
-			missing = append(missing, k)
-		}
-	}
 	if len(missing) > 0 {
+		keys := make([]UserKey, 0, len(missing))
+		for k := range missing {
+			keys = append(keys, k)
+		}
 		var loaded map[UserKey]*Aggregate
 		if err := p.retry(ctx, "load aggregates", func(ctx context.Context) (err error) {
-			loaded, err = p.store.load(ctx, missing)
+			loaded, err = p.store.load(ctx, keys)
 			return err
 		}); err != nil {
 			return err // ctx ended before anything was applied: nothing to finish
 		}
-		for _, k := range missing {
+		for _, k := range keys {
 			agg := loaded[k]
 			if agg == nil {
 				agg = new(Aggregate)
 			}
 			p.cache[k] = &cachedAggregate{agg: agg}
 		}
-	}
-	cached := make(map[UserKey]*Aggregate, len(keys))
-	for i := range in {
-		if c, ok := p.cache[in[i].key]; ok {
-			c.partition = in[i].rec.Partition
-			cached[in[i].key] = c.agg
+		for i := range in {
+			if d := &in[i]; d.user == nil && (d.reading != nil || d.device != nil || d.profile != nil) {
+				d.user = p.cache[d.key]
+			}
 		}
 	}
 
-	b := batch{aggs: make(map[UserKey]*Aggregate, len(keys)), counts: make(map[[3]string]int64)}
+	b := batch{counts: make(map[[3]string]int64)}
 	last := map[tp]int64{}
 	for i := range in {
 		from := len(b.outputs)
-		p.apply(&b, cached, &in[i])
+		if c := in[i].user; c != nil {
+			c.partition = in[i].rec.Partition
+			if c.step != p.step {
+				c.step = p.step
+				b.touched = append(b.touched, in[i].key)
+			}
+		}
+		p.apply(&b, &in[i])
 		part := in[i].rec.Partition
 		for _, o := range b.outputs[from:] {
 			p.seq[part]++
@@ -803,7 +814,7 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 			p.processed[t] = off + 1
 		}
 	}
-	for k := range b.aggs {
+	for _, k := range b.touched {
 		p.dirty[k] = struct{}{}
 	}
 	p.mu.Unlock()
@@ -840,24 +851,12 @@ func (p *Processor) unsent(recs []*kgo.Record) []*kgo.Record {
 	return out
 }
 
-// aggregate returns a user's aggregate and marks it touched.
-func (b *batch) aggregate(loaded map[UserKey]*Aggregate, k UserKey) *Aggregate {
-	agg, ok := b.aggs[k]
-	if !ok {
-		if agg, ok = loaded[k]; !ok {
-			agg = new(Aggregate)
-		}
-		b.aggs[k] = agg
-	}
-	return agg
-}
-
 // apply judges one decoded record and appends its outputs to the batch.
-func (p *Processor) apply(b *batch, loaded map[UserKey]*Aggregate, d *decoded) {
+func (p *Processor) apply(b *batch, d *decoded) {
 	r := d.rec
 	switch {
 	case d.reading != nil:
-		agg := b.aggregate(loaded, d.key)
+		agg := d.user.agg
 		outs := agg.ApplyReading(d.reading, Held{Partition: r.Partition, Offset: r.Offset, Original: r.Value}, p.cfg.Rules)
 		held := true
 		for i := range outs {
@@ -872,7 +871,7 @@ func (p *Processor) apply(b *batch, loaded map[UserKey]*Aggregate, d *decoded) {
 	case d.device != nil:
 		b.events++
 		b.count("device", "applied", d.device.Kind)
-		agg := b.aggregate(loaded, d.key)
+		agg := d.user.agg
 		outs := agg.ApplyDevice(d.device, p.cfg.Rules)
 		for i := range outs {
 			p.emit(b, &outs[i], r)
@@ -880,7 +879,7 @@ func (p *Processor) apply(b *batch, loaded map[UserKey]*Aggregate, d *decoded) {
 	case d.profile != nil:
 		b.events++
 		b.count("profile", "applied", d.profile.Kind)
-		agg := b.aggregate(loaded, d.key)
+		agg := d.user.agg
 		outs, erased := agg.ApplyProfile(d.profile)
 		for i := range outs {
 			p.emit(b, &outs[i], r)

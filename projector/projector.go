@@ -1,18 +1,68 @@
-// Package projector streams the processor's accepted readings into
-// ClickHouse. It batches by size and time, inserts, and only then commits the
-// batch's Kafka offsets, so a crash at any point redelivers rather than
-// loses; the warehouse's ReplacingMergeTree and dedup-aware queries make the
-// redelivered copies invisible in answers (see package warehouse).
+// Package projector streams the processor's outputs (accepted and rejected
+// readings, alerts, erasures) and the raw device and profile events into
+// ClickHouse. It batches by size and time, inserts, and only then commits
+// the batch's Kafka offsets.
 //
-// While ClickHouse is down the projector stops polling and retries the
-// pending batch with backoff: Kafka keeps the data and memory stays bounded
-// by one batch.
+// # Every record inserted once
+//
+// The daily rollup (warehouse.DailyRollupTable) is fed by a materialized
+// view that counts every row inserted into the readings table, so a
+// redelivered record inserted twice would be counted twice there, whatever
+// the raw table's ReplacingMergeTree later collapses. ClickHouse 18.16 (the
+// server Debian ships) has no insert deduplication tokens for
+// non-replicated tables, so the projector itself makes inserts idempotent:
+//
+//   - every row stores the position of its record (log_partition,
+//     log_offset), in the same insert as the row itself;
+//   - when a partition is assigned, the projector starts after
+//     max(log_offset)+1 stored in that topic's table, or at the Kafka
+//     committed offset, whichever is later. Erasure deletes rows, so the
+//     stored maximum can fall behind; the committed offset covers that,
+//     and records of erased users are never inserted again anyway;
+//   - when an insert attempt fails, the retry first reads which positions
+//     of the batch are already stored (a timeout may hide a success) and
+//     inserts only the rest; tables already stored are not retried.
+//
+// The processor never re-emits an output after a crash or rebalance, and
+// the readings table remains a ReplacingMergeTree read through
+// warehouse.DedupReadings, as a second line of defence.
+//
+// Residual risk: an insert is written as one part per month partition
+// (and the view's part) without a transaction. A ClickHouse server crash
+// in the middle of one insert can leave some of its parts stored and others
+// not; if the projector also restarts before its retry, it resumes after
+// the highest stored offset and the missing rows are lost from that table,
+// and a crash between the readings part and the view's part leaves the
+// rollup short. Replicated tables with insert deduplication, on a current
+// release, would close this.
+//
+// # Erasure
+//
+// An erasure record is stored in warehouse.ErasedUsersTable first (queries
+// anti-join it, so the user disappears from answers at once), then every
+// table's rows of the user are deleted with ALTER TABLE ... DELETE (an
+// asynchronous mutation). Rows of erased users are filtered out of every
+// later insert, including records of other topics that the projector
+// reaches later, so the mutations never miss rows inserted after them; a
+// projector that inserted rows of a user another instance erased in the
+// meantime deletes them itself. Erasures are handled at least once: their
+// records are not skipped by position, and both steps are idempotent.
+//
+// # ClickHouse unavailable
+//
+// The projector stops polling and retries the pending batch with capped,
+// jittered exponential backoff, logging each failure; Kafka keeps the data,
+// offsets are not committed, and memory stays bounded by the batch in hand
+// plus one fetch per broker (FetchMaxBytes), because franz-go does not
+// fetch again until the buffered fetch is polled.
 package projector
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -21,7 +71,6 @@ import (
 
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/warehouse"
-	"github.com/vitalshq/vitals/schemas"
 )
 
 // Config configures a projector instance.
@@ -30,17 +79,26 @@ type Config struct {
 	Warehouse warehouse.Config
 	// Group is the Kafka consumer group of the projectors.
 	Group string
+	// InstanceID, if set, makes the instance a static group member: a
+	// restarted instance with the same id takes its partitions back at
+	// once instead of after the dead member's session timeout.
+	InstanceID string
 	// MaxRows and FlushInterval bound a batch: it is inserted when either
 	// is reached.
 	MaxRows       int
 	FlushInterval time.Duration
-	// InsertTimeout bounds one insert attempt; MaxBackoff caps the wait
-	// between attempts while ClickHouse is unavailable.
+	// InsertTimeout bounds one insert attempt (and every other ClickHouse
+	// statement); MinBackoff and MaxBackoff bound the wait between attempts
+	// while ClickHouse is unavailable.
 	InsertTimeout time.Duration
+	MinBackoff    time.Duration
 	MaxBackoff    time.Duration
 	// ShutdownGrace is how long a stopping projector may spend inserting
 	// and committing the batch it holds.
 	ShutdownGrace time.Duration
+	// FetchMaxBytes bounds one fetch response, and so the memory buffered
+	// per broker while a batch is being inserted.
+	FetchMaxBytes int32
 }
 
 // DefaultConfig returns the documented defaults.
@@ -52,29 +110,52 @@ func DefaultConfig() Config {
 		MaxRows:       50000,
 		FlushInterval: time.Second,
 		InsertTimeout: 30 * time.Second,
+		MinBackoff:    100 * time.Millisecond,
 		MaxBackoff:    5 * time.Second,
 		ShutdownGrace: 15 * time.Second,
+		FetchMaxBytes: 16 << 20,
 	}
+}
+
+// Stats counts what a projector did, for tests and benchmarks.
+type Stats struct {
+	// Inserted is the rows inserted, over all tables.
+	Inserted atomic.Int64
+	// Erased is the rows left out because their user is erased.
+	Erased atomic.Int64
+	// Undecodable is the records skipped because they could not be read.
+	Undecodable atomic.Int64
+	// Committed is the records whose offsets were committed.
+	Committed atomic.Int64
+	// Failures is the failed attempts to store a batch (ClickHouse
+	// unavailable or refusing).
+	Failures atomic.Int64
 }
 
 // Projector is one instance of the projector role.
 type Projector struct {
-	cfg   Config
-	log   zerolog.Logger
-	conn  driver.Conn
-	cl    *kgo.Client
-	codec *schemas.Codec
-	sql   string
+	cfg     Config
+	log     zerolog.Logger
+	conn    driver.Conn
+	cl      *kgo.Client
+	db      string
+	sinks   map[string]*sink // by topic
+	erased  *erasedSet
+	stats   Stats
+	lostGen atomic.Int64 // bumped when the group session is lost
 }
 
-// New connects to ClickHouse (creating the tables if needed) and Kafka.
+// New connects to ClickHouse (creating or upgrading the tables) and Kafka.
 func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Projector, error) {
+	if cfg.MaxRows <= 0 || cfg.FlushInterval <= 0 {
+		return nil, fmt.Errorf("projector: batch rows (%d) and flush interval (%s) must be positive", cfg.MaxRows, cfg.FlushInterval)
+	}
 	log = log.With().Str("role", "projector").Logger()
 	conn, err := warehouse.Open(ctx, cfg.Warehouse)
 	if err != nil {
 		return nil, fmt.Errorf("projector: %w", err)
 	}
-	mctx, cancel := context.WithTimeout(ctx, cfg.InsertTimeout)
+	mctx, cancel := context.WithTimeout(ctx, 2*cfg.InsertTimeout)
 	defer cancel()
 	if err := warehouse.Migrate(mctx, conn, cfg.Warehouse.Database); err != nil {
 		conn.Close()
@@ -82,56 +163,63 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Projector, error
 	}
 	if err := eventlog.EnsureTopics(ctx, cfg.Kafka, log); err != nil {
 		conn.Close()
-		return nil, err
+		return nil, fmt.Errorf("projector: %w", err)
 	}
-	cl, err := kgo.NewClient(append(cfg.Kafka.ClientOpts(log),
+	p := &Projector{
+		cfg:   cfg,
+		log:   log,
+		conn:  conn,
+		db:    cfg.Warehouse.Database,
+		sinks: map[string]*sink{},
+	}
+	p.erased = newErasedSet(conn, p.db)
+	var topics []string
+	for _, s := range sinks(cfg.Kafka.Topics) {
+		p.sinks[s.topic] = s
+		topics = append(topics, s.topic)
+	}
+	opts := cfg.Kafka.ClientOpts(log)
+	if cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
+	cl, err := kgo.NewClient(append(opts,
 		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.Kafka.Topics.AcceptedReadings),
+		kgo.ConsumeTopics(topics...),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxBytes(cfg.FetchMaxBytes),
+		kgo.AdjustFetchOffsetsFn(p.resumeOffsets),
+		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { p.lostGen.Add(1) }),
 	)...)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("projector: kafka client: %w", err)
 	}
-	return &Projector{
-		cfg:   cfg,
-		log:   log,
-		conn:  conn,
-		cl:    cl,
-		codec: schemas.MustCodec(schemas.NameAcceptedReading),
-		sql:   insertSQL(cfg.Warehouse.Database),
-	}, nil
+	p.cl = cl
+	return p, nil
 }
 
-func insertSQL(db string) string {
-	cols := ""
-	for i, c := range warehouse.ReadingsColumns {
-		if i > 0 {
-			cols += ", "
-		}
-		cols += c
-	}
-	return fmt.Sprintf("INSERT INTO %s.%s (%s)", db, warehouse.ReadingsTable, cols)
-}
+// Stats returns the projector's counters.
+func (p *Projector) Stats() *Stats { return &p.stats }
 
 // Run projects until ctx ends; the batch held at that moment is still
 // inserted and committed within ShutdownGrace.
 func (p *Projector) Run(ctx context.Context) error {
-	p.log.Info().Str("group", p.cfg.Group).Msg("projecting")
+	p.log.Info().Str("group", p.cfg.Group).Int("batch_rows", p.cfg.MaxRows).Dur("flush_interval", p.cfg.FlushInterval).Msg("projecting")
 	for ctx.Err() == nil {
+		gen := p.lostGen.Load()
 		records := p.collect(ctx)
 		if len(records) == 0 {
 			p.cl.AllowRebalance()
 			continue
 		}
-		err := p.flush(ctx, records)
+		err := p.flush(ctx, records, gen)
 		p.cl.AllowRebalance()
 		if err != nil {
 			if ctx.Err() != nil {
-				p.log.Warn().Err(err).Int("rows", len(records)).Msg("stopped before the batch was stored; it will be redelivered")
+				p.log.Warn().Err(err).Int("records", len(records)).Msg("stopped before the batch was stored; it will be redelivered")
 				return nil
 			}
 			return err
@@ -176,76 +264,241 @@ func (p *Projector) collect(ctx context.Context) []*kgo.Record {
 	return records
 }
 
-// flush inserts the records, retrying until ClickHouse accepts them, then
-// commits their offsets.
-func (p *Projector) flush(ctx context.Context, records []*kgo.Record) error {
+// pending is one table's share of a batch and how far storing it got.
+type pending struct {
+	sink *sink
+	rows []row
+	// stored: the table has the rows; retries skip it.
+	stored bool
+	// uncertain: an attempt failed, possibly after the server stored some
+	// of the rows; the next attempt reads what is stored first.
+	uncertain bool
+}
+
+// batch is a decoded batch of records, table by table.
+type batch struct {
+	tables   []*pending // erased_users first, so erasures are stored before any other row
+	erasures []row
+	deleted  bool // the erasures' deletes were issued
+}
+
+// decode sorts records into their tables. Undecodable records are logged
+// (position only) and skipped: only Vitals writes these topics, so such a
+// record is a defect upstream, and it must not stop the projection.
+func (p *Projector) decode(records []*kgo.Record) *batch {
+	byTable := map[string]*pending{}
+	b := &batch{}
+	for _, rec := range records {
+		s, ok := p.sinks[rec.Topic]
+		if !ok {
+			continue
+		}
+		r, err := s.decode(rec)
+		if err != nil {
+			p.stats.Undecodable.Add(1)
+			p.log.Error().Err(err).Str("topic", rec.Topic).Int32("partition", rec.Partition).Int64("offset", rec.Offset).Msg("undecodable record skipped")
+			continue
+		}
+		t := byTable[s.table]
+		if t == nil {
+			t = &pending{sink: s}
+			byTable[s.table] = t
+			if s.erasure {
+				b.tables = append([]*pending{t}, b.tables...)
+			} else {
+				b.tables = append(b.tables, t)
+			}
+		}
+		t.rows = append(t.rows, r)
+		if s.erasure {
+			b.erasures = append(b.erasures, r)
+		}
+	}
+	return b
+}
+
+// errLost means the group session was lost while the batch was pending:
+// another instance may own its partitions now, so it must not be stored.
+var errLost = errors.New("partitions lost while the batch was pending")
+
+// flush stores the batch, retrying until ClickHouse accepts it, then
+// commits the records' offsets.
+func (p *Projector) flush(ctx context.Context, records []*kgo.Record, gen int64) error {
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(p.cfg.ShutdownGrace, cancel) })
 	defer stop()
 
+	b := p.decode(records)
 	start := time.Now()
-	backoff := 100 * time.Millisecond
+	backoff := p.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
-		err := p.insert(fctx, records)
+		if p.lostGen.Load() != gen {
+			p.log.Warn().Int("records", len(records)).Msg("group session lost; dropping the batch, the partitions' new owner stores it")
+			return nil
+		}
+		err := p.store(fctx, b)
 		if err == nil {
 			if attempt > 1 {
-				p.log.Info().Int("attempts", attempt).Msg("clickhouse insert recovered")
+				p.log.Info().Int("attempts", attempt).Dur("outage", time.Since(start)).Msg("clickhouse insert recovered")
 			}
 			break
 		}
+		p.stats.Failures.Add(1)
 		if fctx.Err() != nil {
-			return fmt.Errorf("projector: insert: %w", err)
+			return fmt.Errorf("projector: store batch: %w", err)
 		}
-		p.log.Warn().Err(err).Int("attempt", attempt).Dur("backoff", backoff).Int("rows", len(records)).Msg("clickhouse insert failed; retrying")
+		// Equal jitter: half the backoff fixed, half random, so projectors
+		// that failed together do not retry together.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		p.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Int("records", len(records)).Msg("clickhouse unavailable; offsets not committed, retrying")
 		select {
 		case <-fctx.Done():
-			return fmt.Errorf("projector: insert: %w", fctx.Err())
-		case <-time.After(backoff):
+			return fmt.Errorf("projector: store batch: %w (after %d attempts)", fctx.Err(), attempt)
+		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, p.cfg.MaxBackoff)
 	}
-	inserted := time.Since(start)
+	stored := time.Since(start)
 	cctx, ccancel := context.WithTimeout(fctx, p.cfg.InsertTimeout)
 	defer ccancel()
 	if err := p.cl.CommitRecords(cctx, records...); err != nil {
-		// The rows are stored; an uncommitted offset only means they will
-		// be delivered again and collapsed by event id.
-		p.log.Warn().Err(err).Msg("offset commit failed; the batch will be redelivered")
+		// The rows are stored with their positions; whoever consumes the
+		// partitions next resumes after them.
+		p.log.Warn().Err(err).Msg("offset commit failed; the next owner resumes from the positions stored in ClickHouse")
+	} else {
+		p.stats.Committed.Add(int64(len(records)))
 	}
-	p.log.Debug().Int("rows", len(records)).Dur("insert", inserted).Msg("batch stored")
+	p.log.Debug().Int("records", len(records)).Dur("store", stored).Msg("batch stored")
 	return nil
 }
 
-func (p *Projector) insert(ctx context.Context, records []*kgo.Record) error {
-	ictx, cancel := context.WithTimeout(ctx, p.cfg.InsertTimeout)
+// store inserts what is not stored yet. It is called again after a
+// failure, so every step is idempotent: stored tables are skipped, an
+// uncertain table is first checked for rows already there, and erasure
+// steps can be repeated.
+func (p *Projector) store(ctx context.Context, b *batch) error {
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.InsertTimeout)
 	defer cancel()
-	b, err := p.conn.PrepareBatch(ictx, p.sql)
-	if err != nil {
-		return fmt.Errorf("prepare: %w", err)
+	// Erasures first: once stored, queries hide the user and every later
+	// insert (ours or another instance's) leaves the user out.
+	if len(b.erasures) > 0 && !b.tables[0].stored {
+		if err := p.insert(sctx, b.tables[0]); err != nil {
+			return err
+		}
 	}
-	defer b.Abort()
-	var r schemas.AcceptedReading
-	skipped := 0
-	for _, rec := range records {
-		if err := p.codec.Decode(rec.Value, &r); err != nil {
-			// Only the processor writes this topic; an unreadable record is
-			// a defect upstream. Counted and logged, never fatal to the
-			// rest of the batch.
-			skipped++
-			p.log.Error().Err(err).Int32("partition", rec.Partition).Int64("offset", rec.Offset).Msg("undecodable accepted reading")
+	before, err := p.erased.refresh(sctx)
+	if err != nil {
+		return err
+	}
+	p.erased.add(b.erasures)
+	for _, t := range b.tables {
+		if t.stored {
 			continue
 		}
-		if err := b.Append(r.TenantID, r.UserID, r.DeviceID, r.GatewayID, r.Metric, r.LOINC,
-			r.Value, r.Unit, time.UnixMilli(r.MeasuredAt).UTC(), r.MeasuredAt, r.ReceivedAt, r.IngestedAt,
-			r.EventID, rec.Topic, rec.Partition, rec.Offset); err != nil {
-			return fmt.Errorf("append: %w", err)
+		t.rows = p.erased.filter(t.rows, &p.stats.Erased)
+		if err := p.insert(sctx, t); err != nil {
+			return err
+		}
+	}
+	// Another instance may have stored an erasure of one of this batch's
+	// users after our filter and issued its deletes before our insert;
+	// those rows would survive its mutation, so delete them here.
+	after, err := p.erased.refresh(sctx)
+	if err != nil {
+		return err
+	}
+	targets := append([]row(nil), b.erasures...)
+	if after != before {
+		targets = append(targets, p.erased.erasedIn(b.tables)...)
+	}
+	if len(targets) > 0 && !b.deleted {
+		if err := p.deleteUsers(sctx, targets); err != nil {
+			return err
+		}
+		b.deleted = true
+	}
+	return nil
+}
+
+// insert stores one table's rows in one INSERT.
+func (p *Projector) insert(ctx context.Context, t *pending) error {
+	if t.uncertain && t.sink.resume {
+		rows, err := p.unstored(ctx, t)
+		if err != nil {
+			return err
+		}
+		t.rows = rows
+	}
+	if len(t.rows) == 0 {
+		t.stored = true
+		return nil
+	}
+	t.uncertain = true
+	b, err := p.conn.PrepareBatch(ctx, t.sink.insertSQL(p.db))
+	if err != nil {
+		return fmt.Errorf("insert into %s: prepare: %w", t.sink.table, err)
+	}
+	defer b.Abort()
+	for _, r := range t.rows {
+		if err := b.Append(r.vals...); err != nil {
+			return fmt.Errorf("insert into %s: append (partition %d offset %d): %w", t.sink.table, r.partition, r.offset, err)
 		}
 	}
 	if err := b.Send(); err != nil {
-		return fmt.Errorf("send: %w", err)
+		return fmt.Errorf("insert into %s: %w", t.sink.table, err)
 	}
+	t.stored, t.uncertain = true, false
+	p.stats.Inserted.Add(int64(len(t.rows)))
 	return nil
+}
+
+// unstored returns the rows of t whose positions the table does not hold,
+// after a failed attempt that may have stored some of them.
+func (p *Projector) unstored(ctx context.Context, t *pending) ([]row, error) {
+	type span struct{ lo, hi int64 }
+	spans := map[int32]span{}
+	for _, r := range t.rows {
+		s, ok := spans[r.partition]
+		if !ok {
+			s = span{r.offset, r.offset}
+		}
+		spans[r.partition] = span{min(s.lo, r.offset), max(s.hi, r.offset)}
+	}
+	type pos struct {
+		part int32
+		off  int64
+	}
+	have := map[pos]bool{}
+	for part, s := range spans {
+		q := fmt.Sprintf("SELECT log_offset FROM %s.%s WHERE log_partition = ? AND log_offset >= ? AND log_offset <= ?", p.db, t.sink.table)
+		rows, err := p.conn.Query(ctx, q, part, s.lo, s.hi)
+		if err != nil {
+			return nil, fmt.Errorf("check stored rows of %s: %w", t.sink.table, err)
+		}
+		for rows.Next() {
+			var off int64
+			if err := rows.Scan(&off); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("check stored rows of %s: %w", t.sink.table, err)
+			}
+			have[pos{part, off}] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("check stored rows of %s: %w", t.sink.table, err)
+		}
+	}
+	out := t.rows[:0]
+	for _, r := range t.rows {
+		if !have[pos{r.partition, r.offset}] {
+			out = append(out, r)
+		}
+	}
+	if skipped := len(t.rows) - len(out); skipped > 0 {
+		p.log.Info().Str("table", t.sink.table).Int("already_stored", skipped).Msg("a failed insert had stored some rows; inserting the rest")
+	}
+	return out, nil
 }
 
 // Close leaves the group and closes the connections.

@@ -1,17 +1,21 @@
-// Package query is the analysts' HTTP API over the ClickHouse read side.
+// Package query is the analysts' HTTP API over the ClickHouse read side:
+// exact percentiles, distributions, user-versus-cohort comparisons, cohort
+// tables, daily trends and per-user summaries, each scoped to the tenant of
+// the caller's analyst token.
 //
 // Every parameter is validated before it reaches SQL, values are bound as
 // parameters, and the only identifiers spliced into SQL are the configured
-// database name (validated at start) and constants. Answers never count a
-// reading twice: they read the readings table through
-// warehouse.DedupReadings.
+// database name (validated at start), validated dimension names and
+// constants. Answers never count a reading twice: the readings table is a
+// ReplacingMergeTree that may still hold copies, and every query over it
+// collapses them (see source.go for how that stays fast).
 package query
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -19,11 +23,17 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/credential"
+	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/httpserve"
-	"github.com/vitalshq/vitals/internal/metric"
+	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/query/dashboard"
 )
 
 // Config configures the query service.
@@ -31,24 +41,57 @@ type Config struct {
 	// Addr is the HTTP listen address.
 	Addr      string
 	Warehouse warehouse.Config
-	// Tenant is the tenant queries are scoped to until analysts
-	// authenticate with per-tenant tokens.
-	Tenant string
-	// QueryTimeout bounds each ClickHouse query.
+	// PostgresURL locates the analyst tokens and the processor's offsets.
+	PostgresURL string
+	// TokenCacheTTL is how long a verified token is trusted without asking
+	// PostgreSQL again; it bounds how long a revoked token keeps working.
+	TokenCacheTTL time.Duration
+	// Kafka, ProcessorGroup and ProjectorGroup locate the pipeline's
+	// positions for read-your-writes (consistency tokens).
+	Kafka          eventlog.Config
+	ProcessorGroup string
+	ProjectorGroup string
+	// DefaultWait and MaxWait bound how long a request with a consistency
+	// token waits for the pipeline before answering stale.
+	DefaultWait, MaxWait time.Duration
+	// QueryTimeout bounds each request's ClickHouse work.
 	QueryTimeout time.Duration
 	// MaxPercentiles bounds the p list of one request.
 	MaxPercentiles int
+	// MinCohortUsers is the smallest cohort whose figures are shown; a
+	// smaller one is suppressed so that no answer singles out a person.
+	MinCohortUsers int
+	// MaxDistinctValues bounds the distinct values one aggregation may
+	// return (see source.go); beyond it the request is refused as too broad.
+	MaxDistinctValues int
+	// TrendsFromRollup makes trends read the daily rollup instead of the
+	// raw readings (the same numbers; the rollup is much smaller).
+	TrendsFromRollup bool
 }
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Addr:           "127.0.0.1:8081",
-		Warehouse:      warehouse.DefaultConfig(),
-		Tenant:         "default",
-		QueryTimeout:   30 * time.Second,
-		MaxPercentiles: 32,
+		Addr:              "127.0.0.1:8081",
+		Warehouse:         warehouse.DefaultConfig(),
+		PostgresURL:       "postgres://vitals:vitals@127.0.0.1:15432/vitals?sslmode=disable",
+		TokenCacheTTL:     10 * time.Second,
+		Kafka:             eventlog.DefaultConfig(),
+		ProcessorGroup:    "vitals-processor",
+		ProjectorGroup:    "vitals-projector",
+		DefaultWait:       5 * time.Second,
+		MaxWait:           10 * time.Second,
+		QueryTimeout:      30 * time.Second,
+		MaxPercentiles:    32,
+		MinCohortUsers:    5,
+		MaxDistinctValues: 2_000_000,
+		TrendsFromRollup:  true,
 	}
+}
+
+// tokenVerifier authenticates a presented analyst token.
+type tokenVerifier interface {
+	Verify(ctx context.Context, presented string) (credential.Credential, error)
 }
 
 // Service is the query HTTP service.
@@ -56,28 +99,65 @@ type Service struct {
 	cfg     Config
 	log     zerolog.Logger
 	conn    driver.Conn
+	pool    *pgxpool.Pool
+	kafka   *kgo.Client
+	adm     *kadm.Client
+	tokens  tokenVerifier
 	handler http.Handler
 }
 
-// New connects to ClickHouse and returns a service ready to Run.
+// New connects to ClickHouse, PostgreSQL (tokens, processor offsets) and
+// Kafka (projector offsets) and returns a service ready to Run.
 func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) {
 	log = log.With().Str("role", "query").Logger()
 	conn, err := warehouse.Open(ctx, cfg.Warehouse)
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
+	s := &Service{cfg: cfg, log: log, conn: conn}
+	fail := func(err error) (*Service, error) {
+		s.Close()
+		return nil, fmt.Errorf("query: %w", err)
+	}
 	mctx, cancel := context.WithTimeout(ctx, cfg.QueryTimeout)
 	defer cancel()
 	if err := warehouse.Migrate(mctx, conn, cfg.Warehouse.Database); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("query: %w", err)
+		return fail(err)
 	}
-	s := &Service{cfg: cfg, log: log, conn: conn}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/users/{user}/percentiles", s.userPercentiles)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	s.handler = mux
+	if s.pool, err = postgres.Open(ctx, cfg.PostgresURL); err != nil {
+		return fail(err)
+	}
+	tokens, err := credential.NewStore(mctx, s.pool, credential.AnalystTokens, cfg.TokenCacheTTL)
+	if err != nil {
+		return fail(err)
+	}
+	s.tokens = tokens
+	if s.kafka, err = kgo.NewClient(cfg.Kafka.ClientOpts(log)...); err != nil {
+		return fail(fmt.Errorf("kafka client: %w", err))
+	}
+	s.adm = kadm.NewClient(s.kafka)
+	s.handler = s.routes()
 	return s, nil
+}
+
+// routes is the HTTP API. Every /v1/ endpoint requires an analyst token;
+// the dashboard's static files and /healthz hold no data and need none.
+func (s *Service) routes() http.Handler {
+	mux := http.NewServeMux()
+	for pattern, h := range map[string]http.HandlerFunc{
+		"GET /v1/percentiles":              s.percentiles,
+		"GET /v1/distribution":             s.distribution,
+		"GET /v1/compare":                  s.compare,
+		"GET /v1/cohorts":                  s.cohorts,
+		"GET /v1/trends":                   s.trends,
+		"GET /v1/users/{user}/summary":     s.summary,
+		"GET /v1/users/{user}/percentiles": s.userPercentiles,
+	} {
+		mux.Handle(pattern, s.authenticated(h))
+	}
+	mux.Handle("GET "+dashboard.Prefix, dashboard.Handler()) // static page, no data: no auth
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	return mux
 }
 
 // Handler is the HTTP API.
@@ -92,13 +172,24 @@ func (s *Service) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve is Run on a listener the caller opened.
+// Serve is Run on a listener the caller opened. The grace period covers
+// the longest read-your-writes wait plus a query.
 func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
-	return httpserve.Serve(ctx, s.log, ln, s.handler, s.cfg.QueryTimeout)
+	return httpserve.Serve(ctx, s.log, ln, s.handler, s.cfg.MaxWait+s.cfg.QueryTimeout)
 }
 
-// Close releases the ClickHouse connections.
-func (s *Service) Close() { s.conn.Close() }
+// Close releases the connections.
+func (s *Service) Close() {
+	if s.kafka != nil {
+		s.kafka.Close()
+	}
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	if s.conn != nil {
+		s.conn.Close()
+	}
+}
 
 // APIError is the JSON body of every error response.
 type APIError struct {
@@ -109,149 +200,83 @@ type APIError struct {
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store") // health data: never cached on the way
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func badParam(w http.ResponseWriter, param, format string, args ...any) {
-	writeJSON(w, http.StatusBadRequest, APIError{Code: "invalid_parameter", Parameter: param, Message: fmt.Sprintf(format, args...)})
+// paramError is a bad request parameter: 400 naming it.
+type paramError struct {
+	param, msg string
 }
 
-// Percentile is one requested percentile and its value.
-type Percentile struct {
-	P     float64 `json:"p"`
-	Value float64 `json:"value"`
+func (e *paramError) Error() string { return e.param + ": " + e.msg }
+
+func badParam(param, format string, args ...any) *paramError {
+	return &paramError{param: param, msg: fmt.Sprintf(format, args...)}
 }
 
-// PercentilesResponse answers a percentile request.
-type PercentilesResponse struct {
-	UserID      string       `json:"user_id"`
-	Metric      string       `json:"metric"`
-	Unit        string       `json:"unit"`
-	From        time.Time    `json:"from"`
-	To          time.Time    `json:"to"`
-	Count       uint64       `json:"count"`
-	Method      string       `json:"method"`
-	Percentiles []Percentile `json:"percentiles"`
+// tooBroad is a request whose aggregation would return more distinct
+// values than MaxDistinctValues.
+var errTooBroad = errors.New("too many distinct values")
+
+// fail answers an error: 400 for a bad parameter, 422 for a request too
+// broad to answer exactly, 503 for a store that did not answer. The
+// underlying error is logged, never sent: it may quote SQL.
+func (s *Service) fail(w http.ResponseWriter, what string, err error) {
+	var pe *paramError
+	switch {
+	case errors.As(err, &pe):
+		writeJSON(w, http.StatusBadRequest, APIError{Code: "invalid_parameter", Parameter: pe.param, Message: pe.msg})
+	case errors.Is(err, errTooBroad):
+		writeJSON(w, http.StatusUnprocessableEntity, APIError{Code: "too_broad",
+			Message: fmt.Sprintf("the selection holds more than %d distinct values; narrow the range or the scope", s.cfg.MaxDistinctValues)})
+	default:
+		s.log.Error().Err(err).Str("endpoint", what).Msg("query failed")
+		w.Header().Set("Retry-After", "2")
+		writeJSON(w, http.StatusServiceUnavailable, APIError{Code: "warehouse_unavailable", Message: "the analytics store did not answer; retry shortly"})
+	}
+}
+
+type tenantKey struct{}
+
+// authenticated checks the bearer token and puts its tenant in the
+// request's context; the tenant never comes from a parameter.
+func (s *Service) authenticated(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		presented, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || presented == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vitals-query"`)
+			writeJSON(w, http.StatusUnauthorized, APIError{Code: "unauthenticated", Message: "send an analyst token as Authorization: Bearer va_... (vitals tokens create)"})
+			return
+		}
+		c, err := s.tokens.Verify(r.Context(), presented)
+		switch {
+		case err == nil:
+			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tenantKey{}, c.Tenant)))
+		case errors.Is(err, credential.ErrRevoked):
+			writeJSON(w, http.StatusForbidden, APIError{Code: "token_revoked", Message: "this analyst token was revoked"})
+		case errors.Is(err, credential.ErrUnknown):
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vitals-query", error="invalid_token"`)
+			writeJSON(w, http.StatusUnauthorized, APIError{Code: "unauthenticated", Message: "the analyst token is not valid"})
+		default:
+			s.log.Warn().Err(err).Msg("token verification unavailable")
+			w.Header().Set("Retry-After", "2")
+			writeJSON(w, http.StatusServiceUnavailable, APIError{Code: "tokens_unavailable", Message: "the token database does not answer; retry shortly"})
+		}
+	})
+}
+
+// tenantOf is the authenticated caller's tenant.
+func tenantOf(r *http.Request) string {
+	t, _ := r.Context().Value(tenantKey{}).(string)
+	return t
 }
 
 // Method documents how percentiles are computed, so a client can reproduce
 // them: exact, nearest rank without interpolation.
 const Method = "exact: the value at 0-based index floor(p/100 * n) of the n sorted readings (the last one for p=100)"
 
-// ParsePercentiles reads a comma-separated list of percentiles in [0, 100].
-func ParsePercentiles(s string, max int) ([]float64, error) {
-	if s == "" {
-		return []float64{50, 90, 99}, nil
-	}
-	parts := strings.Split(s, ",")
-	if len(parts) > max {
-		return nil, fmt.Errorf("at most %d percentiles per request, got %d", max, len(parts))
-	}
-	out := make([]float64, 0, len(parts))
-	for _, part := range parts {
-		v, err := strconv.ParseFloat(strings.TrimSpace(part), 64)
-		if err != nil || math.IsNaN(v) || v < 0 || v > 100 {
-			return nil, fmt.Errorf("%q is not a number between 0 and 100", part)
-		}
-		out = append(out, v)
-	}
-	return out, nil
-}
-
-// parseRange reads from and to (RFC 3339); both are required so a query
-// always states the period it covers.
-func parseRange(r *http.Request) (from, to time.Time, param string, err error) {
-	for _, p := range []struct {
-		name string
-		dst  *time.Time
-	}{{"from", &from}, {"to", &to}} {
-		v := r.URL.Query().Get(p.name)
-		if v == "" {
-			return from, to, p.name, fmt.Errorf("%s is required (RFC 3339, e.g. 2016-04-12T00:00:00Z)", p.name)
-		}
-		t, perr := time.Parse(time.RFC3339Nano, v)
-		if perr != nil {
-			return from, to, p.name, fmt.Errorf("%s must be an RFC 3339 timestamp", p.name)
-		}
-		*p.dst = t.UTC()
-	}
-	if !from.Before(to) {
-		return from, to, "to", fmt.Errorf("to must be after from")
-	}
-	return from, to, "", nil
-}
-
-// validUser mirrors ingest's identifier rule.
-func validUser(u string) bool {
-	if u == "" || len(u) > 128 {
-		return false
-	}
-	for i := 0; i < len(u); i++ {
-		c := u[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._:@-", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
-
-// userPercentiles answers GET /v1/users/{user}/percentiles?metric=&from=&to=&p=.
-func (s *Service) userPercentiles(w http.ResponseWriter, r *http.Request) {
-	user := r.PathValue("user")
-	if !validUser(user) {
-		badParam(w, "user", "user must be 1 to 128 characters from [A-Za-z0-9._:@-]")
-		return
-	}
-	m, ok := metric.Lookup(r.URL.Query().Get("metric"))
-	if !ok {
-		badParam(w, "metric", "metric must be one of %s", strings.Join(metric.Names(), ", "))
-		return
-	}
-	from, to, param, err := parseRange(r)
-	if err != nil {
-		badParam(w, param, "%v", err)
-		return
-	}
-	ps, err := ParsePercentiles(r.URL.Query().Get("p"), s.cfg.MaxPercentiles)
-	if err != nil {
-		badParam(w, "p", "%v", err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
-	defer cancel()
-	count, values, err := s.percentiles(ctx, s.cfg.Tenant, user, m.Name, from, to, ps)
-	if err != nil {
-		s.log.Error().Err(err).Msg("percentile query")
-		writeJSON(w, http.StatusServiceUnavailable, APIError{Code: "warehouse_unavailable", Message: "the analytics store did not answer; retry shortly"})
-		return
-	}
-	resp := PercentilesResponse{UserID: user, Metric: m.Name, Unit: m.Unit, From: from, To: to, Count: count, Method: Method, Percentiles: []Percentile{}}
-	if count > 0 {
-		for i, p := range ps {
-			resp.Percentiles = append(resp.Percentiles, Percentile{P: p, Value: values[i]})
-		}
-	}
-	writeJSON(w, http.StatusOK, resp)
-}
-
-// percentiles runs the exact percentile query over deduplicated readings.
-// The quantile levels are formatted from validated floats: ClickHouse
-// requires them as constants.
-func (s *Service) percentiles(ctx context.Context, tenant, user, metricName string, from, to time.Time, ps []float64) (uint64, []float64, error) {
-	levels := make([]string, len(ps))
-	for i, p := range ps {
-		levels[i] = strconv.FormatFloat(p/100, 'g', -1, 64)
-	}
-	sql := fmt.Sprintf(`SELECT count(), quantilesExact(%s)(val) FROM (%s)`,
-		strings.Join(levels, ", "),
-		warehouse.DedupReadings(s.cfg.Warehouse.Database,
-			"tenant_id = ? AND user_id = ? AND metric = ? AND measured_at_ms >= ? AND measured_at_ms < ?"))
-	var count uint64
-	var values []float64
-	row := s.conn.QueryRow(ctx, sql, tenant, user, metricName, from.UnixMilli(), to.UnixMilli())
-	if err := row.Scan(&count, &values); err != nil {
-		return 0, nil, fmt.Errorf("percentiles: %w", err)
-	}
-	return count, values, nil
-}
+// formatLevel renders a percentile for SQL or display without exponent
+// surprises.
+func formatLevel(p float64) string { return strconv.FormatFloat(p, 'f', -1, 64) }

@@ -1,13 +1,19 @@
 package query
 
 import (
+	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/vitalshq/vitals/internal/consistency"
+	"github.com/vitalshq/vitals/internal/credential"
 )
 
 func TestParsePercentiles(t *testing.T) {
@@ -36,35 +42,286 @@ func TestParsePercentiles(t *testing.T) {
 	}
 }
 
+// fakeTokens stands in for the PostgreSQL token store (the integration
+// tests use the real one).
+type fakeTokens map[string]credential.Credential
+
+const goodToken, revokedToken = "va_good", "va_revoked"
+
+func (f fakeTokens) Verify(_ context.Context, presented string) (credential.Credential, error) {
+	c, ok := f[presented]
+	switch {
+	case !ok:
+		return c, credential.ErrUnknown
+	case c.RevokedAt != nil:
+		return c, credential.ErrRevoked
+	}
+	return c, nil
+}
+
+// newTestService has no ClickHouse, PostgreSQL or Kafka: every request
+// these tests make must be answered before any of them is needed.
+func newTestService() *Service {
+	now := time.Now()
+	s := &Service{cfg: DefaultConfig(), log: zerolog.Nop(), tokens: fakeTokens{
+		goodToken:    {ID: "good", Tenant: "t1"},
+		revokedToken: {ID: "revoked", Tenant: "t1", RevokedAt: &now},
+	}}
+	s.handler = s.routes()
+	return s
+}
+
+func get(t *testing.T, s *Service, path, token string) (int, APIError) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	s.Handler().ServeHTTP(rec, req)
+	var e APIError
+	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
+		t.Fatalf("%s: status %d, body %q is not JSON", path, rec.Code, rec.Body)
+	}
+	return rec.Code, e
+}
+
+// Every API endpoint needs a valid, unrevoked analyst token; the
+// dashboard's page and /healthz need none.
+func TestAuthentication(t *testing.T) {
+	s := newTestService()
+	paths := []string{"/v1/percentiles?metric=heart_rate", "/v1/distribution?metric=heart_rate", "/v1/compare?metric=heart_rate&user=u&by=sex",
+		"/v1/cohorts?metric=heart_rate&by=sex", "/v1/trends?metric=heart_rate", "/v1/users/u/summary", "/v1/users/u/percentiles?metric=heart_rate"}
+	for _, p := range paths {
+		for _, tc := range []struct {
+			token, code string
+			status      int
+		}{
+			{"", "unauthenticated", http.StatusUnauthorized},
+			{"va_unknown", "unauthenticated", http.StatusUnauthorized},
+			{"vk_a_gateway_key", "unauthenticated", http.StatusUnauthorized},
+			{revokedToken, "token_revoked", http.StatusForbidden},
+		} {
+			if status, e := get(t, s, p, tc.token); status != tc.status || e.Code != tc.code {
+				t.Errorf("%s with token %q: %d %+v; want %d %s", p, tc.token, status, e, tc.status, tc.code)
+			}
+		}
+	}
+	for _, p := range []string{"/healthz", "/dashboard/"} {
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, p, nil))
+		if rec.Code != http.StatusOK {
+			t.Errorf("%s without a token: %d; want 200", p, rec.Code)
+		}
+	}
+}
+
 // Invalid requests are answered 400 naming the parameter, before any SQL
 // is built (the service here has no ClickHouse connection at all).
-func TestPercentilesRejectsBadParameters(t *testing.T) {
-	s := &Service{cfg: DefaultConfig(), log: zerolog.Nop()}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/users/{user}/percentiles", s.userPercentiles)
-	const ok = "metric=heart_rate&from=2016-05-02T00:00:00Z&to=2016-05-03T00:00:00Z"
+func TestRejectsBadParameters(t *testing.T) {
+	s := newTestService()
+	foreign := consistency.Token{"other.readings.v1": {0: 1}}.Encode()
+	const day = "from=2016-05-02T00:00:00Z&to=2016-05-03T00:00:00Z"
 	tests := []struct {
 		name, path, param string
 	}{
-		{"bad user", "/v1/users/a%20b/percentiles?" + ok, "user"},
-		{"sql in user", "/v1/users/x';DROP%20TABLE/percentiles?" + ok, "user"},
-		{"unknown metric", "/v1/users/u/percentiles?metric=mood&from=2016-05-02T00:00:00Z&to=2016-05-03T00:00:00Z", "metric"},
-		{"missing from", "/v1/users/u/percentiles?metric=heart_rate&to=2016-05-03T00:00:00Z", "from"},
-		{"bad to", "/v1/users/u/percentiles?metric=heart_rate&from=2016-05-02T00:00:00Z&to=tomorrow", "to"},
-		{"empty range", "/v1/users/u/percentiles?metric=heart_rate&from=2016-05-03T00:00:00Z&to=2016-05-03T00:00:00Z", "to"},
-		{"bad p", "/v1/users/u/percentiles?" + ok + "&p=50,150", "p"},
+		{"legacy bad user", "/v1/users/a%20b/percentiles?metric=heart_rate&" + day, "user"},
+		{"legacy sql in user", "/v1/users/x';DROP%20TABLE/percentiles?metric=heart_rate&" + day, "user"},
+		{"legacy unknown metric", "/v1/users/u/percentiles?metric=mood&" + day, "metric"},
+		{"legacy missing from", "/v1/users/u/percentiles?metric=heart_rate&to=2016-05-03T00:00:00Z", "from"},
+		{"legacy bad p", "/v1/users/u/percentiles?metric=heart_rate&" + day + "&p=50,150", "p"},
+		{"missing metric", "/v1/percentiles", "metric"},
+		{"unknown metric", "/v1/percentiles?metric=mood", "metric"},
+		{"bad from", "/v1/percentiles?metric=heart_rate&from=yesterday", "from"},
+		{"bad to", "/v1/distribution?metric=heart_rate&to=2016-13-01", "to"},
+		{"to before from", "/v1/percentiles?metric=heart_rate&from=2016-05-03&to=2016-05-02", "to"},
+		{"empty range", "/v1/percentiles?metric=heart_rate&from=2016-05-03&to=2016-05-03", "to"},
+		{"range too long", "/v1/percentiles?metric=heart_rate&from=1900-01-01&to=2016-05-03", "from"},
+		{"percentile above 100", "/v1/percentiles?metric=heart_rate&p=50,100.5", "p"},
+		{"percentile not a number", "/v1/percentiles?metric=heart_rate&p=median", "p"},
+		{"too many percentiles", "/v1/percentiles?metric=heart_rate&p=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33", "p"},
+		{"per week", "/v1/percentiles?metric=heart_rate&per=week", "per"},
+		{"bad user", "/v1/percentiles?metric=heart_rate&user=a%20b", "user"},
+		{"user and cohort", "/v1/percentiles?metric=heart_rate&user=u&sex=female", "user"},
+		{"unknown sex", "/v1/percentiles?metric=heart_rate&sex=f", "sex"},
+		{"bad age band", "/v1/distribution?metric=heart_rate&age_band=30-35", "age_band"},
+		{"bad region", "/v1/distribution?metric=heart_rate&region=germany", "region"},
+		{"bad device model", "/v1/distribution?metric=heart_rate&device_model=a%27b", "device_model"},
+		{"bins zero", "/v1/distribution?metric=heart_rate&bins=0", "bins"},
+		{"bins too many", "/v1/distribution?metric=heart_rate&bins=1001", "bins"},
+		{"bins word", "/v1/distribution?metric=heart_rate&bins=many", "bins"},
+		{"compare without by", "/v1/compare?metric=heart_rate&user=u", "by"},
+		{"compare unknown dimension", "/v1/compare?metric=heart_rate&user=u&by=weight", "by"},
+		{"compare without user", "/v1/compare?metric=heart_rate&by=sex", "user"},
+		{"compare with filter", "/v1/compare?metric=heart_rate&user=u&by=sex&region=DE", "region"},
+		{"compare unknown metric", "/v1/compare?metric=mood&user=u&by=sex", "metric"},
+		{"cohorts unknown dimension", "/v1/cohorts?metric=heart_rate&by=name", "by"},
+		{"cohorts with user", "/v1/cohorts?metric=heart_rate&by=sex&user=u", "user"},
+		{"trends bad period", "/v1/trends?metric=heart_rate&period=decade", "period"},
+		{"trends period and from", "/v1/trends?metric=heart_rate&period=week&from=2016-01-01", "period"},
+		{"trends unknown metric", "/v1/trends?metric=mood", "metric"},
+		{"summary bad user", "/v1/users/a%20b/summary", "user"},
+		{"malformed consistency", "/v1/percentiles?metric=heart_rate&consistency=%21%21", "consistency"},
+		{"foreign consistency", "/v1/percentiles?metric=heart_rate&consistency=" + foreign, "consistency"},
+		{"wait without token", "/v1/percentiles?metric=heart_rate&wait=5s", "wait"},
+		{"wait too long", "/v1/percentiles?metric=heart_rate&wait=1h&consistency=" + consistency.Token{"vitals.readings.v1": {0: 1}}.Encode(), "wait"},
+		{"summary foreign consistency", "/v1/users/u/summary?consistency=" + foreign, "consistency"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := httptest.NewRecorder()
-			mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tc.path, nil))
-			var e APIError
-			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
-				t.Fatalf("status %d body %q", rec.Code, rec.Body)
-			}
-			if rec.Code != http.StatusBadRequest || e.Code != "invalid_parameter" || e.Parameter != tc.param || e.Message == "" {
-				t.Fatalf("got %d %+v; want 400 naming %s", rec.Code, e, tc.param)
+			status, e := get(t, s, tc.path, goodToken)
+			if status != http.StatusBadRequest || e.Code != "invalid_parameter" || e.Parameter != tc.param || e.Message == "" {
+				t.Fatalf("got %d %+v; want 400 naming %s", status, e, tc.param)
 			}
 		})
+	}
+}
+
+func TestParseRangeDefaultsAndDates(t *testing.T) {
+	now := time.Date(2026, 11, 22, 7, 6, 0, 0, time.UTC)
+	tests := []struct {
+		query    string
+		from, to time.Time
+	}{
+		{"", now.Add(-DefaultRange), now},
+		{"to=2016-05-03", time.Date(2016, 4, 3, 0, 0, 0, 0, time.UTC), time.Date(2016, 5, 3, 0, 0, 0, 0, time.UTC)},
+		{"from=2016-05-02&to=2016-05-03T12:00:00%2B02:00", time.Date(2016, 5, 2, 0, 0, 0, 0, time.UTC), time.Date(2016, 5, 3, 10, 0, 0, 0, time.UTC)},
+	}
+	for _, tc := range tests {
+		r := httptest.NewRequest(http.MethodGet, "/?"+tc.query, nil)
+		from, to, err := parseRange(r.URL.Query(), rangeDefault30d, now)
+		if err != nil || !from.Equal(tc.from) || !to.Equal(tc.to) {
+			t.Errorf("%q: %v %v %v; want %v %v", tc.query, from, to, err, tc.from, tc.to)
+		}
+	}
+}
+
+func vcs(pairs ...float64) valueCounts {
+	var out valueCounts
+	for i := 0; i+1 < len(pairs); i += 2 {
+		out = append(out, valueCount{v: pairs[i], n: uint64(pairs[i+1])})
+	}
+	return out
+}
+
+// Percentiles from value counts equal nearest rank over the expanded
+// readings.
+func TestValueCountPercentiles(t *testing.T) {
+	vc := vcs(60, 1, 70, 3, 80, 5, 90, 1) // 60 70 70 70 80 80 80 80 80 90
+	tests := []struct{ p, want float64 }{{0, 60}, {10, 70}, {39.9, 70}, {40, 80}, {50, 80}, {89.9, 80}, {90, 90}, {99, 90}, {100, 90}}
+	for _, tc := range tests {
+		if got := vc.percentile(tc.p); got != tc.want {
+			t.Errorf("p%g = %g; want %g", tc.p, got, tc.want)
+		}
+	}
+}
+
+func TestMoments(t *testing.T) {
+	m := vcs(2, 1, 4, 3, 5, 2, 7, 1, 9, 1).moments() // 2 4 4 4 5 5 7 9: mean 5, sum of squares 32
+	if m.n != 8 || m.mean != 5 || m.stddev == nil || math.Abs(*m.stddev-math.Sqrt(32.0/7)) > 1e-12 {
+		t.Fatalf("moments %+v", m)
+	}
+	if one := vcs(3, 1).moments(); one.stddev != nil {
+		t.Fatal("stddev of one reading must be absent")
+	}
+	s := momentsFromSums(8, 40, 232)
+	if s.mean != m.mean || math.Abs(*s.stddev-*m.stddev) > 1e-12 {
+		t.Fatalf("from sums %+v; want %+v", s, m)
+	}
+}
+
+func TestHistogram(t *testing.T) {
+	tests := []struct {
+		name string
+		vc   valueCounts
+		bins int
+		want []Bin
+	}{
+		{"equal width, max in last bin", vcs(0, 1, 1, 2, 2.5, 1, 4, 3), 4,
+			[]Bin{{0, 1, 1}, {1, 2, 2}, {2, 3, 1}, {3, 4, 3}}},
+		{"value on an inner edge goes up", vcs(10, 1, 15, 1, 20, 1), 2,
+			[]Bin{{10, 15, 1}, {15, 20, 2}}},
+		{"one distinct value", vcs(72, 9), 20, []Bin{{72, 72, 9}}},
+		{"empty bins kept", vcs(0, 1, 10, 1), 5,
+			[]Bin{{0, 2, 1}, {2, 4, 0}, {4, 6, 0}, {6, 8, 0}, {8, 10, 1}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.vc.histogram(tc.bins); !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got %v; want %v", got, tc.want)
+			}
+		})
+	}
+	// Awkward widths: every reading lands in the bin its edges say.
+	vc := vcs(0.1, 1, 0.2, 1, 0.3, 1, 0.7, 1, 1.1, 1)
+	var total uint64
+	for _, b := range vc.histogram(7) {
+		total += b.Count
+	}
+	if total != 5 {
+		t.Fatalf("binned %d of 5 readings", total)
+	}
+}
+
+func TestAutoBins(t *testing.T) {
+	tests := []struct {
+		name string
+		vc   valueCounts
+		want int
+	}{
+		// n=8, q1=40 (index 2), q3=90 (index 6): IQR 50, width 2*50/cbrt(8) = 50, range 100: 2 bins.
+		{"freedman-diaconis", vcs(0, 1, 20, 1, 40, 1, 60, 1, 70, 1, 80, 1, 90, 1, 100, 1), 2},
+		// n=8, q1=40, q3=60: IQR 20, width 20, range 100: 5 bins.
+		{"freedman-diaconis, narrower IQR", vcs(0, 1, 20, 1, 40, 1, 50, 1, 55, 1, 58, 1, 60, 1, 100, 1), 5},
+		// IQR 0: Sturges, ceil(log2 10) + 1 = 5.
+		{"sturges when IQR is zero", vcs(1, 1, 5, 8, 9, 1), 5},
+		{"one value", vcs(5, 100), 1},
+	}
+	for _, tc := range tests {
+		if got := tc.vc.autoBins(); got != tc.want {
+			t.Errorf("%s: %d bins; want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestPercentileRank(t *testing.T) {
+	tests := []struct {
+		x      float64
+		values []float64
+		want   float64
+	}{
+		{70, []float64{60, 65, 70, 80, 90}, 50},   // 2 below, itself: (2+0.5)/5
+		{60, []float64{60, 65, 70, 80, 90}, 10},   // lowest
+		{90, []float64{60, 65, 70, 80, 90}, 90},   // highest
+		{70, []float64{70, 70, 70, 70}, 50},       // all tied
+		{75, []float64{60, 75, 75, 90}, 50},       // tie of two: (1 + 1)/4
+		{100, []float64{100}, 50},                 // alone
+		{66.5, []float64{10, 20, 30, 66.5}, 87.5}, // (3 + 0.5)/4
+	}
+	for _, tc := range tests {
+		if got := percentileRank(tc.x, tc.values); got != tc.want {
+			t.Errorf("percentileRank(%g, %v) = %g; want %g", tc.x, tc.values, got, tc.want)
+		}
+	}
+}
+
+func TestSnapshotHeldIn(t *testing.T) {
+	before := snapshot{clean: map[uint32]string{201604: "201604_1_9_2", 201605: "201605_1_3_1"}, dirty: map[uint32]bool{201606: true}}
+	tests := []struct {
+		name  string
+		later snapshot
+		want  bool
+	}{
+		{"unchanged", snapshot{clean: map[uint32]string{201604: "201604_1_9_2", 201605: "201605_1_3_1"}, dirty: map[uint32]bool{201606: true}}, true},
+		{"a grouped partition was merged", snapshot{clean: map[uint32]string{201604: "201604_1_9_2", 201605: "201605_1_3_1", 201606: "201606_1_7_1"}}, true},
+		{"a new partition", snapshot{clean: map[uint32]string{201604: "201604_1_9_2", 201605: "201605_1_3_1"}, dirty: map[uint32]bool{201606: true, 201607: true}}, false},
+		{"merged again", snapshot{clean: map[uint32]string{201604: "201604_1_10_3", 201605: "201605_1_3_1"}, dirty: map[uint32]bool{201606: true}}, false},
+		{"a new part arrived", snapshot{clean: map[uint32]string{201605: "201605_1_3_1"}, dirty: map[uint32]bool{201604: true, 201606: true}}, false},
+		{"a first erasure", snapshot{clean: map[uint32]string{201604: "201604_1_9_2", 201605: "201605_1_3_1"}, dirty: map[uint32]bool{201606: true}, erasures: true}, false},
+	}
+	for _, tc := range tests {
+		if got := before.heldIn(tc.later); got != tc.want {
+			t.Errorf("%s: %v; want %v", tc.name, got, tc.want)
+		}
 	}
 }

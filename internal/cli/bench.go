@@ -30,14 +30,20 @@ import (
 	"github.com/vitalshq/vitals/internal/sample"
 )
 
-// cmdBench dispatches the benchmarks: `bench ingest` and `bench processor`
-// (benchproc.go).
+// cmdBench dispatches the benchmarks: `bench ingest`, `bench processor`
+// (benchproc.go) and `bench projector` (benchproj.go).
 func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "query" {
+		return benchQuery(ctx, args[1:], stdout)
+	}
 	if len(args) > 0 && args[0] == "processor" {
 		return benchProcessor(ctx, args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "projector" {
+		return benchProjector(ctx, args[1:], stdout)
+	}
 	if len(args) == 0 || args[0] != "ingest" {
-		return fmt.Errorf("usage: vitals bench ingest|processor [flags] (vitals bench ingest -h lists them)")
+		return fmt.Errorf("usage: vitals bench ingest|processor|projector|query [flags] (vitals bench ingest -h lists them)")
 	}
 	return benchIngest(ctx, args[1:], stdout)
 }

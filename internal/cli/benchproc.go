@@ -434,7 +434,7 @@ type benchProcResult struct {
 	// CPUSeconds is this process's user+system time in the window.
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// StateRows and StateBytes are the group's aggregate rows and their
-	// stored size (pg_column_size of the jsonb) after the run.
+	// stored size (pg_column_size of the snapshot) after the run.
 	StateRows  int64 `json:"state_rows"`
 	StateBytes int64 `json:"state_bytes"`
 }
@@ -754,7 +754,7 @@ func (r benchProcReport) print(w io.Writer) {
 	row("batches", "%d; records per batch mean %.0f, p50 %s, p99 %s (buckets)", res.Batches, bs.Mean, est(bs.P50, bs.P50Over, 1, 0), est(bs.P99, bs.P99Over, 1, 0))
 	row("PostgreSQL commit ms/batch", "mean %.1f, p50 %s, p99 %s (buckets); %.1fs in all = %.0f%% of the window", c.Mean*1000, est(c.P50, c.P50Over, 1000, 1), est(c.P99, c.P99Over, 1000, 1), c.Sum, 100*c.Sum/res.WindowSeconds)
 	if res.StateRows > 0 {
-		row("state", "%d aggregate rows, %.1f MB stored jsonb (%.0f B/user)", res.StateRows, float64(res.StateBytes)/1e6, float64(res.StateBytes)/float64(res.StateRows))
+		row("state", "%d aggregate rows, %.1f MB stored (%.0f B/user)", res.StateRows, float64(res.StateBytes)/1e6, float64(res.StateBytes)/float64(res.StateRows))
 	}
 	row("cpu", "%.1fs this process (%.2f CPUs, %.1f µs/event), %.2f CPUs whole machine (of %d, broker and PostgreSQL included)",
 		res.CPUSeconds, res.CPU.Process, res.CPUSeconds/float64(max(res.Judged, 1))*1e6, res.CPU.Machine, m.NumCPU)

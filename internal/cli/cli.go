@@ -43,12 +43,13 @@ func commands() []command {
 		{"run", "run every role (ingest, processor, projector, query) in one process", cmdRun},
 		{"ingest", "run the gateways' HTTP ingest service", cmdIngest},
 		{"processor", "run a processor instance (per-user invariants, state in PostgreSQL)", cmdProcessor},
-		{"projector", "run a projector instance (accepted readings into ClickHouse)", cmdProjector},
-		{"query", "run the analysts' HTTP query service", cmdQuery},
+		{"projector", "run a projector instance (the processor's outputs and device/profile events into ClickHouse)", cmdProjector},
+		{"query", "run the analysts' HTTP query service, or ask it: query percentiles|distribution|compare|cohorts|trends|summary", cmdQuery},
 		{"migrate", "create the Kafka topics and the ClickHouse tables, then exit", cmdMigrate},
 		{"keys", "manage gateway API keys: keys create|list|revoke", cmdKeys},
+		{"tokens", "manage analyst query tokens: tokens create|list|revoke", cmdTokens},
 		{"demo", "run the pipeline on the bundled Fitbit sample and print per-user percentiles", cmdDemo},
-		{"bench", "load-test ingest over loopback HTTP and report readings/s and latency: bench ingest", cmdBench},
+		{"bench", "benchmarks: bench ingest (readings/s over HTTP), bench processor, bench projector (rows/s into ClickHouse)", cmdBench},
 		{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
 			_, err := fmt.Fprintln(w, "vitals", Version)
 			return err
@@ -128,13 +129,19 @@ type settings struct {
 	processorLateness time.Duration
 	processorPairing  bool
 	processorCkpt     time.Duration
+	processorCkptMax  int
 	processorMetrics  string
 
-	projectorGroup string
-	projectorRows  int
-	projectorFlush time.Duration
-	queryAddr      string
-	queryTimeout   time.Duration
+	projectorGroup   string
+	projectorInst    string
+	projectorRows    int
+	projectorFlush   time.Duration
+	projectorTimeout time.Duration
+	projectorBackoff time.Duration
+	queryAddr        string
+	queryTimeout     time.Duration
+	queryMinCohort   int
+	queryMaxWait     time.Duration
 }
 
 func newFlags(name string) (*envflag.Set, *settings) {
@@ -166,7 +173,7 @@ func (s *settings) chFlags(fs *envflag.Set) {
 }
 
 func (s *settings) tenantFlag(fs *envflag.Set) {
-	fs.String(&s.tenant, "tenant", "default", "tenant queries are scoped to (until analysts have tokens)")
+	fs.String(&s.tenant, "tenant", "default", "tenant of the temporary gateway key and analyst token that demo and bench make")
 }
 
 func (s *settings) ingestFlags(fs *envflag.Set) {
@@ -187,6 +194,7 @@ func (s *settings) processorFlags(fs *envflag.Set) {
 	fs.Int(&s.processorBatch, "processor-batch", d.MaxBatch, "most records per state transaction")
 	fs.Duration(&s.processorLateness, "processor-allowed-lateness", d.Rules.AllowedLateness, "how far behind its stream's newest reading a reading is still accepted")
 	fs.Duration(&s.processorCkpt, "processor-checkpoint-interval", d.CheckpointInterval, "how often changed aggregates and offsets are committed to PostgreSQL (a crash re-processes at most this much)")
+	fs.Int(&s.processorCkptMax, "processor-checkpoint-max-users", d.MaxDirty, "checkpoint early once this many users changed (bounds a checkpoint's transaction)")
 	fs.Bool(&s.processorPairing, "processor-require-pairing", d.Rules.RequirePairing, "accept a reading only from a device paired to the user at its measurement time")
 	fs.String(&s.processorMetrics, "processor-metrics-addr", "127.0.0.1:8091", "where the processor serves /metrics (empty: nowhere)")
 }
@@ -194,14 +202,11 @@ func (s *settings) processorFlags(fs *envflag.Set) {
 func (s *settings) projectorFlags(fs *envflag.Set) {
 	d := projector.DefaultConfig()
 	fs.String(&s.projectorGroup, "projector-group", d.Group, "projector consumer group")
+	fs.String(&s.projectorInst, "projector-instance-id", "", "static group membership id: a restart with the same id resumes its partitions without a rebalance")
 	fs.Int(&s.projectorRows, "projector-batch-rows", d.MaxRows, "rows per ClickHouse insert at most")
 	fs.Duration(&s.projectorFlush, "projector-flush-interval", d.FlushInterval, "longest a row waits before its insert")
-}
-
-func (s *settings) queryFlags(fs *envflag.Set) {
-	d := query.DefaultConfig()
-	fs.String(&s.queryAddr, "query-addr", d.Addr, "query HTTP listen address")
-	fs.Duration(&s.queryTimeout, "query-timeout", d.QueryTimeout, "bound on each ClickHouse query")
+	fs.Duration(&s.projectorTimeout, "projector-insert-timeout", d.InsertTimeout, "bound on each ClickHouse insert or statement")
+	fs.Duration(&s.projectorBackoff, "projector-max-backoff", d.MaxBackoff, "longest wait between retries while ClickHouse is unavailable (jittered, doubling from 100ms)")
 }
 
 func (s *settings) logger() (zerolog.Logger, error) {
@@ -237,7 +242,7 @@ func (s *settings) processor() processor.Config {
 	c.Rules.AllowedLateness = s.processorLateness
 	c.Rules.RequirePairing = s.processorPairing
 	c.MetricsAddr = s.processorMetrics
-	c.CheckpointInterval = s.processorCkpt
+	c.CheckpointInterval, c.MaxDirty = s.processorCkpt, s.processorCkptMax
 	c.InstanceID, c.SessionTimeout = s.processorInstance, s.processorSession
 	return c
 }
@@ -246,12 +251,8 @@ func (s *settings) projector() projector.Config {
 	c := projector.DefaultConfig()
 	c.Kafka, c.Warehouse, c.Group = s.kafka(), s.warehouse(), s.projectorGroup
 	c.MaxRows, c.FlushInterval = s.projectorRows, s.projectorFlush
-	return c
-}
-
-func (s *settings) query() query.Config {
-	c := query.DefaultConfig()
-	c.Addr, c.Warehouse, c.Tenant, c.QueryTimeout = s.queryAddr, s.warehouse(), s.tenant, s.queryTimeout
+	c.InsertTimeout, c.MaxBackoff = s.projectorTimeout, s.projectorBackoff
+	c.InstanceID = s.projectorInst
 	return c
 }
 
@@ -332,25 +333,6 @@ func cmdProjector(ctx context.Context, args []string, _ io.Writer) error {
 		return err
 	}
 	return runRoles(ctx, log, p)
-}
-
-func cmdQuery(ctx context.Context, args []string, _ io.Writer) error {
-	fs, s := newFlags("query")
-	s.chFlags(fs)
-	s.tenantFlag(fs)
-	s.queryFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	log, err := s.logger()
-	if err != nil {
-		return err
-	}
-	q, err := query.New(ctx, s.query(), log)
-	if err != nil {
-		return err
-	}
-	return runRoles(ctx, log, q)
 }
 
 // allFlags registers every role's flags, for run and demo.

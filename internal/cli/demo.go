@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/processor"
 	"github.com/vitalshq/vitals/query"
@@ -64,12 +65,18 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
 	}
 	defer revoke()
+	token, revokeToken, err := tempCredential(ctx, s, credential.AnalystTokens, "vitals demo analyst")
+	if err != nil {
+		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
+	}
+	defer revokeToken()
 	d := demo{
 		log:    log,
 		client: &http.Client{Timeout: 30 * time.Second},
 		ingest: "http://" + s.ingestAddr,
 		query:  "http://" + s.queryAddr,
 		key:    key,
+		token:  token,
 	}
 	for _, base := range []string{d.ingest, d.query} {
 		if err := waitHealthy(ctx, base); err != nil {
@@ -151,6 +158,7 @@ type demo struct {
 	client        *http.Client
 	ingest, query string
 	key           string // the demo gateway's API key
+	token         string // the demo analyst's query token
 }
 
 type jsonReading struct {
@@ -384,6 +392,7 @@ func (d demo) percentiles(ctx context.Context, user string, from, to time.Time, 
 	if err != nil {
 		return out, err
 	}
+	req.Header.Set("Authorization", "Bearer "+d.token)
 	resp, err := d.client.Do(req)
 	if err != nil {
 		return out, fmt.Errorf("query: %w", err)

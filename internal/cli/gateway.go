@@ -7,7 +7,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/postgres"
 )
 
@@ -15,16 +15,22 @@ import (
 // lives as long as one command (demo, bench), and a function that revokes
 // it.
 func tempKey(ctx context.Context, s *settings, name string) (string, func(), error) {
+	return tempCredential(ctx, s, credential.GatewayKeys, name)
+}
+
+// tempCredential creates a credential of kind in the configured tenant
+// that lives as long as one command, and a function that revokes it.
+func tempCredential(ctx context.Context, s *settings, kind credential.Kind, name string) (string, func(), error) {
 	pool, err := postgres.Open(ctx, s.pgURL)
 	if err != nil {
 		return "", nil, err
 	}
-	store, err := ingest.NewKeyStore(ctx, pool, 0)
+	store, err := credential.NewStore(ctx, pool, kind, 0)
 	if err != nil {
 		pool.Close()
 		return "", nil, err
 	}
-	full, k, err := store.Create(ctx, s.tenant, name)
+	full, c, err := store.Create(ctx, s.tenant, name)
 	if err != nil {
 		pool.Close()
 		return "", nil, err
@@ -32,8 +38,8 @@ func tempKey(ctx context.Context, s *settings, name string) (string, func(), err
 	return full, func() {
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := store.Revoke(rctx, k.ID); err != nil {
-			fmt.Fprintln(os.Stderr, "could not revoke key", k.ID, ":", err)
+		if _, err := store.Revoke(rctx, c.ID); err != nil {
+			fmt.Fprintln(os.Stderr, "could not revoke", kind.Noun, c.ID, ":", err)
 		}
 		pool.Close()
 	}, nil

@@ -29,6 +29,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/internal/warehouse"
@@ -54,6 +55,8 @@ type stack struct {
 	wh     warehouse.Config
 	tenant string
 	key    string // an API key of tenant, made by startIngest
+	// queryToken is an analyst token of tenant, made by startQuery.
+	queryToken string
 }
 
 func newStack(t *testing.T) *stack {
@@ -220,36 +223,56 @@ func (s *stack) startProjector(ctx context.Context, group string) *running {
 }
 
 func (s *stack) startQuery(ctx context.Context) string {
-	cfg := query.DefaultConfig()
-	cfg.Warehouse, cfg.Tenant = s.wh, s.tenant
-	q, err := query.New(ctx, cfg, s.log)
+	s.t.Helper()
+	q, err := query.New(ctx, s.queryConfig(), s.log)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	ln := listen(s.t)
 	s.run("query", func(ctx context.Context) error { return q.Serve(ctx, ln) }, q.Close)
-	return "http://" + ln.Addr().String()
+	base := "http://" + ln.Addr().String()
+	s.queryToken = s.newCredential(ctx, credential.AnalystTokens, s.tenant)
+	queryTokens.Store(base, s.queryToken)
+	return base
 }
+
+// queryConfig is the query service of the test's slice of the stack.
+func (s *stack) queryConfig() query.Config {
+	cfg := query.DefaultConfig()
+	cfg.Warehouse, cfg.PostgresURL, cfg.Kafka = s.wh, s.pgURL, s.kafka
+	cfg.ProcessorGroup, cfg.ProjectorGroup = s.id+"-processor", s.id+"-projector"
+	return cfg
+}
+
+// queryTokens maps a started query service's base URL to an analyst token
+// of the test's tenant, so helpers that get only the URL can authenticate.
+var queryTokens sync.Map
 
 // newKey creates an API key for tenant in the real key store.
 func (s *stack) newKey(ctx context.Context, tenant string) string {
+	return s.newCredential(ctx, credential.GatewayKeys, tenant)
+}
+
+// newCredential creates a credential of kind for tenant in PostgreSQL and
+// deletes it when the test ends.
+func (s *stack) newCredential(ctx context.Context, kind credential.Kind, tenant string) string {
 	s.t.Helper()
 	pool, err := pgxpool.New(ctx, s.pgURL)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	defer pool.Close()
-	store, err := ingest.NewKeyStore(ctx, pool, 0)
+	store, err := credential.NewStore(ctx, pool, kind, 0)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	full, k, err := store.Create(ctx, tenant, "integration test "+s.id)
+	full, c, err := store.Create(ctx, tenant, "integration test "+s.id)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	s.t.Cleanup(func() {
 		if conn, err := pgx.Connect(context.Background(), s.pgURL); err == nil {
-			_, _ = conn.Exec(context.Background(), `DELETE FROM api_keys WHERE key_id = $1`, k.ID)
+			_, _ = conn.Exec(context.Background(), `DELETE FROM `+kind.Table+` WHERE key_id = $1`, c.ID)
 			conn.Close(context.Background())
 		}
 	})
@@ -289,7 +312,14 @@ func postAs(t *testing.T, key, url string, body any, out any) int {
 func getPercentiles(t *testing.T, base, user string, from, to time.Time, ps string) (query.PercentilesResponse, int) {
 	t.Helper()
 	q := url.Values{"metric": {"heart_rate"}, "from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}, "p": {ps}}
-	resp, err := http.Get(base + "/v1/users/" + url.PathEscape(user) + "/percentiles?" + q.Encode())
+	req, err := http.NewRequest(http.MethodGet, base+"/v1/users/"+url.PathEscape(user)+"/percentiles?"+q.Encode(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, ok := queryTokens.Load(base); ok {
+		req.Header.Set("Authorization", "Bearer "+tok.(string))
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -164,9 +164,9 @@ func TestPipelineEndToEnd(t *testing.T) {
 		t.Fatalf("rejected reading: %+v", rr)
 	}
 
-	// Redelivery: a second projector group re-inserts every accepted reading.
-	// The table then physically holds two copies of each; answers must not
-	// change.
+	// Redelivery: a second projector group reads the accepted topic from
+	// the start. It resumes after the positions stored in ClickHouse, so it
+	// stores no second copy.
 	if err := projector.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -176,13 +176,30 @@ func TestPipelineEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ch.Close()
-	eventually(t, 60*time.Second, "the second projection to re-insert every row", func() (bool, string) {
+	countRows := func() uint64 {
 		var n uint64
 		if err := ch.QueryRow(ctx, "SELECT count() FROM "+s.wh.Database+".readings").Scan(&n); err != nil {
-			return false, err.Error()
+			t.Fatal(err)
 		}
-		return n >= uint64(2*total), fmt.Sprintf("%d rows stored", n)
-	})
+		return n
+	}
+	time.Sleep(2 * time.Second)
+	if n := countRows(); n != uint64(total) {
+		t.Fatalf("%d rows stored after a second projector group, want %d: a record was inserted twice", n, total)
+	}
+	// Copies made behind the projector's back (a re-emission by an older
+	// processor, a manual re-load) stay invisible in answers: the raw table
+	// then physically holds two copies of each reading (merges stopped, so
+	// none collapses before the check).
+	if err := ch.Exec(ctx, "SYSTEM STOP MERGES "+s.wh.Database+".readings"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Exec(ctx, fmt.Sprintf("INSERT INTO %[1]s.readings (tenant_id, user_id, device_id, gateway_id, metric, loinc, value, unit, measured_at, measured_at_ms, received_at_ms, ingested_at_ms, event_id) SELECT tenant_id, user_id, device_id, gateway_id, metric, loinc, value, unit, measured_at, measured_at_ms, received_at_ms, ingested_at_ms, event_id FROM %[1]s.readings", s.wh.Database)); err != nil {
+		t.Fatal(err)
+	}
+	if n := countRows(); n < uint64(2*total) {
+		t.Fatalf("%d rows stored after copying, want %d", n, 2*total)
+	}
 	check("after redelivery")
 }
 

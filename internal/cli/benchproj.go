@@ -1,0 +1,264 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/loadgen"
+	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/projector"
+	"github.com/vitalshq/vitals/schemas"
+)
+
+// benchProjSettings are bench projector's own flags.
+type benchProjSettings struct {
+	rows, users int
+	keep        bool
+	timeout     time.Duration
+	jsonOut     string
+}
+
+// benchProjReport is bench projector's result.
+type benchProjReport struct {
+	Command     string            `json:"command"`
+	Env         map[string]string `json:"env,omitempty"`
+	Machine     loadgen.Machine   `json:"machine"`
+	TopicPrefix string            `json:"topic_prefix"`
+	Database    string            `json:"database"`
+	Partitions  int               `json:"partitions"`
+	Rows        int               `json:"rows"`
+	Users       int               `json:"users"`
+	BatchRows   int               `json:"batch_rows"`
+	Flush       string            `json:"flush_interval"`
+	FillSeconds float64           `json:"fill_seconds"`
+	Seconds     float64           `json:"seconds"`
+	RowsPerSec  float64           `json:"rows_per_sec"`
+	RawRows     uint64            `json:"clickhouse_raw_rows"`
+	RollupRows  uint64            `json:"clickhouse_rollup_readings"`
+}
+
+// benchProjector measures the projector's insert throughput on the local
+// stack: it fills an accepted-readings topic of its own with --bench-rows
+// readings (produced directly, as the processor would have), then runs one
+// projector in this process with a fresh group and a fresh ClickHouse
+// database, from the start of the log until every record's offset is
+// committed, and reports rows per second over that window. It then checks
+// that ClickHouse holds every row exactly once, raw and in the rollup.
+// Topics, database and group are deleted at the end unless --bench-keep.
+func benchProjector(ctx context.Context, args []string, stdout io.Writer) error {
+	fs, s := newFlags("bench projector")
+	s.kafkaFlags(fs)
+	s.chFlags(fs)
+	s.projectorFlags(fs)
+	// Topics and a database of its own. The database default is replaced
+	// even when VITALS_CLICKHOUSE_DATABASE is set (deploy/stack.sh env sets
+	// it to the real one); only an explicit flag chooses another.
+	started := time.Now().UTC().Format("20060102_150405")
+	for name, def := range map[string]string{
+		"kafka-topic-prefix":  "bench-proj-" + started,
+		"clickhouse-database": "vitals_bench_proj_" + started,
+	} {
+		if _, ok := os.LookupEnv(fs.EnvName(name)); !ok || name == "clickhouse-database" {
+			f := fs.Lookup(name)
+			_ = f.Value.Set(def)
+			f.DefValue = def
+		}
+	}
+	var b benchProjSettings
+	fs.Int(&b.rows, "bench-rows", 2000000, "accepted heart-rate readings to project")
+	fs.Int(&b.users, "bench-users", 10000, "distinct users the readings are spread over (round robin, 1 s apart per user)")
+	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the ClickHouse database and the Kafka group")
+	fs.Duration(&b.timeout, "bench-timeout", 10*time.Minute, "bound on the whole run (fill and projection); clean-up comes after it")
+	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if b.rows < 1 || b.users < 1 || b.timeout <= 0 {
+		return errors.New("--bench-rows, --bench-users and --bench-timeout must be positive")
+	}
+	if s.kafkaPrefix == "vitals" || s.chDatabase == "vitals" {
+		return errors.New("bench projector fills and deletes topics and a database of its own; do not point it at vitals")
+	}
+	s.projectorGroup = s.kafkaPrefix + "." + randomHex(4)
+	log, err := s.logger()
+	if err != nil {
+		return err
+	}
+	kcfg := s.kafka()
+	pcfg := s.projector()
+	rep := benchProjReport{Command: commandLine(), Env: benchEnv(), Machine: loadgen.ThisMachine(), TopicPrefix: s.kafkaPrefix,
+		Database: s.chDatabase, Partitions: kcfg.Partitions, Rows: b.rows, Users: b.users, BatchRows: pcfg.MaxRows, Flush: pcfg.FlushInterval.String()}
+
+	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
+	defer cancelRun()
+	if err := eventlog.EnsureTopics(runCtx, kcfg, log); err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(append(kcfg.ClientOpts(log), kgo.ProducerLinger(5*time.Millisecond))...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	defer func() {
+		if b.keep {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		var names []string
+		for _, sp := range kcfg.Specs() {
+			names = append(names, sp.Name)
+		}
+		if _, err := kadm.NewClient(cl).DeleteTopics(cctx, names...); err != nil {
+			log.Warn().Err(err).Msg("delete the bench topics")
+		}
+		deleteBenchGroup(cctx, kcfg, s.projectorGroup, log)
+		if conn, err := warehouse.Open(cctx, s.warehouse()); err == nil {
+			if err := conn.Exec(cctx, "DROP DATABASE IF EXISTS "+s.chDatabase); err != nil {
+				log.Warn().Err(err).Msg("drop the bench database")
+			}
+			conn.Close()
+		}
+	}()
+
+	fillStart := time.Now()
+	if err := fillAcceptedTopic(runCtx, cl, kcfg.Topics, b.users, b.rows, log); err != nil {
+		return err
+	}
+	rep.FillSeconds = time.Since(fillStart).Seconds()
+
+	p, err := projector.New(runCtx, pcfg, log)
+	if err != nil {
+		return err
+	}
+	pctx, stop := context.WithCancel(runCtx)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- p.Run(pctx) }()
+	stats := p.Stats()
+	stopProgress := progressEvery(5*time.Second, func() {
+		n := stats.Committed.Load()
+		log.Info().Int64("committed", n).Int("of", b.rows).Float64("rows_per_sec", math.Round(float64(n)/time.Since(start).Seconds())).Msg("projecting")
+	})
+	var runErr error
+	for stats.Committed.Load() < int64(b.rows) && runErr == nil {
+		select {
+		case runErr = <-done:
+			if runErr == nil {
+				runErr = errors.New("projector stopped before committing every record")
+			}
+		case <-runCtx.Done():
+			runErr = fmt.Errorf("projection: %w", runCtx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	elapsed := time.Since(start)
+	stopProgress()
+	stop()
+	if runErr == nil {
+		runErr = <-done
+	}
+	p.Close()
+	if runErr != nil {
+		return runErr
+	}
+	rep.Seconds = elapsed.Seconds()
+	rep.RowsPerSec = float64(b.rows) / rep.Seconds
+
+	conn, err := warehouse.Open(runCtx, s.warehouse())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	db := s.chDatabase
+	if err := conn.QueryRow(runCtx, fmt.Sprintf("SELECT count() FROM %s.%s", db, warehouse.ReadingsTable)).Scan(&rep.RawRows); err != nil {
+		return fmt.Errorf("count raw rows: %w", err)
+	}
+	if err := conn.QueryRow(runCtx, fmt.Sprintf("SELECT countMerge(readings) FROM %s.%s", db, warehouse.DailyRollupTable)).Scan(&rep.RollupRows); err != nil {
+		return fmt.Errorf("count rollup readings: %w", err)
+	}
+	rep.print(stdout)
+	if b.jsonOut != "" {
+		js, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(b.jsonOut, append(js, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", b.jsonOut, err)
+		}
+	}
+	if rep.RawRows != uint64(b.rows) || rep.RollupRows != uint64(b.rows) {
+		return fmt.Errorf("ClickHouse holds %d raw rows and %d rollup readings, want %d of each", rep.RawRows, rep.RollupRows, b.rows)
+	}
+	return nil
+}
+
+// fillAcceptedTopic produces rows accepted heart-rate readings, as the
+// processor writes them: single-object Avro keyed by user id.
+func fillAcceptedTopic(ctx context.Context, cl *kgo.Client, t eventlog.Topics, users, rows int, log zerolog.Logger) error {
+	codec := schemas.MustCodec(schemas.NameAcceptedReading)
+	base := time.Now().Add(-24 * time.Hour).Truncate(time.Second).UnixMilli()
+	var failed atomic.Int64
+	var errOnce sync.Once
+	var firstErr error
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			failed.Add(1)
+			errOnce.Do(func() { firstErr = err; cancel() })
+		}
+	}
+	runID := randomHex(4)
+	var buf []byte
+	for k := 0; k < rows && fctx.Err() == nil; k++ {
+		u, n := k%users, k/users
+		measured := base + int64(n)*1000 + int64(u)*1000/int64(users)
+		user := "bench-user-" + strconv.Itoa(u)
+		r := schemas.AcceptedReading{TenantID: "default", EventID: "bench-" + runID + "-" + strconv.Itoa(k), UserID: user,
+			DeviceID: user + "-tracker", GatewayID: "bench-gateway", Metric: "heart_rate", LOINC: "8867-4",
+			Value: float64(55 + (k*7919)%60), Unit: "/min", MeasuredAt: measured, ReceivedAt: measured + 800, IngestedAt: measured + 1000,
+			SourcePartition: int32(u % 6), SourceOffset: int64(k)}
+		var err error
+		if buf, err = codec.Append(buf[:0], &r); err != nil {
+			return fmt.Errorf("encode: %w", err)
+		}
+		cl.Produce(fctx, &kgo.Record{Topic: t.AcceptedReadings, Key: []byte(user), Value: slices.Clone(buf)}, promise)
+	}
+	if err := cl.Flush(ctx); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	if firstErr != nil {
+		return fmt.Errorf("fill: %d records failed, e.g. %w", failed.Load(), firstErr)
+	}
+	log.Info().Int("rows", rows).Str("topic", t.AcceptedReadings).Msg("filled the bench topic")
+	return ctx.Err()
+}
+
+func (r benchProjReport) print(w io.Writer) {
+	fmt.Fprintf(w, "bench projector: %d accepted readings of %d users, %d partitions, batch %d rows / %s\n",
+		r.Rows, r.Users, r.Partitions, r.BatchRows, r.Flush)
+	fmt.Fprintf(w, "machine: %d CPU (%s), %s, load %s at start\n", r.Machine.NumCPU, r.Machine.CPUModel, r.Machine.GoVersion, r.Machine.LoadAvg)
+	fmt.Fprintf(w, "fill (not measured): %.1fs\n", r.FillSeconds)
+	fmt.Fprintf(w, "projected and committed: %.2fs = %s rows/s\n", r.Seconds, strings.TrimSpace(fmt.Sprintf("%.0f", r.RowsPerSec)))
+	fmt.Fprintf(w, "ClickHouse: %d raw rows, %d readings in the rollup (each must equal %d)\n", r.RawRows, r.RollupRows, r.Rows)
+}

@@ -1,0 +1,93 @@
+package warehouse
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAgeBand(t *testing.T) {
+	at := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		birthYear int
+		want      string
+	}{
+		{0, "unknown"},
+		{-5, "unknown"},
+		{2027, "unknown"}, // born after at
+		{1895, "unknown"}, // 131: implausible
+		{1896, "80+"},     // 130
+		{2026, "0-17"},
+		{2009, "0-17"}, // 17
+		{2008, "18-29"},
+		{1997, "18-29"}, // 29
+		{1996, "30-39"},
+		{1987, "30-39"},
+		{1986, "40-49"},
+		{1947, "70-79"},
+		{1946, "80+"},
+	}
+	for _, tc := range tests {
+		if got := AgeBand(tc.birthYear, at); got != tc.want {
+			t.Errorf("AgeBand(%d, %s) = %q, want %q", tc.birthYear, at.Format("2006"), got, tc.want)
+		}
+	}
+	// The year is taken in UTC: 23:30 on 31 December in UTC-5 is already
+	// next year in UTC.
+	ny := time.Date(2025, 12, 31, 23, 30, 0, 0, time.FixedZone("EST", -5*3600))
+	if got := AgeBand(2008, ny); got != "18-29" {
+		t.Errorf("AgeBand across the UTC new year = %q, want 18-29", got)
+	}
+}
+
+func TestSQLHelpers(t *testing.T) {
+	tests := []struct {
+		name         string
+		sql          string
+		placeholders int
+		contains     []string
+	}{
+		{"UserDimension", UserDimension("vdb"), 1, []string{"vdb.profile_events", "vdb.device_events", "vdb.erased_users", "AS age_band", "AS device_model"}},
+		{"NotErased", NotErased("vdb"), 0, []string{"vdb.erased_users"}},
+		{"DedupReadings", DedupReadings("vdb", "tenant_id = ? AND user_id = ?"), 2, []string{"FROM vdb.readings", "vdb.erased_users", "GROUP BY event_id"}},
+	}
+	for _, tc := range tests {
+		if n := strings.Count(tc.sql, "?"); n != tc.placeholders {
+			t.Errorf("%s: %d placeholders, want %d", tc.name, n, tc.placeholders)
+		}
+		for _, c := range tc.contains {
+			if !strings.Contains(tc.sql, c) {
+				t.Errorf("%s: missing %q", tc.name, c)
+			}
+		}
+	}
+}
+
+// TestTableDefinitions checks what 18.16 needs of the DDL and what
+// analysts rely on: every column has a comment, no DateTime64, no table
+// COMMENT clause, and erasure covers every table with user rows.
+func TestTableDefinitions(t *testing.T) {
+	erasable := map[string]bool{}
+	for _, n := range ErasableTables {
+		erasable[n] = true
+	}
+	for _, tb := range tables {
+		ddl := tb.createSQL("vdb")
+		if strings.Contains(ddl, "DateTime64") || strings.Contains(tb.engine, "COMMENT") {
+			t.Errorf("%s: DDL 18.16 cannot run:\n%s", tb.name, ddl)
+		}
+		hasUser := false
+		for _, c := range tb.columns {
+			if strings.TrimSpace(c.comment) == "" {
+				t.Errorf("%s.%s has no comment", tb.name, c.name)
+			}
+			hasUser = hasUser || c.name == "user_id"
+		}
+		if hasUser && tb.name != ErasedUsersTable && !erasable[tb.name] {
+			t.Errorf("%s holds user rows but erasure does not delete from it", tb.name)
+		}
+	}
+	if got := quote(`it's a \ test`); got != `'it\'s a \\ test'` {
+		t.Errorf("quote = %s", got)
+	}
+}

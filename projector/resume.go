@@ -1,0 +1,160 @@
+package projector
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// resumeOffsets is franz-go's AdjustFetchOffsetsFn: for newly assigned
+// partitions of topics whose table stores positions, it starts after the
+// highest offset stored in ClickHouse when that is later than the Kafka
+// committed offset (a crash between an insert and its commit). While
+// ClickHouse is unreachable it retries with backoff: fetching from a
+// guessed position could insert a record twice. ctx ends when the group
+// session is revoked, and the next assignment tries again.
+func (p *Projector) resumeOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	backoff := p.cfg.MinBackoff
+	for attempt := 1; ; attempt++ {
+		err := p.adjust(ctx, offsets)
+		if err == nil {
+			return offsets, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("projector: resume positions: %w", err)
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		p.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("cannot read resume positions from clickhouse; retrying before fetching")
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("projector: resume positions: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, p.cfg.MaxBackoff)
+	}
+}
+
+func (p *Projector) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) error {
+	qctx, cancel := context.WithTimeout(ctx, p.cfg.InsertTimeout)
+	defer cancel()
+	for topic, parts := range offsets {
+		s, ok := p.sinks[topic]
+		if !ok || !s.resume || len(parts) == 0 {
+			continue
+		}
+		ids := make([]int32, 0, len(parts))
+		for part := range parts {
+			ids = append(ids, part)
+		}
+		if err := p.awaitInserts(qctx, s.table); err != nil {
+			return err
+		}
+		stored, err := p.storedMax(qctx, s.table, ids)
+		if err != nil {
+			return err
+		}
+		for part, o := range parts {
+			m, ok := stored[part]
+			if !ok {
+				continue
+			}
+			if next := resumeAt(o.EpochOffset().Offset, m); next >= 0 {
+				p.log.Info().Str("topic", topic).Int32("partition", part).Int64("committed", o.EpochOffset().Offset).Int64("resume_at", next).
+					Msg("resuming after the rows stored in clickhouse, past the committed offset")
+				parts[part] = kgo.NewOffset().At(next)
+			}
+		}
+	}
+	return nil
+}
+
+// resumeAt returns where to start a partition whose committed offset is
+// committed (negative: none) and whose highest stored offset is stored, or
+// -1 to keep the committed offset.
+func resumeAt(committed, stored int64) int64 {
+	if stored < 0 || stored+1 <= committed {
+		return -1
+	}
+	return stored + 1
+}
+
+// storedMax returns the highest stored log_offset per partition of table.
+func (p *Projector) storedMax(ctx context.Context, table string, parts []int32) (map[int32]int64, error) {
+	// The partition numbers are formatted here: clickhouse-go binds a
+	// slice as an array, which 18.16 refuses in IN.
+	list := make([]string, len(parts))
+	for i, part := range parts {
+		list[i] = strconv.Itoa(int(part))
+	}
+	q := fmt.Sprintf("SELECT log_partition, max(log_offset) FROM %s.%s WHERE log_partition IN (%s) GROUP BY log_partition", p.db, table, strings.Join(list, ", "))
+	rows, err := p.conn.Query(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("read stored positions of %s: %w", table, err)
+	}
+	defer rows.Close()
+	out := map[int32]int64{}
+	for rows.Next() {
+		var part int32
+		var off int64
+		if err := rows.Scan(&part, &off); err != nil {
+			return nil, fmt.Errorf("read stored positions of %s: %w", table, err)
+		}
+		out[part] = off
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read stored positions of %s: %w", table, err)
+	}
+	return out, nil
+}
+
+// awaitInserts waits until the INSERTs into table that the server is
+// running now have finished. A projector killed right after sending an
+// insert leaves the server completing it on its own; reading the stored
+// positions before that insert lands would start the partition before its
+// rows and insert them a second time.
+func (p *Projector) awaitInserts(ctx context.Context, table string) error {
+	q := `SELECT query_id FROM system.processes WHERE query LIKE ? AND query NOT LIKE '%system.processes%'`
+	pattern := fmt.Sprintf("INSERT INTO %s.%s %%", p.db, table)
+	running := func() (map[string]bool, error) {
+		rows, err := p.conn.Query(ctx, q, pattern)
+		if err != nil {
+			return nil, fmt.Errorf("list running inserts into %s: %w", table, err)
+		}
+		defer rows.Close()
+		ids := map[string]bool{}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return nil, fmt.Errorf("list running inserts into %s: %w", table, err)
+			}
+			ids[id] = true
+		}
+		return ids, rows.Err()
+	}
+	waitFor, err := running()
+	if err != nil {
+		return err
+	}
+	for len(waitFor) > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %d running inserts into %s: %w", len(waitFor), table, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+		now, err := running()
+		if err != nil {
+			return err
+		}
+		for id := range waitFor {
+			if !now[id] {
+				delete(waitFor, id)
+			}
+		}
+	}
+	return nil
+}

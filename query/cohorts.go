@@ -1,0 +1,280 @@
+package query
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/vitalshq/vitals/internal/warehouse"
+)
+
+// UserFigures are a user's own figures in a comparison.
+type UserFigures struct {
+	ID     string   `json:"id"`
+	Count  uint64   `json:"count"`
+	Mean   *float64 `json:"mean"`
+	Median *float64 `json:"median"`
+}
+
+// CohortFigures are the cohort's figures in a comparison. The cohort
+// includes the user. Mean and Median are over the users' means (each user
+// weighs once, as in the seeds' comparative analytics), Count is the
+// cohort's readings.
+type CohortFigures struct {
+	Value  string   `json:"value"`
+	Users  uint64   `json:"users"`
+	Count  uint64   `json:"count"`
+	Mean   *float64 `json:"mean,omitempty"`
+	Median *float64 `json:"median,omitempty"`
+}
+
+// CompareResult answers GET /v1/compare.
+type CompareResult struct {
+	Metric string        `json:"metric"`
+	Unit   string        `json:"unit"`
+	From   time.Time     `json:"from"`
+	To     time.Time     `json:"to"`
+	By     string        `json:"by"`
+	User   UserFigures   `json:"user"`
+	Cohort CohortFigures `json:"cohort"`
+	// PercentDifference is (user mean - cohort mean) / cohort mean * 100.
+	PercentDifference *float64 `json:"percent_difference"`
+	// PercentileRank is the user's mean's percentile rank among the cohort
+	// users' means: 100 * (below + half of equal) / users.
+	PercentileRank *float64 `json:"percentile_rank"`
+	Stale          bool     `json:"stale"`
+	Suppressed     bool     `json:"suppressed"`
+	Reason         string   `json:"reason"`
+}
+
+// errNoUser is a compare request for a user the dimension does not know.
+var errNoUser = errors.New("unknown user")
+
+// compare answers GET /v1/compare?metric&user=U&by=dimension.
+func (s *Service) compare(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.timeout(r)
+	defer cancel()
+	v := r.URL.Query()
+	by, err := parseDimension(v)
+	if err == nil && !v.Has("user") {
+		err = badParam("user", "user is required: the user to compare with their cohort")
+	}
+	if err == nil {
+		for _, d := range Dimensions {
+			if v.Has(d) {
+				err = badParam(d, "compare takes user and by, not cohort filters")
+			}
+		}
+	}
+	if err != nil {
+		s.fail(w, "compare", err)
+		return
+	}
+	q, c, ok := s.begin(ctx, w, r, "compare", rangeDefault30d)
+	if !ok {
+		return
+	}
+	res := CompareResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, User: UserFigures{ID: q.user}, Stale: c.Stale}
+	err = s.fillCompare(ctx, q, by, &res)
+	switch {
+	case errors.Is(err, errNoUser):
+		writeJSON(w, http.StatusNotFound, APIError{Code: "unknown_user", Parameter: "user",
+			Message: "the user has no profile or device events in this tenant, so has no cohort"})
+	case err != nil:
+		s.fail(w, "compare", err)
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+// userStat is one user's count and sum in a range.
+type userStat struct {
+	user string
+	n    uint64
+	sum  float64
+}
+
+func (s *Service) fillCompare(ctx context.Context, q request, by string, res *CompareResult) error {
+	value, err := s.dimensionOf(ctx, q.tenant, q.user, by)
+	if err != nil {
+		return err
+	}
+	res.Cohort.Value = value
+	cohort := q
+	cohort.user, cohort.filters = "", []filter{{by, value}}
+	where, args := s.where(cohort)
+	var stats []userStat
+	var own valueCounts
+	err = s.consistently(ctx, q.tenant, func(sn snapshot) error {
+		src, a := s.readings(sn, where, args)
+		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT uid, count(), sum(val) FROM %s GROUP BY uid`, src), a...)
+		if err != nil {
+			return fmt.Errorf("cohort users: %w", err)
+		}
+		defer rows.Close()
+		stats = stats[:0]
+		for rows.Next() {
+			var u userStat
+			if err := rows.Scan(&u.user, &u.n, &u.sum); err != nil {
+				return fmt.Errorf("cohort users: %w", err)
+			}
+			stats = append(stats, u)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("cohort users: %w", err)
+		}
+		uw, ua := s.where(q)
+		usrc, uargs := s.readings(sn, uw, ua)
+		gc, err := s.valueCounts(ctx, usrc, uargs, "''")
+		own = gc.counts[""]
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	f := func(v float64) *float64 { return &v }
+	means := make([]float64, 0, len(stats))
+	for _, u := range stats {
+		res.Cohort.Count += u.n
+		means = append(means, u.sum/float64(u.n))
+	}
+	res.Cohort.Users = uint64(len(stats))
+	if own.total() > 0 {
+		m := own.moments()
+		res.User.Count, res.User.Mean, res.User.Median = m.n, f(m.mean), f(own.percentile(50))
+	}
+	if res.Suppressed, res.Reason = s.suppress(res.Cohort.Users); res.Suppressed {
+		res.Cohort.Count = 0
+		return nil
+	}
+	var sum float64
+	for _, m := range means {
+		sum += m
+	}
+	res.Cohort.Mean, res.Cohort.Median = f(sum/float64(len(means))), f(median(means))
+	if res.User.Mean != nil {
+		res.PercentileRank = f(percentileRank(*res.User.Mean, means))
+		if *res.Cohort.Mean != 0 {
+			res.PercentDifference = f((*res.User.Mean - *res.Cohort.Mean) / *res.Cohort.Mean * 100)
+		}
+	}
+	return nil
+}
+
+// dimensionOf is the user's current value of dimension by; errNoUser if
+// the user has no profile or device events.
+func (s *Service) dimensionOf(ctx context.Context, tenant, user, by string) (string, error) {
+	sql := fmt.Sprintf(`SELECT %s FROM (%s) WHERE user_id = ?`, by, warehouse.UserDimension(s.cfg.Warehouse.Database))
+	rows, err := s.conn.Query(ctx, sql, tenant, user)
+	if err != nil {
+		return "", fmt.Errorf("user dimension: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return "", fmt.Errorf("user dimension: %w", err)
+		}
+		return "", errNoUser
+	}
+	var v string
+	if err := rows.Scan(&v); err != nil {
+		return "", fmt.Errorf("user dimension: %w", err)
+	}
+	return v, nil
+}
+
+// CohortRow is one cohort of a cohort table.
+type CohortRow struct {
+	Value      string   `json:"value"`
+	Users      uint64   `json:"users"`
+	Count      uint64   `json:"count,omitempty"`
+	Mean       *float64 `json:"mean,omitempty"`
+	Median     *float64 `json:"median,omitempty"`
+	P10        *float64 `json:"p10,omitempty"`
+	P90        *float64 `json:"p90,omitempty"`
+	Stddev     *float64 `json:"stddev,omitempty"`
+	Suppressed bool     `json:"suppressed"`
+	Reason     string   `json:"reason"`
+}
+
+// CohortsResult answers GET /v1/cohorts.
+type CohortsResult struct {
+	Metric  string      `json:"metric"`
+	Unit    string      `json:"unit"`
+	From    time.Time   `json:"from"`
+	To      time.Time   `json:"to"`
+	By      string      `json:"by"`
+	Cohorts []CohortRow `json:"cohorts"`
+	Stale   bool        `json:"stale"`
+}
+
+// cohorts answers GET /v1/cohorts?metric&by=dimension: per value of the
+// dimension, the figures over the readings of its users (as the seeds'
+// aggregate analytics do), smallest cohorts suppressed.
+func (s *Service) cohorts(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.timeout(r)
+	defer cancel()
+	v := r.URL.Query()
+	by, err := parseDimension(v)
+	if err == nil && v.Has("user") {
+		err = badParam("user", "cohorts covers the whole tenant; use compare for a user")
+	}
+	if err != nil {
+		s.fail(w, "cohorts", err)
+		return
+	}
+	q, c, ok := s.begin(ctx, w, r, "cohorts", rangeDefault30d)
+	if !ok {
+		return
+	}
+	res := CohortsResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, Stale: c.Stale, Cohorts: []CohortRow{}}
+	where, args := s.where(q)
+	users := map[string]uint64{}
+	var gc groupedCounts
+	err = s.consistently(ctx, q.tenant, func(sn snapshot) error {
+		src, a := s.readings(sn, where, args)
+		// The dimension's tenant placeholder follows src's in the text.
+		joined := fmt.Sprintf(`(SELECT grp, uid, val FROM %s ANY INNER JOIN (SELECT user_id AS uid, %s AS grp FROM (%s)) USING uid)`,
+			src, by, warehouse.UserDimension(s.cfg.Warehouse.Database))
+		ja := append(append([]any{}, a...), q.tenant)
+		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT grp, uniqExact(uid) FROM %s GROUP BY grp`, joined), ja...)
+		if err != nil {
+			return fmt.Errorf("cohort users: %w", err)
+		}
+		defer rows.Close()
+		clear(users)
+		for rows.Next() {
+			var g string
+			var n uint64
+			if err := rows.Scan(&g, &n); err != nil {
+				return fmt.Errorf("cohort users: %w", err)
+			}
+			users[g] = n
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("cohort users: %w", err)
+		}
+		gc, err = s.valueCounts(ctx, joined, ja, "grp")
+		return err
+	})
+	if err != nil {
+		s.fail(w, "cohorts", err)
+		return
+	}
+	f := func(v float64) *float64 { return &v }
+	for _, g := range gc.keys {
+		row := CohortRow{Value: g, Users: users[g]}
+		if row.Suppressed, row.Reason = s.suppress(row.Users); !row.Suppressed {
+			vc := gc.counts[g]
+			m := vc.moments()
+			row.Count, row.Mean, row.Stddev = m.n, f(m.mean), m.stddev
+			row.Median, row.P10, row.P90 = f(vc.percentile(50)), f(vc.percentile(10)), f(vc.percentile(90))
+		}
+		res.Cohorts = append(res.Cohorts, row)
+	}
+	sort.SliceStable(res.Cohorts, func(i, j int) bool { return res.Cohorts[i].Value < res.Cohorts[j].Value })
+	writeJSON(w, http.StatusOK, res)
+}

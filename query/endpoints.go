@@ -1,0 +1,371 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/vitalshq/vitals/internal/warehouse"
+)
+
+// Percentile is one requested percentile and its value.
+type Percentile struct {
+	P     float64 `json:"p"`
+	Value float64 `json:"value"`
+}
+
+// DayPercentiles are one UTC day's percentiles.
+type DayPercentiles struct {
+	Day         string       `json:"day"`
+	Count       uint64       `json:"count"`
+	Percentiles []Percentile `json:"percentiles"`
+}
+
+// common are the fields every scoped answer carries.
+type common struct {
+	Metric string    `json:"metric"`
+	Unit   string    `json:"unit"`
+	From   time.Time `json:"from"`
+	To     time.Time `json:"to"`
+	Scope  Scope     `json:"scope"`
+	// Stale is true when a consistency token was given and the pipeline
+	// had not stored its write when the wait ran out.
+	Stale bool `json:"stale"`
+	// Suppressed is true when a cohort scope has fewer users than the
+	// minimum; the figures are then left out and Reason says why.
+	Suppressed bool   `json:"suppressed"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// PercentilesResult answers GET /v1/percentiles.
+type PercentilesResult struct {
+	common
+	Count       uint64           `json:"count"`
+	Method      string           `json:"method"`
+	Percentiles []Percentile     `json:"percentiles"`
+	Days        []DayPercentiles `json:"days,omitempty"`
+}
+
+// DistributionResult answers GET /v1/distribution. Figures are null when
+// there are no readings (stddev also with one).
+type DistributionResult struct {
+	common
+	Count     uint64   `json:"count"`
+	Min       *float64 `json:"min"`
+	Q1        *float64 `json:"q1"`
+	Median    *float64 `json:"median"`
+	Q3        *float64 `json:"q3"`
+	Max       *float64 `json:"max"`
+	Mean      *float64 `json:"mean"`
+	Stddev    *float64 `json:"stddev"`
+	Bins      int      `json:"bins"`
+	BinMethod string   `json:"bin_method"`
+	Histogram []Bin    `json:"histogram"`
+}
+
+// Bin methods of DistributionResult.
+const (
+	BinsFixed = "fixed: equal width over [min, max]"
+	BinsAuto  = "Freedman-Diaconis: width 2*IQR*n^(-1/3) over [min, max] (Sturges if IQR is 0), at most 1000 bins"
+)
+
+// begin parses the shared parameters, applies the read-your-writes wait
+// and the cohort minimum, and returns the request and the answer's common
+// fields. ok is false when the answer is already written; when suppressed
+// the caller writes c alone.
+func (s *Service) begin(ctx context.Context, w http.ResponseWriter, r *http.Request, what string, mode rangeMode) (request, common, bool) {
+	q, err := s.parseRequest(r, mode, time.Now())
+	if err == nil && q.token != nil {
+		err = s.checkToken(q.token)
+	}
+	if err != nil {
+		s.fail(w, what, err)
+		return q, common{}, false
+	}
+	c, ok := s.prepare(ctx, w, q, what)
+	return q, c, ok
+}
+
+// prepare waits for the token and checks the cohort minimum.
+func (s *Service) prepare(ctx context.Context, w http.ResponseWriter, q request, what string) (common, bool) {
+	c := common{Metric: q.metric.Name, Unit: q.metric.Unit, From: q.from, To: q.to, Scope: q.scope()}
+	c.Stale = s.caughtUp(ctx, q.token, q.wait)
+	if len(q.filters) > 0 {
+		users, err := s.scopeUsers(ctx, q)
+		if err != nil {
+			s.fail(w, what, err)
+			return c, false
+		}
+		c.Suppressed, c.Reason = s.suppress(users)
+	}
+	return c, true
+}
+
+// suppress says whether a cohort of users is too small to show, and why.
+func (s *Service) suppress(users uint64) (bool, string) {
+	if users < uint64(s.cfg.MinCohortUsers) {
+		return true, fmt.Sprintf("the cohort has %d users with readings, fewer than the minimum of %d: figures of so few people could identify them", users, s.cfg.MinCohortUsers)
+	}
+	return false, ""
+}
+
+func (s *Service) timeout(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), s.cfg.QueryTimeout+s.cfg.MaxWait)
+}
+
+// percentiles answers GET /v1/percentiles?metric&p[&per=day] plus scope.
+func (s *Service) percentiles(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.timeout(r)
+	defer cancel()
+	v := r.URL.Query()
+	ps, err := ParsePercentiles(v.Get("p"), s.cfg.MaxPercentiles)
+	if err == nil && v.Has("per") && v.Get("per") != "day" {
+		err = badParam("per", "per must be day")
+	}
+	if err != nil {
+		s.fail(w, "percentiles", err)
+		return
+	}
+	q, c, ok := s.begin(ctx, w, r, "percentiles", rangeDefault30d)
+	if !ok {
+		return
+	}
+	res := PercentilesResult{common: c, Method: Method, Percentiles: []Percentile{}}
+	if !c.Suppressed {
+		if err := s.fillPercentiles(ctx, q, ps, v.Get("per") == "day", &res); err != nil {
+			s.fail(w, "percentiles", err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// fillPercentiles computes the count and percentiles, overall and per day.
+func (s *Service) fillPercentiles(ctx context.Context, q request, ps []float64, perDay bool, res *PercentilesResult) error {
+	where, args := s.where(q)
+	return s.consistently(ctx, q.tenant, func(sn snapshot) error {
+		src, a := s.readings(sn, where, args)
+		group := "''"
+		if perDay {
+			group = dayExpr
+		}
+		gc, err := s.valueCounts(ctx, src, a, group)
+		if err != nil {
+			return err
+		}
+		var all valueCounts
+		res.Days = nil
+		for _, k := range gc.keys {
+			vc := gc.counts[k]
+			all = append(all, vc...)
+			if perDay {
+				res.Days = append(res.Days, DayPercentiles{Day: k, Count: vc.total(), Percentiles: percentilesOf(vc, ps)})
+			}
+		}
+		if perDay { // the days' values interleave: merge them in order
+			all = mergeCounts(all)
+		}
+		res.Count = all.total()
+		res.Percentiles = percentilesOf(all, ps)
+		return nil
+	})
+}
+
+// percentilesOf evaluates ps; none when there are no readings.
+func percentilesOf(vc valueCounts, ps []float64) []Percentile {
+	out := []Percentile{}
+	if len(vc) == 0 {
+		return out
+	}
+	for _, p := range ps {
+		out = append(out, Percentile{P: p, Value: vc.percentile(p)})
+	}
+	return out
+}
+
+// mergeCounts sorts value counts and adds up equal values.
+func mergeCounts(vc valueCounts) valueCounts {
+	sort.Slice(vc, func(i, j int) bool { return vc[i].v < vc[j].v })
+	out := vc[:0]
+	for _, c := range vc {
+		if n := len(out); n > 0 && out[n-1].v == c.v {
+			out[n-1].n += c.n
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// distribution answers GET /v1/distribution?metric[&bins=20|auto] plus scope.
+func (s *Service) distribution(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.timeout(r)
+	defer cancel()
+	bins, err := parseBins(r.URL.Query())
+	if err != nil {
+		s.fail(w, "distribution", err)
+		return
+	}
+	q, c, ok := s.begin(ctx, w, r, "distribution", rangeDefault30d)
+	if !ok {
+		return
+	}
+	res := DistributionResult{common: c, Histogram: []Bin{}, BinMethod: BinsFixed}
+	if bins == 0 {
+		res.BinMethod = BinsAuto
+	}
+	if !c.Suppressed {
+		where, args := s.where(q)
+		var vc valueCounts
+		err := s.consistently(ctx, q.tenant, func(sn snapshot) error {
+			src, a := s.readings(sn, where, args)
+			gc, err := s.valueCounts(ctx, src, a, "''")
+			vc = gc.counts[""]
+			return err
+		})
+		if err != nil {
+			s.fail(w, "distribution", err)
+			return
+		}
+		describe(vc, bins, &res)
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// describe fills a distribution's figures from its value counts; bins 0
+// chooses the count automatically.
+func describe(vc valueCounts, bins int, res *DistributionResult) {
+	res.Count = vc.total()
+	if res.Count == 0 {
+		return
+	}
+	f := func(v float64) *float64 { return &v }
+	m := vc.moments()
+	res.Min, res.Max = f(vc[0].v), f(vc[len(vc)-1].v)
+	res.Q1, res.Median, res.Q3 = f(vc.percentile(25)), f(vc.percentile(50)), f(vc.percentile(75))
+	res.Mean, res.Stddev = f(m.mean), m.stddev
+	if bins == 0 {
+		bins = vc.autoBins()
+	}
+	res.Histogram = vc.histogram(bins)
+	res.Bins = len(res.Histogram)
+}
+
+// TrendDay is one UTC day of a trend.
+type TrendDay struct {
+	Day    string   `json:"day"`
+	Count  uint64   `json:"count"`
+	Avg    float64  `json:"avg"`
+	Min    float64  `json:"min"`
+	Max    float64  `json:"max"`
+	Stddev *float64 `json:"stddev"`
+}
+
+// TrendsResult answers GET /v1/trends.
+type TrendsResult struct {
+	common
+	// Source is the table the figures came from: "rollup" (the daily
+	// rollup) or "readings".
+	Source string     `json:"source"`
+	Days   []TrendDay `json:"days"`
+}
+
+// trends answers GET /v1/trends?metric[&period=week|month|quarter|year]
+// plus scope. Trends cover whole UTC days: from is rounded down and to up
+// to midnight.
+func (s *Service) trends(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.timeout(r)
+	defer cancel()
+	v := r.URL.Query()
+	q, err := s.parseRequest(r, rangeDefault30d, time.Now())
+	if err == nil && v.Has("period") {
+		var from time.Time
+		if v.Has("from") {
+			err = badParam("period", "give period or from, not both")
+		} else if from, _, err = parsePeriod(v, q.to); err == nil {
+			q.from = from
+		}
+	}
+	if err == nil && q.token != nil {
+		err = s.checkToken(q.token)
+	}
+	if err != nil {
+		s.fail(w, "trends", err)
+		return
+	}
+	q.from = q.from.Truncate(24 * time.Hour)
+	if t := q.to.Truncate(24 * time.Hour); !t.Equal(q.to) {
+		q.to = t.Add(24 * time.Hour)
+	}
+	c, ok := s.prepare(ctx, w, q, "trends")
+	if !ok {
+		return
+	}
+	res := TrendsResult{common: c, Days: []TrendDay{}, Source: "readings"}
+	if s.cfg.TrendsFromRollup {
+		res.Source = "rollup"
+	}
+	if !c.Suppressed {
+		days, err := s.trendDays(ctx, q)
+		if err != nil {
+			s.fail(w, "trends", err)
+			return
+		}
+		res.Days = days
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// trendDays reads count, min, max, sum and sum of squares per day, from
+// the rollup or the raw readings, and derives avg and stddev the same way
+// for both.
+func (s *Service) trendDays(ctx context.Context, q request) ([]TrendDay, error) {
+	db := s.cfg.Warehouse.Database
+	var days []TrendDay
+	collect := func(sql string, args []any) error {
+		rows, err := s.conn.Query(ctx, sql, args...)
+		if err != nil {
+			return fmt.Errorf("trends: %w", err)
+		}
+		defer rows.Close()
+		days = days[:0]
+		for rows.Next() {
+			var d TrendDay
+			var sum, sumSq float64
+			if err := rows.Scan(&d.Day, &d.Count, &d.Min, &d.Max, &sum, &sumSq); err != nil {
+				return fmt.Errorf("trends: %w", err)
+			}
+			m := momentsFromSums(d.Count, sum, sumSq)
+			d.Avg, d.Stddev = m.mean, m.stddev
+			days = append(days, d)
+		}
+		return rows.Err()
+	}
+	if !s.cfg.TrendsFromRollup {
+		where, args := s.where(q)
+		err := s.consistently(ctx, q.tenant, func(sn snapshot) error {
+			src, a := s.readings(sn, where, args)
+			return collect(fmt.Sprintf(`SELECT %s AS d, count(), min(val), max(val), sum(val), sum(val * val)
+				FROM %s GROUP BY d ORDER BY d`, dayExpr, src), a)
+		})
+		return days, err
+	}
+	conds := "tenant_id = ? AND metric = ? AND day >= toDate(?) AND day < toDate(?)"
+	args := []any{q.tenant, q.metric.Name, dayOf(q.from), dayOf(q.to)}
+	if q.user != "" {
+		conds += " AND user_id = ?"
+		args = append(args, q.user)
+	}
+	if len(q.filters) > 0 {
+		c, a := s.cohortCondition(q.tenant, q.filters)
+		conds += " AND " + c
+		args = append(args, a...)
+	}
+	sql := fmt.Sprintf(`SELECT toString(day) AS d, countMerge(readings), minMerge(min_value), maxMerge(max_value),
+			sumMerge(sum_value), sumMerge(sum_squares)
+		FROM %s.%s WHERE %s AND %s GROUP BY d ORDER BY d`, db, warehouse.DailyRollupTable, conds, warehouse.NotErased(db))
+	err := collect(sql, args)
+	return days, err
+}

@@ -1,0 +1,171 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/vitalshq/vitals/internal/metric"
+	"github.com/vitalshq/vitals/internal/warehouse"
+)
+
+// PercentilesResponse answers GET /v1/users/{user}/percentiles, the first
+// endpoint (the demo uses it); GET /v1/percentiles?user= is its general
+// form.
+type PercentilesResponse struct {
+	UserID      string       `json:"user_id"`
+	Metric      string       `json:"metric"`
+	Unit        string       `json:"unit"`
+	From        time.Time    `json:"from"`
+	To          time.Time    `json:"to"`
+	Count       uint64       `json:"count"`
+	Method      string       `json:"method"`
+	Percentiles []Percentile `json:"percentiles"`
+	Stale       bool         `json:"stale"`
+}
+
+// userPercentiles answers GET /v1/users/{user}/percentiles?metric=&from=&to=&p=.
+func (s *Service) userPercentiles(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.timeout(r)
+	defer cancel()
+	user := r.PathValue("user")
+	err := parseUser("user", user)
+	if err == nil && r.URL.Query().Has("user") {
+		err = badParam("user", "the user is in the path")
+	}
+	var ps []float64
+	if err == nil {
+		ps, err = ParsePercentiles(r.URL.Query().Get("p"), s.cfg.MaxPercentiles)
+	}
+	if err != nil {
+		s.fail(w, "user percentiles", err)
+		return
+	}
+	// The path's user is the scope; the shared parser sees it as user=.
+	r2 := r.Clone(ctx)
+	qv := r2.URL.Query()
+	qv.Set("user", user)
+	r2.URL.RawQuery = qv.Encode()
+	q, c, ok := s.begin(ctx, w, r2, "user percentiles", rangeRequired)
+	if !ok {
+		return
+	}
+	var res PercentilesResult
+	if err := s.fillPercentiles(ctx, q, ps, false, &res); err != nil {
+		s.fail(w, "user percentiles", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, PercentilesResponse{UserID: user, Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To,
+		Count: res.Count, Method: Method, Percentiles: res.Percentiles, Stale: c.Stale})
+}
+
+// Latest is a user's newest reading of a metric.
+type Latest struct {
+	Metric     string    `json:"metric"`
+	Value      float64   `json:"value"`
+	Unit       string    `json:"unit"`
+	MeasuredAt time.Time `json:"measured_at"`
+}
+
+// MetricCount is how many readings of a metric a user has.
+type MetricCount struct {
+	Metric string `json:"metric"`
+	Count  uint64 `json:"count"`
+}
+
+// SummaryResult answers GET /v1/users/{user}/summary.
+type SummaryResult struct {
+	User   string        `json:"user"`
+	Latest []Latest      `json:"latest"`
+	Counts []MetricCount `json:"counts"`
+	// OpenAlerts counts by severity the alerts that started within
+	// OpenAlertWindow before the user's latest reading.
+	OpenAlerts map[string]uint64 `json:"open_alerts"`
+	Stale      bool              `json:"stale"`
+}
+
+// OpenAlertWindow is how long an alert counts as open: alerts have no end
+// event, so "open" means it started within this window before the user's
+// latest reading of any metric (the data's own clock, so a replayed or
+// historical user is summarised as of their last reading).
+const OpenAlertWindow = 24 * time.Hour
+
+// summary answers GET /v1/users/{user}/summary: every metric's latest
+// reading and count over all time, and the open alerts.
+func (s *Service) summary(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.timeout(r)
+	defer cancel()
+	user := r.PathValue("user")
+	err := parseUser("user", user)
+	var q request
+	if err == nil {
+		q.token, q.wait, err = s.parseConsistency(r.URL.Query())
+	}
+	if err == nil && q.token != nil {
+		err = s.checkToken(q.token)
+	}
+	if err != nil {
+		s.fail(w, "summary", err)
+		return
+	}
+	res := SummaryResult{User: user, Latest: []Latest{}, Counts: []MetricCount{},
+		OpenAlerts: map[string]uint64{"critical": 0, "warning": 0, "info": 0}}
+	res.Stale = s.caughtUp(ctx, q.token, q.wait)
+	if err := s.fillSummary(ctx, tenantOf(r), user, &res); err != nil {
+		s.fail(w, "summary", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Service) fillSummary(ctx context.Context, tenant, user string, res *SummaryResult) error {
+	var newest int64 = -1
+	err := s.consistently(ctx, tenant, func(sn snapshot) error {
+		src, a := s.readings(sn, "tenant_id = ? AND user_id = ?", []any{tenant, user})
+		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT mt, count(), argMax(val, at_ms), max(at_ms) FROM %s GROUP BY mt ORDER BY mt`, src), a...)
+		if err != nil {
+			return fmt.Errorf("summary: %w", err)
+		}
+		defer rows.Close()
+		res.Latest, res.Counts, newest = res.Latest[:0], res.Counts[:0], -1
+		for rows.Next() {
+			var l Latest
+			var n uint64
+			var at int64
+			if err := rows.Scan(&l.Metric, &n, &l.Value, &at); err != nil {
+				return fmt.Errorf("summary: %w", err)
+			}
+			l.MeasuredAt = time.UnixMilli(at).UTC()
+			if m, ok := metric.Lookup(l.Metric); ok {
+				l.Unit = m.Unit
+			}
+			res.Latest = append(res.Latest, l)
+			res.Counts = append(res.Counts, MetricCount{Metric: l.Metric, Count: n})
+			newest = max(newest, at)
+		}
+		return rows.Err()
+	})
+	if err != nil || newest < 0 {
+		return err
+	}
+	db := s.cfg.Warehouse.Database
+	sql := fmt.Sprintf(`SELECT sev, count() FROM (
+			SELECT event_id, any(severity) AS sev, any(started_at_ms) AS st FROM %s.%s
+			WHERE tenant_id = ? AND user_id = ? AND %s GROUP BY event_id)
+		WHERE st >= ? AND st <= ? GROUP BY sev`, db, warehouse.AlertsTable, warehouse.NotErased(db))
+	rows, err := s.conn.Query(ctx, sql, tenant, user, newest-OpenAlertWindow.Milliseconds(), newest)
+	if err != nil {
+		return fmt.Errorf("open alerts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var sev string
+		var n uint64
+		if err := rows.Scan(&sev, &n); err != nil {
+			return fmt.Errorf("open alerts: %w", err)
+		}
+		res.OpenAlerts[sev] = n
+	}
+	return rows.Err()
+}
