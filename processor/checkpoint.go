@@ -49,20 +49,13 @@ func (p *Processor) checkpointIfDue(ctx context.Context) error {
 	if !p.pending() || (time.Since(p.checkpoint) < p.cfg.CheckpointInterval && len(p.dirty) < p.cfg.MaxDirty) {
 		return nil
 	}
-	if err := p.reapLocked(ctx, true); err != nil {
-		return err
-	}
-	if err := p.flushOutputs(ctx); err != nil {
-		return err
-	}
-	c := p.prepare()
+	c, err := p.nextLocked(ctx)
 	if c == nil {
-		return nil
+		return err
 	}
 	// The write may outlive ctx by ShutdownGrace, so a stopping processor
 	// still commits what it prepared.
 	wctx, cancel := afterGrace(ctx, p.cfg.ShutdownGrace)
-	p.inflight = c
 	go func() {
 		defer cancel()
 		p.write(wctx, c)
@@ -76,19 +69,27 @@ func (p *Processor) checkpointIfDue(ctx context.Context) error {
 func (p *Processor) commitCheckpoint(ctx context.Context) error {
 	p.ckMu.Lock()
 	defer p.ckMu.Unlock()
-	if err := p.reapLocked(ctx, true); err != nil {
-		return err
-	}
-	if err := p.flushOutputs(ctx); err != nil {
-		return err
-	}
-	c := p.prepare()
+	c, err := p.nextLocked(ctx)
 	if c == nil {
-		return nil
+		return err
 	}
-	p.inflight = c
 	p.write(ctx, c)
 	return p.reapLocked(ctx, true)
+}
+
+// nextLocked waits for the checkpoint in flight and for the outputs sent
+// since, then prepares the next checkpoint and makes it the one in flight.
+// It returns nil when there is nothing to commit or on error.
+func (p *Processor) nextLocked(ctx context.Context) (*pendingCheckpoint, error) {
+	if err := p.reapLocked(ctx, true); err != nil {
+		return nil, err
+	}
+	if err := p.flushOutputs(ctx); err != nil {
+		return nil, err
+	}
+	c := p.prepare()
+	p.inflight = c
+	return c, nil
 }
 
 // reapLocked finishes the background checkpoint if it is done (or waits for

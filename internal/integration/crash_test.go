@@ -120,33 +120,7 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 
 	// Post in the background, each user in order, while the processor is
 	// being killed.
-	postDone := make(chan error, 1)
-	go func() {
-		var wg sync.WaitGroup
-		errs := make(chan error, len(users))
-		for _, u := range users {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rs := perUser[u]
-				for i := 0; i < len(rs); i += 100 {
-					var batch []wireReading
-					for _, r := range rs[i:min(i+100, len(rs))] {
-						batch = append(batch, wire(r))
-					}
-					var resp ingest.BatchResponse
-					if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-crash", "readings": batch}, &resp); code != http.StatusOK || resp.Accepted != len(batch) {
-						errs <- fmt.Errorf("post: status %d accepted %d", code, resp.Accepted)
-						return
-					}
-					time.Sleep(150 * time.Millisecond) // spread the stream over ~5 s
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		postDone <- <-errs
-	}()
+	postDone := s.streamReadings(ingestURL, "gw-crash", perUser, 100, 150*time.Millisecond) // about 5 s of stream
 
 	conn, err := pgx.Connect(ctx, s.pgURL)
 	if err != nil {

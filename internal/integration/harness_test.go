@@ -222,9 +222,18 @@ func (s *stack) startProjector(ctx context.Context, group string) *running {
 	return s.run("projector", p.Run, p.Close)
 }
 
+// startQuery starts the query service of the test's slice of the stack
+// and returns its base URL.
 func (s *stack) startQuery(ctx context.Context) string {
 	s.t.Helper()
-	q, err := query.New(ctx, s.queryConfig(), s.log)
+	return s.startQueryWith(ctx, s.queryConfig())
+}
+
+// startQueryWith starts a query service with cfg (normally a changed
+// queryConfig) and returns its base URL; s.queryToken is valid for it.
+func (s *stack) startQueryWith(ctx context.Context, cfg query.Config) string {
+	s.t.Helper()
+	q, err := query.New(ctx, cfg, s.log)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -417,4 +426,38 @@ func (s *stack) postReadings(ingestURL, gateway string, rows []sample.HeartRate,
 			s.t.Fatalf("post: status %d, %d of %d accepted", code, resp.Accepted, len(items))
 		}
 	}
+}
+
+// streamReadings posts each user's readings in order, batch at a time with
+// a pause after each, all users at once, in the background; the channel
+// yields the first error (or nil) when every post is done. Fault tests use
+// it to keep a stream flowing while they kill or stop things.
+func (s *stack) streamReadings(ingestURL, gateway string, perUser map[string][]sample.HeartRate, batch int, pause time.Duration) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		var wg sync.WaitGroup
+		errs := make(chan error, len(perUser))
+		for _, rs := range perUser {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < len(rs); i += batch {
+					items := make([]wireReading, 0, batch)
+					for _, r := range rs[i:min(i+batch, len(rs))] {
+						items = append(items, wire(r))
+					}
+					var resp ingest.BatchResponse
+					if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": gateway, "readings": items}, &resp); code != http.StatusOK || resp.Accepted != len(items) {
+						errs <- fmt.Errorf("post: status %d, %d of %d accepted", code, resp.Accepted, len(items))
+						return
+					}
+					time.Sleep(pause)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		done <- <-errs
+	}()
+	return done
 }

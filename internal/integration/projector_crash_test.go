@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
@@ -117,33 +115,7 @@ func TestProjectorKill9(t *testing.T) {
 
 	// Post in the background, each user in order, while the projector is
 	// being killed: about 15 s of stream.
-	postDone := make(chan error, 1)
-	go func() {
-		var wg sync.WaitGroup
-		errs := make(chan error, len(users))
-		for _, u := range users {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rs := per[u]
-				for i := 0; i < len(rs); i += 50 {
-					var batch []wireReading
-					for _, r := range rs[i:min(i+50, len(rs))] {
-						batch = append(batch, wire(r))
-					}
-					var resp ingest.BatchResponse
-					if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-proj-crash", "readings": batch}, &resp); code != http.StatusOK || resp.Accepted != len(batch) {
-						errs <- fmt.Errorf("post: status %d, %d of %d accepted", code, resp.Accepted, len(batch))
-						return
-					}
-					time.Sleep(300 * time.Millisecond)
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		postDone <- <-errs
-	}()
+	postDone := s.streamReadings(ingestURL, "gw-proj-crash", per, 50, 300*time.Millisecond)
 
 	midStream, prev := 0, uint64(0)
 	var progress []uint64
