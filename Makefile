@@ -80,6 +80,16 @@ bench-processor: up build
 bench-projector: up build
 	@$(STACK_ENV) && ./$(BIN) bench projector $(BENCH_FLAGS)
 
+# Replay benchmark: fills a topic of its own (bench-replay-<time>.*) with
+# 10,000,000 accepted heart-rate readings, then runs vitals replay rebuild of
+# the readings table and its rollup into a fresh database (verify and swap
+# included, timed apart) and reports events/s from Kafka into ClickHouse.
+# Topics, databases and groups are deleted afterwards. E.g.
+# make bench-replay BENCH_FLAGS="--bench-rows 2000000 --replay-batch-rows 100000".
+.PHONY: bench-replay
+bench-replay: up build
+	@$(STACK_ENV) && ./$(BIN) bench replay $(BENCH_FLAGS)
+
 # Query latency benchmark: generates 100,000,000 heart-rate readings of
 # 100,000 users (with profiles and devices) inside ClickHouse in a database of
 # its own (vitals_bench_query; INSERT ... SELECT from numbers(), a few minutes,
@@ -92,3 +102,29 @@ bench-projector: up build
 .PHONY: bench-query
 bench-query: up build
 	@$(STACK_ENV) && ./$(BIN) bench query $(BENCH_FLAGS)
+
+# End-to-end benchmark on the local stack (vitals bench e2e, three runs):
+# ingest, processor and projector as separate processes of bin/vitals (their
+# CPU and peak memory read from /proc), the fleet simulator posting 100,000
+# readings/s for 15 s (throughput until every reading is queryable), then
+# 50,000/s for 20 s (freshness: ingest's answer to the row visible in
+# ClickHouse), then the projector against ClickHouse's Kafka engine on the
+# same accepted readings (a JSONEachRow copy, which 18.16's engine can read).
+# Each run appends a JSON line to bench/results/e2e.jsonl; medians at the
+# end. E.g. make bench BENCH_FLAGS="--bench-runs 1 --bench-rate 50000".
+.PHONY: bench
+bench: up build
+	@$(STACK_ENV) && ./$(BIN) bench e2e $(BENCH_FLAGS)
+
+# Fault injection (vitals chaos): a pipeline of child processes while the
+# simulator streams with injected data faults; 12 kill -9 of processor,
+# projector and ingest, a broker restart, ClickHouse stopped 60 s,
+# PostgreSQL stopped 30 s, a second processor joining and leaving; then the
+# manifest is verified against ClickHouse and the dead-letter topic. About
+# 10 minutes. The short version runs in make test (TestChaosShort).
+# E.g. make chaos CHAOS_FLAGS="--chaos-kills 20 --simulate-duration 10m".
+.PHONY: chaos
+chaos: up build
+	@mkdir -p bench/results/logs && $(STACK_ENV) && \
+		{ ./$(BIN) chaos --simulate-manifest bench/results/logs/chaos-manifest.jsonl $(CHAOS_FLAGS); echo $$? > bench/results/logs/chaos.rc; } | tee -a bench/results/chaos.txt; \
+		exit $$(cat bench/results/logs/chaos.rc)

@@ -48,6 +48,15 @@
 // meantime deletes them itself. Erasures are handled at least once: their
 // records are not skipped by position, and both steps are idempotent.
 //
+// # Replay swaps
+//
+// Before every insert (and about once a second while idle) the projector
+// looks for a pause asked by `vitals replay rebuild` in
+// warehouse.ReplayPausesTable; it then acknowledges, drops its batch, waits
+// while the rebuilt tables are swapped in, and resumes after the positions
+// stored in them (pause.go). Config.Tables limits a projector to some
+// tables, for the rebuild's own shadow projector.
+//
 // # ClickHouse unavailable
 //
 // The projector stops polling and retries the pending batch with capped,
@@ -99,6 +108,11 @@ type Config struct {
 	// FetchMaxBytes bounds one fetch response, and so the memory buffered
 	// per broker while a batch is being inserted.
 	FetchMaxBytes int32
+	// Tables, if not empty, limits the projector to the topics of these
+	// tables (warehouse table names); `vitals replay rebuild` uses it to
+	// rebuild some tables only. warehouse.ErasedUsersTable must be among
+	// them: without the erasures, rows of erased users would come back.
+	Tables []string
 }
 
 // DefaultConfig returns the documented defaults.
@@ -143,6 +157,9 @@ type Projector struct {
 	erased  *erasedSet
 	stats   Stats
 	lostGen atomic.Int64 // bumped when the group session is lost
+	// owned and floor serve the pause for a replay swap (pause.go).
+	owned owned
+	floor map[floorKey]int64
 }
 
 // New connects to ClickHouse (creating or upgrading the tables) and Kafka.
@@ -171,10 +188,16 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Projector, error
 		conn:  conn,
 		db:    cfg.Warehouse.Database,
 		sinks: map[string]*sink{},
+		floor: map[floorKey]int64{},
 	}
 	p.erased = newErasedSet(conn, p.db)
+	chosen, err := chooseSinks(sinks(cfg.Kafka.Topics), cfg.Tables)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("projector: %w", err)
+	}
 	var topics []string
-	for _, s := range sinks(cfg.Kafka.Topics) {
+	for _, s := range chosen {
 		p.sinks[s.topic] = s
 		topics = append(topics, s.topic)
 	}
@@ -191,7 +214,12 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Projector, error
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxBytes(cfg.FetchMaxBytes),
 		kgo.AdjustFetchOffsetsFn(p.resumeOffsets),
-		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { p.lostGen.Add(1) }),
+		kgo.OnPartitionsAssigned(p.owned.assigned),
+		kgo.OnPartitionsRevoked(p.owned.removed),
+		kgo.OnPartitionsLost(func(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
+			p.lostGen.Add(1)
+			p.owned.removed(ctx, cl, lost)
+		}),
 	)...)
 	if err != nil {
 		conn.Close()
@@ -210,13 +238,22 @@ func (p *Projector) Run(ctx context.Context) error {
 	p.log.Info().Str("group", p.cfg.Group).Int("batch_rows", p.cfg.MaxRows).Dur("flush_interval", p.cfg.FlushInterval).Msg("projecting")
 	for ctx.Err() == nil {
 		gen := p.lostGen.Load()
-		records := p.collect(ctx)
+		records := p.aboveFloor(p.collect(ctx))
 		if len(records) == 0 {
+			// Idle: acknowledge a pause now rather than at the next batch,
+			// so that a swap need not wait for traffic. An error here is
+			// harmless: flush checks again before inserting anything.
+			if _, err := p.honourPause(ctx); err != nil && ctx.Err() == nil {
+				p.log.Debug().Err(err).Msg("cannot check for a replay pause while idle")
+			}
 			p.cl.AllowRebalance()
 			continue
 		}
 		err := p.flush(ctx, records, gen)
 		p.cl.AllowRebalance()
+		if errors.Is(err, errPaused) {
+			continue // the batch was dropped; the partitions were re-sought
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				p.log.Warn().Err(err).Int("records", len(records)).Msg("stopped before the batch was stored; it will be redelivered")
@@ -234,9 +271,11 @@ func (p *Projector) collect(ctx context.Context) []*kgo.Record {
 	var records []*kgo.Record
 	var deadline time.Time
 	for len(records) < p.cfg.MaxRows {
-		pctx := ctx
-		var cancel context.CancelFunc = func() {}
+		// While idle, return now and then so that Run looks for a replay
+		// pause.
+		pctx, cancel := context.WithTimeout(ctx, pauseCheckEvery)
 		if !deadline.IsZero() {
+			cancel()
 			pctx, cancel = context.WithDeadline(ctx, deadline)
 		}
 		fetches := p.cl.PollRecords(pctx, p.cfg.MaxRows-len(records))
@@ -337,7 +376,15 @@ func (p *Projector) flush(ctx context.Context, records []*kgo.Record, gen int64)
 			p.log.Warn().Int("records", len(records)).Msg("group session lost; dropping the batch, the partitions' new owner stores it")
 			return nil
 		}
-		err := p.store(fctx, b)
+		// No insert while a replay swaps tables (pause.go); a failed check
+		// counts as a failed attempt.
+		paused, err := p.honourPause(fctx)
+		if err == nil && paused {
+			return errPaused
+		}
+		if err == nil {
+			err = p.store(fctx, b)
+		}
 		if err == nil {
 			if attempt > 1 {
 				p.log.Info().Int("attempts", attempt).Dur("outage", time.Since(start)).Msg("clickhouse insert recovered")

@@ -39,11 +39,17 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "processor" {
 		return benchProcessor(ctx, args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "e2e" {
+		return benchE2E(ctx, args[1:], stdout)
+	}
 	if len(args) > 0 && args[0] == "projector" {
 		return benchProjector(ctx, args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "replay" {
+		return benchReplay(ctx, args[1:], stdout)
+	}
 	if len(args) == 0 || args[0] != "ingest" {
-		return fmt.Errorf("usage: vitals bench ingest|processor|projector|query [flags] (vitals bench ingest -h lists them)")
+		return fmt.Errorf("usage: vitals bench ingest|processor|projector|query|replay [flags] (vitals bench ingest -h lists them)")
 	}
 	return benchIngest(ctx, args[1:], stdout)
 }

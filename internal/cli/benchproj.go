@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/eventlog"
@@ -66,20 +65,7 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	s.kafkaFlags(fs)
 	s.chFlags(fs)
 	s.projectorFlags(fs)
-	// Topics and a database of its own. The database default is replaced
-	// even when VITALS_CLICKHOUSE_DATABASE is set (deploy/stack.sh env sets
-	// it to the real one); only an explicit flag chooses another.
-	started := time.Now().UTC().Format("20060102_150405")
-	for name, def := range map[string]string{
-		"kafka-topic-prefix":  "bench-proj-" + started,
-		"clickhouse-database": "vitals_bench_proj_" + started,
-	} {
-		if _, ok := os.LookupEnv(fs.EnvName(name)); !ok || name == "clickhouse-database" {
-			f := fs.Lookup(name)
-			_ = f.Value.Set(def)
-			f.DefValue = def
-		}
-	}
+	benchScratch(fs, "bench-proj-", "vitals_bench_proj_")
 	var b benchProjSettings
 	fs.Int(&b.rows, "bench-rows", 2000000, "accepted heart-rate readings to project")
 	fs.Int(&b.users, "bench-users", 10000, "distinct users the readings are spread over (round robin, 1 s apart per user)")
@@ -119,24 +105,8 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	defer cl.Close()
 	defer func() {
-		if b.keep {
-			return
-		}
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		var names []string
-		for _, sp := range kcfg.Specs() {
-			names = append(names, sp.Name)
-		}
-		if _, err := kadm.NewClient(cl).DeleteTopics(cctx, names...); err != nil {
-			log.Warn().Err(err).Msg("delete the bench topics")
-		}
-		deleteBenchGroup(cctx, kcfg, s.projectorGroup, log)
-		if conn, err := warehouse.Open(cctx, s.warehouse()); err == nil {
-			if err := conn.Exec(cctx, "DROP DATABASE IF EXISTS "+s.chDatabase); err != nil {
-				log.Warn().Err(err).Msg("drop the bench database")
-			}
-			conn.Close()
+		if !b.keep {
+			benchCleanup(ctx, cl, kcfg, s.warehouse(), []string{s.projectorGroup}, []string{s.chDatabase}, log)
 		}
 	}()
 

@@ -49,7 +49,10 @@ func commands() []command {
 		{"keys", "manage gateway API keys: keys create|list|revoke", cmdKeys},
 		{"tokens", "manage analyst query tokens: tokens create|list|revoke", cmdTokens},
 		{"demo", "run the pipeline on the bundled Fitbit sample and print per-user percentiles", cmdDemo},
+		{"replay", "rebuild tables from the log into shadow tables and swap them in (replay rebuild|rollback), or reprocess the raw log into new output topics (replay reprocess)", cmdReplay},
 		{"bench", "benchmarks: bench ingest (readings/s over HTTP), bench processor, bench projector (rows/s into ClickHouse)", cmdBench},
+		{"simulate", "stream simulated users with injected faults to ingest and write the expected outcomes; simulate verify checks them", cmdSimulate},
+		{"chaos", "kill and stop parts of a pipeline of its own while simulate streams, then verify nothing was lost or doubled", cmdChaos},
 		{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
 			_, err := fmt.Fprintln(w, "vitals", Version)
 			return err
@@ -108,6 +111,9 @@ type settings struct {
 	kafkaPrefix      string
 	kafkaPartitions  int
 	kafkaReplication int
+	// kafkaOutputVersion is the version of the processor's output topics
+	// (v1, or v2... after a reprocess; see vitals replay reprocess).
+	kafkaOutputVersion string
 
 	pgURL string
 
@@ -142,6 +148,7 @@ type settings struct {
 	queryTimeout     time.Duration
 	queryMinCohort   int
 	queryMaxWait     time.Duration
+	queryRollup      bool
 }
 
 func newFlags(name string) (*envflag.Set, *settings) {
@@ -158,6 +165,7 @@ func (s *settings) kafkaFlags(fs *envflag.Set) {
 	fs.String(&s.kafkaPrefix, "kafka-topic-prefix", "vitals", "prefix of every topic name, e.g. vitals.readings.v1")
 	fs.Int(&s.kafkaPartitions, "kafka-partitions", d.Partitions, "partitions of topics Vitals creates (cannot shrink later)")
 	fs.Int(&s.kafkaReplication, "kafka-replication", d.ReplicationFactor, "replication factor of topics Vitals creates")
+	fs.String(&s.kafkaOutputVersion, "kafka-output-version", "v1", "version of the processor's output topics (e.g. v2 after vitals replay reprocess --version v2)")
 }
 
 func (s *settings) pgFlags(fs *envflag.Set) {
@@ -213,13 +221,28 @@ func (s *settings) logger() (zerolog.Logger, error) {
 	return logging.New(os.Stderr, s.logLevel, s.logFormat)
 }
 
+// kafka is the Kafka configuration of the flags. checkKafka has validated
+// the output version of every command that registers kafkaFlags; an
+// unchecked, invalid one leaves the v1 topics.
 func (s *settings) kafka() eventlog.Config {
 	c := eventlog.DefaultConfig()
 	c.Brokers = eventlog.ParseBrokers(s.kafkaBrokers)
 	c.Topics = eventlog.TopicsWithPrefix(s.kafkaPrefix)
+	if t, err := c.Topics.WithOutputVersion(s.kafkaOutputVersion); err == nil {
+		c.Topics = t
+	}
 	c.Partitions = s.kafkaPartitions
 	c.ReplicationFactor = s.kafkaReplication
 	return c
+}
+
+// checkKafka validates the Kafka flags that kafka cannot report on.
+func (s *settings) checkKafka() error {
+	if s.kafkaOutputVersion == "" {
+		s.kafkaOutputVersion = "v1"
+	}
+	_, err := eventlog.TopicsWithPrefix(s.kafkaPrefix).WithOutputVersion(s.kafkaOutputVersion)
+	return err
 }
 
 func (s *settings) warehouse() warehouse.Config {
@@ -305,6 +328,9 @@ func cmdProcessor(ctx context.Context, args []string, _ io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := s.checkKafka(); err != nil {
+		return err
+	}
 	log, err := s.logger()
 	if err != nil {
 		return err
@@ -322,6 +348,9 @@ func cmdProjector(ctx context.Context, args []string, _ io.Writer) error {
 	s.chFlags(fs)
 	s.projectorFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := s.checkKafka(); err != nil {
 		return err
 	}
 	log, err := s.logger()
@@ -383,6 +412,9 @@ func startAll(ctx context.Context, s *settings, log zerolog.Logger) ([]role, err
 func cmdRun(ctx context.Context, args []string, _ io.Writer) error {
 	fs, s := allFlags("run")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := s.checkKafka(); err != nil {
 		return err
 	}
 	log, err := s.logger()

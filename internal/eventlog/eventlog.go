@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,29 @@ func TopicsWithPrefix(prefix string) Topics {
 		Alerts:           prefix + ".alerts.v1",
 		Erasures:         prefix + ".erasures.v1",
 	}
+}
+
+// outputVersionRE is what a version of the processor's outputs may be
+// called: it becomes part of topic names.
+var outputVersionRE = regexp.MustCompile(`^v[0-9]{1,6}$`)
+
+// WithOutputVersion returns t with the processor's output topics
+// (accepted, rejected, alerts, erasures) at version v instead of v1, e.g.
+// vitals.readings.accepted.v2. A reprocess writes a new version beside the
+// old one, so the old outputs stay until they are deleted on purpose; the
+// raw topics and dead letters are the same for every version.
+func (t Topics) WithOutputVersion(v string) (Topics, error) {
+	if !outputVersionRE.MatchString(v) {
+		return t, fmt.Errorf("output version %q: want v followed by digits, e.g. v2", v)
+	}
+	for _, name := range []*string{&t.AcceptedReadings, &t.RejectedReadings, &t.Alerts, &t.Erasures} {
+		base, ok := strings.CutSuffix(*name, ".v1")
+		if !ok {
+			return t, fmt.Errorf("output topic %q does not end in .v1", *name)
+		}
+		*name = base + "." + v
+	}
+	return t, nil
 }
 
 // Config is what a role needs to reach Kafka.

@@ -57,6 +57,34 @@ const (
 	DailyRollupTable = "readings_daily"
 	// DailyRollupView is the materialized view that feeds DailyRollupTable.
 	DailyRollupView = "readings_daily_mv"
+	// ValuesRollupTable is the exact multiset of values per tenant,
+	// metric, UTC day and user: one row per distinct value with the number
+	// of readings that have it, maintained by ValuesRollupView on every
+	// insert into readings. Exact percentiles, histograms, means and
+	// standard deviations of whole days follow from it (the query service
+	// computes them from value counts anyway), and a user's heart rate has
+	// about a hundred distinct values a day against thousands of readings.
+	// It is a SummingMergeTree: unmerged parts hold several rows per key,
+	// so always add up the count:
+	//
+	//	SELECT value, sum(readings) AS n
+	//	FROM vitals.readings_daily_values
+	//	WHERE tenant_id = ? AND metric = ? AND day >= ? AND day < ?
+	//	GROUP BY value ORDER BY value
+	//
+	// The sorting key starts (tenant_id, metric, day), so a tenant- or
+	// cohort-wide day range is one contiguous slice; one user's readings
+	// are contiguous in ReadingsTable instead. Unlike ReadingsTable it
+	// cannot collapse copies: it is exact because the projector inserts
+	// each accepted reading once (see the package comment).
+	ValuesRollupTable = "readings_daily_values"
+	// ValuesRollupView is the materialized view that feeds
+	// ValuesRollupTable.
+	ValuesRollupView = "readings_daily_values_mv"
+	// ReplayPausesTable is how `vitals replay rebuild` asks the projectors
+	// writing this database to pause while it swaps rebuilt tables into
+	// place, and how they acknowledge (see package projector, pause.go).
+	ReplayPausesTable = "replay_pauses"
 )
 
 // column is one column of a table, with the comment analysts see in
@@ -232,11 +260,41 @@ var tables = []table{
 	PARTITION BY toYYYYMM(day)
 	ORDER BY (tenant_id, metric, user_id, day)`,
 	},
+	{
+		name: ValuesRollupTable,
+		columns: []column{
+			colTenant, colUser,
+			{"metric", "String", "", "Metric registry name."},
+			{"day", "Date", "", "UTC day of measured_at."},
+			{"value", "Float64", "", "One distinct value (canonical unit; systolic for blood_pressure) of the user's readings that day."},
+			{"readings", "UInt64", "", "Readings of the user, metric and day with this value; rows of unmerged parts add up: always sum(readings)."},
+		},
+		// Day before user: cohort- and tenant-wide queries over a day range
+		// read one contiguous slice and filter users in it.
+		engine: `ENGINE = SummingMergeTree(readings)
+	PARTITION BY toYYYYMM(day)
+	ORDER BY (tenant_id, metric, day, user_id, value)`,
+	},
+	replayPauses,
 }
 
-// rollupSelect is the materialized view's query and the backfill's, over
-// {src}, the readings rows (the view's insert block, or the deduplicated
-// table).
+// replayPauses is ReplayPausesTable's definition; it is not a projection
+// and is never rebuilt or swapped.
+var replayPauses = table{
+	name: ReplayPausesTable,
+	columns: []column{
+		{"pause_id", "String", "", "Id of one swap's pause, chosen by vitals replay rebuild."},
+		{"kind", "String", "", "pause (replay asks), ack (a projector group member has stopped inserting), resume (replay is done)."},
+		{"member", "String", "''", "Consumer group member id of the acknowledging projector; empty otherwise."},
+		{"until_ms", "Int64", "", "Deadline of the pause, epoch ms: projectors resume by themselves after it, should replay die."},
+		{"at", "DateTime", "now()", "When the row was written (server clock)."},
+	},
+	engine: `ENGINE = MergeTree()
+	ORDER BY (pause_id, kind)`,
+}
+
+// rollupSelect is DailyRollupView's query and its backfill's, over {src},
+// the readings rows (the view's insert block, or the deduplicated table).
 const rollupSelect = `SELECT tenant_id, user_id, metric, toDate(measured_at, 'UTC') AS day,
 		countState() AS readings,
 		minState(value) AS min_value,
@@ -246,6 +304,26 @@ const rollupSelect = `SELECT tenant_id, user_id, metric, toDate(measured_at, 'UT
 		quantilesTDigestState(0.5)(value) AS quantiles
 	FROM {src}
 	GROUP BY tenant_id, user_id, metric, day`
+
+// valuesSelect is ValuesRollupView's query and its backfill's.
+const valuesSelect = `SELECT tenant_id, user_id, metric, toDate(measured_at, 'UTC') AS day, value,
+		count() AS readings
+	FROM {src}
+	GROUP BY tenant_id, user_id, metric, day, value`
+
+// view is a materialized view that feeds a rollup table from every insert
+// into readings.
+type view struct {
+	name, table string
+	// query is the view's SELECT over {src}; its columns are the table's.
+	query string
+}
+
+// views are the rollups' materialized views, created after the tables.
+var views = []view{
+	{DailyRollupView, DailyRollupTable, rollupSelect},
+	{ValuesRollupView, ValuesRollupTable, valuesSelect},
+}
 
 func quote(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
@@ -274,10 +352,10 @@ func (t table) createSQL(db string) string {
 //   - columns a table lacks are added. 18.16 has no ADD COLUMN IF NOT
 //     EXISTS, so the existing columns are read from system.columns first;
 //   - column comments that differ from the definitions here are updated;
-//   - the rollup's materialized view is created if missing, and then the
-//     rollup is backfilled from the rows already in readings. Upgrade a
-//     database that already holds readings with the projectors stopped
-//     (`vitals migrate`): rows inserted while the view is being created
+//   - each rollup's materialized view is created if missing, and then
+//     the rollup is backfilled from the rows already in readings. Upgrade
+//     a database that already holds readings with the projectors stopped
+//     (`vitals migrate`): rows inserted while a view is being created
 //     could be counted twice or missed by the backfill.
 func Migrate(ctx context.Context, conn driver.Conn, database string) error {
 	if !validIdent(database) {
@@ -294,7 +372,12 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) error {
 			return err
 		}
 	}
-	return migrateRollupView(ctx, conn, database)
+	for _, v := range views {
+		if err := migrateView(ctx, conn, database, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // upgradeColumns adds the columns t lacks and syncs comments.
@@ -334,56 +417,66 @@ func upgradeColumns(ctx context.Context, conn driver.Conn, db string, t table) e
 	return nil
 }
 
-// migrateRollupView creates the rollup's materialized view and, when this
-// call created it, backfills the rollup from the readings already stored
+// migrateView creates a rollup's materialized view and, when this call
+// created it, backfills the rollup from the readings already stored
 // (deduplicated with FINAL, erased users left out). The view is created
 // without IF NOT EXISTS so that of two concurrent migrations only the one
 // that created it backfills.
-func migrateRollupView(ctx context.Context, conn driver.Conn, db string) error {
+func migrateView(ctx context.Context, conn driver.Conn, db string, v view) error {
 	var n uint64
-	if err := conn.QueryRow(ctx, `SELECT count() FROM system.tables WHERE database = ? AND name = ?`, db, DailyRollupView).Scan(&n); err != nil {
-		return fmt.Errorf("look up view %s.%s: %w", db, DailyRollupView, err)
+	if err := conn.QueryRow(ctx, `SELECT count() FROM system.tables WHERE database = ? AND name = ?`, db, v.name).Scan(&n); err != nil {
+		return fmt.Errorf("look up view %s.%s: %w", db, v.name, err)
 	}
 	if n > 0 {
 		return nil
 	}
-	view := fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s TO %s.%s AS %s", db, DailyRollupView, db, DailyRollupTable,
-		strings.ReplaceAll(rollupSelect, "{src}", db+"."+ReadingsTable))
-	if err := conn.Exec(ctx, view); err != nil {
+	create := fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s TO %s.%s AS %s", db, v.name, db, v.table,
+		strings.ReplaceAll(v.query, "{src}", db+"."+ReadingsTable))
+	if err := conn.Exec(ctx, create); err != nil {
 		if strings.Contains(err.Error(), "already exists") {
 			return nil // another migration won the race and backfills
 		}
-		return fmt.Errorf("create view %s.%s: %w", db, DailyRollupView, err)
+		return fmt.Errorf("create view %s.%s: %w", db, v.name, err)
 	}
 	src := fmt.Sprintf("(SELECT tenant_id, user_id, metric, measured_at, value FROM %s.%s FINAL WHERE %s)", db, ReadingsTable, NotErased(db))
-	backfill := fmt.Sprintf("INSERT INTO %s.%s (tenant_id, user_id, metric, day, readings, min_value, max_value, sum_value, sum_squares, quantiles) %s",
-		db, DailyRollupTable, strings.ReplaceAll(rollupSelect, "{src}", src))
+	var cols []string
+	for _, c := range tableByName(v.table).columns {
+		cols = append(cols, c.name)
+	}
+	backfill := fmt.Sprintf("INSERT INTO %s.%s (%s) %s", db, v.table, strings.Join(cols, ", "), strings.ReplaceAll(v.query, "{src}", src))
 	if err := conn.Exec(ctx, backfill); err != nil {
-		return fmt.Errorf("backfill %s.%s: %w", db, DailyRollupTable, err)
+		return fmt.Errorf("backfill %s.%s: %w", db, v.table, err)
 	}
 	return nil
+}
+
+// tableByName is the definition of a table; it panics on an unknown
+// name, which is a programming error.
+func tableByName(name string) table {
+	for _, t := range tables {
+		if t.name == name {
+			return t
+		}
+	}
+	panic("warehouse: unknown table " + name)
 }
 
 // TableColumns returns the column names of a table in definition order,
 // for the projector's INSERT column lists and for tests. It panics on an
 // unknown table, which is a programming error.
 func TableColumns(name string) []string {
-	for _, t := range tables {
-		if t.name == name {
-			out := make([]string, 0, len(t.columns))
-			for _, c := range t.columns {
-				if c.def == "now()" {
-					continue // filled by the server
-				}
-				out = append(out, c.name)
-			}
-			return out
+	t := tableByName(name)
+	out := make([]string, 0, len(t.columns))
+	for _, c := range t.columns {
+		if c.def == "now()" {
+			continue // filled by the server
 		}
+		out = append(out, c.name)
 	}
-	panic("warehouse: unknown table " + name)
+	return out
 }
 
 // ErasableTables are the tables that hold a user's rows and that an
 // erasure deletes from. ErasedUsersTable is not among them: it is the
 // record of the erasure itself.
-var ErasableTables = []string{ReadingsTable, DailyRollupTable, RejectedTable, AlertsTable, ProfileEventsTable, DeviceEventsTable}
+var ErasableTables = []string{ReadingsTable, DailyRollupTable, ValuesRollupTable, RejectedTable, AlertsTable, ProfileEventsTable, DeviceEventsTable}

@@ -1,0 +1,62 @@
+package projector
+
+import (
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/internal/eventlog"
+)
+
+// Identity is what `vitals replay` verification compares for each record:
+// the table its row goes to, its tenant and user (rows of erased users are
+// not kept) and the event id stored in the row.
+type Identity struct {
+	Table, Tenant, User, EventID string
+}
+
+// Identifier decodes records of the projector's topics into their
+// Identity with the projector's own decoders, so that verification reads
+// exactly what the projector would store. ok is false for a topic the
+// projector does not read.
+func Identifier(topics eventlog.Topics) func(rec *kgo.Record) (id Identity, ok bool, err error) {
+	type entry struct {
+		s     *sink
+		event int // index of event_id in the sink's columns
+	}
+	byTopic := map[string]entry{}
+	for _, s := range sinks(topics) {
+		e := entry{s: s, event: -1}
+		for i, c := range s.columns {
+			if c == "event_id" {
+				e.event = i
+			}
+		}
+		byTopic[s.topic] = e
+	}
+	return func(rec *kgo.Record) (Identity, bool, error) {
+		e, ok := byTopic[rec.Topic]
+		if !ok {
+			return Identity{}, false, nil
+		}
+		r, err := e.s.decode(rec)
+		if err != nil {
+			return Identity{}, true, fmt.Errorf("decode %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+		}
+		id := Identity{Table: e.s.table, Tenant: r.tenant, User: r.user}
+		if e.event >= 0 {
+			id.EventID, _ = r.vals[e.event].(string)
+		}
+		return id, true, nil
+	}
+}
+
+// TableTopics maps each projected table to the topic it is projected
+// from; warehouse.DailyRollupTable is not among them (a view fills it).
+func TableTopics(topics eventlog.Topics) map[string]string {
+	out := map[string]string{}
+	for _, s := range sinks(topics) {
+		out[s.table] = s.topic
+	}
+	return out
+}
