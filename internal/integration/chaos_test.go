@@ -1,0 +1,48 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestChaosShort is the CI version of make chaos: `vitals chaos
+// --chaos-short` streams simulated users with every kind of injected data
+// fault through a pipeline of child processes while the processor,
+// projector and ingest are killed with SIGKILL six times, a second
+// processor joins and leaves, and ClickHouse and PostgreSQL are stopped for
+// a few seconds. The command exits non-zero unless every event ingest
+// acknowledged has exactly the outcome the manifest expects.
+func TestChaosShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: needs the local stack (make up)")
+	}
+	bin := vitalsBinary(t)
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "chaos", "--chaos-short", "--simulate-rate", "1500", "--simulate-users", "1500",
+		"--chaos-stack-script", filepath.Join(root, "deploy", "stack.sh"), "--chaos-log-dir", t.TempDir(), "--chaos-settle", "90s")
+	cmd.Env = append(os.Environ(), "VITALS_LOG_FORMAT=json", "VITALS_LOG_LEVEL=warn")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err = cmd.Run()
+	t.Logf("vitals chaos --chaos-short took %s:\n%s", time.Since(start).Round(time.Second), out.String())
+	if err != nil {
+		t.Fatalf("chaos run failed: %v", err)
+	}
+	for _, want := range []string{"VERIFIED", "kill -9 processor", "kill -9 projector", "kill -9 ingest", "clickhouse stopped", "postgres stopped", "second processor joins"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}

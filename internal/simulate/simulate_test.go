@@ -1,0 +1,242 @@
+package simulate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/vitalshq/vitals/ingest"
+)
+
+func TestVerdict(t *testing.T) {
+	acked := func(e Entry) Entry { e.Acked, e.Attempts = true, max(e.Attempts, 1); return e }
+	acc := Entry{EventID: "a", Fault: FaultNone, Expect: ExpectAccepted}
+	rej := Entry{EventID: "r", Fault: FaultLate, Expect: ExpectRejected, Reason: "too_late"}
+	dead := Entry{EventID: "d", Fault: FaultMalformed, Expect: ExpectDeadLetter, Reason: "unknown_unit"}
+	ref := Entry{EventID: "w", Fault: FaultWrongKey, Expect: ExpectRefused, Reason: "unauthenticated"}
+	retried := acked(acc)
+	retried.Attempts = 3
+	tests := []struct {
+		name string
+		e    Entry
+		o    Observed
+		want string
+	}{
+		{"accepted once", acked(acc), Observed{Accepted: map[string]copies{"a": {1, 1}}}, VerdictOK},
+		{"accepted missing", acked(acc), Observed{}, VerdictMissing},
+		{"never answered, absent", acc, Observed{}, VerdictUnacked},
+		{"never answered, stored once", acc, Observed{Accepted: map[string]copies{"a": {1, 1}}}, VerdictOK},
+		{"inserted twice", acked(acc), Observed{Accepted: map[string]copies{"a": {2, 1}}}, VerdictDuplicated},
+		{"accepted from two raw copies", acked(acc), Observed{Accepted: map[string]copies{"a": {2, 2}}}, VerdictDuplicated},
+		{"accepted and rejected", acked(acc), Observed{Accepted: map[string]copies{"a": {1, 1}}, Rejected: map[string]map[string]copies{"a": {"implausible_value": {1, 1}}}}, VerdictWrongReason},
+		{"late resend rejected too_late", retried, Observed{Accepted: map[string]copies{"a": {1, 1}}, Rejected: map[string]map[string]copies{"a": {"too_late": {1, 1}}}}, VerdictOK},
+		{"rejected as expected", acked(rej), Observed{Rejected: map[string]map[string]copies{"r": {"too_late": {1, 1}}}}, VerdictOK},
+		{"rejected for another reason", acked(rej), Observed{Rejected: map[string]map[string]copies{"r": {"device_not_paired": {1, 1}}}}, VerdictWrongReason},
+		{"rejection inserted twice", acked(rej), Observed{Rejected: map[string]map[string]copies{"r": {"too_late": {2, 1}}}}, VerdictDuplicated},
+		{"expected rejected but accepted", acked(rej), Observed{Accepted: map[string]copies{"r": {1, 1}}}, VerdictWrongReason},
+		{"dead letter", acked(dead), Observed{Dead: map[string]map[string]int{"d": {"unknown_unit": 2}}}, VerdictOK},
+		{"dead letter missing", acked(dead), Observed{}, VerdictMissing},
+		{"refused, nowhere", ref, Observed{}, VerdictOK},
+		{"refused but answered 200", acked(ref), Observed{}, VerdictStoredAfterRefusal},
+		{"refused but stored", ref, Observed{Accepted: map[string]copies{"w": {1, 1}}}, VerdictStoredAfterRefusal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.o.Verdict(tt.e); got != tt.want {
+				t.Errorf("Verdict = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCompareTables(t *testing.T) {
+	entries := []Entry{
+		{EventID: "a", UserID: "u", Metric: "heart_rate", Day: "2026-11-22", Fault: FaultNone, Expect: ExpectAccepted, Acked: true, Attempts: 1},
+		{EventID: "b", UserID: "u", Metric: "heart_rate", Day: "2026-11-22", Fault: FaultNone, Expect: ExpectAccepted, Acked: true, Attempts: 1},
+	}
+	key := [3]string{"u", "heart_rate", "2026-11-22"}
+	tests := []struct {
+		name   string
+		o      Observed
+		ok     bool
+		extra  int
+		rollup int
+	}{
+		{"exact", Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}}, Rollup: map[[3]string]uint64{key: 2}}, true, 0, 0},
+		{"rollup counted twice", Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}}, Rollup: map[[3]string]uint64{key: 3}}, false, 0, 1},
+		{"rollup missing", Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}}}, false, 0, 1},
+		{"unknown row", Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}, "x": {1, 1}}, Rollup: map[[3]string]uint64{key: 2}}, false, 1, 0},
+		{"one missing", Observed{Accepted: map[string]copies{"a": {1, 1}}, Rollup: map[[3]string]uint64{key: 1}}, false, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := Compare(entries, &tt.o)
+			if r.OK() != tt.ok || r.Extra != tt.extra || r.RollupMismatches != tt.rollup {
+				t.Errorf("OK %v extra %d rollup mismatches %d, want %v %d %d", r.OK(), r.Extra, r.RollupMismatches, tt.ok, tt.extra, tt.rollup)
+			}
+		})
+	}
+}
+
+// fakeIngest answers like ingest: malformed items rejected, the rest
+// accepted, an unknown key 401; the first readings request of each client
+// fails with a 503 marking every item not_stored, so every item is sent
+// twice at least once.
+type fakeIngest struct {
+	mu       sync.Mutex
+	failed   map[string]bool
+	readings []map[string]any
+}
+
+func (f *fakeIngest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer good" {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	var body struct {
+		GatewayID string           `json:"gateway_id"`
+		Readings  []map[string]any `json:"readings"`
+		Events    []map[string]any `json:"events"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	items := append(body.Readings, body.Events...)
+	resp := ingest.BatchResponse{Items: make([]ingest.ItemVerdict, len(items))}
+	f.mu.Lock()
+	fail := body.Readings != nil && !f.failed[body.GatewayID]
+	f.failed[body.GatewayID] = true
+	if !fail {
+		f.readings = append(f.readings, body.Readings...)
+	}
+	f.mu.Unlock()
+	for i, it := range items {
+		v := ingest.ItemVerdict{Index: i, Status: ingest.StatusAccepted}
+		switch {
+		case fail:
+			v.Status = ingest.StatusNotSaved
+		case it["unit"] == "bpm":
+			v.Status, v.Reason = ingest.StatusRejected, "unknown_unit"
+		case it["measured_at"] == "yesterday":
+			v.Status, v.Reason = ingest.StatusRejected, "invalid_timestamp"
+		default:
+			resp.Accepted++
+		}
+		resp.Items[i] = v
+	}
+	if fail {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+func TestRunManifest(t *testing.T) {
+	f := &fakeIngest{failed: map[string]bool{}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	var man bytes.Buffer
+	all := Faults{Duplicate: 0.05, OutOfOrder: 0.05, Late: 0.05, Unpaired: 0.05, Implausible: 0.05, Malformed: 0.05, WrongKey: 0.3}
+	res, err := Run(context.Background(), Options{URL: srv.URL, Key: "good", Users: 40, Rate: 100, Duration: 2 * time.Second, Batch: 10,
+		Clients: 2, RunID: "t", Seed: 3, Faults: all, Drain: 5 * time.Second, Manifest: &man, Log: zerolog.Nop()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := ReadManifest(&man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != res.ManifestLines || res.Unacked != 0 {
+		t.Fatalf("%d manifest lines, result says %d; %d unacked", len(entries), res.ManifestLines, res.Unacked)
+	}
+	stored := map[string]map[string]any{}
+	for _, r := range f.readings {
+		stored[r["event_id"].(string)] = r
+	}
+	want := map[string]struct{ expect, reason string }{
+		FaultNone: {ExpectAccepted, ""}, FaultOutOfOrder: {ExpectAccepted, ""}, FaultLate: {ExpectRejected, "too_late"},
+		FaultUnpaired: {ExpectRejected, "device_not_paired"}, FaultImplausible: {ExpectRejected, "implausible_value"},
+		FaultDuplicate: {ExpectRepeat, ""}, FaultWrongKey: {ExpectRefused, "unauthenticated"},
+	}
+	seen := map[string]int{}
+	for _, e := range entries {
+		seen[e.Fault]++
+		if w, ok := want[e.Fault]; ok && (e.Expect != w.expect || e.Reason != w.reason) {
+			t.Errorf("%s %s: expect %s %s, want %s %s", e.Fault, e.EventID, e.Expect, e.Reason, w.expect, w.reason)
+		}
+		if e.Fault == FaultMalformed && e.Expect != ExpectDeadLetter || e.Fault == FaultMalformed && !strings.HasSuffix(e.Status, e.Reason) {
+			t.Errorf("malformed %s: expect %s, ingest said %s", e.EventID, e.Expect, e.Status)
+		}
+		if e.Fault == FaultWrongKey {
+			if e.Acked || stored[e.EventID] != nil {
+				t.Errorf("wrong-key item %s acknowledged or stored", e.EventID)
+			}
+			continue
+		}
+		if !e.Acked || e.Attempts < 1 {
+			t.Errorf("%s %s: acked %v after %d attempts", e.Fault, e.EventID, e.Acked, e.Attempts)
+		}
+		if e.Fault != FaultMalformed && stored[e.EventID] == nil {
+			t.Errorf("%s %s: acknowledged but never stored", e.Fault, e.EventID)
+		}
+		r := stored[e.EventID]
+		if r == nil || e.Fault == FaultMalformed {
+			continue
+		}
+		// Late and unpaired readings lie 15 min behind an acknowledged
+		// reading; out-of-order ones 3 min behind the send time.
+		at, err := time.Parse(time.RFC3339, r["measured_at"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		age := time.UnixMilli(e.AckedAt).Sub(at)
+		switch e.Fault {
+		case FaultLate, FaultUnpaired:
+			if age < 15*time.Minute {
+				t.Errorf("%s %s only %s old", e.Fault, e.EventID, age)
+			}
+		case FaultOutOfOrder:
+			if age < 3*time.Minute || age > 4*time.Minute {
+				t.Errorf("out-of-order %s is %s old", e.EventID, age)
+			}
+		}
+	}
+	for _, k := range FaultKinds {
+		if seen[k] == 0 {
+			t.Errorf("no %s event in %d manifest lines", k, len(entries))
+		}
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	ok := Options{URL: "http://x", Key: "k", Users: 100, Rate: 100, Duration: time.Second, Batch: 10, Clients: 2}
+	tests := []struct {
+		name    string
+		mutate  func(*Options)
+		wantErr bool
+	}{
+		{"valid", func(*Options) {}, false},
+		{"no key", func(o *Options) { o.Key = "" }, true},
+		{"fewer users than clients", func(o *Options) { o.Users, o.Rate = 1, 1 }, true},
+		{"too fast per user", func(o *Options) { o.Rate = 1000 }, true},
+		{"zero duration", func(o *Options) { o.Duration = 0 }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := ok
+			tt.mutate(&o)
+			if err := o.validate(); (err != nil) != tt.wantErr {
+				t.Errorf("validate() = %v, want error %v", err, tt.wantErr)
+			}
+		})
+	}
+}

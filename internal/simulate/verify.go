@@ -1,0 +1,381 @@
+package simulate
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"text/tabwriter"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/schemas"
+)
+
+// copies counts one event id's rows: all of them, and the distinct source
+// records they came from (a row inserted twice shares its source record; a
+// reading sent twice and rejected twice does not).
+type copies struct{ rows, sources uint64 }
+
+// Observed is what the pipeline stored for one tenant.
+type Observed struct {
+	Accepted map[string]copies            // readings, by event id
+	Rejected map[string]map[string]copies // rejected_readings, by event id and reason
+	Dead     map[string]map[string]int    // dead-letter records, by event id and reason
+	// Rollup is countMerge(readings) of readings_daily by user, metric, day.
+	Rollup map[[3]string]uint64
+}
+
+// Observe reads the tenant's readings, rejections and rollup from database
+// db and every dead-letter record of the tenant from topic deadLetters.
+func Observe(ctx context.Context, conn driver.Conn, db, tenant string, kopts []kgo.Opt, deadLetters string) (*Observed, error) {
+	o := &Observed{Accepted: map[string]copies{}, Rejected: map[string]map[string]copies{}, Dead: map[string]map[string]int{}, Rollup: map[[3]string]uint64{}}
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT event_id, count(), uniqExact(source_partition, source_offset)
+		FROM %s.readings WHERE tenant_id = ? GROUP BY event_id`, db), tenant)
+	if err != nil {
+		return nil, fmt.Errorf("verify: read readings: %w", err)
+	}
+	for rows.Next() {
+		var id string
+		var c copies
+		if err := rows.Scan(&id, &c.rows, &c.sources); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("verify: scan readings: %w", err)
+		}
+		o.Accepted[id] = c
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("verify: read readings: %w", err)
+	}
+	rows, err = conn.Query(ctx, fmt.Sprintf(`SELECT event_id, reason, count(), uniqExact(source_partition, source_offset)
+		FROM %s.rejected_readings WHERE tenant_id = ? GROUP BY event_id, reason`, db), tenant)
+	if err != nil {
+		return nil, fmt.Errorf("verify: read rejections: %w", err)
+	}
+	for rows.Next() {
+		var id, reason string
+		var c copies
+		if err := rows.Scan(&id, &reason, &c.rows, &c.sources); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("verify: scan rejections: %w", err)
+		}
+		if o.Rejected[id] == nil {
+			o.Rejected[id] = map[string]copies{}
+		}
+		o.Rejected[id][reason] = c
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("verify: read rejections: %w", err)
+	}
+	rows, err = conn.Query(ctx, fmt.Sprintf(`SELECT user_id, metric, toString(day), countMerge(readings)
+		FROM %s.readings_daily WHERE tenant_id = ? GROUP BY user_id, metric, day`, db), tenant)
+	if err != nil {
+		return nil, fmt.Errorf("verify: read rollup: %w", err)
+	}
+	for rows.Next() {
+		var k [3]string
+		var n uint64
+		if err := rows.Scan(&k[0], &k[1], &k[2], &n); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("verify: scan rollup: %w", err)
+		}
+		o.Rollup[k] = n
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("verify: read rollup: %w", err)
+	}
+	codec := schemas.MustCodec(schemas.NameDeadLetter)
+	err = ReadTopic(ctx, kopts, deadLetters, func(r *kgo.Record) error {
+		var d schemas.DeadLetter
+		if err := codec.Decode(r.Value, &d); err != nil {
+			return fmt.Errorf("verify: dead letter at %d/%d: %w", r.Partition, r.Offset, err)
+		}
+		if d.TenantID == tenant {
+			if o.Dead[d.EventID] == nil {
+				o.Dead[d.EventID] = map[string]int{}
+			}
+			o.Dead[d.EventID][d.Reason]++
+		}
+		return nil
+	})
+	return o, err
+}
+
+// ReadTopic calls fn for every record of topic from its start to its end
+// offsets as they are when it is called.
+func ReadTopic(ctx context.Context, kopts []kgo.Opt, topic string, fn func(*kgo.Record) error) error {
+	adm, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", topic, err)
+	}
+	ends, err := kadm.NewClient(adm).ListEndOffsets(ctx, topic)
+	adm.Close()
+	if err != nil {
+		return fmt.Errorf("read %s: end offsets: %w", topic, err)
+	}
+	left := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			left[o.Partition] = o.Offset
+		}
+	})
+	if len(left) == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(append(slices.Clone(kopts), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", topic, err)
+	}
+	defer cl.Close()
+	for len(left) > 0 {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("read %s: %w", topic, err)
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return fmt.Errorf("read %s: %w", topic, ferr)
+		}
+		for _, r := range fs.Records() {
+			if end, ok := left[r.Partition]; ok && r.Offset < end {
+				if err := fn(r); err != nil {
+					return err
+				}
+				if r.Offset+1 >= end {
+					delete(left, r.Partition)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Verdicts of one manifest entry.
+const (
+	VerdictOK                 = "ok"
+	VerdictMissing            = "missing"              // acknowledged, expected somewhere, not there
+	VerdictDuplicated         = "duplicated"           // stored more than once from one source record
+	VerdictWrongReason        = "wrong_reason"         // stored with another outcome or reason
+	VerdictStoredAfterRefusal = "stored_after_refusal" // a refused request's item was stored
+	VerdictUnacked            = "unacked"              // ingest never answered; present at most once: fine
+)
+
+// Verdict judges one entry against what was stored. Copies from resending
+// an item are allowed where the processor documents them: a resent
+// rejected item is rejected again, and a resend that arrives after the
+// lateness window is rejected too_late beside the accepted original.
+func (o *Observed) Verdict(e Entry) string {
+	acc := o.Accepted[e.EventID]
+	rej := o.Rejected[e.EventID]
+	dup := acc.rows > acc.sources
+	for _, c := range rej {
+		dup = dup || c.rows > c.sources
+	}
+	if dup {
+		return VerdictDuplicated
+	}
+	switch e.Expect {
+	case ExpectAccepted:
+		for reason, c := range rej {
+			if reason != "too_late" || e.Attempts < 2 || c.sources >= uint64(e.Attempts) {
+				return VerdictWrongReason
+			}
+		}
+		switch {
+		case acc.sources > 1:
+			return VerdictDuplicated
+		case acc.rows == 1:
+			return VerdictOK
+		case !e.Acked:
+			return VerdictUnacked
+		}
+		return VerdictMissing
+	case ExpectRejected:
+		if acc.rows > 0 {
+			return VerdictWrongReason
+		}
+		for reason := range rej {
+			if reason != e.Reason {
+				return VerdictWrongReason
+			}
+		}
+		switch c := rej[e.Reason]; {
+		case c.sources > uint64(max(e.Attempts, 1)):
+			return VerdictDuplicated
+		case c.rows > 0:
+			return VerdictOK
+		case !e.Acked:
+			return VerdictUnacked
+		}
+		return VerdictMissing
+	case ExpectDeadLetter:
+		if acc.rows > 0 || len(rej) > 0 {
+			return VerdictWrongReason
+		}
+		for reason := range o.Dead[e.EventID] {
+			if reason != e.Reason {
+				return VerdictWrongReason
+			}
+		}
+		if o.Dead[e.EventID][e.Reason] > 0 {
+			return VerdictOK
+		}
+		if !e.Acked {
+			return VerdictUnacked
+		}
+		return VerdictMissing
+	case ExpectRefused:
+		if e.Acked || acc.rows > 0 || len(rej) > 0 || len(o.Dead[e.EventID]) > 0 {
+			return VerdictStoredAfterRefusal
+		}
+		return VerdictOK
+	case ExpectRepeat:
+		if acc.sources > 1 {
+			return VerdictDuplicated
+		}
+		return VerdictOK
+	}
+	return VerdictWrongReason
+}
+
+// FaultRow is one line of the summary: a fault kind and its verdicts.
+type FaultRow struct {
+	Fault    string         `json:"fault"`
+	Expect   string         `json:"expect"`
+	Sent     int            `json:"sent"`
+	Acked    int            `json:"acked"`
+	Verdicts map[string]int `json:"verdicts"`
+}
+
+// Report is the verifier's answer.
+type Report struct {
+	Faults []FaultRow `json:"faults"`
+	// Extra counts stored event ids the manifest does not have.
+	Extra int `json:"extra_event_ids"`
+	// AcceptedExpected is the number of distinct readings that must be in
+	// readings; RawRows and RawDistinct are what is there.
+	AcceptedExpected int    `json:"accepted_expected"`
+	RawRows          uint64 `json:"raw_rows"`
+	RawDistinct      int    `json:"raw_distinct_event_ids"`
+	RollupReadings   uint64 `json:"rollup_readings"`
+	// RollupMismatches counts (user, metric, day) whose rollup count is not
+	// the number of distinct readings stored for it.
+	RollupMismatches int      `json:"rollup_mismatches"`
+	Examples         []string `json:"examples,omitempty"`
+}
+
+// OK reports whether every check passed.
+func (r *Report) OK() bool {
+	if r.Extra > 0 || r.RollupMismatches > 0 || uint64(r.RawDistinct) != r.RawRows || r.RollupReadings != r.RawRows {
+		return false
+	}
+	for _, f := range r.Faults {
+		for v, n := range f.Verdicts {
+			if n > 0 && v != VerdictOK && v != VerdictUnacked {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Compare checks every manifest entry and the tables as a whole.
+func Compare(entries []Entry, o *Observed) *Report {
+	r := &Report{}
+	rows := map[string]*FaultRow{}
+	known := map[string]bool{}
+	perKey := map[[3]string]uint64{}
+	for _, e := range entries {
+		known[e.EventID] = true
+		fr := rows[e.Fault]
+		if fr == nil {
+			fr = &FaultRow{Fault: e.Fault, Expect: e.Expect, Verdicts: map[string]int{}}
+			if e.Reason != "" && e.Expect != ExpectDeadLetter {
+				fr.Expect += " " + e.Reason
+			}
+			rows[e.Fault] = fr
+		}
+		fr.Sent++
+		if e.Acked {
+			fr.Acked++
+		}
+		v := o.Verdict(e)
+		fr.Verdicts[v]++
+		if v != VerdictOK && v != VerdictUnacked && len(r.Examples) < 20 {
+			r.Examples = append(r.Examples, fmt.Sprintf("%s %s (%s, acked %v, %d attempts): %s", e.Fault, e.EventID, e.Expect, e.Acked, e.Attempts, v))
+		}
+		if e.Expect == ExpectAccepted && o.Accepted[e.EventID].rows > 0 {
+			r.AcceptedExpected++
+			perKey[[3]string{e.UserID, e.Metric, e.Day}]++
+		}
+	}
+	for _, k := range FaultKinds {
+		if fr := rows[k]; fr != nil {
+			r.Faults = append(r.Faults, *fr)
+		}
+	}
+	for id, c := range o.Accepted {
+		r.RawRows += c.rows
+		r.RawDistinct++
+		if !known[id] {
+			r.Extra++
+		}
+	}
+	for id := range o.Rejected {
+		if !known[id] {
+			r.Extra++
+		}
+	}
+	for id := range o.Dead {
+		if !known[id] {
+			r.Extra++
+		}
+	}
+	for k, n := range o.Rollup {
+		r.RollupReadings += n
+		if perKey[k] != n {
+			r.RollupMismatches++
+		}
+	}
+	for k, n := range perKey {
+		if _, ok := o.Rollup[k]; !ok && n > 0 {
+			r.RollupMismatches++
+		}
+	}
+	return r
+}
+
+// Print writes the summary table.
+func (r *Report) Print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	verdicts := []string{VerdictOK, VerdictUnacked, VerdictMissing, VerdictDuplicated, VerdictWrongReason, VerdictStoredAfterRefusal}
+	fmt.Fprint(tw, "fault\texpected\tsent\tacked")
+	for _, v := range verdicts {
+		fmt.Fprintf(tw, "\t%s", v)
+	}
+	fmt.Fprintln(tw, "\t")
+	for _, f := range r.Faults {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d", f.Fault, f.Expect, f.Sent, f.Acked)
+		for _, v := range verdicts {
+			fmt.Fprintf(tw, "\t%d", f.Verdicts[v])
+		}
+		fmt.Fprintln(tw, "\t")
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "readings: %d rows, %d distinct event ids, %d expected present; rollup counts %d readings, %d (user, metric, day) mismatches; %d stored event ids not in the manifest\n",
+		r.RawRows, r.RawDistinct, r.AcceptedExpected, r.RollupReadings, r.RollupMismatches, r.Extra)
+	for _, e := range r.Examples {
+		fmt.Fprintln(w, "  e.g.", e)
+	}
+	if r.OK() {
+		fmt.Fprintln(w, "VERIFIED: every acknowledged event has exactly its expected outcome; nothing missing, nothing extra")
+	} else {
+		fmt.Fprintln(w, "FAILED: see the table")
+	}
+}
