@@ -106,6 +106,7 @@ func usage(w io.Writer) {
 // settings are all the knobs; each command registers the ones it uses.
 type settings struct {
 	logLevel, logFormat string
+	startTimeout        time.Duration
 
 	kafkaBrokers     string
 	kafkaPrefix      string
@@ -306,6 +307,7 @@ func cmdIngest(ctx context.Context, args []string, _ io.Writer) error {
 	s.kafkaFlags(fs)
 	s.pgFlags(fs)
 	s.ingestFlags(fs)
+	s.startFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -313,7 +315,7 @@ func cmdIngest(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := ingest.New(ctx, s.ingest(), log)
+	srv, err := construct(ctx, log, "ingest", s.startTimeout, func(ctx context.Context) (*ingest.Server, error) { return ingest.New(ctx, s.ingest(), log) })
 	if err != nil {
 		return err
 	}
@@ -325,6 +327,7 @@ func cmdProcessor(ctx context.Context, args []string, _ io.Writer) error {
 	s.kafkaFlags(fs)
 	s.pgFlags(fs)
 	s.processorFlags(fs)
+	s.startFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -335,7 +338,7 @@ func cmdProcessor(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	p, err := processor.New(ctx, s.processor(), log)
+	p, err := construct(ctx, log, "processor", s.startTimeout, func(ctx context.Context) (*processor.Processor, error) { return processor.New(ctx, s.processor(), log) })
 	if err != nil {
 		return err
 	}
@@ -347,6 +350,7 @@ func cmdProjector(ctx context.Context, args []string, _ io.Writer) error {
 	s.kafkaFlags(fs)
 	s.chFlags(fs)
 	s.projectorFlags(fs)
+	s.startFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -357,7 +361,7 @@ func cmdProjector(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	p, err := projector.New(ctx, s.projector(), log)
+	p, err := construct(ctx, log, "projector", s.startTimeout, func(ctx context.Context) (*projector.Projector, error) { return projector.New(ctx, s.projector(), log) })
 	if err != nil {
 		return err
 	}
@@ -375,6 +379,7 @@ func allFlags(name string) (*envflag.Set, *settings) {
 	s.processorFlags(fs)
 	s.projectorFlags(fs)
 	s.queryFlags(fs)
+	s.startFlags(fs)
 	return fs, s
 }
 
@@ -387,22 +392,22 @@ func startAll(ctx context.Context, s *settings, log zerolog.Logger) ([]role, err
 		}
 		return nil, err
 	}
-	in, err := ingest.New(ctx, s.ingest(), log)
+	in, err := construct(ctx, log, "ingest", s.startTimeout, func(ctx context.Context) (*ingest.Server, error) { return ingest.New(ctx, s.ingest(), log) })
 	if err != nil {
 		return fail(err)
 	}
 	roles = append(roles, in)
-	pr, err := processor.New(ctx, s.processor(), log)
+	pr, err := construct(ctx, log, "processor", s.startTimeout, func(ctx context.Context) (*processor.Processor, error) { return processor.New(ctx, s.processor(), log) })
 	if err != nil {
 		return fail(err)
 	}
 	roles = append(roles, pr)
-	pj, err := projector.New(ctx, s.projector(), log)
+	pj, err := construct(ctx, log, "projector", s.startTimeout, func(ctx context.Context) (*projector.Projector, error) { return projector.New(ctx, s.projector(), log) })
 	if err != nil {
 		return fail(err)
 	}
 	roles = append(roles, pj)
-	q, err := query.New(ctx, s.query(), log)
+	q, err := construct(ctx, log, "query", s.startTimeout, func(ctx context.Context) (*query.Service, error) { return query.New(ctx, s.query(), log) })
 	if err != nil {
 		return fail(err)
 	}
