@@ -52,7 +52,8 @@ func Identifier(topics eventlog.Topics) func(rec *kgo.Record) (id Identity, ok b
 }
 
 // TableTopics maps each projected table to the topic it is projected
-// from; warehouse.DailyRollupTable is not among them (a view fills it).
+// from; the rollups (warehouse.DailyRollupTable, ValuesRollupTable) are
+// not among them (views fill them).
 func TableTopics(topics eventlog.Topics) map[string]string {
 	out := map[string]string{}
 	for _, s := range sinks(topics) {

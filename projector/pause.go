@@ -252,7 +252,9 @@ func chooseSinks(all []*sink, tables []string) ([]*sink, error) {
 			delete(want, s.table)
 		}
 	}
-	delete(want, warehouse.DailyRollupTable) // filled by the view, not from a topic
+	// The rollups are filled by their views, not from a topic.
+	delete(want, warehouse.DailyRollupTable)
+	delete(want, warehouse.ValuesRollupTable)
 	for t := range want {
 		return nil, fmt.Errorf("no topic is projected into table %q", t)
 	}

@@ -105,12 +105,11 @@ func (s *Service) fillCompare(ctx context.Context, q request, by string, res *Co
 	res.Cohort.Value = value
 	cohort := q
 	cohort.user, cohort.filters = "", []filter{{by, value}}
-	where, args := s.where(cohort)
 	var stats []userStat
 	var own valueCounts
-	err = s.consistently(ctx, q.tenant, func(sn snapshot) error {
-		src, a := s.readings(sn, where, args)
-		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT uid, count(), sum(val) FROM %s GROUP BY uid`, src), a...)
+	err = s.consistently(ctx, q.tenant, true, func(sn snapshot) error {
+		src, a := s.weighted(sn, cohort)
+		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT uid, sum(n), sum(val * n) FROM %s GROUP BY uid`, src), a...)
 		if err != nil {
 			return fmt.Errorf("cohort users: %w", err)
 		}
@@ -126,8 +125,7 @@ func (s *Service) fillCompare(ctx context.Context, q request, by string, res *Co
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("cohort users: %w", err)
 		}
-		uw, ua := s.where(q)
-		usrc, uargs := s.readings(sn, uw, ua)
+		usrc, uargs := s.weighted(sn, q)
 		gc, err := s.valueCounts(ctx, usrc, uargs, "''")
 		own = gc.counts[""]
 		return err
@@ -231,13 +229,12 @@ func (s *Service) cohorts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := CohortsResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, Stale: c.Stale, Cohorts: []CohortRow{}}
-	where, args := s.where(q)
 	users := map[string]uint64{}
 	var gc groupedCounts
-	err = s.consistently(ctx, q.tenant, func(sn snapshot) error {
-		src, a := s.readings(sn, where, args)
+	err = s.consistently(ctx, q.tenant, true, func(sn snapshot) error {
+		src, a := s.weighted(sn, q)
 		// The dimension's tenant placeholder follows src's in the text.
-		joined := fmt.Sprintf(`(SELECT grp, uid, val FROM %s ANY INNER JOIN (SELECT user_id AS uid, %s AS grp FROM (%s)) USING uid)`,
+		joined := fmt.Sprintf(`(SELECT grp, uid, val, n FROM %s ANY INNER JOIN (SELECT user_id AS uid, %s AS grp FROM (%s)) USING uid)`,
 			src, by, warehouse.UserDimension(s.cfg.Warehouse.Database))
 		ja := append(append([]any{}, a...), q.tenant)
 		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT grp, uniqExact(uid) FROM %s GROUP BY grp`, joined), ja...)

@@ -144,12 +144,11 @@ func (s *Service) percentiles(w http.ResponseWriter, r *http.Request) {
 
 // fillPercentiles computes the count and percentiles, overall and per day.
 func (s *Service) fillPercentiles(ctx context.Context, q request, ps []float64, perDay bool, res *PercentilesResult) error {
-	where, args := s.where(q)
-	return s.consistently(ctx, q.tenant, func(sn snapshot) error {
-		src, a := s.readings(sn, where, args)
+	return s.consistently(ctx, q.tenant, q.user == "", func(sn snapshot) error {
+		src, a := s.weighted(sn, q)
 		group := "''"
 		if perDay {
-			group = dayExpr
+			group = dayGroup
 		}
 		gc, err := s.valueCounts(ctx, src, a, group)
 		if err != nil {
@@ -217,10 +216,9 @@ func (s *Service) distribution(w http.ResponseWriter, r *http.Request) {
 		res.BinMethod = BinsAuto
 	}
 	if !c.Suppressed {
-		where, args := s.where(q)
 		var vc valueCounts
-		err := s.consistently(ctx, q.tenant, func(sn snapshot) error {
-			src, a := s.readings(sn, where, args)
+		err := s.consistently(ctx, q.tenant, q.user == "", func(sn snapshot) error {
+			src, a := s.weighted(sn, q)
 			gc, err := s.valueCounts(ctx, src, a, "''")
 			vc = gc.counts[""]
 			return err
@@ -345,7 +343,7 @@ func (s *Service) trendDays(ctx context.Context, q request) ([]TrendDay, error) 
 	}
 	if !s.cfg.TrendsFromRollup {
 		where, args := s.where(q)
-		err := s.consistently(ctx, q.tenant, func(sn snapshot) error {
+		err := s.consistently(ctx, q.tenant, false, func(sn snapshot) error {
 			src, a := s.readings(sn, where, args)
 			return collect(fmt.Sprintf(`SELECT %s AS d, count(), min(val), max(val), sum(val), sum(val * val)
 				FROM %s GROUP BY d ORDER BY d`, dayExpr, src), a)

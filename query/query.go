@@ -67,6 +67,14 @@ type Config struct {
 	// TrendsFromRollup makes trends read the daily rollup instead of the
 	// raw readings (the same numbers; the rollup is much smaller).
 	TrendsFromRollup bool
+	// ValuesFromRollup makes percentiles, distributions, comparisons and
+	// cohort tables over a cohort or the whole tenant read the whole UTC
+	// days of their range from the value rollup
+	// (warehouse.ValuesRollupTable), when it condenses the readings, and
+	// only the partial days at its ends from the readings: the same exact
+	// numbers from far fewer rows, provided only the projector inserts
+	// readings (see source.go).
+	ValuesFromRollup bool
 }
 
 // DefaultConfig returns the documented defaults.
@@ -86,6 +94,7 @@ func DefaultConfig() Config {
 		MinCohortUsers:    5,
 		MaxDistinctValues: 2_000_000,
 		TrendsFromRollup:  true,
+		ValuesFromRollup:  true,
 	}
 }
 

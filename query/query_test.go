@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/vitalshq/vitals/internal/consistency"
 	"github.com/vitalshq/vitals/internal/credential"
+	"github.com/vitalshq/vitals/internal/metric"
 )
 
 func TestParsePercentiles(t *testing.T) {
@@ -322,6 +324,86 @@ func TestSnapshotHeldIn(t *testing.T) {
 	for _, tc := range tests {
 		if got := before.heldIn(tc.later); got != tc.want {
 			t.Errorf("%s: %v; want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestWholeDays(t *testing.T) {
+	d := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	tests := []struct {
+		name, from, to, first, last string
+		ok                          bool
+	}{
+		{"whole days", "2016-03-01T00:00:00Z", "2016-03-04T00:00:00Z", "2016-03-01T00:00:00Z", "2016-03-04T00:00:00Z", true},
+		{"partial ends", "2016-03-01T00:00:00.001Z", "2016-03-04T23:59:59Z", "2016-03-02T00:00:00Z", "2016-03-04T00:00:00Z", true},
+		{"one whole day", "2016-03-01T06:00:00Z", "2016-03-03T06:00:00Z", "2016-03-02T00:00:00Z", "2016-03-03T00:00:00Z", true},
+		{"within a day", "2016-03-01T06:00:00Z", "2016-03-01T18:00:00Z", "2016-03-02T00:00:00Z", "2016-03-01T00:00:00Z", false},
+		{"across midnight, no whole day", "2016-03-01T06:00:00Z", "2016-03-02T18:00:00Z", "2016-03-02T00:00:00Z", "2016-03-02T00:00:00Z", false},
+		{"other zone, same instants", "2016-03-01T01:00:00+01:00", "2016-03-02T01:00:00+01:00", "2016-03-01T00:00:00Z", "2016-03-02T00:00:00Z", true},
+	}
+	for _, tc := range tests {
+		first, last, ok := wholeDays(d(tc.from), d(tc.to))
+		if ok != tc.ok || !first.Equal(d(tc.first)) || !last.Equal(d(tc.last)) {
+			t.Errorf("%s: %s, %s, %v; want %s, %s, %v", tc.name, first, last, ok, tc.first, tc.last, tc.ok)
+		}
+	}
+}
+
+// TestWeightedSource checks which tables a request reads: the value
+// rollup only for the whole days of a cohort- or tenant-wide range, the
+// readings for a single user, partial days, with the rollup disabled or
+// when it does not condense the readings; and that the arguments match
+// the placeholders.
+func TestWeightedSource(t *testing.T) {
+	day := func(s string) time.Time {
+		v, _ := time.Parse(time.DateTime, s)
+		return v
+	}
+	hr, _ := metric.Lookup("heart_rate")
+	base := request{tenant: "t1", metric: hr, from: day("2016-03-01 00:00:00"), to: day("2016-03-08 00:00:00")}
+	withUser, cohort, partial := base, base, base
+	withUser.user = "u1"
+	cohort.filters = []filter{{"sex", "female"}}
+	partial.from, partial.to = day("2016-03-01 12:00:00"), day("2016-03-08 06:00:00")
+	within := base
+	within.to = day("2016-03-01 12:00:00")
+	tests := []struct {
+		name                        string
+		q                           request
+		rollupOff, erasures, sparse bool
+		rollupReads, rawRead        int
+	}{
+		{"tenant, whole days", base, false, false, false, 1, 0},
+		{"cohort, whole days, erasures", cohort, false, true, false, 1, 0},
+		{"tenant, partial days at both ends", partial, false, false, false, 1, 2},
+		{"a single user", withUser, false, false, false, 0, 1},
+		{"less than a day", within, false, false, false, 0, 1},
+		{"rollup disabled", cohort, true, false, false, 0, 1},
+		{"rollup no smaller than the readings", cohort, false, false, true, 0, 1},
+	}
+	for _, tc := range tests {
+		cfg := DefaultConfig()
+		cfg.Warehouse.Database = "vdb"
+		cfg.ValuesFromRollup = !tc.rollupOff
+		s := &Service{cfg: cfg}
+		sql, args := s.weighted(snapshot{erasures: tc.erasures, rollupPays: !tc.sparse}, tc.q)
+		if n := strings.Count(sql, "FROM vdb.readings_daily_values"); n != tc.rollupReads {
+			t.Errorf("%s: reads the rollup %d times; want %d\n%s", tc.name, n, tc.rollupReads, sql)
+		}
+		if n := strings.Count(sql, "FROM vdb.readings WHERE"); n != tc.rawRead {
+			t.Errorf("%s: reads the readings %d times; want %d\n%s", tc.name, n, tc.rawRead, sql)
+		}
+		if n := strings.Count(sql, "?"); n != len(args) {
+			t.Errorf("%s: %d placeholders, %d arguments", tc.name, n, len(args))
+		}
+		if tc.erasures && !strings.Contains(sql, "vdb.erased_users") {
+			t.Errorf("%s: erased users not left out", tc.name)
 		}
 	}
 }

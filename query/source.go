@@ -47,7 +47,18 @@ type snapshot struct {
 	// erasures is whether the tenant has erased users; without any, the
 	// per-row erasure check is left out.
 	erasures bool
+	// rollupPays is whether the value rollup holds at most 1/minCondensation
+	// as many rows as the readings (see weighted).
+	rollupPays bool
 }
+
+// minCondensation is how many readings a value-rollup row must stand for,
+// on average, for the rollup to be read instead of the readings. Readings
+// sparse per user and day (a few a day, nearly all distinct) give a rollup
+// as large as the readings and slower to filter (it is read whole-day by
+// whole-day, with a per-row count); dense ones (a heart rate every few
+// seconds) condense about a hundredfold.
+const minCondensation = 2
 
 // snapshot lists the readings partitions, clean or not, and whether
 // tenant has erasures.
@@ -60,6 +71,30 @@ func (s *Service) snapshot(ctx context.Context, tenant string) (snapshot, error)
 	sn, err := s.partitions(ctx)
 	sn.erasures = erased > 0
 	return sn, err
+}
+
+// rollupPays compares the active rows of the value rollup with those of
+// the readings (all tenants: system.parts knows no tenant).
+func (s *Service) rollupPays(ctx context.Context) (bool, error) {
+	rows, err := s.conn.Query(ctx, `SELECT table, sum(rows) FROM system.parts WHERE database = ? AND table IN (?, ?) AND active GROUP BY table`,
+		s.cfg.Warehouse.Database, warehouse.ReadingsTable, warehouse.ValuesRollupTable)
+	if err != nil {
+		return false, fmt.Errorf("table sizes: %w", err)
+	}
+	defer rows.Close()
+	n := map[string]uint64{}
+	for rows.Next() {
+		var table string
+		var count uint64
+		if err := rows.Scan(&table, &count); err != nil {
+			return false, fmt.Errorf("table sizes: %w", err)
+		}
+		n[table] = count
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("table sizes: %w", err)
+	}
+	return n[warehouse.ValuesRollupTable]*minCondensation <= n[warehouse.ReadingsTable], nil
 }
 
 // partitions lists the readings partitions, clean or not.
@@ -139,13 +174,22 @@ func list[V any](ps map[uint32]V) string {
 
 // consistently runs fn with a snapshot and repeats it if the partitions
 // changed while it ran; fn must replace, not add to, what an earlier try
-// produced.
-func (s *Service) consistently(ctx context.Context, tenant string, fn func(snapshot) error) error {
+// produced. rollup says whether fn may read the value rollup (a cohort or
+// the whole tenant), and so whether it is worth finding out if it pays.
+func (s *Service) consistently(ctx context.Context, tenant string, rollup bool, fn func(snapshot) error) error {
+	pays := false
+	if rollup && s.cfg.ValuesFromRollup {
+		var err error
+		if pays, err = s.rollupPays(ctx); err != nil {
+			return err
+		}
+	}
 	for range 3 {
 		sn, err := s.snapshot(ctx, tenant)
 		if err != nil {
 			return err
 		}
+		sn.rollupPays = pays
 		if err := fn(sn); err != nil {
 			return err
 		}
@@ -177,7 +221,7 @@ func (s *Service) readings(sn snapshot, where string, args []any) (string, []any
 	// (an erasure stored during the query is rechecked by consistently).
 	cond := where
 	if sn.erasures {
-		cond = fmt.Sprintf("(%s) AND user_id NOT IN (SELECT user_id FROM %s.%s WHERE tenant_id = ?)", where, db, warehouse.ErasedUsersTable)
+		cond = fmt.Sprintf("(%s) AND %s", where, s.notErased())
 		args = append(append([]any{}, args...), args[0])
 	}
 	grouped := func(partitions string) string {
@@ -194,6 +238,93 @@ func (s *Service) readings(sn snapshot, where string, args []any) (string, []any
 	}
 	sql += " UNION ALL " + grouped(partitionKey+" IN ("+list(sn.dirty)+") AND ")
 	return "(" + sql + ")", append(append([]any{}, args...), args...)
+}
+
+// notErased is a condition on user_id, with one placeholder for the
+// tenant, that hides the tenant's erased users (see readings).
+func (s *Service) notErased() string {
+	return fmt.Sprintf("user_id NOT IN (SELECT user_id FROM %s.%s WHERE tenant_id = ?)", s.cfg.Warehouse.Database, warehouse.ErasedUsersTable)
+}
+
+// weighted is the request's readings as a subquery with columns uid
+// (user), val (value), dd (UTC day, a Date) and n: n readings of user uid
+// on day dd have value val. Consumers add up n; they never count rows.
+//
+// For a cohort or the whole tenant, with Config.ValuesFromRollup, the
+// whole UTC days of the range come from the value rollup, already counted
+// (about a hundred rows per user and day instead of thousands), and only
+// the partial days at its ends from the readings, one row each. A single
+// user's readings are contiguous in the readings table's sorting key and
+// few, so they are read there; and so is everything when the rollup does
+// not condense the readings (snapshot.rollupPays).
+//
+// The rollup, unlike the readings table, cannot collapse copies of a
+// reading: the two paths agree because the projector inserts every
+// accepted reading exactly once (see package warehouse). Copies made by
+// hand would be counted twice by the rollup path only.
+func (s *Service) weighted(sn snapshot, q request) (string, []any) {
+	var parts []string
+	var args []any
+	raw := func(r request) {
+		where, wa := s.where(r)
+		src, a := s.readings(sn, where, wa)
+		parts = append(parts, "SELECT uid, val, toDate(intDiv(at_ms, 86400000)) AS dd, toUInt64(1) AS n FROM "+src)
+		args = append(args, a...)
+	}
+	first, last, ok := wholeDays(q.from, q.to)
+	if !ok || !s.cfg.ValuesFromRollup || !sn.rollupPays || q.user != "" {
+		raw(q)
+		return "(" + parts[0] + ")", args
+	}
+	if q.from.Before(first) {
+		head := q
+		head.to = first
+		raw(head)
+	}
+	src, a := s.rollup(sn, q, first, last)
+	parts = append(parts, src)
+	args = append(args, a...)
+	if last.Before(q.to) {
+		tail := q
+		tail.from = last
+		raw(tail)
+	}
+	return "(" + strings.Join(parts, " UNION ALL ") + ")", args
+}
+
+// rollup selects the value rollup's rows of the request's scope on the
+// UTC days [first, last), with weighted's columns. The rollup is a
+// SummingMergeTree whose unmerged parts may hold a key more than once;
+// adding up n makes that harmless.
+func (s *Service) rollup(sn snapshot, q request, first, last time.Time) (string, []any) {
+	conds := []string{"tenant_id = ?", "metric = ?", "day >= toDate(?)", "day < toDate(?)"}
+	args := []any{q.tenant, q.metric.Name, dayOf(first), dayOf(last)}
+	if q.user != "" {
+		conds = append(conds, "user_id = ?")
+		args = append(args, q.user)
+	}
+	if len(q.filters) > 0 {
+		c, a := s.cohortCondition(q.tenant, q.filters)
+		conds = append(conds, c)
+		args = append(args, a...)
+	}
+	if sn.erasures {
+		conds = append(conds, s.notErased())
+		args = append(args, q.tenant)
+	}
+	return fmt.Sprintf("SELECT user_id AS uid, value AS val, day AS dd, readings AS n FROM %s.%s WHERE %s",
+		s.cfg.Warehouse.Database, warehouse.ValuesRollupTable, strings.Join(conds, " AND ")), args
+}
+
+// wholeDays is the whole UTC days inside [from, to): [first, last), and
+// whether there is at least one.
+func wholeDays(from, to time.Time) (first, last time.Time, ok bool) {
+	first = from.UTC().Truncate(24 * time.Hour) // Truncate counts from UTC midnight
+	if first.Before(from) {
+		first = first.Add(24 * time.Hour)
+	}
+	last = to.UTC().Truncate(24 * time.Hour)
+	return first, last, first.Before(last)
 }
 
 // where is the request's condition on the readings table's columns. The
@@ -243,11 +374,12 @@ type groupedCounts struct {
 	counts map[string]valueCounts
 }
 
-// valueCounts runs SELECT group, val, count() over src and collects the
-// answer, refusing (errTooBroad) more than MaxDistinctValues rows. group is
-// an SQL expression over src's columns rendered as a String, e.g. "”".
+// valueCounts runs SELECT group, val, sum(n) over src (weighted's columns)
+// and collects the answer, refusing (errTooBroad) more than
+// MaxDistinctValues rows. group is an SQL expression over src's columns
+// rendered as a String: dayGroup, or a quoted empty string for one group.
 func (s *Service) valueCounts(ctx context.Context, src string, args []any, group string) (groupedCounts, error) {
-	sql := fmt.Sprintf(`SELECT %s AS g, val, count() AS c FROM %s GROUP BY g, val ORDER BY g, val`, group, src)
+	sql := fmt.Sprintf(`SELECT %s AS g, val, sum(n) AS c FROM %s GROUP BY g, val ORDER BY g, val`, group, src)
 	rows, err := s.conn.Query(ctx, sql, args...)
 	if err != nil {
 		return groupedCounts{}, fmt.Errorf("value counts: %w", err)
@@ -278,6 +410,9 @@ func (s *Service) valueCounts(ctx context.Context, src string, args []any, group
 // dayExpr renders a UTC day of at_ms as YYYY-MM-DD: whole days since the
 // epoch, formatted by the server with no time zone involved.
 const dayExpr = "toString(toDate(intDiv(at_ms, 86400000)))"
+
+// dayGroup is the same over weighted's day column.
+const dayGroup = "toString(dd)"
 
 // scopeUsers counts the users with readings in the request's scope, up to
 // MinCohortUsers: all suppression needs. DISTINCT with LIMIT stops reading

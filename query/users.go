@@ -121,7 +121,7 @@ func (s *Service) summary(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) fillSummary(ctx context.Context, tenant, user string, res *SummaryResult) error {
 	var newest int64 = -1
-	err := s.consistently(ctx, tenant, func(sn snapshot) error {
+	err := s.consistently(ctx, tenant, false, func(sn snapshot) error {
 		src, a := s.readings(sn, "tenant_id = ? AND user_id = ?", []any{tenant, user})
 		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT mt, count(), argMax(val, at_ms), max(at_ms) FROM %s GROUP BY mt ORDER BY mt`, src), a...)
 		if err != nil {

@@ -372,9 +372,9 @@ func (s *session) prepareShadow(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Without its view (dropped at a swap) the shadow's rollup would be
-	// backfilled on top of what it holds: start afresh then too.
-	fresh := slices.Contains(s.tables, warehouse.DailyRollupTable) && !have[warehouse.DailyRollupView]
+	// Without their views (dropped at a swap) the shadow's rollups would be
+	// backfilled on top of what they hold: start afresh then too.
+	fresh := slices.Contains(s.tables, warehouse.DailyRollupTable) && (!have[warehouse.DailyRollupView] || !have[warehouse.ValuesRollupView])
 	for _, t := range s.tables {
 		fresh = fresh || !have[t]
 	}
@@ -551,11 +551,13 @@ func (s *session) swap(ctx context.Context, plan *Plan, stopShadow func() error)
 	paused := time.Since(began)
 	s.log.Info().Strs("tables", plan.Tables).Dur("paused", paused).Dur("acknowledged_after", acked).Dur("level_after", leveled).
 		Dur("shadow_stopped_after", stoppedAt).Str("old", old).Msg("swapped the rebuilt tables into place")
-	// The shadow's view would feed a later shadow rollup from whatever
-	// table takes the name next; a later rebuild creates it afresh. The
+	// The shadow's views would feed later shadow rollups from whatever
+	// table takes the name next; a later rebuild creates them afresh. The
 	// group's positions belong to the swapped tables now.
-	if err := s.exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", shadow, warehouse.DailyRollupView)); err != nil {
-		s.log.Warn().Err(err).Msg("drop the shadow view")
+	for _, v := range []string{warehouse.DailyRollupView, warehouse.ValuesRollupView} {
+		if err := s.exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", shadow, v)); err != nil {
+			s.log.Warn().Err(err).Str("view", v).Msg("drop the shadow view")
+		}
 	}
 	dctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()

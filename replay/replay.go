@@ -115,13 +115,14 @@ func (c Config) group() string {
 
 // Rebuildable are the tables Rebuild can rebuild, in swap order.
 var Rebuildable = []string{
-	warehouse.ReadingsTable, warehouse.DailyRollupTable, warehouse.RejectedTable, warehouse.AlertsTable,
+	warehouse.ReadingsTable, warehouse.DailyRollupTable, warehouse.ValuesRollupTable, warehouse.RejectedTable, warehouse.AlertsTable,
 	warehouse.ProfileEventsTable, warehouse.DeviceEventsTable, warehouse.ErasedUsersTable,
 }
 
 // ResolveTables validates a table selection and completes it: "all" or
-// nothing selects every table; the readings table and its rollup go
-// together (the rollup is fed by a view on inserts into readings); and the
+// nothing selects every table; the readings table and its rollups go
+// together (the rollups are fed by views on inserts into readings, and the
+// query service reads the value rollup in place of the readings); and the
 // erasures are always replayed, because without them rows of erased users
 // would be projected again.
 func ResolveTables(names []string) ([]string, error) {
@@ -145,8 +146,8 @@ func ResolveTables(names []string) ([]string, error) {
 			want[t] = true
 		}
 	}
-	if want[warehouse.ReadingsTable] || want[warehouse.DailyRollupTable] {
-		want[warehouse.ReadingsTable], want[warehouse.DailyRollupTable] = true, true
+	if want[warehouse.ReadingsTable] || want[warehouse.DailyRollupTable] || want[warehouse.ValuesRollupTable] {
+		want[warehouse.ReadingsTable], want[warehouse.DailyRollupTable], want[warehouse.ValuesRollupTable] = true, true, true
 	}
 	want[warehouse.ErasedUsersTable] = true
 	var out []string

@@ -202,7 +202,7 @@ func (s *session) logSums(ctx context.Context, end positions, erased map[[2]stri
 	return nil
 }
 
-// verifyRollup checks that the rollup counts and sums exactly the rows of
+// verifyRollup checks that both rollups count and sum exactly the rows of
 // the readings table. The shadow projector is still inserting, and an
 // insert reaches the table and the rollup one after the other, so it
 // compares a few times before calling a difference real.
@@ -223,7 +223,10 @@ func (s *session) verifyRollup(ctx context.Context, db string) error {
 		}
 		return t, nil
 	}
-	var raw, rollup total
+	var raw, rollup, values total
+	same := func(a, b total) bool {
+		return a.n == b.n && math.Abs(a.sum-b.sum) <= 1e-9*math.Max(1, math.Abs(a.sum))
+	}
 	for attempt := 0; attempt < 20; attempt++ {
 		var err error
 		if raw, err = read(fmt.Sprintf("SELECT count(), sum(value) FROM %s.%s WHERE %s", db, warehouse.ReadingsTable, warehouse.NotErased(db))); err != nil {
@@ -232,7 +235,10 @@ func (s *session) verifyRollup(ctx context.Context, db string) error {
 		if rollup, err = read(fmt.Sprintf("SELECT countMerge(readings), sumMerge(sum_value) FROM %s.%s WHERE %s", db, warehouse.DailyRollupTable, warehouse.NotErased(db))); err != nil {
 			return err
 		}
-		if raw.n == rollup.n && math.Abs(raw.sum-rollup.sum) <= 1e-9*math.Max(1, math.Abs(raw.sum)) {
+		if values, err = read(fmt.Sprintf("SELECT sum(readings), sum(value * readings) FROM %s.%s WHERE %s", db, warehouse.ValuesRollupTable, warehouse.NotErased(db))); err != nil {
+			return err
+		}
+		if same(raw, rollup) && same(raw, values) {
 			return nil
 		}
 		select {
@@ -241,7 +247,8 @@ func (s *session) verifyRollup(ctx context.Context, db string) error {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("verification failed, not swapping: %s holds %d readings (sum %g) but its rollup %d (sum %g)", db, raw.n, raw.sum, rollup.n, rollup.sum)
+	return fmt.Errorf("verification failed, not swapping: %s holds %d readings (sum %g) but its rollup %d (sum %g) and its value rollup %d (sum %g)",
+		db, raw.n, raw.sum, rollup.n, rollup.sum, values.n, values.sum)
 }
 
 // murmur64 is ClickHouse's murmurHash2_64: MurmurHash64A with seed 0.

@@ -25,6 +25,7 @@ func (s *settings) queryFlags(fs *envflag.Set) {
 	fs.Duration(&s.queryTimeout, "query-timeout", d.QueryTimeout, "bound on each request's ClickHouse work")
 	fs.Int(&s.queryMinCohort, "query-min-cohort-users", d.MinCohortUsers, "smallest cohort whose figures are shown; smaller ones are suppressed")
 	fs.Duration(&s.queryMaxWait, "query-max-wait", d.MaxWait, "longest a request with a consistency token may wait for the pipeline")
+	fs.BoolVar(&s.queryRollup, "query-values-from-rollup", d.ValuesFromRollup, "read the whole days of cohort- and tenant-wide ranges from the value rollup (false: only the readings table)")
 }
 
 func (s *settings) query() query.Config {
@@ -32,7 +33,7 @@ func (s *settings) query() query.Config {
 	c.Addr, c.Warehouse, c.QueryTimeout = s.queryAddr, s.warehouse(), s.queryTimeout
 	c.PostgresURL, c.Kafka = s.pgURL, s.kafka()
 	c.ProcessorGroup, c.ProjectorGroup = s.processorGroup, s.projectorGroup
-	c.MinCohortUsers, c.MaxWait = s.queryMinCohort, s.queryMaxWait
+	c.MinCohortUsers, c.MaxWait, c.ValuesFromRollup = s.queryMinCohort, s.queryMaxWait, s.queryRollup
 	c.DefaultWait = min(c.DefaultWait, c.MaxWait)
 	return c
 }
@@ -51,6 +52,7 @@ func cmdQuery(ctx context.Context, args []string, stdout io.Writer) error {
 	s.pgFlags(fs)
 	s.chFlags(fs)
 	s.queryFlags(fs)
+	s.startFlags(fs)
 	d := query.DefaultConfig()
 	fs.String(&s.processorGroup, "processor-group", d.ProcessorGroup, "processor consumer group whose checkpoints read-your-writes waits for")
 	fs.String(&s.projectorGroup, "projector-group", d.ProjectorGroup, "projector consumer group whose commits read-your-writes waits for")
@@ -61,7 +63,7 @@ func cmdQuery(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	q, err := query.New(ctx, s.query(), log)
+	q, err := construct(ctx, log, "query", s.startTimeout, func(ctx context.Context) (*query.Service, error) { return query.New(ctx, s.query(), log) })
 	if err != nil {
 		return err
 	}

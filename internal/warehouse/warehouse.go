@@ -1,8 +1,8 @@
 // Package warehouse is Vitals' read side in ClickHouse: how to connect, the
 // tables the projector writes and the query service reads (schema.go), and
 // the SQL building blocks queries share: DedupReadings, UserDimension,
-// NotErased and the rollup DailyRollupTable. docs/warehouse.md describes
-// every table with example SQL.
+// NotErased, and the rollups DailyRollupTable and ValuesRollupTable.
+// docs/warehouse.md describes every table with example SQL.
 //
 // The DDL is written for both ClickHouse 18.16 (the only server Debian
 // ships, used by the local stack) and current releases: new-style MergeTree
@@ -13,13 +13,16 @@
 // # Exactly-once effect
 //
 // 18.16 has no insert deduplication for non-replicated tables, and the
-// rollup's materialized view counts every inserted row, so the projector
+// rollups' materialized views count every inserted row, so the projector
 // inserts each topic record exactly once: rows carry their record's
 // position (log_partition, log_offset) and a newly assigned partition
 // resumes after the highest one stored (see package projector). As a second
 // line of defence the readings table is a ReplacingMergeTree whose sorting
 // key ends in the event id, so copies made by other means collapse on
-// merge, and DedupReadings collapses them at query time until then.
+// merge, and DedupReadings collapses them at query time until then. The
+// rollups have no such defence: their exactness depends on the projector
+// alone, which is why exact queries that read ValuesRollupTable are exact
+// only as long as nothing but the projector inserts into readings.
 //
 // # Erasure
 //
@@ -97,13 +100,18 @@ func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 }
 
 // DedupReadings is a subquery over the readings table that yields each
-// reading once, however many copies are stored, as columns event_id, val
-// (the value) and at_ms (measured_at_ms). The aliases differ from the column
-// names because 18.16 resolves an alias before a column of the same name in
-// WHERE. where is a condition on the table's columns with ? placeholders; it
-// must be built from constants. Readings of erased users are left out (see
-// NotErased).
+// reading once, however many copies are stored, as columns uid (user_id),
+// event_id, val (the value) and at_ms (measured_at_ms). Copies are rows
+// with the same sorting key (tenant, user, metric, measurement time, event
+// id), which is what the ReplacingMergeTree collapses on merge; grouping by
+// the event id alone would merge different users' readings that happen to
+// share an id (ids are unique per tenant and user only). The aliases differ
+// from the column names because 18.16 resolves an alias before a column of
+// the same name in WHERE. where is a condition on the table's columns with
+// ? placeholders; it must be built from constants. Readings of erased users
+// are left out (see NotErased).
 func DedupReadings(database, where string) string {
-	return fmt.Sprintf(`SELECT event_id, any(value) AS val, any(measured_at_ms) AS at_ms
-		FROM %s.%s WHERE (%s) AND %s GROUP BY event_id`, database, ReadingsTable, where, NotErased(database))
+	return fmt.Sprintf(`SELECT user_id AS uid, event_id, any(value) AS val, measured_at_ms AS at_ms
+		FROM %s.%s WHERE (%s) AND %s GROUP BY tenant_id, user_id, metric, measured_at_ms, event_id`,
+		database, ReadingsTable, where, NotErased(database))
 }

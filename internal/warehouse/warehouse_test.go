@@ -49,7 +49,7 @@ func TestSQLHelpers(t *testing.T) {
 	}{
 		{"UserDimension", UserDimension("vdb"), 1, []string{"vdb.profile_events", "vdb.device_events", "vdb.erased_users", "AS age_band", "AS device_model"}},
 		{"NotErased", NotErased("vdb"), 0, []string{"vdb.erased_users"}},
-		{"DedupReadings", DedupReadings("vdb", "tenant_id = ? AND user_id = ?"), 2, []string{"FROM vdb.readings", "vdb.erased_users", "GROUP BY event_id"}},
+		{"DedupReadings", DedupReadings("vdb", "tenant_id = ? AND user_id = ?"), 2, []string{"FROM vdb.readings", "vdb.erased_users", "GROUP BY tenant_id, user_id, metric, measured_at_ms, event_id"}},
 	}
 	for _, tc := range tests {
 		if n := strings.Count(tc.sql, "?"); n != tc.placeholders {
@@ -89,5 +89,22 @@ func TestTableDefinitions(t *testing.T) {
 	}
 	if got := quote(`it's a \ test`); got != `'it\'s a \\ test'` {
 		t.Errorf("quote = %s", got)
+	}
+}
+
+// TestViewsFeedTheirTables checks that each rollup view's query yields
+// every column of its table (the backfill inserts them by name) and groups
+// by the whole key, so one insert block adds one row per key.
+func TestViewsFeedTheirTables(t *testing.T) {
+	for _, v := range views {
+		tb := tableByName(v.table)
+		for _, c := range tb.columns {
+			if !strings.Contains(v.query, c.name) {
+				t.Errorf("view %s does not yield %s.%s", v.name, v.table, c.name)
+			}
+		}
+		if !strings.Contains(v.query, "{src}") || !strings.Contains(v.query, "GROUP BY tenant_id, user_id, metric, day") {
+			t.Errorf("view %s: query must read {src} and group by tenant, user, metric and day:\n%s", v.name, v.query)
+		}
 	}
 }
