@@ -36,6 +36,7 @@ type Rejection struct {
 	Message string `json:"message"`
 }
 
+// Error makes a Rejection an error: reason code, then the message.
 func (r *Rejection) Error() string { return r.Reason + ": " + r.Message }
 
 func reject(reason, field, format string, args ...any) *Rejection {

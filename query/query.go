@@ -219,6 +219,7 @@ type paramError struct {
 	param, msg string
 }
 
+// Error names the parameter first, as the 400 answer does.
 func (e *paramError) Error() string { return e.param + ": " + e.msg }
 
 func badParam(param, format string, args ...any) *paramError {
