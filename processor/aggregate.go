@@ -401,12 +401,22 @@ func (a *Aggregate) ApplyDevice(ev *schemas.DeviceEvent, rules Rules) []Outcome 
 // releasePaired judges the held readings whose device is now paired at
 // their time, in the order they arrived.
 func (a *Aggregate) releasePaired(rules Rules) []Outcome {
+	return a.releaseHeld(func(h *Held) (Outcome, bool) {
+		if !a.pairedAt(h.Reading.DeviceID, h.Reading.MeasuredAt) {
+			return Outcome{}, false
+		}
+		return a.judge(&h.Reading, nil, rules), true
+	})
+}
+
+// releaseHeld removes the held readings that decide releases, in the order
+// they arrived, and returns their outcomes, each carrying its held reading.
+func (a *Aggregate) releaseHeld(decide func(h *Held) (Outcome, bool)) []Outcome {
 	var out []Outcome
 	kept := a.Held[:0]
 	for i := range a.Held {
 		h := a.Held[i]
-		if a.pairedAt(h.Reading.DeviceID, h.Reading.MeasuredAt) {
-			o := a.judge(&h.Reading, nil, rules)
+		if o, release := decide(&h); release {
 			o.Held = &h
 			out = append(out, o)
 			continue
@@ -430,23 +440,12 @@ func (a *Aggregate) releaseExpired(ingestedAt int64, rules Rules) []Outcome {
 		return nil
 	}
 	lateness := rules.AllowedLateness.Milliseconds()
-	var out []Outcome
-	kept := a.Held[:0]
-	for i := range a.Held {
-		h := a.Held[i]
-		if h.Reading.MeasuredAt < a.Newest-lateness || h.Reading.IngestedAt < ingestedAt-lateness {
-			o := reject(&h.Reading, ReasonDeviceNotPaired, "device %s was not paired to the user at the measurement time (no pairing arrived within the allowed lateness)", h.Reading.DeviceID)
-			o.Held = &h
-			out = append(out, o)
-			continue
+	return a.releaseHeld(func(h *Held) (Outcome, bool) {
+		if h.Reading.MeasuredAt >= a.Newest-lateness && h.Reading.IngestedAt >= ingestedAt-lateness {
+			return Outcome{}, false
 		}
-		kept = append(kept, h)
-	}
-	a.Held = kept
-	if len(a.Held) == 0 {
-		a.Held = nil
-	}
-	return out
+		return reject(&h.Reading, ReasonDeviceNotPaired, "device %s was not paired to the user at the measurement time (no pairing arrived within the allowed lateness)", h.Reading.DeviceID), true
+	})
 }
 
 // ApplyProfile handles a profile event. An erasure request turns the

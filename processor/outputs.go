@@ -158,10 +158,7 @@ func (p *Processor) acked(_ *kgo.Record, err error) {
 // far each output topic-partition got and produces only the rest, retrying
 // while Kafka is unavailable: the log never holds an output twice.
 func (p *Processor) flushOutputs(ctx context.Context) error {
-	p.out.mu.Lock()
-	prod := p.prod
-	p.out.mu.Unlock()
-	if err := prod.Flush(ctx); err != nil {
+	if err := p.producer().Flush(ctx); err != nil {
 		return fmt.Errorf("processor: waiting for output acks: %w", err)
 	}
 	p.out.mu.Lock()
@@ -209,10 +206,7 @@ func (p *Processor) flushOutputs(ctx context.Context) error {
 		for i, r := range pending {
 			again[i] = &kgo.Record{Topic: r.Topic, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: r.Headers}
 		}
-		p.out.mu.Lock()
-		prod := p.prod
-		p.out.mu.Unlock()
-		if err := prod.ProduceSync(ctx, again...).FirstErr(); err != nil {
+		if err := p.producer().ProduceSync(ctx, again...).FirstErr(); err != nil {
 			return err
 		}
 		p.m.resent.With().Add(float64(len(again)))
@@ -237,6 +231,13 @@ func (p *Processor) newProducer() (*kgo.Client, error) {
 		return nil, fmt.Errorf("processor: kafka producer: %w", err)
 	}
 	return cl, nil
+}
+
+// producer returns the current output producer (replaceProducer swaps it).
+func (p *Processor) producer() *kgo.Client {
+	p.out.mu.Lock()
+	defer p.out.mu.Unlock()
+	return p.prod
 }
 
 // replaceProducer closes the output producer and starts a new one.

@@ -297,17 +297,8 @@ func (s *Service) weighted(sn snapshot, q request) (string, []any) {
 // SummingMergeTree whose unmerged parts may hold a key more than once;
 // adding up n makes that harmless.
 func (s *Service) rollup(sn snapshot, q request, first, last time.Time) (string, []any) {
-	conds := []string{"tenant_id = ?", "metric = ?", "day >= toDate(?)", "day < toDate(?)"}
-	args := []any{q.tenant, q.metric.Name, dayOf(first), dayOf(last)}
-	if q.user != "" {
-		conds = append(conds, "user_id = ?")
-		args = append(args, q.user)
-	}
-	if len(q.filters) > 0 {
-		c, a := s.cohortCondition(q.tenant, q.filters)
-		conds = append(conds, c)
-		args = append(args, a...)
-	}
+	conds, args := s.scope(q, []string{"tenant_id = ?", "metric = ?", "day >= toDate(?)", "day < toDate(?)"},
+		[]any{q.tenant, q.metric.Name, dayOf(first), dayOf(last)})
 	if sn.erasures {
 		conds = append(conds, s.notErased())
 		args = append(args, q.tenant)
@@ -331,10 +322,15 @@ func wholeDays(from, to time.Time) (first, last time.Time, ok bool) {
 // whole-second measured_at bounds let ClickHouse skip partitions; the
 // millisecond bounds are the exact range.
 func (s *Service) where(q request) (string, []any) {
-	conds := []string{"tenant_id = ?", "metric = ?",
-		"measured_at >= toDateTime(?)", "measured_at <= toDateTime(?)", "measured_at_ms >= ?", "measured_at_ms < ?"}
 	fromMS, toMS := q.from.UnixMilli(), q.to.UnixMilli()
-	args := []any{q.tenant, q.metric.Name, floorDiv(fromMS, 1000), floorDiv(toMS-1, 1000), fromMS, toMS}
+	conds, args := s.scope(q, []string{"tenant_id = ?", "metric = ?",
+		"measured_at >= toDateTime(?)", "measured_at <= toDateTime(?)", "measured_at_ms >= ?", "measured_at_ms < ?"},
+		[]any{q.tenant, q.metric.Name, floorDiv(fromMS, 1000), floorDiv(toMS-1, 1000), fromMS, toMS})
+	return strings.Join(conds, " AND "), args
+}
+
+// scope appends the request's user or cohort restriction to conds and args.
+func (s *Service) scope(q request, conds []string, args []any) ([]string, []any) {
 	if q.user != "" {
 		conds = append(conds, "user_id = ?")
 		args = append(args, q.user)
@@ -344,7 +340,7 @@ func (s *Service) where(q request) (string, []any) {
 		conds = append(conds, c)
 		args = append(args, a...)
 	}
-	return strings.Join(conds, " AND "), args
+	return conds, args
 }
 
 // cohortCondition restricts user_id to the users matching every filter.

@@ -212,13 +212,7 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 	// Re-processing after each kill must not have emitted any output a
 	// second time (outputs are numbered per partition; see processor's
 	// seqHeader): the accepted topic holds each reading once.
-	accEnds, err := kadm.NewClient(cl).ListEndOffsets(ctx, s.kafka.Topics.AcceptedReadings)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var accRecords int64
-	accEnds.Each(func(o kadm.ListedOffset) { accRecords += o.Offset })
-	if accRecords != int64(sent) {
+	if accRecords := s.topicRecords(ctx, s.kafka.Topics.AcceptedReadings); accRecords != int64(sent) {
 		t.Errorf("the accepted topic holds %d records for %d readings: outputs were emitted twice after a kill", accRecords, sent)
 	}
 
@@ -237,19 +231,5 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 		t.Fatalf("%d rows for %d distinct readings stored, want %d once each", rows, distinct, sent)
 	}
 
-	// Graceful stop: SIGTERM, clean exit.
-	if err := last.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- last.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("processor exit after SIGTERM: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		_ = last.Process.Kill()
-		t.Fatal("processor did not exit within 30s of SIGTERM")
-	}
+	stopGracefully(t, last, "processor")
 }

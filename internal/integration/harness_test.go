@@ -16,9 +16,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -460,4 +462,45 @@ func (s *stack) streamReadings(ingestURL, gateway string, perUser map[string][]s
 		done <- <-errs
 	}()
 	return done
+}
+
+// topicRecords counts the records a topic holds: the sum of its partitions'
+// end offsets (test topics keep everything, so every log starts at 0).
+func (s *stack) topicRecords(ctx context.Context, topic string) int64 {
+	s.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Brokers...))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		s.t.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	return n
+}
+
+// stopGracefully sends SIGTERM to a role's process and fails the test
+// unless it exits cleanly within 30 s.
+func stopGracefully(t *testing.T, cmd *exec.Cmd, role string) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("%s exit after SIGTERM: %v", role, err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("%s did not exit within 30s of SIGTERM", role)
+	}
 }

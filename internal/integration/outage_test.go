@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/vitalshq/vitals/ingest"
 
 	"github.com/vitalshq/vitals/internal/sample"
@@ -167,18 +164,7 @@ func TestProcessorSurvivesBrokerRestart(t *testing.T) {
 		}
 	}
 	// Sent again or not, the accepted topic holds each reading once.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, s.kafka.Topics.AcceptedReadings)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var accRecords int64
-	ends.Each(func(o kadm.ListedOffset) { accRecords += o.Offset })
-	if accRecords != int64(len(rows)) {
+	if accRecords := s.topicRecords(ctx, s.kafka.Topics.AcceptedReadings); accRecords != int64(len(rows)) {
 		t.Errorf("the accepted topic holds %d records for %d readings", accRecords, len(rows))
 	}
 	values := make([]float64, len(rows))

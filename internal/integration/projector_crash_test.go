@@ -171,20 +171,7 @@ func TestProjectorKill9(t *testing.T) {
 	}
 	t.Logf("resumed from ClickHouse positions past the committed offset %d times over the run", resumeLines.get())
 
-	if err := last.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- last.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("projector exit after SIGTERM: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		_ = last.Process.Kill()
-		t.Fatal("projector did not exit within 30s of SIGTERM")
-	}
+	stopGracefully(t, last, "projector")
 	resumed.Wait()
 }
 

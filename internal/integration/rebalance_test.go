@@ -236,13 +236,7 @@ func TestProcessorRebalanceMidStream(t *testing.T) {
 		return done, state
 	})
 	t.Logf("offsets:%s", state)
-	accEnds, err := adm.ListEndOffsets(ctx, s.kafka.Topics.AcceptedReadings)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var accRecords int64
-	accEnds.Each(func(o kadm.ListedOffset) { accRecords += o.Offset })
-	if accRecords != int64(sent) {
+	if accRecords := s.topicRecords(ctx, s.kafka.Topics.AcceptedReadings); accRecords != int64(sent) {
 		t.Errorf("the accepted topic holds %d records for %d distinct readings: outputs were produced twice", accRecords, sent)
 	}
 
