@@ -120,7 +120,10 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 
 	// Post in the background, each user in order, while the processor is
 	// being killed.
-	postDone := s.streamReadings(ingestURL, "gw-crash", perUser, 100, 150*time.Millisecond) // about 5 s of stream
+	postDone := s.streamReadings(ingestURL, "gw-crash", perUser, 100, 400*time.Millisecond) // about 12 s of stream
+	var postErr error
+	streamEnded := make(chan struct{})
+	go func() { postErr = <-postDone; close(streamEnded) }()
 
 	conn, err := pgx.Connect(ctx, s.pgURL)
 	if err != nil {
@@ -134,13 +137,26 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 		}
 		return n
 	}
-	// Kill at random moments; count the kills that landed mid-stream, with
-	// progress made since the previous one.
+	// Kill each instance at a random moment after it has checkpointed
+	// progress of its own, so that every kill lands on a running processor
+	// (a loaded machine can take longer to start one than a fixed sleep)
+	// and usually between a produce and the checkpoint covering it. Count
+	// the kills that landed mid-stream, with progress made since the
+	// previous one.
 	midStream, prev := 0, int64(0)
 	var progress []int64
 	for range 6 {
 		cmd := proc()
-		time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
+		deadline := time.Now().Add(30 * time.Second)
+	wait:
+		for stored() <= prev && time.Now().Before(deadline) {
+			select {
+			case <-streamEnded:
+				break wait
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		time.Sleep(time.Duration(rand.IntN(600)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -152,8 +168,9 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 		}
 		prev = n
 	}
-	if err := <-postDone; err != nil {
-		t.Fatal(err)
+	<-streamEnded
+	if postErr != nil {
+		t.Fatal(postErr)
 	}
 	t.Logf("killed the processor 6 times with SIGKILL; records committed at each kill: %v", progress)
 	if midStream < 3 {
