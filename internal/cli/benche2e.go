@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -56,6 +57,14 @@ type e2eRun struct {
 	// Roles: CPU seconds per million readings and peak RSS over the
 	// throughput phase.
 	Roles map[string]roleUse `json:"roles"`
+	// The rest of the machine over the same phase, in CPU seconds per
+	// million readings: the shared services, the simulator (this
+	// process, probes and polls included) and every process together.
+	// Their sum is the budget a 2-core machine must fit: 20 CPU s per
+	// million at 100,000 readings/s.
+	Services     map[string]float64 `json:"services_cpu_seconds_per_million"`
+	SimulatorCPU float64            `json:"simulator_cpu_seconds_per_million"`
+	MachineCPU   float64            `json:"machine_cpu_seconds_per_million"`
 
 	// Freshness at a fixed rate: ingest's answer to the row visible.
 	FreshRate float64   `json:"fresh_rate"`
@@ -159,7 +168,7 @@ func benchE2EOnce(ctx context.Context, s *settings, b e2eSettings, log zerolog.L
 		err := conn.QueryRow(qctx, fmt.Sprintf("SELECT count() FROM %s.readings WHERE tenant_id = ?", s.chDatabase), s.tenant).Scan(&n)
 		return int64(n), err
 	}
-	before := usages(roles)
+	before, svcBefore, selfBefore, machBefore := usages(roles), procs.ServiceCPU(), selfCPU(), procs.MachineCPU()
 	m.rate, m.duration = b.maxRate, b.maxFor
 	start := time.Now()
 	res, err := runSimulation(ctx, m.options(box.ingestURL, box.key, box.id+"a", log))
@@ -171,7 +180,13 @@ func benchE2EOnce(ctx context.Context, s *settings, b e2eSettings, log zerolog.L
 		return r, err
 	}
 	took := time.Since(start)
-	after := usages(roles)
+	after, svcAfter, selfAfter, machAfter := usages(roles), procs.ServiceCPU(), selfCPU(), procs.MachineCPU()
+	perM := func(a, b float64) float64 { return (b - a) / float64(total) * 1e6 }
+	r.Services = map[string]float64{}
+	for name, sec := range svcAfter {
+		r.Services[name] = perM(svcBefore[name], sec)
+	}
+	r.SimulatorCPU, r.MachineCPU = perM(selfBefore, selfAfter), perM(machBefore, machAfter)
 	r.Readings, r.IngestAckPerSec = total, res.AckedPerSec
 	r.AllQueryableSecs, r.EndToEndPerSec = took.Seconds(), float64(total)/took.Seconds()
 	for i, p := range roles {
@@ -553,6 +568,15 @@ func usages(ps []*procs.Proc) []procs.Usage {
 	return out
 }
 
+// selfCPU is this process's user+system CPU seconds so far.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
 // gitCommit is the checkout's commit, "-dirty" when the tree has changes.
 func gitCommit() string {
 	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
@@ -596,6 +620,11 @@ func (r e2eRun) print(w io.Writer) {
 		u := r.Roles[name]
 		fmt.Fprintf(w, "  %-10s %.1f CPU s per million readings, peak RSS %.0f MB\n", name, u.CPUPerMillion, u.PeakRSSMB)
 	}
+	for _, name := range slices.Sorted(maps.Keys(r.Services)) {
+		fmt.Fprintf(w, "  %-10s %.1f CPU s per million readings (shared service)\n", name, r.Services[name])
+	}
+	fmt.Fprintf(w, "  %-10s %.1f CPU s per million readings (this process)\n", "simulator", r.SimulatorCPU)
+	fmt.Fprintf(w, "  %-10s %.1f CPU s per million readings (every process; 2 cores at 100,000/s allow 20)\n", "machine", r.MachineCPU)
 	f := r.Fresh
 	fmt.Fprintf(w, "freshness at %.0f/s (acked %.0f/s): p50 %.0f ms, p95 %.0f ms, p99 %.0f ms, max %.0f ms (%d probes, %d not seen)\n",
 		r.FreshRate, r.FreshAcks, f.P50Ms, f.P95Ms, f.P99Ms, f.MaxMs, f.Count, r.FreshLost)
@@ -625,6 +654,11 @@ func printMedians(w io.Writer, runs []e2eRun) {
 	for _, name := range []string{"ingest", "processor", "projector"} {
 		fmt.Fprintf(w, "  %-10s CPU s/M, MB   %s, %s\n", name, med(func(r e2eRun) float64 { return r.Roles[name].CPUPerMillion }), med(func(r e2eRun) float64 { return r.Roles[name].PeakRSSMB }))
 	}
+	for _, name := range []string{procs.ServiceKafka, procs.ServiceClickHouse, procs.ServicePostgres} {
+		fmt.Fprintf(w, "  %-10s CPU s/M       %s\n", name, med(func(r e2eRun) float64 { return r.Services[name] }))
+	}
+	fmt.Fprintf(w, "  simulator  CPU s/M       %s\n", med(func(r e2eRun) float64 { return r.SimulatorCPU }))
+	fmt.Fprintf(w, "  machine    CPU s/M       %s\n", med(func(r e2eRun) float64 { return r.MachineCPU }))
 	fmt.Fprintf(w, "  projector rows/s           %s\n", med(func(r e2eRun) float64 { return r.OursPerSec }))
 	fmt.Fprintf(w, "  kafka engine rows/s        %s\n", med(func(r e2eRun) float64 { return r.EnginePerSec }))
 	fmt.Fprintf(w, "  projector / engine         %s\n", med(func(r e2eRun) float64 { return r.Ratio }))

@@ -207,17 +207,8 @@ func (p *Proc) Usage() Usage {
 	if pid == 0 {
 		return u
 	}
-	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
-		// Fields after the command name (which may hold spaces) start at
-		// the state, field 3; utime and stime are fields 14 and 15.
-		if i := strings.LastIndexByte(string(b), ')'); i > 0 {
-			f := strings.Fields(string(b[i+1:]))
-			if len(f) > 12 {
-				ut, _ := strconv.ParseFloat(f[11], 64)
-				st, _ := strconv.ParseFloat(f[12], 64)
-				u.CPUSeconds += (ut + st) / clockTicks
-			}
-		}
+	if sec, ok := statCPU("/proc/" + strconv.Itoa(pid) + "/stat"); ok {
+		u.CPUSeconds += sec
 	}
 	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {

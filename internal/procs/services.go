@@ -1,0 +1,102 @@
+package procs
+
+import (
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Service names ServiceCPU reports: the stack's shared services, found by
+// their command lines, so that a benchmark can put the whole machine's
+// CPU budget next to its own roles'.
+const (
+	ServiceKafka      = "kafka"
+	ServiceClickHouse = "clickhouse"
+	ServicePostgres   = "postgres"
+)
+
+// ServiceCPU returns the CPU seconds (user+system) used so far by the
+// running processes of each shared service: the Kafka broker (a JVM whose
+// command line names kafka.Kafka), clickhouse-server, and every postgres
+// process (postmaster and backends). A backend that exited between two
+// readings is missing from the later one, so differences are a slight
+// underestimate for PostgreSQL.
+func ServiceCPU() map[string]float64 {
+	out := map[string]float64{ServiceKafka: 0, ServiceClickHouse: 0, ServicePostgres: 0}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || len(cmd) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
+		name := ""
+		switch base := args[0][strings.LastIndexByte(args[0], '/')+1:]; {
+		case strings.HasPrefix(base, "clickhouse"):
+			name = ServiceClickHouse
+		case base == "postgres" || strings.HasPrefix(base, "postgres:"):
+			name = ServicePostgres
+		case base == "java" && strings.Contains(string(cmd), "kafka.Kafka"):
+			name = ServiceKafka
+		default:
+			continue
+		}
+		if s, ok := statCPU("/proc/" + e.Name() + "/stat"); ok {
+			out[name] += s
+		}
+	}
+	return out
+}
+
+// MachineCPU returns the CPU seconds all processors spent busy (everything
+// but idle and iowait) since boot, from /proc/stat.
+func MachineCPU() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0
+	}
+	var busy float64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i >= 8 { // guest time is already counted in user time
+			break
+		}
+		n, _ := strconv.ParseFloat(v, 64)
+		busy += n
+	}
+	return busy / clockTicks
+}
+
+// statCPU reads utime+stime of a /proc/<pid>/stat file in seconds.
+func statCPU(path string) (float64, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	// Fields after the command name (which may hold spaces) start at the
+	// state, field 3; utime and stime are fields 14 and 15.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) <= 12 {
+		return 0, false
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / clockTicks, true
+}
