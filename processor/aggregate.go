@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vitalshq/vitals/internal/metric"
@@ -116,6 +117,10 @@ type Stream struct {
 	// the condition already raised its alert.
 	CondSince int64 `json:"cs,omitempty"`
 	Raised    bool  `json:"cr,omitempty"`
+	// key is the stream's key in Aggregate.Streams. The ids remembered for
+	// the stream share this one copy of it, and judging a reading needs
+	// no new string to name its stream.
+	key string
 }
 
 // SeenEvent records where an accepted event id belongs.
@@ -158,6 +163,18 @@ type Outcome struct {
 // an identifier.
 func streamKey(r *schemas.Reading) string { return r.DeviceID + "/" + r.Metric }
 
+// keyBuf is room on the stack for a stream or sequence key: looking one up
+// in a map through string(bytes) allocates nothing, so only keys that are
+// stored cost an allocation.
+type keyBuf [96]byte
+
+// stream returns the state of r's device and metric, nil if there is none.
+func (a *Aggregate) stream(r *schemas.Reading) *Stream {
+	var buf keyBuf
+	k := append(append(append(buf[:0], r.DeviceID...), '/'), r.Metric...)
+	return a.Streams[string(k)]
+}
+
 func (a *Aggregate) init() {
 	if a.Streams == nil {
 		a.Streams = make(map[string]*Stream)
@@ -180,7 +197,14 @@ func (a *Aggregate) expired(s SeenEvent, lateness int64) bool {
 }
 
 func seqKey(r *schemas.Reading) string {
-	return "#" + r.DeviceID + "/" + strconv.FormatInt(*r.Sequence, 10)
+	var buf keyBuf
+	return string(appendSeqKey(buf[:0], r))
+}
+
+// appendSeqKey appends seqKey(r) to b.
+func appendSeqKey(b []byte, r *schemas.Reading) []byte {
+	b = append(append(append(b, '#'), r.DeviceID...), '/')
+	return strconv.AppendInt(b, *r.Sequence, 10)
 }
 
 // pairedAt reports whether device was paired to the user at t.
@@ -197,13 +221,22 @@ func (a *Aggregate) pairedAt(device string, t int64) bool {
 // outcomes of any held readings it released. It is deterministic: it
 // depends only on the aggregate and the reading, never on the clock.
 func (a *Aggregate) ApplyReading(r *schemas.Reading, src Held, rules Rules) []Outcome {
+	return a.appendReading(nil, r, &src, rules)
+}
+
+// appendReading is ApplyReading appending to out, so that the processor
+// reuses one slice of outcomes for every record instead of allocating one
+// per reading.
+func (a *Aggregate) appendReading(out []Outcome, r *schemas.Reading, src *Held, rules Rules) []Outcome {
 	if a.ErasedAt != 0 {
-		return []Outcome{{Decision: Reject, Reading: r, Reason: ReasonUserErased, Message: "the user asked for erasure; their events are no longer processed"}}
+		return append(out, Outcome{Decision: Reject, Reading: r, Reason: ReasonUserErased, Message: "the user asked for erasure; their events are no longer processed"})
 	}
-	var out []Outcome
-	o := a.judge(r, &src, rules)
+	o := a.judge(r, src, rules)
 	if o.Decision != Hold {
 		out = append(out, o)
+	}
+	if len(a.Held) == 0 {
+		return out
 	}
 	return append(out, a.releaseExpired(r.IngestedAt, rules)...)
 }
@@ -215,12 +248,12 @@ func (a *Aggregate) judge(r *schemas.Reading, src *Held, rules Rules) Outcome {
 		return Outcome{Decision: Duplicate, Reading: r}
 	}
 	if r.Sequence != nil {
-		if seen, ok := a.Seen[seqKey(r)]; ok && !a.expired(seen, lateness) {
+		var buf keyBuf
+		if seen, ok := a.Seen[string(appendSeqKey(buf[:0], r))]; ok && !a.expired(seen, lateness) {
 			return Outcome{Decision: Duplicate, Reading: r}
 		}
 	}
-	key := streamKey(r)
-	st := a.Streams[key]
+	st := a.stream(r)
 	if st != nil && r.MeasuredAt < st.Newest-lateness {
 		return reject(r, ReasonTooLate, "measured %s behind the newest %s reading of device %s; the allowed lateness is %s",
 			time.Duration(st.Newest-r.MeasuredAt)*time.Millisecond, r.Metric, r.DeviceID, rules.AllowedLateness)
@@ -245,7 +278,8 @@ func (a *Aggregate) judge(r *schemas.Reading, src *Held, rules Rules) Outcome {
 	}
 	a.init()
 	if st == nil {
-		st = &Stream{Newest: r.MeasuredAt, Current: r.Value}
+		key := streamKey(r)
+		st = &Stream{Newest: r.MeasuredAt, Current: r.Value, key: key}
 		a.Streams[key] = st
 	} else if r.MeasuredAt > st.Newest {
 		st.Newest, st.Current = r.MeasuredAt, r.Value
@@ -254,9 +288,13 @@ func (a *Aggregate) judge(r *schemas.Reading, src *Held, rules Rules) Outcome {
 		st.Rate = make(map[int64]int)
 	}
 	st.Rate[minute]++
-	a.Seen[r.EventID] = SeenEvent{Stream: key, At: r.MeasuredAt}
+	// The id is copied: a decoded reading's strings share the decoder's
+	// buffers with other readings', and remembering the id itself would
+	// keep all of them in memory for as long as the id is remembered.
+	a.Seen[strings.Clone(r.EventID)] = SeenEvent{Stream: st.key, At: r.MeasuredAt}
 	if r.Sequence != nil {
-		a.Seen[seqKey(r)] = SeenEvent{Stream: key, At: r.MeasuredAt}
+		var buf keyBuf
+		a.Seen[string(appendSeqKey(buf[:0], r))] = SeenEvent{Stream: st.key, At: r.MeasuredAt}
 	}
 	if r.MeasuredAt > a.Newest {
 		a.Newest = r.MeasuredAt
@@ -321,7 +359,7 @@ func derefOr(p *int64, def int64) int64 {
 // reading and returns an alert when the condition has held long enough.
 func (a *Aggregate) alert(st *Stream, r *schemas.Reading, rules Rules) *schemas.Alert {
 	var holds bool
-	var rule, msg string
+	var rule string
 	var severity string
 	var dur time.Duration
 	v := st.Current
@@ -330,10 +368,8 @@ func (a *Aggregate) alert(st *Stream, r *schemas.Reading, rules Rules) *schemas.
 		m := metric.MustLookup("spo2")
 		v, _ = m.Canonical(r.Value, r.Unit)
 		holds, rule, severity, dur = v < rules.SpO2Low, "spo2_low_sustained", "critical", rules.SpO2LowFor
-		msg = fmt.Sprintf("SpO2 below %g%% for at least %s", rules.SpO2Low, rules.SpO2LowFor)
 	case "heart_rate":
 		holds, rule, severity, dur = v > rules.HeartRateHigh, "heart_rate_high_sustained", "warning", rules.HeartRateHighFor
-		msg = fmt.Sprintf("heart rate above %g/min for at least %s", rules.HeartRateHigh, rules.HeartRateHighFor)
 	default:
 		return nil
 	}
@@ -348,6 +384,14 @@ func (a *Aggregate) alert(st *Stream, r *schemas.Reading, rules Rules) *schemas.
 		return nil
 	}
 	st.Raised = true
+	// The message is formatted here, not for every reading: almost none
+	// raises an alert.
+	var msg string
+	if r.Metric == "spo2" {
+		msg = fmt.Sprintf("SpO2 below %g%% for at least %s", rules.SpO2Low, rules.SpO2LowFor)
+	} else {
+		msg = fmt.Sprintf("heart rate above %g/min for at least %s", rules.HeartRateHigh, rules.HeartRateHighFor)
+	}
 	// The id derives from the rule and the start of the condition, so a
 	// re-processing raises the same alert with the same id.
 	sum := sha256.Sum256([]byte(r.TenantID + "\x00" + r.UserID + "\x00" + r.DeviceID + "\x00" + rule + "\x00" + strconv.FormatInt(st.CondSince, 10)))
@@ -382,7 +426,7 @@ func (a *Aggregate) ApplyDevice(ev *schemas.DeviceEvent, rules Rules) []Outcome 
 				ps[i].To = ps[i+1].From
 			}
 		}
-		a.Devices[ev.DeviceID] = ps
+		a.Devices[strings.Clone(ev.DeviceID)] = ps // a copy of its own, as for the ids in judge
 	case "unpaired":
 		ps := a.Devices[ev.DeviceID]
 		for i := len(ps) - 1; i >= 0; i-- { // the interval the unpairing falls in

@@ -418,3 +418,41 @@ func TestCompactBoundsState(t *testing.T) {
 		t.Fatalf("%d rate minutes kept", n)
 	}
 }
+
+// The alert message is built only when an alert is raised; its text is
+// what analysts see and must not change.
+func TestAlertMessages(t *testing.T) {
+	tests := []struct {
+		name   string
+		metric string
+		unit   string
+		value  float64
+		rules  func(r *Rules)
+		want   string
+	}{
+		{"spo2", "spo2", "%", 85, func(*Rules) {}, "SpO2 below 90% for at least 1m0s"},
+		{"spo2 as a fraction", "spo2", "1", 0.85, func(*Rules) {}, "SpO2 below 90% for at least 1m0s"},
+		{"spo2 tuned", "spo2", "%", 85, func(r *Rules) { r.SpO2Low, r.SpO2LowFor = 92.5, 90*time.Second }, "SpO2 below 92.5% for at least 1m30s"},
+		{"heart rate", "heart_rate", "/min", 190, func(*Rules) {}, "heart rate above 180/min for at least 5m0s"},
+		{"heart rate tuned", "heart_rate", "/min", 190, func(r *Rules) { r.HeartRateHigh, r.HeartRateHighFor = 150, time.Minute }, "heart rate above 150/min for at least 1m0s"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rules := noPairing()
+			tc.rules(&rules)
+			a := new(Aggregate)
+			var got []string
+			for i := range 40 { // 10 minutes, one reading every 15 s
+				r := with(at(fmt.Sprint("r", i), "d", i/4, (i%4)*15), func(r *schemas.Reading) { r.Metric, r.Unit, r.Value = tc.metric, tc.unit, tc.value })
+				for _, o := range a.ApplyReading(r, Held{}, rules) {
+					if o.Alert != nil {
+						got = append(got, o.Alert.Message)
+					}
+				}
+			}
+			if len(got) != 1 || got[0] != tc.want {
+				t.Fatalf("alert messages %q, want [%q]", got, tc.want)
+			}
+		})
+	}
+}

@@ -24,9 +24,58 @@ import (
 type pendingCheckpoint struct {
 	rows     snapshotRows
 	advances []partitionAdvance
+	chunks   [][]byte // the snapshotArena chunks rows.states lie in
 	done     chan struct{}
 	err      error
 	took     time.Duration
+}
+
+// snapshotArena holds the encoded aggregates of a checkpoint in a few
+// large chunks, encoded through one scratch buffer and copied at their
+// exact size, instead of one growing allocation per user. A checkpoint
+// rewrites every user changed since the last one (tens of megabytes with
+// many busy users), so allocating that afresh each time would drive the
+// garbage collector; instead the chunks of a written checkpoint are reused
+// by the next (checkpoints are written one at a time).
+type snapshotArena struct {
+	scratch []byte
+	chunks  [][]byte // in use by the checkpoint being prepared; the last is being filled
+	free    [][]byte // emptied chunks of the last written checkpoint
+}
+
+const snapshotChunk = 1 << 20
+
+// encode returns a's snapshot in the arena.
+func (ar *snapshotArena) encode(a *Aggregate) []byte {
+	ar.scratch = a.appendBinary(ar.scratch[:0])
+	n := len(ar.scratch)
+	if k := len(ar.chunks); k == 0 || cap(ar.chunks[k-1])-len(ar.chunks[k-1]) < n {
+		var c []byte
+		if f := len(ar.free); f > 0 && cap(ar.free[f-1]) >= n {
+			c, ar.free = ar.free[f-1][:0], ar.free[:f-1]
+		} else {
+			c = make([]byte, 0, max(snapshotChunk, n))
+		}
+		ar.chunks = append(ar.chunks, c)
+	}
+	c := &ar.chunks[len(ar.chunks)-1]
+	start := len(*c)
+	*c = append(*c, ar.scratch...)
+	return (*c)[start:len(*c):len(*c)]
+}
+
+// take hands the chunks in use to a checkpoint.
+func (ar *snapshotArena) take() [][]byte {
+	c := ar.chunks
+	ar.chunks = nil
+	return c
+}
+
+// recycle makes the chunks of a written checkpoint, which nothing reads
+// any more, the ones the next checkpoint fills. Earlier free chunks are
+// dropped, so the arena holds about one checkpoint's worth.
+func (ar *snapshotArena) recycle(chunks [][]byte) {
+	ar.free = chunks
 }
 
 // snapshotRows are encoded aggregates, column by column as the store
@@ -122,6 +171,7 @@ func (p *Processor) reapLocked(ctx context.Context, wait bool) error {
 		p.failed = c.err
 		return c.err
 	}
+	p.snapshots.recycle(c.chunks)
 	p.m.commit.With().Observe(c.took.Seconds())
 	p.m.checkpointUsers.With().Observe(float64(len(c.rows.users)))
 	commits := map[string]map[int32]kgo.EpochOffset{}
@@ -167,15 +217,16 @@ func (p *Processor) prepare() *pendingCheckpoint {
 	}
 	n := len(p.dirty)
 	r := snapshotRows{tenants: make([]string, 0, n), users: make([]string, 0, n), versions: make([]int64, 0, n), states: make([][]byte, 0, n)}
-	for k := range p.dirty {
-		if ca, ok := p.cache[k]; ok {
-			ca.agg.Compact(p.cfg.Rules)
-			r.tenants, r.users = append(r.tenants, k.Tenant), append(r.users, k.User)
-			r.versions, r.states = append(r.versions, ca.agg.Version), append(r.states, ca.agg.appendBinary(nil))
-		}
+	for _, ca := range p.dirty {
+		ca.dirty = false
+		ca.agg.Compact(p.cfg.Rules)
+		r.tenants, r.users = append(r.tenants, ca.key.Tenant), append(r.users, ca.key.User)
+		r.versions, r.states = append(r.versions, ca.agg.Version), append(r.states, p.snapshots.encode(&ca.agg))
 	}
 	clear(p.dirty)
+	p.dirty = p.dirty[:0]
 	p.checkpoint = time.Now()
+	c.chunks = p.snapshots.take()
 	if len(c.advances) == 0 && len(r.users) == 0 {
 		return nil
 	}

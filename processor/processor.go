@@ -45,6 +45,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,6 +151,7 @@ type Processor struct {
 	codecs struct {
 		reading, device, profile, accepted, rejected, alert, erasure *schemas.Codec
 	}
+	accepted acceptedEncoder
 
 	mu     sync.Mutex
 	pos    map[tp]int64            // next offset stored in PostgreSQL per owned topic-partition; -1: none yet
@@ -158,13 +160,19 @@ type Processor struct {
 	endsAt time.Time
 
 	// The aggregates of owned users, loaded on first use; dirty are those
-	// changed since the last checkpoint, processed the positions reached.
-	// Only the Run goroutine and the rebalance callbacks (which never run
-	// while a step is in progress) touch them.
+	// changed since the last checkpoint (each marked so, to be listed
+	// once), processed the positions reached. Only the Run goroutine and
+	// the rebalance callbacks (which never run while a step is in progress)
+	// touch them.
 	cache      map[UserKey]*cachedAggregate
-	dirty      map[UserKey]struct{}
+	tenants    map[string]string // one copy of each tenant id, shared by the cache's keys
+	dirty      []*cachedAggregate
 	processed  map[tp]int64
 	checkpoint time.Time
+
+	// snapshots holds the encoded aggregates of checkpoints (see
+	// snapshotArena).
+	snapshots snapshotArena
 
 	// ckMu serialises checkpoints; inflight is the one being written in
 	// the background, failed the error that ended one (after which nothing
@@ -184,16 +192,25 @@ type Processor struct {
 	skip map[tp]int64
 
 	step uint64 // steps handled, to mark each touched aggregate once per step
+	// in and readings are the decoded records of the step being handled,
+	// kept for the next step: allocating them afresh for every step was
+	// much of the processor's allocation, hence of its garbage collection.
+	in       []decoded
+	readings []schemas.Reading
 
 	stats Stats
 	m     procMetrics
 }
 
-// cachedAggregate is an owned user's aggregate and the partition it lives in.
+// cachedAggregate is an owned user's aggregate and the partition it lives
+// in. The aggregate is part of it, not pointed to: every record reads both,
+// and with many users each is a cache miss of its own.
 type cachedAggregate struct {
-	agg       *Aggregate
-	partition int32
+	key       UserKey
 	step      uint64 // the last step that touched it
+	partition int32
+	dirty     bool // listed in Processor.dirty
+	agg       Aggregate
 }
 
 // queue holds the fetched, not yet processed records of one topic-partition.
@@ -264,7 +281,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		ends:      make(map[tp]int64),
 		m:         newProcMetrics(),
 		cache:     make(map[UserKey]*cachedAggregate),
-		dirty:     make(map[UserKey]struct{}),
+		tenants:   make(map[string]string),
 		processed: make(map[tp]int64),
 		seq:       make(map[int32]int64),
 		skip:      make(map[tp]int64),
@@ -279,6 +296,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 	p.codecs.rejected = schemas.MustCodec(schemas.NameRejectedReading)
 	p.codecs.alert = schemas.MustCodec(schemas.NameAlert)
 	p.codecs.erasure = schemas.MustCodec(schemas.NameErasure)
+	p.accepted = newAcceptedEncoder(p.codecs.accepted)
 	mctx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
 	defer cancel()
 	if err := p.store.migrate(mctx); err != nil {
@@ -439,9 +457,18 @@ func (p *Processor) forget(_ context.Context, _ *kgo.Client, lost map[string][]i
 	for k, c := range p.cache {
 		if gone[c.partition] {
 			delete(p.cache, k)
-			delete(p.dirty, k)
 		}
 	}
+	kept := p.dirty[:0]
+	for _, c := range p.dirty {
+		if gone[c.partition] {
+			c.dirty = false
+		} else {
+			kept = append(kept, c)
+		}
+	}
+	clear(p.dirty[len(kept):])
+	p.dirty = kept
 }
 
 // dropUncommitted forgets every aggregate and position not yet
@@ -451,7 +478,11 @@ func (p *Processor) dropUncommitted() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	clear(p.cache)
+	for _, c := range p.dirty {
+		c.dirty = false
+	}
 	clear(p.dirty)
+	p.dirty = p.dirty[:0]
 	clear(p.processed)
 }
 
@@ -697,17 +728,81 @@ func (p *Processor) refreshEnds(ctx context.Context) error {
 	return nil
 }
 
-// batch collects one transaction's outputs, touched aggregates and offset
-// moves.
+// batch collects one step's outputs and touched aggregates.
 type batch struct {
-	outputs                                        []*kgo.Record
-	touched                                        []UserKey // users whose aggregate the step applied events to
-	advances                                       []partitionAdvance
-	counts                                         map[[3]string]int64 // kind, outcome, reason
-	accepted, rejected, duplicates, events, alerts int64
+	outputs []*kgo.Record
+	touched []*cachedAggregate // users whose aggregate the step applied events to
+	// counts counts the rarer outcomes by kind, outcome and reason; the
+	// common ones (accepted, duplicate, held readings) have counters of
+	// their own, so most records hash no strings for their metrics.
+	counts                                               map[[3]string]int64
+	accepted, rejected, duplicates, held, events, alerts int64
+
+	outs []Outcome               // one record's outcomes, reused
+	acc  schemas.AcceptedReading // the accepted reading being encoded, reused
+	mem  outputMemory
 }
 
 func (b *batch) count(kind, outcome, reason string) { b.counts[[3]string{kind, outcome, reason}]++ }
+
+// outputMemory hands out the records, headers and bytes of a step's
+// outputs from chunks holding many of them, instead of allocating several
+// objects per output. An output lives until the broker acknowledged it,
+// about as long as the others of its step, so chunks are not held on to
+// much longer than their outputs would be.
+type outputMemory struct {
+	recs []kgo.Record
+	hdrs []kgo.RecordHeader
+	buf  []byte
+}
+
+const (
+	outputChunkRecords = 256
+	outputChunkBytes   = 64 << 10
+)
+
+// record returns a zero record.
+func (m *outputMemory) record() *kgo.Record {
+	if len(m.recs) == cap(m.recs) {
+		m.recs = make([]kgo.Record, 0, outputChunkRecords)
+	}
+	m.recs = m.recs[:len(m.recs)+1]
+	return &m.recs[len(m.recs)-1]
+}
+
+// header returns a one-header list holding h.
+func (m *outputMemory) header(h kgo.RecordHeader) []kgo.RecordHeader {
+	if len(m.hdrs) == cap(m.hdrs) {
+		m.hdrs = make([]kgo.RecordHeader, 0, outputChunkRecords)
+	}
+	m.hdrs = append(m.hdrs, h)
+	n := len(m.hdrs)
+	return m.hdrs[n-1 : n : n]
+}
+
+// room returns the byte chunk being filled with at least n bytes of
+// capacity left; append to it, then pass the result to take.
+func (m *outputMemory) room(n int) []byte {
+	if cap(m.buf)-len(m.buf) < n {
+		m.buf = make([]byte, 0, max(outputChunkBytes, n))
+	}
+	return m.buf
+}
+
+// take keeps what was appended to the chunk room returned and returns it.
+// (Had an append outgrown the chunk, the result is a new array holding the
+// chunk's bytes too, at the same positions: it becomes the chunk, and the
+// slice returned is still right.)
+func (m *outputMemory) take(b []byte) []byte {
+	start := len(m.buf)
+	m.buf = b
+	return b[start:len(b):len(b)]
+}
+
+// bytes returns a copy of s in the chunk.
+func (m *outputMemory) bytes(s string) []byte {
+	return m.take(append(m.room(len(s)), s...))
+}
 
 // decoded is one input record, decoded.
 type decoded struct {
@@ -724,14 +819,37 @@ type decoded struct {
 // checkpoint waits for the outputs' acks before it commits the step.
 func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 	p.step++
-	in := make([]decoded, len(records))
+	if cap(p.in) < len(records) {
+		p.in = make([]decoded, len(records))
+	}
+	in := p.in[:len(records)]
+	n := 0
+	for i, r := range records {
+		if in[i].kind = p.kindOf(r.Topic); in[i].kind == kindReading {
+			n++
+		}
+	}
+	// Nothing keeps a pointer to a decoded reading past the step (a held
+	// reading is copied into its aggregate), so the step's readings take
+	// turns in one slice.
+	if cap(p.readings) < n {
+		p.readings = make([]schemas.Reading, n)
+	}
+	readings := p.readings[:n]
+	defer func() {
+		// Let what the step decoded go, even if no step follows soon.
+		clear(in)
+		clear(p.readings[:n])
+	}()
 	missing := make(map[UserKey]struct{})
 	for i, r := range records {
-		d := decoded{rec: r, kind: p.kindOf(r.Topic)}
+		d := &in[i]
+		d.rec = r
 		var err error
 		switch d.kind {
 		case kindReading:
-			d.reading = new(schemas.Reading)
+			d.reading, readings = &readings[0], readings[1:]
+			*d.reading = schemas.Reading{} // decoding may leave fields the writer's schema lacks
 			if err = p.codecs.reading.Decode(r.Value, d.reading); err == nil {
 				d.key = UserKey{d.reading.TenantID, d.reading.UserID}
 			} else {
@@ -757,7 +875,6 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 				missing[d.key] = struct{}{}
 			}
 		}
-		in[i] = d
 	}
 	// Users not in memory yet are loaded from their last checkpoint.
 	if len(missing) > 0 {
@@ -773,11 +890,21 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 			return err // ctx ended before anything was applied: nothing to finish
 		}
 		for _, k := range keys {
-			agg := loaded[k]
-			if agg == nil {
-				agg = new(Aggregate)
+			// The key's strings are copied for the same reason as the ids
+			// an aggregate remembers (see judge); the few tenant ids once
+			// each, so that comparing a key's tenant on every lookup reads
+			// memory that is in cache.
+			tenant, ok := p.tenants[k.Tenant]
+			if !ok {
+				tenant = strings.Clone(k.Tenant)
+				p.tenants[tenant] = tenant
 			}
-			p.cache[k] = &cachedAggregate{agg: agg}
+			k := UserKey{tenant, strings.Clone(k.User)}
+			c := &cachedAggregate{key: k}
+			if agg := loaded[k]; agg != nil {
+				c.agg = *agg
+			}
+			p.cache[k] = c
 		}
 		for i := range in {
 			if d := &in[i]; d.user == nil && (d.reading != nil || d.device != nil || d.profile != nil) {
@@ -787,38 +914,78 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 	}
 
 	b := batch{counts: make(map[[3]string]int64)}
-	last := map[tp]int64{}
+	// The last offset applied per partition number and input kind, -1 for
+	// none. A step's records come partition by partition (see take), so
+	// the map is consulted about once per partition.
+	last := map[int32]*[kinds]int64{}
+	lastPart, lastOffs := int32(-1), (*[kinds]int64)(nil)
 	for i := range in {
+		d := &in[i]
 		from := len(b.outputs)
-		if c := in[i].user; c != nil {
-			c.partition = in[i].rec.Partition
+		if c := d.user; c != nil {
+			c.partition = d.rec.Partition
 			if c.step != p.step {
 				c.step = p.step
-				b.touched = append(b.touched, in[i].key)
+				b.touched = append(b.touched, c)
 			}
 		}
-		p.apply(&b, &in[i])
-		part := in[i].rec.Partition
-		for _, o := range b.outputs[from:] {
-			p.seq[part]++
-			o.Partition = part
-			o.Headers = append(o.Headers, kgo.RecordHeader{Key: seqHeader, Value: strconv.AppendInt(nil, p.seq[part], 10)})
+		p.apply(&b, d)
+		part := d.rec.Partition
+		if len(b.outputs) > from {
+			seq := p.seq[part]
+			for _, o := range b.outputs[from:] {
+				seq++
+				o.Partition = part
+				h := kgo.RecordHeader{Key: seqHeader, Value: b.mem.take(strconv.AppendInt(b.mem.room(20), seq, 10))}
+				if len(o.Headers) == 0 {
+					o.Headers = b.mem.header(h)
+				} else {
+					o.Headers = append(o.Headers, h)
+				}
+			}
+			p.seq[part] = seq
 		}
-		last[tp{in[i].rec.Topic, part}] = in[i].rec.Offset
+		if lastOffs == nil || part != lastPart {
+			if lastOffs = last[part]; lastOffs == nil {
+				lastOffs = &[kinds]int64{-1, -1, -1}
+				last[part] = lastOffs
+			}
+			lastPart = part
+		}
+		if d.kind >= 0 {
+			lastOffs[d.kind] = d.rec.Offset
+		}
 	}
 	p.send(b.outputs)
 	// Outputs are acknowledged: the step's effects may now be checkpointed.
 	p.mu.Lock()
-	for t, off := range last {
-		if _, owned := p.pos[t]; owned {
-			p.processed[t] = off + 1
+	for part, offs := range last {
+		for k, off := range offs {
+			if off < 0 {
+				continue
+			}
+			t := tp{p.topics[k], part}
+			if _, owned := p.pos[t]; owned {
+				p.processed[t] = off + 1
+			}
 		}
 	}
-	for _, k := range b.touched {
-		p.dirty[k] = struct{}{}
+	for _, c := range b.touched {
+		if !c.dirty {
+			c.dirty = true
+			p.dirty = append(p.dirty, c)
+		}
 	}
 	p.mu.Unlock()
 	p.m.batchSize.With().Observe(float64(len(records)))
+	for _, c := range []struct {
+		outcome string
+		n       int64
+	}{{"accepted", b.accepted}, {"duplicate", b.duplicates}, {"held", b.held}} {
+		if c.n > 0 {
+			p.m.events.With("reading", c.outcome, "").Add(float64(c.n))
+		}
+	}
 	for k, n := range b.counts {
 		p.m.events.With(k[0], k[1], k[2]).Add(float64(n))
 	}
@@ -856,22 +1023,23 @@ func (p *Processor) apply(b *batch, d *decoded) {
 	r := d.rec
 	switch {
 	case d.reading != nil:
-		agg := d.user.agg
-		outs := agg.ApplyReading(d.reading, Held{Partition: r.Partition, Offset: r.Offset, Original: r.Value}, p.cfg.Rules)
+		agg := &d.user.agg
+		src := Held{Partition: r.Partition, Offset: r.Offset, Original: r.Value}
+		b.outs = agg.appendReading(b.outs[:0], d.reading, &src, p.cfg.Rules)
 		held := true
-		for i := range outs {
-			if outs[i].Held == nil {
+		for i := range b.outs {
+			if b.outs[i].Held == nil {
 				held = false
 			}
-			p.emit(b, &outs[i], r)
+			p.emit(b, &b.outs[i], r)
 		}
 		if held {
-			b.count("reading", "held", "")
+			b.held++
 		}
 	case d.device != nil:
 		b.events++
 		b.count("device", "applied", d.device.Kind)
-		agg := d.user.agg
+		agg := &d.user.agg
 		outs := agg.ApplyDevice(d.device, p.cfg.Rules)
 		for i := range outs {
 			p.emit(b, &outs[i], r)
@@ -879,7 +1047,7 @@ func (p *Processor) apply(b *batch, d *decoded) {
 	case d.profile != nil:
 		b.events++
 		b.count("profile", "applied", d.profile.Kind)
-		agg := d.user.agg
+		agg := &d.user.agg
 		outs, erased := agg.ApplyProfile(d.profile)
 		for i := range outs {
 			p.emit(b, &outs[i], r)
@@ -913,21 +1081,18 @@ func (p *Processor) emit(b *batch, o *Outcome, src *kgo.Record) {
 		partition, offset, original = o.Held.Partition, o.Held.Offset, o.Held.Original
 	}
 	rd := o.Reading
-	key := []byte(rd.UserID)
 	switch o.Decision {
 	case Duplicate:
 		b.duplicates++
-		b.count("reading", "duplicate", "")
 	case Reject:
 		b.rejected++
 		b.count("reading", "rejected", o.Reason)
-		b.outputs = append(b.outputs, p.rejectRecord(key, partition, offset, original, &schemas.RejectedReading{
+		b.outputs = append(b.outputs, p.rejectRecord([]byte(rd.UserID), partition, offset, original, &schemas.RejectedReading{
 			TenantID: rd.TenantID, EventID: rd.EventID, UserID: rd.UserID, DeviceID: rd.DeviceID,
 			Metric: rd.Metric, MeasuredAt: rd.MeasuredAt, Reason: o.Reason, Message: o.Message,
 		}))
 	case Accept:
 		b.accepted++
-		b.count("reading", "accepted", "")
 		m, _ := metric.Lookup(rd.Metric)
 		value, _ := m.Canonical(rd.Value, rd.Unit) // ingest admitted only known units
 		var second *float64
@@ -935,20 +1100,24 @@ func (p *Processor) emit(b *batch, o *Outcome, src *kgo.Record) {
 			v, _ := m.Canonical(*rd.SecondValue, rd.Unit)
 			second = &v
 		}
-		out := schemas.AcceptedReading{
+		b.acc = schemas.AcceptedReading{
 			TenantID: rd.TenantID, EventID: rd.EventID, UserID: rd.UserID, DeviceID: rd.DeviceID,
 			GatewayID: rd.GatewayID, Metric: rd.Metric, LOINC: m.LOINC, Value: value, Unit: m.Unit,
 			MeasuredAt: rd.MeasuredAt, ReceivedAt: rd.ReceivedAt, IngestedAt: rd.IngestedAt,
 			SourcePartition: partition, SourceOffset: offset,
 			PeriodEnd: rd.PeriodEnd, SecondValue: second, Stage: rd.Stage, Sequence: rd.Sequence,
 		}
-		val, err := p.codecs.accepted.Encode(&out)
+		buf, err := p.accepted.append(b.mem.room(p.accepted.bound(&b.acc)), &b.acc)
 		if err != nil {
 			// The schema is ours and the values came from a decoded message;
 			// failing here is a defect, and dropping silently would lose data.
 			panic(fmt.Sprintf("encode accepted reading: %v", err))
 		}
-		b.outputs = append(b.outputs, &kgo.Record{Topic: p.cfg.Kafka.Topics.AcceptedReadings, Key: key, Value: val})
+		val := b.mem.take(buf)
+		key := b.mem.bytes(rd.UserID)
+		out := b.mem.record()
+		out.Topic, out.Key, out.Value = p.cfg.Kafka.Topics.AcceptedReadings, key, val
+		b.outputs = append(b.outputs, out)
 		if o.Alert != nil {
 			b.alerts++
 			b.count("alert", o.Alert.Rule, "")

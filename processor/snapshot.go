@@ -34,10 +34,24 @@ func (a *Aggregate) appendBinary(b []byte) []byte {
 	b = binary.AppendVarint(b, a.Newest)
 	b = binary.AppendVarint(b, a.ErasedAt)
 
-	index := make(map[string]uint64, len(a.Streams))
+	// A remembered id names its stream by the position the stream was
+	// written at. Users have a few streams: finding one among them is
+	// cheaper than hashing its key, and as the ids share their stream's
+	// key string (see Stream.key) the comparison is mostly one of
+	// pointers. Beyond a handful a map finds them.
+	var small [8]string
+	keys := small[:0]
+	var index map[string]uint64
+	if len(a.Streams) > len(small) {
+		index = make(map[string]uint64, len(a.Streams))
+	}
 	b = binary.AppendUvarint(b, uint64(len(a.Streams)))
 	for k, st := range a.Streams {
-		index[k] = uint64(len(index))
+		if index != nil {
+			index[k] = uint64(len(index))
+		} else {
+			keys = append(keys, k)
+		}
 		b = appendString(b, k)
 		b = binary.AppendVarint(b, st.Newest)
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(st.Current))
@@ -55,10 +69,25 @@ func (a *Aggregate) appendBinary(b []byte) []byte {
 	}
 
 	b = binary.AppendUvarint(b, uint64(len(a.Seen)))
+	last := -1 // the position the previous id's stream was found at
 	for id, s := range a.Seen {
 		b = appendString(b, id)
-		// Index+1 of a known stream, or 0 followed by the key itself.
-		if i, ok := index[s.Stream]; ok {
+		// Position+1 of a known stream, or 0 followed by the key itself.
+		i, ok := uint64(0), false
+		switch {
+		case index != nil:
+			i, ok = index[s.Stream]
+		case last >= 0 && keys[last] == s.Stream:
+			i, ok = uint64(last), true
+		default:
+			for j, k := range keys {
+				if k == s.Stream {
+					i, ok, last = uint64(j), true, j
+					break
+				}
+			}
+		}
+		if ok {
 			b = binary.AppendUvarint(b, i+1)
 		} else {
 			b = binary.AppendUvarint(b, 0)
@@ -81,7 +110,8 @@ func (a *Aggregate) appendBinary(b []byte) []byte {
 	for _, h := range a.Held {
 		b = binary.AppendVarint(b, int64(h.Partition))
 		b = binary.AppendVarint(b, h.Offset)
-		b = appendString(b, string(h.Original))
+		b = binary.AppendUvarint(b, uint64(len(h.Original)))
+		b = append(b, h.Original...)
 	}
 	return b
 }
@@ -91,7 +121,11 @@ func (a *Aggregate) appendBinary(b []byte) []byte {
 func (a *Aggregate) UnmarshalBinary(data []byte) error {
 	*a = Aggregate{}
 	if len(data) > 0 && data[0] == '{' {
-		return json.Unmarshal(data, a)
+		if err := json.Unmarshal(data, a); err != nil {
+			return err
+		}
+		a.internKeys()
+		return nil
 	}
 	if len(data) == 0 || data[0] != snapshotV1 {
 		return errors.New("aggregate snapshot: unknown format")
@@ -108,7 +142,7 @@ func (a *Aggregate) UnmarshalBinary(data []byte) error {
 	}
 	for range n {
 		k := d.string()
-		st := &Stream{Newest: d.varint(), Current: math.Float64frombits(d.uint64())}
+		st := &Stream{Newest: d.varint(), Current: math.Float64frombits(d.uint64()), key: k}
 		if m := d.count(); m > 0 {
 			st.Rate = make(map[int64]int, m)
 			for range m {
@@ -168,6 +202,22 @@ func (a *Aggregate) UnmarshalBinary(data []byte) error {
 		d.fail()
 	}
 	return d.err
+}
+
+// internKeys gives every stream its key and makes the remembered ids of a
+// stream share that string, as Apply does; JSON decoding leaves neither.
+func (a *Aggregate) internKeys() {
+	for k, st := range a.Streams {
+		if st != nil {
+			st.key = k
+		}
+	}
+	for id, s := range a.Seen {
+		if st := a.Streams[s.Stream]; st != nil {
+			s.Stream = st.key
+			a.Seen[id] = s
+		}
+	}
 }
 
 func appendString(b []byte, s string) []byte {

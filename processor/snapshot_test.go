@@ -2,8 +2,11 @@ package processor
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -43,6 +46,10 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	// A remembered id whose stream has no state (not produced by Apply,
 	// but the format must not depend on that).
 	stray.Seen["orphan"] = SeenEvent{Stream: "d9/heart_rate", At: 42}
+	// An id naming a known stream through a string of its own (not the
+	// stream's key string, which Apply and decoding share).
+	copied := heldAggregate(tb(t))
+	copied.Seen["copy"] = SeenEvent{Stream: strings.Clone("d1/heart_rate"), At: 43}
 	for _, tc := range []struct {
 		name string
 		a    *Aggregate
@@ -53,6 +60,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		{"streaming user", benchAggregate(t, "u1", "d1", 20, DefaultRules())},
 		{"held readings", heldAggregate(t)},
 		{"stray seen stream", stray},
+		{"seen stream by a copy of its key", copied},
+		{"a few streams", manyStreams(t, 3)},
+		{"more streams than the encoder scans", manyStreams(t, 12)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.a.MarshalBinary()
@@ -66,6 +76,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			if !reflect.DeepEqual(&back, tc.a) {
 				t.Fatalf("round trip changed the aggregate:\n got %+v\nwant %+v", &back, tc.a)
 			}
+			checkKeys(t, &back)
 			// Every proper prefix is an error, never a panic or a silently
 			// shorter aggregate.
 			for n := range len(b) {
@@ -91,6 +102,7 @@ func TestSnapshotReadsJSONRows(t *testing.T) {
 	if !reflect.DeepEqual(&back, a) {
 		t.Fatalf("JSON row decoded to %+v, want %+v", &back, a)
 	}
+	checkKeys(t, &back)
 	for _, bad := range [][]byte{nil, {0x7f}, {snapshotV1, 0x80}} {
 		if err := back.UnmarshalBinary(bad); err == nil {
 			t.Errorf("%x decoded without error", bad)
@@ -117,4 +129,106 @@ func FuzzSnapshot(f *testing.F) {
 			t.Fatalf("re-encoded snapshot does not decode: %v", err)
 		}
 	})
+}
+
+func tb(t *testing.T) testing.TB { return t }
+
+// manyStreams is an aggregate with n streams (paired devices), a few
+// readings each.
+func manyStreams(tb testing.TB, n int) *Aggregate {
+	rules := DefaultRules()
+	a := new(Aggregate)
+	for d := range n {
+		a.ApplyDevice(paired(fmt.Sprintf("d%d", d), 0), rules)
+		for i := range 3 {
+			r := at(fmt.Sprintf("e%d-%d", d, i), fmt.Sprintf("d%d", d), 1, i)
+			if outs := a.ApplyReading(r, Held{}, rules); len(outs) != 1 || outs[0].Decision != Accept {
+				tb.Fatalf("set-up: %v", describe(outs))
+			}
+		}
+	}
+	return a
+}
+
+// checkKeys checks that every stream knows its key and that remembered ids
+// of a known stream share that string, as Apply leaves them: the snapshot
+// encoder relies on it to find streams cheaply (not for correctness).
+func checkKeys(t *testing.T, a *Aggregate) {
+	t.Helper()
+	for k, st := range a.Streams {
+		if st.key != k {
+			t.Fatalf("stream %q has key %q", k, st.key)
+		}
+	}
+	for id, s := range a.Seen {
+		st := a.Streams[s.Stream]
+		if st != nil && unsafe.StringData(st.key) != unsafe.StringData(s.Stream) {
+			t.Fatalf("id %q names stream %q through a copy of its key", id, s.Stream)
+		}
+	}
+}
+
+func TestApplySharesStreamKeys(t *testing.T) {
+	rules := noPairing()
+	seq := int64(5)
+	for _, tc := range []struct {
+		name string
+		a    *Aggregate
+	}{
+		{"streaming user", benchAggregate(t, "u1", "d1", 20, DefaultRules())},
+		{"streams", manyStreams(t, 12)},
+		{"sequence keys", func() *Aggregate {
+			a := new(Aggregate)
+			a.ApplyReading(with(at("s1", "d1", 0, 0), func(r *schemas.Reading) { r.Sequence = &seq }), Held{}, rules)
+			return a
+		}()},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkKeys(t, tc.a) })
+	}
+}
+
+func TestSnapshotArena(t *testing.T) {
+	aggs := []*Aggregate{{}, heldAggregate(t), benchAggregate(t, "u", "d", 600, DefaultRules()), manyStreams(t, 12)}
+	// An aggregate larger than a chunk gets a chunk of its own.
+	big := benchAggregate(t, "u", "d", 600, DefaultRules())
+	for i := range snapshotChunk / 30 {
+		big.Seen[fmt.Sprintf("%040d", i)] = SeenEvent{Stream: "d/heart_rate", At: int64(i)}
+	}
+	aggs = append(aggs, big)
+	want := make([][]byte, len(aggs))
+	for i, a := range aggs {
+		want[i], _ = a.MarshalBinary()
+	}
+	var ar snapshotArena
+	for round := range 3 {
+		// Several chunks' worth; the encoded states must stay intact
+		// whatever is encoded after them.
+		var states [][]byte
+		for range 60 {
+			for _, a := range aggs {
+				states = append(states, ar.encode(a))
+			}
+		}
+		for i, st := range states {
+			a := aggs[i%len(aggs)]
+			if w := want[i%len(aggs)]; len(st) != len(w) || cap(st) != len(st) {
+				t.Fatalf("round %d state %d: %d bytes (cap %d), want %d", round, i, len(st), cap(st), len(w))
+			}
+			if a == big && i/len(aggs)%20 != 0 {
+				continue // slow to decode: now and then
+			}
+			var back Aggregate
+			if err := back.UnmarshalBinary(st); err != nil || !reflect.DeepEqual(&back, a) {
+				t.Fatalf("round %d state %d does not decode to its aggregate: %v", round, i, err)
+			}
+		}
+		chunks := ar.take()
+		if len(chunks) == 0 || len(ar.chunks) != 0 {
+			t.Fatalf("round %d: %d chunks taken, %d left", round, len(chunks), len(ar.chunks))
+		}
+		ar.recycle(chunks)
+		if len(ar.free) != len(chunks) {
+			t.Fatalf("round %d: %d chunks free, want %d", round, len(ar.free), len(chunks))
+		}
+	}
 }

@@ -166,17 +166,38 @@ func (s *store) commit(ctx context.Context, rows snapshotRows, adv []partitionAd
 				return fmt.Errorf("%s/%d at %d: %w", a.Topic, a.Partition, a.From, errFenced)
 			}
 		}
-		if len(rows.users) == 0 {
-			return nil
-		}
-		_, err := tx.Exec(ctx, `
-			INSERT INTO processor_aggregates (group_id, tenant_id, user_id, version, state)
-			SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bytea[])
-			ON CONFLICT (group_id, tenant_id, user_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state`,
-			s.group, rows.tenants, rows.users, rows.versions, rows.states)
-		if err != nil {
-			return fmt.Errorf("store aggregates: %w", err)
+		for from := 0; from < len(rows.users); {
+			to := statementEnd(rows.states, from, maxStatementBytes)
+			_, err := tx.Exec(ctx, `
+				INSERT INTO processor_aggregates (group_id, tenant_id, user_id, version, state)
+				SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bytea[])
+				ON CONFLICT (group_id, tenant_id, user_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state`,
+				s.group, rows.tenants[from:to], rows.users[from:to], rows.versions[from:to], rows.states[from:to])
+			if err != nil {
+				return fmt.Errorf("store aggregates: %w", err)
+			}
+			from = to
 		}
 		return nil
 	})
+}
+
+// maxStatementBytes bounds the snapshots one statement of a checkpoint
+// writes. pgx encodes a statement's parameters into a buffer that grows to
+// their whole size and then copies them into the wire message, and
+// PostgreSQL receives the message whole: with one statement per checkpoint
+// both processes briefly hold several copies of tens of megabytes.
+// Statements of a few megabytes, in the same transaction so that the
+// checkpoint stays atomic, bound that.
+const maxStatementBytes = 4 << 20
+
+// statementEnd returns the end of the rows, from from on, that one
+// statement writes: as many as fit in limit bytes of states, at least one.
+func statementEnd(states [][]byte, from, limit int) int {
+	to, size := from+1, len(states[from])
+	for to < len(states) && size+len(states[to]) <= limit {
+		size += len(states[to])
+		to++
+	}
+	return to
 }

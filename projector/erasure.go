@@ -60,10 +60,14 @@ func (e *erasedSet) refresh(ctx context.Context) (uint64, error) {
 	return n, nil
 }
 
-// add records erasures of this batch (already stored).
+// add records erasures of this batch (already stored). The strings are
+// copied: a row's strings may share its record's bytes, which the set
+// must not keep alive.
 func (e *erasedSet) add(rs []row) {
 	for _, r := range rs {
-		e.users[userKey{r.tenant, r.user}] = struct{}{}
+		if !e.has(r) {
+			e.users[userKey{strings.Clone(r.tenant), strings.Clone(r.user)}] = struct{}{}
+		}
 	}
 }
 
@@ -72,20 +76,14 @@ func (e *erasedSet) has(r row) bool {
 	return ok
 }
 
-// filter drops rows of erased users in place and counts them.
-func (e *erasedSet) filter(rs []row, dropped *atomic.Int64) []row {
+// filter drops the rows of erased users from t and counts them.
+func (e *erasedSet) filter(t *pending, dropped *atomic.Int64) {
 	if len(e.users) == 0 {
-		return rs
+		return
 	}
-	out := rs[:0]
-	for _, r := range rs {
-		if e.has(r) {
-			dropped.Add(1)
-			continue
-		}
-		out = append(out, r)
+	if n := t.retain(func(r row) bool { return !e.has(r) }); n > 0 {
+		dropped.Add(int64(n))
 	}
-	return out
 }
 
 // erasedIn returns one row per erased user among the rows of the tables.

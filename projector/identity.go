@@ -2,6 +2,9 @@ package projector
 
 import (
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -23,15 +26,13 @@ func Identifier(topics eventlog.Topics) func(rec *kgo.Record) (id Identity, ok b
 	type entry struct {
 		s     *sink
 		event int // index of event_id in the sink's columns
+		// bufs holds one-row buffers, so that the function stays safe for
+		// concurrent use without allocating a buffer per record.
+		bufs *sync.Pool
 	}
 	byTopic := map[string]entry{}
 	for _, s := range sinks(topics) {
-		e := entry{s: s, event: -1}
-		for i, c := range s.columns {
-			if c == "event_id" {
-				e.event = i
-			}
-		}
+		e := entry{s: s, event: slices.Index(s.columns, "event_id"), bufs: &sync.Pool{New: func() any { return newPending(s) }}}
 		byTopic[s.topic] = e
 	}
 	return func(rec *kgo.Record) (Identity, bool, error) {
@@ -39,13 +40,20 @@ func Identifier(topics eventlog.Topics) func(rec *kgo.Record) (id Identity, ok b
 		if !ok {
 			return Identity{}, false, nil
 		}
-		r, err := e.s.decode(rec)
+		t := e.bufs.Get().(*pending)
+		defer func() {
+			t.reset()
+			e.bufs.Put(t)
+		}()
+		r, err := t.add(rec)
 		if err != nil {
 			return Identity{}, true, fmt.Errorf("decode %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
 		}
-		id := Identity{Table: e.s.table, Tenant: r.tenant, User: r.user}
+		// Copies: the decoded strings may share the record's bytes.
+		id := Identity{Table: e.s.table, Tenant: strings.Clone(r.tenant), User: strings.Clone(r.user)}
 		if e.event >= 0 {
-			id.EventID, _ = r.vals[e.event].(string)
+			ev, _ := t.cols[e.event].col.value(0).(string)
+			id.EventID = strings.Clone(ev)
 		}
 		return id, true, nil
 	}

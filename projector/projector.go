@@ -71,6 +71,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -153,7 +154,8 @@ type Projector struct {
 	conn    driver.Conn
 	cl      *kgo.Client
 	db      string
-	sinks   map[string]*sink // by topic
+	sinks   map[string]*sink    // by topic
+	bufs    map[string]*pending // by table, reused batch after batch
 	erased  *erasedSet
 	stats   Stats
 	lostGen atomic.Int64 // bumped when the group session is lost
@@ -188,6 +190,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Projector, error
 		conn:  conn,
 		db:    cfg.Warehouse.Database,
 		sinks: map[string]*sink{},
+		bufs:  map[string]*pending{},
 		floor: map[floorKey]int64{},
 	}
 	p.erased = newErasedSet(conn, p.db)
@@ -304,14 +307,65 @@ func (p *Projector) collect(ctx context.Context) []*kgo.Record {
 }
 
 // pending is one table's share of a batch and how far storing it got.
+// Each projector keeps one per table and reuses its column slices batch
+// after batch (flush resets them when it is done with the batch).
 type pending struct {
 	sink *sink
-	rows []row
+	buf  tableBuf
+	cols []namedColumn // buf's columns, in INSERT order
+	rows []row         // row i's key; its values are at index i of every column
+	keep []int         // scratch for retain
 	// stored: the table has the rows; retries skip it.
 	stored bool
 	// uncertain: an attempt failed, possibly after the server stored some
 	// of the rows; the next attempt reads what is stored first.
 	uncertain bool
+}
+
+func newPending(s *sink) *pending {
+	b := s.newBuf()
+	return &pending{sink: s, buf: b, cols: b.columns()}
+}
+
+// add decodes a record into the table's columns.
+func (t *pending) add(rec *kgo.Record) (row, error) {
+	r, err := t.buf.add(rec)
+	if err != nil {
+		return row{}, err
+	}
+	t.rows = append(t.rows, r)
+	return r, nil
+}
+
+// retain keeps the rows for which keep is true, in every column, and
+// returns how many it dropped.
+func (t *pending) retain(keep func(r row) bool) int {
+	t.keep = t.keep[:0]
+	for i, r := range t.rows {
+		if keep(r) {
+			t.keep = append(t.keep, i)
+		}
+	}
+	dropped := len(t.rows) - len(t.keep)
+	if dropped == 0 {
+		return 0
+	}
+	t.rows = retain(t.rows, t.keep)
+	for _, c := range t.cols {
+		c.col.retain(t.keep)
+	}
+	return dropped
+}
+
+// reset empties the table for the next batch; the references to this
+// batch's records go with it.
+func (t *pending) reset() {
+	clear(t.rows)
+	t.rows = t.rows[:0]
+	for _, c := range t.cols {
+		c.col.reset()
+	}
+	t.stored, t.uncertain = false, false
 }
 
 // batch is a decoded batch of records, table by table.
@@ -321,34 +375,48 @@ type batch struct {
 	deleted  bool // the erasures' deletes were issued
 }
 
+// release resets the batch's tables for reuse by the next batch.
+func (b *batch) release() {
+	for _, t := range b.tables {
+		t.reset()
+	}
+}
+
 // decode sorts records into their tables. Undecodable records are logged
 // (position only) and skipped: only Vitals writes these topics, so such a
 // record is a defect upstream, and it must not stop the projection.
 func (p *Projector) decode(records []*kgo.Record) *batch {
-	byTable := map[string]*pending{}
 	b := &batch{}
+	var byTable [8]*pending // the batch's tables so far; there are six
+	inBatch := byTable[:0]
 	for _, rec := range records {
 		s, ok := p.sinks[rec.Topic]
 		if !ok {
 			continue
 		}
-		r, err := s.decode(rec)
+		t := p.bufs[s.table]
+		if t == nil {
+			t = newPending(s)
+			p.bufs[s.table] = t
+		}
+		first := !slices.Contains(inBatch, t)
+		if first {
+			t.reset() // empty already, unless a batch was not released
+		}
+		r, err := t.add(rec)
 		if err != nil {
 			p.stats.Undecodable.Add(1)
 			p.log.Error().Err(err).Str("topic", rec.Topic).Int32("partition", rec.Partition).Int64("offset", rec.Offset).Msg("undecodable record skipped")
 			continue
 		}
-		t := byTable[s.table]
-		if t == nil {
-			t = &pending{sink: s}
-			byTable[s.table] = t
+		if first {
+			inBatch = append(inBatch, t)
 			if s.erasure {
 				b.tables = append([]*pending{t}, b.tables...)
 			} else {
 				b.tables = append(b.tables, t)
 			}
 		}
-		t.rows = append(t.rows, r)
 		if s.erasure {
 			b.erasures = append(b.erasures, r)
 		}
@@ -369,6 +437,7 @@ func (p *Projector) flush(ctx context.Context, records []*kgo.Record, gen int64)
 	defer stop()
 
 	b := p.decode(records)
+	defer b.release()
 	start := time.Now()
 	backoff := p.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
@@ -443,7 +512,7 @@ func (p *Projector) store(ctx context.Context, b *batch) error {
 		if t.stored {
 			continue
 		}
-		t.rows = p.erased.filter(t.rows, &p.stats.Erased)
+		p.erased.filter(t, &p.stats.Erased)
 		if err := p.insert(sctx, t); err != nil {
 			return err
 		}
@@ -471,11 +540,9 @@ func (p *Projector) store(ctx context.Context, b *batch) error {
 // insert stores one table's rows in one INSERT.
 func (p *Projector) insert(ctx context.Context, t *pending) error {
 	if t.uncertain && t.sink.resume {
-		rows, err := p.unstored(ctx, t)
-		if err != nil {
+		if err := p.dropStored(ctx, t); err != nil {
 			return err
 		}
-		t.rows = rows
 	}
 	if len(t.rows) == 0 {
 		t.stored = true
@@ -487,10 +554,10 @@ func (p *Projector) insert(ctx context.Context, t *pending) error {
 		return fmt.Errorf("insert into %s: prepare: %w", t.sink.table, err)
 	}
 	defer b.Abort()
-	for _, r := range t.rows {
-		if err := b.Append(r.vals...); err != nil {
-			return fmt.Errorf("insert into %s: append (partition %d offset %d): %w", t.sink.table, r.partition, r.offset, err)
-		}
+	// Column by column: the slices go to clickhouse-go whole, and t keeps
+	// them for a retry.
+	if err := sendColumns(b, t); err != nil {
+		return fmt.Errorf("insert into %s: append: %w", t.sink.table, err)
 	}
 	if err := b.Send(); err != nil {
 		return fmt.Errorf("insert into %s: %w", t.sink.table, err)
@@ -500,9 +567,9 @@ func (p *Projector) insert(ctx context.Context, t *pending) error {
 	return nil
 }
 
-// unstored returns the rows of t whose positions the table does not hold,
-// after a failed attempt that may have stored some of them.
-func (p *Projector) unstored(ctx context.Context, t *pending) ([]row, error) {
+// dropStored drops the rows of t whose positions the table holds, after a
+// failed attempt that may have stored some of them.
+func (p *Projector) dropStored(ctx context.Context, t *pending) error {
 	type span struct{ lo, hi int64 }
 	spans := map[int32]span{}
 	for _, r := range t.rows {
@@ -521,31 +588,25 @@ func (p *Projector) unstored(ctx context.Context, t *pending) ([]row, error) {
 		q := fmt.Sprintf("SELECT log_offset FROM %s.%s WHERE log_partition = ? AND log_offset >= ? AND log_offset <= ?", p.db, t.sink.table)
 		rows, err := p.conn.Query(ctx, q, part, s.lo, s.hi)
 		if err != nil {
-			return nil, fmt.Errorf("check stored rows of %s: %w", t.sink.table, err)
+			return fmt.Errorf("check stored rows of %s: %w", t.sink.table, err)
 		}
 		for rows.Next() {
 			var off int64
 			if err := rows.Scan(&off); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("check stored rows of %s: %w", t.sink.table, err)
+				return fmt.Errorf("check stored rows of %s: %w", t.sink.table, err)
 			}
 			have[pos{part, off}] = true
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("check stored rows of %s: %w", t.sink.table, err)
+			return fmt.Errorf("check stored rows of %s: %w", t.sink.table, err)
 		}
 	}
-	out := t.rows[:0]
-	for _, r := range t.rows {
-		if !have[pos{r.partition, r.offset}] {
-			out = append(out, r)
-		}
-	}
-	if skipped := len(t.rows) - len(out); skipped > 0 {
+	if skipped := t.retain(func(r row) bool { return !have[pos{r.partition, r.offset}] }); skipped > 0 {
 		p.log.Info().Str("table", t.sink.table).Int("already_stored", skipped).Msg("a failed insert had stored some rows; inserting the rest")
 	}
-	return out, nil
+	return nil
 }
 
 // Close leaves the group and closes the connections.

@@ -3,7 +3,6 @@ package projector
 import (
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -12,21 +11,29 @@ import (
 	"github.com/vitalshq/vitals/schemas"
 )
 
-// row is one table row decoded from one topic record, with the record's
-// position (stored in log_partition/log_offset) and its user, by which
-// rows of erased users are filtered out.
+// row is the key of one table row: its user, by which rows of erased
+// users are filtered out, and its record's position (stored in
+// log_partition/log_offset). The values are in the table's columns.
 type row struct {
 	tenant, user string
 	partition    int32
 	offset       int64
-	vals         []any // in the sink's column order
+}
+
+// tableBuf is one table's rows of a batch, column by column.
+type tableBuf interface {
+	// add decodes a record and appends its row to every column; on
+	// error (the record is unreadable and skipped) it appends nothing.
+	add(rec *kgo.Record) (row, error)
+	// columns lists the columns in the order of the INSERT column list.
+	columns() []namedColumn
 }
 
 // sink maps one topic to one table.
 type sink struct {
 	topic   string
 	table   string
-	columns []string
+	columns []string // the INSERT column list: newBuf's columns, by name
 	// resume: the table stores the topic's positions and every record is
 	// inserted exactly once, so a newly assigned partition resumes after
 	// the highest stored offset. Only erased_users does not resume: erasure
@@ -35,9 +42,10 @@ type sink struct {
 	resume bool
 	// erasure marks the erasures topic: its rows also trigger deletes.
 	erasure bool
-	// decode maps a record to a row; an error means the record is
-	// unreadable and is skipped.
-	decode func(rec *kgo.Record) (row, error)
+	// newBuf returns an empty column buffer for the table. Buffers hold
+	// state, so every projector makes its own and reuses it batch after
+	// batch.
+	newBuf func() tableBuf
 }
 
 // insertSQL is the sink's INSERT statement with its explicit column list
@@ -46,40 +54,19 @@ func (s *sink) insertSQL(db string) string {
 	return fmt.Sprintf("INSERT INTO %s.%s (%s)", db, s.table, strings.Join(s.columns, ", "))
 }
 
-// Column lists, in the order the decode functions produce values.
-var (
-	readingsColumns = []string{
-		"tenant_id", "user_id", "device_id", "gateway_id", "metric", "loinc",
-		"value", "unit", "measured_at", "measured_at_ms", "received_at_ms", "ingested_at_ms",
-		"event_id", "source_topic", "source_partition", "source_offset",
-		"period_end_ms", "second_value", "stage", "sequence", "log_partition", "log_offset",
+// secs is a DateTime column's value: the epoch-ms instant in whole
+// seconds, rounded down (DateTime has no milliseconds; the _ms column
+// keeps them). clickhouse-go takes a DateTime column as []int64 of epoch
+// seconds; rounding down, negative instants included, gives what
+// time.UnixMilli(ms).Truncate(time.Second) gave when rows were appended
+// as time.Time.
+func secs(ms int64) int64 {
+	s := ms / 1000
+	if ms%1000 < 0 {
+		s--
 	}
-	rejectedColumns = []string{
-		"tenant_id", "user_id", "device_id", "metric", "measured_at", "measured_at_ms",
-		"reason", "message", "event_id", "source_topic", "source_partition", "source_offset",
-		"log_partition", "log_offset",
-	}
-	alertsColumns = []string{
-		"tenant_id", "user_id", "device_id", "gateway_id", "metric", "rule", "severity",
-		"started_at", "started_at_ms", "measured_at", "measured_at_ms", "received_at_ms",
-		"value", "message", "event_id", "log_partition", "log_offset",
-	}
-	profileColumns = []string{
-		"tenant_id", "user_id", "event_id", "gateway_id", "kind", "birth_year", "sex", "region",
-		"occurred_at", "occurred_at_ms", "received_at_ms", "ingested_at_ms", "log_partition", "log_offset",
-	}
-	deviceColumns = []string{
-		"tenant_id", "user_id", "device_id", "event_id", "gateway_id", "kind", "model", "firmware",
-		"occurred_at", "occurred_at_ms", "received_at_ms", "ingested_at_ms", "log_partition", "log_offset",
-	}
-	erasedColumns = []string{
-		"tenant_id", "user_id", "event_id", "gateway_id", "requested_at_ms", "received_at_ms", "log_partition", "log_offset",
-	}
-)
-
-// sec is a DateTime column's value: the epoch-ms instant truncated to
-// the second (DateTime has no milliseconds; the _ms column keeps them).
-func sec(ms int64) time.Time { return time.UnixMilli(ms).UTC().Truncate(time.Second) }
+	return s
+}
 
 func str(p *string) string {
 	if p == nil {
@@ -90,89 +77,321 @@ func str(p *string) string {
 
 // sinks builds the projector's topic-to-table mapping.
 func sinks(topics eventlog.Topics) []*sink {
-	accepted := schemas.MustCodec(schemas.NameAcceptedReading)
+	accepted := newAcceptedDecoder()
 	rejected := schemas.MustCodec(schemas.NameRejectedReading)
 	alerts := schemas.MustCodec(schemas.NameAlert)
 	erasures := schemas.MustCodec(schemas.NameErasure)
 	profiles := schemas.MustCodec(schemas.NameProfileEvent)
 	devices := schemas.MustCodec(schemas.NameDeviceEvent)
-	return []*sink{
-		{topic: topics.AcceptedReadings, table: warehouse.ReadingsTable, columns: readingsColumns, resume: true,
-			decode: func(rec *kgo.Record) (row, error) {
-				var r schemas.AcceptedReading
-				if err := accepted.Decode(rec.Value, &r); err != nil {
-					return row{}, err
-				}
-				var periodEnd int64
-				if r.PeriodEnd != nil {
-					periodEnd = *r.PeriodEnd
-				}
-				return row{tenant: r.TenantID, user: r.UserID, partition: rec.Partition, offset: rec.Offset, vals: []any{
-					r.TenantID, r.UserID, r.DeviceID, r.GatewayID, r.Metric, r.LOINC,
-					r.Value, r.Unit, sec(r.MeasuredAt), r.MeasuredAt, r.ReceivedAt, r.IngestedAt,
-					r.EventID, topics.Readings, r.SourcePartition, r.SourceOffset,
-					periodEnd, r.SecondValue, str(r.Stage), r.Sequence, rec.Partition, rec.Offset,
-				}}, nil
-			}},
-		{topic: topics.RejectedReadings, table: warehouse.RejectedTable, columns: rejectedColumns, resume: true,
-			decode: func(rec *kgo.Record) (row, error) {
-				var r schemas.RejectedReading
-				if err := rejected.Decode(rec.Value, &r); err != nil {
-					return row{}, err
-				}
-				return row{tenant: r.TenantID, user: r.UserID, partition: rec.Partition, offset: rec.Offset, vals: []any{
-					r.TenantID, r.UserID, r.DeviceID, r.Metric, sec(r.MeasuredAt), r.MeasuredAt,
-					r.Reason, r.Message, r.EventID, topics.Readings, r.SourcePartition, r.SourceOffset,
-					rec.Partition, rec.Offset,
-				}}, nil
-			}},
-		{topic: topics.Alerts, table: warehouse.AlertsTable, columns: alertsColumns, resume: true,
-			decode: func(rec *kgo.Record) (row, error) {
-				var a schemas.Alert
-				if err := alerts.Decode(rec.Value, &a); err != nil {
-					return row{}, err
-				}
-				return row{tenant: a.TenantID, user: a.UserID, partition: rec.Partition, offset: rec.Offset, vals: []any{
-					a.TenantID, a.UserID, a.DeviceID, a.GatewayID, a.Metric, a.Rule, a.Severity,
-					sec(a.StartedAt), a.StartedAt, sec(a.MeasuredAt), a.MeasuredAt, a.ReceivedAt,
-					a.Value, a.Message, a.EventID, rec.Partition, rec.Offset,
-				}}, nil
-			}},
-		{topic: topics.ProfileEvents, table: warehouse.ProfileEventsTable, columns: profileColumns, resume: true,
-			decode: func(rec *kgo.Record) (row, error) {
-				var e schemas.ProfileEvent
-				if err := profiles.Decode(rec.Value, &e); err != nil {
-					return row{}, err
-				}
-				var birthYear int32
-				if e.BirthYear != nil {
-					birthYear = *e.BirthYear
-				}
-				return row{tenant: e.TenantID, user: e.UserID, partition: rec.Partition, offset: rec.Offset, vals: []any{
-					e.TenantID, e.UserID, e.EventID, e.GatewayID, e.Kind, birthYear, str(e.Sex), str(e.Region),
-					sec(e.OccurredAt), e.OccurredAt, e.ReceivedAt, e.IngestedAt, rec.Partition, rec.Offset,
-				}}, nil
-			}},
-		{topic: topics.DeviceEvents, table: warehouse.DeviceEventsTable, columns: deviceColumns, resume: true,
-			decode: func(rec *kgo.Record) (row, error) {
-				var e schemas.DeviceEvent
-				if err := devices.Decode(rec.Value, &e); err != nil {
-					return row{}, err
-				}
-				return row{tenant: e.TenantID, user: e.UserID, partition: rec.Partition, offset: rec.Offset, vals: []any{
-					e.TenantID, e.UserID, e.DeviceID, e.EventID, e.GatewayID, e.Kind, str(e.Model), str(e.Firmware),
-					sec(e.OccurredAt), e.OccurredAt, e.ReceivedAt, e.IngestedAt, rec.Partition, rec.Offset,
-				}}, nil
-			}},
-		{topic: topics.Erasures, table: warehouse.ErasedUsersTable, columns: erasedColumns, erasure: true,
-			decode: func(rec *kgo.Record) (row, error) {
-				var e schemas.Erasure
-				if err := erasures.Decode(rec.Value, &e); err != nil {
-					return row{}, err
-				}
-				return row{tenant: e.TenantID, user: e.UserID, partition: rec.Partition, offset: rec.Offset, vals: []any{
-					e.TenantID, e.UserID, e.EventID, e.GatewayID, e.RequestedAt, e.ReceivedAt, rec.Partition, rec.Offset,
-				}}, nil
-			}},
+	out := []*sink{
+		{topic: topics.AcceptedReadings, table: warehouse.ReadingsTable, resume: true,
+			newBuf: func() tableBuf { return &readingsBuf{dec: accepted, sourceTopic: topics.Readings} }},
+		{topic: topics.RejectedReadings, table: warehouse.RejectedTable, resume: true,
+			newBuf: func() tableBuf { return &rejectedBuf{codec: rejected, sourceTopic: topics.Readings} }},
+		{topic: topics.Alerts, table: warehouse.AlertsTable, resume: true,
+			newBuf: func() tableBuf { return &alertsBuf{codec: alerts} }},
+		{topic: topics.ProfileEvents, table: warehouse.ProfileEventsTable, resume: true,
+			newBuf: func() tableBuf { return &profilesBuf{codec: profiles} }},
+		{topic: topics.DeviceEvents, table: warehouse.DeviceEventsTable, resume: true,
+			newBuf: func() tableBuf { return &devicesBuf{codec: devices} }},
+		{topic: topics.Erasures, table: warehouse.ErasedUsersTable, erasure: true,
+			newBuf: func() tableBuf { return &erasedBuf{codec: erasures} }},
 	}
+	for _, s := range out {
+		for _, c := range s.newBuf().columns() {
+			s.columns = append(s.columns, c.name)
+		}
+	}
+	return out
+}
+
+// position is the pair of columns every table stores its record's
+// position in.
+type position struct {
+	partition col[int32]
+	offset    col[int64]
+}
+
+func (p *position) add(rec *kgo.Record) {
+	p.partition.add(rec.Partition)
+	p.offset.add(rec.Offset)
+}
+
+func (p *position) columns() []namedColumn {
+	return []namedColumn{{"log_partition", &p.partition}, {"log_offset", &p.offset}}
+}
+
+// readingsBuf holds rows of the readings table, decoded from accepted
+// readings without intermediate values (acceptedDecoder).
+type readingsBuf struct {
+	dec         *acceptedDecoder
+	sourceTopic string
+
+	tenant, user, device, gateway, metric, loinc col[string]
+	value                                        col[float64]
+	unit                                         col[string]
+	measuredAt                                   col[int64] // DateTime, epoch seconds
+	measuredAtMs, receivedAtMs, ingestedAtMs     col[int64]
+	eventID, source                              col[string]
+	sourcePartition                              col[int32]
+	sourceOffset, periodEnd                      col[int64]
+	secondValue                                  nullCol[float64]
+	stage                                        col[string]
+	sequence                                     nullCol[int64]
+	pos                                          position
+}
+
+func (b *readingsBuf) columns() []namedColumn {
+	return append([]namedColumn{
+		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"device_id", &b.device}, {"gateway_id", &b.gateway},
+		{"metric", &b.metric}, {"loinc", &b.loinc}, {"value", &b.value}, {"unit", &b.unit},
+		{"measured_at", &b.measuredAt}, {"measured_at_ms", &b.measuredAtMs}, {"received_at_ms", &b.receivedAtMs},
+		{"ingested_at_ms", &b.ingestedAtMs}, {"event_id", &b.eventID}, {"source_topic", &b.source},
+		{"source_partition", &b.sourcePartition}, {"source_offset", &b.sourceOffset}, {"period_end_ms", &b.periodEnd},
+		{"second_value", &b.secondValue}, {"stage", &b.stage}, {"sequence", &b.sequence},
+	}, b.pos.columns()...)
+}
+
+func (b *readingsBuf) add(rec *kgo.Record) (row, error) {
+	var f acceptedFields
+	if err := b.dec.decode(rec.Value, &f); err != nil {
+		return row{}, err
+	}
+	b.tenant.add(f.tenant)
+	b.user.add(f.user)
+	b.device.add(f.device)
+	b.gateway.add(f.gateway)
+	b.metric.add(f.metric)
+	b.loinc.add(f.loinc)
+	b.value.add(f.value)
+	b.unit.add(f.unit)
+	b.measuredAt.add(secs(f.measuredAt))
+	b.measuredAtMs.add(f.measuredAt)
+	b.receivedAtMs.add(f.receivedAt)
+	b.ingestedAtMs.add(f.ingestedAt)
+	b.eventID.add(f.event)
+	b.source.add(b.sourceTopic)
+	b.sourcePartition.add(f.sourcePartition)
+	b.sourceOffset.add(f.sourceOffset)
+	b.periodEnd.add(f.periodEnd) // 0 when absent
+	if f.hasSecondValue {
+		b.secondValue.addValue(f.secondValue)
+	} else {
+		b.secondValue.addNull()
+	}
+	b.stage.add(f.stage) // "" when absent
+	if f.hasSequence {
+		b.sequence.addValue(f.sequence)
+	} else {
+		b.sequence.addNull()
+	}
+	b.pos.add(rec)
+	return row{tenant: f.tenant, user: f.user, partition: rec.Partition, offset: rec.Offset}, nil
+}
+
+// rejectedBuf holds rows of the rejected readings table.
+type rejectedBuf struct {
+	codec       *schemas.Codec
+	sourceTopic string
+
+	tenant, user, device, metric  col[string]
+	measuredAt, measuredAtMs      col[int64]
+	reason, message, eventID, src col[string]
+	sourcePartition               col[int32]
+	sourceOffset                  col[int64]
+	pos                           position
+}
+
+func (b *rejectedBuf) columns() []namedColumn {
+	return append([]namedColumn{
+		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"device_id", &b.device}, {"metric", &b.metric},
+		{"measured_at", &b.measuredAt}, {"measured_at_ms", &b.measuredAtMs}, {"reason", &b.reason},
+		{"message", &b.message}, {"event_id", &b.eventID}, {"source_topic", &b.src},
+		{"source_partition", &b.sourcePartition}, {"source_offset", &b.sourceOffset},
+	}, b.pos.columns()...)
+}
+
+func (b *rejectedBuf) add(rec *kgo.Record) (row, error) {
+	var r schemas.RejectedReading
+	if err := b.codec.Decode(rec.Value, &r); err != nil {
+		return row{}, err
+	}
+	b.tenant.add(r.TenantID)
+	b.user.add(r.UserID)
+	b.device.add(r.DeviceID)
+	b.metric.add(r.Metric)
+	b.measuredAt.add(secs(r.MeasuredAt))
+	b.measuredAtMs.add(r.MeasuredAt)
+	b.reason.add(r.Reason)
+	b.message.add(r.Message)
+	b.eventID.add(r.EventID)
+	b.src.add(b.sourceTopic)
+	b.sourcePartition.add(r.SourcePartition)
+	b.sourceOffset.add(r.SourceOffset)
+	b.pos.add(rec)
+	return row{tenant: r.TenantID, user: r.UserID, partition: rec.Partition, offset: rec.Offset}, nil
+}
+
+// alertsBuf holds rows of the alerts table.
+type alertsBuf struct {
+	codec *schemas.Codec
+
+	tenant, user, device, gateway, metric, rule, severity col[string]
+	startedAt, startedAtMs                                col[int64]
+	measuredAt, measuredAtMs, receivedAtMs                col[int64]
+	value                                                 col[float64]
+	message, eventID                                      col[string]
+	pos                                                   position
+}
+
+func (b *alertsBuf) columns() []namedColumn {
+	return append([]namedColumn{
+		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"device_id", &b.device}, {"gateway_id", &b.gateway},
+		{"metric", &b.metric}, {"rule", &b.rule}, {"severity", &b.severity},
+		{"started_at", &b.startedAt}, {"started_at_ms", &b.startedAtMs}, {"measured_at", &b.measuredAt},
+		{"measured_at_ms", &b.measuredAtMs}, {"received_at_ms", &b.receivedAtMs},
+		{"value", &b.value}, {"message", &b.message}, {"event_id", &b.eventID},
+	}, b.pos.columns()...)
+}
+
+func (b *alertsBuf) add(rec *kgo.Record) (row, error) {
+	var a schemas.Alert
+	if err := b.codec.Decode(rec.Value, &a); err != nil {
+		return row{}, err
+	}
+	b.tenant.add(a.TenantID)
+	b.user.add(a.UserID)
+	b.device.add(a.DeviceID)
+	b.gateway.add(a.GatewayID)
+	b.metric.add(a.Metric)
+	b.rule.add(a.Rule)
+	b.severity.add(a.Severity)
+	b.startedAt.add(secs(a.StartedAt))
+	b.startedAtMs.add(a.StartedAt)
+	b.measuredAt.add(secs(a.MeasuredAt))
+	b.measuredAtMs.add(a.MeasuredAt)
+	b.receivedAtMs.add(a.ReceivedAt)
+	b.value.add(a.Value)
+	b.message.add(a.Message)
+	b.eventID.add(a.EventID)
+	b.pos.add(rec)
+	return row{tenant: a.TenantID, user: a.UserID, partition: rec.Partition, offset: rec.Offset}, nil
+}
+
+// profilesBuf holds rows of the profile events table.
+type profilesBuf struct {
+	codec *schemas.Codec
+
+	tenant, user, eventID, gateway, kind col[string]
+	birthYear                            col[int32]
+	sex, region                          col[string]
+	occurredAt, occurredAtMs             col[int64]
+	receivedAtMs, ingestedAtMs           col[int64]
+	pos                                  position
+}
+
+func (b *profilesBuf) columns() []namedColumn {
+	return append([]namedColumn{
+		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"event_id", &b.eventID}, {"gateway_id", &b.gateway},
+		{"kind", &b.kind}, {"birth_year", &b.birthYear}, {"sex", &b.sex}, {"region", &b.region},
+		{"occurred_at", &b.occurredAt}, {"occurred_at_ms", &b.occurredAtMs},
+		{"received_at_ms", &b.receivedAtMs}, {"ingested_at_ms", &b.ingestedAtMs},
+	}, b.pos.columns()...)
+}
+
+func (b *profilesBuf) add(rec *kgo.Record) (row, error) {
+	var e schemas.ProfileEvent
+	if err := b.codec.Decode(rec.Value, &e); err != nil {
+		return row{}, err
+	}
+	var birthYear int32 // 0: not stated
+	if e.BirthYear != nil {
+		birthYear = *e.BirthYear
+	}
+	b.tenant.add(e.TenantID)
+	b.user.add(e.UserID)
+	b.eventID.add(e.EventID)
+	b.gateway.add(e.GatewayID)
+	b.kind.add(e.Kind)
+	b.birthYear.add(birthYear)
+	b.sex.add(str(e.Sex))
+	b.region.add(str(e.Region))
+	b.occurredAt.add(secs(e.OccurredAt))
+	b.occurredAtMs.add(e.OccurredAt)
+	b.receivedAtMs.add(e.ReceivedAt)
+	b.ingestedAtMs.add(e.IngestedAt)
+	b.pos.add(rec)
+	return row{tenant: e.TenantID, user: e.UserID, partition: rec.Partition, offset: rec.Offset}, nil
+}
+
+// devicesBuf holds rows of the device events table.
+type devicesBuf struct {
+	codec *schemas.Codec
+
+	tenant, user, device, eventID, gateway, kind col[string]
+	model, firmware                              col[string]
+	occurredAt, occurredAtMs                     col[int64]
+	receivedAtMs, ingestedAtMs                   col[int64]
+	pos                                          position
+}
+
+func (b *devicesBuf) columns() []namedColumn {
+	return append([]namedColumn{
+		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"device_id", &b.device}, {"event_id", &b.eventID},
+		{"gateway_id", &b.gateway}, {"kind", &b.kind}, {"model", &b.model}, {"firmware", &b.firmware},
+		{"occurred_at", &b.occurredAt}, {"occurred_at_ms", &b.occurredAtMs},
+		{"received_at_ms", &b.receivedAtMs}, {"ingested_at_ms", &b.ingestedAtMs},
+	}, b.pos.columns()...)
+}
+
+func (b *devicesBuf) add(rec *kgo.Record) (row, error) {
+	var e schemas.DeviceEvent
+	if err := b.codec.Decode(rec.Value, &e); err != nil {
+		return row{}, err
+	}
+	b.tenant.add(e.TenantID)
+	b.user.add(e.UserID)
+	b.device.add(e.DeviceID)
+	b.eventID.add(e.EventID)
+	b.gateway.add(e.GatewayID)
+	b.kind.add(e.Kind)
+	b.model.add(str(e.Model))
+	b.firmware.add(str(e.Firmware))
+	b.occurredAt.add(secs(e.OccurredAt))
+	b.occurredAtMs.add(e.OccurredAt)
+	b.receivedAtMs.add(e.ReceivedAt)
+	b.ingestedAtMs.add(e.IngestedAt)
+	b.pos.add(rec)
+	return row{tenant: e.TenantID, user: e.UserID, partition: rec.Partition, offset: rec.Offset}, nil
+}
+
+// erasedBuf holds rows of the erased users table.
+type erasedBuf struct {
+	codec *schemas.Codec
+
+	tenant, user, eventID, gateway col[string]
+	requestedAtMs, receivedAtMs    col[int64]
+	pos                            position
+}
+
+func (b *erasedBuf) columns() []namedColumn {
+	return append([]namedColumn{
+		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"event_id", &b.eventID}, {"gateway_id", &b.gateway},
+		{"requested_at_ms", &b.requestedAtMs}, {"received_at_ms", &b.receivedAtMs},
+	}, b.pos.columns()...)
+}
+
+func (b *erasedBuf) add(rec *kgo.Record) (row, error) {
+	var e schemas.Erasure
+	if err := b.codec.Decode(rec.Value, &e); err != nil {
+		return row{}, err
+	}
+	b.tenant.add(e.TenantID)
+	b.user.add(e.UserID)
+	b.eventID.add(e.EventID)
+	b.gateway.add(e.GatewayID)
+	b.requestedAtMs.add(e.RequestedAt)
+	b.receivedAtMs.add(e.ReceivedAt)
+	b.pos.add(rec)
+	return row{tenant: e.TenantID, user: e.UserID, partition: rec.Partition, offset: rec.Offset}, nil
 }

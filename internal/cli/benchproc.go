@@ -12,6 +12,7 @@ import (
 	"maps"
 	"math"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
@@ -36,10 +37,11 @@ import (
 
 // benchProcSettings are bench processor's own flags.
 type benchProcSettings struct {
-	users, events                 int
+	users, events, metrics        int
 	keep                          bool
 	timeout                       time.Duration
 	cpuProfile, traceOut, jsonOut string
+	heapProfile                   string
 }
 
 // benchProcessor measures the processor end to end on the local stack: it
@@ -73,9 +75,11 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	var b benchProcSettings
 	fs.Int(&b.users, "bench-users", 100000, "distinct users; each gets one paired device (a device event) before its readings")
 	fs.Int(&b.events, "bench-events", 2000000, "heart-rate readings, spread round robin over the users, 1 s apart per user")
+	fs.Int(&b.metrics, "bench-metrics", 1, "metrics each user's readings take turns in (1-3: heart rate, SpO2, steps), like the simulator's users; 1 is heart rate only")
 	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the group's PostgreSQL rows and the Kafka group (a later run with the same --kafka-topic-prefix reuses the filled topics)")
 	fs.Duration(&b.timeout, "bench-timeout", 10*time.Minute, "bound on the whole run (fill and processing); clean-up comes after it")
 	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process over the processing window to this file")
+	fs.String(&b.heapProfile, "bench-heapprofile", "", "write a heap profile (live objects after a collection, and allocations since start) to this file when the processing window ends, before the processor stops")
 	fs.String(&b.traceOut, "bench-trace", "", "write a runtime execution trace of the processing window to this file (go tool trace -pprof=net|sync|syscall FILE: where the processor waits)")
 	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
 	if err := fs.Parse(args); err != nil {
@@ -86,6 +90,9 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	if b.users < 1 || b.events < 1 || s.processorBatch < 1 || b.timeout <= 0 {
 		return errors.New("--bench-users, --bench-events, --processor-batch and --bench-timeout must be positive")
+	}
+	if b.metrics < 1 || b.metrics > benchMetrics {
+		return fmt.Errorf("--bench-metrics must be 1 to %d", benchMetrics)
 	}
 	if s.kafkaPrefix == "vitals" {
 		return errors.New("--kafka-topic-prefix vitals is the real event log; bench processor fills and deletes topics of its own")
@@ -105,7 +112,7 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	kcfg := s.kafka()
 	rep := benchProcReport{
 		Command: commandLine(), Env: benchEnv(), Machine: machine, Broker: s.kafkaBrokers, TopicPrefix: s.kafkaPrefix,
-		Partitions: kcfg.Partitions, Group: s.processorGroup, Users: b.users, Readings: b.events, MaxBatch: s.processorBatch,
+		Partitions: kcfg.Partitions, Group: s.processorGroup, Users: b.users, Readings: b.events, Metrics: b.metrics, MaxBatch: s.processorBatch,
 		RequirePairing: s.processorPairing,
 	}
 
@@ -160,7 +167,7 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	switch {
 	case ends.readings == 0 && ends.devices == 0 && ends.profiles == 0:
-		fill, err := fillProcessorTopics(runCtx, prod, kcfg.Topics, b.users, b.events, log)
+		fill, err := fillProcessorTopics(runCtx, prod, kcfg.Topics, b.users, b.events, b.metrics, log)
 		rep.Fill = fill
 		if err != nil {
 			return err
@@ -175,6 +182,12 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	case ends.readings == int64(b.events) && ends.devices == int64(b.users) && ends.profiles == 0:
 		log.Info().Str("prefix", s.kafkaPrefix).Int64("readings", ends.readings).Int64("device_events", ends.devices).Msg("reusing the filled topics")
 		rep.Fill.Reused = true
+		// The output topics hold the earlier run's outputs, numbered as this
+		// run numbers its own: the processor would take them for its own
+		// and produce nothing (see the processor's seqHeader). Empty them.
+		if err := emptyOutputTopics(runCtx, adm, kcfg.Topics); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("topics %s.* already hold %d readings, %d device events and %d profile events, not this run's %d and %d: use a new --kafka-topic-prefix",
 			s.kafkaPrefix, ends.readings, ends.devices, ends.profiles, b.events, b.users)
@@ -269,6 +282,25 @@ func benchEnds(ctx context.Context, adm *kadm.Client, t eventlog.Topics) (benchL
 	return e, nil
 }
 
+// emptyOutputTopics deletes every record of the processor's output topics.
+func emptyOutputTopics(ctx context.Context, adm *kadm.Client, t eventlog.Topics) error {
+	ends, err := adm.ListEndOffsets(ctx, t.AcceptedReadings, t.RejectedReadings, t.Alerts, t.Erasures)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("output topics' ends: %w", err)
+	}
+	deleted, err := adm.DeleteRecords(ctx, ends.Offsets())
+	if err == nil {
+		err = deleted.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("empty the output topics of the reused bench topics: %w", err)
+	}
+	return nil
+}
+
 func deleteBenchGroup(ctx context.Context, k eventlog.Config, group string, log zerolog.Logger) {
 	cl, err := kgo.NewClient(k.ClientOpts(log)...)
 	if err == nil {
@@ -297,7 +329,9 @@ type benchFill struct {
 // users and is that user's n-th (n = k / users), measured n seconds (plus
 // the user's offset within the second) after the start: 100,000 users at
 // 1 Hz are 100,000 readings per second of event time.
-func fillProcessorTopics(ctx context.Context, cl *kgo.Client, t eventlog.Topics, users, events int, log zerolog.Logger) (benchFill, error) {
+// With metrics > 1 a user's readings take turns in that many metrics (see
+// shapeBenchMetric), so each user has that many streams.
+func fillProcessorTopics(ctx context.Context, cl *kgo.Client, t eventlog.Topics, users, events, metrics int, log zerolog.Logger) (benchFill, error) {
 	var f benchFill
 	runID := randomHex(4)
 	base := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
@@ -360,6 +394,7 @@ func fillProcessorTopics(ctx context.Context, cl *kgo.Client, t eventlog.Topics,
 		rd = schemas.Reading{TenantID: "default", EventID: "bench-" + runID + "-r-" + strconv.Itoa(k), UserID: user,
 			DeviceID: user + "-tracker", GatewayID: "bench-gateway", Metric: "heart_rate", Value: float64(55 + (k*7919)%60),
 			Unit: "/min", MeasuredAt: measured, ReceivedAt: measured + 800, IngestedAt: measured + 1000, SourceFormat: "avro"}
+		shapeBenchMetric(&rd, n%metrics, k)
 		var err error
 		if buf, err = readingCodec.Append(buf[:0], &rd); err != nil {
 			return f, err
@@ -381,6 +416,23 @@ func fillProcessorTopics(ctx context.Context, cl *kgo.Client, t eventlog.Topics,
 	log.Info().Int64("records", acked.Load()).Float64("seconds", math.Round(f.Seconds*10)/10).
 		Float64("records_per_sec", math.Round(f.RecordsPerSec)).Float64("value_mb", float64(f.Bytes)/1e6).Msg("filled the bench topics")
 	return f, nil
+}
+
+// benchMetrics is how many metrics --bench-metrics can take turns in.
+const benchMetrics = 3
+
+// shapeBenchMetric turns bench reading k (a heart-rate reading when
+// filled) into a reading of metric i of those --bench-metrics takes turns
+// in: 0 heart rate, 1 SpO2, 2 steps, with plausible values like the
+// simulator's.
+func shapeBenchMetric(r *schemas.Reading, i, k int) {
+	switch i {
+	case 1:
+		r.Metric, r.Unit, r.Value = "spo2", "%", float64(94+k%6)
+	case 2:
+		end := r.MeasuredAt + 60_000
+		r.Metric, r.Unit, r.Value, r.PeriodEnd = "steps", "{steps}", float64(k%120), &end
+	}
 }
 
 // progressEvery calls f every d until the returned function is called.
@@ -426,11 +478,16 @@ type benchProcResult struct {
 	Batches            int64   `json:"batches"`
 	// AcceptedTopicRecords is how far the run moved the accepted topic's
 	// log end.
-	AcceptedTopicRecords int64          `json:"accepted_topic_records"`
-	Commit               histSummary    `json:"commit_seconds"`
-	BatchRecords         histSummary    `json:"batch_records"`
-	Outcomes             map[string]int `json:"outcomes,omitempty"`
-	CPU                  loadgen.CPUUse `json:"cpu"`
+	AcceptedTopicRecords int64       `json:"accepted_topic_records"`
+	Commit               histSummary `json:"commit_seconds"`
+	// CheckpointUsers is the aggregates written per checkpoint: its sum
+	// over the events judged is how many snapshots an event cost, which
+	// depends on the window's length (one checkpoint per interval), so it
+	// is needed to compare the CPU per event of runs of different speed.
+	CheckpointUsers histSummary    `json:"checkpoint_users"`
+	BatchRecords    histSummary    `json:"batch_records"`
+	Outcomes        map[string]int `json:"outcomes,omitempty"`
+	CPU             loadgen.CPUUse `json:"cpu"`
 	// CPUSeconds is this process's user+system time in the window.
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// StateRows and StateBytes are the group's aggregate rows and their
@@ -544,6 +601,13 @@ loop:
 	if prof != nil {
 		pprof.StopCPUProfile()
 	}
+	if b.heapProfile != "" {
+		// While the processor still holds every user's aggregate.
+		runtime.GC()
+		if err := writeHeapProfile(b.heapProfile); err != nil {
+			log.Warn().Err(err).Msg("write --bench-heapprofile")
+		}
+	}
 	stopProgress()
 	stop()
 	if done != nil {
@@ -576,6 +640,7 @@ loop:
 	_, _ = p.Metrics().WriteTo(&text)
 	res.Commit = parseHistogram(text.String(), "vitals_processor_commit_seconds")
 	res.BatchRecords = parseHistogram(text.String(), "vitals_processor_batch_records")
+	res.CheckpointUsers = parseHistogram(text.String(), "vitals_processor_checkpoint_users")
 	res.Outcomes = parseCounter(text.String(), "vitals_processor_events_total")
 
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -585,6 +650,18 @@ loop:
 		log.Warn().Err(err).Msg("state size")
 	}
 	return res, runErr
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // storedOffsets sums the next offsets stored in PostgreSQL per topic.
@@ -710,6 +787,7 @@ type benchProcReport struct {
 	Group          string            `json:"group"`
 	Users          int               `json:"users"`
 	Readings       int               `json:"readings"`
+	Metrics        int               `json:"metrics"`
 	MaxBatch       int               `json:"max_batch"`
 	RequirePairing bool              `json:"require_pairing"`
 	Fill           benchFill         `json:"fill"`
@@ -730,7 +808,11 @@ func (r benchProcReport) print(w io.Writer) {
 	}
 	row("machine", "%d CPUs (GOMAXPROCS %d), %s, %s %s, load avg %s at start", m.NumCPU, m.GOMAXPROCS, m.CPUModel, m.GoVersion, m.OSArch, m.LoadAvg)
 	row("log", "broker %s, topics %s.* (%d partitions), group %s", r.Broker, r.TopicPrefix, r.Partitions, r.Group)
-	row("input", "%d users (one pairing each), %d heart-rate readings (%d per user, 1 Hz), require pairing %v", r.Users, r.Readings, r.Readings/max(r.Users, 1), r.RequirePairing)
+	what := "heart-rate readings"
+	if r.Metrics > 1 {
+		what = fmt.Sprintf("readings taking turns in %d metrics", r.Metrics)
+	}
+	row("input", "%d users (one pairing each), %d %s (%d per user, 1 Hz), require pairing %v", r.Users, r.Readings, what, r.Readings/max(r.Users, 1), r.RequirePairing)
 	if r.Fill.Reused {
 		row("fill", "reused the filled topics")
 	} else {
@@ -753,6 +835,9 @@ func (r benchProcReport) print(w io.Writer) {
 	}
 	row("batches", "%d; records per batch mean %.0f, p50 %s, p99 %s (buckets)", res.Batches, bs.Mean, est(bs.P50, bs.P50Over, 1, 0), est(bs.P99, bs.P99Over, 1, 0))
 	row("PostgreSQL commit ms/batch", "mean %.1f, p50 %s, p99 %s (buckets); %.1fs in all = %.0f%% of the window", c.Mean*1000, est(c.P50, c.P50Over, 1000, 1), est(c.P99, c.P99Over, 1000, 1), c.Sum, 100*c.Sum/res.WindowSeconds)
+	if cu := res.CheckpointUsers; cu.Count > 0 {
+		row("checkpoints", "%d, %.0f aggregates written (%.2f per event judged)", cu.Count, cu.Sum, cu.Sum/float64(max(res.Judged, 1)))
+	}
 	if res.StateRows > 0 {
 		row("state", "%d aggregate rows, %.1f MB stored (%.0f B/user)", res.StateRows, float64(res.StateBytes)/1e6, float64(res.StateBytes)/float64(res.StateRows))
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/eventlog"
@@ -31,6 +33,7 @@ type benchProjSettings struct {
 	keep        bool
 	timeout     time.Duration
 	jsonOut     string
+	cpuProfile  string
 }
 
 // benchProjReport is bench projector's result.
@@ -50,6 +53,14 @@ type benchProjReport struct {
 	RowsPerSec  float64           `json:"rows_per_sec"`
 	RawRows     uint64            `json:"clickhouse_raw_rows"`
 	RollupRows  uint64            `json:"clickhouse_rollup_readings"`
+	// CPU is over the projection window; CPUSeconds is this process's
+	// user+system time in it (the projector, and the little the bench's
+	// own polling costs), so CPUMicrosPerRow is the projector's cost per
+	// row. ClickHouse's own CPU shows in CPU.Machine only.
+	CPU             loadgen.CPUUse `json:"cpu"`
+	CPUSeconds      float64        `json:"cpu_seconds"`
+	CPUMicrosPerRow float64        `json:"cpu_us_per_row"`
+	CPUProfile      string         `json:"cpu_profile,omitempty"`
 }
 
 // benchProjector measures the projector's insert throughput on the local
@@ -72,6 +83,7 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the ClickHouse database and the Kafka group")
 	fs.Duration(&b.timeout, "bench-timeout", 10*time.Minute, "bound on the whole run (fill and projection); clean-up comes after it")
 	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
+	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process over the projection window to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -120,8 +132,21 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
+	var prof *os.File
+	if b.cpuProfile != "" {
+		if prof, err = os.Create(b.cpuProfile); err != nil {
+			p.Close()
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer prof.Close()
+		if err := pprof.StartCPUProfile(prof); err != nil {
+			p.Close()
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+	}
 	pctx, stop := context.WithCancel(runCtx)
 	done := make(chan error, 1)
+	cpu0 := loadgen.SampleCPU()
 	start := time.Now()
 	go func() { done <- p.Run(pctx) }()
 	stats := p.Stats()
@@ -130,6 +155,12 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 		log.Info().Int64("committed", n).Int("of", b.rows).Float64("rows_per_sec", math.Round(float64(n)/time.Since(start).Seconds())).Msg("projecting")
 	})
 	var runErr error
+	// The counter is exact while every commit succeeds. A commit that
+	// failed (the broker busy or failing over) is never counted, though
+	// later commits cover its records, so the group's committed offsets
+	// are also read once a second.
+	adm := kadm.NewClient(cl)
+	lastCheck := time.Now()
 	for stats.Committed.Load() < int64(b.rows) && runErr == nil {
 		select {
 		case runErr = <-done:
@@ -140,8 +171,20 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 			runErr = fmt.Errorf("projection: %w", runCtx.Err())
 		case <-time.After(2 * time.Millisecond):
 		}
+		if runErr == nil && time.Since(lastCheck) >= time.Second {
+			lastCheck = time.Now()
+			if n, err := committedRecords(runCtx, adm, s.projectorGroup, kcfg.Topics.AcceptedReadings); err == nil && n >= int64(b.rows) {
+				log.Warn().Int64("counted", stats.Committed.Load()).Msg("every offset is committed, though some commits were not counted (failed, then covered by later ones)")
+				break
+			}
+		}
 	}
 	elapsed := time.Since(start)
+	cpu1 := loadgen.SampleCPU()
+	if prof != nil {
+		pprof.StopCPUProfile()
+		rep.CPUProfile = b.cpuProfile
+	}
 	stopProgress()
 	stop()
 	if runErr == nil {
@@ -153,6 +196,9 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	rep.Seconds = elapsed.Seconds()
 	rep.RowsPerSec = float64(b.rows) / rep.Seconds
+	rep.CPU = cpu1.Since(cpu0)
+	rep.CPUSeconds = (cpu1.Process - cpu0.Process).Seconds()
+	rep.CPUMicrosPerRow = rep.CPUSeconds / float64(b.rows) * 1e6
 
 	conn, err := warehouse.Open(runCtx, s.warehouse())
 	if err != nil {
@@ -180,6 +226,22 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 		return fmt.Errorf("ClickHouse holds %d raw rows and %d rollup readings, want %d of each", rep.RawRows, rep.RollupRows, b.rows)
 	}
 	return nil
+}
+
+// committedRecords is the sum of the group's committed offsets in the
+// topic: the records committed, for a topic whose partitions start at 0.
+func committedRecords(ctx context.Context, adm *kadm.Client, group, topic string) (int64, error) {
+	offs, err := adm.FetchOffsets(ctx, group)
+	if err != nil {
+		return 0, fmt.Errorf("committed offsets of %s: %w", group, err)
+	}
+	var n int64
+	for _, o := range offs[topic] {
+		if o.Err == nil && o.At > 0 {
+			n += o.At
+		}
+	}
+	return n, nil
 }
 
 // fillAcceptedTopic produces rows accepted heart-rate readings, as the
@@ -230,5 +292,10 @@ func (r benchProjReport) print(w io.Writer) {
 	fmt.Fprintf(w, "machine: %d CPU (%s), %s, load %s at start\n", r.Machine.NumCPU, r.Machine.CPUModel, r.Machine.GoVersion, r.Machine.LoadAvg)
 	fmt.Fprintf(w, "fill (not measured): %.1fs\n", r.FillSeconds)
 	fmt.Fprintf(w, "projected and committed: %.2fs = %s rows/s\n", r.Seconds, strings.TrimSpace(fmt.Sprintf("%.0f", r.RowsPerSec)))
+	fmt.Fprintf(w, "cpu: %.1fs this process = %.2f µs/row (%.2f CPUs), %.2f CPUs whole machine (of %d, broker and ClickHouse included)\n",
+		r.CPUSeconds, r.CPUMicrosPerRow, r.CPU.Process, r.CPU.Machine, r.Machine.NumCPU)
+	if r.CPUProfile != "" {
+		fmt.Fprintf(w, "cpu profile: %s (go tool pprof -top %s)\n", r.CPUProfile, r.CPUProfile)
+	}
 	fmt.Fprintf(w, "ClickHouse: %d raw rows, %d readings in the rollup (each must equal %d)\n", r.RawRows, r.RollupRows, r.Rows)
 }

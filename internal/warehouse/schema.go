@@ -476,6 +476,18 @@ func TableColumns(name string) []string {
 	return out
 }
 
+// TableColumnTypes returns the ClickHouse type of every column of a table
+// by column name, for tests that check what the projector appends against
+// the DDL. It panics on an unknown table, which is a programming error.
+func TableColumnTypes(name string) map[string]string {
+	t := tableByName(name)
+	out := make(map[string]string, len(t.columns))
+	for _, c := range t.columns {
+		out[c.name] = c.typ
+	}
+	return out
+}
+
 // ErasableTables are the tables that hold a user's rows and that an
 // erasure deletes from. ErasedUsersTable is not among them: it is the
 // record of the erasure itself.
