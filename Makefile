@@ -42,8 +42,10 @@ test: up chromium
 	@echo "== go vet"; $(GO) vet ./...
 	@echo "== docker-compose.yml"; bash deploy/check-compose.sh
 	@echo "== go test (unit and integration)"; $(STACK_ENV) && $(GO) test -count=1 -timeout 15m ./...
-	@echo "== fuzz (briefly; seed corpora in ingest/testdata/fuzz)"; for f in FuzzReadingsJSON FuzzReadingsAvro FuzzDecodeFHIR; do \
-		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./ingest/ || exit 1; done
+	@echo "== fuzz (briefly; seed corpora in each package's testdata/fuzz)"; for t in \
+		ingest:FuzzReadingsJSON ingest:FuzzReadingsAvro ingest:FuzzDecodeFHIR ingest:FuzzJSONFastPath ingest:FuzzAvroFastDecode \
+		projector:FuzzAcceptedDecoder processor:FuzzSnapshot; do \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done
 
 check-compose:
 	@bash deploy/check-compose.sh

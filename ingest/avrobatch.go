@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/hamba/avro/v2"
@@ -21,12 +22,36 @@ var (
 	}()
 )
 
+// decodeReadingBatch reads an Avro ReadingBatch single-object message: the
+// hand-written decoder where it answers, else the general codec. A body
+// that ends inside the batch, or has bytes after its end, is refused even
+// where the codec would take it: the codec reads a body cut at a field
+// boundary as a whole one (the missing fields left empty) and ignores
+// extra bytes, and either could lose readings without a word.
+func decodeReadingBatch(body []byte) (schemas.ReadingBatch, error) {
+	var err error
+	if batchCodec.Current().Fingerprint == fastBatchFingerprint {
+		var b schemas.ReadingBatch
+		if b, err = decodeAvroBatchFast(body); err == nil {
+			return b, nil
+		}
+	}
+	var b schemas.ReadingBatch
+	if cerr := batchCodec.Decode(body, &b); cerr != nil {
+		return b, cerr
+	}
+	if err != nil && !errors.Is(err, errAvroUnsupported) {
+		return b, err
+	}
+	return b, nil
+}
+
 // decodeAvroReadings reads an Avro ReadingBatch sent as one single-object
 // message. The dead-letter copy of a refused item is that item re-encoded
 // alone with the GatewayReading schema: its exact bytes within the batch.
 func (s *Server) decodeAvroReadings(body []byte) (decodedBatch, *apiError) {
-	var b schemas.ReadingBatch
-	if err := batchCodec.Decode(body, &b); err != nil {
+	b, err := decodeReadingBatch(body)
+	if err != nil {
 		return decodedBatch{}, badRequest("malformed_body", "body is not an Avro single-object ReadingBatch: %v", err)
 	}
 	return decodedBatch{gateway: b.GatewayID, tenant: b.TenantID, n: len(b.Readings), format: "avro",

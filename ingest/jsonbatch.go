@@ -102,10 +102,30 @@ func readingFromJSON(raw json.RawMessage) (Input, *Rejection) {
 	if r := decodeItem(raw, &j); r != nil {
 		return Input{}, r
 	}
+	return j.input(new([3]int64))
+}
+
+// input is the Input of a decoded JSON reading; its times are parsed into
+// ms, which the Input points into. On a bad time the Input keeps the
+// times before it, as times does.
+func (j *jsonReading) input(ms *[3]int64) (Input, *Rejection) {
 	in := Input{EventID: j.EventID, UserID: j.UserID, DeviceID: j.DeviceID, Metric: j.Metric, Unit: j.Unit,
 		Value: j.Value, Diastolic: j.Diastolic, Stage: j.Stage, Sequence: j.Sequence}
-	r := times(timeField{"measured_at", j.MeasuredAt, &in.MeasuredAt}, timeField{"received_at", j.ReceivedAt, &in.ReceivedAt},
-		timeField{"period_end", j.PeriodEnd, &in.PeriodEnd})
+	var out [3]*int64
+	var r *Rejection
+	for k, f := range [3]struct {
+		name string
+		in   *string
+	}{{"measured_at", j.MeasuredAt}, {"received_at", j.ReceivedAt}, {"period_end", j.PeriodEnd}} {
+		if f.in == nil {
+			continue
+		}
+		if ms[k], r = parseTime(f.name, *f.in); r != nil {
+			break
+		}
+		out[k] = &ms[k]
+	}
+	in.MeasuredAt, in.ReceivedAt, in.PeriodEnd = out[0], out[1], out[2]
 	return in, r
 }
 

@@ -69,6 +69,42 @@ type checkContext struct {
 	tenant, gateway, format string
 	now                     time.Time
 	lim                     Limits
+
+	// values holds the request's encoded readings back to back, one
+	// allocation (sized for items readings) for all of them; see
+	// encodeReading. readings is the codec of the log's Reading (nil in
+	// tests: then it is made on first use).
+	values   []byte
+	items    int
+	readings *schemas.Codec
+}
+
+// readingSizeHint is about what one encoded reading takes (ids of ~20
+// characters), to size checkContext.values.
+const readingSizeHint = 160
+
+// encodeReading encodes a checked reading for the log. The message is
+// appended to the request's buffer and returned as a slice of it, capped,
+// so that later appends never write into it; a buffer outgrown is left to
+// the slices that point into it.
+func (c *checkContext) encodeReading(rd *schemas.Reading) ([]byte, error) {
+	if c.readings == nil {
+		c.readings = schemas.MustCodec(schemas.NameReading)
+	}
+	if c.readings.Current().Fingerprint != fastReadingFingerprint {
+		v := *rd // a copy escapes to the codec, not the caller's reading
+		return c.readings.Encode(&v)
+	}
+	if c.values == nil {
+		c.values = make([]byte, 0, max(c.items, 1)*readingSizeHint)
+	}
+	start := len(c.values)
+	v, err := appendReading(c.values, rd)
+	if err != nil {
+		return nil, err
+	}
+	c.values = v
+	return v[start:len(v):len(v)], nil
 }
 
 // checkID accepts 1..128 characters from [A-Za-z0-9._:@-]: enough for UUIDs,

@@ -229,6 +229,9 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	if n := prod1.count - prod0.count; n > 0 {
 		rep.ProduceMeanMs = (prod1.sum - prod0.sum) / n * 1000
 	}
+	if res.AcceptedReadings > 0 {
+		rep.CPUPerMillion = rep.CPU.Process * res.WindowSeconds / float64(res.AcceptedReadings) * 1e6
+	}
 	if b.cpuProfile != "" {
 		rep.CPUProfile = b.cpuProfile
 	}
@@ -337,6 +340,10 @@ type benchReport struct {
 	// CPU is over the measured window; the process is ingest plus the load
 	// generator when ingest runs in-process.
 	CPU loadgen.CPUUse `json:"cpu"`
+	// CPUPerMillion is this process's CPU seconds per million accepted
+	// readings in the window: the cost of a reading, which (unlike
+	// readings/s) hardly depends on what else the machine runs.
+	CPUPerMillion float64 `json:"cpu_seconds_per_million_readings,omitempty"`
 	// ProduceMeanMs is ingest's mean wait for the broker's ack per request
 	// in the window (from its /metrics), the part of latency spent in Kafka.
 	ProduceMeanMs float64 `json:"ingest_produce_mean_ms,omitempty"`
@@ -371,6 +378,13 @@ func (r benchReport) print(w io.Writer) {
 		row("broker ack wait ms", "mean %.1f per request (ingest's produce histogram)", r.ProduceMeanMs)
 	}
 	row("cpu", "%.2f CPUs this process, %.2f CPUs whole machine (of %d)", r.CPU.Process, r.CPU.Machine, m.NumCPU)
+	if r.CPUPerMillion > 0 {
+		what := "this process: the load generator only"
+		if r.InProcess {
+			what = "this process: ingest and the load generator"
+		}
+		row("cpu per reading", "%.2f CPU s per million accepted readings (%s)", r.CPUPerMillion, what)
+	}
 	row("errors", "%d", res.Errors)
 	for _, k := range res.Kinds() {
 		row("", "%s: %d", k, res.ErrorKinds[k])

@@ -38,6 +38,7 @@ type e2eSettings struct {
 	engineFor, catchUp time.Duration
 	results, logDir    string
 	keep               bool
+	format             string
 }
 
 // e2eRun is one run's result, one JSON line in bench/results/e2e.jsonl.
@@ -47,6 +48,7 @@ type e2eRun struct {
 	Command string          `json:"command"`
 	Machine loadgen.Machine `json:"machine"`
 	Run     string          `json:"run"`
+	Format  string          `json:"format"`
 
 	// Throughput: readings posted at MaxRate until every one is queryable.
 	MaxRate          float64 `json:"offered_rate"`
@@ -105,8 +107,12 @@ func benchE2E(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.String(&b.results, "bench-results", "bench/results/e2e.jsonl", "append each run's JSON line to this file")
 	fs.String(&b.logDir, "bench-log-dir", "bench/results/logs", "directory of the roles' logs")
 	fs.Bool(&b.keep, "bench-keep", false, "keep each run's topics, databases and state")
+	fs.String(&b.format, "bench-format", loadgen.FormatJSON, "the simulator's request bodies: json or avro")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if b.format != loadgen.FormatJSON && b.format != loadgen.FormatAvro {
+		return fmt.Errorf("--bench-format %q: want json or avro", b.format)
 	}
 	log, err := s.logger()
 	if err != nil {
@@ -140,7 +146,7 @@ func benchE2EOnce(ctx context.Context, s *settings, b e2eSettings, log zerolog.L
 		return r, err
 	}
 	defer func() { box.close(b.keep) }()
-	r.Run = box.id
+	r.Run, r.Format = box.id, b.format
 	conn, err := warehouse.Open(ctx, s.warehouse())
 	if err != nil {
 		return r, err
@@ -157,7 +163,7 @@ func benchE2EOnce(ctx context.Context, s *settings, b e2eSettings, log zerolog.L
 	if err := waitHealthy(ctx, box.ingestURL); err != nil {
 		return r, err
 	}
-	m := simSettings{users: b.users, batch: 500, clients: 8, drain: time.Minute}
+	m := simSettings{users: b.users, batch: 500, clients: 8, drain: time.Minute, format: b.format}
 	m.noFaults = true
 
 	// Throughput: offer maxRate for maxFor, then wait until every
@@ -614,6 +620,7 @@ func appendJSONLine(path string, v any) error {
 func (r e2eRun) print(w io.Writer) {
 	fmt.Fprintf(w, "\nVitals end-to-end benchmark %s (%s, commit %s)\n", r.Run, r.Date, r.Commit)
 	fmt.Fprintf(w, "command: %s\nmachine: %d CPUs, %s, %s, load %s at start\n", r.Command, r.Machine.NumCPU, r.Machine.CPUModel, r.Machine.GoVersion, r.Machine.LoadAvg)
+	fmt.Fprintf(w, "simulator bodies: %s\n", r.Format)
 	fmt.Fprintf(w, "throughput: %d readings offered at %.0f/s (ingest acked %.0f/s), all queryable after %.1fs: %.0f readings/s end to end\n",
 		r.Readings, r.MaxRate, r.IngestAckPerSec, r.AllQueryableSecs, r.EndToEndPerSec)
 	for _, name := range slices.Sorted(maps.Keys(r.Roles)) {

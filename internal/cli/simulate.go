@@ -14,6 +14,7 @@ import (
 
 	"github.com/vitalshq/vitals/internal/chaos"
 	"github.com/vitalshq/vitals/internal/envflag"
+	"github.com/vitalshq/vitals/internal/loadgen"
 	"github.com/vitalshq/vitals/internal/simulate"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
@@ -21,13 +22,16 @@ import (
 // simSettings are the simulator's flags, shared by simulate, chaos and
 // bench e2e.
 type simSettings struct {
-	users, batch, clients     int
-	rate                      float64
-	duration, drain           time.Duration
-	manifest                  string
-	faults                    simulate.Faults
-	noFaults                  bool
-	seed                      uint64
+	users, batch, clients int
+	rate                  float64
+	duration, drain       time.Duration
+	manifest              string
+	faults                simulate.Faults
+	noFaults              bool
+	seed                  uint64
+	// format is the readings body format, loadgen.FormatJSON or
+	// loadgen.FormatAvro; empty means JSON.
+	format                    string
 	target, key               string
 	verifyWait                time.Duration
 	verify                    bool
@@ -56,6 +60,7 @@ func (m *simSettings) flags(fs *envflag.Set, rate float64, users int, d time.Dur
 	fs.Float64Var(&m.faults.Malformed, "simulate-malformed", f.Malformed, "probability of an item ingest refuses (dead letter)")
 	fs.Float64Var(&m.faults.WrongKey, "simulate-wrong-key", f.WrongKey, "probability per request of an extra request with an unknown API key (401)")
 	fs.Bool(&m.noFaults, "simulate-no-faults", false, "send normal readings only")
+	fs.String(&m.format, "simulate-format", loadgen.FormatJSON, "readings body format: json, or avro (ReadingBatch, application/vnd.vitals.reading-batch+avro); the malformed items ingest refuses are an unknown unit in both, plus a bad timestamp in json and a NaN value in avro")
 	var seed int
 	fs.Int(&seed, "simulate-seed", 1, "random seed of the faults")
 	m.seed = uint64(seed)
@@ -63,7 +68,7 @@ func (m *simSettings) flags(fs *envflag.Set, rate float64, users int, d time.Dur
 
 func (m *simSettings) options(url, key, runID string, log zerolog.Logger) simulate.Options {
 	o := simulate.Options{URL: url, Key: key, Users: m.users, Rate: m.rate, Duration: m.duration, Batch: m.batch, Clients: m.clients,
-		RunID: runID, Seed: m.seed, Faults: m.faults, Drain: m.drain, Log: log}
+		Format: m.format, RunID: runID, Seed: m.seed, Faults: m.faults, Drain: m.drain, Log: log}
 	if m.noFaults {
 		o.Faults = simulate.Faults{}
 	}

@@ -2,7 +2,6 @@ package loadgen
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -55,50 +54,27 @@ func ReadingBodies(rows []sample.HeartRate, o ReadingsOptions) ([]Body, error) {
 	day := o.Now.UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
 	idPrefix := "bench-" + o.RunID + "-"
 	zeroRound := bytes.Repeat([]byte("0"), RoundWidth)
-	codec := schemas.MustCodec(schemas.NameReadingBatch)
+	enc := NewBodyEncoder()
 
 	out := make([]Body, 0, o.Bodies)
-	type jsonReading struct {
-		EventID    string  `json:"event_id"`
-		UserID     string  `json:"user_id"`
-		DeviceID   string  `json:"device_id"`
-		Metric     string  `json:"metric"`
-		Value      float64 `json:"value"`
-		Unit       string  `json:"unit"`
-		MeasuredAt string  `json:"measured_at"`
-	}
 	ids := make([]string, o.Batch)
 	for b := range o.Bodies {
-		js := make([]jsonReading, o.Batch)
-		av := make([]schemas.GatewayReading, o.Batch)
+		rs := make([]schemas.GatewayReading, o.Batch)
+		values := make([]float64, o.Batch)
 		for j := range o.Batch {
 			k := b*o.Batch + j
 			r := rows[k%len(rows)]
 			u := k % o.Users
 			at := day.Add(r.Time.Sub(r.Time.Truncate(24 * time.Hour)))
 			ids[j] = fmt.Sprintf("%s%s-%08d", idPrefix, zeroRound, k)
-			user, device := fmt.Sprintf("bench-user-%06d", u), fmt.Sprintf("bench-user-%06d-tracker", u)
-			js[j] = jsonReading{EventID: ids[j], UserID: user, DeviceID: device, Metric: "heart_rate", Value: r.Value, Unit: "/min",
-				MeasuredAt: at.Format("2006-01-02T15:04:05.000Z07:00")}
-			v := r.Value
-			av[j] = schemas.GatewayReading{EventID: ids[j], UserID: user, DeviceID: device, Metric: "heart_rate", Value: &v, Unit: "/min",
-				MeasuredAt: at.UnixMilli()}
+			user := fmt.Sprintf("bench-user-%06d", u)
+			values[j] = r.Value
+			rs[j] = schemas.GatewayReading{EventID: ids[j], UserID: user, DeviceID: user + "-tracker", Metric: "heart_rate", Value: &values[j],
+				Unit: "/min", MeasuredAt: at.UnixMilli()}
 		}
-		var data []byte
-		var err error
-		switch o.Format {
-		case FormatJSON, "":
-			data, err = json.Marshal(struct {
-				GatewayID string        `json:"gateway_id"`
-				Readings  []jsonReading `json:"readings"`
-			}{o.GatewayID, js})
-		case FormatAvro:
-			data, err = codec.Encode(&schemas.ReadingBatch{GatewayID: o.GatewayID, Readings: av})
-		default:
-			return nil, fmt.Errorf("loadgen: unknown format %q (json or avro)", o.Format)
-		}
+		data, err := enc.Append(nil, o.Format, o.GatewayID, rs)
 		if err != nil {
-			return nil, fmt.Errorf("loadgen: encode body: %w", err)
+			return nil, err
 		}
 		body := Body{Data: data, Items: o.Batch, Patch: make([]int, 0, o.Batch)}
 		from := 0

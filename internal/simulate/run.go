@@ -21,6 +21,7 @@ import (
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/loadgen"
 	"github.com/vitalshq/vitals/internal/sample"
+	"github.com/vitalshq/vitals/schemas"
 )
 
 // Faults are the probabilities of injecting each fault after a normal
@@ -43,9 +44,14 @@ type Options struct {
 	Duration time.Duration
 	Batch    int // normal readings per request (faults come on top)
 	Clients  int // concurrent clients; each owns Users/Clients users
-	RunID    string
-	Seed     uint64
-	Faults   Faults
+	// Format is the body of readings requests: loadgen.FormatJSON (the
+	// default) or loadgen.FormatAvro, a ReadingBatch as gateways may send
+	// it. The outcomes are the same in both, except for one malformed
+	// item each format carries its own way (see FaultMalformed).
+	Format string
+	RunID  string
+	Seed   uint64
+	Faults Faults
 	// Drain is how long unanswered items are still retried after Duration.
 	Drain time.Duration
 	// Timeout bounds each request.
@@ -100,6 +106,8 @@ func (o *Options) validate() error {
 		return errors.New("simulate: users, clients, batch, rate and duration must be positive")
 	case o.Users < o.Clients:
 		return fmt.Errorf("simulate: %d users cannot be spread over %d clients", o.Users, o.Clients)
+	case o.Format != "" && o.Format != loadgen.FormatJSON && o.Format != loadgen.FormatAvro:
+		return fmt.Errorf("simulate: format %q: want %s or %s", o.Format, loadgen.FormatJSON, loadgen.FormatAvro)
 	case o.Rate/float64(o.Users) > maxPerUserRate:
 		return fmt.Errorf("simulate: %.0f readings/s over %d users is more than %g per user per second; add users (the processor allows 600 per device and metric per minute)", o.Rate, o.Users, maxPerUserRate)
 	}
@@ -119,6 +127,9 @@ func Run(ctx context.Context, o Options, st *Stats) (Result, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 15 * time.Second
 	}
+	if o.Format == "" {
+		o.Format = loadgen.FormatJSON
+	}
 	rows, err := sample.HeartRates()
 	if err != nil {
 		return Result{}, err
@@ -133,10 +144,12 @@ func Run(ctx context.Context, o Options, st *Stats) (Result, error) {
 	}
 	hc := &http.Client{Transport: loadgen.NewTransport(o.Clients + 2), Timeout: o.Timeout}
 	man := newManifestWriter(o.Manifest)
+	enc := loadgen.NewBodyEncoder()
 
 	clients := make([]*client, o.Clients)
 	for c := range clients {
-		cl := &client{o: &o, idx: c, hc: hc, man: man, st: st, rng: rand.New(rand.NewPCG(o.Seed, uint64(c)))}
+		cl := &client{o: &o, idx: c, hc: hc, man: man, st: st, rng: rand.New(rand.NewPCG(o.Seed, uint64(c))),
+			enc: enc, gateway: gatewayID(o.RunID, c), contentType: loadgen.ContentType(o.Format)}
 		for u := c; u < o.Users; u += o.Clients {
 			id := userID(o.RunID, u)
 			s := series[order[u%len(order)]]
@@ -188,21 +201,44 @@ type user struct {
 	// watch that ingest acknowledged: every later event of the user comes
 	// after it in the log, so the processor's stream is at least there.
 	lastHR int64
-	// lastRaw is an acknowledged normal reading, for duplicates.
-	lastRaw json.RawMessage
-	lastID  string
+	// last is an acknowledged normal reading, for duplicates (hasLast).
+	last    reading
+	hasLast bool
+}
+
+// reading is one reading as the simulator sends it, in either format.
+type reading struct {
+	id, user, device, metric, unit string
+	value                          float64
+	measured                       int64
+	end                            int64 // period_end, when hasEnd
+	hasEnd                         bool
 }
 
 // item is one reading in flight with its manifest entry.
 type item struct {
-	raw   json.RawMessage
-	entry Entry
-	done  bool
-	// hr marks a normal heart-rate reading of the watch at measured.
-	hr       bool
-	measured int64
-	u        *user
-	probe    bool
+	r reading
+	// badJSON, when set, is the item's JSON, sent instead of r: a
+	// malformed item that JSON can carry and r cannot (a measured_at that
+	// is not a time).
+	badJSON []byte
+	entry   Entry
+	done    bool
+	// hr marks a normal heart-rate reading of the watch at r.measured.
+	hr    bool
+	u     *user
+	probe bool
+}
+
+// gatewayReading is the item as a ReadingBatch reading; it points into
+// the item.
+func (it *item) gatewayReading() schemas.GatewayReading {
+	g := schemas.GatewayReading{EventID: it.r.id, UserID: it.r.user, DeviceID: it.r.device, Metric: it.r.metric, Value: &it.r.value,
+		Unit: it.r.unit, MeasuredAt: it.r.measured}
+	if it.r.hasEnd {
+		g.PeriodEnd = &it.r.end
+	}
+	return g
 }
 
 type client struct {
@@ -217,31 +253,36 @@ type client struct {
 	next    int // round-robin position in users
 	batches int
 	unacked int64
-}
 
-// wire is a reading as JSON for POST /v1/readings.
-type wire struct {
-	EventID    string  `json:"event_id"`
-	UserID     string  `json:"user_id"`
-	DeviceID   string  `json:"device_id"`
-	Metric     string  `json:"metric"`
-	Value      float64 `json:"value"`
-	Unit       string  `json:"unit"`
-	MeasuredAt string  `json:"measured_at"`
-	PeriodEnd  string  `json:"period_end,omitempty"`
-}
-
-func ts(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z") }
-
-func (c *client) newItem(u *user, fault, expect, reason, metric string, w wire, measured int64) *item {
-	raw, _ := json.Marshal(&w) // a flat struct of strings and a float: cannot fail
-	return &item{raw: raw, u: u, measured: measured,
-		entry: Entry{EventID: w.EventID, UserID: u.id, Metric: metric, Day: day(measured), Fault: fault, Expect: expect, Reason: reason}}
+	enc                  *loadgen.BodyEncoder
+	gateway, contentType string
+	// Reused from request to request (a client sends one at a time):
+	// the batch's items, their pointers, the ReadingBatch readings, a
+	// scratch buffer for ids, the answer, its verdicts and the manifest
+	// entries.
+	slab     []item
+	answer   bytes.Buffer
+	ptrs     []*item
+	readings []schemas.GatewayReading
+	idBuf    []byte
+	verdicts []verdict
+	entries  []Entry
+	// bodyHint sizes the next request body: the largest one so far.
+	bodyHint int
+	days     dayCache
 }
 
 func (c *client) eventID(u *user) string {
 	u.n++
-	return u.id + "-" + strconv.Itoa(u.n)
+	c.idBuf = strconv.AppendInt(append(append(c.idBuf[:0], u.id...), '-'), int64(u.n), 10)
+	return string(c.idBuf)
+}
+
+// add appends an item of u to the batch and returns it.
+func (c *client) add(u *user, fault, expect, reason string, r reading) *item {
+	c.slab = append(c.slab, item{r: r, u: u,
+		entry: Entry{EventID: r.id, UserID: u.id, Metric: r.metric, Day: c.days.of(r.measured), Fault: fault, Expect: expect, Reason: reason}})
+	return &c.slab[len(c.slab)-1]
 }
 
 // normal makes u's next regular reading: mostly heart rate from the
@@ -250,56 +291,96 @@ func (c *client) normal(u *user, now int64) *item {
 	id := c.eventID(u)
 	switch {
 	case u.n%30 == 0:
-		w := wire{EventID: id, UserID: u.id, DeviceID: u.watch, Metric: "steps", Value: float64(c.rng.IntN(120)), Unit: "{steps}",
-			MeasuredAt: ts(now - 60_000), PeriodEnd: ts(now)}
-		return c.newItem(u, FaultNone, ExpectAccepted, "", "steps", w, now-60_000)
+		return c.add(u, FaultNone, ExpectAccepted, "", reading{id: id, user: u.id, device: u.watch, metric: "steps", value: float64(c.rng.IntN(120)),
+			unit: "{steps}", measured: now - 60_000, end: now, hasEnd: true})
 	case u.n%10 == 0:
-		w := wire{EventID: id, UserID: u.id, DeviceID: u.watch, Metric: "spo2", Value: float64(94 + c.rng.IntN(6)), Unit: "%", MeasuredAt: ts(now)}
-		return c.newItem(u, FaultNone, ExpectAccepted, "", "spo2", w, now)
+		return c.add(u, FaultNone, ExpectAccepted, "", reading{id: id, user: u.id, device: u.watch, metric: "spo2", value: float64(94 + c.rng.IntN(6)),
+			unit: "%", measured: now})
 	}
 	u.pos = (u.pos + 1) % len(u.hr)
-	w := wire{EventID: id, UserID: u.id, DeviceID: u.watch, Metric: "heart_rate", Value: u.hr[u.pos], Unit: "/min", MeasuredAt: ts(now)}
-	it := c.newItem(u, FaultNone, ExpectAccepted, "", "heart_rate", w, now)
+	it := c.add(u, FaultNone, ExpectAccepted, "", reading{id: id, user: u.id, device: u.watch, metric: "heart_rate", value: u.hr[u.pos], unit: "/min", measured: now})
 	it.hr = true
 	return it
 }
 
 // faults appends the faults drawn for user u after a normal reading.
-func (c *client) faults(u *user, now int64, out []*item) []*item {
+func (c *client) faults(u *user, now int64) {
 	f := c.o.Faults
 	hit := func(p float64) bool { return p > 0 && c.rng.Float64() < p }
-	hr := func(fault, expect, reason, device string, value float64, measured int64) *item {
-		w := wire{EventID: c.eventID(u), UserID: u.id, DeviceID: device, Metric: "heart_rate", Value: value, Unit: "/min", MeasuredAt: ts(measured)}
-		return c.newItem(u, fault, expect, reason, "heart_rate", w, measured)
+	hr := func(fault, expect, reason, device string, value float64, measured int64) {
+		c.add(u, fault, expect, reason, reading{id: c.eventID(u), user: u.id, device: device, metric: "heart_rate", value: value, unit: "/min", measured: measured})
 	}
-	if hit(f.Duplicate) && u.lastRaw != nil {
-		it := &item{raw: u.lastRaw, u: u, entry: Entry{EventID: u.lastID, UserID: u.id, Fault: FaultDuplicate, Expect: ExpectRepeat}}
-		out = append(out, it)
+	if hit(f.Duplicate) && u.hasLast {
+		c.slab = append(c.slab, item{r: u.last, u: u, entry: Entry{EventID: u.last.id, UserID: u.id, Fault: FaultDuplicate, Expect: ExpectRepeat}})
 	}
 	if hit(f.OutOfOrder) {
-		out = append(out, hr(FaultOutOfOrder, ExpectAccepted, "", u.watch, 70, now-3*60_000))
+		hr(FaultOutOfOrder, ExpectAccepted, "", u.watch, 70, now-3*60_000)
 	}
 	// Late and unpaired need an acknowledged reading to be late against.
 	if u.lastHR > 0 && hit(f.Late) {
-		out = append(out, hr(FaultLate, ExpectRejected, "too_late", u.watch, 70, u.lastHR-15*60_000))
+		hr(FaultLate, ExpectRejected, "too_late", u.watch, 70, u.lastHR-15*60_000)
 	}
 	if u.lastHR > 0 && hit(f.Unpaired) {
-		out = append(out, hr(FaultUnpaired, ExpectRejected, "device_not_paired", badDevice(u.id, u.n), 70, u.lastHR-15*60_000))
+		hr(FaultUnpaired, ExpectRejected, "device_not_paired", badDevice(u.id, u.n), 70, u.lastHR-15*60_000)
 	}
 	if hit(f.Implausible) {
-		out = append(out, hr(FaultImplausible, ExpectRejected, "implausible_value", u.watch, 300, now))
+		hr(FaultImplausible, ExpectRejected, "implausible_value", u.watch, 300, now)
 	}
 	if hit(f.Malformed) {
-		w := wire{EventID: c.eventID(u), UserID: u.id, DeviceID: u.watch, Metric: "heart_rate", Value: 70, Unit: "bpm", MeasuredAt: ts(now)}
-		reason := "unknown_unit"
-		if c.rng.IntN(2) == 0 {
-			w.Unit, w.MeasuredAt, reason = "/min", "yesterday", "invalid_timestamp"
-		}
-		it := c.newItem(u, FaultMalformed, ExpectDeadLetter, reason, "heart_rate", w, now)
-		it.entry.Day = ""
-		out = append(out, it)
+		c.malformed(u, now, c.rng.IntN(2) == 0)
 	}
-	return out
+}
+
+// malformed appends an item ingest refuses. Half are an unknown unit, in
+// either format; the other half are what each format can carry: in JSON a
+// measured_at that is not a time (invalid_timestamp), which a
+// schema-valid Avro body cannot hold (measured_at is a long there), and in
+// Avro a NaN value (non_finite_value), which JSON cannot hold.
+func (c *client) malformed(u *user, now int64, other bool) {
+	r := reading{id: c.eventID(u), user: u.id, device: u.watch, metric: "heart_rate", value: 70, unit: "bpm", measured: now}
+	reason := "unknown_unit"
+	var badJSON []byte
+	switch {
+	case other && c.o.Format == loadgen.FormatAvro:
+		r.unit, r.value, reason = "/min", math.NaN(), "non_finite_value"
+	case other:
+		r.unit, reason = "/min", "invalid_timestamp"
+		badJSON, _ = json.Marshal(wire{EventID: r.id, UserID: r.user, DeviceID: r.device, Metric: r.metric, Value: r.value, Unit: r.unit, MeasuredAt: "yesterday"})
+	}
+	it := c.add(u, FaultMalformed, ExpectDeadLetter, reason, r)
+	it.badJSON = badJSON
+	it.entry.Day = ""
+}
+
+// wire is a JSON reading whose measured_at is any string, for the one
+// malformed item a reading cannot describe.
+type wire struct {
+	EventID    string  `json:"event_id"`
+	UserID     string  `json:"user_id"`
+	DeviceID   string  `json:"device_id"`
+	Metric     string  `json:"metric"`
+	Value      float64 `json:"value"`
+	Unit       string  `json:"unit"`
+	MeasuredAt string  `json:"measured_at"`
+}
+
+// dayCache remembers the last UTC day formatted: a batch's readings are
+// measured within a minute of each other.
+type dayCache struct {
+	n   int64
+	s   string
+	set bool
+}
+
+func (d *dayCache) of(ms int64) string {
+	n := ms / 86_400_000
+	if ms < 0 && ms%86_400_000 != 0 {
+		n--
+	}
+	if !d.set || n != d.n {
+		d.n, d.s, d.set = n, day(ms), true
+	}
+	return d.s
 }
 
 // run is one client's loop: a request every interval until end (sent
@@ -324,20 +405,23 @@ func (c *client) run(ctx, sendCtx context.Context, end time.Time) error {
 			next = time.Now()
 		}
 		now := time.Now().UnixMilli()
-		items := make([]*item, 0, o.Batch+o.Batch/20+1)
+		c.slab = c.slab[:0]
 		if c.batches%probeEvery == 0 {
-			it := c.normal(c.probe, now)
-			it.probe = true
-			items = append(items, it)
+			c.normal(c.probe, now).probe = true
 		}
 		c.batches++
 		for range o.Batch {
 			u := c.users[c.next]
 			c.next = (c.next + 1) % len(c.users)
-			items = append(items, c.normal(u, now))
-			items = c.faults(u, now, items)
+			c.normal(u, now)
+			c.faults(u, now)
 		}
-		if err := c.deliver(ctx, items); err != nil {
+		// The slab is complete: its items no longer move.
+		c.ptrs = c.ptrs[:0]
+		for i := range c.slab {
+			c.ptrs = append(c.ptrs, &c.slab[i])
+		}
+		if err := c.deliver(ctx, c.ptrs); err != nil {
 			return err
 		}
 		if o.Faults.WrongKey > 0 && c.rng.Float64() < o.Faults.WrongKey {
@@ -354,8 +438,9 @@ func (c *client) run(ctx, sendCtx context.Context, end time.Time) error {
 func (c *client) deliver(ctx context.Context, items []*item) error {
 	c.st.Items.Add(int64(len(items)))
 	backoff := 100 * time.Millisecond
+	var open []*item
 	for attempt := 0; ; attempt++ {
-		var open []*item
+		open = open[:0]
 		for _, it := range items {
 			if !it.done {
 				open = append(open, it)
@@ -373,11 +458,15 @@ func (c *client) deliver(ctx context.Context, items []*item) error {
 			}
 			backoff = min(2*backoff, 2*time.Second)
 		}
-		status, resp, err := c.post(ctx, c.o.Key, "/v1/readings", "readings", open)
+		body, err := c.body(open)
+		if err != nil {
+			return err
+		}
+		status, verdicts, err := c.post(ctx, c.o.Key, "/v1/readings", c.contentType, body)
 		for _, it := range open {
 			it.entry.Attempts++
 		}
-		if err != nil || (status != http.StatusOK && status != http.StatusServiceUnavailable) || len(resp.Items) != len(open) {
+		if err != nil || (status != http.StatusOK && status != http.StatusServiceUnavailable) || len(verdicts) != len(open) {
 			c.st.Failures.Add(1)
 			for _, it := range open {
 				it.entry.Status = failure(status, err)
@@ -388,29 +477,66 @@ func (c *client) deliver(ctx context.Context, items []*item) error {
 			continue
 		}
 		at := time.Now()
-		for i, v := range resp.Items {
+		for i, v := range verdicts {
 			it := open[i]
-			it.entry.Status = v.Status
-			if v.Reason != "" {
-				it.entry.Status = v.Status + ":" + v.Reason
+			it.entry.Status = v.status
+			if v.reason != "" {
+				it.entry.Status = v.status + ":" + v.reason
 			}
 			// A rejected item is final only in a 200: a 503 does not
 			// promise that it reached the dead-letter topic.
-			if v.Status == ingest.StatusAccepted || (v.Status == ingest.StatusRejected && status == http.StatusOK) {
+			if v.status == ingest.StatusAccepted || (v.status == ingest.StatusRejected && status == http.StatusOK) {
 				it.done = true
 				it.entry.Acked, it.entry.AckedAt = true, at.UnixMilli()
-				c.acked(it, v.Status == ingest.StatusAccepted, at)
+				c.acked(it, v.status == ingest.StatusAccepted, at)
 			}
 		}
 	}
-	entries := make([]Entry, len(items))
-	for i, it := range items {
-		entries[i] = it.entry
+	c.entries = c.entries[:0]
+	for _, it := range items {
+		c.entries = append(c.entries, it.entry)
 		if !it.done {
 			c.unacked++
 		}
 	}
-	return c.man.write(entries)
+	return c.man.write(c.entries)
+}
+
+// body is a readings request of items in the client's format.
+func (c *client) body(items []*item) ([]byte, error) {
+	// A new buffer per request: the transport may still be writing the
+	// previous body when an early answer (a 401) has already come back.
+	dst := make([]byte, 0, c.bodyHint)
+	var err error
+	if c.o.Format == loadgen.FormatAvro {
+		c.readings = c.readings[:0]
+		for _, it := range items {
+			c.readings = append(c.readings, it.gatewayReading())
+		}
+		dst, err = c.enc.Append(dst, loadgen.FormatAvro, c.gateway, c.readings)
+		clear(c.readings) // keep no pointers into items past the request
+	} else {
+		dst = append(append(append(dst, `{"gateway_id":"`...), c.gateway...), `","readings":[`...)
+		for i, it := range items {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			if it.badJSON != nil {
+				dst = append(dst, it.badJSON...)
+				continue
+			}
+			g := it.gatewayReading()
+			if dst, err = loadgen.AppendJSONReading(dst, &g); err != nil {
+				break
+			}
+		}
+		dst = append(dst, "]}"...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("simulate: encode request: %w", err)
+	}
+	c.bodyHint = max(c.bodyHint, len(dst))
+	return dst, nil
 }
 
 // acked updates the generator state once ingest stored an item.
@@ -420,9 +546,9 @@ func (c *client) acked(it *item, accepted bool, at time.Time) {
 		return
 	}
 	u := it.u
-	u.lastRaw, u.lastID = it.raw, it.entry.EventID
-	if it.hr && it.measured > u.lastHR {
-		u.lastHR = it.measured
+	u.last, u.hasLast = it.r, true
+	if it.hr && it.r.measured > u.lastHR {
+		u.lastHR = it.r.measured
 	}
 	if it.probe && c.o.OnProbe != nil {
 		c.o.OnProbe(it.entry.EventID, at)
@@ -433,20 +559,28 @@ func (c *client) acked(it *item, accepted bool, at time.Time) {
 // refuse them all. A refused request is not retried.
 func (c *client) wrongKey(ctx context.Context, now int64) error {
 	u := c.users[c.rng.IntN(len(c.users))]
-	var items []*item
+	c.slab = c.slab[:0]
 	for range 1 + c.rng.IntN(3) {
-		w := wire{EventID: c.eventID(u), UserID: u.id, DeviceID: u.watch, Metric: "heart_rate", Value: 70, Unit: "/min", MeasuredAt: ts(now)}
-		items = append(items, c.newItem(u, FaultWrongKey, ExpectRefused, "unauthenticated", "heart_rate", w, now))
+		c.add(u, FaultWrongKey, ExpectRefused, "unauthenticated",
+			reading{id: c.eventID(u), user: u.id, device: u.watch, metric: "heart_rate", value: 70, unit: "/min", measured: now})
 	}
-	c.st.Items.Add(int64(len(items)))
-	status, _, err := c.post(ctx, wrongKey(c.o.RunID), "/v1/readings", "readings", items)
-	entries := make([]Entry, len(items))
-	for i, it := range items {
+	c.ptrs = c.ptrs[:0]
+	for i := range c.slab {
+		c.ptrs = append(c.ptrs, &c.slab[i])
+	}
+	c.st.Items.Add(int64(len(c.ptrs)))
+	body, err := c.body(c.ptrs)
+	if err != nil {
+		return err
+	}
+	status, _, err := c.post(ctx, wrongKey(c.o.RunID), "/v1/readings", c.contentType, body)
+	c.entries = c.entries[:0]
+	for _, it := range c.ptrs {
 		it.entry.Attempts, it.entry.Status = 1, failure(status, err)
 		it.entry.Acked = status == http.StatusOK
-		entries[i] = it.entry
+		c.entries = append(c.entries, it.entry)
 	}
-	return c.man.write(entries)
+	return c.man.write(c.entries)
 }
 
 func failure(status int, err error) string {
@@ -456,40 +590,35 @@ func failure(status int, err error) string {
 	return "http_" + strconv.Itoa(status)
 }
 
-// post sends one request of items under field ("readings" or "events").
-func (c *client) post(ctx context.Context, key, path, field string, items []*item) (int, ingest.BatchResponse, error) {
-	var resp ingest.BatchResponse
-	var buf bytes.Buffer
-	buf.WriteString(`{"gateway_id":"` + gatewayID(c.o.RunID, c.idx) + `","` + field + `":[`)
-	for i, it := range items {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		buf.Write(it.raw)
-	}
-	buf.WriteString("]}")
+// post sends one request body and returns the status and, for a 200 or
+// a 503 with items, the verdicts (which point into the client's scratch
+// space, valid until the next post).
+func (c *client) post(ctx context.Context, key, path, contentType string, body []byte) (int, []verdict, error) {
 	c.st.Requests.Add(1)
 	rctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, c.o.URL+path, &buf)
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, c.o.URL+path, bytes.NewReader(body))
 	if err != nil {
-		return 0, resp, fmt.Errorf("simulate: request: %w", err)
+		return 0, nil, fmt.Errorf("simulate: request: %w", err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Authorization", "Bearer "+key)
 	r, err := c.hc.Do(req)
 	if err != nil {
-		return 0, resp, fmt.Errorf("simulate: post %s: %w", path, err)
+		return 0, nil, fmt.Errorf("simulate: post %s: %w", path, err)
 	}
 	defer r.Body.Close()
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return r.StatusCode, resp, fmt.Errorf("simulate: read answer: %w", err)
+	// The verdicts keep no bytes of the answer, so its buffer is reused.
+	c.answer.Reset()
+	if _, err := c.answer.ReadFrom(r.Body); err != nil {
+		return r.StatusCode, nil, fmt.Errorf("simulate: read answer: %w", err)
 	}
 	if r.StatusCode == http.StatusOK || r.StatusCode == http.StatusServiceUnavailable {
-		_ = json.Unmarshal(body, &resp) // a 503 without items leaves resp empty: all retried
+		c.verdicts = parseVerdicts(c.answer.Bytes(), c.verdicts[:0]) // a 503 without items leaves none: all retried
+	} else {
+		c.verdicts = c.verdicts[:0]
 	}
-	return r.StatusCode, resp, nil
+	return r.StatusCode, c.verdicts, nil
 }
 
 // pair pairs every user's watch (and the probes'), an hour before now, and
@@ -507,18 +636,24 @@ func pair(ctx context.Context, hc *http.Client, o *Options, clients []*client) e
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
 	for _, cl := range clients {
-		var items []*item
+		var events []event
 		for _, u := range append([]*user{cl.probe}, cl.users...) {
-			raw, _ := json.Marshal(event{EventID: u.watch + "-paired", UserID: u.id, DeviceID: u.watch, Kind: "paired", OccurredAt: at})
-			items = append(items, &item{raw: raw})
+			events = append(events, event{EventID: u.watch + "-paired", UserID: u.id, DeviceID: u.watch, Kind: "paired", OccurredAt: at})
 		}
-		for len(items) > 0 {
-			chunk := items[:min(1000, len(items))]
-			items = items[len(chunk):]
+		for len(events) > 0 {
+			chunk := events[:min(1000, len(events))]
+			events = events[len(chunk):]
 			g.Go(func() error {
+				body, err := json.Marshal(struct {
+					GatewayID string  `json:"gateway_id"`
+					Events    []event `json:"events"`
+				}{cl.gateway, chunk})
+				if err != nil {
+					return fmt.Errorf("simulate: pairing devices: %w", err)
+				}
 				for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
-					status, resp, err := cl.post(gctx, o.Key, "/v1/device-events", "events", chunk)
-					if err == nil && status == http.StatusOK && resp.Accepted == len(chunk) {
+					status, accepted, err := postEvents(gctx, cl.hc, o, body)
+					if err == nil && status == http.StatusOK && accepted == len(chunk) {
 						return nil
 					}
 					mu.Lock()
@@ -534,4 +669,29 @@ func pair(ctx context.Context, hc *http.Client, o *Options, clients []*client) e
 		}
 	}
 	return g.Wait()
+}
+
+func ts(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z") }
+
+// postEvents posts a device-events body and returns the status and the
+// number of events ingest accepted.
+func postEvents(ctx context.Context, hc *http.Client, o *Options, body []byte) (int, int, error) {
+	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, o.URL+"/v1/device-events", bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, fmt.Errorf("simulate: request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+o.Key)
+	r, err := hc.Do(req)
+	if err != nil {
+		return 0, 0, fmt.Errorf("simulate: post device events: %w", err)
+	}
+	defer r.Body.Close()
+	var resp ingest.BatchResponse
+	if err := json.NewDecoder(r.Body).Decode(&resp); err != nil && r.StatusCode == http.StatusOK {
+		return r.StatusCode, 0, fmt.Errorf("simulate: read answer: %w", err)
+	}
+	return r.StatusCode, resp.Accepted, nil
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +16,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/loadgen"
+	"github.com/vitalshq/vitals/schemas"
 )
 
 func TestVerdict(t *testing.T) {
@@ -106,7 +110,19 @@ func (f *fakeIngest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Readings  []map[string]any `json:"readings"`
 		Events    []map[string]any `json:"events"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+	if r.Header.Get("Content-Type") == loadgen.ContentType(loadgen.FormatAvro) {
+		// The same readings as JSON would carry them, NaN aside.
+		raw, _ := io.ReadAll(r.Body)
+		var b schemas.ReadingBatch
+		if err := schemas.MustCodec(schemas.NameReadingBatch).Decode(raw, &b); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		body.GatewayID, body.Readings = b.GatewayID, []map[string]any{}
+		for _, g := range b.Readings {
+			body.Readings = append(body.Readings, gatewayMap(g))
+		}
+	} else if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
@@ -128,6 +144,8 @@ func (f *fakeIngest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			v.Status, v.Reason = ingest.StatusRejected, "unknown_unit"
 		case it["measured_at"] == "yesterday":
 			v.Status, v.Reason = ingest.StatusRejected, "invalid_timestamp"
+		case it["value"] != nil && math.IsNaN(it["value"].(float64)):
+			v.Status, v.Reason = ingest.StatusRejected, "non_finite_value"
 		default:
 			resp.Accepted++
 		}
@@ -140,14 +158,30 @@ func (f *fakeIngest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
-func TestRunManifest(t *testing.T) {
+// gatewayMap is an Avro reading as the fake keeps JSON ones.
+func gatewayMap(g schemas.GatewayReading) map[string]any {
+	m := map[string]any{"event_id": g.EventID, "user_id": g.UserID, "device_id": g.DeviceID, "metric": g.Metric, "unit": g.Unit,
+		"measured_at": time.UnixMilli(g.MeasuredAt).UTC().Format("2006-01-02T15:04:05.000Z")}
+	if g.Value != nil {
+		m["value"] = *g.Value
+	}
+	if g.PeriodEnd != nil {
+		m["period_end"] = time.UnixMilli(*g.PeriodEnd).UTC().Format("2006-01-02T15:04:05.000Z")
+	}
+	return m
+}
+
+// runFake runs the simulator against a fresh fake ingest with every fault
+// frequent, and returns the manifest and what the fake stored.
+func runFake(t *testing.T, format string) (Result, []Entry, *fakeIngest) {
+	t.Helper()
 	f := &fakeIngest{failed: map[string]bool{}}
 	srv := httptest.NewServer(f)
 	defer srv.Close()
 	var man bytes.Buffer
 	all := Faults{Duplicate: 0.05, OutOfOrder: 0.05, Late: 0.05, Unpaired: 0.05, Implausible: 0.05, Malformed: 0.05, WrongKey: 0.3}
 	res, err := Run(context.Background(), Options{URL: srv.URL, Key: "good", Users: 40, Rate: 100, Duration: 2 * time.Second, Batch: 10,
-		Clients: 2, RunID: "t", Seed: 3, Faults: all, Drain: 5 * time.Second, Manifest: &man, Log: zerolog.Nop()}, nil)
+		Clients: 2, Format: format, RunID: "t", Seed: 3, Faults: all, Drain: 5 * time.Second, Manifest: &man, Log: zerolog.Nop()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,6 +189,17 @@ func TestRunManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return res, entries, f
+}
+
+func TestRunManifest(t *testing.T) {
+	for _, format := range []string{loadgen.FormatJSON, loadgen.FormatAvro} {
+		t.Run(format, func(t *testing.T) { testRunManifest(t, format) })
+	}
+}
+
+func testRunManifest(t *testing.T, format string) {
+	res, entries, f := runFake(t, format)
 	if len(entries) != res.ManifestLines || res.Unacked != 0 {
 		t.Fatalf("%d manifest lines, result says %d; %d unacked", len(entries), res.ManifestLines, res.Unacked)
 	}
@@ -168,6 +213,7 @@ func TestRunManifest(t *testing.T) {
 		FaultDuplicate: {ExpectRepeat, ""}, FaultWrongKey: {ExpectRefused, "unauthenticated"},
 	}
 	seen := map[string]int{}
+	malformed := map[string]int{}
 	for _, e := range entries {
 		seen[e.Fault]++
 		if w, ok := want[e.Fault]; ok && (e.Expect != w.expect || e.Reason != w.reason) {
@@ -175,6 +221,9 @@ func TestRunManifest(t *testing.T) {
 		}
 		if e.Fault == FaultMalformed && e.Expect != ExpectDeadLetter || e.Fault == FaultMalformed && !strings.HasSuffix(e.Status, e.Reason) {
 			t.Errorf("malformed %s: expect %s, ingest said %s", e.EventID, e.Expect, e.Status)
+		}
+		if e.Fault == FaultMalformed {
+			malformed[e.Reason]++
 		}
 		if e.Fault == FaultWrongKey {
 			if e.Acked || stored[e.EventID] != nil {
@@ -214,6 +263,12 @@ func TestRunManifest(t *testing.T) {
 		if seen[k] == 0 {
 			t.Errorf("no %s event in %d manifest lines", k, len(entries))
 		}
+	}
+	// Each format's malformed items: an unknown unit, or what only that
+	// format can carry.
+	other := map[string]string{loadgen.FormatJSON: "invalid_timestamp", loadgen.FormatAvro: "non_finite_value"}[format]
+	if malformed["unknown_unit"] == 0 || malformed[other] == 0 || len(malformed) != 2 {
+		t.Errorf("malformed items by reason: %v, want unknown_unit and %s", malformed, other)
 	}
 }
 
