@@ -95,6 +95,19 @@ func (s *store) offsets(ctx context.Context, topic string, partitions []int32) (
 	return out, nil
 }
 
+// loadSQL reads the aggregates of the users ($2, $3) of a group ($1) with
+// one primary-key probe per user: the OFFSET 0 fence keeps the planner from
+// turning it into a join that reads every row of the group (whose row
+// estimate is stale while the group grows fast), which made each load cost
+// O(users in the group) and, at 50,000 users, exceed OpTimeout.
+const loadSQL = `
+	SELECT a.tenant_id, a.user_id, a.state
+	FROM unnest($2::text[], $3::text[]) AS k(tenant_id, user_id)
+	CROSS JOIN LATERAL (
+		SELECT x.tenant_id, x.user_id, x.state FROM processor_aggregates x
+		WHERE x.group_id = $1 AND x.tenant_id = k.tenant_id AND x.user_id = k.user_id
+		OFFSET 0) a`
+
 // load returns the aggregates of the given users; absent users are absent
 // from the map.
 func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey]*Aggregate, error) {
@@ -103,11 +116,7 @@ func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey]*Aggregat
 	for i, k := range keys {
 		tenants[i], users[i] = k.Tenant, k.User
 	}
-	rows, err := s.pool.Query(ctx, `
-		SELECT a.tenant_id, a.user_id, a.state
-		FROM processor_aggregates a
-		JOIN unnest($2::text[], $3::text[]) AS k(tenant_id, user_id) USING (tenant_id, user_id)
-		WHERE a.group_id = $1`,
+	rows, err := s.pool.Query(ctx, loadSQL,
 		s.group, tenants, users)
 	if err != nil {
 		return nil, fmt.Errorf("load aggregates: %w", err)

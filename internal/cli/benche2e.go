@@ -189,8 +189,8 @@ func benchE2EOnce(ctx context.Context, s *settings, b e2eSettings, log zerolog.L
 	after, svcAfter, selfAfter, machAfter := usages(roles), procs.ServiceCPU(), selfCPU(), procs.MachineCPU()
 	perM := func(a, b float64) float64 { return (b - a) / float64(total) * 1e6 }
 	r.Services = map[string]float64{}
-	for name, sec := range svcAfter {
-		r.Services[name] = perM(svcBefore[name], sec)
+	for name, sec := range svcAfter.Since(svcBefore) {
+		r.Services[name] = perM(0, sec)
 	}
 	r.SimulatorCPU, r.MachineCPU = perM(selfBefore, selfAfter), perM(machBefore, machAfter)
 	r.Readings, r.IngestAckPerSec = total, res.AckedPerSec

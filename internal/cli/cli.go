@@ -119,6 +119,7 @@ type settings struct {
 	pgURL string
 
 	chAddr, chDatabase, chUser, chPassword string
+	chCompression                          string
 
 	tenant string
 
@@ -179,6 +180,7 @@ func (s *settings) chFlags(fs *envflag.Set) {
 	fs.String(&s.chDatabase, "clickhouse-database", d.Database, "ClickHouse database")
 	fs.String(&s.chUser, "clickhouse-user", d.User, "ClickHouse user")
 	fs.String(&s.chPassword, "clickhouse-password", "", "ClickHouse password")
+	fs.String(&s.chCompression, "clickhouse-compression", d.Compression, "native protocol compression: auto (none on a loopback address, lz4 otherwise), lz4 or none")
 }
 
 func (s *settings) tenantFlag(fs *envflag.Set) {
@@ -249,6 +251,7 @@ func (s *settings) checkKafka() error {
 func (s *settings) warehouse() warehouse.Config {
 	c := warehouse.DefaultConfig()
 	c.Addr, c.Database, c.User, c.Password = s.chAddr, s.chDatabase, s.chUser, s.chPassword
+	c.Compression = s.chCompression
 	return c
 }
 

@@ -15,20 +15,39 @@ const (
 	ServicePostgres   = "postgres"
 )
 
-// ServiceCPU returns the CPU seconds (user+system) used so far by the
-// running processes of each shared service: the Kafka broker (a JVM whose
-// command line names kafka.Kafka), clickhouse-server, and every postgres
-// process (postmaster and backends). A backend that exited between two
-// readings is missing from the later one, so differences are a slight
-// underestimate for PostgreSQL.
-func ServiceCPU() map[string]float64 {
-	out := map[string]float64{ServiceKafka: 0, ServiceClickHouse: 0, ServicePostgres: 0}
+// ServiceSample is the CPU seconds (user+system) each running process of
+// the shared services had used when ServiceCPU read them, by service and
+// pid.
+type ServiceSample map[string]map[int]float64
+
+// Since returns each service's CPU seconds between before and s. A
+// process counts from zero if it started in between; one that exited in
+// between (a PostgreSQL backend of a closed connection) is missing from s
+// and counts nothing, so the figure is a slight underestimate.
+func (s ServiceSample) Since(before ServiceSample) map[string]float64 {
+	out := map[string]float64{}
+	for name, pids := range s {
+		out[name] = 0
+		for pid, sec := range pids {
+			out[name] += sec - before[name][pid]
+		}
+	}
+	return out
+}
+
+// ServiceCPU reads the CPU seconds used so far by the running processes of
+// each shared service: the Kafka broker (a JVM whose command line names
+// kafka.Kafka), clickhouse-server, and every postgres process (postmaster
+// and backends).
+func ServiceCPU() ServiceSample {
+	out := ServiceSample{ServiceKafka: {}, ServiceClickHouse: {}, ServicePostgres: {}}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return out
 	}
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
@@ -47,8 +66,8 @@ func ServiceCPU() map[string]float64 {
 		default:
 			continue
 		}
-		if s, ok := statCPU("/proc/" + e.Name() + "/stat"); ok {
-			out[name] += s
+		if sec, ok := statCPU("/proc/" + e.Name() + "/stat"); ok {
+			out[name][pid] = sec
 		}
 	}
 	return out

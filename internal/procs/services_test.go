@@ -43,3 +43,16 @@ func TestMachineCPUAdvances(t *testing.T) {
 		t.Fatalf("MachineCPU went back from %v to %v", a, b)
 	}
 }
+
+func TestServiceSampleSince(t *testing.T) {
+	before := ServiceSample{ServicePostgres: {10: 5, 11: 2}, ServiceKafka: {20: 100}}
+	after := ServiceSample{ServicePostgres: {10: 6.5, 12: 0.25}, ServiceKafka: {20: 103}, ServiceClickHouse: {}}
+	got := after.Since(before)
+	// Backend 11 exited (counts nothing), 12 started (counts from zero).
+	want := map[string]float64{ServicePostgres: 1.75, ServiceKafka: 3, ServiceClickHouse: 0}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("%s: %v, want %v", name, got[name], w)
+		}
+	}
+}

@@ -34,6 +34,7 @@ package warehouse
 import (
 	"context"
 	"fmt"
+	"net"
 	"regexp"
 	"time"
 
@@ -50,6 +51,10 @@ type Config struct {
 	// DialTimeout bounds connecting; ReadTimeout bounds waiting on a query.
 	DialTimeout time.Duration
 	ReadTimeout time.Duration
+	// Compression of the native protocol's blocks: "lz4", "none", or
+	// "auto" (the default): none when Addr is a loopback address, where
+	// compressing only burns both sides' CPU, lz4 otherwise.
+	Compression string
 }
 
 // DefaultConfig is the local stack's configuration.
@@ -60,7 +65,35 @@ func DefaultConfig() Config {
 		User:        "default",
 		DialTimeout: 5 * time.Second,
 		ReadTimeout: 60 * time.Second,
+		Compression: CompressionAuto,
 	}
+}
+
+// Compression settings of Config.Compression.
+const (
+	CompressionAuto = "auto"
+	CompressionLZ4  = "lz4"
+	CompressionNone = "none"
+)
+
+// compression resolves Config.Compression for addr.
+func compression(setting, addr string) (*clickhouse.Compression, error) {
+	switch setting {
+	case CompressionLZ4:
+		return &clickhouse.Compression{Method: clickhouse.CompressionLZ4}, nil
+	case CompressionNone:
+		return nil, nil
+	case CompressionAuto, "":
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+			return nil, nil
+		}
+		return &clickhouse.Compression{Method: clickhouse.CompressionLZ4}, nil
+	}
+	return nil, fmt.Errorf("clickhouse compression %q: want auto, lz4 or none", setting)
 }
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
@@ -74,6 +107,10 @@ func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 	if !validIdent(cfg.Database) {
 		return nil, fmt.Errorf("clickhouse database name %q: want [A-Za-z_][A-Za-z0-9_]*", cfg.Database)
 	}
+	comp, err := compression(cfg.Compression, cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr: []string{cfg.Addr},
 		// Every statement names its database, so the session can start in
@@ -85,7 +122,7 @@ func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 		MaxOpenConns:    8,
 		MaxIdleConns:    4,
 		ConnMaxLifetime: time.Hour,
-		Compression:     &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+		Compression:     comp,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse %s: %w", cfg.Addr, err)

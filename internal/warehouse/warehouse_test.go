@@ -108,3 +108,28 @@ func TestViewsFeedTheirTables(t *testing.T) {
 		}
 	}
 }
+
+func TestCompression(t *testing.T) {
+	for _, tc := range []struct {
+		setting, addr string
+		lz4, err      bool
+	}{
+		{"auto", "127.0.0.1:19000", false, false},
+		{"", "[::1]:9000", false, false},
+		{"auto", "localhost:9000", false, false},
+		{"auto", "10.0.0.7:9000", true, false},
+		{"auto", "ch.internal:9000", true, false},
+		{"lz4", "127.0.0.1:19000", true, false},
+		{"none", "10.0.0.7:9000", false, false},
+		{"zstd", "127.0.0.1:19000", false, true},
+	} {
+		c, err := compression(tc.setting, tc.addr)
+		if (err != nil) != tc.err {
+			t.Errorf("compression(%q, %q) error %v, want error %v", tc.setting, tc.addr, err, tc.err)
+			continue
+		}
+		if got := c != nil; got != tc.lz4 {
+			t.Errorf("compression(%q, %q) lz4 = %v, want %v", tc.setting, tc.addr, got, tc.lz4)
+		}
+	}
+}
