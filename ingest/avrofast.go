@@ -26,14 +26,6 @@ const (
 	fastReadingFingerprint uint64 = 0xc700176977c11822
 )
 
-// avroHeader is the single-object marker and fingerprint.
-func avroHeader(fp uint64) [10]byte {
-	var h [10]byte
-	h[0], h[1] = 0xC3, 0x01
-	binary.LittleEndian.PutUint64(h[2:], fp)
-	return h
-}
-
 // Why the fast batch decoder did not answer.
 var (
 	// errAvroShort: the body ends inside the batch. The general codec
@@ -162,7 +154,7 @@ const minAvroReading = 12
 // caller asks the general codec (see errAvroShort and errAvroUnsupported).
 func decodeAvroBatchFast(body []byte) (schemas.ReadingBatch, error) {
 	var b schemas.ReadingBatch
-	h := avroHeader(fastBatchFingerprint)
+	h := schemas.SingleObjectHeader(fastBatchFingerprint)
 	if len(body) < len(h) || [10]byte(body[:10]) != h {
 		return b, errAvroUnsupported
 	}
@@ -264,40 +256,28 @@ func decodeAvroBatchFast(body []byte) (schemas.ReadingBatch, error) {
 // sleepStages are the symbols of reading.v2's SleepStage enum, in order.
 var sleepStages = [...]string{"awake", "light", "deep", "rem"}
 
-func appendLong(dst []byte, v int64) []byte {
-	return binary.AppendUvarint(dst, uint64(v<<1)^uint64(v>>63))
-}
-
-func appendString(dst []byte, s string) []byte {
-	return append(appendLong(dst, int64(len(s))), s...)
-}
-
-func appendDouble(dst []byte, v float64) []byte {
-	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
-}
-
 // appendReading appends rd as a reading.v2 single-object message, the
 // bytes the general codec writes for it.
 func appendReading(dst []byte, rd *schemas.Reading) ([]byte, error) {
-	h := avroHeader(fastReadingFingerprint)
+	h := schemas.SingleObjectHeader(fastReadingFingerprint)
 	dst = append(dst, h[:]...)
 	for _, s := range [...]string{rd.TenantID, rd.EventID, rd.UserID, rd.DeviceID, rd.GatewayID, rd.Metric} {
-		dst = appendString(dst, s)
+		dst = schemas.AppendString(dst, s)
 	}
-	dst = appendDouble(dst, rd.Value)
-	dst = appendString(dst, rd.Unit)
-	dst = appendLong(dst, rd.MeasuredAt)
-	dst = appendLong(dst, rd.ReceivedAt)
-	dst = appendLong(dst, rd.IngestedAt)
+	dst = schemas.AppendDouble(dst, rd.Value)
+	dst = schemas.AppendString(dst, rd.Unit)
+	dst = schemas.AppendLong(dst, rd.MeasuredAt)
+	dst = schemas.AppendLong(dst, rd.ReceivedAt)
+	dst = schemas.AppendLong(dst, rd.IngestedAt)
 	if rd.PeriodEnd == nil {
 		dst = append(dst, 0)
 	} else {
-		dst = appendLong(append(dst, 2), *rd.PeriodEnd)
+		dst = schemas.AppendLong(append(dst, 2), *rd.PeriodEnd)
 	}
 	if rd.SecondValue == nil {
 		dst = append(dst, 0)
 	} else {
-		dst = appendDouble(append(dst, 2), *rd.SecondValue)
+		dst = schemas.AppendDouble(append(dst, 2), *rd.SecondValue)
 	}
 	if rd.Stage == nil {
 		dst = append(dst, 0)
@@ -311,12 +291,12 @@ func appendReading(dst []byte, rd *schemas.Reading) ([]byte, error) {
 		if sym < 0 {
 			return dst, fmt.Errorf("encode reading: %q is not a SleepStage symbol", *rd.Stage)
 		}
-		dst = appendLong(append(dst, 2), int64(sym))
+		dst = schemas.AppendLong(append(dst, 2), int64(sym))
 	}
 	if rd.Sequence == nil {
 		dst = append(dst, 0)
 	} else {
-		dst = appendLong(append(dst, 2), *rd.Sequence)
+		dst = schemas.AppendLong(append(dst, 2), *rd.Sequence)
 	}
-	return appendString(dst, rd.SourceFormat), nil
+	return schemas.AppendString(dst, rd.SourceFormat), nil
 }

@@ -211,7 +211,7 @@ func TestAvroFastDecodeMatchesCodec(t *testing.T) {
 // A negated block count with a byte size is valid Avro, which the fast
 // decoder reads like the codec.
 func TestAvroFastDecodeNegativeBlockCount(t *testing.T) {
-	h := avroHeader(fastBatchFingerprint)
+	h := schemas.SingleObjectHeader(fastBatchFingerprint)
 	item := []byte{2, 'e', 2, 'u', 2, 'd', 2, 'm', 0, 2, 'x', 4, 0, 0, 0, 0, 0}
 	msg := append(h[:], 2, 'g', 0)
 	msg = append(msg, 3, byte(len(item)*2)) // count -2 (zigzag 3), size
@@ -234,7 +234,7 @@ func FuzzAvroFastDecode(f *testing.F) {
 		msg, _ := batchCodec.Encode(&b)
 		f.Add(msg[10:])
 	}
-	h := avroHeader(fastBatchFingerprint)
+	h := schemas.SingleObjectHeader(fastBatchFingerprint)
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		body := append(h[:], payload...)
 		got, err := decodeAvroBatchFast(body)

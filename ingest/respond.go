@@ -1,9 +1,10 @@
 package ingest
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
+
+	"github.com/vitalshq/vitals/internal/jsonwire"
 )
 
 // appendBatchResponse appends r as JSON, byte for byte what
@@ -30,7 +31,7 @@ func appendBatchResponse(dst []byte, r *BatchResponse) []byte {
 	}
 	if r.ConsistencyToken != "" {
 		dst = append(dst, `,"consistency_token":`...)
-		dst = appendJSONString(dst, r.ConsistencyToken)
+		dst = jsonwire.AppendString(dst, r.ConsistencyToken)
 	}
 	return append(dst, "}\n"...)
 }
@@ -39,32 +40,15 @@ func appendVerdict(dst []byte, v *ItemVerdict) []byte {
 	dst = append(dst, `{"index":`...)
 	dst = strconv.AppendInt(dst, int64(v.Index), 10)
 	dst = append(dst, `,"status":`...)
-	dst = appendJSONString(dst, v.Status)
+	dst = jsonwire.AppendString(dst, v.Status)
 	for _, f := range [...]struct{ key, v string }{
 		{`,"event_id":`, v.EventID}, {`,"reason":`, v.Reason}, {`,"field":`, v.Field}, {`,"message":`, v.Message},
 	} {
 		if f.v != "" {
-			dst = appendJSONString(append(dst, f.key...), f.v)
+			dst = jsonwire.AppendString(append(dst, f.key...), f.v)
 		}
 	}
 	return append(dst, '}')
-}
-
-// appendJSONString appends s as encoding/json quotes it. Strings of
-// printable ASCII that need no escape (ids, statuses, most messages) are
-// copied; the rest go through encoding/json itself, so its escaping (HTML
-// characters, invalid UTF-8, U+2028 and U+2029) is kept exactly.
-func appendJSONString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			b, _ := json.Marshal(s) // a string always marshals
-			return append(dst, b...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
 }
 
 // writeBatchResponse writes a 200 answer; see appendBatchResponse.

@@ -25,10 +25,8 @@ type acceptedEncoder struct {
 }
 
 func newAcceptedEncoder(c *schemas.Codec) acceptedEncoder {
-	e := acceptedEncoder{codec: c, byHand: c.Current().Fingerprint == acceptedV2Fingerprint}
-	e.header[0], e.header[1] = 0xC3, 0x01
-	binary.LittleEndian.PutUint64(e.header[2:], c.Current().Fingerprint)
-	return e
+	return acceptedEncoder{codec: c, header: schemas.SingleObjectHeader(c.Current().Fingerprint),
+		byHand: c.Current().Fingerprint == acceptedV2Fingerprint}
 }
 
 // maxAcceptedOverhead bounds what an encoded accepted reading takes beyond
@@ -82,15 +80,15 @@ func appendAcceptedV2(b []byte, header [10]byte, a *schemas.AcceptedReading) ([]
 		}
 	}
 	b = append(b, header[:]...)
-	b = appendAvroString(b, a.TenantID)
-	b = appendAvroString(b, a.EventID)
-	b = appendAvroString(b, a.UserID)
-	b = appendAvroString(b, a.DeviceID)
-	b = appendAvroString(b, a.GatewayID)
-	b = appendAvroString(b, a.Metric)
-	b = appendAvroString(b, a.LOINC)
+	b = schemas.AppendString(b, a.TenantID)
+	b = schemas.AppendString(b, a.EventID)
+	b = schemas.AppendString(b, a.UserID)
+	b = schemas.AppendString(b, a.DeviceID)
+	b = schemas.AppendString(b, a.GatewayID)
+	b = schemas.AppendString(b, a.Metric)
+	b = schemas.AppendString(b, a.LOINC)
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(a.Value))
-	b = appendAvroString(b, a.Unit)
+	b = schemas.AppendString(b, a.Unit)
 	b = binary.AppendVarint(b, a.MeasuredAt)
 	b = binary.AppendVarint(b, a.ReceivedAt)
 	b = binary.AppendVarint(b, a.IngestedAt)
@@ -117,10 +115,4 @@ func appendAcceptedV2(b []byte, header [10]byte, a *schemas.AcceptedReading) ([]
 		b = binary.AppendVarint(append(b, 2), *a.Sequence)
 	}
 	return b, nil
-}
-
-// appendAvroString appends s as an Avro string: its length as a zigzag
-// varint, then its bytes.
-func appendAvroString(b []byte, s string) []byte {
-	return append(binary.AppendVarint(b, int64(len(s))), s...)
 }

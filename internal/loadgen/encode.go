@@ -2,13 +2,13 @@ package loadgen
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"time"
 
+	"github.com/vitalshq/vitals/internal/jsonwire"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -46,7 +46,7 @@ func NewBodyEncoder() *BodyEncoder {
 func (e *BodyEncoder) Append(dst []byte, format, gatewayID string, readings []schemas.GatewayReading) ([]byte, error) {
 	switch format {
 	case FormatJSON, "":
-		dst = appendJSONString(append(dst, `{"gateway_id":`...), gatewayID)
+		dst = jsonwire.AppendString(append(dst, `{"gateway_id":`...), gatewayID)
 		dst = append(dst, `,"readings":[`...)
 		for i := range readings {
 			if i > 0 {
@@ -75,11 +75,11 @@ func (e *BodyEncoder) AppendAvro(dst []byte, b *schemas.ReadingBatch) ([]byte, e
 	}
 	dst = append(dst, 0xC3, 0x01)
 	dst = binary.LittleEndian.AppendUint64(dst, avroBatchFingerprint)
-	dst = appendAvroString(dst, b.GatewayID)
+	dst = schemas.AppendString(dst, b.GatewayID)
 	if b.TenantID == nil {
 		dst = append(dst, 0)
 	} else {
-		dst = appendAvroString(append(dst, 2), *b.TenantID)
+		dst = schemas.AppendString(append(dst, 2), *b.TenantID)
 	}
 	const maxHeader = 2 * binary.MaxVarintLen64
 	for i := 0; i < len(b.Readings); i += avroBlockLength {
@@ -94,7 +94,7 @@ func (e *BodyEncoder) AppendAvro(dst []byte, b *schemas.ReadingBatch) ([]byte, e
 			dst = appendGatewayReading(dst, &block[j])
 		}
 		var hdr [maxHeader]byte
-		h := appendAvroLong(appendAvroLong(hdr[:0], -int64(len(block))), int64(len(dst)-start-maxHeader))
+		h := schemas.AppendLong(schemas.AppendLong(hdr[:0], -int64(len(block))), int64(len(dst)-start-maxHeader))
 		copy(dst[start:], h)
 		copy(dst[start+len(h):], dst[start+maxHeader:])
 		dst = dst[:len(dst)-(maxHeader-len(h))]
@@ -103,46 +103,22 @@ func (e *BodyEncoder) AppendAvro(dst []byte, b *schemas.ReadingBatch) ([]byte, e
 }
 
 func appendGatewayReading(dst []byte, g *schemas.GatewayReading) []byte {
-	dst = appendAvroString(dst, g.EventID)
-	dst = appendAvroString(dst, g.UserID)
-	dst = appendAvroString(dst, g.DeviceID)
-	dst = appendAvroString(dst, g.Metric)
-	dst = appendAvroDouble(dst, g.Value)
-	dst = appendAvroString(dst, g.Unit)
-	dst = appendAvroLong(dst, g.MeasuredAt)
-	dst = appendAvroOptLong(dst, g.ReceivedAt)
-	dst = appendAvroOptLong(dst, g.PeriodEnd)
-	dst = appendAvroDouble(dst, g.Diastolic)
+	dst = schemas.AppendString(dst, g.EventID)
+	dst = schemas.AppendString(dst, g.UserID)
+	dst = schemas.AppendString(dst, g.DeviceID)
+	dst = schemas.AppendString(dst, g.Metric)
+	dst = schemas.AppendOptDouble(dst, g.Value)
+	dst = schemas.AppendString(dst, g.Unit)
+	dst = schemas.AppendLong(dst, g.MeasuredAt)
+	dst = schemas.AppendOptLong(dst, g.ReceivedAt)
+	dst = schemas.AppendOptLong(dst, g.PeriodEnd)
+	dst = schemas.AppendOptDouble(dst, g.Diastolic)
 	if g.Stage == nil {
 		dst = append(dst, 0)
 	} else {
-		dst = appendAvroString(append(dst, 2), *g.Stage)
+		dst = schemas.AppendString(append(dst, 2), *g.Stage)
 	}
-	return appendAvroOptLong(dst, g.Sequence)
-}
-
-func appendAvroLong(dst []byte, v int64) []byte {
-	return binary.AppendUvarint(dst, uint64(v<<1)^uint64(v>>63))
-}
-
-func appendAvroString(dst []byte, s string) []byte {
-	return append(appendAvroLong(dst, int64(len(s))), s...)
-}
-
-// appendAvroDouble writes a ["null", "double"] union.
-func appendAvroDouble(dst []byte, v *float64) []byte {
-	if v == nil {
-		return append(dst, 0)
-	}
-	return binary.LittleEndian.AppendUint64(append(dst, 2), math.Float64bits(*v))
-}
-
-// appendAvroOptLong writes a ["null", "long"] union.
-func appendAvroOptLong(dst []byte, v *int64) []byte {
-	if v == nil {
-		return append(dst, 0)
-	}
-	return appendAvroLong(append(dst, 2), *v)
+	return schemas.AppendOptLong(dst, g.Sequence)
 }
 
 // ErrNotFinite is AppendJSONReading's error for a NaN or infinite value,
@@ -154,17 +130,17 @@ var ErrNotFinite = errors.New("loadgen: JSON cannot carry a NaN or infinite valu
 // measured_at, period_end, received_at, diastolic, stage, sequence; absent
 // optional fields are left out, times are RFC 3339 UTC with milliseconds.
 func AppendJSONReading(dst []byte, g *schemas.GatewayReading) ([]byte, error) {
-	dst = appendJSONString(append(dst, `{"event_id":`...), g.EventID)
-	dst = appendJSONString(append(dst, `,"user_id":`...), g.UserID)
-	dst = appendJSONString(append(dst, `,"device_id":`...), g.DeviceID)
-	dst = appendJSONString(append(dst, `,"metric":`...), g.Metric)
+	dst = jsonwire.AppendString(append(dst, `{"event_id":`...), g.EventID)
+	dst = jsonwire.AppendString(append(dst, `,"user_id":`...), g.UserID)
+	dst = jsonwire.AppendString(append(dst, `,"device_id":`...), g.DeviceID)
+	dst = jsonwire.AppendString(append(dst, `,"metric":`...), g.Metric)
 	var err error
 	if g.Value != nil {
 		if dst, err = appendJSONFloat(append(dst, `,"value":`...), *g.Value); err != nil {
 			return dst, err
 		}
 	}
-	dst = appendJSONString(append(dst, `,"unit":`...), g.Unit)
+	dst = jsonwire.AppendString(append(dst, `,"unit":`...), g.Unit)
 	dst = appendJSONTime(append(dst, `,"measured_at":`...), g.MeasuredAt)
 	if g.PeriodEnd != nil {
 		dst = appendJSONTime(append(dst, `,"period_end":`...), *g.PeriodEnd)
@@ -178,7 +154,7 @@ func AppendJSONReading(dst []byte, g *schemas.GatewayReading) ([]byte, error) {
 		}
 	}
 	if g.Stage != nil {
-		dst = appendJSONString(append(dst, `,"stage":`...), *g.Stage)
+		dst = jsonwire.AppendString(append(dst, `,"stage":`...), *g.Stage)
 	}
 	if g.Sequence != nil {
 		dst = strconv.AppendInt(append(dst, `,"sequence":`...), *g.Sequence, 10)
@@ -239,19 +215,4 @@ func appendDigits(dst []byte, v, width int) []byte {
 		v /= 10
 	}
 	return append(dst, b[:width]...)
-}
-
-// appendJSONString writes s as encoding/json quotes it: printable ASCII
-// that needs no escape is copied, anything else goes through
-// encoding/json.
-func appendJSONString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			b, _ := json.Marshal(s) // a string always marshals
-			return append(dst, b...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/jsonwire"
 )
 
 // verdict is what the simulator needs of one item's verdict in ingest's
@@ -150,18 +151,18 @@ func scanVerdicts(body []byte, out []verdict) ([]verdict, bool) {
 // appendEntry appends e as one manifest line, the bytes json.Encoder
 // writes for it.
 func appendEntry(dst []byte, e *Entry) []byte {
-	dst = appendJSONString(append(dst, `{"id":`...), e.EventID)
-	dst = appendJSONString(append(dst, `,"user":`...), e.UserID)
+	dst = jsonwire.AppendString(append(dst, `{"id":`...), e.EventID)
+	dst = jsonwire.AppendString(append(dst, `,"user":`...), e.UserID)
 	if e.Metric != "" {
-		dst = appendJSONString(append(dst, `,"metric":`...), e.Metric)
+		dst = jsonwire.AppendString(append(dst, `,"metric":`...), e.Metric)
 	}
 	if e.Day != "" {
-		dst = appendJSONString(append(dst, `,"day":`...), e.Day)
+		dst = jsonwire.AppendString(append(dst, `,"day":`...), e.Day)
 	}
-	dst = appendJSONString(append(dst, `,"fault":`...), e.Fault)
-	dst = appendJSONString(append(dst, `,"expect":`...), e.Expect)
+	dst = jsonwire.AppendString(append(dst, `,"fault":`...), e.Fault)
+	dst = jsonwire.AppendString(append(dst, `,"expect":`...), e.Expect)
 	if e.Reason != "" {
-		dst = appendJSONString(append(dst, `,"reason":`...), e.Reason)
+		dst = jsonwire.AppendString(append(dst, `,"reason":`...), e.Reason)
 	}
 	dst = strconv.AppendBool(append(dst, `,"acked":`...), e.Acked)
 	if e.AckedAt != 0 {
@@ -169,22 +170,7 @@ func appendEntry(dst []byte, e *Entry) []byte {
 	}
 	dst = strconv.AppendInt(append(dst, `,"attempts":`...), int64(e.Attempts), 10)
 	if e.Status != "" {
-		dst = appendJSONString(append(dst, `,"status":`...), e.Status)
+		dst = jsonwire.AppendString(append(dst, `,"status":`...), e.Status)
 	}
 	return append(dst, "}\n"...)
-}
-
-// appendJSONString writes s as encoding/json quotes it: printable ASCII
-// that needs no escape is copied, anything else goes through
-// encoding/json.
-func appendJSONString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			b, _ := json.Marshal(s) // a string always marshals
-			return append(dst, b...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
 }
