@@ -114,8 +114,9 @@ func TestProjectorKill9(t *testing.T) {
 	}
 
 	// Post in the background, each user in order, while the projector is
-	// being killed: about 15 s of stream.
-	postDone := s.streamReadings(ingestURL, "gw-proj-crash", per, 50, 300*time.Millisecond)
+	// being killed: about 22 s of stream, so that six kills fit in it even
+	// when a loaded machine starts each instance slowly.
+	postDone := s.streamReadings(ingestURL, "gw-proj-crash", per, 50, 450*time.Millisecond)
 
 	midStream, prev := 0, uint64(0)
 	var progress []uint64
