@@ -1,11 +1,10 @@
 package ingest
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 
+	"github.com/vitalshq/vitals/internal/metric"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -35,7 +34,7 @@ var (
 	errAvroShort = errors.New("the body ends before the batch does (truncated)")
 	// errAvroUnsupported: what the fast decoder leaves to the general
 	// codec: another schema version or not a single-object message,
-	// varints longer than 9 bytes, or invalid Avro (an unknown union
+	// varints longer than 10 bytes, or invalid Avro (an unknown union
 	// branch, a negative length, more items or longer strings than the
 	// codec allows), whose error the codec words.
 	errAvroUnsupported = errors.New("left to the general codec")
@@ -61,89 +60,6 @@ const (
 	hasSequence
 )
 
-// avroReader reads Avro binary from b; s is the same bytes as a string,
-// so strings are substrings of one copy. The first problem sticks.
-type avroReader struct {
-	b   []byte
-	s   string
-	i   int
-	err error
-}
-
-func (r *avroReader) fail(err error) {
-	if r.err == nil {
-		r.err = err
-	}
-}
-
-// long reads a zigzag varint. Up to 10 bytes are read as the general
-// codec reads them; anything longer, or a 10th byte it would truncate, is
-// left to it.
-func (r *avroReader) long() int64 {
-	var v uint64
-	for n := uint(0); n < 10; n++ {
-		if r.i >= len(r.b) {
-			r.fail(errAvroShort)
-			return 0
-		}
-		c := r.b[r.i]
-		r.i++
-		if n == 9 && c > 1 {
-			r.fail(errAvroUnsupported)
-			return 0
-		}
-		v |= uint64(c&0x7f) << (7 * n)
-		if c&0x80 == 0 {
-			return int64(v>>1) ^ -int64(v&1)
-		}
-	}
-	r.fail(errAvroUnsupported)
-	return 0
-}
-
-// maxAvroString is the general codec's bound on a string's length (its
-// default MaxByteSliceSize); longer ones are its error to report.
-const maxAvroString = 1 << 20
-
-func (r *avroReader) str() string {
-	n := r.long()
-	switch {
-	case r.err != nil:
-		return ""
-	case n < 0 || n > maxAvroString:
-		r.fail(errAvroUnsupported)
-		return ""
-	case int64(len(r.b)-r.i) < n:
-		r.fail(errAvroShort)
-		return ""
-	}
-	s := r.s[r.i : r.i+int(n)]
-	r.i += int(n)
-	return s
-}
-
-func (r *avroReader) double() float64 {
-	if len(r.b)-r.i < 8 {
-		r.fail(errAvroShort)
-		return 0
-	}
-	v := math.Float64frombits(binary.LittleEndian.Uint64(r.b[r.i:]))
-	r.i += 8
-	return v
-}
-
-// present reads the branch of a ["null", T] union: true for T.
-func (r *avroReader) present() bool {
-	switch r.long() {
-	case 0:
-		return false
-	case 1:
-		return true
-	}
-	r.fail(errAvroUnsupported)
-	return false
-}
-
 // minAvroReading is the fewest bytes one GatewayReading takes (every
 // string empty, every union null), to size the slices from the body
 // rather than from a count the body claims.
@@ -158,75 +74,77 @@ func decodeAvroBatchFast(body []byte) (schemas.ReadingBatch, error) {
 	if len(body) < len(h) || [10]byte(body[:10]) != h {
 		return b, errAvroUnsupported
 	}
-	r := avroReader{b: body[10:], s: string(body[10:])}
-	b.GatewayID = r.str()
-	if r.present() {
-		t := r.str()
+	r := schemas.NewReader(string(body[10:]))
+	b.GatewayID = r.Str()
+	if r.Present() {
+		t := r.Str()
 		b.TenantID = &t
 	}
 	var slots []avroSlot
-	for r.err == nil {
-		count := r.long()
-		if count == 0 || r.err != nil {
+	for r.Err() == nil {
+		count := r.Long()
+		if count == 0 || r.Err() != nil {
 			break
 		}
 		if count < 0 {
 			// A block may give its count negated, followed by its size in
 			// bytes, which the general codec reads and ignores.
 			if count = -count; count < 0 {
-				r.fail(errAvroUnsupported)
+				r.Fail(errAvroUnsupported)
 				break
 			}
-			r.long()
+			r.Long()
 		}
 		if int64(len(b.Readings))+count > schemas.MaxArrayItems {
-			r.fail(errAvroUnsupported) // the codec's error: too many items
+			r.Fail(errAvroUnsupported) // the codec's error: too many items
 			break
 		}
 		if b.Readings == nil {
-			n := min(int(count), (len(r.b)-r.i)/minAvroReading+1)
+			n := min(int(count), r.Remaining()/minAvroReading+1)
 			b.Readings = make([]schemas.GatewayReading, 0, n)
 			slots = make([]avroSlot, 0, n)
 		}
 		for range count {
 			var g schemas.GatewayReading
 			var sl avroSlot
-			g.EventID = r.str()
-			g.UserID = r.str()
-			g.DeviceID = r.str()
-			g.Metric = r.str()
-			if r.present() {
-				sl.value, sl.has = r.double(), sl.has|hasValue
+			g.EventID = r.Str()
+			g.UserID = r.Str()
+			g.DeviceID = r.Str()
+			g.Metric = r.Str()
+			if r.Present() {
+				sl.value, sl.has = r.Double(), sl.has|hasValue
 			}
-			g.Unit = r.str()
-			g.MeasuredAt = r.long()
-			if r.present() {
-				sl.receivedAt, sl.has = r.long(), sl.has|hasReceivedAt
+			g.Unit = r.Str()
+			g.MeasuredAt = r.Long()
+			if r.Present() {
+				sl.receivedAt, sl.has = r.Long(), sl.has|hasReceivedAt
 			}
-			if r.present() {
-				sl.periodEnd, sl.has = r.long(), sl.has|hasPeriodEnd
+			if r.Present() {
+				sl.periodEnd, sl.has = r.Long(), sl.has|hasPeriodEnd
 			}
-			if r.present() {
-				sl.diastolic, sl.has = r.double(), sl.has|hasDiastolic
+			if r.Present() {
+				sl.diastolic, sl.has = r.Double(), sl.has|hasDiastolic
 			}
-			if r.present() {
-				sl.stage, sl.has = r.str(), sl.has|hasStage
+			if r.Present() {
+				sl.stage, sl.has = r.Str(), sl.has|hasStage
 			}
-			if r.present() {
-				sl.sequence, sl.has = r.long(), sl.has|hasSequence
+			if r.Present() {
+				sl.sequence, sl.has = r.Long(), sl.has|hasSequence
 			}
-			if r.err != nil {
+			if r.Err() != nil {
 				break
 			}
 			b.Readings = append(b.Readings, g)
 			slots = append(slots, sl)
 		}
 	}
-	if r.err != nil {
-		return b, r.err
-	}
-	if r.i != len(r.b) {
-		return b, fmt.Errorf("%d bytes follow the end of the batch", len(r.b)-r.i)
+	switch err := r.Err(); {
+	case errors.Is(err, schemas.ErrShort):
+		return b, errAvroShort
+	case err != nil:
+		return b, errAvroUnsupported
+	case r.Remaining() != 0:
+		return b, fmt.Errorf("%d bytes follow the end of the batch", r.Remaining())
 	}
 	// The slices are final: point the optional fields into the slots.
 	for i := range b.Readings {
@@ -252,9 +170,6 @@ func decodeAvroBatchFast(body []byte) (schemas.ReadingBatch, error) {
 	}
 	return b, nil
 }
-
-// sleepStages are the symbols of reading.v2's SleepStage enum, in order.
-var sleepStages = [...]string{"awake", "light", "deep", "rem"}
 
 // appendReading appends rd as a reading.v2 single-object message, the
 // bytes the general codec writes for it.
@@ -283,7 +198,7 @@ func appendReading(dst []byte, rd *schemas.Reading) ([]byte, error) {
 		dst = append(dst, 0)
 	} else {
 		sym := -1
-		for i, s := range sleepStages {
+		for i, s := range metric.SleepStages {
 			if s == *rd.Stage {
 				sym = i
 			}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vitalshq/vitals/internal/metric"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -46,7 +47,7 @@ func TestAppendReadingMatchesCodec(t *testing.T) {
 		{"long strings", schemas.Reading{TenantID: strings.Repeat("t", 200), EventID: strings.Repeat("é", 100), Value: math.Inf(-1), SourceFormat: "json"}},
 		{"NaN", schemas.Reading{Value: math.NaN(), SecondValue: f64(math.NaN())}},
 	}
-	for _, stage := range sleepStages {
+	for _, stage := range metric.SleepStages {
 		rd := full
 		rd.Stage = str(stage)
 		tests = append(tests, struct {
@@ -83,9 +84,9 @@ func TestAppendReadingMatchesCodec(t *testing.T) {
 func FuzzAppendReading(f *testing.F) {
 	f.Add("t", "e", "u", "d", "g", "heart_rate", 72.0, "/min", int64(1), int64(2), int64(3), true, int64(4), true, 5.0, uint8(2), true, int64(-7), "json")
 	codec := schemas.MustCodec(schemas.NameReading)
-	f.Fuzz(func(t *testing.T, tenant, event, user, device, gateway, metric string, value float64, unit string, measured, received, ingested int64,
+	f.Fuzz(func(t *testing.T, tenant, event, user, device, gateway, metricName string, value float64, unit string, measured, received, ingested int64,
 		hasEnd bool, end int64, hasSecond bool, second float64, stage uint8, hasSeq bool, seq int64, format string) {
-		rd := schemas.Reading{TenantID: tenant, EventID: event, UserID: user, DeviceID: device, GatewayID: gateway, Metric: metric, Value: value,
+		rd := schemas.Reading{TenantID: tenant, EventID: event, UserID: user, DeviceID: device, GatewayID: gateway, Metric: metricName, Value: value,
 			Unit: unit, MeasuredAt: measured, ReceivedAt: received, IngestedAt: ingested, SourceFormat: format}
 		if hasEnd {
 			rd.PeriodEnd = &end
@@ -93,8 +94,8 @@ func FuzzAppendReading(f *testing.F) {
 		if hasSecond {
 			rd.SecondValue = &second
 		}
-		if int(stage) < len(sleepStages) {
-			rd.Stage = str(sleepStages[stage])
+		if int(stage) < len(metric.SleepStages) {
+			rd.Stage = str(metric.SleepStages[stage])
 		}
 		if hasSeq {
 			rd.Sequence = &seq

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
+	"github.com/vitalshq/vitals/internal/metric"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -53,19 +55,7 @@ func (e *acceptedEncoder) append(dst []byte, a *schemas.AcceptedReading) ([]byte
 
 // sleepStage returns the index of s among the SleepStage enum's symbols
 // (in schema order), -1 if it is none of them.
-func sleepStage(s string) int64 {
-	switch s {
-	case "awake":
-		return 0
-	case "light":
-		return 1
-	case "deep":
-		return 2
-	case "rem":
-		return 3
-	}
-	return -1
-}
+func sleepStage(s string) int64 { return int64(slices.Index(metric.SleepStages, s)) }
 
 // appendAcceptedV2 writes a in accepted_reading v2's Avro binary encoding
 // (fields in schema order; strings and longs as zigzag varint lengths and

@@ -2,9 +2,9 @@ package projector
 
 import (
 	"encoding/binary"
-	"math"
 	"unsafe"
 
+	"github.com/vitalshq/vitals/internal/metric"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -13,15 +13,6 @@ import (
 // fast path turns itself off and every record goes through the general
 // codec (correct, only slower); TestAcceptedFastPath fails to say so.
 const acceptedFastFingerprint = 0x847eff73b7f90623
-
-// Limits of the general codec (hamba/avro) that readAccepted must not
-// exceed: varints of at most 5 (int) and 10 (long) bytes, strings of at
-// most 1 MiB (its default MaxByteSliceSize).
-const (
-	maxIntBytes  = 5
-	maxLongBytes = 10
-	maxStringLen = 1 << 20
-)
 
 // acceptedFields is one accepted reading, flat: no pointers to allocate.
 // The strings of a fast-path decode point into the record's value (see
@@ -65,8 +56,7 @@ func newAcceptedDecoder() *acceptedDecoder {
 func (d *acceptedDecoder) decode(msg []byte, f *acceptedFields) error {
 	if d.fast && len(msg) >= 10 && msg[0] == 0xC3 && msg[1] == 0x01 &&
 		binary.LittleEndian.Uint64(msg[2:10]) == acceptedFastFingerprint {
-		r := avroReader{b: msg[10:]}
-		if r.readAccepted(f) {
+		if readAccepted(msg[10:], f) {
 			return nil
 		}
 	}
@@ -95,144 +85,50 @@ func (d *acceptedDecoder) decode(msg []byte, f *acceptedFields) error {
 	return nil
 }
 
-// avroReader reads Avro binary from a byte slice. Its first failure
-// sticks (bad is set, later reads return zero values), so a record is
-// checked once at the end.
-type avroReader struct {
-	b   []byte
-	i   int
-	bad bool
-}
-
 // readAccepted reads an accepted_reading v2 payload, field by field in
-// schema order. It reports false if the payload is not read cleanly.
-// Bytes after the record are ignored, as the general codec ignores them.
-func (r *avroReader) readAccepted(f *acceptedFields) bool {
-	f.tenant = r.str()
-	f.event = r.str()
-	f.user = r.str()
-	f.device = r.str()
-	f.gateway = r.str()
-	f.metric = r.str()
-	f.loinc = r.str()
-	f.value = r.double()
-	f.unit = r.str()
-	f.measuredAt = r.long()
-	f.receivedAt = r.long()
-	f.ingestedAt = r.long()
-	f.sourcePartition = r.int()
-	f.sourceOffset = r.long()
+// schema order, its strings sharing payload's bytes. It reports false if
+// the payload is not read cleanly. Bytes after the record are ignored, as
+// the general codec ignores them.
+func readAccepted(payload []byte, f *acceptedFields) bool {
+	r := schemas.NewReader(unsafe.String(unsafe.SliceData(payload), len(payload)))
+	f.tenant = r.Str()
+	f.event = r.Str()
+	f.user = r.Str()
+	f.device = r.Str()
+	f.gateway = r.Str()
+	f.metric = r.Str()
+	f.loinc = r.Str()
+	f.value = r.Double()
+	f.unit = r.Str()
+	f.measuredAt = r.Long()
+	f.receivedAt = r.Long()
+	f.ingestedAt = r.Long()
+	f.sourcePartition = r.Int()
+	f.sourceOffset = r.Long()
 	// Unions ["null", T]: branch 0 is null.
-	if f.hasPeriodEnd = r.branch(); f.hasPeriodEnd {
-		f.periodEnd = r.long()
-	} else {
-		f.periodEnd = 0
+	f.periodEnd, f.secondValue, f.stage, f.sequence = 0, 0, "", 0
+	if f.hasPeriodEnd = r.Present(); f.hasPeriodEnd {
+		f.periodEnd = r.Long()
 	}
-	if f.hasSecondValue = r.branch(); f.hasSecondValue {
-		f.secondValue = r.double()
-	} else {
-		f.secondValue = 0
+	if f.hasSecondValue = r.Present(); f.hasSecondValue {
+		f.secondValue = r.Double()
 	}
-	f.stage = ""
-	if f.hasStage = r.branch(); f.hasStage {
-		f.stage = sleepStage(r.int())
-		r.bad = r.bad || f.stage == ""
+	if f.hasStage = r.Present(); f.hasStage {
+		if f.stage = sleepStage(r.Int()); f.stage == "" {
+			r.Fail(schemas.ErrUnsupported)
+		}
 	}
-	if f.hasSequence = r.branch(); f.hasSequence {
-		f.sequence = r.long()
-	} else {
-		f.sequence = 0
+	if f.hasSequence = r.Present(); f.hasSequence {
+		f.sequence = r.Long()
 	}
-	return !r.bad
+	return r.Err() == nil
 }
 
 // sleepStage is symbol i of the SleepStage enum in v2, "" if there is
 // none.
 func sleepStage(i int32) string {
-	switch i {
-	case 0:
-		return "awake"
-	case 1:
-		return "light"
-	case 2:
-		return "deep"
-	case 3:
-		return "rem"
-	}
-	return ""
-}
-
-// long reads a zigzag varint of at most 10 bytes, with the general
-// codec's arithmetic (bits beyond 64 are dropped, as there).
-func (r *avroReader) long() int64 {
-	var v uint64
-	var s uint
-	for n := 0; n < maxLongBytes && r.i < len(r.b); n++ {
-		b := r.b[r.i]
-		r.i++
-		v |= uint64(b&0x7f) << s
-		if b&0x80 == 0 {
-			return int64((v >> 1) ^ -(v & 1))
-		}
-		s += 7
-	}
-	r.bad = true
-	return 0
-}
-
-// int reads a zigzag varint of at most 5 bytes into 32 bits, as the
-// general codec does.
-func (r *avroReader) int() int32 {
-	var v uint32
-	var s uint
-	for n := 0; n < maxIntBytes && r.i < len(r.b); n++ {
-		b := r.b[r.i]
-		r.i++
-		v |= uint32(b&0x7f) << s
-		if b&0x80 == 0 {
-			return int32((v >> 1) ^ -(v & 1))
-		}
-		s += 7
-	}
-	r.bad = true
-	return 0
-}
-
-func (r *avroReader) double() float64 {
-	if len(r.b)-r.i < 8 {
-		r.bad = true
-		return 0
-	}
-	v := math.Float64frombits(binary.LittleEndian.Uint64(r.b[r.i:]))
-	r.i += 8
-	return v
-}
-
-// str returns the string without copying: it shares the record's bytes.
-func (r *avroReader) str() string {
-	n := r.long()
-	if r.bad || n < 0 || n > maxStringLen || n > int64(len(r.b)-r.i) {
-		r.bad = true
+	if i < 0 || int(i) >= len(metric.SleepStages) {
 		return ""
 	}
-	if n == 0 {
-		return ""
-	}
-	s := unsafe.String(&r.b[r.i], int(n))
-	r.i += int(n)
-	return s
-}
-
-// branch reads the index of a ["null", T] union: false for null, true for
-// T; any other index is a failure.
-func (r *avroReader) branch() bool {
-	switch r.long() {
-	case 0:
-		return false
-	case 1:
-		return !r.bad
-	default:
-		r.bad = true
-		return false
-	}
+	return metric.SleepStages[i]
 }
