@@ -206,6 +206,7 @@ func (s *Store) lookup(ctx context.Context, id string) (cached, error) {
 	if ok && now.Sub(c.fetched) < s.ttl {
 		return c, nil
 	}
+	stale := c
 	c = cached{fetched: now}
 	err := s.pool.QueryRow(ctx, `SELECT tenant_id, name, created_at, revoked_at, secret_sha256 FROM `+s.kind.Table+` WHERE key_id = $1`, id).
 		Scan(&c.cred.Tenant, &c.cred.Name, &c.cred.CreatedAt, &c.cred.RevokedAt, &c.hash)
@@ -213,7 +214,9 @@ func (s *Store) lookup(ctx context.Context, id string) (cached, error) {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
 		if ok { // the database is away: a stale answer beats locking callers out
-			return s.cache[id], nil
+			// The copy taken under the lock: reading the map here would race
+			// with lookups that reach the database and write it.
+			return stale, nil
 		}
 		return cached{}, fmt.Errorf("verify %s: %w", s.kind.Noun, err)
 	default:
