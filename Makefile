@@ -27,8 +27,10 @@ build:
 # Runs every role in one process, posts the bundled Fitbit sample through the
 # ingest API and prints per-user heart-rate percentiles read back from the
 # query API, checked against the same figures computed from the sample.
+# make demo DEMO_FLAGS=--demo-serve keeps the pipeline running afterwards and
+# prints the dashboard's address with a token.
 demo: up build
-	@$(STACK_ENV) && ./$(BIN) demo
+	@$(STACK_ENV) && ./$(BIN) demo $(DEMO_FLAGS)
 
 # Headless Chromium (Debian's chromium package) for the dashboard's browser
 # tests; installed if missing.

@@ -159,6 +159,7 @@ func (s *Service) routes() http.Handler {
 		"GET /v1/compare":                  s.compare,
 		"GET /v1/cohorts":                  s.cohorts,
 		"GET /v1/trends":                   s.trends,
+		"GET /v1/overview":                 s.overview,
 		"GET /v1/users/{user}/summary":     s.summary,
 		"GET /v1/users/{user}/percentiles": s.userPercentiles,
 	} {

@@ -32,9 +32,11 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	fs, s := allFlags("demo")
 	var batch, clients int
 	var wait time.Duration
+	var serve bool
 	fs.Int(&batch, "demo-batch", 500, "readings per POST")
 	fs.Int(&clients, "demo-clients", 4, "concurrent posting clients")
 	fs.Duration(&wait, "demo-wait", 3*time.Minute, "how long to wait for the readings to become queryable")
+	fs.Bool(&serve, "demo-serve", false, "keep the pipeline running afterwards and print the dashboard's address with a token, until interrupted")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -86,6 +88,9 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := d.pairDevices(ctx, rows); err != nil {
 		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
 	}
+	if err := d.postProfiles(ctx, rows); err != nil {
+		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
+	}
 	start := time.Now()
 	if err := d.post(ctx, rows, batch, clients); err != nil {
 		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
@@ -105,8 +110,10 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	results, err := d.verify(ctx, rows, wait)
 	visible := time.Since(start)
-	if serr := shutdown(); serr != nil && err == nil {
-		err = serr
+	if err != nil || !serve {
+		if serr := shutdown(); serr != nil && err == nil {
+			err = serr
+		}
 	}
 	if err != nil {
 		return err
@@ -127,10 +134,34 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "\nunit /min (LOINC 8867-4); percentiles are %s\n", query.Method)
+	fmt.Fprintln(stdout, "the users' profiles (birth year, sex, region) are synthetic: the dataset has no demographics")
 	if mismatches > 0 {
-		return fmt.Errorf("%d users' percentiles differ from the independent computation", mismatches)
+		err = fmt.Errorf("%d users' percentiles differ from the independent computation", mismatches)
 	}
-	return nil
+	if !serve {
+		if err == nil {
+			fmt.Fprintln(stdout, "\nto browse the data: make demo DEMO_FLAGS=--demo-serve (keeps the pipeline running and prints the dashboard's address)")
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "\ndashboard: %s/dashboard/#%s\n(the token is revoked when the demo stops; Ctrl-C stops it)\n",
+		d.query, url.Values{"token": {d.token}}.Encode())
+	<-ctx.Done()
+	if serr := shutdown(); serr != nil && err == nil {
+		err = serr
+	}
+	return err
+}
+
+// postProfiles registers each user with a synthetic profile, so that the
+// dashboard and the cohort endpoints have cohorts to show.
+func (d demo) postProfiles(ctx context.Context, rows []sample.HeartRate) error {
+	var events []map[string]any
+	for _, p := range sample.Profiles(rows) {
+		events = append(events, map[string]any{"event_id": p.UserID + "-registered", "user_id": p.UserID, "kind": "registered",
+			"birth_year": p.BirthYear, "sex": p.Sex, "region": p.Region, "occurred_at": "2016-01-01T00:00:00Z"})
+	}
+	return d.postJSON(ctx, "/v1/profile-events", map[string]any{"gateway_id": "demo-gateway", "events": events}, len(events))
 }
 
 // waitJudged waits until the processor has judged n readings and returns

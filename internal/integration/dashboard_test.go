@@ -115,6 +115,49 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := b.Open(ctx, queryURL+"/dashboard/", token); err != nil {
 		t.Fatal(err)
 	}
+	// Opened alone, the page shows the newest 30 days of data of the user
+	// whose data is newest (ties: the first id), as GET /v1/overview tells it.
+	newest, first, last := "", time.Time{}, time.Time{}
+	lastOf := map[string]time.Time{}
+	for _, r := range append(append([]sample.HeartRate{}, rowsA...), others...) {
+		d := r.Time.UTC().Truncate(24 * time.Hour)
+		if d.After(lastOf[r.UserID()]) {
+			lastOf[r.UserID()] = d
+		}
+		if first.IsZero() || d.Before(first) {
+			first = d
+		}
+		if d.After(last) {
+			last = d
+		}
+	}
+	for u, d := range lastOf {
+		if d.Equal(last) && (newest == "" || u < newest) {
+			newest = u
+		}
+	}
+	from := last.AddDate(0, 0, -29)
+	if from.Before(first) {
+		from = first
+	}
+	openForm := dashboardtest.Form{Scope: "user", User: newest, Metric: "heart_rate", From: from.Format(time.DateOnly),
+		To: last.AddDate(0, 0, 1).Format(time.DateOnly), P: "10,50,90", Bins: "auto", By: "age_band"}
+	opened, err := b.Opened(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"scope": openForm.Scope, "user": openForm.User, "from": openForm.From, "to": openForm.To} {
+		if opened.Form[k] != want {
+			t.Errorf("opened the page: form %s = %q, want %q", k, opened.Form[k], want)
+		}
+	}
+	if want, err := dashboardtest.Fetch(ctx, queryURL, token, openForm); err != nil {
+		t.Error(err)
+	} else {
+		for _, e := range dashboardtest.Check(opened, want) {
+			t.Errorf("opened the page: %s", e)
+		}
+	}
 	for i, f := range []dashboardtest.Form{userForm, userWideForm, cohortForm} {
 		snap, want := showStable(t, ctx, b, queryURL, token, f)
 		if f.Scope == "user" {

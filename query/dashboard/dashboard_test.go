@@ -110,6 +110,15 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.seen[r.URL.Path] = q
 	f.mu.Unlock()
+	if r.URL.Path == "/v1/overview" {
+		// Data from 2016-04-10 to 2016-04-15 (the page's default range,
+		// the 30 days before today, holds none of it); u-1's is the newest.
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"metric":"heart_rate","unit":"/min","first_day":"2016-04-10","last_day":"2016-04-15","readings":9000,
+			"users":[{"id":"lonely","readings":50,"last_day":"2016-04-12"},{"id":"u-1","readings":8950,"last_day":"2016-04-15"}],"users_truncated":false,
+			"cohorts":{"age_band":[{"value":"30-39","users":12}],"sex":[{"value":"female","users":7},{"value":"male","users":5}],"region":[{"value":"DE","users":12}],"device_model":[{"value":"unknown","users":12}]}}`)
+		return
+	}
 	from, err := time.Parse("2006-01-02", q.Get("from"))
 	if err != nil || q.Get("metric") == "" {
 		w.WriteHeader(http.StatusBadRequest)
@@ -124,7 +133,12 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"metric":"heart_rate","unit":"/min","count":null,"days":[],"histogram":[],"percentiles":[],"suppressed":true,"reason":"cohort region=tiny has 2 users, fewer than 5"}`)
 		return
 	}
+	// Up to four days of data, within [from, to): the spo2 case asks for
+	// one day, whose chart must still fit it.
 	ndays := 4
+	if to, err := time.Parse("2006-01-02", q.Get("to")); err == nil {
+		ndays = min(ndays, int(to.Sub(from).Hours()/24))
+	}
 	if empty {
 		ndays = 0
 	}
@@ -228,6 +242,29 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := b.Open(ctx, srv.URL+"/dashboard/", api.token); err != nil {
 		t.Fatal(err)
 	}
+
+	t.Run("opens on the newest data", func(t *testing.T) {
+		s, err := b.Opened(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := dashboardtest.Form{Scope: "user", User: "u-1", Metric: "heart_rate", From: "2016-04-10", To: "2016-04-16", P: "10,50,90", Bins: "auto", By: "age_band"}
+		for k, want := range map[string]string{"scope": f.Scope, "user": f.User, "from": f.From, "to": f.To} {
+			if s.Form[k] != want {
+				t.Errorf("form %s = %q, want %q (the newest user, the data's days)", k, s.Form[k], want)
+			}
+		}
+		want, err := dashboardtest.Fetch(ctx, srv.URL, api.token, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range dashboardtest.Check(s, want) {
+			t.Error(e)
+		}
+		if t.Failed() {
+			t.Log(s.Describe())
+		}
+	})
 
 	for _, f := range []dashboardtest.Form{
 		{Scope: "user", User: "u-1", Metric: "heart_rate", From: "2016-04-12", To: "2016-04-16", P: "10,50,90", By: "age_band"},

@@ -222,6 +222,25 @@ func Check(s *Snapshot, a *Answers) []string {
 			bad("%s: nothing drawn: canvas %dx%d, %d pixels of the series colour", name, c.CanvasWidth, c.CanvasHeight, c.ColorPixels)
 		}
 	}
+	// A day axis fits its days: half a day either side of the first and
+	// last, whatever the range asked for (one day once spanned two years).
+	fits := func(name string, days []string) {
+		c := s.Charts[name]
+		if len(days) == 0 || !c.Plotted {
+			return
+		}
+		first, err1 := time.Parse(time.DateOnly, days[0])
+		last, err2 := time.Parse(time.DateOnly, days[len(days)-1])
+		if err1 != nil || err2 != nil {
+			bad("%s: days %q and %q are not dates", name, days[0], days[len(days)-1])
+			return
+		}
+		lo, hi := float64(first.Unix()-43200), float64(last.Unix()+43200)
+		if math.Abs(c.XMin-lo) > 1 || math.Abs(c.XMax-hi) > 1 {
+			bad("%s: the day axis spans %s to %s; the data, %s to %s, wants half a day either side", name,
+				time.Unix(int64(c.XMin), 0).UTC(), time.Unix(int64(c.XMax), 0).UTC(), days[0], days[len(days)-1])
+		}
+	}
 	rows := func(name, table string, want [][]any, foot bool) {
 		t, ok := s.Charts[name].Tables[table]
 		if !ok {
@@ -276,6 +295,11 @@ func Check(s *Snapshot, a *Answers) []string {
 			expectStatus(s, "trends", "empty", bad)
 		} else {
 			drawn("trends", len(t.Days), 4)
+			var days []string
+			for _, d := range t.Days {
+				days = append(days, d.Day)
+			}
+			fits("trends", days)
 		}
 		rows("trends", "trends-table", trows, false)
 	}
@@ -332,6 +356,11 @@ func Check(s *Snapshot, a *Answers) []string {
 			expectStatus(s, "percentiles", "empty", bad)
 		} else {
 			drawn("percentiles", len(p.Days), 1+len(ps))
+			var days []string
+			for _, d := range p.Days {
+				days = append(days, d.Day)
+			}
+			fits("percentiles", days)
 		}
 	}
 

@@ -162,6 +162,24 @@ func (b *Browser) Show(ctx context.Context, f Form) (*Snapshot, error) {
 	if err := chromedp.Do(ctx, steps...); err != nil {
 		return nil, fmt.Errorf("show: %w", err)
 	}
+	return b.read(ctx)
+}
+
+// Opened waits until the page has shown something by itself after Open
+// (it asks the API where the data is and shows the newest), without
+// anyone pressing Show, and reads what it shows.
+func (b *Browser) Opened(ctx context.Context) (*Snapshot, error) {
+	ctx, cancel := b.with(ctx, 45*time.Second)
+	defer cancel()
+	err := chromedp.Do(ctx, chromedp.Poll[chromedp.Void](`document.body.dataset.state === "done" && window.vitalsDashboard.generation > 0`,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(40*time.Second)))
+	if err != nil {
+		return nil, fmt.Errorf("wait for the page to show the newest data: %w", err)
+	}
+	return b.read(ctx)
+}
+
+func (b *Browser) read(ctx context.Context) (*Snapshot, error) {
 	raw, err := chromedp.Run(ctx, chromedp.Evaluate[[]byte](snapshotJS))
 	if err != nil {
 		return nil, fmt.Errorf("read the page: %w", err)
@@ -197,6 +215,8 @@ func (b *Browser) with(ctx context.Context, d time.Duration) (context.Context, c
 type Snapshot struct {
 	Status string           `json:"status"` // the form's status line
 	Charts map[string]Chart `json:"charts"`
+	// Form holds the form's fields by name (token left out).
+	Form map[string]string `json:"form"`
 }
 
 // Chart is one chart section: its state, what uPlot holds and draws, and
@@ -218,6 +238,9 @@ type Chart struct {
 	// non-zero means the data, not only the axes, was drawn.
 	ColorPixels int              `json:"colorPixels"`
 	Tables      map[string]Table `json:"tables"`
+	// XMin and XMax are the x scale's range as drawn (seconds on day axes).
+	XMin float64 `json:"xMin"`
+	XMax float64 `json:"xMax"`
 }
 
 // Table is an HTML table of a chart.
@@ -241,7 +264,10 @@ const snapshotJS = `(() => {
   const dash = window.vitalsDashboard;
   const rgb = (c) => (c || "").match(/\d+/g).slice(0, 3).map(Number);
   const cells = (tr) => [...tr.cells].map((c) => ({text: c.textContent.trim(), value: c.dataset.value ?? ""}));
-  const out = {status: document.getElementById("status").textContent, charts: {}};
+  const out = {status: document.getElementById("status").textContent, charts: {}, form: {}};
+  for (const el of document.getElementById("controls").elements) {
+    if (el.name && el.name !== "token" && (el.type !== "radio" || el.checked)) out.form[el.name] = el.value;
+  }
   for (const sec of document.querySelectorAll("section.chart")) {
     const u = dash.charts[sec.id];
     const c = {status: sec.dataset.status, message: sec.querySelector(".message").textContent,
@@ -251,6 +277,7 @@ const snapshotJS = `(() => {
       c.seriesLabels = u.series.map((s) => String(s.label));
       const cv = u.ctx.canvas;
       c.canvasWidth = cv.width; c.canvasHeight = cv.height;
+      c.xMin = u.scales.x.min; c.xMax = u.scales.x.max;
       const [r, g, b] = rgb(dash.colors[sec.id]);
       const px = u.ctx.getImageData(0, 0, cv.width, cv.height).data;
       for (let i = 0; i < px.length; i += 4) {

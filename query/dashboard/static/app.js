@@ -4,8 +4,9 @@
 // keeps the API's raw value in data-value.
 //
 // For tests and debugging, window.vitalsDashboard holds the uPlot instances
-// (charts), the last JSON answers (responses), each chart's main colour
-// (colors) and a generation counter bumped after every completed "Show";
+// (charts), the last JSON answers (responses), the last overview (where the
+// data is), each chart's main colour (colors) and a generation counter
+// bumped after every completed "Show";
 // <body data-state> is idle, loading or done.
 (function () {
   "use strict";
@@ -177,6 +178,11 @@
     incrs: [1, 2, 7, 14, 30, 91, 182, 365].map((d) => d * 86400),
     values: (u, splits) => splits.map((v) => isoDay(new Date(v * 1000))),
   };
+  // The day axis spans the days drawn and half a day either side: with
+  // uPlot's automatic range, a single day spread over two years.
+  // The range is fixed from the data, not left to uPlot, which widens a
+  // single point's range however its range callback answers.
+  const dayScale = (xs) => ({ x: { time: true, auto: false, range: () => [xs[0] - 43200, xs[xs.length - 1] + 43200] } });
   // Bars start at zero, so their heights compare.
   const fromZero = { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] };
   const legend = { live: false };
@@ -185,8 +191,10 @@
     const days = body.days || [];
     fill($("trends-table"), days.map((d) => [d.day, d.count, d.avg, d.min, d.max, d.stddev]));
     if (!days.length) return empty("trends");
+    const xs = days.map((d) => daySeconds(d.day));
     plot("trends", {
       tzDate: utc,
+      scales: dayScale(xs),
       // The mean comes last so that it is drawn over the band.
       series: [
         { label: "day", value: dayLabel },
@@ -198,7 +206,7 @@
       axes: [dayAxis, { label: body.unit }],
       padding: [null, 40, null, null],
       legend,
-    }, [days.map((d) => daySeconds(d.day)), days.map((d) => d.min), days.map((d) => d.max), days.map((d) => d.avg)], C.mean);
+    }, [xs, days.map((d) => d.min), days.map((d) => d.max), days.map((d) => d.avg)], C.mean);
     return ok("trends", `${days.length} days.`);
   }
 
@@ -235,14 +243,16 @@
     // The band is drawn with the highest percentile's line, over the lines
     // before it: the highest is the line shown in its own colour.
     const top = C.ps[(ps.length - 1) % C.ps.length];
+    const xs = days.map((d) => daySeconds(d.day));
     plot("percentiles", {
       tzDate: utc,
+      scales: dayScale(xs),
       series,
       bands: ps.length > 1 ? [{ series: [ps.length, 1], fill: C.band }] : [],
       axes: [dayAxis, { label: body.unit }],
       padding: [null, 40, null, null],
       legend,
-    }, [days.map((d) => daySeconds(d.day)), ...ps.map((p) => days.map((d) => valueAt(d.percentiles, p)))], top);
+    }, [xs, ...ps.map((p) => days.map((d) => valueAt(d.percentiles, p)))], top);
     return ok("percentiles", `${days.length} days, ${ps.length} percentiles.`);
   }
 
@@ -348,6 +358,45 @@
     }
   }
 
+  // ---- where the data is ------------------------------------------------------
+
+  function options(list, values) {
+    $(list).replaceChildren(...values.map((v) => { const o = document.createElement("option"); o.value = v; return o; }));
+  }
+
+  // overview asks where the tenant's data of the chosen metric is and
+  // offers its users and cohort values in the pickers. Until the first Show,
+  // it also opens the page on the newest 30 days of data with the user whose
+  // data is newest, so a newcomer sees charts, not an empty range; after
+  // that it never overwrites what a person chose.
+  async function overview() {
+    if (!sessionStorage.getItem(TOKEN_KEY)) return;
+    let body;
+    try {
+      body = await api("v1/overview", { metric: field("metric") });
+    } catch (e) {
+      $("status").textContent = e.message;
+      return;
+    }
+    dash.overview = body;
+    const users = body.users || [];
+    options("users", users.map((u) => u.id));
+    for (const k of ["age_band", "sex", "region", "device_model"]) options(k + "-values", ((body.cohorts || {})[k] || []).map((c) => c.value));
+    if (currentRun !== 0) return;
+    if (!body.last_day) {
+      $("status").textContent = `No ${body.metric} readings yet.`;
+      return;
+    }
+    const last = daySeconds(body.last_day), first = daySeconds(body.first_day);
+    $("to").value = isoDay(new Date((last + 86400) * 1000));
+    $("from").value = isoDay(new Date(Math.max(first, last - 29 * 86400) * 1000));
+    if (!field("user") && users.length) {
+      const newest = users.reduce((a, u) => (u.last_day > a.last_day ? u : a), users[0]);
+      $("user").value = newest.id;
+    }
+    show();
+  }
+
   // ---- start -----------------------------------------------------------------
 
   const today = new Date();
@@ -356,7 +405,13 @@
   const fromFragment = () => {
     readFragment();
     $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+    overview();
   };
+  $("metric").addEventListener("change", overview);
+  $("token").addEventListener("change", () => {
+    if (field("token")) sessionStorage.setItem(TOKEN_KEY, field("token"));
+    overview();
+  });
   fromFragment();
   window.addEventListener("hashchange", fromFragment);
   form.addEventListener("submit", show);

@@ -1,0 +1,152 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/vitalshq/vitals/internal/warehouse"
+)
+
+// MaxOverviewUsers bounds the users an overview lists, so that a tenant
+// with a hundred thousand users gets a picker, not a megabyte.
+const MaxOverviewUsers = 1000
+
+// OverviewUser is one user who has readings of the overview's metric.
+type OverviewUser struct {
+	ID       string `json:"id"`
+	Readings uint64 `json:"readings"`
+	// LastDay is the UTC day of the user's newest reading.
+	LastDay string `json:"last_day"`
+}
+
+// CohortValue is one value of a cohort dimension and how many current
+// users have it.
+type CohortValue struct {
+	Value string `json:"value"`
+	Users uint64 `json:"users"`
+}
+
+// OverviewResult answers GET /v1/overview: where a tenant's data of one
+// metric is, so that a client (the dashboard) can open on the latest data
+// instead of an empty range, and offer the users and cohorts that exist.
+type OverviewResult struct {
+	Metric string `json:"metric"`
+	Unit   string `json:"unit"`
+	// FirstDay and LastDay are the UTC days of the oldest and newest
+	// readings (empty when there are none); Readings counts them all.
+	FirstDay string `json:"first_day"`
+	LastDay  string `json:"last_day"`
+	Readings uint64 `json:"readings"`
+	// Users lists up to MaxOverviewUsers users by id, those with the most
+	// recent data first when there are more (UsersTruncated).
+	Users          []OverviewUser `json:"users"`
+	UsersTruncated bool           `json:"users_truncated"`
+	// Cohorts gives, per dimension (age_band, sex, region, device_model),
+	// the values current users have, by value.
+	Cohorts map[string][]CohortValue `json:"cohorts"`
+}
+
+// overview answers GET /v1/overview?metric=. It reads the daily rollup,
+// which has a row per user and day, not the readings.
+func (s *Service) overview(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.timeout(r)
+	defer cancel()
+	m, err := parseMetric(r.URL.Query())
+	if err != nil {
+		s.fail(w, "overview", err)
+		return
+	}
+	res := OverviewResult{Metric: m.Name, Unit: m.Unit, Users: []OverviewUser{}, Cohorts: map[string][]CohortValue{}}
+	tenant := tenantOf(r)
+	if err := s.fillOverviewUsers(ctx, tenant, m.Name, &res); err != nil {
+		s.fail(w, "overview", err)
+		return
+	}
+	if err := s.fillCohortValues(ctx, tenant, &res); err != nil {
+		s.fail(w, "overview", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Service) fillOverviewUsers(ctx context.Context, tenant, metricName string, res *OverviewResult) error {
+	db := s.cfg.Warehouse.Database
+	sql := fmt.Sprintf(`SELECT user_id, countMerge(readings) AS n, min(day) AS first_day, max(day) AS last_day
+		FROM %s.%s WHERE tenant_id = ? AND metric = ? AND %s
+		GROUP BY user_id ORDER BY last_day DESC, user_id LIMIT %d`,
+		db, warehouse.DailyRollupTable, warehouse.NotErased(db), MaxOverviewUsers+1)
+	rows, err := s.conn.Query(ctx, sql, tenant, metricName)
+	if err != nil {
+		return fmt.Errorf("overview users: %w", err)
+	}
+	defer rows.Close()
+	var first, last time.Time
+	for rows.Next() {
+		var u OverviewUser
+		var f, l time.Time
+		if err := rows.Scan(&u.ID, &u.Readings, &f, &l); err != nil {
+			return fmt.Errorf("overview users: %w", err)
+		}
+		if len(res.Users) == MaxOverviewUsers {
+			res.UsersTruncated = true
+			continue
+		}
+		u.LastDay = dayOf(l)
+		res.Users = append(res.Users, u)
+		res.Readings += u.Readings
+		if first.IsZero() || f.Before(first) {
+			first = f
+		}
+		if l.After(last) {
+			last = l
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("overview users: %w", err)
+	}
+	if !first.IsZero() {
+		res.FirstDay, res.LastDay = dayOf(first), dayOf(last)
+	}
+	sort.Slice(res.Users, func(i, j int) bool { return res.Users[i].ID < res.Users[j].ID })
+	return nil
+}
+
+func (s *Service) fillCohortValues(ctx context.Context, tenant string, res *OverviewResult) error {
+	sql := fmt.Sprintf(`SELECT age_band, sex, region, device_model, count() FROM (%s)
+		GROUP BY age_band, sex, region, device_model`, warehouse.UserDimension(s.cfg.Warehouse.Database))
+	rows, err := s.conn.Query(ctx, sql, tenant)
+	if err != nil {
+		return fmt.Errorf("overview cohorts: %w", err)
+	}
+	defer rows.Close()
+	dims := [4]string{"age_band", "sex", "region", "device_model"}
+	counts := map[string]map[string]uint64{}
+	for _, d := range dims {
+		counts[d] = map[string]uint64{}
+	}
+	for rows.Next() {
+		var vals [4]string
+		var n uint64
+		if err := rows.Scan(&vals[0], &vals[1], &vals[2], &vals[3], &n); err != nil {
+			return fmt.Errorf("overview cohorts: %w", err)
+		}
+		for i, d := range dims {
+			counts[d][vals[i]] += n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("overview cohorts: %w", err)
+	}
+	for _, d := range dims {
+		list := []CohortValue{}
+		for v, n := range counts[d] {
+			list = append(list, CohortValue{Value: v, Users: n})
+		}
+		sort.Slice(list, func(i, j int) bool { return list[i].Value < list[j].Value })
+		res.Cohorts[d] = list
+	}
+	return nil
+}
