@@ -112,6 +112,9 @@ func decodeFHIR(body []byte) ([]fhirItem, error) {
 	case "Observation":
 		return []fhirItem{decodeObservation(bytes.Clone(bytes.TrimSpace(body)), top)}, nil
 	case "Bundle":
+		if k := duplicatePath(body, 1); k != "" {
+			return nil, fmt.Errorf("the Bundle names %q twice; send each member once", fhirTrunc(k))
+		}
 		entries, ok, r := top.arr("entry", "entry")
 		if r != nil || !ok {
 			return nil, errors.New("a Bundle must have an entry array whose resources are Observations")
@@ -131,6 +134,11 @@ func decodeFHIR(body []byte) ([]fhirItem, error) {
 // decodeEntry turns one Bundle entry into an item.
 func decodeEntry(entry json.RawMessage) fhirItem {
 	e, r := asObject(entry, "entry")
+	if r == nil {
+		if k := duplicatePath(entry, 1); k != "" { // the resource itself: decodeObservation
+			return fhirItem{raw: entry, rej: duplicateMember("entry." + k)}
+		}
+	}
 	if r != nil {
 		return fhirItem{raw: entry, rej: reject(ReasonMalformedItem, "entry.resource", "each Bundle entry must be an object with a resource")}
 	}
@@ -147,8 +155,17 @@ func decodeEntry(entry json.RawMessage) fhirItem {
 
 // decodeObservation maps one resource, already split into its members.
 func decodeObservation(raw json.RawMessage, obj fhirObject) fhirItem {
+	if k := duplicatePath(raw, 0); k != "" {
+		return fhirItem{raw: raw, rej: duplicateMember(k)}
+	}
 	in, r := observationInput(obj)
 	return fhirItem{raw: raw, in: in, rej: r}
+}
+
+// duplicateMember rejects a resource in which one object names a member
+// twice: read into a map, the last would silently win.
+func duplicateMember(path string) *Rejection {
+	return reject(ReasonDuplicateKey, fhirTrunc(path), "%s appears twice in one object; send each member once", fhirTrunc(path))
 }
 
 // observationInput applies the mapping documented at the top of this file.

@@ -487,6 +487,8 @@ func FuzzDecodeFHIR(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	f.Add([]byte(`{"resourceType":"Observation","status":"final","status":"amended","code":{"coding":[{"code":"8867-4","code":"x"}]}}`))
+	f.Add([]byte(`{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation"},"resource":{}}],"entry":[]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		body := bytes.Clone(data)
 		items, err := decodeFHIR(body)

@@ -46,6 +46,8 @@ func FuzzReadingsJSON(f *testing.F) {
 		batchBody(item(map[string]any{"metric": "sleep_stage", "unit": "min", "stage": "rem", "period_end": "2026-11-22T11:59:30Z", "value": nil})),
 		batchBody(item(map[string]any{"value": "x"}), json.RawMessage(`7`), json.RawMessage(`{}`)),
 		`{"gateway_id":"g","readings":[{"event_id":"a","measured_at":"2026-13-45T99:00:00Z"}]}`,
+		`{"gateway_id":"g","readings":[{"event_id":"a","user_id":"A","USER_ID":"B","measured_at":"0001-01-01T00:00:00Z"}],"Readings":[]}`,
+		batchBody(item(map[string]any{"measured_at": "1999-12-31T23:59:59Z"})),
 	} {
 		f.Add([]byte(seed))
 	}

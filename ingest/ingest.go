@@ -666,6 +666,9 @@ type jsonEnvelope struct {
 
 func decodeEnvelope(body []byte, itemsField string) (jsonEnvelope, *apiError) {
 	var env jsonEnvelope
+	if k := duplicateKey(body, envelopeKeys); k != "" {
+		return env, badRequest("malformed_body", "the body names %q twice (keys match ignoring case); send each field once", truncate(k))
+	}
 	if err := json.Unmarshal(body, &env); err != nil {
 		return env, badRequest("malformed_body", `body must be a JSON object {"gateway_id": ..., %q: [...]}: %v`, itemsField, err)
 	}

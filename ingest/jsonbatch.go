@@ -47,11 +47,15 @@ type jsonProfile struct {
 }
 
 // decodeItem unmarshals one batch item into v, turning a JSON error into a
-// rejection that names the field.
-func decodeItem(raw json.RawMessage, v any) *Rejection {
+// rejection that names the field. keys are v's JSON keys: an item that
+// names one of them twice is refused (see duplicateKey).
+func decodeItem(raw json.RawMessage, v any, keys []string) *Rejection {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
 		return reject(ReasonMalformedItem, "", "item must be a JSON object")
+	}
+	if k := duplicateKey(raw, keys); k != "" {
+		return reject(ReasonDuplicateKey, k, "%q names a field the item already has (keys match ignoring case); send each field once", truncate(k))
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		if te, ok := err.(*json.UnmarshalTypeError); ok && te.Field != "" {
@@ -99,7 +103,7 @@ type timeField = struct {
 // readingFromJSON turns one JSON item into an Input.
 func readingFromJSON(raw json.RawMessage) (Input, *Rejection) {
 	var j jsonReading
-	if r := decodeItem(raw, &j); r != nil {
+	if r := decodeItem(raw, &j, readingKeys); r != nil {
 		return Input{}, r
 	}
 	return j.input(new([3]int64))
@@ -131,7 +135,7 @@ func (j *jsonReading) input(ms *[3]int64) (Input, *Rejection) {
 
 func deviceFromJSON(raw json.RawMessage) (DeviceInput, *Rejection) {
 	var j jsonDevice
-	if r := decodeItem(raw, &j); r != nil {
+	if r := decodeItem(raw, &j, deviceKeys); r != nil {
 		return DeviceInput{}, r
 	}
 	in := DeviceInput{EventID: j.EventID, UserID: j.UserID, DeviceID: j.DeviceID, Kind: j.Kind, Model: j.Model,
@@ -142,7 +146,7 @@ func deviceFromJSON(raw json.RawMessage) (DeviceInput, *Rejection) {
 
 func profileFromJSON(raw json.RawMessage) (ProfileInput, *Rejection) {
 	var j jsonProfile
-	if r := decodeItem(raw, &j); r != nil {
+	if r := decodeItem(raw, &j, profileKeys); r != nil {
 		return ProfileInput{}, r
 	}
 	in := ProfileInput{EventID: j.EventID, UserID: j.UserID, Kind: j.Kind, BirthYear: j.BirthYear, Sex: j.Sex, Region: j.Region}

@@ -87,7 +87,9 @@ func jsonReadingField(key string) (int, bool) {
 }
 
 var (
-	readingKeys  = []string{"event_id", "user_id", "device_id", "metric", "unit", "measured_at", "received_at", "period_end", "stage", "value", "diastolic", "sequence"}
+	readingKeys = jsonKeysOf(jsonReading{})
+	// envelopeKeys is in jsonEnvelope's order, which scanReadingsJSON's
+	// indexes rely on (a test holds the two together).
 	envelopeKeys = []string{"gateway_id", "tenant_id", "readings", "events"}
 )
 

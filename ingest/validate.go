@@ -26,6 +26,8 @@ const (
 	ReasonInvalidTimestamp  = "invalid_timestamp"  // not RFC 3339 with a zone
 	ReasonFutureTimestamp   = "future_timestamp"   // further ahead than the allowed clock skew
 	ReasonTooOld            = "too_old"            // older than the maximum age
+	ReasonBeforeTimeFloor   = "before_time_floor"  // before the earliest time accepted (Limits.MinTime)
+	ReasonDuplicateKey      = "duplicate_key"      // a JSON object names a field twice (keys match ignoring case)
 	ReasonInternal          = "internal"           // a defect in ingest: the item could not be encoded (never expected)
 )
 
@@ -51,6 +53,23 @@ type Limits struct {
 	// MaxAge rejects events measured longer ago than this; zero accepts
 	// any age, since backfilling old exports is legitimate.
 	MaxAge time.Duration
+	// MinTime is the earliest time an event's timestamps may name
+	// (DefaultMinTime unless set): a clock reset to year 1 is a broken
+	// device, not a reading, and ClickHouse cannot store a time before
+	// 1970. The zero Time means DefaultMinTime.
+	MinTime time.Time
+}
+
+// DefaultMinTime is Limits.MinTime's default, 2000-01-01 UTC: before any
+// wearable in use, well after 1970.
+var DefaultMinTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// minTimeMs is the floor of l in epoch milliseconds.
+func (l Limits) minTimeMs() int64 {
+	if l.MinTime.IsZero() {
+		return DefaultMinTime.UnixMilli()
+	}
+	return l.MinTime.UnixMilli()
 }
 
 // Input is one reading as a gateway described it, whatever the wire format
@@ -133,6 +152,9 @@ func (c *checkContext) checkTimes(measuredField string, measured int64, received
 }) (int64, *Rejection) {
 	nowMs := c.now.UnixMilli()
 	skew := c.lim.MaxFutureSkew.Milliseconds()
+	if r := c.checkFloor(measuredField, measured, received, extra...); r != nil {
+		return 0, r
+	}
 	rec := nowMs
 	if received != nil {
 		if *received > nowMs+skew {
@@ -152,6 +174,31 @@ func (c *checkContext) checkTimes(measuredField string, measured int64, received
 		return 0, reject(ReasonTooOld, measuredField, "%s is older than the maximum age of %s", measuredField, c.lim.MaxAge)
 	}
 	return rec, nil
+}
+
+// checkFloor rejects the first of an event's times that lies before
+// Limits.MinTime.
+func (c *checkContext) checkFloor(measuredField string, measured int64, received *int64, extra ...struct {
+	field string
+	at    int64
+}) *Rejection {
+	floor := c.lim.minTimeMs()
+	bad := func(field string, at int64) *Rejection {
+		return reject(ReasonBeforeTimeFloor, field, "%s %s is before %s, the earliest time accepted",
+			field, time.UnixMilli(at).UTC().Format(time.RFC3339), time.UnixMilli(floor).UTC().Format(time.RFC3339))
+	}
+	if measured < floor {
+		return bad(measuredField, measured)
+	}
+	if received != nil && *received < floor {
+		return bad("received_at", *received)
+	}
+	for _, e := range extra {
+		if e.at < floor {
+			return bad(e.field, e.at)
+		}
+	}
+	return nil
 }
 
 type field struct {

@@ -129,6 +129,7 @@ type settings struct {
 	ingestTimeout    time.Duration
 	ingestFutureSkew time.Duration
 	ingestMaxAge     time.Duration
+	ingestMinTime    time.Time
 
 	processorGroup    string
 	processorInstance string
@@ -195,6 +196,7 @@ func (s *settings) ingestFlags(fs *envflag.Set) {
 	fs.Duration(&s.ingestTimeout, "ingest-produce-timeout", d.ProduceTimeout, "wait for the broker's ack before answering 503")
 	fs.Duration(&s.ingestFutureSkew, "ingest-max-future-skew", d.Limits.MaxFutureSkew, "how far ahead of the server clock a timestamp may be")
 	fs.Duration(&s.ingestMaxAge, "ingest-max-age", d.Limits.MaxAge, "reject readings measured longer ago than this (0: any age)")
+	fs.Time(&s.ingestMinTime, "ingest-min-time", ingest.DefaultMinTime, "reject events whose timestamps lie before this time (RFC 3339)")
 }
 
 func (s *settings) processorFlags(fs *envflag.Set) {
@@ -259,7 +261,7 @@ func (s *settings) ingest() ingest.Config {
 	c := ingest.DefaultConfig()
 	c.Addr, c.Kafka, c.PostgresURL = s.ingestAddr, s.kafka(), s.pgURL
 	c.MaxBatchItems, c.MaxBodyBytes, c.ProduceTimeout = s.ingestMaxItems, int64(s.ingestMaxBytes), s.ingestTimeout
-	c.Limits = ingest.Limits{MaxFutureSkew: s.ingestFutureSkew, MaxAge: s.ingestMaxAge}
+	c.Limits = ingest.Limits{MaxFutureSkew: s.ingestFutureSkew, MaxAge: s.ingestMaxAge, MinTime: s.ingestMinTime}
 	return c
 }
 

@@ -85,6 +85,19 @@ func (s *Set) Duration(p *time.Duration, name string, def time.Duration, usage s
 	s.DurationVar(p, name, def, s.usage(name, usage))
 }
 
+// Time defines a time flag in RFC 3339 ("2000-01-01T00:00:00Z").
+func (s *Set) Time(p *time.Time, name string, def time.Time, usage string) {
+	if v, ok := s.lookup(name); ok {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q: want an RFC 3339 time: %w", s.EnvName(name), v, err))
+		} else {
+			def = t
+		}
+	}
+	s.TextVar(p, name, def, s.usage(name, usage))
+}
+
 // Parse parses args after reporting any malformed environment variable.
 func (s *Set) Parse(args []string) error {
 	if len(s.errs) > 0 {
