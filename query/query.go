@@ -32,6 +32,7 @@ import (
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/httpserve"
 	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/internal/quota"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/query/dashboard"
 )
@@ -67,6 +68,14 @@ type Config struct {
 	// TrendsFromRollup makes trends read the daily rollup instead of the
 	// raw readings (the same numbers; the rollup is much smaller).
 	TrendsFromRollup bool
+	// MaxConcurrent bounds the requests the service works on at once
+	// (default 32); beyond it a request is answered 503 overloaded with
+	// Retry-After, since ClickHouse would only queue them.
+	MaxConcurrent int
+	// PerToken is each analyst token's share (default 20 requests/s,
+	// bursts of 40, 8 in flight: a dashboard asks 5 at once): a token past
+	// it is answered 429 with Retry-After, and other tokens are not slowed.
+	PerToken quota.Limits
 	// ValuesFromRollup makes percentiles, distributions, comparisons and
 	// cohort tables over a cohort or the whole tenant read the whole UTC
 	// days of their range from the value rollup
@@ -95,6 +104,8 @@ func DefaultConfig() Config {
 		MaxDistinctValues: 2_000_000,
 		TrendsFromRollup:  true,
 		ValuesFromRollup:  true,
+		MaxConcurrent:     32,
+		PerToken:          quota.Limits{Rate: 20, Burst: 40, Concurrent: 8},
 	}
 }
 
@@ -113,6 +124,12 @@ type Service struct {
 	adm     *kadm.Client
 	tokens  tokenVerifier
 	handler http.Handler
+	// busy holds a slot per request being worked on (MaxConcurrent);
+	// perToken is each token's share.
+	busy     chan struct{}
+	perToken *quota.Quota
+	// positions watches the pipeline for read-your-writes waits (wait.go).
+	positions *watcher
 }
 
 // New connects to ClickHouse, PostgreSQL (tokens, processor offsets) and
@@ -123,7 +140,8 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) 
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	s := &Service{cfg: cfg, log: log, conn: conn}
+	s := newService(cfg, log)
+	s.conn = conn
 	fail := func(err error) (*Service, error) {
 		s.Close()
 		return nil, fmt.Errorf("query: %w", err)
@@ -147,6 +165,13 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) 
 	s.adm = kadm.NewClient(s.kafka)
 	s.handler = s.routes()
 	return s, nil
+}
+
+// newService is a Service without connections: what New and tests share.
+func newService(cfg Config, log zerolog.Logger) *Service {
+	s := &Service{cfg: cfg, log: log, busy: make(chan struct{}, max(cfg.MaxConcurrent, 1)), perToken: quota.New(cfg.PerToken)}
+	s.positions = newWatcher(pipelinePositions{s}, pollInterval)
+	return s
 }
 
 // routes is the HTTP API. Every /v1/ endpoint requires an analyst token;
@@ -185,6 +210,9 @@ func (s *Service) Run(ctx context.Context) error {
 // Serve is Run on a listener the caller opened. The grace period covers
 // the longest read-your-writes wait plus a query.
 func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
+	wctx, stop := context.WithCancel(context.Background())
+	defer stop() // after the last request: in-flight waits keep their watcher
+	go s.positions.run(wctx)
 	return httpserve.Serve(ctx, s.log, ln, s.handler, s.cfg.MaxWait+s.cfg.QueryTimeout)
 }
 
@@ -264,6 +292,11 @@ func (s *Service) authenticated(h http.Handler) http.Handler {
 		c, err := s.tokens.Verify(r.Context(), presented)
 		switch {
 		case err == nil:
+			release, ok := s.admit(w, c.ID)
+			if !ok {
+				return
+			}
+			defer release()
 			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tenantKey{}, c.Tenant)))
 		case errors.Is(err, credential.ErrRevoked):
 			writeJSON(w, http.StatusForbidden, APIError{Code: "token_revoked", Message: "this analyst token was revoked"})
@@ -276,6 +309,28 @@ func (s *Service) authenticated(h http.Handler) http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, APIError{Code: "tokens_unavailable", Message: "the token database does not answer; retry shortly"})
 		}
 	})
+}
+
+// admit takes a slot of the service and of the token's share, or answers
+// 503 (the service is full) or 429 (the token spent its share) with
+// Retry-After.
+func (s *Service) admit(w http.ResponseWriter, tokenID string) (release func(), ok bool) {
+	rel, refused := s.perToken.Admit(tokenID, 1)
+	if refused != nil {
+		w.Header().Set("Retry-After", strconv.Itoa(quota.RetryAfterSeconds(refused.RetryAfter)))
+		writeJSON(w, http.StatusTooManyRequests, APIError{Code: "rate_limited",
+			Message: fmt.Sprintf("this token is over its share (%s); retry after the Retry-After seconds", refused.Reason)})
+		return nil, false
+	}
+	select {
+	case s.busy <- struct{}{}:
+		return func() { <-s.busy; rel() }, true
+	default:
+		rel()
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, APIError{Code: "overloaded", Message: "the query service is at its concurrency limit; retry shortly"})
+		return nil, false
+	}
 }
 
 // tenantOf is the authenticated caller's tenant.

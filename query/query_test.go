@@ -16,6 +16,7 @@ import (
 	"github.com/vitalshq/vitals/internal/consistency"
 	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/metric"
+	"github.com/vitalshq/vitals/internal/quota"
 )
 
 func TestParsePercentiles(t *testing.T) {
@@ -48,7 +49,7 @@ func TestParsePercentiles(t *testing.T) {
 // tests use the real one).
 type fakeTokens map[string]credential.Credential
 
-const goodToken, revokedToken = "va_good", "va_revoked"
+const goodToken, revokedToken, otherToken = "va_good", "va_revoked", "va_other"
 
 func (f fakeTokens) Verify(_ context.Context, presented string) (credential.Credential, error) {
 	c, ok := f[presented]
@@ -65,10 +66,17 @@ func (f fakeTokens) Verify(_ context.Context, presented string) (credential.Cred
 // these tests make must be answered before any of them is needed.
 func newTestService() *Service {
 	now := time.Now()
-	s := &Service{cfg: DefaultConfig(), log: zerolog.Nop(), tokens: fakeTokens{
+	cfg := DefaultConfig()
+	cfg.PerToken = quota.Limits{} // these tests ask many questions at once; TestLimits checks the shares
+	return newTestServiceWith(cfg, fakeTokens{
 		goodToken:    {ID: "good", Tenant: "t1"},
 		revokedToken: {ID: "revoked", Tenant: "t1", RevokedAt: &now},
-	}}
+	})
+}
+
+func newTestServiceWith(cfg Config, tokens fakeTokens) *Service {
+	s := newService(cfg, zerolog.Nop())
+	s.tokens = tokens
 	s.handler = s.routes()
 	return s
 }
@@ -405,5 +413,45 @@ func TestWeightedSource(t *testing.T) {
 		if tc.erasures && !strings.Contains(sql, "vdb.erased_users") {
 			t.Errorf("%s: erased users not left out", tc.name)
 		}
+	}
+}
+
+// TestLimits: a token that floods gets 429 with Retry-After while another
+// token of the same tenant is still answered; at the service's concurrency
+// limit a request gets 503 overloaded. (The answers here are 400s: the
+// requests are admitted, then refused for their parameters, without any
+// store.)
+func TestLimits(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.PerToken = quota.Limits{Rate: 1, Burst: 3}
+	cfg.MaxConcurrent = 1
+	s := newTestServiceWith(cfg, fakeTokens{goodToken: {ID: "good", Tenant: "t1"}, otherToken: {ID: "other", Tenant: "t1"}})
+	ask := func(token string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/v1/percentiles?metric=mood", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		s.Handler().ServeHTTP(rec, req)
+		return rec
+	}
+	for i := range 3 {
+		if rec := ask(goodToken); rec.Code != http.StatusBadRequest {
+			t.Fatalf("request %d within the burst: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	rec := ask(goodToken)
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "1" || !strings.Contains(rec.Body.String(), "rate_limited") {
+		t.Fatalf("past the burst: %d, Retry-After %q, %s; want 429 rate_limited, Retry-After 1", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+	}
+	if rec := ask(otherToken); rec.Code != http.StatusBadRequest {
+		t.Fatalf("another token while the first floods: %d %s", rec.Code, rec.Body)
+	}
+	s.busy <- struct{}{} // the one slot is taken
+	rec = ask(otherToken)
+	<-s.busy
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), "overloaded") {
+		t.Fatalf("at the concurrency limit: %d %s; want 503 overloaded with Retry-After", rec.Code, rec.Body)
+	}
+	if rec := ask(otherToken); rec.Code != http.StatusBadRequest {
+		t.Fatalf("after the slot is free: %d %s", rec.Code, rec.Body)
 	}
 }

@@ -152,6 +152,10 @@ type settings struct {
 	queryMinCohort   int
 	queryMaxWait     time.Duration
 	queryRollup      bool
+	queryConcurrent  int
+	queryTokenRate   int
+	queryTokenBurst  int
+	queryTokenInflt  int
 }
 
 func newFlags(name string) (*envflag.Set, *settings) {

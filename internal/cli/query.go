@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vitalshq/vitals/internal/envflag"
+	"github.com/vitalshq/vitals/internal/quota"
 	"github.com/vitalshq/vitals/query"
 )
 
@@ -26,6 +27,10 @@ func (s *settings) queryFlags(fs *envflag.Set) {
 	fs.Int(&s.queryMinCohort, "query-min-cohort-users", d.MinCohortUsers, "smallest cohort whose figures are shown; smaller ones are suppressed")
 	fs.Duration(&s.queryMaxWait, "query-max-wait", d.MaxWait, "longest a request with a consistency token may wait for the pipeline")
 	fs.BoolVar(&s.queryRollup, "query-values-from-rollup", d.ValuesFromRollup, "read the whole days of cohort- and tenant-wide ranges from the value rollup (false: only the readings table)")
+	fs.Int(&s.queryConcurrent, "query-max-concurrent", d.MaxConcurrent, "requests worked on at once; more are answered 503 overloaded")
+	fs.Int(&s.queryTokenRate, "query-token-rate", int(d.PerToken.Rate), "requests per second one analyst token may make (0: no limit); more are answered 429")
+	fs.Int(&s.queryTokenBurst, "query-token-burst", d.PerToken.Burst, "requests one analyst token may make at once after being idle")
+	fs.Int(&s.queryTokenInflt, "query-token-concurrent", d.PerToken.Concurrent, "requests of one analyst token in flight at once (0: no limit); more are answered 429")
 }
 
 func (s *settings) query() query.Config {
@@ -35,6 +40,8 @@ func (s *settings) query() query.Config {
 	c.ProcessorGroup, c.ProjectorGroup = s.processorGroup, s.projectorGroup
 	c.MinCohortUsers, c.MaxWait, c.ValuesFromRollup = s.queryMinCohort, s.queryMaxWait, s.queryRollup
 	c.DefaultWait = min(c.DefaultWait, c.MaxWait)
+	c.MaxConcurrent = s.queryConcurrent
+	c.PerToken = quota.Limits{Rate: float64(s.queryTokenRate), Burst: s.queryTokenBurst, Concurrent: s.queryTokenInflt}
 	return c
 }
 
