@@ -16,6 +16,7 @@ import (
 	"github.com/vitalshq/vitals/internal/consistency"
 	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/metric"
+	"github.com/vitalshq/vitals/internal/promreg"
 )
 
 func TestParsePercentiles(t *testing.T) {
@@ -68,8 +69,11 @@ func newTestService() *Service {
 	s := &Service{cfg: DefaultConfig(), log: zerolog.Nop(), tokens: fakeTokens{
 		goodToken:    {ID: "good", Tenant: "t1"},
 		revokedToken: {ID: "revoked", Tenant: "t1", RevokedAt: &now},
-	}}
+	}, reg: promreg.New(), m: newServiceMetrics()}
 	s.handler = s.routes()
+	if _, err := promreg.Register(s.reg, s.m.collectors()...); err != nil {
+		panic(err) // a fresh registry holds nothing of ours
+	}
 	return s
 }
 
