@@ -46,6 +46,10 @@ func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 }
 
+func counter(name string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: "h"})
+}
+
 func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
 	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 }
@@ -311,12 +315,12 @@ func TestInvalidDefinitionsRefused(t *testing.T) {
 
 func TestRegisterAllOrNone(t *testing.T) {
 	r := bare()
-	taken, err := Register(r, counterVec("b_total", "h"))
+	taken, err := Register(r, counter("b_total"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := counterVec("a_total", "h")
-	failed, err := Register(r, a, counterVec("b_total", "h"))
+	a := counter("a_total")
+	failed, err := Register(r, a, counter("b_total"))
 	if err == nil {
 		t.Fatal("Register accepted a name already taken")
 	}
@@ -337,7 +341,7 @@ func TestRegisterAllOrNone(t *testing.T) {
 	if got := render(t, r); got != "" {
 		t.Errorf("metrics left after Unregister:\n%s", got)
 	}
-	if _, err := Register(r, counterVec("a_total", "h"), counterVec("b_total", "h")); err != nil {
+	if _, err := Register(r, counter("a_total"), counter("b_total")); err != nil {
 		t.Errorf("Unregister did not free the names: %v", err)
 	}
 }
