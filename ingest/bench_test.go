@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/sample"
@@ -113,7 +112,7 @@ func (w *discardWriter) WriteHeader(code int)        { w.status = code }
 // benchHandler posts body to /v1/readings b.N times through the handler
 // with a producer that discards, and reports readings/s.
 func benchHandler(b *testing.B, n int, contentType string, body []byte) {
-	s := newServer(DefaultConfig(), zerolog.Nop(), discardProducer{}, benchKeys{})
+	s := mustServer(DefaultConfig(), discardProducer{}, benchKeys{})
 	h := s.Handler()
 	rd := bytes.NewReader(body)
 	req, err := http.NewRequest(http.MethodPost, "/v1/readings", rd)

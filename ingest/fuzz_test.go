@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -51,7 +49,7 @@ func FuzzReadingsJSON(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	s := newServer(DefaultConfig(), zerolog.Nop(), nil, nil)
+	s := mustServer(DefaultConfig(), nil, nil)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		d, aerr := s.decodeReadings(httptest.NewRequest("POST", "/v1/readings", nil), body)
 		if aerr != nil {
@@ -81,7 +79,7 @@ func FuzzReadingsAvro(f *testing.F) {
 		}
 		f.Add(msg)
 	}
-	s := newServer(DefaultConfig(), zerolog.Nop(), nil, nil)
+	s := mustServer(DefaultConfig(), nil, nil)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		d, aerr := s.decodeAvroReadings(body)
 		if aerr != nil {

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -33,15 +34,20 @@ import (
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/httpserve"
 	"github.com/vitalshq/vitals/internal/metric"
-	"github.com/vitalshq/vitals/internal/metrics"
 	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/schemas"
 )
 
 // Config configures the ingest server.
 type Config struct {
-	// Addr is the HTTP listen address.
+	// Addr is the HTTP listen address; it serves the API and the
+	// Prometheus metrics at GET /metrics.
 	Addr string
+	// Registry is where ingest registers its metrics and what its /metrics
+	// serves: the process's registry, shared by the roles of `vitals run`.
+	// Nil (the default): a registry of the server's own.
+	Registry *promreg.Registry
 	// Kafka reaches the event log.
 	Kafka eventlog.Config
 	// PostgresURL locates the API keys.
@@ -100,27 +106,41 @@ type Server struct {
 
 	readings, devices, profiles, deadLetters *schemas.Codec
 	inflight                                 chan struct{}
+	reg                                      *promreg.Registry
 	m                                        serverMetrics
+	registered                               *promreg.Registration
 }
 
 // serverMetrics are what ingest exports at /metrics.
 type serverMetrics struct {
-	reg     *metrics.Registry
-	items   *metrics.CounterVec   // endpoint, outcome, reason
-	batch   *metrics.HistogramVec // endpoint
-	produce *metrics.HistogramVec // endpoint
-	status  *metrics.CounterVec   // endpoint, code
+	items   *prometheus.CounterVec   // endpoint, outcome, reason
+	batch   *prometheus.HistogramVec // endpoint
+	produce *prometheus.HistogramVec // endpoint
+	status  *prometheus.CounterVec   // endpoint, code
+	latency *prometheus.HistogramVec // endpoint
 }
 
+// latencyBuckets bound ingest's time histograms, in seconds: a produce
+// usually takes milliseconds and gives up at ProduceTimeout (10 s).
+var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
 func newServerMetrics() serverMetrics {
-	r := metrics.NewRegistry()
 	return serverMetrics{
-		reg:     r,
-		items:   r.Counter("vitals_ingest_items_total", "Items judged by ingest, by endpoint, outcome (accepted, rejected, not_stored) and rejection reason.", "endpoint", "outcome", "reason"),
-		batch:   r.Histogram("vitals_ingest_batch_items", "Items per request.", []float64{1, 10, 50, 100, 250, 500, 1000, 2500, 5000}, "endpoint"),
-		produce: r.Histogram("vitals_ingest_produce_seconds", "Time from produce to the broker's ack of a whole request.", []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, "endpoint"),
-		status:  r.Counter("vitals_ingest_requests_total", "Requests by endpoint and HTTP status.", "endpoint", "code"),
+		items: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vitals_ingest_items_total",
+			Help: "Items judged by ingest, by endpoint, outcome (accepted, rejected, not_confirmed) and rejection reason."}, []string{"endpoint", "outcome", "reason"}),
+		batch: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vitals_ingest_batch_items", Help: "Items per request.",
+			Buckets: []float64{1, 10, 50, 100, 250, 500, 1000, 2500, 5000}}, []string{"endpoint"}),
+		produce: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vitals_ingest_produce_seconds",
+			Help: "Time from produce to the broker's ack of a whole request.", Buckets: latencyBuckets}, []string{"endpoint"}),
+		status: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vitals_ingest_requests_total",
+			Help: "Batch requests by endpoint and HTTP status."}, []string{"endpoint", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vitals_ingest_request_seconds",
+			Help: "Time to handle a batch request, from the handler's start to its answer written.", Buckets: latencyBuckets}, []string{"endpoint"}),
 	}
+}
+
+func (m serverMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.items, m.batch, m.produce, m.status, m.latency}
 }
 
 // New connects to PostgreSQL (API keys) and Kafka and returns a server
@@ -151,7 +171,12 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 		pool.Close()
 		return nil, fmt.Errorf("ingest: kafka client: %w", err)
 	}
-	s := newServer(cfg, log, cl, keys)
+	s, err := newServer(cfg, log, cl, keys)
+	if err != nil {
+		cl.Close()
+		pool.Close()
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
 	s.client, s.pool = cl, pool
 	return s, nil
 }
@@ -159,7 +184,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 //go:embed openapi.yaml
 var openapiYAML []byte
 
-func newServer(cfg Config, log zerolog.Logger, p producer, keys keyVerifier) *Server {
+// newServer makes the server and registers its metrics, which fails only
+// if cfg.Registry holds another live server's.
+func newServer(cfg Config, log zerolog.Logger, p producer, keys keyVerifier) (*Server, error) {
 	s := &Server{
 		cfg:         cfg,
 		log:         log,
@@ -171,7 +198,12 @@ func newServer(cfg Config, log zerolog.Logger, p producer, keys keyVerifier) *Se
 		profiles:    schemas.MustCodec(schemas.NameProfileEvent),
 		deadLetters: schemas.MustCodec(schemas.NameDeadLetter),
 		inflight:    make(chan struct{}, cfg.MaxInflight),
+		reg:         promreg.OrNew(cfg.Registry),
 		m:           newServerMetrics(),
+	}
+	var err error
+	if s.registered, err = promreg.Register(s.reg, s.m.collectors()...); err != nil {
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/readings", s.batchHandler(endpointReadings, cfg.Kafka.Topics.Readings, s.decodeReadings))
@@ -183,15 +215,18 @@ func newServer(cfg Config, log zerolog.Logger, p producer, keys keyVerifier) *Se
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(openapiYAML)
 	})
-	mux.Handle("GET /metrics", s.m.reg.Handler())
+	mux.Handle("GET /metrics", s.reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /readyz", s.ready)
 	s.handler = mux
-	return s
+	return s, nil
 }
 
 // Handler is the HTTP API, for tests and embedding.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// Metrics is the registry the server's /metrics serves.
+func (s *Server) Metrics() *promreg.Registry { return s.reg }
 
 // Run serves until ctx ends, then stops accepting, lets in-flight requests
 // finish (their produces complete or time out) and returns.
@@ -208,8 +243,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return httpserve.Serve(ctx, s.log, ln, s.handler, s.cfg.ProduceTimeout+5*time.Second)
 }
 
-// Close flushes the producer and closes the connections.
+// Close flushes the producer, closes the connections and withdraws the
+// server's metrics from the registry.
 func (s *Server) Close() {
+	s.registered.Unregister()
 	if s.client != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ProduceTimeout)
 		defer cancel()
@@ -403,8 +440,12 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (Key, bool
 // rejected ones to the dead-letter topic, and answer per item.
 func (s *Server) batchHandler(endpoint, topic string, decode decoder) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		defer func() { s.m.status.With(endpoint, strconv.Itoa(sw.code)).Inc() }()
+		defer func() {
+			s.m.status.WithLabelValues(endpoint, strconv.Itoa(sw.code)).Inc()
+			s.m.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+		}()
 		s.serveBatch(sw, r, endpoint, topic, decode)
 	}
 }
@@ -453,7 +494,7 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 		writeError(w, http.StatusRequestEntityTooLarge, "batch_too_large", "the batch holds %d items; the limit is %d", d.n, s.cfg.MaxBatchItems)
 		return
 	}
-	s.m.batch.With(endpoint).Observe(float64(d.n))
+	s.m.batch.WithLabelValues(endpoint).Observe(float64(d.n))
 
 	receivedAt := s.now()
 	cc := checkContext{tenant: key.Tenant, gateway: d.gateway, format: d.format, now: receivedAt, lim: s.cfg.Limits,
@@ -512,7 +553,7 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 
 	start := time.Now()
 	outcomes, firstErr := s.produceAll(r.Context(), records)
-	s.m.produce.With(endpoint).Observe(time.Since(start).Seconds())
+	s.m.produce.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
 	failed := 0
 	for j, o := range outcomes {
 		if o == produced {
@@ -534,12 +575,12 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 	}
 	resp.Accepted = accepted
 	resp.ConsistencyToken = consistencyToken(topic, records, outcomes)
-	s.m.items.With(endpoint, StatusAccepted, "").Add(float64(accepted))
+	s.m.items.WithLabelValues(endpoint, StatusAccepted, "").Add(float64(accepted))
 	for reason, n := range reasons {
-		s.m.items.With(endpoint, StatusRejected, reason).Add(float64(n))
+		s.m.items.WithLabelValues(endpoint, StatusRejected, reason).Add(float64(n))
 	}
 	if failed > 0 {
-		s.m.items.With(endpoint, "not_confirmed", "").Add(float64(d.n - accepted - resp.Rejected))
+		s.m.items.WithLabelValues(endpoint, "not_confirmed", "").Add(float64(d.n - accepted - resp.Rejected))
 		s.log.Warn().Err(firstErr).Str("endpoint", endpoint).Int("failed", failed).Int("stored", accepted).Msg("produce failed; answering 503")
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 		writeJSON(w, http.StatusServiceUnavailable, struct {

@@ -62,12 +62,23 @@ func (f fakeKeys) Verify(_ context.Context, presented string) (Key, error) {
 	return k, nil
 }
 
+// mustServer is newServer with a logger that discards, for tests: its
+// only error (metrics already registered) cannot happen on the fresh
+// registry of DefaultConfig.
+func mustServer(cfg Config, p producer, keys keyVerifier) *Server {
+	s, err := newServer(cfg, zerolog.Nop(), p, keys)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
 func newTestServer(p producer) *Server {
 	cfg := DefaultConfig()
 	cfg.MaxBatchItems = 4
 	cfg.MaxBodyBytes = 4096
 	revoked := testNow
-	s := newServer(cfg, zerolog.Nop(), p, fakeKeys{
+	s := mustServer(cfg, p, fakeKeys{
 		goodKey:    {ID: "good", Tenant: "default"},
 		revokedKey: {ID: "revoked", Tenant: "default", RevokedAt: &revoked},
 	})
@@ -170,9 +181,10 @@ func TestMetricsCountOutcomes(t *testing.T) {
 	for _, want := range []string{
 		`vitals_ingest_items_total{endpoint="readings",outcome="accepted",reason=""} 2`,
 		`vitals_ingest_items_total{endpoint="readings",outcome="rejected",reason="unknown_unit"} 1`,
-		`vitals_ingest_requests_total{endpoint="readings",code="200"} 1`,
+		`vitals_ingest_requests_total{code="200",endpoint="readings"} 1`, // client_golang sorts labels by name
 		`vitals_ingest_batch_items_count{endpoint="readings"} 1`,
 		`vitals_ingest_produce_seconds_count{endpoint="readings"} 1`,
+		`vitals_ingest_request_seconds_count{endpoint="readings"} 1`,
 	} {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("/metrics lacks %s:\n%s", want, rec.Body)

@@ -15,8 +15,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rs/zerolog"
-
 	"github.com/vitalshq/vitals/internal/metric"
 )
 
@@ -63,7 +61,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 	// The table is what the mux serves: no route answers 404 or 405. The
 	// batch routes answer 401 without a key, before touching the (nil)
 	// producer and key store, which proves the route exists.
-	s := newServer(DefaultConfig(), zerolog.Nop(), nil, nil)
+	s := mustServer(DefaultConfig(), nil, nil)
 	for _, r := range openAPIRoutes {
 		rec := httptest.NewRecorder()
 		s.Handler().ServeHTTP(rec, httptest.NewRequest(r.method, r.path, strings.NewReader("{}")))
@@ -174,7 +172,7 @@ func TestOpenAPIReasonCodes(t *testing.T) {
 }
 
 func TestOpenAPIServed(t *testing.T) {
-	s := newServer(DefaultConfig(), zerolog.Nop(), nil, nil)
+	s := mustServer(DefaultConfig(), nil, nil)
 	rec := httptest.NewRecorder()
 	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/openapi.yaml", nil))
 	if rec.Code != http.StatusOK {

@@ -172,8 +172,8 @@ func (p *Processor) reapLocked(ctx context.Context, wait bool) error {
 		return c.err
 	}
 	p.snapshots.recycle(c.chunks)
-	p.m.commit.With().Observe(c.took.Seconds())
-	p.m.checkpointUsers.With().Observe(float64(len(c.rows.users)))
+	p.m.commit.Observe(c.took.Seconds())
+	p.m.checkpointUsers.Observe(float64(len(c.rows.users)))
 	commits := map[string]map[int32]kgo.EpochOffset{}
 	p.mu.Lock()
 	for _, a := range c.advances {
@@ -189,7 +189,7 @@ func (p *Processor) reapLocked(ctx context.Context, wait bool) error {
 		}
 		commits[a.Topic][a.Partition] = kgo.EpochOffset{Epoch: -1, Offset: a.To}
 		if end, ok := p.ends[t]; ok {
-			p.m.lag.With(a.Topic, strconv.Itoa(int(a.Partition))).Set(float64(max(end-a.To, 0)))
+			p.m.lag.WithLabelValues(a.Topic, strconv.Itoa(int(a.Partition))).Set(float64(max(end-a.To, 0)))
 		}
 	}
 	p.mu.Unlock()

@@ -209,7 +209,7 @@ func (p *Processor) flushOutputs(ctx context.Context) error {
 		if err := p.producer().ProduceSync(ctx, again...).FirstErr(); err != nil {
 			return err
 		}
-		p.m.resent.With().Add(float64(len(again)))
+		p.m.resent.Add(float64(len(again)))
 		return nil
 	})
 }

@@ -43,7 +43,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,10 +54,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/eventlog"
-	"github.com/vitalshq/vitals/internal/httpserve"
 	"github.com/vitalshq/vitals/internal/metric"
-	"github.com/vitalshq/vitals/internal/metrics"
 	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -96,11 +94,21 @@ type Config struct {
 	// ShutdownGrace is how long a stopping processor may spend finishing
 	// the batch it already started producing.
 	ShutdownGrace time.Duration
-	// MetricsAddr, if set, serves Prometheus metrics at /metrics.
+	// MetricsAddr, if set, is where Run serves the Prometheus metrics at
+	// GET /metrics. Empty (the default, for processors embedded in tests
+	// and replays): nowhere. `vitals processor` sets DefaultMetricsAddr.
 	MetricsAddr string
+	// Registry is where the processor registers its metrics and what
+	// MetricsAddr serves: the process's registry, shared by the roles of
+	// `vitals run`. Nil (the default): a registry of the processor's own.
+	Registry *promreg.Registry
 	// Rules are the aggregate's invariants.
 	Rules Rules
 }
+
+// DefaultMetricsAddr is where `vitals processor` serves /metrics unless
+// told otherwise (--processor-metrics-addr).
+const DefaultMetricsAddr = "127.0.0.1:8091"
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
@@ -198,8 +206,10 @@ type Processor struct {
 	in       []decoded
 	readings []schemas.Reading
 
-	stats Stats
-	m     procMetrics
+	stats      Stats
+	reg        *promreg.Registry
+	m          procMetrics
+	registered *promreg.Registration
 }
 
 // cachedAggregate is an owned user's aggregate and the partition it lives
@@ -237,32 +247,6 @@ func (s *Stats) Snapshot() (accepted, rejected, duplicates, batches int64) {
 	return s.Accepted, s.Rejected, s.Duplicates, s.Batch
 }
 
-// procMetrics are what the processor exports at /metrics.
-type procMetrics struct {
-	reg       *metrics.Registry
-	events    *metrics.CounterVec   // kind, outcome, reason
-	commit    *metrics.HistogramVec // (none)
-	batchSize *metrics.HistogramVec
-	lag       *metrics.GaugeVec // topic, partition
-	// checkpointUsers counts aggregates written per checkpoint.
-	checkpointUsers *metrics.HistogramVec
-	// resent counts outputs produced again after unacknowledged sends.
-	resent *metrics.CounterVec
-}
-
-func newProcMetrics() procMetrics {
-	r := metrics.NewRegistry()
-	return procMetrics{
-		reg:             r,
-		events:          r.Counter("vitals_processor_events_total", "Events judged, by kind (reading, device, profile), outcome (accepted, rejected, duplicate, held, applied) and reason.", "kind", "outcome", "reason"),
-		commit:          r.Histogram("vitals_processor_commit_seconds", "Time to commit a checkpoint (changed aggregates and offsets) to PostgreSQL.", []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
-		batchSize:       r.Histogram("vitals_processor_batch_records", "Records per applied step.", []float64{1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000}),
-		checkpointUsers: r.Histogram("vitals_processor_checkpoint_users", "Aggregates written per checkpoint.", []float64{1, 10, 100, 1000, 10000, 50000, 100000, 250000}),
-		resent:          r.Counter("vitals_processor_outputs_resent_total", "Outputs produced again because their first send was not acknowledged (only those the output topics did not already hold)."),
-		lag:             r.Gauge("vitals_processor_lag_records", "Records between the stored position and the log end, per owned topic-partition.", "topic", "partition"),
-	}
-}
-
 // New connects to PostgreSQL and Kafka, creating the state tables and the
 // topics if needed.
 func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error) {
@@ -279,6 +263,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		pos:       make(map[tp]int64),
 		queues:    make(map[int32]*[kinds]queue),
 		ends:      make(map[tp]int64),
+		reg:       promreg.OrNew(cfg.Registry),
 		m:         newProcMetrics(),
 		cache:     make(map[UserKey]*cachedAggregate),
 		tenants:   make(map[string]string),
@@ -336,14 +321,20 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		pool.Close()
 		return nil, err
 	}
+	if p.registered, err = promreg.Register(p.reg, p.m.collectors()...); err != nil {
+		p.prod.Close()
+		cl.Close()
+		pool.Close()
+		return nil, fmt.Errorf("processor: %w", err)
+	}
 	return p, nil
 }
 
 // Stats returns the running totals.
 func (p *Processor) Stats() *Stats { return &p.stats }
 
-// Metrics returns the processor's metrics registry.
-func (p *Processor) Metrics() *metrics.Registry { return p.m.reg }
+// Metrics returns the registry the processor's metrics are in.
+func (p *Processor) Metrics() *promreg.Registry { return p.reg }
 
 // kindOf maps a topic to its input kind.
 func (p *Processor) kindOf(topic string) int {
@@ -451,7 +442,7 @@ func (p *Processor) forget(_ context.Context, _ *kgo.Client, lost map[string][]i
 				delete(p.skip, tp{ot, id})
 			}
 			gone[id] = true
-			p.m.lag.With(topic, strconv.Itoa(int(id))).Set(0)
+			p.m.lag.WithLabelValues(topic, strconv.Itoa(int(id))).Set(0)
 		}
 	}
 	for k, c := range p.cache {
@@ -491,13 +482,9 @@ func (p *Processor) dropUncommitted() {
 func (p *Processor) Run(ctx context.Context) error {
 	p.log.Info().Str("group", p.cfg.Group).Msg("processing")
 	if p.cfg.MetricsAddr != "" {
-		ln, err := httpserve.Listen(p.cfg.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("processor: metrics: %w", err)
+		if err := p.reg.ServeMetrics(ctx, p.log, p.cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("processor: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", p.m.reg.Handler())
-		go func() { _ = httpserve.Serve(ctx, p.log, ln, mux, time.Second) }()
 	}
 	blocked := false
 	p.checkpoint = time.Now()
@@ -977,17 +964,17 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 		}
 	}
 	p.mu.Unlock()
-	p.m.batchSize.With().Observe(float64(len(records)))
+	p.m.batchSize.Observe(float64(len(records)))
 	for _, c := range []struct {
 		outcome string
 		n       int64
 	}{{"accepted", b.accepted}, {"duplicate", b.duplicates}, {"held", b.held}} {
 		if c.n > 0 {
-			p.m.events.With("reading", c.outcome, "").Add(float64(c.n))
+			p.m.events.WithLabelValues("reading", c.outcome, "").Add(float64(c.n))
 		}
 	}
 	for k, n := range b.counts {
-		p.m.events.With(k[0], k[1], k[2]).Add(float64(n))
+		p.m.events.WithLabelValues(k[0], k[1], k[2]).Add(float64(n))
 	}
 	p.stats.mu.Lock()
 	p.stats.Accepted += b.accepted
@@ -1181,8 +1168,10 @@ func afterGrace(ctx context.Context, grace time.Duration) (context.Context, cont
 	return c, func() { stop(); cancel() }
 }
 
-// Close leaves the group and releases the connections.
+// Close leaves the group, releases the connections and withdraws the
+// processor's metrics from the registry.
 func (p *Processor) Close() {
+	p.registered.Unregister()
 	p.cl.Close()
 	p.out.mu.Lock()
 	p.prod.Close()

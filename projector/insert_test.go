@@ -44,6 +44,7 @@ func TestInsertRoundTrip(t *testing.T) {
 	}
 	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+cfg.Database)
 	p := &Projector{cfg: Config{InsertTimeout: time.Minute}, log: zerolog.Nop(), conn: conn, db: cfg.Database}
+	p.m = newProjMetrics(&p.stats)
 
 	topics := eventlog.TopicsWithPrefix("t")
 	g := eventGen{rand.New(rand.NewPCG(9, 10))}

@@ -80,6 +80,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
@@ -114,7 +115,19 @@ type Config struct {
 	// rebuild some tables only. warehouse.ErasedUsersTable must be among
 	// them: without the erasures, rows of erased users would come back.
 	Tables []string
+	// MetricsAddr, if set, is where Run serves the Prometheus metrics at
+	// GET /metrics. Empty (the default, for projectors embedded in tests
+	// and replays): nowhere. `vitals projector` sets DefaultMetricsAddr.
+	MetricsAddr string
+	// Registry is where the projector registers its metrics and what
+	// MetricsAddr serves: the process's registry, shared by the roles of
+	// `vitals run`. Nil (the default): a registry of the projector's own.
+	Registry *promreg.Registry
 }
+
+// DefaultMetricsAddr is where `vitals projector` serves /metrics unless
+// told otherwise (--projector-metrics-addr).
+const DefaultMetricsAddr = "127.0.0.1:8092"
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
@@ -149,16 +162,20 @@ type Stats struct {
 
 // Projector is one instance of the projector role.
 type Projector struct {
-	cfg     Config
-	log     zerolog.Logger
-	conn    driver.Conn
-	cl      *kgo.Client
-	db      string
-	sinks   map[string]*sink    // by topic
-	bufs    map[string]*pending // by table, reused batch after batch
-	erased  *erasedSet
-	stats   Stats
-	lostGen atomic.Int64 // bumped when the group session is lost
+	cfg    Config
+	log    zerolog.Logger
+	conn   driver.Conn
+	cl     *kgo.Client
+	db     string
+	sinks  map[string]*sink    // by topic
+	bufs   map[string]*pending // by table, reused batch after batch
+	erased *erasedSet
+	stats  Stats
+	reg    *promreg.Registry
+	m      projMetrics
+	// registered are the metrics New registered; Close withdraws them.
+	registered *promreg.Registration
+	lostGen    atomic.Int64 // bumped when the group session is lost
 	// owned and floor serve the pause for a replay swap (pause.go).
 	owned owned
 	floor map[floorKey]int64
@@ -192,7 +209,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Projector, error
 		sinks: map[string]*sink{},
 		bufs:  map[string]*pending{},
 		floor: map[floorKey]int64{},
+		reg:   promreg.OrNew(cfg.Registry),
 	}
+	p.m = newProjMetrics(&p.stats)
 	p.erased = newErasedSet(conn, p.db)
 	chosen, err := chooseSinks(sinks(cfg.Kafka.Topics), cfg.Tables)
 	if err != nil {
@@ -203,6 +222,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Projector, error
 	for _, s := range chosen {
 		p.sinks[s.topic] = s
 		topics = append(topics, s.topic)
+		p.m.rows.WithLabelValues(s.table) // exported as 0 from the start
 	}
 	opts := cfg.Kafka.ClientOpts(log)
 	if cfg.InstanceID != "" {
@@ -218,15 +238,24 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Projector, error
 		kgo.FetchMaxBytes(cfg.FetchMaxBytes),
 		kgo.AdjustFetchOffsetsFn(p.resumeOffsets),
 		kgo.OnPartitionsAssigned(p.owned.assigned),
-		kgo.OnPartitionsRevoked(p.owned.removed),
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+			p.owned.removed(ctx, cl, revoked)
+			p.m.forget(revoked)
+		}),
 		kgo.OnPartitionsLost(func(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
 			p.lostGen.Add(1)
 			p.owned.removed(ctx, cl, lost)
+			p.m.forget(lost)
 		}),
 	)...)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("projector: kafka client: %w", err)
+	}
+	if p.registered, err = promreg.Register(p.reg, p.m.collectors()...); err != nil {
+		cl.Close()
+		conn.Close()
+		return nil, fmt.Errorf("projector: %w", err)
 	}
 	p.cl = cl
 	return p, nil
@@ -235,10 +264,18 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Projector, error
 // Stats returns the projector's counters.
 func (p *Projector) Stats() *Stats { return &p.stats }
 
+// Metrics returns the registry the projector's metrics are in.
+func (p *Projector) Metrics() *promreg.Registry { return p.reg }
+
 // Run projects until ctx ends; the batch held at that moment is still
 // inserted and committed within ShutdownGrace.
 func (p *Projector) Run(ctx context.Context) error {
 	p.log.Info().Str("group", p.cfg.Group).Int("batch_rows", p.cfg.MaxRows).Dur("flush_interval", p.cfg.FlushInterval).Msg("projecting")
+	if p.cfg.MetricsAddr != "" {
+		if err := p.reg.ServeMetrics(ctx, p.log, p.cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("projector: %w", err)
+		}
+	}
 	for ctx.Err() == nil {
 		gen := p.lostGen.Load()
 		records := p.aboveFloor(p.collect(ctx))
@@ -288,6 +325,7 @@ func (p *Projector) collect(ctx context.Context) []*kgo.Record {
 				p.log.Warn().Err(err).Str("topic", t).Int32("partition", part).Msg("fetch error")
 			}
 		})
+		p.m.noteEnds(fetches)
 		if n := fetches.NumRecords(); n > 0 {
 			if deadline.IsZero() {
 				deadline = time.Now().Add(p.cfg.FlushInterval)
@@ -476,6 +514,7 @@ func (p *Projector) flush(ctx context.Context, records []*kgo.Record, gen int64)
 		backoff = min(2*backoff, p.cfg.MaxBackoff)
 	}
 	stored := time.Since(start)
+	p.m.batch.Observe(float64(len(records)))
 	cctx, ccancel := context.WithTimeout(fctx, p.cfg.InsertTimeout)
 	defer ccancel()
 	if err := p.cl.CommitRecords(cctx, records...); err != nil {
@@ -484,6 +523,7 @@ func (p *Projector) flush(ctx context.Context, records []*kgo.Record, gen int64)
 		p.log.Warn().Err(err).Msg("offset commit failed; the next owner resumes from the positions stored in ClickHouse")
 	} else {
 		p.stats.Committed.Add(int64(len(records)))
+		p.m.committed(records)
 	}
 	p.log.Debug().Int("records", len(records)).Dur("store", stored).Msg("batch stored")
 	return nil
@@ -549,6 +589,7 @@ func (p *Projector) insert(ctx context.Context, t *pending) error {
 		return nil
 	}
 	t.uncertain = true
+	start := time.Now()
 	b, err := p.conn.PrepareBatch(ctx, t.sink.insertSQL(p.db))
 	if err != nil {
 		return fmt.Errorf("insert into %s: prepare: %w", t.sink.table, err)
@@ -564,6 +605,8 @@ func (p *Projector) insert(ctx context.Context, t *pending) error {
 	}
 	t.stored, t.uncertain = true, false
 	p.stats.Inserted.Add(int64(len(t.rows)))
+	p.m.insert.WithLabelValues(t.sink.table).Observe(time.Since(start).Seconds())
+	p.m.rows.WithLabelValues(t.sink.table).Add(float64(len(t.rows)))
 	return nil
 }
 
@@ -609,8 +652,10 @@ func (p *Projector) dropStored(ctx context.Context, t *pending) error {
 	return nil
 }
 
-// Close leaves the group and closes the connections.
+// Close leaves the group, closes the connections and withdraws the
+// projector's metrics from the registry.
 func (p *Projector) Close() {
+	p.registered.Unregister()
 	p.cl.Close()
 	p.conn.Close()
 }

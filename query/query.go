@@ -32,6 +32,7 @@ import (
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/httpserve"
 	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/internal/quota"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/query/dashboard"
@@ -39,8 +40,13 @@ import (
 
 // Config configures the query service.
 type Config struct {
-	// Addr is the HTTP listen address.
-	Addr      string
+	// Addr is the HTTP listen address; it serves the API, the dashboard
+	// and the Prometheus metrics at GET /metrics.
+	Addr string
+	// Registry is where the service registers its metrics and what its
+	// /metrics serves: the process's registry, shared by the roles of
+	// `vitals run`. Nil (the default): a registry of the service's own.
+	Registry  *promreg.Registry
 	Warehouse warehouse.Config
 	// PostgresURL locates the analyst tokens and the processor's offsets.
 	PostgresURL string
@@ -124,6 +130,10 @@ type Service struct {
 	adm     *kadm.Client
 	tokens  tokenVerifier
 	handler http.Handler
+	reg     *promreg.Registry
+	m       serviceMetrics
+	// registered are the metrics New registered; Close withdraws them.
+	registered *promreg.Registration
 	// busy holds a slot per request being worked on (MaxConcurrent);
 	// perToken is each token's share.
 	busy     chan struct{}
@@ -141,7 +151,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) 
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	s := newService(cfg, log)
-	s.conn = conn
+	s.conn, s.reg = conn, promreg.OrNew(cfg.Registry)
 	fail := func(err error) (*Service, error) {
 		s.Close()
 		return nil, fmt.Errorf("query: %w", err)
@@ -164,39 +174,51 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) 
 	}
 	s.adm = kadm.NewClient(s.kafka)
 	s.handler = s.routes()
+	if s.registered, err = promreg.Register(s.reg, s.m.collectors()...); err != nil {
+		return fail(err)
+	}
 	return s, nil
 }
 
 // newService is a Service without connections: what New and tests share.
 func newService(cfg Config, log zerolog.Logger) *Service {
-	s := &Service{cfg: cfg, log: log, busy: make(chan struct{}, max(cfg.MaxConcurrent, 1)), perToken: quota.New(cfg.PerToken)}
+	s := &Service{cfg: cfg, log: log, m: newServiceMetrics(),
+		busy: make(chan struct{}, max(cfg.MaxConcurrent, 1)), perToken: quota.New(cfg.PerToken)}
 	s.positions = newWatcher(pipelinePositions{s}, pollInterval)
 	return s
 }
 
-// routes is the HTTP API. Every /v1/ endpoint requires an analyst token;
-// the dashboard's static files and /healthz hold no data and need none.
+// routes is the HTTP API. Every /v1/ endpoint requires an analyst token
+// and is counted and timed under its endpoint name; the dashboard's static
+// files, /metrics and /healthz hold no health data and need none.
 func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
-	for pattern, h := range map[string]http.HandlerFunc{
-		"GET /v1/percentiles":              s.percentiles,
-		"GET /v1/distribution":             s.distribution,
-		"GET /v1/compare":                  s.compare,
-		"GET /v1/cohorts":                  s.cohorts,
-		"GET /v1/trends":                   s.trends,
-		"GET /v1/overview":                 s.overview,
-		"GET /v1/users/{user}/summary":     s.summary,
-		"GET /v1/users/{user}/percentiles": s.userPercentiles,
+	for _, e := range []struct {
+		pattern, endpoint string
+		h                 http.HandlerFunc
+	}{
+		{"GET /v1/percentiles", "percentiles", s.percentiles},
+		{"GET /v1/distribution", "distribution", s.distribution},
+		{"GET /v1/compare", "compare", s.compare},
+		{"GET /v1/cohorts", "cohorts", s.cohorts},
+		{"GET /v1/trends", "trends", s.trends},
+		{"GET /v1/overview", "overview", s.overview},
+		{"GET /v1/users/{user}/summary", "user_summary", s.summary},
+		{"GET /v1/users/{user}/percentiles", "user_percentiles", s.userPercentiles},
 	} {
-		mux.Handle(pattern, s.authenticated(h))
+		mux.Handle(e.pattern, s.m.instrument(e.endpoint, s.authenticated(e.h)))
 	}
 	mux.Handle("GET "+dashboard.Prefix, dashboard.Handler()) // static page, no data: no auth
+	mux.Handle("GET /metrics", s.reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	return mux
 }
 
 // Handler is the HTTP API.
 func (s *Service) Handler() http.Handler { return s.handler }
+
+// Metrics returns the registry the service's metrics are in.
+func (s *Service) Metrics() *promreg.Registry { return s.reg }
 
 // Run serves until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
@@ -216,8 +238,10 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	return httpserve.Serve(ctx, s.log, ln, s.handler, s.cfg.MaxWait+s.cfg.QueryTimeout)
 }
 
-// Close releases the connections.
+// Close releases the connections and withdraws the service's metrics
+// from the registry.
 func (s *Service) Close() {
+	s.registered.Unregister()
 	if s.kafka != nil {
 		s.kafka.Close()
 	}

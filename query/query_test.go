@@ -16,6 +16,7 @@ import (
 	"github.com/vitalshq/vitals/internal/consistency"
 	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/metric"
+	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/internal/quota"
 )
 
@@ -76,8 +77,11 @@ func newTestService() *Service {
 
 func newTestServiceWith(cfg Config, tokens fakeTokens) *Service {
 	s := newService(cfg, zerolog.Nop())
-	s.tokens = tokens
+	s.tokens, s.reg = tokens, promreg.New()
 	s.handler = s.routes()
+	if _, err := promreg.Register(s.reg, s.m.collectors()...); err != nil {
+		panic(err) // a fresh registry holds nothing of ours
+	}
 	return s
 }
 

@@ -701,7 +701,7 @@ type histSummary struct {
 }
 
 // parseHistogram reads one unlabelled histogram from the text exposition
-// of a metrics.Registry.
+// of a promreg.Registry.
 func parseHistogram(text, name string) histSummary {
 	var h histSummary
 	type bucket struct {

@@ -103,6 +103,7 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	kcfg := s.kafka()
 	pcfg := s.projector()
+	pcfg.MetricsAddr = "" // no listener: a bench may run beside a live projector
 	rep := benchProjReport{Command: commandLine(), Env: benchEnv(), Machine: loadgen.ThisMachine(), TopicPrefix: s.kafkaPrefix,
 		Database: s.chDatabase, Partitions: kcfg.Partitions, Rows: b.rows, Users: b.users, BatchRows: pcfg.MaxRows, Flush: pcfg.FlushInterval.String()}
 

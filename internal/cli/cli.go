@@ -23,6 +23,7 @@ import (
 	"github.com/vitalshq/vitals/internal/envflag"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/logging"
+	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/processor"
 	"github.com/vitalshq/vitals/projector"
@@ -142,6 +143,7 @@ type settings struct {
 	processorMetrics  string
 
 	projectorGroup   string
+	projectorMetrics string
 	projectorInst    string
 	projectorRows    int
 	projectorFlush   time.Duration
@@ -213,7 +215,7 @@ func (s *settings) processorFlags(fs *envflag.Set) {
 	fs.Duration(&s.processorCkpt, "processor-checkpoint-interval", d.CheckpointInterval, "how often changed aggregates and offsets are committed to PostgreSQL (a crash re-processes at most this much)")
 	fs.Int(&s.processorCkptMax, "processor-checkpoint-max-users", d.MaxDirty, "checkpoint early once this many users changed (bounds a checkpoint's transaction)")
 	fs.Bool(&s.processorPairing, "processor-require-pairing", d.Rules.RequirePairing, "accept a reading only from a device paired to the user at its measurement time")
-	fs.String(&s.processorMetrics, "processor-metrics-addr", "127.0.0.1:8091", "where the processor serves /metrics (empty: nowhere)")
+	fs.String(&s.processorMetrics, "processor-metrics-addr", processor.DefaultMetricsAddr, "where the processor serves /metrics (empty: nowhere)")
 }
 
 func (s *settings) projectorFlags(fs *envflag.Set) {
@@ -224,6 +226,7 @@ func (s *settings) projectorFlags(fs *envflag.Set) {
 	fs.Duration(&s.projectorFlush, "projector-flush-interval", d.FlushInterval, "longest a row waits before its insert")
 	fs.Duration(&s.projectorTimeout, "projector-insert-timeout", d.InsertTimeout, "bound on each ClickHouse insert or statement")
 	fs.Duration(&s.projectorBackoff, "projector-max-backoff", d.MaxBackoff, "longest wait between retries while ClickHouse is unavailable (jittered, doubling from 100ms)")
+	fs.String(&s.projectorMetrics, "projector-metrics-addr", projector.DefaultMetricsAddr, "where the projector serves /metrics (empty: nowhere)")
 }
 
 func (s *settings) logger() (zerolog.Logger, error) {
@@ -285,7 +288,7 @@ func (s *settings) projector() projector.Config {
 	c.Kafka, c.Warehouse, c.Group = s.kafka(), s.warehouse(), s.projectorGroup
 	c.MaxRows, c.FlushInterval = s.projectorRows, s.projectorFlush
 	c.InsertTimeout, c.MaxBackoff = s.projectorTimeout, s.projectorBackoff
-	c.InstanceID = s.projectorInst
+	c.InstanceID, c.MetricsAddr = s.projectorInst, s.projectorMetrics
 	return c
 }
 
@@ -393,7 +396,10 @@ func allFlags(name string) (*envflag.Set, *settings) {
 }
 
 // startAll constructs every role; on error it closes the ones already made.
+// The roles share one metrics registry, as one process has: each role's
+// /metrics serves all of it.
 func startAll(ctx context.Context, s *settings, log zerolog.Logger) ([]role, error) {
+	reg := promreg.New()
 	var roles []role
 	fail := func(err error) ([]role, error) {
 		for _, r := range roles {
@@ -401,22 +407,24 @@ func startAll(ctx context.Context, s *settings, log zerolog.Logger) ([]role, err
 		}
 		return nil, err
 	}
-	in, err := construct(ctx, log, "ingest", s.startTimeout, func(ctx context.Context) (*ingest.Server, error) { return ingest.New(ctx, s.ingest(), log) })
+	inCfg, prCfg, pjCfg, qCfg := s.ingest(), s.processor(), s.projector(), s.query()
+	inCfg.Registry, prCfg.Registry, pjCfg.Registry, qCfg.Registry = reg, reg, reg, reg
+	in, err := construct(ctx, log, "ingest", s.startTimeout, func(ctx context.Context) (*ingest.Server, error) { return ingest.New(ctx, inCfg, log) })
 	if err != nil {
 		return fail(err)
 	}
 	roles = append(roles, in)
-	pr, err := construct(ctx, log, "processor", s.startTimeout, func(ctx context.Context) (*processor.Processor, error) { return processor.New(ctx, s.processor(), log) })
+	pr, err := construct(ctx, log, "processor", s.startTimeout, func(ctx context.Context) (*processor.Processor, error) { return processor.New(ctx, prCfg, log) })
 	if err != nil {
 		return fail(err)
 	}
 	roles = append(roles, pr)
-	pj, err := construct(ctx, log, "projector", s.startTimeout, func(ctx context.Context) (*projector.Projector, error) { return projector.New(ctx, s.projector(), log) })
+	pj, err := construct(ctx, log, "projector", s.startTimeout, func(ctx context.Context) (*projector.Projector, error) { return projector.New(ctx, pjCfg, log) })
 	if err != nil {
 		return fail(err)
 	}
 	roles = append(roles, pj)
-	q, err := construct(ctx, log, "query", s.startTimeout, func(ctx context.Context) (*query.Service, error) { return query.New(ctx, s.query(), log) })
+	q, err := construct(ctx, log, "query", s.startTimeout, func(ctx context.Context) (*query.Service, error) { return query.New(ctx, qCfg, log) })
 	if err != nil {
 		return fail(err)
 	}

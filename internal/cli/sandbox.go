@@ -88,7 +88,7 @@ func (b *sandbox) role(label, name string, extra ...string) *procs.Proc {
 		"VITALS_KAFKA_PARTITIONS=" + strconv.Itoa(s.kafkaPartitions), "VITALS_PG_URL=" + s.pgURL,
 		"VITALS_CLICKHOUSE_ADDR=" + s.chAddr, "VITALS_CLICKHOUSE_DATABASE=" + s.chDatabase,
 		"VITALS_PROCESSOR_GROUP=" + s.processorGroup, "VITALS_PROJECTOR_GROUP=" + s.projectorGroup,
-		"VITALS_INGEST_ADDR=" + s.ingestAddr, "VITALS_PROCESSOR_METRICS_ADDR=",
+		"VITALS_INGEST_ADDR=" + s.ingestAddr, "VITALS_PROCESSOR_METRICS_ADDR=", "VITALS_PROJECTOR_METRICS_ADDR=",
 		"VITALS_LOG_FORMAT=json", "VITALS_LOG_LEVEL=warn",
 	}
 	return procs.New(label, b.bin, []string{name}, append(env, extra...), b.logFile, b.log)

@@ -65,6 +65,7 @@ func TestProjectorKill9(t *testing.T) {
 			"VITALS_PROJECTOR_INSTANCE_ID="+group+"-1",
 			// Small, frequent batches: many insert/commit windows to land in.
 			"VITALS_PROJECTOR_BATCH_ROWS=150",
+			"VITALS_PROJECTOR_METRICS_ADDR=", // tests run side by side: no fixed port
 			"VITALS_PROJECTOR_FLUSH_INTERVAL=50ms",
 			"VITALS_LOG_LEVEL=info",
 			"VITALS_LOG_FORMAT=json",
