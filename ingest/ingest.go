@@ -20,6 +20,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,7 @@ import (
 	"github.com/vitalshq/vitals/internal/metric"
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/promreg"
+	"github.com/vitalshq/vitals/internal/quota"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -58,9 +60,21 @@ type Config struct {
 	// MaxBatchItems and MaxBodyBytes bound one request.
 	MaxBatchItems int
 	MaxBodyBytes  int64
-	// MaxInflight bounds concurrent batch requests; beyond it ingest answers
-	// 503 at once instead of queueing, so memory stays bounded.
+	// MaxInflight bounds the batches being judged and produced at once
+	// (default 64); beyond it ingest answers 503 at once instead of
+	// queueing, so memory stays bounded. A request takes its slot only once
+	// its whole body has arrived, so a slow or stalled client holds none.
 	MaxInflight int
+	// PerTenant is each tenant's share (default: 16 requests in flight,
+	// bodies being read included, and 200,000 items/s in bursts of
+	// 400,000): a tenant past it is answered 429 with Retry-After, and
+	// other tenants keep their capacity.
+	PerTenant quota.Limits
+	// MinBodyRate is the slowest a body may arrive, in bytes per second
+	// after BodyGrace (defaults 16 KiB/s and 5 s): a client that sends
+	// more slowly is answered 408 and its connection closed.
+	MinBodyRate int64
+	BodyGrace   time.Duration
 	// ProduceTimeout bounds the wait for the broker's ack; past it the
 	// request answers 503 with Retry-After.
 	ProduceTimeout time.Duration
@@ -78,6 +92,9 @@ func DefaultConfig() Config {
 		MaxBatchItems:  5000,
 		MaxBodyBytes:   4 << 20,
 		MaxInflight:    64,
+		PerTenant:      quota.Limits{Rate: 200_000, Burst: 400_000, Concurrent: 16},
+		MinBodyRate:    16 << 10,
+		BodyGrace:      5 * time.Second,
 		ProduceTimeout: 10 * time.Second,
 		Limits:         Limits{MaxFutureSkew: 5 * time.Minute},
 	}
@@ -106,6 +123,9 @@ type Server struct {
 
 	readings, devices, profiles, deadLetters *schemas.Codec
 	inflight                                 chan struct{}
+	// tenantSlots bounds each tenant's requests in flight, tenantItems
+	// its items per second (Config.PerTenant).
+	tenantSlots, tenantItems *quota.Quota
 	reg                                      *promreg.Registry
 	m                                        serverMetrics
 	registered                               *promreg.Registration
@@ -198,6 +218,8 @@ func newServer(cfg Config, log zerolog.Logger, p producer, keys keyVerifier) (*S
 		profiles:    schemas.MustCodec(schemas.NameProfileEvent),
 		deadLetters: schemas.MustCodec(schemas.NameDeadLetter),
 		inflight:    make(chan struct{}, cfg.MaxInflight),
+		tenantSlots: quota.New(quota.Limits{Concurrent: cfg.PerTenant.Concurrent}),
+		tenantItems: quota.New(quota.Limits{Rate: cfg.PerTenant.Rate, Burst: cfg.PerTenant.Burst}),
 		reg:         promreg.OrNew(cfg.Registry),
 		m:           newServerMetrics(),
 	}
@@ -451,26 +473,39 @@ func (s *Server) batchHandler(endpoint, topic string, decode decoder) http.Handl
 }
 
 func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, topic string, decode decoder) {
+	// Authenticate from the headers alone; then the tenant's share bounds
+	// its requests in flight, a slow body included, and only a whole body
+	// takes one of the server's slots.
+	key, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	release, refused := s.tenantSlots.Admit(key.Tenant, 1)
+	if refused != nil {
+		tooMany(w, refused)
+		return
+	}
+	defer release()
+	body, err := s.readBody(w, r)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds %d bytes", s.cfg.MaxBodyBytes)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestTimeout, "body_too_slow", "the body arrived more slowly than %d bytes/s; send it at once", s.cfg.MinBodyRate)
+		default:
+			writeError(w, http.StatusBadRequest, "unreadable_body", "could not read the request body")
+		}
+		return
+	}
 	select {
 	case s.inflight <- struct{}{}:
 		defer func() { <-s.inflight }()
 	default:
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "overloaded", "too many concurrent batches; retry shortly")
-		return
-	}
-	key, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
-	body, err := readBody(w, r, s.cfg.MaxBodyBytes)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds %d bytes", s.cfg.MaxBodyBytes)
-			return
-		}
-		writeError(w, http.StatusBadRequest, "unreadable_body", "could not read the request body")
 		return
 	}
 	d, aerr := decode(r, body)
@@ -494,6 +529,12 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 		writeError(w, http.StatusRequestEntityTooLarge, "batch_too_large", "the batch holds %d items; the limit is %d", d.n, s.cfg.MaxBatchItems)
 		return
 	}
+	spent, refused := s.tenantItems.Admit(key.Tenant, d.n)
+	if refused != nil {
+		tooMany(w, refused)
+		return
+	}
+	spent() // a rate only: nothing is held
 	s.m.batch.WithLabelValues(endpoint).Observe(float64(d.n))
 
 	receivedAt := s.now()
@@ -592,13 +633,64 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 	writeBatchResponse(w, &resp)
 }
 
-// readBody reads the whole request body, at most limit bytes. A body
-// that declares its length is read into a buffer of that size at once,
-// rather than one grown by doubling from 512 bytes (several copies of a
-// 100 KB batch).
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	rd := http.MaxBytesReader(w, r.Body, limit)
-	if n := r.ContentLength; n > 0 && n <= limit {
+// tooMany answers a request over its tenant's share.
+func tooMany(w http.ResponseWriter, refused *quota.Refusal) {
+	w.Header().Set("Retry-After", strconv.Itoa(quota.RetryAfterSeconds(refused.RetryAfter)))
+	writeError(w, http.StatusTooManyRequests, "rate_limited", "the tenant is over its share (%s); retry after the Retry-After seconds", refused.Reason)
+}
+
+// readBody reads the whole request body, at most MaxBodyBytes, at no less
+// than MinBodyRate after BodyGrace (see bodyPace).
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body := io.Reader(r.Body)
+	if s.cfg.MinBodyRate > 0 {
+		body = &bodyPace{r: r.Body, rc: http.NewResponseController(w), start: time.Now(), grace: s.cfg.BodyGrace, rate: s.cfg.MinBodyRate}
+	}
+	b, err := readAll(w, io.NopCloser(body), r.ContentLength, s.cfg.MaxBodyBytes)
+	switch {
+	case err != nil:
+		// The rest of the body is not wanted: closing it makes the server
+		// close the connection after the answer instead of reading on.
+		r.Body.Close()
+	case s.cfg.MinBodyRate > 0:
+		// The next request on the connection keeps the server's timeouts,
+		// not this body's pace.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	}
+	return b, err
+}
+
+// bodyPace reads a body at a minimum pace: before each read the
+// connection's deadline is set to when the bytes read so far would have
+// arrived at rate after grace, so the next bytes must come before it. A
+// client that stalls, or trickles a byte at a time, is cut off instead of
+// holding a connection and its tenant's share for the server's 30 s read
+// timeout.
+type bodyPace struct {
+	r     io.Reader
+	rc    *http.ResponseController
+	start time.Time
+	grace time.Duration
+	rate  int64
+	n     int64
+}
+
+func (p *bodyPace) Read(b []byte) (int, error) {
+	allowed := p.grace + time.Duration(float64(p.n)/float64(p.rate)*float64(time.Second))
+	if err := p.rc.SetReadDeadline(p.start.Add(allowed)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return 0, err
+	}
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	return n, err
+}
+
+// readAll reads the whole body, at most limit bytes. A body that declares
+// its length is read into a buffer of that size at once, rather than one
+// grown by doubling from 512 bytes (several copies of a 100 KB batch).
+func readAll(w http.ResponseWriter, body io.ReadCloser, contentLength, limit int64) ([]byte, error) {
+	rd := http.MaxBytesReader(w, body, limit)
+	if n := contentLength; n > 0 && n <= limit {
 		// One byte more than declared, so that the read reaches EOF
 		// without growing the buffer.
 		buf := make([]byte, 0, n+1)
@@ -696,6 +788,10 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	}
 	return w.ResponseWriter.Write(b)
 }
+
+// Unwrap lets http.ResponseController reach the connection (the body's
+// read deadline).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // jsonEnvelope is the JSON body of every batch endpoint.
 type jsonEnvelope struct {
