@@ -126,9 +126,9 @@ type Server struct {
 	// tenantSlots bounds each tenant's requests in flight, tenantItems
 	// its items per second (Config.PerTenant).
 	tenantSlots, tenantItems *quota.Quota
-	reg                                      *promreg.Registry
-	m                                        serverMetrics
-	registered                               *promreg.Registration
+	reg                      *promreg.Registry
+	m                        serverMetrics
+	registered               *promreg.Registration
 }
 
 // serverMetrics are what ingest exports at /metrics.
