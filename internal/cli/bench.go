@@ -26,8 +26,8 @@ import (
 
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/eventlog"
-	"github.com/vitalshq/vitals/internal/loadgen"
 	"github.com/vitalshq/vitals/internal/sample"
+	"github.com/vitalshq/vitals/lab/loadgen"
 )
 
 // cmdBench dispatches the benchmarks: `bench ingest`, `bench processor`

@@ -21,10 +21,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/vitalshq/vitals/internal/loadgen"
-	"github.com/vitalshq/vitals/internal/procs"
-	"github.com/vitalshq/vitals/internal/simulate"
 	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/lab/loadgen"
+	"github.com/vitalshq/vitals/lab/procs"
+	"github.com/vitalshq/vitals/lab/simulate"
 	"github.com/vitalshq/vitals/schemas"
 )
 

@@ -29,8 +29,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/eventlog"
-	"github.com/vitalshq/vitals/internal/loadgen"
 	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/processor"
 	"github.com/vitalshq/vitals/schemas"
 )

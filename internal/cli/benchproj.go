@@ -21,8 +21,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/eventlog"
-	"github.com/vitalshq/vitals/internal/loadgen"
 	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/projector"
 	"github.com/vitalshq/vitals/schemas"
 )

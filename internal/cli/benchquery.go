@@ -18,9 +18,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vitalshq/vitals/internal/credential"
-	"github.com/vitalshq/vitals/internal/loadgen"
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/query"
 )
 

@@ -16,8 +16,8 @@ import (
 
 	"github.com/vitalshq/vitals/internal/envflag"
 	"github.com/vitalshq/vitals/internal/eventlog"
-	"github.com/vitalshq/vitals/internal/loadgen"
 	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/replay"
 )
 

@@ -16,8 +16,8 @@ import (
 
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/postgres"
-	"github.com/vitalshq/vitals/internal/procs"
 	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/lab/procs"
 )
 
 // sandbox is a pipeline of its own on the shared stack, for chaos and the

@@ -12,11 +12,11 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/vitalshq/vitals/internal/chaos"
 	"github.com/vitalshq/vitals/internal/envflag"
-	"github.com/vitalshq/vitals/internal/loadgen"
-	"github.com/vitalshq/vitals/internal/simulate"
 	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/lab/chaos"
+	"github.com/vitalshq/vitals/lab/loadgen"
+	"github.com/vitalshq/vitals/lab/simulate"
 )
 
 // simSettings are the simulator's flags, shared by simulate, chaos and
