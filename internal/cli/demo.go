@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/processor"
@@ -29,7 +30,7 @@ import (
 // reading, and prints each user's heart-rate percentiles next to the same
 // figures computed here from the sample.
 func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := allFlags("demo")
+	fs, s := cmdline.AllFlags("vitals demo")
 	var batch, clients int
 	var wait time.Duration
 	fs.Int(&batch, "demo-batch", 500, "readings per POST")
@@ -38,7 +39,7 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := s.logger()
+	log, err := s.Logger()
 	if err != nil {
 		return err
 	}
@@ -60,12 +61,12 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		return <-done
 	}
 
-	key, revoke, err := tempKey(ctx, s, "vitals demo gateway")
+	key, revoke, err := s.TempKey(ctx, "vitals demo gateway")
 	if err != nil {
 		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
 	}
 	defer revoke()
-	token, revokeToken, err := tempCredential(ctx, s, credential.AnalystTokens, "vitals demo analyst")
+	token, revokeToken, err := s.TempCredential(ctx, credential.AnalystTokens, "vitals demo analyst")
 	if err != nil {
 		return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
 	}
@@ -73,13 +74,13 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	d := demo{
 		log:    log,
 		client: &http.Client{Timeout: 30 * time.Second},
-		ingest: "http://" + s.ingestAddr,
-		query:  "http://" + s.queryAddr,
+		ingest: "http://" + s.IngestAddr,
+		query:  "http://" + s.QueryAddr,
 		key:    key,
 		token:  token,
 	}
 	for _, base := range []string{d.ingest, d.query} {
-		if err := waitHealthy(ctx, base); err != nil {
+		if err := cmdline.WaitHealthy(ctx, base); err != nil {
 			return fmt.Errorf("%w (shutdown: %v)", err, shutdown())
 		}
 	}

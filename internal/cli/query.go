@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"slices"
@@ -15,28 +14,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/envflag"
 	"github.com/vitalshq/vitals/query"
 )
-
-func (s *settings) queryFlags(fs *envflag.Set) {
-	d := query.DefaultConfig()
-	fs.String(&s.queryAddr, "query-addr", d.Addr, "query HTTP listen address")
-	fs.Duration(&s.queryTimeout, "query-timeout", d.QueryTimeout, "bound on each request's ClickHouse work")
-	fs.Int(&s.queryMinCohort, "query-min-cohort-users", d.MinCohortUsers, "smallest cohort whose figures are shown; smaller ones are suppressed")
-	fs.Duration(&s.queryMaxWait, "query-max-wait", d.MaxWait, "longest a request with a consistency token may wait for the pipeline")
-	fs.BoolVar(&s.queryRollup, "query-values-from-rollup", d.ValuesFromRollup, "read the whole days of cohort- and tenant-wide ranges from the value rollup (false: only the readings table)")
-}
-
-func (s *settings) query() query.Config {
-	c := query.DefaultConfig()
-	c.Addr, c.Warehouse, c.QueryTimeout = s.queryAddr, s.warehouse(), s.queryTimeout
-	c.PostgresURL, c.Kafka = s.pgURL, s.kafka()
-	c.ProcessorGroup, c.ProjectorGroup = s.processorGroup, s.projectorGroup
-	c.MinCohortUsers, c.MaxWait, c.ValuesFromRollup = s.queryMinCohort, s.queryMaxWait, s.queryRollup
-	c.DefaultWait = min(c.DefaultWait, c.MaxWait)
-	return c
-}
 
 // queryClientCommands are the `vitals query <name>` subcommands that ask
 // a running query service; `vitals query [flags]` runs the service.
@@ -47,27 +28,19 @@ func cmdQuery(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) > 0 && slices.Contains(queryClientCommands, args[0]) {
 		return queryClient(ctx, args[0], args[1:], stdout)
 	}
-	fs, s := newFlags("query")
-	s.kafkaFlags(fs)
-	s.pgFlags(fs)
-	s.chFlags(fs)
-	s.queryFlags(fs)
-	s.startFlags(fs)
+	return queryRole.command(ctx, args, stdout)
+}
+
+// queryServiceFlags are the query service's flags, with the groups whose
+// progress read-your-writes waits for.
+func queryServiceFlags(s *cmdline.Settings, fs *envflag.Set) {
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
+	s.ClickHouseFlags(fs)
+	s.QueryFlags(fs)
 	d := query.DefaultConfig()
-	fs.String(&s.processorGroup, "processor-group", d.ProcessorGroup, "processor consumer group whose checkpoints read-your-writes waits for")
-	fs.String(&s.projectorGroup, "projector-group", d.ProjectorGroup, "projector consumer group whose commits read-your-writes waits for")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	log, err := s.logger()
-	if err != nil {
-		return err
-	}
-	q, err := construct(ctx, log, "query", s.startTimeout, func(ctx context.Context) (*query.Service, error) { return query.New(ctx, s.query(), log) })
-	if err != nil {
-		return err
-	}
-	return runRoles(ctx, log, q)
+	fs.String(&s.ProcessorGroup, "processor-group", d.ProcessorGroup, "processor consumer group whose checkpoints read-your-writes waits for")
+	fs.String(&s.ProjectorGroup, "projector-group", d.ProjectorGroup, "projector consumer group whose commits read-your-writes waits for")
 }
 
 // queryTokenEnv holds the analyst token the query client sends; a flag
@@ -100,7 +73,7 @@ var clientParams = []struct {
 // queryClient asks a running query service and prints the answer as a
 // table (or the JSON itself with --json).
 func queryClient(ctx context.Context, sub string, args []string, stdout io.Writer) error {
-	fs, _ := newFlags("query " + sub)
+	fs, _ := cmdline.NewFlags("vitals query " + sub)
 	var base string
 	var raw bool
 	var timeout time.Duration
@@ -136,7 +109,7 @@ func queryClient(ctx context.Context, sub string, args []string, stdout io.Write
 		v.Del("user")
 		path = "/v1/users/" + url.PathEscape(u) + "/summary"
 	}
-	body, err := getJSON(ctx, base+path+"?"+v.Encode(), token, timeout)
+	body, err := cmdline.GetJSON(ctx, base+path+"?"+v.Encode(), token, timeout)
 	if err != nil {
 		return err
 	}
@@ -145,38 +118,6 @@ func queryClient(ctx context.Context, sub string, args []string, stdout io.Write
 		return err
 	}
 	return printAnswer(stdout, sub, body)
-}
-
-// getJSON GETs u with the token and returns the body of a 200 answer; any
-// other status becomes an error carrying the API's message.
-func getJSON(ctx context.Context, u, token string, timeout time.Duration) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, fmt.Errorf("query: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("query: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("query: read answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e query.APIError
-		if json.Unmarshal(body, &e) == nil && e.Code != "" {
-			if e.Parameter != "" {
-				return nil, fmt.Errorf("query: %d %s (%s): %s", resp.StatusCode, e.Code, e.Parameter, e.Message)
-			}
-			return nil, fmt.Errorf("query: %d %s: %s", resp.StatusCode, e.Code, e.Message)
-		}
-		return nil, fmt.Errorf("query: status %d", resp.StatusCode)
-	}
-	return body, nil
 }
 
 // num formats an optional figure.

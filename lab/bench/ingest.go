@@ -1,11 +1,8 @@
-package cli
+package bench
 
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,38 +18,13 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/ingest"
-	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/lab/loadgen"
+	"github.com/vitalshq/vitals/lab/scratch"
 )
-
-// cmdBench dispatches the benchmarks: `bench ingest`, `bench processor`
-// (benchproc.go) and `bench projector` (benchproj.go).
-func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) > 0 && args[0] == "query" {
-		return benchQuery(ctx, args[1:], stdout)
-	}
-	if len(args) > 0 && args[0] == "processor" {
-		return benchProcessor(ctx, args[1:], stdout)
-	}
-	if len(args) > 0 && args[0] == "e2e" {
-		return benchE2E(ctx, args[1:], stdout)
-	}
-	if len(args) > 0 && args[0] == "projector" {
-		return benchProjector(ctx, args[1:], stdout)
-	}
-	if len(args) > 0 && args[0] == "replay" {
-		return benchReplay(ctx, args[1:], stdout)
-	}
-	if len(args) == 0 || args[0] != "ingest" {
-		return fmt.Errorf("usage: vitals bench ingest|processor|projector|query|replay [flags] (vitals bench ingest -h lists them)")
-	}
-	return benchIngest(ctx, args[1:], stdout)
-}
 
 // benchTopicPrefix keeps benchmark traffic out of the real event log: the
 // raw topics keep data forever and the processor would judge it all.
@@ -73,21 +45,16 @@ type benchSettings struct {
 // percentiles. Ingest answers only after the broker acknowledged every
 // record, so the latency includes the broker's ack.
 func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := newFlags("bench ingest")
-	s.kafkaFlags(fs)
-	s.pgFlags(fs)
-	s.tenantFlag(fs)
-	s.ingestFlags(fs)
+	fs, s := cmdline.NewFlags("vitals-lab bench ingest")
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
+	s.TenantFlag(fs)
+	s.IngestFlags(fs)
 	// The in-process ingest listens on a free port and writes to topics of
 	// its own, unless the flags or their environment variables say
 	// otherwise.
-	for name, def := range map[string]string{"ingest-addr": "127.0.0.1:0", "kafka-topic-prefix": benchTopicPrefix} {
-		if _, ok := os.LookupEnv(fs.EnvName(name)); !ok {
-			f := fs.Lookup(name)
-			_ = f.Value.Set(def)
-			f.DefValue = def
-		}
-	}
+	cmdline.SetDefault(fs, "ingest-addr", "127.0.0.1:0", false)
+	cmdline.SetDefault(fs, "kafka-topic-prefix", benchTopicPrefix, false)
 	var b benchSettings
 	fs.String(&b.target, "bench-target", "", "base URL of a running ingest to load, e.g. http://127.0.0.1:8080 (default: start ingest in this process)")
 	fs.String(&b.key, "bench-key", "", "API key to send (default: create one in PostgreSQL for --tenant and revoke it at the end)")
@@ -115,7 +82,7 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("--bench-format %q: want json or avro", b.format)
 	}
 	b.bodies = max(b.bodies, b.clients)
-	log, err := s.logger()
+	log, err := s.Logger()
 	if err != nil {
 		return err
 	}
@@ -127,7 +94,7 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	runID := randomHex(4)
+	runID := scratch.RandomHex(4)
 	bodies, err := loadgen.ReadingBodies(rows, loadgen.ReadingsOptions{
 		Bodies: b.bodies, Batch: b.batch, Users: b.users, Format: b.format, RunID: runID, Now: time.Now(),
 	})
@@ -155,14 +122,14 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	key := b.key
 	if key == "" {
-		k, revoke, err := tempKey(ctx, s, "vitals bench gateway")
+		k, revoke, err := s.TempKey(ctx, "vitals bench gateway")
 		if err != nil {
 			return err
 		}
 		defer revoke()
 		key = k
 	}
-	if err := waitHealthy(ctx, target); err != nil {
+	if err := cmdline.WaitHealthy(ctx, target); err != nil {
 		return err
 	}
 
@@ -209,8 +176,8 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 		if serr != nil {
 			log.Warn().Err(serr).Msg("ingest shutdown")
 		}
-		if !b.keepTopics && s.kafkaPrefix != "vitals" {
-			deleteBenchTopics(s.kafka(), log)
+		if !b.keepTopics && s.KafkaPrefix != scratch.RealPrefix {
+			scratch.Resources{Kafka: s.Kafka(), Topics: scratch.AllTopics(s.Kafka())}.Remove(ctx, log)
 		}
 	}
 	if runErr != nil {
@@ -218,13 +185,13 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	rep := benchReport{
-		Command: commandLine(), Env: benchEnv(), Machine: machine,
+		Command: cmdline.Invocation(), Env: benchEnv(), Machine: machine,
 		Target: target + "/v1/readings", InProcess: inProcess, Format: b.format,
 		Batch: b.batch, MeanBodyBytes: bodyBytes / len(bodies), Users: b.users, Clients: b.clients, Bodies: len(bodies),
 		Warmup: b.warmup.String(), Duration: b.duration.String(), Result: res, CPU: cpu1.Since(cpu0),
 	}
 	if inProcess {
-		rep.Broker, rep.TopicPrefix = s.kafkaBrokers, s.kafkaPrefix
+		rep.Broker, rep.TopicPrefix = s.KafkaBrokers, s.KafkaPrefix
 	}
 	if n := prod1.count - prod0.count; n > 0 {
 		rep.ProduceMeanMs = (prod1.sum - prod0.sum) / n * 1000
@@ -237,11 +204,7 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	rep.print(stdout)
 	if b.jsonOut != "" {
-		out, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(b.jsonOut, append(out, '\n'), 0o644); err != nil {
+		if err := writeJSON(b.jsonOut, rep); err != nil {
 			return err
 		}
 	}
@@ -253,8 +216,8 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 
 // startBenchIngest starts only the ingest role in this process and
 // returns its base URL and a function that stops it.
-func startBenchIngest(ctx context.Context, s *settings, log zerolog.Logger) (string, func() error, error) {
-	cfg := s.ingest()
+func startBenchIngest(ctx context.Context, s *cmdline.Settings, log zerolog.Logger) (string, func() error, error) {
+	cfg := s.Ingest()
 	srv, err := ingest.New(ctx, cfg, log)
 	if err != nil {
 		return "", nil, err
@@ -273,27 +236,6 @@ func startBenchIngest(ctx context.Context, s *settings, log zerolog.Logger) (str
 		srv.Close()
 		return err
 	}, nil
-}
-
-// deleteBenchTopics removes the topics the in-process ingest created.
-func deleteBenchTopics(k eventlog.Config, log zerolog.Logger) {
-	cl, err := kgo.NewClient(k.ClientOpts(log)...)
-	if err != nil {
-		log.Warn().Err(err).Msg("delete bench topics")
-		return
-	}
-	defer cl.Close()
-	var names []string
-	for _, sp := range k.Specs() {
-		names = append(names, sp.Name)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if _, err := kadm.NewClient(cl).DeleteTopics(ctx, names...); err != nil {
-		log.Warn().Err(err).Strs("topics", names).Msg("delete bench topics")
-		return
-	}
-	log.Info().Strs("topics", names).Msg("deleted the bench topics")
 }
 
 // produceStats is ingest's produce-time histogram for the readings
@@ -399,34 +341,4 @@ func (r benchReport) print(w io.Writer) {
 		row("cpu profile", "%s (go tool pprof -top %s)", r.CPUProfile, r.CPUProfile)
 	}
 	tw.Flush()
-}
-
-// commandLine is the exact command line, quoted where needed.
-func commandLine() string {
-	parts := make([]string, len(os.Args))
-	for i, a := range os.Args {
-		if a == "" || strings.ContainsAny(a, " \t\"'$\\") {
-			a = strconv.Quote(a)
-		}
-		parts[i] = a
-	}
-	return strings.Join(parts, " ")
-}
-
-// benchEnv lists the VITALS_BENCH_* variables, which change the flags'
-// defaults; connection settings are left out (they may hold passwords).
-func benchEnv() map[string]string {
-	out := map[string]string{}
-	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "VITALS_BENCH_") {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

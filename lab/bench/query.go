@@ -1,4 +1,4 @@
-package cli
+package bench
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/warehouse"
@@ -49,11 +50,11 @@ type benchQuerySettings struct {
 // a database of their own (dropped at the end unless --bench-keep), and
 // the seeds' cohort statistics in PostgreSQL over an equal subset.
 func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := newFlags("bench query")
-	s.kafkaFlags(fs)
-	s.pgFlags(fs)
-	s.chFlags(fs)
-	s.queryFlags(fs)
+	fs, s := cmdline.NewFlags("vitals-lab bench query")
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
+	s.ClickHouseFlags(fs)
+	s.QueryFlags(fs)
 	var b benchQuerySettings
 	fs.Int(&b.rows, "bench-rows", 100_000_000, "readings to generate (a multiple of --bench-users)")
 	fs.Int(&b.users, "bench-users", 100_000, "users the readings are spread over")
@@ -69,18 +70,18 @@ func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
 		return errors.New("--bench-rows and --bench-pg-rows must be multiples of --bench-users, pg rows at most rows, runs and days positive")
 	}
 	b.skipPG = b.pgRows == 0
-	log, err := s.logger()
+	log, err := s.Logger()
 	if err != nil {
 		return err
 	}
-	s.chDatabase = b.database
-	wh := s.warehouse()
+	s.ClickHouseDatabase = b.database
+	wh := s.Warehouse()
 	conn, err := warehouse.Open(ctx, wh)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	pool, err := postgres.Open(ctx, s.pgURL)
+	pool, err := postgres.Open(ctx, s.PostgresURL)
 	if err != nil {
 		return err
 	}
@@ -104,7 +105,7 @@ func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	// The real query service, in-process, over HTTP with a real token.
-	qcfg := s.query()
+	qcfg := s.Query()
 	qcfg.Warehouse = wh
 	qcfg.Addr = "127.0.0.1:0"
 	svc, err := query.New(ctx, qcfg, log)
@@ -120,14 +121,14 @@ func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
 	done := make(chan error, 1)
 	go func() { done <- svc.Serve(sctx, ln); svc.Close() }()
 	defer func() { stop(); <-done }()
-	s.tenant = benchTenant
-	token, revoke, err := tempCredential(ctx, s, credential.AnalystTokens, "vitals bench query")
+	s.Tenant = benchTenant
+	token, revoke, err := s.TempCredential(ctx, credential.AnalystTokens, "vitals bench query")
 	if err != nil {
 		return err
 	}
 	defer revoke()
 	base := "http://" + ln.Addr().String()
-	if err := waitHealthy(ctx, base); err != nil {
+	if err := cmdline.WaitHealthy(ctx, base); err != nil {
 		return err
 	}
 
@@ -164,7 +165,7 @@ func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
 		var err error
 		for i := -1; i < c.runs && err == nil; i++ { // run -1 warms up
 			start := time.Now()
-			if _, err = getJSON(ctx, base+c.path(), token, time.Minute); err == nil && i >= 0 {
+			if _, err = cmdline.GetJSON(ctx, base+c.path(), token, time.Minute); err == nil && i >= 0 {
 				lat = append(lat, time.Since(start))
 			}
 		}
@@ -366,7 +367,7 @@ func comparePostgres(ctx context.Context, conn driver.Conn, pool *pgxpool.Pool, 
 		}
 		pgTimes = append(pgTimes, time.Since(start))
 		start = time.Now()
-		if _, err := getJSON(ctx, base+apiPath, token, 5*time.Minute); err != nil {
+		if _, err := cmdline.GetJSON(ctx, base+apiPath, token, 5*time.Minute); err != nil {
 			return err
 		}
 		chTimes = append(chTimes, time.Since(start))

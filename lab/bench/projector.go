@@ -1,30 +1,23 @@
-package cli
+package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"runtime/pprof"
-	"slices"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/loadgen"
+	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/projector"
-	"github.com/vitalshq/vitals/schemas"
 )
 
 // benchProjSettings are bench projector's own flags.
@@ -72,11 +65,11 @@ type benchProjReport struct {
 // that ClickHouse holds every row exactly once, raw and in the rollup.
 // Topics, database and group are deleted at the end unless --bench-keep.
 func benchProjector(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := newFlags("bench projector")
-	s.kafkaFlags(fs)
-	s.chFlags(fs)
-	s.projectorFlags(fs)
-	benchScratch(fs, "bench-proj-", "vitals_bench_proj_")
+	fs, s := cmdline.NewFlags("vitals-lab bench projector")
+	s.KafkaFlags(fs)
+	s.ClickHouseFlags(fs)
+	s.ProjectorFlags(fs)
+	scratch.Names(fs, "bench-proj-", "vitals_bench_proj_")
 	var b benchProjSettings
 	fs.Int(&b.rows, "bench-rows", 2000000, "accepted heart-rate readings to project")
 	fs.Int(&b.users, "bench-users", 10000, "distinct users the readings are spread over (round robin, 1 s apart per user)")
@@ -93,18 +86,18 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	if b.rows < 1 || b.users < 1 || b.timeout <= 0 {
 		return errors.New("--bench-rows, --bench-users and --bench-timeout must be positive")
 	}
-	if s.kafkaPrefix == "vitals" || s.chDatabase == "vitals" {
+	if s.KafkaPrefix == scratch.RealPrefix || s.ClickHouseDatabase == scratch.RealPrefix {
 		return errors.New("bench projector fills and deletes topics and a database of its own; do not point it at vitals")
 	}
-	s.projectorGroup = s.kafkaPrefix + "." + randomHex(4)
-	log, err := s.logger()
+	s.ProjectorGroup = s.KafkaPrefix + "." + scratch.RandomHex(4)
+	log, err := s.Logger()
 	if err != nil {
 		return err
 	}
-	kcfg := s.kafka()
-	pcfg := s.projector()
-	rep := benchProjReport{Command: commandLine(), Env: benchEnv(), Machine: loadgen.ThisMachine(), TopicPrefix: s.kafkaPrefix,
-		Database: s.chDatabase, Partitions: kcfg.Partitions, Rows: b.rows, Users: b.users, BatchRows: pcfg.MaxRows, Flush: pcfg.FlushInterval.String()}
+	kcfg := s.Kafka()
+	pcfg := s.Projector()
+	rep := benchProjReport{Command: cmdline.Invocation(), Env: benchEnv(), Machine: loadgen.ThisMachine(), TopicPrefix: s.KafkaPrefix,
+		Database: s.ClickHouseDatabase, Partitions: kcfg.Partitions, Rows: b.rows, Users: b.users, BatchRows: pcfg.MaxRows, Flush: pcfg.FlushInterval.String()}
 
 	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
 	defer cancelRun()
@@ -118,7 +111,7 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	defer cl.Close()
 	defer func() {
 		if !b.keep {
-			benchCleanup(ctx, cl, kcfg, s.warehouse(), []string{s.projectorGroup}, []string{s.chDatabase}, log)
+			scratch.Resources{Kafka: kcfg, Topics: scratch.AllTopics(kcfg), Groups: []string{s.ProjectorGroup}, Warehouse: s.Warehouse(), Databases: []string{s.ClickHouseDatabase}}.Remove(ctx, log)
 		}
 	}()
 
@@ -132,17 +125,10 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
-	var prof *os.File
-	if b.cpuProfile != "" {
-		if prof, err = os.Create(b.cpuProfile); err != nil {
-			p.Close()
-			return fmt.Errorf("cpu profile: %w", err)
-		}
-		defer prof.Close()
-		if err := pprof.StartCPUProfile(prof); err != nil {
-			p.Close()
-			return fmt.Errorf("cpu profile: %w", err)
-		}
+	stopProfile, err := startCPUProfile(b.cpuProfile)
+	if err != nil {
+		p.Close()
+		return err
 	}
 	pctx, stop := context.WithCancel(runCtx)
 	done := make(chan error, 1)
@@ -150,7 +136,7 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	start := time.Now()
 	go func() { done <- p.Run(pctx) }()
 	stats := p.Stats()
-	stopProgress := progressEvery(5*time.Second, func() {
+	stopProgress := loadgen.Periodically(5*time.Second, func() {
 		n := stats.Committed.Load()
 		log.Info().Int64("committed", n).Int("of", b.rows).Float64("rows_per_sec", math.Round(float64(n)/time.Since(start).Seconds())).Msg("projecting")
 	})
@@ -173,7 +159,7 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 		}
 		if runErr == nil && time.Since(lastCheck) >= time.Second {
 			lastCheck = time.Now()
-			if n, err := committedRecords(runCtx, adm, s.projectorGroup, kcfg.Topics.AcceptedReadings); err == nil && n >= int64(b.rows) {
+			if n, err := committedRecords(runCtx, adm, s.ProjectorGroup, kcfg.Topics.AcceptedReadings); err == nil && n >= int64(b.rows) {
 				log.Warn().Int64("counted", stats.Committed.Load()).Msg("every offset is committed, though some commits were not counted (failed, then covered by later ones)")
 				break
 			}
@@ -181,10 +167,8 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	elapsed := time.Since(start)
 	cpu1 := loadgen.SampleCPU()
-	if prof != nil {
-		pprof.StopCPUProfile()
-		rep.CPUProfile = b.cpuProfile
-	}
+	stopProfile()
+	rep.CPUProfile = b.cpuProfile
 	stopProgress()
 	stop()
 	if runErr == nil {
@@ -200,26 +184,18 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	rep.CPUSeconds = (cpu1.Process - cpu0.Process).Seconds()
 	rep.CPUMicrosPerRow = rep.CPUSeconds / float64(b.rows) * 1e6
 
-	conn, err := warehouse.Open(runCtx, s.warehouse())
+	conn, err := warehouse.Open(runCtx, s.Warehouse())
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	db := s.chDatabase
-	if err := conn.QueryRow(runCtx, fmt.Sprintf("SELECT count() FROM %s.%s", db, warehouse.ReadingsTable)).Scan(&rep.RawRows); err != nil {
-		return fmt.Errorf("count raw rows: %w", err)
-	}
-	if err := conn.QueryRow(runCtx, fmt.Sprintf("SELECT countMerge(readings) FROM %s.%s", db, warehouse.DailyRollupTable)).Scan(&rep.RollupRows); err != nil {
-		return fmt.Errorf("count rollup readings: %w", err)
+	if rep.RawRows, rep.RollupRows, err = countStored(runCtx, conn, s.ClickHouseDatabase); err != nil {
+		return err
 	}
 	rep.print(stdout)
 	if b.jsonOut != "" {
-		js, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
+		if err := writeJSON(b.jsonOut, rep); err != nil {
 			return err
-		}
-		if err := os.WriteFile(b.jsonOut, append(js, '\n'), 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", b.jsonOut, err)
 		}
 	}
 	if rep.RawRows != uint64(b.rows) || rep.RollupRows != uint64(b.rows) {
@@ -242,48 +218,6 @@ func committedRecords(ctx context.Context, adm *kadm.Client, group, topic string
 		}
 	}
 	return n, nil
-}
-
-// fillAcceptedTopic produces rows accepted heart-rate readings, as the
-// processor writes them: single-object Avro keyed by user id.
-func fillAcceptedTopic(ctx context.Context, cl *kgo.Client, t eventlog.Topics, users, rows int, log zerolog.Logger) error {
-	codec := schemas.MustCodec(schemas.NameAcceptedReading)
-	base := time.Now().Add(-24 * time.Hour).Truncate(time.Second).UnixMilli()
-	var failed atomic.Int64
-	var errOnce sync.Once
-	var firstErr error
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	promise := func(_ *kgo.Record, err error) {
-		if err != nil {
-			failed.Add(1)
-			errOnce.Do(func() { firstErr = err; cancel() })
-		}
-	}
-	runID := randomHex(4)
-	var buf []byte
-	for k := 0; k < rows && fctx.Err() == nil; k++ {
-		u, n := k%users, k/users
-		measured := base + int64(n)*1000 + int64(u)*1000/int64(users)
-		user := "bench-user-" + strconv.Itoa(u)
-		r := schemas.AcceptedReading{TenantID: "default", EventID: "bench-" + runID + "-" + strconv.Itoa(k), UserID: user,
-			DeviceID: user + "-tracker", GatewayID: "bench-gateway", Metric: "heart_rate", LOINC: "8867-4",
-			Value: float64(55 + (k*7919)%60), Unit: "/min", MeasuredAt: measured, ReceivedAt: measured + 800, IngestedAt: measured + 1000,
-			SourcePartition: int32(u % 6), SourceOffset: int64(k)}
-		var err error
-		if buf, err = codec.Append(buf[:0], &r); err != nil {
-			return fmt.Errorf("encode: %w", err)
-		}
-		cl.Produce(fctx, &kgo.Record{Topic: t.AcceptedReadings, Key: []byte(user), Value: slices.Clone(buf)}, promise)
-	}
-	if err := cl.Flush(ctx); err != nil && firstErr == nil {
-		firstErr = err
-	}
-	if firstErr != nil {
-		return fmt.Errorf("fill: %d records failed, e.g. %w", failed.Load(), firstErr)
-	}
-	log.Info().Int("rows", rows).Str("topic", t.AcceptedReadings).Msg("filled the bench topic")
-	return ctx.Err()
 }
 
 func (r benchProjReport) print(w io.Writer) {

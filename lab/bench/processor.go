@@ -1,10 +1,8 @@
-package cli
+package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,10 +14,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -28,11 +23,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/lab/loadgen"
+	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/processor"
-	"github.com/vitalshq/vitals/schemas"
 )
 
 // benchProcSettings are bench processor's own flags.
@@ -54,24 +50,15 @@ type benchProcSettings struct {
 // is not measured. Topics, the group's PostgreSQL rows and the Kafka group
 // are deleted at the end unless --bench-keep.
 func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := newFlags("bench processor")
-	s.kafkaFlags(fs)
-	s.pgFlags(fs)
-	s.processorFlags(fs)
+	fs, s := cmdline.NewFlags("vitals-lab bench processor")
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
+	s.ProcessorFlags(fs)
 	// Topics of its own under a unique prefix, and no metrics listener
 	// (the registry is read in-process), unless the flags or their
 	// environment variables say otherwise.
-	started := time.Now()
-	for name, def := range map[string]string{
-		"kafka-topic-prefix":     "bench-proc-" + started.UTC().Format("20060102-150405"),
-		"processor-metrics-addr": "",
-	} {
-		if _, ok := os.LookupEnv(fs.EnvName(name)); !ok {
-			f := fs.Lookup(name)
-			_ = f.Value.Set(def)
-			f.DefValue = def
-		}
-	}
+	cmdline.SetDefault(fs, "kafka-topic-prefix", "bench-proc-"+time.Now().UTC().Format("20060102-150405"), false)
+	cmdline.SetDefault(fs, "processor-metrics-addr", "", false)
 	var b benchProcSettings
 	fs.Int(&b.users, "bench-users", 100000, "distinct users; each gets one paired device (a device event) before its readings")
 	fs.Int(&b.events, "bench-events", 2000000, "heart-rate readings, spread round robin over the users, 1 s apart per user")
@@ -88,13 +75,13 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if b.users < 1 || b.events < 1 || s.processorBatch < 1 || b.timeout <= 0 {
+	if b.users < 1 || b.events < 1 || s.ProcessorBatch < 1 || b.timeout <= 0 {
 		return errors.New("--bench-users, --bench-events, --processor-batch and --bench-timeout must be positive")
 	}
 	if b.metrics < 1 || b.metrics > benchMetrics {
 		return fmt.Errorf("--bench-metrics must be 1 to %d", benchMetrics)
 	}
-	if s.kafkaPrefix == "vitals" {
+	if s.KafkaPrefix == scratch.RealPrefix {
 		return errors.New("--kafka-topic-prefix vitals is the real event log; bench processor fills and deletes topics of its own")
 	}
 	groupSet := false
@@ -102,43 +89,34 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	if _, ok := os.LookupEnv(fs.EnvName("processor-group")); !groupSet && !ok {
 		// A fresh group every run: the processor starts with empty state at
 		// the beginning of the log, even on reused topics.
-		s.processorGroup = s.kafkaPrefix + "." + randomHex(4)
+		s.ProcessorGroup = s.KafkaPrefix + "." + scratch.RandomHex(4)
 	}
-	log, err := s.logger()
+	log, err := s.Logger()
 	if err != nil {
 		return err
 	}
 	machine := loadgen.ThisMachine()
-	kcfg := s.kafka()
+	kcfg := s.Kafka()
 	rep := benchProcReport{
-		Command: commandLine(), Env: benchEnv(), Machine: machine, Broker: s.kafkaBrokers, TopicPrefix: s.kafkaPrefix,
-		Partitions: kcfg.Partitions, Group: s.processorGroup, Users: b.users, Readings: b.events, Metrics: b.metrics, MaxBatch: s.processorBatch,
-		RequirePairing: s.processorPairing,
+		Command: cmdline.Invocation(), Env: benchEnv(), Machine: machine, Broker: s.KafkaBrokers, TopicPrefix: s.KafkaPrefix,
+		Partitions: kcfg.Partitions, Group: s.ProcessorGroup, Users: b.users, Readings: b.events, Metrics: b.metrics, MaxBatch: s.ProcessorBatch,
+		RequirePairing: s.ProcessorPairing,
 	}
 
 	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
 	defer cancelRun()
-	pool, err := postgres.Open(runCtx, s.pgURL)
+	pool, err := postgres.Open(runCtx, s.PostgresURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 	cleanup := func() {
 		if b.keep {
-			log.Info().Str("prefix", s.kafkaPrefix).Str("group", s.processorGroup).Msg("kept the bench topics, state rows and group (--bench-keep)")
+			log.Info().Str("prefix", s.KafkaPrefix).Str("group", s.ProcessorGroup).Msg("kept the bench topics, state rows and group (--bench-keep)")
 			return
 		}
-		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		deleteBenchTopics(kcfg, log)
-		deleteBenchGroup(cctx, kcfg, s.processorGroup, log)
-		for _, table := range []string{"processor_aggregates", "processor_offsets"} {
-			if ct, err := pool.Exec(cctx, `DELETE FROM `+table+` WHERE group_id = $1`, s.processorGroup); err != nil {
-				log.Warn().Err(err).Str("table", table).Msg("delete the bench group's rows")
-			} else {
-				log.Info().Str("table", table).Int64("rows", ct.RowsAffected()).Str("group", s.processorGroup).Msg("deleted the bench group's rows")
-			}
-		}
+		groups := []string{s.ProcessorGroup}
+		scratch.Resources{Kafka: kcfg, Topics: scratch.AllTopics(kcfg), Groups: groups, PostgresURL: s.PostgresURL, StateGroups: groups}.Remove(ctx, log)
 	}
 
 	if err := eventlog.EnsureTopics(runCtx, kcfg, log); err != nil {
@@ -180,7 +158,7 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 				ends.readings, ends.devices, ends.profiles, b.events, b.users)
 		}
 	case ends.readings == int64(b.events) && ends.devices == int64(b.users) && ends.profiles == 0:
-		log.Info().Str("prefix", s.kafkaPrefix).Int64("readings", ends.readings).Int64("device_events", ends.devices).Msg("reusing the filled topics")
+		log.Info().Str("prefix", s.KafkaPrefix).Int64("readings", ends.readings).Int64("device_events", ends.devices).Msg("reusing the filled topics")
 		rep.Fill.Reused = true
 		// The output topics hold the earlier run's outputs, numbered as this
 		// run numbers its own: the processor would take them for its own
@@ -190,7 +168,7 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 		}
 	default:
 		return fmt.Errorf("topics %s.* already hold %d readings, %d device events and %d profile events, not this run's %d and %d: use a new --kafka-topic-prefix",
-			s.kafkaPrefix, ends.readings, ends.devices, ends.profiles, b.events, b.users)
+			s.KafkaPrefix, ends.readings, ends.devices, ends.profiles, b.events, b.users)
 	}
 	// Every accepted reading must reach the accepted topic too; on reused
 	// topics it already holds earlier runs' outputs.
@@ -225,12 +203,8 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	if res.WindowSeconds > 0 {
 		rep.print(stdout)
 		if b.jsonOut != "" {
-			out, jerr := json.MarshalIndent(rep, "", "  ")
-			if jerr == nil {
-				jerr = os.WriteFile(b.jsonOut, append(out, '\n'), 0o644)
-			}
-			if jerr != nil {
-				log.Warn().Err(jerr).Msg("write --bench-json")
+			if err := writeJSON(b.jsonOut, rep); err != nil {
+				log.Warn().Err(err).Msg("write --bench-json")
 			}
 		}
 	}
@@ -301,162 +275,6 @@ func emptyOutputTopics(ctx context.Context, adm *kadm.Client, t eventlog.Topics)
 	return nil
 }
 
-func deleteBenchGroup(ctx context.Context, k eventlog.Config, group string, log zerolog.Logger) {
-	cl, err := kgo.NewClient(k.ClientOpts(log)...)
-	if err == nil {
-		_, err = kadm.NewClient(cl).DeleteGroup(ctx, group)
-		cl.Close()
-	}
-	if err != nil {
-		log.Warn().Err(err).Str("group", group).Msg("delete the bench consumer group")
-		return
-	}
-	log.Info().Str("group", group).Msg("deleted the bench consumer group")
-}
-
-// benchFill describes the fill phase (not part of the measurement).
-type benchFill struct {
-	Reused        bool    `json:"reused,omitempty"`
-	Seconds       float64 `json:"seconds,omitempty"`
-	RecordsPerSec float64 `json:"records_per_sec,omitempty"`
-	Bytes         int64   `json:"value_bytes,omitempty"`
-}
-
-// fillProcessorTopics produces the users' pairings and then the readings,
-// as ingest would have written them: single-object Avro values keyed by
-// user id, record timestamps (ingest's receive time) increasing, every
-// pairing stamped before every reading. Reading k belongs to user k mod
-// users and is that user's n-th (n = k / users), measured n seconds (plus
-// the user's offset within the second) after the start: 100,000 users at
-// 1 Hz are 100,000 readings per second of event time.
-// With metrics > 1 a user's readings take turns in that many metrics (see
-// shapeBenchMetric), so each user has that many streams.
-func fillProcessorTopics(ctx context.Context, cl *kgo.Client, t eventlog.Topics, users, events, metrics int, log zerolog.Logger) (benchFill, error) {
-	var f benchFill
-	runID := randomHex(4)
-	base := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
-	userIDs := make([]string, users)
-	for u := range userIDs {
-		userIDs[u] = fmt.Sprintf("bench-user-%07d", u)
-	}
-	readingCodec, deviceCodec := schemas.MustCodec(schemas.NameReading), schemas.MustCodec(schemas.NameDeviceEvent)
-
-	var acked, failed, valueBytes atomic.Int64
-	var errOnce sync.Once
-	var firstErr error
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	promise := func(_ *kgo.Record, err error) {
-		if err != nil {
-			failed.Add(1)
-			errOnce.Do(func() { firstErr = err; cancel() })
-			return
-		}
-		acked.Add(1)
-	}
-	total := int64(users + events)
-	start := time.Now()
-	stopProgress := progressEvery(5*time.Second, func() {
-		n := acked.Load()
-		el := time.Since(start).Seconds()
-		log.Info().Int64("acked", n).Int64("of", total).Float64("records_per_sec", math.Round(float64(n)/el)).
-			Str("done", fmt.Sprintf("%.0f%%", 100*float64(n)/float64(total))).Msg("filling the bench topics")
-	})
-	defer stopProgress()
-	log.Info().Int("users", users).Int("readings", events).Str("readings_topic", t.Readings).Str("device_topic", t.DeviceEvents).Msg("filling the bench topics")
-
-	produce := func(topic, user string, ts int64, val []byte) {
-		valueBytes.Add(int64(len(val)))
-		cl.Produce(fctx, &kgo.Record{Topic: topic, Key: []byte(user), Value: val, Timestamp: time.UnixMilli(ts)}, promise)
-	}
-	// Pairings: stamped over the minute before the first reading, each a
-	// pairing 0.5 s before its record's time.
-	for u, user := range userIDs {
-		if fctx.Err() != nil {
-			break
-		}
-		ts := base - 60_000 + int64(u)*50_000/int64(users)
-		model := "bench-tracker"
-		val, err := deviceCodec.Encode(&schemas.DeviceEvent{TenantID: "default", EventID: "bench-" + runID + "-pair-" + strconv.Itoa(u),
-			UserID: user, DeviceID: user + "-tracker", GatewayID: "bench-gateway", Kind: "paired", Model: &model,
-			OccurredAt: ts - 500, ReceivedAt: ts, IngestedAt: ts})
-		if err != nil {
-			return f, err
-		}
-		produce(t.DeviceEvents, user, ts, val)
-	}
-	var rd schemas.Reading
-	var buf []byte
-	for k := 0; k < events && fctx.Err() == nil; k++ {
-		u, n := k%users, k/users
-		measured := base + int64(n)*1000 + int64(u)*1000/int64(users)
-		user := userIDs[u]
-		rd = schemas.Reading{TenantID: "default", EventID: "bench-" + runID + "-r-" + strconv.Itoa(k), UserID: user,
-			DeviceID: user + "-tracker", GatewayID: "bench-gateway", Metric: "heart_rate", Value: float64(55 + (k*7919)%60),
-			Unit: "/min", MeasuredAt: measured, ReceivedAt: measured + 800, IngestedAt: measured + 1000, SourceFormat: "avro"}
-		shapeBenchMetric(&rd, n%metrics, k)
-		var err error
-		if buf, err = readingCodec.Append(buf[:0], &rd); err != nil {
-			return f, err
-		}
-		produce(t.Readings, user, measured+1000, slices.Clone(buf))
-	}
-	if err := cl.Flush(ctx); err != nil && firstErr == nil {
-		firstErr = err
-	}
-	f.Seconds = time.Since(start).Seconds()
-	f.RecordsPerSec = float64(acked.Load()) / f.Seconds
-	f.Bytes = valueBytes.Load()
-	if firstErr != nil {
-		return f, fmt.Errorf("fill: %d records failed, e.g. %w", failed.Load(), firstErr)
-	}
-	if err := ctx.Err(); err != nil {
-		return f, fmt.Errorf("fill: %w", err)
-	}
-	log.Info().Int64("records", acked.Load()).Float64("seconds", math.Round(f.Seconds*10)/10).
-		Float64("records_per_sec", math.Round(f.RecordsPerSec)).Float64("value_mb", float64(f.Bytes)/1e6).Msg("filled the bench topics")
-	return f, nil
-}
-
-// benchMetrics is how many metrics --bench-metrics can take turns in.
-const benchMetrics = 3
-
-// shapeBenchMetric turns bench reading k (a heart-rate reading when
-// filled) into a reading of metric i of those --bench-metrics takes turns
-// in: 0 heart rate, 1 SpO2, 2 steps, with plausible values like the
-// simulator's.
-func shapeBenchMetric(r *schemas.Reading, i, k int) {
-	switch i {
-	case 1:
-		r.Metric, r.Unit, r.Value = "spo2", "%", float64(94+k%6)
-	case 2:
-		end := r.MeasuredAt + 60_000
-		r.Metric, r.Unit, r.Value, r.PeriodEnd = "steps", "{steps}", float64(k%120), &end
-	}
-}
-
-// progressEvery calls f every d until the returned function is called.
-func progressEvery(d time.Duration, f func()) func() {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(d)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				f()
-			}
-		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done); wg.Wait() }) }
-}
-
 // benchProcResult is what the processing window measured.
 type benchProcResult struct {
 	// WindowSeconds runs from Run's start (the group join included) until
@@ -498,9 +316,9 @@ type benchProcResult struct {
 
 // runBenchProcessor runs one processor until the stored offsets reach the
 // log ends and collects what it measured.
-func runBenchProcessor(ctx context.Context, s *settings, b benchProcSettings, pool *pgxpool.Pool, ends benchLogEnds, log zerolog.Logger) (benchProcResult, error) {
+func runBenchProcessor(ctx context.Context, s *cmdline.Settings, b benchProcSettings, pool *pgxpool.Pool, ends benchLogEnds, log zerolog.Logger) (benchProcResult, error) {
 	var res benchProcResult
-	cfg := s.processor()
+	cfg := s.Processor()
 	t0 := time.Now()
 	p, err := processor.New(ctx, cfg, log)
 	if err != nil {
@@ -509,30 +327,16 @@ func runBenchProcessor(ctx context.Context, s *settings, b benchProcSettings, po
 	res.NewSeconds = time.Since(t0).Seconds()
 	defer p.Close()
 
-	var prof, tr *os.File
-	if b.cpuProfile != "" {
-		if prof, err = os.Create(b.cpuProfile); err != nil {
-			return res, err
-		}
-		defer prof.Close()
-	}
-	if b.traceOut != "" {
-		if tr, err = os.Create(b.traceOut); err != nil {
-			return res, err
-		}
-		defer tr.Close()
-	}
 	want := ends.readings + ends.devices + ends.profiles
 	log.Info().Str("group", cfg.Group).Int("max_batch", cfg.MaxBatch).Int64("records", want).Msg("bench processor: processing")
-	if prof != nil {
-		if err := pprof.StartCPUProfile(prof); err != nil {
-			return res, err
-		}
+	stopProfile, err := startCPUProfile(b.cpuProfile)
+	if err != nil {
+		return res, err
 	}
-	if tr != nil {
-		if err := trace.Start(tr); err != nil {
-			return res, err
-		}
+	stopTrace, err := startTrace(b.traceOut)
+	if err != nil {
+		stopProfile()
+		return res, err
 	}
 	cpu0 := loadgen.SampleCPU()
 	start := cpu0.At
@@ -556,7 +360,7 @@ func runBenchProcessor(ctx context.Context, s *settings, b benchProcSettings, po
 	}
 	var firstCommit time.Time
 	lastN, lastAt := int64(0), start
-	stopProgress := progressEvery(5*time.Second, func() {
+	stopProgress := loadgen.Periodically(5*time.Second, func() {
 		n, now := judged(), time.Now()
 		_, _, _, batches := p.Stats().Snapshot()
 		log.Info().Int64("judged", n).Int64("of", want).Int64("batches", batches).
@@ -595,12 +399,8 @@ loop:
 	}
 	poll.Stop()
 	cpu1 := loadgen.SampleCPU()
-	if tr != nil {
-		trace.Stop()
-	}
-	if prof != nil {
-		pprof.StopCPUProfile()
-	}
+	stopTrace()
+	stopProfile()
 	if b.heapProfile != "" {
 		// While the processor still holds every user's aggregate.
 		runtime.GC()
@@ -652,6 +452,23 @@ loop:
 	return res, runErr
 }
 
+// startTrace starts a runtime execution trace into path (none if path is
+// empty) and returns the function that ends it.
+func startTrace(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("trace: %w", err)
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("trace: %w", err)
+	}
+	return func() { trace.Stop(); f.Close() }, nil
+}
+
 func writeHeapProfile(path string) error {
 	f, err := os.Create(path)
 	if err != nil {
@@ -683,98 +500,6 @@ func storedOffsets(ctx context.Context, pool *pgxpool.Pool, group string) (map[s
 		out[t] = n
 	}
 	return out, rows.Err()
-}
-
-// histSummary summarises a histogram of the processor's registry.
-type histSummary struct {
-	Count uint64  `json:"count"`
-	Sum   float64 `json:"sum"`
-	Mean  float64 `json:"mean"`
-	// P50 and P99 are estimated from the buckets by linear interpolation
-	// within the bucket (as Prometheus' histogram_quantile does); Over
-	// marks an estimate that fell in the +Inf bucket, where it is the
-	// largest finite bound.
-	P50     float64 `json:"p50"`
-	P99     float64 `json:"p99"`
-	P50Over bool    `json:"p50_over_last_bound,omitempty"`
-	P99Over bool    `json:"p99_over_last_bound,omitempty"`
-}
-
-// parseHistogram reads one unlabelled histogram from the text exposition
-// of a metrics.Registry.
-func parseHistogram(text, name string) histSummary {
-	var h histSummary
-	type bucket struct {
-		le  float64
-		cum float64
-	}
-	var bs []bucket
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		line := sc.Text()
-		sample, value, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			continue
-		}
-		switch {
-		case strings.HasPrefix(sample, name+`_bucket{le="`):
-			le, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimPrefix(sample, name+`_bucket{le="`), `"}`), 64)
-			if err == nil {
-				bs = append(bs, bucket{le, v})
-			}
-		case sample == name+"_sum":
-			h.Sum = v
-		case sample == name+"_count":
-			h.Count = uint64(v)
-		}
-	}
-	if h.Count == 0 {
-		return h
-	}
-	h.Mean = h.Sum / float64(h.Count)
-	quantile := func(q float64) (float64, bool) {
-		rank := q * float64(h.Count)
-		prevLE, prevCum := 0.0, 0.0
-		for _, b := range bs {
-			if b.cum >= rank {
-				if math.IsInf(b.le, 1) {
-					return prevLE, true
-				}
-				if b.cum == prevCum {
-					return b.le, false
-				}
-				return prevLE + (b.le-prevLE)*(rank-prevCum)/(b.cum-prevCum), false
-			}
-			prevLE, prevCum = b.le, b.cum
-		}
-		return prevLE, true
-	}
-	h.P50, h.P50Over = quantile(0.5)
-	h.P99, h.P99Over = quantile(0.99)
-	return h
-}
-
-// parseCounter reads a labelled counter family: label set -> value.
-func parseCounter(text, name string) map[string]int {
-	out := map[string]int{}
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		sample, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !strings.HasPrefix(sample, name+"{") {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			continue
-		}
-		labels := strings.ReplaceAll(strings.TrimSuffix(strings.TrimPrefix(sample, name+"{"), "}"), `"`, "")
-		out[strings.TrimSuffix(labels, ",reason=")] = int(v)
-	}
-	return out
 }
 
 type benchProcReport struct {

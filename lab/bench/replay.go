@@ -1,23 +1,20 @@
-package cli
+package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"runtime/pprof"
 	"time"
 
-	"github.com/rs/zerolog"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/vitalshq/vitals/internal/envflag"
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/loadgen"
+	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/replay"
 )
 
@@ -46,14 +43,14 @@ type benchReplayReport struct {
 // caught up. Topics, databases and groups are deleted at the end unless
 // --bench-keep.
 func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := newFlags("bench replay")
-	s.kafkaFlags(fs)
-	s.chFlags(fs)
-	s.projectorFlags(fs)
-	benchScratch(fs, "bench-replay-", "vitals_bench_replay_")
-	var r replaySettings
-	replayFlags(fs, &r)
-	rebuildFlags(fs, &r)
+	fs, s := cmdline.NewFlags("vitals-lab bench replay")
+	s.KafkaFlags(fs)
+	s.ClickHouseFlags(fs)
+	s.ProjectorFlags(fs)
+	scratch.Names(fs, "bench-replay-", "vitals_bench_replay_")
+	var r cmdline.ReplayTuning
+	r.Flags(fs)
+	r.RebuildFlags(fs)
 	var b benchProjSettings
 	var verify bool
 	var cpuProfile string
@@ -73,22 +70,22 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	if b.rows < 1 || b.users < 1 || b.timeout <= 0 {
 		return errors.New("--bench-rows, --bench-users and --bench-timeout must be positive")
 	}
-	if s.kafkaPrefix == "vitals" || s.chDatabase == "vitals" {
+	if s.KafkaPrefix == scratch.RealPrefix || s.ClickHouseDatabase == scratch.RealPrefix {
 		return errors.New("bench replay fills and deletes topics and databases of its own; do not point it at vitals")
 	}
-	s.projectorGroup = s.kafkaPrefix + ".live"
-	log, err := s.logger()
+	s.ProjectorGroup = s.KafkaPrefix + ".live"
+	log, err := s.Logger()
 	if err != nil {
 		return err
 	}
-	kcfg := s.kafka()
+	kcfg := s.Kafka()
 	cfg := replay.DefaultConfig()
-	cfg.Kafka, cfg.Warehouse, cfg.Projector, cfg.LiveGroup = kcfg, s.warehouse(), s.projector(), s.projectorGroup
+	cfg.Kafka, cfg.Warehouse, cfg.Projector, cfg.LiveGroup = kcfg, s.Warehouse(), s.Projector(), s.ProjectorGroup
 	cfg.Tables, cfg.Verify = []string{warehouse.ReadingsTable}, verify
-	cfg.Projector.MaxRows, cfg.Instances, cfg.ProgressEvery = r.batchRows, r.instances, r.progressEvery
-	applyReplayTuning(&r)
-	cfg.Progress = newProgressOutput(os.Stderr, log).show
-	rep := benchReplayReport{Command: commandLine(), Machine: loadgen.ThisMachine(), TopicPrefix: s.kafkaPrefix, Database: s.chDatabase,
+	cfg.Projector.MaxRows, cfg.Instances, cfg.ProgressEvery = r.BatchRows, r.Instances, r.ProgressEvery
+	r.Apply()
+	cfg.Progress = cmdline.NewProgress(os.Stderr, log).Show
+	rep := benchReplayReport{Command: cmdline.Invocation(), Machine: loadgen.ThisMachine(), TopicPrefix: s.KafkaPrefix, Database: s.ClickHouseDatabase,
 		Partitions: kcfg.Partitions, Records: int64(b.rows), BatchRows: cfg.Projector.MaxRows}
 
 	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
@@ -103,8 +100,8 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	defer cl.Close()
 	defer func() {
 		if !b.keep {
-			benchCleanup(ctx, cl, kcfg, s.warehouse(), []string{s.projectorGroup + "-replay-" + s.chDatabase},
-				[]string{s.chDatabase, cfg.ShadowDatabase(), cfg.OldDatabase()}, log)
+			scratch.Resources{Kafka: kcfg, Topics: scratch.AllTopics(kcfg), Groups: []string{s.ProjectorGroup + "-replay-" + s.ClickHouseDatabase}, Warehouse: s.Warehouse(),
+				Databases: []string{s.ClickHouseDatabase, cfg.ShadowDatabase(), cfg.OldDatabase()}}.Remove(ctx, log)
 		}
 	}()
 
@@ -113,21 +110,13 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	rep.FillSeconds = time.Since(fillStart).Seconds()
-	if cpuProfile != "" {
-		prof, err := os.Create(cpuProfile)
-		if err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
-		}
-		defer prof.Close()
-		if err := pprof.StartCPUProfile(prof); err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
-		}
+	stopProfile, err := startCPUProfile(cpuProfile)
+	if err != nil {
+		return err
 	}
 	began := time.Now()
 	res, err := replay.Rebuild(runCtx, cfg, log)
-	if cpuProfile != "" {
-		pprof.StopCPUProfile()
-	}
+	stopProfile()
 	if err != nil {
 		return err
 	}
@@ -135,16 +124,13 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	rep.EventsPerSec = float64(res.Records) / rep.Seconds
 	rep.VerifySeconds = time.Since(began).Seconds() - rep.Seconds
 	rep.SwapPaused = res.Paused.String()
-	conn, err := warehouse.Open(runCtx, s.warehouse())
+	conn, err := warehouse.Open(runCtx, s.Warehouse())
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if err := conn.QueryRow(runCtx, fmt.Sprintf("SELECT count() FROM %s.%s", s.chDatabase, warehouse.ReadingsTable)).Scan(&rep.LiveRows); err != nil {
-		return fmt.Errorf("count rows: %w", err)
-	}
-	if err := conn.QueryRow(runCtx, fmt.Sprintf("SELECT countMerge(readings) FROM %s.%s", s.chDatabase, warehouse.DailyRollupTable)).Scan(&rep.RollupRows); err != nil {
-		return fmt.Errorf("count rollup readings: %w", err)
+	if rep.LiveRows, rep.RollupRows, err = countStored(runCtx, conn, s.ClickHouseDatabase); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "bench replay: %d accepted readings, %d partitions, batch %d rows; machine: %d CPU (%s), load %s at start\n",
 		rep.Records, rep.Partitions, rep.BatchRows, rep.Machine.NumCPU, rep.Machine.CPUModel, rep.Machine.LoadAvg)
@@ -152,62 +138,12 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "rebuilt from Kafka into ClickHouse: %.2fs = %.0f events/s\n", rep.Seconds, rep.EventsPerSec)
 	fmt.Fprintf(stdout, "verify + swap: %.1fs (pause %s); live after the swap: %d rows, %d readings in the rollup\n", rep.VerifySeconds, rep.SwapPaused, rep.LiveRows, rep.RollupRows)
 	if b.jsonOut != "" {
-		js, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
+		if err := writeJSON(b.jsonOut, rep); err != nil {
 			return err
-		}
-		if err := os.WriteFile(b.jsonOut, append(js, '\n'), 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", b.jsonOut, err)
 		}
 	}
 	if rep.LiveRows != uint64(b.rows) || rep.RollupRows != uint64(b.rows) {
 		return fmt.Errorf("ClickHouse holds %d rows and %d rollup readings, want %d of each", rep.LiveRows, rep.RollupRows, b.rows)
 	}
 	return nil
-}
-
-// benchScratch gives a benchmark that fills and deletes its own topics and
-// database fresh names under the given prefixes. The database default is
-// replaced even when VITALS_CLICKHOUSE_DATABASE is set (deploy/stack.sh env
-// sets it to the real one); only an explicit flag chooses another.
-func benchScratch(fs *envflag.Set, topicPrefix, databasePrefix string) {
-	started := time.Now().UTC().Format("20060102_150405")
-	for name, def := range map[string]string{
-		"kafka-topic-prefix":  topicPrefix + started,
-		"clickhouse-database": databasePrefix + started,
-	} {
-		if _, ok := os.LookupEnv(fs.EnvName(name)); !ok || name == "clickhouse-database" {
-			f := fs.Lookup(name)
-			_ = f.Value.Set(def)
-			f.DefValue = def
-		}
-	}
-}
-
-// benchCleanup deletes a benchmark's topics, consumer groups and ClickHouse
-// databases, logging what it cannot delete.
-func benchCleanup(ctx context.Context, cl *kgo.Client, kcfg eventlog.Config, wh warehouse.Config, groups, databases []string, log zerolog.Logger) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	var names []string
-	for _, sp := range kcfg.Specs() {
-		names = append(names, sp.Name)
-	}
-	if _, err := kadm.NewClient(cl).DeleteTopics(cctx, names...); err != nil {
-		log.Warn().Err(err).Msg("delete the bench topics")
-	}
-	for _, g := range groups {
-		deleteBenchGroup(cctx, kcfg, g, log)
-	}
-	conn, err := warehouse.Open(cctx, wh)
-	if err != nil {
-		log.Warn().Err(err).Msg("drop the bench databases")
-		return
-	}
-	defer conn.Close()
-	for _, db := range databases {
-		if err := conn.Exec(cctx, "DROP DATABASE IF EXISTS "+db); err != nil {
-			log.Warn().Err(err).Str("database", db).Msg("drop a bench database")
-		}
-	}
 }
