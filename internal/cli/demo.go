@@ -233,28 +233,37 @@ func (d demo) pairDevices(ctx context.Context, rows []sample.HeartRate) error {
 	return d.postJSON(ctx, "/v1/device-events", map[string]any{"gateway_id": "demo-gateway", "events": events}, len(events))
 }
 
-// postJSON posts one batch body and checks that want items were accepted.
+// postJSON posts one batch body, retrying while ingest answers 503, and
+// checks that want items were accepted.
 func (d demo) postJSON(ctx context.Context, path string, body any, want int) error {
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.ingest+path, bytes.NewReader(buf))
-	if err != nil {
-		return err
+	for attempt := 1; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.ingest+path, bytes.NewReader(buf))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+d.key)
+		resp, err := d.client.Do(req)
+		if err != nil {
+			return fmt.Errorf("post %s: %w", path, err)
+		}
+		var out ingest.BatchResponse
+		derr := json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusServiceUnavailable && attempt < 5:
+			d.log.Warn().Int("attempt", attempt).Str("path", path).Msg("ingest answered 503; retrying the batch")
+			time.Sleep(time.Duration(attempt) * time.Second)
+			continue
+		case resp.StatusCode != http.StatusOK || derr != nil || out.Accepted != want:
+			return fmt.Errorf("post %s: status %d, %d of %d accepted", path, resp.StatusCode, out.Accepted, want)
+		}
+		return nil
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+d.key)
-	resp, err := d.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("post %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	var out ingest.BatchResponse
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK || out.Accepted != want {
-		return fmt.Errorf("post %s: status %d, %d of %d accepted", path, resp.StatusCode, out.Accepted, want)
-	}
-	return nil
 }
 
 func (d demo) postBatch(ctx context.Context, rows []sample.HeartRate) error {
@@ -269,36 +278,7 @@ func (d demo) postBatch(ctx context.Context, rows []sample.HeartRate) error {
 			MeasuredAt: r.Time.Format("2006-01-02T15:04:05.000Z07:00"),
 		})
 	}
-	buf, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	for attempt := 1; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.ingest+"/v1/readings", bytes.NewReader(buf))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+d.key)
-		resp, err := d.client.Do(req)
-		if err != nil {
-			return fmt.Errorf("post batch: %w", err)
-		}
-		var out ingest.BatchResponse
-		derr := json.NewDecoder(resp.Body).Decode(&out)
-		resp.Body.Close()
-		switch {
-		case resp.StatusCode == http.StatusServiceUnavailable && attempt < 5:
-			d.log.Warn().Int("attempt", attempt).Msg("ingest answered 503; retrying the batch")
-			time.Sleep(time.Duration(attempt) * time.Second)
-			continue
-		case resp.StatusCode != http.StatusOK || derr != nil:
-			return fmt.Errorf("post batch: status %d", resp.StatusCode)
-		case out.Accepted != len(rows):
-			return fmt.Errorf("post batch: %d of %d accepted", out.Accepted, len(rows))
-		}
-		return nil
-	}
+	return d.postJSON(ctx, "/v1/readings", body, len(rows))
 }
 
 type userResult struct {

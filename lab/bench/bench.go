@@ -18,10 +18,13 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/lab/loadgen"
 )
 
 // benchmarks are the subcommands of vitals-lab bench.
@@ -63,21 +66,62 @@ func writeJSON(path string, v any) error {
 	return nil
 }
 
-// startCPUProfile starts a CPU profile of this process into path (none if
-// path is empty) and returns the function that ends it.
-func startCPUProfile(path string) (stop func(), err error) {
+// runInfo says how and where a benchmark ran; the reports embed it, so
+// its fields lead their JSON.
+type runInfo struct {
+	Command string            `json:"command"`
+	Env     map[string]string `json:"env,omitempty"`
+	Machine loadgen.Machine   `json:"machine"`
+}
+
+// thisRun is the running benchmark's runInfo, the machine's load as of now.
+func thisRun() runInfo {
+	return runInfo{Command: cmdline.Invocation(), Env: benchEnv(), Machine: loadgen.ThisMachine()}
+}
+
+// table prints a report as aligned key-value rows after a title and the
+// run's command line, VITALS_BENCH_* variables and machine.
+type table struct{ tw *tabwriter.Writer }
+
+func newTable(w io.Writer, title string, r runInfo) *table {
+	fmt.Fprintf(w, "\n%s\n\n", title)
+	t := &table{tw: tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)}
+	t.row("command", "%s", r.Command)
+	for _, k := range slices.Sorted(maps.Keys(r.Env)) {
+		t.row("env", "%s=%s", k, r.Env[k])
+	}
+	m := r.Machine
+	t.row("machine", "%d CPUs (GOMAXPROCS %d), %s, %s %s, load avg %s at start", m.NumCPU, m.GOMAXPROCS, m.CPUModel, m.GoVersion, m.OSArch, m.LoadAvg)
+	return t
+}
+
+func (t *table) row(k, format string, args ...any) {
+	fmt.Fprintf(t.tw, "%s\t%s\n", k, fmt.Sprintf(format, args...))
+}
+
+func (t *table) flush() { t.tw.Flush() }
+
+// startProfile starts a profile or trace of this process into path with
+// start (pprof.StartCPUProfile, trace.Start), none if path is empty, and
+// returns the function that ends it with stop.
+func startProfile(path string, start func(io.Writer) error, stop func()) (func(), error) {
 	if path == "" {
 		return func() {}, nil
 	}
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("cpu profile: %w", err)
+		return nil, fmt.Errorf("profile: %w", err)
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
+	if err := start(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("cpu profile: %w", err)
+		return nil, fmt.Errorf("profile %s: %w", path, err)
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	return func() { stop(); f.Close() }, nil
+}
+
+// startCPUProfile starts a CPU profile into path (see startProfile).
+func startCPUProfile(path string) (func(), error) {
+	return startProfile(path, pprof.StartCPUProfile, pprof.StopCPUProfile)
 }
 
 // countStored counts the readings in db's raw table and in its daily

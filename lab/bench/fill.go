@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -12,6 +13,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/cmdline"
+	"github.com/vitalshq/vitals/internal/envflag"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/schemas"
@@ -58,6 +61,64 @@ func (f *filler) finish(ctx context.Context) error {
 		return fmt.Errorf("fill: %d records failed, e.g. %w", f.failed.Load(), f.firstErr)
 	}
 	return nil
+}
+
+// acceptedBench is what the projector and replay benchmarks share: their
+// flags, and topics of their own with an accepted-readings topic filled
+// before the measurement.
+type acceptedBench struct {
+	rows, users         int
+	keep                bool
+	timeout             time.Duration
+	jsonOut, cpuProfile string
+}
+
+// flags registers the flags with the benchmark's default row count and
+// timeout; verb and window name what it measures in the usage texts.
+func (b *acceptedBench) flags(fs *envflag.Set, rows int, timeout time.Duration, verb, window string) {
+	fs.Int(&b.rows, "bench-rows", rows, "accepted heart-rate readings to "+verb)
+	fs.Int(&b.users, "bench-users", 10000, "distinct users the readings are spread over (round robin, 1 s apart per user)")
+	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the ClickHouse databases and the Kafka groups")
+	fs.Duration(&b.timeout, "bench-timeout", timeout, "bound on the whole run (fill and "+window+"); clean-up comes after it")
+	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
+	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process over "+window+" to this file")
+}
+
+// parse parses args and refuses flags that make no sense or point at the
+// real event log or database.
+func (b *acceptedBench) parse(fs *envflag.Set, s *cmdline.Settings, args []string, name string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if b.rows < 1 || b.users < 1 || b.timeout <= 0 {
+		return errors.New("--bench-rows, --bench-users and --bench-timeout must be positive")
+	}
+	if s.KafkaPrefix == scratch.RealPrefix || s.ClickHouseDatabase == scratch.RealPrefix {
+		return fmt.Errorf("%s fills and deletes topics and databases of its own; do not point it at %s", name, scratch.RealPrefix)
+	}
+	return nil
+}
+
+// fill creates k's topics and fills the accepted one, timing the fill
+// into seconds; the producer client (with opts) is the caller's to close.
+func (b *acceptedBench) fill(ctx context.Context, k eventlog.Config, seconds *float64, log zerolog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
+	if err := eventlog.EnsureTopics(ctx, k, log); err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(append(k.ClientOpts(log), kgo.ProducerLinger(5*time.Millisecond)), opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	start := time.Now()
+	if err := fillAcceptedTopic(ctx, cl, k.Topics, b.users, b.rows, log); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	*seconds = time.Since(start).Seconds()
+	return cl, nil
 }
 
 // fillAcceptedTopic produces rows accepted heart-rate readings, as the

@@ -6,15 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"os"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -86,7 +83,7 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	machine := loadgen.ThisMachine()
+	run := thisRun()
 
 	// Build the bodies first: it is the slow part of the set-up, and the
 	// sample parse should not overlap the measurement.
@@ -185,8 +182,8 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	rep := benchReport{
-		Command: cmdline.Invocation(), Env: benchEnv(), Machine: machine,
-		Target: target + "/v1/readings", InProcess: inProcess, Format: b.format,
+		runInfo: run,
+		Target:  target + "/v1/readings", InProcess: inProcess, Format: b.format,
 		Batch: b.batch, MeanBodyBytes: bodyBytes / len(bodies), Users: b.users, Clients: b.clients, Bodies: len(bodies),
 		Warmup: b.warmup.String(), Duration: b.duration.String(), Result: res, CPU: cpu1.Since(cpu0),
 	}
@@ -263,22 +260,20 @@ func scrapeProduce(base string) produceStats {
 }
 
 type benchReport struct {
-	Command       string            `json:"command"`
-	Env           map[string]string `json:"env,omitempty"`
-	Machine       loadgen.Machine   `json:"machine"`
-	Target        string            `json:"target"`
-	InProcess     bool              `json:"in_process_ingest"`
-	Broker        string            `json:"broker,omitempty"`
-	TopicPrefix   string            `json:"topic_prefix,omitempty"`
-	Format        string            `json:"format"`
-	Batch         int               `json:"batch"`
-	MeanBodyBytes int               `json:"mean_body_bytes"`
-	Users         int               `json:"users"`
-	Clients       int               `json:"clients"`
-	Bodies        int               `json:"distinct_bodies"`
-	Warmup        string            `json:"warmup"`
-	Duration      string            `json:"duration"`
-	Result        loadgen.Result    `json:"result"`
+	runInfo
+	Target        string         `json:"target"`
+	InProcess     bool           `json:"in_process_ingest"`
+	Broker        string         `json:"broker,omitempty"`
+	TopicPrefix   string         `json:"topic_prefix,omitempty"`
+	Format        string         `json:"format"`
+	Batch         int            `json:"batch"`
+	MeanBodyBytes int            `json:"mean_body_bytes"`
+	Users         int            `json:"users"`
+	Clients       int            `json:"clients"`
+	Bodies        int            `json:"distinct_bodies"`
+	Warmup        string         `json:"warmup"`
+	Duration      string         `json:"duration"`
+	Result        loadgen.Result `json:"result"`
 	// CPU is over the measured window; the process is ingest plus the load
 	// generator when ingest runs in-process.
 	CPU loadgen.CPUUse `json:"cpu"`
@@ -298,15 +293,9 @@ func (r benchReport) print(w io.Writer) {
 	if r.InProcess {
 		mode = fmt.Sprintf("in-process ingest; broker %s, topics %s.*", r.Broker, r.TopicPrefix)
 	}
-	fmt.Fprintf(w, "\nVitals ingest benchmark\n\n")
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
-	row("command", "%s", r.Command)
-	for _, k := range slices.Sorted(maps.Keys(r.Env)) {
-		row("env", "%s=%s", k, r.Env[k])
-	}
+	t := newTable(w, "Vitals ingest benchmark", r.runInfo)
+	row := t.row
 	m := r.Machine
-	row("machine", "%d CPUs (GOMAXPROCS %d), %s, %s %s, load avg %s at start", m.NumCPU, m.GOMAXPROCS, m.CPUModel, m.GoVersion, m.OSArch, m.LoadAvg)
 	row("target", "POST %s (%s)", r.Target, mode)
 	row("load", "%d clients, %d readings/request (%s, %.1f KB), %d users, %d distinct bodies", r.Clients, r.Batch, r.Format, float64(r.MeanBodyBytes)/1024, r.Users, r.Bodies)
 	row("window", "%s measured (%.2fs) after %s warm-up (%d requests, %d readings, %d errors)", r.Duration, res.WindowSeconds, r.Warmup, res.WarmupRequests, res.WarmupReadings, res.WarmupErrors)
@@ -340,5 +329,5 @@ func (r benchReport) print(w io.Writer) {
 	if r.CPUProfile != "" {
 		row("cpu profile", "%s (go tool pprof -top %s)", r.CPUProfile, r.CPUProfile)
 	}
-	tw.Flush()
+	t.flush()
 }

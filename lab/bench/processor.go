@@ -15,7 +15,6 @@ import (
 	"runtime/trace"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -95,10 +94,9 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
-	machine := loadgen.ThisMachine()
 	kcfg := s.Kafka()
 	rep := benchProcReport{
-		Command: cmdline.Invocation(), Env: benchEnv(), Machine: machine, Broker: s.KafkaBrokers, TopicPrefix: s.KafkaPrefix,
+		runInfo: thisRun(), Broker: s.KafkaBrokers, TopicPrefix: s.KafkaPrefix,
 		Partitions: kcfg.Partitions, Group: s.ProcessorGroup, Users: b.users, Readings: b.events, Metrics: b.metrics, MaxBatch: s.ProcessorBatch,
 		RequirePairing: s.ProcessorPairing,
 	}
@@ -333,7 +331,7 @@ func runBenchProcessor(ctx context.Context, s *cmdline.Settings, b benchProcSett
 	if err != nil {
 		return res, err
 	}
-	stopTrace, err := startTrace(b.traceOut)
+	stopTrace, err := startProfile(b.traceOut, trace.Start, trace.Stop)
 	if err != nil {
 		stopProfile()
 		return res, err
@@ -452,23 +450,6 @@ loop:
 	return res, runErr
 }
 
-// startTrace starts a runtime execution trace into path (none if path is
-// empty) and returns the function that ends it.
-func startTrace(path string) (stop func(), err error) {
-	if path == "" {
-		return func() {}, nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("trace: %w", err)
-	}
-	if err := trace.Start(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("trace: %w", err)
-	}
-	return func() { trace.Stop(); f.Close() }, nil
-}
-
 func writeHeapProfile(path string) error {
 	f, err := os.Create(path)
 	if err != nil {
@@ -503,35 +484,27 @@ func storedOffsets(ctx context.Context, pool *pgxpool.Pool, group string) (map[s
 }
 
 type benchProcReport struct {
-	Command        string            `json:"command"`
-	Env            map[string]string `json:"env,omitempty"`
-	Machine        loadgen.Machine   `json:"machine"`
-	Broker         string            `json:"broker"`
-	TopicPrefix    string            `json:"topic_prefix"`
-	Partitions     int               `json:"partitions"`
-	Group          string            `json:"group"`
-	Users          int               `json:"users"`
-	Readings       int               `json:"readings"`
-	Metrics        int               `json:"metrics"`
-	MaxBatch       int               `json:"max_batch"`
-	RequirePairing bool              `json:"require_pairing"`
-	Fill           benchFill         `json:"fill"`
-	Result         benchProcResult   `json:"result"`
-	CPUProfile     string            `json:"cpu_profile,omitempty"`
-	Trace          string            `json:"trace,omitempty"`
+	runInfo
+	Broker         string          `json:"broker"`
+	TopicPrefix    string          `json:"topic_prefix"`
+	Partitions     int             `json:"partitions"`
+	Group          string          `json:"group"`
+	Users          int             `json:"users"`
+	Readings       int             `json:"readings"`
+	Metrics        int             `json:"metrics"`
+	MaxBatch       int             `json:"max_batch"`
+	RequirePairing bool            `json:"require_pairing"`
+	Fill           benchFill       `json:"fill"`
+	Result         benchProcResult `json:"result"`
+	CPUProfile     string          `json:"cpu_profile,omitempty"`
+	Trace          string          `json:"trace,omitempty"`
 }
 
 func (r benchProcReport) print(w io.Writer) {
 	res := r.Result
 	m := r.Machine
-	fmt.Fprintf(w, "\nVitals processor benchmark\n\n")
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
-	row("command", "%s", r.Command)
-	for _, k := range slices.Sorted(maps.Keys(r.Env)) {
-		row("env", "%s=%s", k, r.Env[k])
-	}
-	row("machine", "%d CPUs (GOMAXPROCS %d), %s, %s %s, load avg %s at start", m.NumCPU, m.GOMAXPROCS, m.CPUModel, m.GoVersion, m.OSArch, m.LoadAvg)
+	t := newTable(w, "Vitals processor benchmark", r.runInfo)
+	row := t.row
 	row("log", "broker %s, topics %s.* (%d partitions), group %s", r.Broker, r.TopicPrefix, r.Partitions, r.Group)
 	what := "heart-rate readings"
 	if r.Metrics > 1 {
@@ -577,5 +550,5 @@ func (r benchProcReport) print(w io.Writer) {
 	if r.Trace != "" {
 		row("trace", "%s (go tool trace -pprof=net %s > net.pprof)", r.Trace, r.Trace)
 	}
-	tw.Flush()
+	t.flush()
 }

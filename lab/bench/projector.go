@@ -10,42 +10,29 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/cmdline"
-	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/projector"
 )
 
-// benchProjSettings are bench projector's own flags.
-type benchProjSettings struct {
-	rows, users int
-	keep        bool
-	timeout     time.Duration
-	jsonOut     string
-	cpuProfile  string
-}
-
 // benchProjReport is bench projector's result.
 type benchProjReport struct {
-	Command     string            `json:"command"`
-	Env         map[string]string `json:"env,omitempty"`
-	Machine     loadgen.Machine   `json:"machine"`
-	TopicPrefix string            `json:"topic_prefix"`
-	Database    string            `json:"database"`
-	Partitions  int               `json:"partitions"`
-	Rows        int               `json:"rows"`
-	Users       int               `json:"users"`
-	BatchRows   int               `json:"batch_rows"`
-	Flush       string            `json:"flush_interval"`
-	FillSeconds float64           `json:"fill_seconds"`
-	Seconds     float64           `json:"seconds"`
-	RowsPerSec  float64           `json:"rows_per_sec"`
-	RawRows     uint64            `json:"clickhouse_raw_rows"`
-	RollupRows  uint64            `json:"clickhouse_rollup_readings"`
+	runInfo
+	TopicPrefix string  `json:"topic_prefix"`
+	Database    string  `json:"database"`
+	Partitions  int     `json:"partitions"`
+	Rows        int     `json:"rows"`
+	Users       int     `json:"users"`
+	BatchRows   int     `json:"batch_rows"`
+	Flush       string  `json:"flush_interval"`
+	FillSeconds float64 `json:"fill_seconds"`
+	Seconds     float64 `json:"seconds"`
+	RowsPerSec  float64 `json:"rows_per_sec"`
+	RawRows     uint64  `json:"clickhouse_raw_rows"`
+	RollupRows  uint64  `json:"clickhouse_rollup_readings"`
 	// CPU is over the projection window; CPUSeconds is this process's
 	// user+system time in it (the projector, and the little the bench's
 	// own polling costs), so CPUMicrosPerRow is the projector's cost per
@@ -70,24 +57,10 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	s.ClickHouseFlags(fs)
 	s.ProjectorFlags(fs)
 	scratch.Names(fs, "bench-proj-", "vitals_bench_proj_")
-	var b benchProjSettings
-	fs.Int(&b.rows, "bench-rows", 2000000, "accepted heart-rate readings to project")
-	fs.Int(&b.users, "bench-users", 10000, "distinct users the readings are spread over (round robin, 1 s apart per user)")
-	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the ClickHouse database and the Kafka group")
-	fs.Duration(&b.timeout, "bench-timeout", 10*time.Minute, "bound on the whole run (fill and projection); clean-up comes after it")
-	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
-	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process over the projection window to this file")
-	if err := fs.Parse(args); err != nil {
+	var b acceptedBench
+	b.flags(fs, 2_000_000, 10*time.Minute, "project", "the projection window")
+	if err := b.parse(fs, s, args, "bench projector"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if b.rows < 1 || b.users < 1 || b.timeout <= 0 {
-		return errors.New("--bench-rows, --bench-users and --bench-timeout must be positive")
-	}
-	if s.KafkaPrefix == scratch.RealPrefix || s.ClickHouseDatabase == scratch.RealPrefix {
-		return errors.New("bench projector fills and deletes topics and a database of its own; do not point it at vitals")
 	}
 	s.ProjectorGroup = s.KafkaPrefix + "." + scratch.RandomHex(4)
 	log, err := s.Logger()
@@ -96,30 +69,21 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	kcfg := s.Kafka()
 	pcfg := s.Projector()
-	rep := benchProjReport{Command: cmdline.Invocation(), Env: benchEnv(), Machine: loadgen.ThisMachine(), TopicPrefix: s.KafkaPrefix,
+	rep := benchProjReport{runInfo: thisRun(), TopicPrefix: s.KafkaPrefix,
 		Database: s.ClickHouseDatabase, Partitions: kcfg.Partitions, Rows: b.rows, Users: b.users, BatchRows: pcfg.MaxRows, Flush: pcfg.FlushInterval.String()}
 
 	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
 	defer cancelRun()
-	if err := eventlog.EnsureTopics(runCtx, kcfg, log); err != nil {
-		return err
-	}
-	cl, err := kgo.NewClient(append(kcfg.ClientOpts(log), kgo.ProducerLinger(5*time.Millisecond))...)
-	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
-	}
-	defer cl.Close()
 	defer func() {
 		if !b.keep {
 			scratch.Resources{Kafka: kcfg, Topics: scratch.AllTopics(kcfg), Groups: []string{s.ProjectorGroup}, Warehouse: s.Warehouse(), Databases: []string{s.ClickHouseDatabase}}.Remove(ctx, log)
 		}
 	}()
-
-	fillStart := time.Now()
-	if err := fillAcceptedTopic(runCtx, cl, kcfg.Topics, b.users, b.rows, log); err != nil {
+	cl, err := b.fill(runCtx, kcfg, &rep.FillSeconds, log)
+	if err != nil {
 		return err
 	}
-	rep.FillSeconds = time.Since(fillStart).Seconds()
+	defer cl.Close()
 
 	p, err := projector.New(runCtx, pcfg, log)
 	if err != nil {

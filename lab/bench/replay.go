@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,29 +10,26 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/cmdline"
-	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/warehouse"
-	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/replay"
 )
 
 // benchReplayReport is bench replay's result.
 type benchReplayReport struct {
-	Command       string          `json:"command"`
-	Machine       loadgen.Machine `json:"machine"`
-	TopicPrefix   string          `json:"topic_prefix"`
-	Database      string          `json:"database"`
-	Partitions    int             `json:"partitions"`
-	Records       int64           `json:"records"`
-	BatchRows     int             `json:"batch_rows"`
-	FillSeconds   float64         `json:"fill_seconds"`
-	Seconds       float64         `json:"rebuild_seconds"`
-	EventsPerSec  float64         `json:"events_per_sec"`
-	VerifySeconds float64         `json:"verify_seconds"`
-	SwapPaused    string          `json:"swap_paused"`
-	LiveRows      uint64          `json:"live_rows_after_swap"`
-	RollupRows    uint64          `json:"live_rollup_readings_after_swap"`
+	runInfo
+	TopicPrefix   string  `json:"topic_prefix"`
+	Database      string  `json:"database"`
+	Partitions    int     `json:"partitions"`
+	Records       int64   `json:"records"`
+	BatchRows     int     `json:"batch_rows"`
+	FillSeconds   float64 `json:"fill_seconds"`
+	Seconds       float64 `json:"rebuild_seconds"`
+	EventsPerSec  float64 `json:"events_per_sec"`
+	VerifySeconds float64 `json:"verify_seconds"`
+	SwapPaused    string  `json:"swap_paused"`
+	LiveRows      uint64  `json:"live_rows_after_swap"`
+	RollupRows    uint64  `json:"live_rollup_readings_after_swap"`
 }
 
 // benchReplay measures vitals replay rebuild: it fills an accepted-readings
@@ -51,27 +47,12 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	var r cmdline.ReplayTuning
 	r.Flags(fs)
 	r.RebuildFlags(fs)
-	var b benchProjSettings
+	var b acceptedBench
 	var verify bool
-	var cpuProfile string
-	fs.String(&cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process over the rebuild to this file")
-	fs.Int(&b.rows, "bench-rows", 10_000_000, "accepted heart-rate readings to replay")
-	fs.Int(&b.users, "bench-users", 10000, "distinct users the readings are spread over")
-	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the ClickHouse databases and the Kafka groups")
+	b.flags(fs, 10_000_000, 20*time.Minute, "replay", "the rebuild")
 	fs.Bool(&verify, "bench-verify", true, "verify the rebuilt table against the log before the swap (timed apart)")
-	fs.Duration(&b.timeout, "bench-timeout", 20*time.Minute, "bound on the whole run; clean-up comes after it")
-	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
-	if err := fs.Parse(args); err != nil {
+	if err := b.parse(fs, s, args, "bench replay"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if b.rows < 1 || b.users < 1 || b.timeout <= 0 {
-		return errors.New("--bench-rows, --bench-users and --bench-timeout must be positive")
-	}
-	if s.KafkaPrefix == scratch.RealPrefix || s.ClickHouseDatabase == scratch.RealPrefix {
-		return errors.New("bench replay fills and deletes topics and databases of its own; do not point it at vitals")
 	}
 	s.ProjectorGroup = s.KafkaPrefix + ".live"
 	log, err := s.Logger()
@@ -85,32 +66,23 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg.Projector.MaxRows, cfg.Instances, cfg.ProgressEvery = r.BatchRows, r.Instances, r.ProgressEvery
 	r.Apply()
 	cfg.Progress = cmdline.NewProgress(os.Stderr, log).Show
-	rep := benchReplayReport{Command: cmdline.Invocation(), Machine: loadgen.ThisMachine(), TopicPrefix: s.KafkaPrefix, Database: s.ClickHouseDatabase,
+	rep := benchReplayReport{runInfo: thisRun(), TopicPrefix: s.KafkaPrefix, Database: s.ClickHouseDatabase,
 		Partitions: kcfg.Partitions, Records: int64(b.rows), BatchRows: cfg.Projector.MaxRows}
 
 	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
 	defer cancelRun()
-	if err := eventlog.EnsureTopics(runCtx, kcfg, log); err != nil {
-		return err
-	}
-	cl, err := kgo.NewClient(append(kcfg.ClientOpts(log), kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20))...)
-	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
-	}
-	defer cl.Close()
 	defer func() {
 		if !b.keep {
 			scratch.Resources{Kafka: kcfg, Topics: scratch.AllTopics(kcfg), Groups: []string{s.ProjectorGroup + "-replay-" + s.ClickHouseDatabase}, Warehouse: s.Warehouse(),
 				Databases: []string{s.ClickHouseDatabase, cfg.ShadowDatabase(), cfg.OldDatabase()}}.Remove(ctx, log)
 		}
 	}()
-
-	fillStart := time.Now()
-	if err := fillAcceptedTopic(runCtx, cl, kcfg.Topics, b.users, b.rows, log); err != nil {
+	cl, err := b.fill(runCtx, kcfg, &rep.FillSeconds, log, kgo.ProducerBatchMaxBytes(1<<20))
+	if err != nil {
 		return err
 	}
-	rep.FillSeconds = time.Since(fillStart).Seconds()
-	stopProfile, err := startCPUProfile(cpuProfile)
+	cl.Close()
+	stopProfile, err := startCPUProfile(b.cpuProfile)
 	if err != nil {
 		return err
 	}
