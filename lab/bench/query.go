@@ -20,6 +20,7 @@ import (
 	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/internal/queryclient"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/query"
@@ -165,7 +166,7 @@ func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
 		var err error
 		for i := -1; i < c.runs && err == nil; i++ { // run -1 warms up
 			start := time.Now()
-			if _, err = cmdline.GetJSON(ctx, base+c.path(), token, time.Minute); err == nil && i >= 0 {
+			if _, err = queryclient.Get(ctx, base+c.path(), token, time.Minute); err == nil && i >= 0 {
 				lat = append(lat, time.Since(start))
 			}
 		}
@@ -367,7 +368,7 @@ func comparePostgres(ctx context.Context, conn driver.Conn, pool *pgxpool.Pool, 
 		}
 		pgTimes = append(pgTimes, time.Since(start))
 		start = time.Now()
-		if _, err := cmdline.GetJSON(ctx, base+apiPath, token, 5*time.Minute); err != nil {
+		if _, err := queryclient.Get(ctx, base+apiPath, token, 5*time.Minute); err != nil {
 			return err
 		}
 		chTimes = append(chTimes, time.Since(start))
