@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/cmdline"
+	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/sandbox"
 	"github.com/vitalshq/vitals/lab/scratch"
@@ -37,33 +38,9 @@ func compareEngine(ctx context.Context, s *cmdline.Settings, box *sandbox.Sandbo
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	if _, err := adm.CreateTopic(ctx, int32(k.Partitions), int16(k.ReplicationFactor), nil, jsonTopic); err != nil {
-		return fmt.Errorf("create %s: %w", jsonTopic, err)
-	}
-	codec := schemas.MustCodec(schemas.NameAcceptedReading)
-	var n int64
-	var perr atomic.Value
-	err = simulate.ReadTopic(ctx, k.ClientOpts(log), k.Topics.AcceptedReadings, func(rec *kgo.Record) error {
-		var a schemas.AcceptedReading
-		if err := codec.Decode(rec.Value, &a); err != nil {
-			return fmt.Errorf("decode accepted reading: %w", err)
-		}
-		n++
-		cl.Produce(ctx, &kgo.Record{Topic: jsonTopic, Key: rec.Key, Value: engineJSON(&a)}, func(_ *kgo.Record, err error) {
-			if err != nil {
-				perr.Store(err)
-			}
-		})
-		return nil
-	})
-	if err == nil {
-		err = cl.Flush(ctx)
-	}
-	if e, ok := perr.Load().(error); ok && err == nil {
-		err = e
-	}
+	n, err := copyAsJSON(ctx, cl, adm, k, jsonTopic, log)
 	if err != nil {
-		return fmt.Errorf("copy to %s: %w", jsonTopic, err)
+		return err
 	}
 	r.EngineRows = n
 	log.Info().Int64("records", n).Str("topic", jsonTopic).Msg("JSONEachRow copy of the accepted readings made")
@@ -103,24 +80,9 @@ func compareEngine(ctx context.Context, s *cmdline.Settings, box *sandbox.Sandbo
 		return err
 	}
 	group := box.ID + ".engine"
-	offs := kadm.Offsets{}
-	for p := range int32(k.Partitions) {
-		offs.Add(kadm.Offset{Topic: jsonTopic, Partition: p, At: 0, LeaderEpoch: -1})
-	}
-	if _, err := adm.CommitOffsets(ctx, group, offs); err != nil {
-		return fmt.Errorf("commit the engine group's start: %w", err)
-	}
-	ddl := []string{
-		fmt.Sprintf(`CREATE TABLE %s.readings_kafka (tenant_id String, user_id String, device_id String, gateway_id String, metric String,
-			loinc String, value Float64, unit String, measured_at_ms Int64, received_at_ms Int64, ingested_at_ms Int64, event_id String,
-			source_partition Int32, source_offset Int64) ENGINE = Kafka('%s', '%s', '%s', 'JSONEachRow')`,
-			engineDB, strings.Join(k.Brokers, ","), jsonTopic, group),
-		fmt.Sprintf(`CREATE MATERIALIZED VIEW %s.readings_kafka_mv TO %s.readings AS SELECT tenant_id, user_id, device_id, gateway_id,
-			metric, loinc, value, unit, toDateTime(intDiv(measured_at_ms, 1000)) AS measured_at, measured_at_ms, received_at_ms,
-			ingested_at_ms, event_id, '' AS source_topic, source_partition, source_offset, now() AS inserted_at,
-			toInt64(0) AS period_end_ms, CAST(NULL AS Nullable(Float64)) AS second_value, '' AS stage,
-			CAST(NULL AS Nullable(Int64)) AS sequence, toInt32(-1) AS log_partition, toInt64(-1) AS log_offset
-			FROM %s.readings_kafka`, engineDB, engineDB, engineDB),
+	ddl, err := engineTables(ctx, adm, k, engineDB, jsonTopic, group)
+	if err != nil {
+		return err
 	}
 	start = time.Now()
 	for _, q := range ddl {
@@ -163,6 +125,66 @@ func compareEngine(ctx context.Context, s *cmdline.Settings, box *sandbox.Sandbo
 	_ = conn.Exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.readings_kafka_mv", engineDB))
 	_ = conn.Exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.readings_kafka", engineDB))
 	return proj.Stop(20 * time.Second)
+}
+
+// copyAsJSON copies the accepted readings into jsonTopic as JSONEachRow
+// lines (18.16's Kafka engine cannot parse Avro single-object messages)
+// and returns how many it copied.
+func copyAsJSON(ctx context.Context, cl *kgo.Client, adm *kadm.Client, k eventlog.Config, jsonTopic string, log zerolog.Logger) (int64, error) {
+	if _, err := adm.CreateTopic(ctx, int32(k.Partitions), int16(k.ReplicationFactor), nil, jsonTopic); err != nil {
+		return 0, fmt.Errorf("create %s: %w", jsonTopic, err)
+	}
+	codec := schemas.MustCodec(schemas.NameAcceptedReading)
+	var n int64
+	var perr atomic.Value
+	err := simulate.ReadTopic(ctx, k.ClientOpts(log), k.Topics.AcceptedReadings, func(rec *kgo.Record) error {
+		var a schemas.AcceptedReading
+		if err := codec.Decode(rec.Value, &a); err != nil {
+			return fmt.Errorf("decode accepted reading: %w", err)
+		}
+		n++
+		cl.Produce(ctx, &kgo.Record{Topic: jsonTopic, Key: rec.Key, Value: engineJSON(&a)}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				perr.Store(err)
+			}
+		})
+		return nil
+	})
+	if err == nil {
+		err = cl.Flush(ctx)
+	}
+	if e, ok := perr.Load().(error); ok && err == nil {
+		err = e
+	}
+	if err != nil {
+		return 0, fmt.Errorf("copy to %s: %w", jsonTopic, err)
+	}
+	return n, nil
+}
+
+// engineTables commits the engine group's offsets at 0 (18.16's consumer
+// starts a new group at the end of the log) and returns the statements
+// that create the engine's Kafka table and the view feeding db.readings.
+func engineTables(ctx context.Context, adm *kadm.Client, k eventlog.Config, engineDB, jsonTopic, group string) ([]string, error) {
+	offs := kadm.Offsets{}
+	for p := range int32(k.Partitions) {
+		offs.Add(kadm.Offset{Topic: jsonTopic, Partition: p, At: 0, LeaderEpoch: -1})
+	}
+	if _, err := adm.CommitOffsets(ctx, group, offs); err != nil {
+		return nil, fmt.Errorf("commit the engine group's start: %w", err)
+	}
+	return []string{
+		fmt.Sprintf(`CREATE TABLE %s.readings_kafka (tenant_id String, user_id String, device_id String, gateway_id String, metric String,
+			loinc String, value Float64, unit String, measured_at_ms Int64, received_at_ms Int64, ingested_at_ms Int64, event_id String,
+			source_partition Int32, source_offset Int64) ENGINE = Kafka('%s', '%s', '%s', 'JSONEachRow')`,
+			engineDB, strings.Join(k.Brokers, ","), jsonTopic, group),
+		fmt.Sprintf(`CREATE MATERIALIZED VIEW %s.readings_kafka_mv TO %s.readings AS SELECT tenant_id, user_id, device_id, gateway_id,
+			metric, loinc, value, unit, toDateTime(intDiv(measured_at_ms, 1000)) AS measured_at, measured_at_ms, received_at_ms,
+			ingested_at_ms, event_id, '' AS source_topic, source_partition, source_offset, now() AS inserted_at,
+			toInt64(0) AS period_end_ms, CAST(NULL AS Nullable(Float64)) AS second_value, '' AS stage,
+			CAST(NULL AS Nullable(Int64)) AS sequence, toInt32(-1) AS log_partition, toInt64(-1) AS log_offset
+			FROM %s.readings_kafka`, engineDB, engineDB, engineDB),
+	}, nil
 }
 
 // engineJSON is an accepted reading as a JSONEachRow line of the engine's

@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -35,21 +33,15 @@ type benchSettings struct {
 	keepTopics                               bool
 }
 
-// benchIngest load-tests the ingest HTTP path on loopback: it starts ingest
-// in this process (or hits --bench-target), posts pre-encoded batches of
-// Fitbit readings from concurrent keep-alive clients for a warm-up and a
-// measured window, and reports accepted readings/s, requests/s and latency
-// percentiles. Ingest answers only after the broker acknowledged every
-// record, so the latency includes the broker's ack.
-func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
+// ingestFlags parses bench ingest's flags. The in-process ingest listens
+// on a free port and writes to topics of its own, unless the flags or
+// their environment variables say otherwise.
+func ingestFlags(args []string) (*cmdline.Settings, benchSettings, error) {
 	fs, s := cmdline.NewFlags("vitals-lab bench ingest")
 	s.KafkaFlags(fs)
 	s.PostgresFlags(fs)
 	s.TenantFlag(fs)
 	s.IngestFlags(fs)
-	// The in-process ingest listens on a free port and writes to topics of
-	// its own, unless the flags or their environment variables say
-	// otherwise.
 	cmdline.SetDefault(fs, "ingest-addr", "127.0.0.1:0", false)
 	cmdline.SetDefault(fs, "kafka-topic-prefix", benchTopicPrefix, false)
 	var b benchSettings
@@ -67,18 +59,32 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process (ingest and load generator) over the measured window to this file")
 	fs.BoolVar(&b.keepTopics, "bench-keep-topics", false, "keep the in-process ingest's topics at the end (by default they are deleted unless the prefix is \"vitals\")")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, b, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+		return nil, b, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if b.clients < 1 || b.batch < 1 || b.users < 1 || b.duration <= 0 || b.warmup < 0 {
-		return errors.New("--bench-clients, --bench-batch, --bench-users and --bench-duration must be positive")
+		return nil, b, errors.New("--bench-clients, --bench-batch, --bench-users and --bench-duration must be positive")
 	}
 	if b.format != loadgen.FormatJSON && b.format != loadgen.FormatAvro {
-		return fmt.Errorf("--bench-format %q: want json or avro", b.format)
+		return nil, b, fmt.Errorf("--bench-format %q: want json or avro", b.format)
 	}
 	b.bodies = max(b.bodies, b.clients)
+	return s, b, nil
+}
+
+// benchIngest load-tests the ingest HTTP path on loopback: it starts ingest
+// in this process (or hits --bench-target), posts pre-encoded batches of
+// Fitbit readings from concurrent keep-alive clients for a warm-up and a
+// measured window, and reports accepted readings/s, requests/s and latency
+// percentiles. Ingest answers only after the broker acknowledged every
+// record, so the latency includes the broker's ack.
+func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
+	s, b, err := ingestFlags(args)
+	if err != nil {
+		return err
+	}
 	log, err := s.Logger()
 	if err != nil {
 		return err
@@ -87,20 +93,9 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 
 	// Build the bodies first: it is the slow part of the set-up, and the
 	// sample parse should not overlap the measurement.
-	rows, err := sample.HeartRates()
+	bodies, meanBytes, err := ingestBodies(b)
 	if err != nil {
 		return err
-	}
-	runID := scratch.RandomHex(4)
-	bodies, err := loadgen.ReadingBodies(rows, loadgen.ReadingsOptions{
-		Bodies: b.bodies, Batch: b.batch, Users: b.users, Format: b.format, RunID: runID, Now: time.Now(),
-	})
-	if err != nil {
-		return err
-	}
-	bodyBytes := 0
-	for _, x := range bodies {
-		bodyBytes += len(x.Data)
 	}
 
 	target := strings.TrimRight(b.target, "/")
@@ -130,32 +125,7 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
-	var prof *os.File
-	if b.cpuProfile != "" {
-		if prof, err = os.Create(b.cpuProfile); err != nil {
-			return err
-		}
-		defer prof.Close()
-	}
-	var cpu0, cpu1 loadgen.CPUSample
-	var prod0, prod1 produceStats
-	onWindow := func(open bool) {
-		if open {
-			prod0 = scrapeProduce(target)
-			cpu0 = loadgen.SampleCPU()
-			if prof != nil {
-				if err := pprof.StartCPUProfile(prof); err != nil {
-					log.Error().Err(err).Msg("cpu profile")
-				}
-			}
-			return
-		}
-		if prof != nil {
-			pprof.StopCPUProfile()
-		}
-		cpu1 = loadgen.SampleCPU()
-		prod1 = scrapeProduce(target)
-	}
+	m := &windowMeter{target: target, profile: b.cpuProfile, log: log}
 	log.Info().Str("target", target).Int("clients", b.clients).Int("batch", b.batch).Str("format", b.format).
 		Dur("warmup", b.warmup).Dur("duration", b.duration).Msg("bench ingest starting")
 	res, runErr := loadgen.Run(ctx, loadgen.Config{
@@ -165,7 +135,7 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 			"Content-Type":  {loadgen.ContentType(b.format)},
 		},
 		Bodies: bodies, Clients: b.clients, Warmup: b.warmup, Duration: b.duration, Timeout: b.timeout,
-		Progress: 5 * time.Second, OnWindow: onWindow, Log: log,
+		Progress: 5 * time.Second, OnWindow: m.window, Log: log,
 	})
 	if inProcess {
 		serr := stopIngest()
@@ -184,14 +154,14 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	rep := benchReport{
 		runInfo: run,
 		Target:  target + "/v1/readings", InProcess: inProcess, Format: b.format,
-		Batch: b.batch, MeanBodyBytes: bodyBytes / len(bodies), Users: b.users, Clients: b.clients, Bodies: len(bodies),
-		Warmup: b.warmup.String(), Duration: b.duration.String(), Result: res, CPU: cpu1.Since(cpu0),
+		Batch: b.batch, MeanBodyBytes: meanBytes, Users: b.users, Clients: b.clients, Bodies: len(bodies),
+		Warmup: b.warmup.String(), Duration: b.duration.String(), Result: res, CPU: m.cpu1.Since(m.cpu0),
 	}
 	if inProcess {
 		rep.Broker, rep.TopicPrefix = s.KafkaBrokers, s.KafkaPrefix
 	}
-	if n := prod1.count - prod0.count; n > 0 {
-		rep.ProduceMeanMs = (prod1.sum - prod0.sum) / n * 1000
+	if n := m.prod1.count - m.prod0.count; n > 0 {
+		rep.ProduceMeanMs = (m.prod1.sum - m.prod0.sum) / n * 1000
 	}
 	if res.AcceptedReadings > 0 {
 		rep.CPUPerMillion = rep.CPU.Process * res.WindowSeconds / float64(res.AcceptedReadings) * 1e6
@@ -209,6 +179,55 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%d requests failed in the measured window", res.Errors)
 	}
 	return nil
+}
+
+// ingestBodies builds the request bodies and their mean size. It is the
+// slow part of the set-up, done first so that the sample's parse does not
+// overlap the measurement.
+func ingestBodies(b benchSettings) ([]loadgen.Body, int, error) {
+	rows, err := sample.HeartRates()
+	if err != nil {
+		return nil, 0, err
+	}
+	bodies, err := loadgen.ReadingBodies(rows, loadgen.ReadingsOptions{
+		Bodies: b.bodies, Batch: b.batch, Users: b.users, Format: b.format, RunID: scratch.RandomHex(4), Now: time.Now(),
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	n := 0
+	for _, x := range bodies {
+		n += len(x.Data)
+	}
+	return bodies, n / len(bodies), nil
+}
+
+// windowMeter samples CPU and ingest's produce histogram when the
+// measured window opens and closes, and profiles the window.
+type windowMeter struct {
+	target, profile string
+	log             zerolog.Logger
+	stopProfile     func()
+	cpu0, cpu1      loadgen.CPUSample
+	prod0, prod1    produceStats
+}
+
+// window is loadgen's OnWindow.
+func (m *windowMeter) window(open bool) {
+	if open {
+		m.prod0 = scrapeProduce(m.target)
+		m.cpu0 = loadgen.SampleCPU()
+		var err error
+		if m.stopProfile, err = startCPUProfile(m.profile); err != nil {
+			m.log.Error().Err(err).Msg("cpu profile")
+		}
+		return
+	}
+	if m.stopProfile != nil {
+		m.stopProfile()
+	}
+	m.cpu1 = loadgen.SampleCPU()
+	m.prod1 = scrapeProduce(m.target)
 }
 
 // startBenchIngest starts only the ingest role in this process and

@@ -49,46 +49,9 @@ type benchProcSettings struct {
 // is not measured. Topics, the group's PostgreSQL rows and the Kafka group
 // are deleted at the end unless --bench-keep.
 func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := cmdline.NewFlags("vitals-lab bench processor")
-	s.KafkaFlags(fs)
-	s.PostgresFlags(fs)
-	s.ProcessorFlags(fs)
-	// Topics of its own under a unique prefix, and no metrics listener
-	// (the registry is read in-process), unless the flags or their
-	// environment variables say otherwise.
-	cmdline.SetDefault(fs, "kafka-topic-prefix", "bench-proc-"+time.Now().UTC().Format("20060102-150405"), false)
-	cmdline.SetDefault(fs, "processor-metrics-addr", "", false)
-	var b benchProcSettings
-	fs.Int(&b.users, "bench-users", 100000, "distinct users; each gets one paired device (a device event) before its readings")
-	fs.Int(&b.events, "bench-events", 2000000, "heart-rate readings, spread round robin over the users, 1 s apart per user")
-	fs.Int(&b.metrics, "bench-metrics", 1, "metrics each user's readings take turns in (1-3: heart rate, SpO2, steps), like the simulator's users; 1 is heart rate only")
-	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the group's PostgreSQL rows and the Kafka group (a later run with the same --kafka-topic-prefix reuses the filled topics)")
-	fs.Duration(&b.timeout, "bench-timeout", 10*time.Minute, "bound on the whole run (fill and processing); clean-up comes after it")
-	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process over the processing window to this file")
-	fs.String(&b.heapProfile, "bench-heapprofile", "", "write a heap profile (live objects after a collection, and allocations since start) to this file when the processing window ends, before the processor stops")
-	fs.String(&b.traceOut, "bench-trace", "", "write a runtime execution trace of the processing window to this file (go tool trace -pprof=net|sync|syscall FILE: where the processor waits)")
-	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
-	if err := fs.Parse(args); err != nil {
+	s, b, err := procFlags(args)
+	if err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if b.users < 1 || b.events < 1 || s.ProcessorBatch < 1 || b.timeout <= 0 {
-		return errors.New("--bench-users, --bench-events, --processor-batch and --bench-timeout must be positive")
-	}
-	if b.metrics < 1 || b.metrics > benchMetrics {
-		return fmt.Errorf("--bench-metrics must be 1 to %d", benchMetrics)
-	}
-	if s.KafkaPrefix == scratch.RealPrefix {
-		return errors.New("--kafka-topic-prefix vitals is the real event log; bench processor fills and deletes topics of its own")
-	}
-	groupSet := false
-	fs.Visit(func(f *flag.Flag) { groupSet = groupSet || f.Name == "processor-group" })
-	if _, ok := os.LookupEnv(fs.EnvName("processor-group")); !groupSet && !ok {
-		// A fresh group every run: the processor starts with empty state at
-		// the beginning of the log, even on reused topics.
-		s.ProcessorGroup = s.KafkaPrefix + "." + scratch.RandomHex(4)
 	}
 	log, err := s.Logger()
 	if err != nil {
@@ -137,36 +100,9 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	defer prod.Close()
 	adm := kadm.NewClient(prod)
-	ends, err := benchEnds(runCtx, adm, kcfg.Topics)
+	ends, err := prepareProcTopics(runCtx, adm, prod, kcfg, s.KafkaPrefix, b, &rep.Fill, log)
 	if err != nil {
 		return err
-	}
-	switch {
-	case ends.readings == 0 && ends.devices == 0 && ends.profiles == 0:
-		fill, err := fillProcessorTopics(runCtx, prod, kcfg.Topics, b.users, b.events, b.metrics, log)
-		rep.Fill = fill
-		if err != nil {
-			return err
-		}
-		if ends, err = benchEnds(runCtx, adm, kcfg.Topics); err != nil {
-			return err
-		}
-		if ends.readings != int64(b.events) || ends.devices != int64(b.users) || ends.profiles != 0 {
-			return fmt.Errorf("after the fill the topics hold %d readings, %d device events and %d profile events; want %d, %d and 0",
-				ends.readings, ends.devices, ends.profiles, b.events, b.users)
-		}
-	case ends.readings == int64(b.events) && ends.devices == int64(b.users) && ends.profiles == 0:
-		log.Info().Str("prefix", s.KafkaPrefix).Int64("readings", ends.readings).Int64("device_events", ends.devices).Msg("reusing the filled topics")
-		rep.Fill.Reused = true
-		// The output topics hold the earlier run's outputs, numbered as this
-		// run numbers its own: the processor would take them for its own
-		// and produce nothing (see the processor's seqHeader). Empty them.
-		if err := emptyOutputTopics(runCtx, adm, kcfg.Topics); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("topics %s.* already hold %d readings, %d device events and %d profile events, not this run's %d and %d: use a new --kafka-topic-prefix",
-			s.KafkaPrefix, ends.readings, ends.devices, ends.profiles, b.events, b.users)
 	}
 	// Every accepted reading must reach the accepted topic too; on reused
 	// topics it already holds earlier runs' outputs.
@@ -209,6 +145,11 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
+	return b.check(rep.Result)
+}
+
+// check compares what the processor did with what the fill produced.
+func (b benchProcSettings) check(res benchProcResult) error {
 	var problems []string
 	if res.Accepted != int64(b.events) {
 		problems = append(problems, fmt.Sprintf("accepted %d readings, want all %d produced (rejected %d, duplicates %d)", res.Accepted, b.events, res.Rejected, res.Duplicates))
@@ -216,13 +157,97 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	if res.DeviceEvents != int64(b.users) {
 		problems = append(problems, fmt.Sprintf("applied %d device events, want %d", res.DeviceEvents, b.users))
 	}
-	if rep.Result.AcceptedTopicRecords != int64(b.events) {
-		problems = append(problems, fmt.Sprintf("the accepted topic holds %d records, want %d", rep.Result.AcceptedTopicRecords, b.events))
+	if res.AcceptedTopicRecords != int64(b.events) {
+		problems = append(problems, fmt.Sprintf("the accepted topic holds %d records, want %d", res.AcceptedTopicRecords, b.events))
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("FAILED: %s", strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// prepareProcTopics fills the topics, unless they already hold exactly
+// this run's input (a --bench-keep run with the same prefix), and returns
+// their log ends.
+func prepareProcTopics(ctx context.Context, adm *kadm.Client, prod *kgo.Client, kcfg eventlog.Config, prefix string, b benchProcSettings, fill *benchFill, log zerolog.Logger) (benchLogEnds, error) {
+	ends, err := benchEnds(ctx, adm, kcfg.Topics)
+	if err != nil {
+		return ends, err
+	}
+	switch {
+	case ends.readings == 0 && ends.devices == 0 && ends.profiles == 0:
+		f, err := fillProcessorTopics(ctx, prod, kcfg.Topics, b.users, b.events, b.metrics, log)
+		*fill = f
+		if err != nil {
+			return ends, err
+		}
+		if ends, err = benchEnds(ctx, adm, kcfg.Topics); err != nil {
+			return ends, err
+		}
+		if ends.readings != int64(b.events) || ends.devices != int64(b.users) || ends.profiles != 0 {
+			return ends, fmt.Errorf("after the fill the topics hold %d readings, %d device events and %d profile events; want %d, %d and 0",
+				ends.readings, ends.devices, ends.profiles, b.events, b.users)
+		}
+	case ends.readings == int64(b.events) && ends.devices == int64(b.users) && ends.profiles == 0:
+		log.Info().Str("prefix", prefix).Int64("readings", ends.readings).Int64("device_events", ends.devices).Msg("reusing the filled topics")
+		fill.Reused = true
+		// The output topics hold the earlier run's outputs, numbered as this
+		// run numbers its own: the processor would take them for its own
+		// and produce nothing (see the processor's seqHeader). Empty them.
+		if err := emptyOutputTopics(ctx, adm, kcfg.Topics); err != nil {
+			return ends, err
+		}
+	default:
+		return ends, fmt.Errorf("topics %s.* already hold %d readings, %d device events and %d profile events, not this run's %d and %d: use a new --kafka-topic-prefix",
+			prefix, ends.readings, ends.devices, ends.profiles, b.events, b.users)
+	}
+	return ends, nil
+}
+
+// procFlags parses bench processor's flags: topics of its own under a
+// unique prefix, a fresh group every run and no metrics listener (the
+// registry is read in-process), unless the flags or their environment
+// variables say otherwise.
+func procFlags(args []string) (*cmdline.Settings, benchProcSettings, error) {
+	fs, s := cmdline.NewFlags("vitals-lab bench processor")
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
+	s.ProcessorFlags(fs)
+	cmdline.SetDefault(fs, "kafka-topic-prefix", "bench-proc-"+time.Now().UTC().Format("20060102-150405"), false)
+	cmdline.SetDefault(fs, "processor-metrics-addr", "", false)
+	var b benchProcSettings
+	fs.Int(&b.users, "bench-users", 100000, "distinct users; each gets one paired device (a device event) before its readings")
+	fs.Int(&b.events, "bench-events", 2000000, "heart-rate readings, spread round robin over the users, 1 s apart per user")
+	fs.Int(&b.metrics, "bench-metrics", 1, "metrics each user's readings take turns in (1-3: heart rate, SpO2, steps), like the simulator's users; 1 is heart rate only")
+	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the group's PostgreSQL rows and the Kafka group (a later run with the same --kafka-topic-prefix reuses the filled topics)")
+	fs.Duration(&b.timeout, "bench-timeout", 10*time.Minute, "bound on the whole run (fill and processing); clean-up comes after it")
+	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process over the processing window to this file")
+	fs.String(&b.heapProfile, "bench-heapprofile", "", "write a heap profile (live objects after a collection, and allocations since start) to this file when the processing window ends, before the processor stops")
+	fs.String(&b.traceOut, "bench-trace", "", "write a runtime execution trace of the processing window to this file (go tool trace -pprof=net|sync|syscall FILE: where the processor waits)")
+	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		return nil, b, err
+	}
+	if fs.NArg() > 0 {
+		return nil, b, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if b.users < 1 || b.events < 1 || s.ProcessorBatch < 1 || b.timeout <= 0 {
+		return nil, b, errors.New("--bench-users, --bench-events, --processor-batch and --bench-timeout must be positive")
+	}
+	if b.metrics < 1 || b.metrics > benchMetrics {
+		return nil, b, fmt.Errorf("--bench-metrics must be 1 to %d", benchMetrics)
+	}
+	if s.KafkaPrefix == scratch.RealPrefix {
+		return nil, b, errors.New("--kafka-topic-prefix vitals is the real event log; bench processor fills and deletes topics of its own")
+	}
+	groupSet := false
+	fs.Visit(func(f *flag.Flag) { groupSet = groupSet || f.Name == "processor-group" })
+	if _, ok := os.LookupEnv(fs.EnvName("processor-group")); !groupSet && !ok {
+		// A fresh group every run: the processor starts with empty state at
+		// the beginning of the log, even on reused topics.
+		s.ProcessorGroup = s.KafkaPrefix + "." + scratch.RandomHex(4)
+	}
+	return s, b, nil
 }
 
 // benchLogEnds are the summed log-end offsets of the processor's inputs.
@@ -342,21 +367,7 @@ func runBenchProcessor(ctx context.Context, s *cmdline.Settings, b benchProcSett
 	done := make(chan error, 1)
 	go func() { done <- p.Run(pctx) }()
 
-	// Stats.Events has no accessor that locks; while Run runs, the applied
-	// device and profile events come from the metrics registry instead.
-	judged := func() int64 {
-		acc, rej, dup, _ := p.Stats().Snapshot()
-		var text bytes.Buffer
-		_, _ = p.Metrics().WriteTo(&text)
-		var ev int64
-		for k, n := range parseCounter(text.String(), "vitals_processor_events_total") {
-			if strings.Contains(k, "outcome=applied") {
-				ev += int64(n)
-			}
-		}
-		return acc + rej + dup + ev
-	}
-	var firstCommit time.Time
+	judged := func() int64 { return judgedSoFar(p) }
 	lastN, lastAt := int64(0), start
 	stopProgress := loadgen.Periodically(5*time.Second, func() {
 		n, now := judged(), time.Now()
@@ -367,35 +378,13 @@ func runBenchProcessor(ctx context.Context, s *cmdline.Settings, b benchProcSett
 			Dur("elapsed", now.Sub(start).Round(time.Millisecond)).Msg("bench processor: progress")
 		lastN, lastAt = n, now
 	})
-	var end time.Time
-	var runErr error
-	poll := time.NewTicker(100 * time.Millisecond)
-loop:
-	for {
-		select {
-		case err := <-done:
-			runErr = fmt.Errorf("the processor stopped before it reached the log ends: %v", err)
-			done = nil
-			break loop
-		case <-ctx.Done():
-			runErr = fmt.Errorf("bench processor: %d of %d records judged when --bench-timeout (%s) or a signal ended the run: %w", judged(), want, b.timeout, ctx.Err())
-			break loop
-		case <-poll.C:
-		}
-		if _, _, _, batches := p.Stats().Snapshot(); batches > 0 && firstCommit.IsZero() {
-			firstCommit = time.Now()
-		}
-		stored, err := storedOffsets(ctx, pool, cfg.Group)
-		if err != nil {
-			continue // the deadline check above ends the loop
-		}
-		if stored[cfg.Kafka.Topics.Readings] == ends.readings && stored[cfg.Kafka.Topics.DeviceEvents] == ends.devices &&
-			stored[cfg.Kafka.Topics.ProfileEvents] == ends.profiles {
-			end = time.Now()
-			break loop
-		}
+	firstCommit, end, runErr := waitStored(ctx, p, pool, cfg, ends, done)
+	switch {
+	case errors.Is(runErr, errRunEnded):
+		done = nil // Run has returned
+	case runErr != nil:
+		runErr = fmt.Errorf("bench processor: %d of %d records judged when --bench-timeout (%s) or a signal ended the run: %w", judged(), want, b.timeout, runErr)
 	}
-	poll.Stop()
 	cpu1 := loadgen.SampleCPU()
 	stopTrace()
 	stopProfile()
@@ -448,6 +437,54 @@ loop:
 		log.Warn().Err(err).Msg("state size")
 	}
 	return res, runErr
+}
+
+// judgedSoFar counts the events the running processor has judged.
+// Stats.Events has no accessor that locks; while Run runs, the applied
+// device and profile events come from the metrics registry instead.
+func judgedSoFar(p *processor.Processor) int64 {
+	acc, rej, dup, _ := p.Stats().Snapshot()
+	var text bytes.Buffer
+	_, _ = p.Metrics().WriteTo(&text)
+	var ev int64
+	for k, n := range parseCounter(text.String(), "vitals_processor_events_total") {
+		if strings.Contains(k, "outcome=applied") {
+			ev += int64(n)
+		}
+	}
+	return acc + rej + dup + ev
+}
+
+// errRunEnded is waitStored's error when the processor stopped first.
+var errRunEnded = errors.New("the processor stopped before it reached the log ends")
+
+// waitStored polls until the offsets the processor stored in PostgreSQL
+// reach the log ends, and returns when its first batch committed and
+// when it caught up. It fails when ctx ends (its error) or Run returns
+// first (done).
+func waitStored(ctx context.Context, p *processor.Processor, pool *pgxpool.Pool, cfg processor.Config, ends benchLogEnds, done <-chan error) (firstCommit, end time.Time, err error) {
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		select {
+		case err := <-done:
+			return firstCommit, end, fmt.Errorf("%w: %v", errRunEnded, err)
+		case <-ctx.Done():
+			return firstCommit, end, ctx.Err()
+		case <-poll.C:
+		}
+		if _, _, _, batches := p.Stats().Snapshot(); batches > 0 && firstCommit.IsZero() {
+			firstCommit = time.Now()
+		}
+		stored, err := storedOffsets(ctx, pool, cfg.Group)
+		if err != nil {
+			continue // the deadline check above ends the loop
+		}
+		t := cfg.Kafka.Topics
+		if stored[t.Readings] == ends.readings && stored[t.DeviceEvents] == ends.devices && stored[t.ProfileEvents] == ends.profiles {
+			return firstCommit, time.Now(), nil
+		}
+	}
 }
 
 func writeHeapProfile(path string) error {

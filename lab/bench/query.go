@@ -133,16 +133,32 @@ func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
+	fmt.Fprintf(stdout, "\nquery latency over HTTP (token auth, JSON), %d readings of %d users, %d days; 1 warm-up run each\n", b.rows, b.users, b.days)
+	for _, c := range queryCases(b, step) {
+		c.time(ctx, base, token, stdout)
+	}
+	if b.skipPG {
+		return nil
+	}
+	return comparePostgres(ctx, conn, pool, b, step, base, token, stdout)
+}
+
+// queryCase is one query the benchmark times: path gives each run's
+// URL path (users and regions drawn at random).
+type queryCase struct {
+	name string
+	runs int
+	path func() string
+}
+
+// queryCases are the timed queries over the generated readings.
+func queryCases(b benchQuerySettings, step int64) []queryCase {
 	day := func(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
 	all := "&from=" + day(benchStartMS) + "&to=" + day(benchStartMS+int64(b.rows/b.users)*step)
 	rng := rand.New(rand.NewPCG(1, 2))
 	user := func() string { return "bench-" + strconv.Itoa(rng.IntN(b.users)) }
 	regions := []string{"DE", "FR", "US-CA", "US-NY", "GB", "JP", "BR", "IN"}
-	cases := []struct {
-		name string
-		runs int
-		path func() string
-	}{
+	return []queryCase{
 		{fmt.Sprintf("single-user percentiles (p50,90,99 of %d readings)", b.rows/b.users), 20 * b.runs,
 			func() string { return "/v1/percentiles?metric=heart_rate&p=50,90,99&user=" + user() + all }},
 		{fmt.Sprintf("cohort distribution, sex=female (%d rows)", b.rows/2), b.runs,
@@ -158,30 +174,27 @@ func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
 		{fmt.Sprintf("cohorts table by sex (%d rows)", b.rows), b.runs,
 			func() string { return "/v1/cohorts?metric=heart_rate&by=sex" + all }},
 	}
-	fmt.Fprintf(stdout, "\nquery latency over HTTP (token auth, JSON), %d readings of %d users, %d days; 1 warm-up run each\n", b.rows, b.users, b.days)
-	for _, c := range cases {
-		// A case that fails (the query service's timeout, say) is reported
-		// and the others still run.
-		lat := make([]time.Duration, 0, c.runs)
-		var err error
-		for i := -1; i < c.runs && err == nil; i++ { // run -1 warms up
-			start := time.Now()
-			if _, err = queryclient.Get(ctx, base+c.path(), token, time.Minute); err == nil && i >= 0 {
-				lat = append(lat, time.Since(start))
-			}
+}
+
+// time runs the case once to warm up and then c.runs times, and prints
+// the latency percentiles. A case that fails (the query service's
+// timeout, say) is reported and the others still run.
+func (c queryCase) time(ctx context.Context, base, token string, stdout io.Writer) {
+	lat := make([]time.Duration, 0, c.runs)
+	var err error
+	for i := -1; i < c.runs && err == nil; i++ { // run -1 warms up
+		start := time.Now()
+		if _, err = queryclient.Get(ctx, base+c.path(), token, time.Minute); err == nil && i >= 0 {
+			lat = append(lat, time.Since(start))
 		}
-		if err != nil {
-			fmt.Fprintf(stdout, "  %-58s failed after %d runs: %v\n", c.name, len(lat), err)
-			continue
-		}
-		slices.Sort(lat)
-		fmt.Fprintf(stdout, "  %-58s runs %4d  p50 %9s  p95 %9s  max %9s\n", c.name, c.runs,
-			loadgen.Percentile(lat, 50).Round(time.Microsecond*100), loadgen.Percentile(lat, 95).Round(time.Microsecond*100), lat[len(lat)-1].Round(time.Microsecond*100))
 	}
-	if b.skipPG {
-		return nil
+	if err != nil {
+		fmt.Fprintf(stdout, "  %-58s failed after %d runs: %v\n", c.name, len(lat), err)
+		return
 	}
-	return comparePostgres(ctx, conn, pool, b, step, base, token, stdout)
+	slices.Sort(lat)
+	fmt.Fprintf(stdout, "  %-58s runs %4d  p50 %9s  p95 %9s  max %9s\n", c.name, c.runs,
+		loadgen.Percentile(lat, 50).Round(time.Microsecond*100), loadgen.Percentile(lat, 95).Round(time.Microsecond*100), lat[len(lat)-1].Round(time.Microsecond*100))
 }
 
 // generateReadings fills the bench database unless it already holds the

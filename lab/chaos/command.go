@@ -124,8 +124,15 @@ func Command(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	caughtUp := time.Since(started)
-	fmt.Fprintf(stdout, "\nVitals chaos: %s (%s)\n", b.ID, cmdline.Invocation())
+	return report(stdout, b.ID, o, res, time.Since(started), faults, roles, entries, obs, rep)
+}
+
+// report prints the run's stream, faults, role restarts and the
+// verifier's report, and fails unless the outcome matches the manifest and
+// every fault was injected.
+func report(stdout io.Writer, id string, o simulate.Options, res simulate.Result, caughtUp time.Duration, faults []Fault, roles Roles,
+	entries []simulate.Entry, obs *simulate.Observed, rep *simulate.Report) error {
+	fmt.Fprintf(stdout, "\nVitals chaos: %s (%s)\n", id, cmdline.Invocation())
 	fmt.Fprintf(stdout, "stream: %d users, %.0f readings/s for %s; %d items in %d requests, %d acknowledged, %d failed requests (retried), %d never answered; verified after %s\n\n",
 		o.Users, o.Rate, o.Duration, res.Items, res.Requests, res.Acked, res.Failures, res.Unacked, caughtUp.Round(time.Second))
 	PrintFaults(stdout, faults, entries, obs)
