@@ -127,21 +127,28 @@ func startAll(ctx context.Context, s *cmdline.Settings, log zerolog.Logger) ([]r
 
 func cmdRun(ctx context.Context, args []string, _ io.Writer) error {
 	fs, s := cmdline.AllFlags("vitals run")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := s.CheckKafka(); err != nil {
-		return err
-	}
-	log, err := s.Logger()
-	if err != nil {
-		return err
-	}
-	roles, err := startAll(ctx, s, log)
+	log, roles, err := parseAndStartAll(ctx, fs, s, args)
 	if err != nil {
 		return err
 	}
 	return runRoles(ctx, log, roles...)
+}
+
+// parseAndStartAll parses the flags of a command that runs every role
+// (cmdline.AllFlags and its own) and starts the roles.
+func parseAndStartAll(ctx context.Context, fs *envflag.Set, s *cmdline.Settings, args []string) (zerolog.Logger, []role, error) {
+	if err := fs.Parse(args); err != nil {
+		return zerolog.Nop(), nil, err
+	}
+	if err := s.CheckKafka(); err != nil {
+		return zerolog.Nop(), nil, err
+	}
+	log, err := s.Logger()
+	if err != nil {
+		return log, nil, err
+	}
+	roles, err := startAll(ctx, s, log)
+	return log, roles, err
 }
 
 func cmdMigrate(ctx context.Context, args []string, stdout io.Writer) error {

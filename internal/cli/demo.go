@@ -23,14 +23,7 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Int(&cfg.Batch, "demo-batch", 500, "readings per POST")
 	fs.Int(&cfg.Clients, "demo-clients", 4, "concurrent posting clients")
 	fs.Duration(&cfg.Wait, "demo-wait", 3*time.Minute, "how long to wait for the readings to become queryable")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	log, err := s.Logger()
-	if err != nil {
-		return err
-	}
-	roles, err := startAll(ctx, s, log)
+	log, roles, err := parseAndStartAll(ctx, fs, s, args)
 	if err != nil {
 		return err
 	}
