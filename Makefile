@@ -2,14 +2,17 @@
 # Both start the local stack first (Kafka, ClickHouse, PostgreSQL; deploy/stack.sh),
 # installing whatever is missing.
 
+SHELL   := bash
 GO      ?= go
 FUZZTIME ?= 5s
 BIN     := bin/vitals
+LAB     := bin/vitals-lab
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -ldflags "-X github.com/vitalshq/vitals/internal/cmdline.Version=$(VERSION)"
 # The app's connection settings for the local stack (ports from deploy/stack.sh).
 STACK_ENV = eval "$$(bash deploy/stack.sh env)"
 
-.PHONY: up down status build demo test check-compose chromium
+.PHONY: up down status build lab demo test check-compose chromium
 
 # Local stack without Docker (Kafka, ClickHouse, PostgreSQL); see deploy/stack.sh.
 up:
@@ -18,11 +21,20 @@ up:
 down:
 	@bash deploy/stack.sh down
 
+# The stack's state; a stopped stack is a state too (stack.sh exits 3 for
+# it), not an error.
 status:
-	@bash deploy/stack.sh status
+	@rc=0; bash deploy/stack.sh status || rc=$$?; \
+		if [ $$rc -eq 3 ]; then echo "the stack is not (fully) running: make up starts it"; elif [ $$rc -ne 0 ]; then exit $$rc; fi
 
+# The product binary: the roles and the operator's commands.
 build:
-	$(GO) build -ldflags "-X github.com/vitalshq/vitals/internal/cli.Version=$(VERSION)" -o $(BIN) ./cmd/vitals
+	$(GO) build $(LDFLAGS) -o $(BIN) ./cmd/vitals
+
+# The lab binary (benchmarks, simulator, fault injection; docs/lab.md) and
+# the product binary whose roles it runs as child processes.
+lab: build
+	$(GO) build $(LDFLAGS) -o $(LAB) ./cmd/vitals-lab
 
 # Runs every role in one process, posts the bundled Fitbit sample through the
 # ingest API and prints per-user heart-rate percentiles read back from the
@@ -38,12 +50,16 @@ chromium:
 	@p=$$(bash deploy/install-chromium.sh) && echo "== chromium for the browser tests: $$p"
 
 # Static checks, unit tests and the integration tests against the real stack
-# (the dashboard's browser tests included).
+# (the dashboard's browser tests included). The integration tests take
+# minutes: each prints a line as it finishes (internal/testprogress), and
+# a failure prints its whole output.
 test: up chromium
 	@echo "== gofmt"; out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	@echo "== go mod tidy"; $(GO) mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy"; exit 1; }
 	@echo "== go vet"; $(GO) vet ./...
 	@echo "== docker-compose.yml"; bash deploy/check-compose.sh
-	@echo "== go test (unit and integration)"; $(STACK_ENV) && $(GO) test -count=1 -timeout 15m ./...
+	@echo "== go test (unit and integration)"; $(GO) build -o bin/testprogress ./internal/testprogress && \
+		$(STACK_ENV) && set -o pipefail && $(GO) test -count=1 -timeout 15m -json ./... | bin/testprogress
 	@echo "== fuzz (briefly; seed corpora in each package's testdata/fuzz)"; for t in \
 		ingest:FuzzReadingsJSON ingest:FuzzReadingsAvro ingest:FuzzDecodeFHIR ingest:FuzzJSONFastPath ingest:FuzzAvroFastDecode \
 		projector:FuzzAcceptedDecoder processor:FuzzSnapshot; do \
@@ -59,8 +75,8 @@ check-compose:
 # variables tune it, e.g. VITALS_BENCH_CLIENTS=16 make bench-ingest or
 # make bench-ingest BENCH_FLAGS="--bench-clients 4 --bench-json out.json".
 .PHONY: bench-ingest
-bench-ingest: up build
-	@$(STACK_ENV) && ./$(BIN) bench ingest $(BENCH_FLAGS)
+bench-ingest: up lab
+	@$(STACK_ENV) && ./$(LAB) bench ingest $(BENCH_FLAGS)
 
 # End-to-end processor benchmark on the local stack: fills topics of its own
 # (bench-proc-<time>.*) with 100,000 users' pairings and 2,000,000 heart-rate
@@ -70,8 +86,8 @@ bench-ingest: up build
 # afterwards. E.g. make bench-processor BENCH_FLAGS="--processor-batch 50000"
 # or BENCH_FLAGS="--bench-users 10000 --bench-events 500000 --bench-cpuprofile cpu.out".
 .PHONY: bench-processor
-bench-processor: up build
-	@$(STACK_ENV) && ./$(BIN) bench processor $(BENCH_FLAGS)
+bench-processor: up lab
+	@$(STACK_ENV) && ./$(LAB) bench processor $(BENCH_FLAGS)
 
 # End-to-end projector benchmark on the local stack: fills a topic of its own
 # (bench-proj-<time>.readings.accepted.v1) with 2,000,000 accepted heart-rate
@@ -81,8 +97,8 @@ bench-processor: up build
 # the input. Topics, database and group are deleted afterwards. E.g.
 # make bench-projector BENCH_FLAGS="--bench-rows 500000 --projector-batch-rows 100000".
 .PHONY: bench-projector
-bench-projector: up build
-	@$(STACK_ENV) && ./$(BIN) bench projector $(BENCH_FLAGS)
+bench-projector: up lab
+	@$(STACK_ENV) && ./$(LAB) bench projector $(BENCH_FLAGS)
 
 # Replay benchmark: fills a topic of its own (bench-replay-<time>.*) with
 # 10,000,000 accepted heart-rate readings, then runs vitals replay rebuild of
@@ -91,8 +107,8 @@ bench-projector: up build
 # Topics, databases and groups are deleted afterwards. E.g.
 # make bench-replay BENCH_FLAGS="--bench-rows 2000000 --replay-batch-rows 100000".
 .PHONY: bench-replay
-bench-replay: up build
-	@$(STACK_ENV) && ./$(BIN) bench replay $(BENCH_FLAGS)
+bench-replay: up lab
+	@$(STACK_ENV) && ./$(LAB) bench replay $(BENCH_FLAGS)
 
 # Query latency benchmark: generates 100,000,000 heart-rate readings of
 # 100,000 users (with profiles and devices) inside ClickHouse in a database of
@@ -104,31 +120,33 @@ bench-replay: up build
 # Everything is dropped afterwards unless BENCH_FLAGS has --bench-keep (a
 # later run of the same size reuses kept data). Smaller: BENCH_FLAGS="--bench-rows 10000000".
 .PHONY: bench-query
-bench-query: up build
-	@$(STACK_ENV) && ./$(BIN) bench query $(BENCH_FLAGS)
+bench-query: up lab
+	@$(STACK_ENV) && ./$(LAB) bench query $(BENCH_FLAGS)
 
-# End-to-end benchmark on the local stack (vitals bench e2e, three runs):
+# End-to-end benchmark on the local stack (vitals-lab bench e2e, three runs):
 # ingest, processor and projector as separate processes of bin/vitals (their
 # CPU and peak memory read from /proc), the fleet simulator posting 100,000
 # readings/s for 15 s (throughput until every reading is queryable), then
 # 50,000/s for 20 s (freshness: ingest's answer to the row visible in
 # ClickHouse), then the projector against ClickHouse's Kafka engine on the
 # same accepted readings (a JSONEachRow copy, which 18.16's engine can read).
-# Each run appends a JSON line to bench/results/e2e.jsonl; medians at the
-# end. E.g. make bench BENCH_FLAGS="--bench-runs 1 --bench-rate 50000".
+# Each run appends a JSON line to bench/out/e2e.jsonl (git-ignored; copy a
+# run worth publishing to bench/results/e2e.jsonl); medians at the end.
+# E.g. make bench BENCH_FLAGS="--bench-runs 1 --bench-rate 50000".
 .PHONY: bench
-bench: up build
-	@$(STACK_ENV) && ./$(BIN) bench e2e $(BENCH_FLAGS)
+bench: up lab
+	@$(STACK_ENV) && ./$(LAB) bench e2e $(BENCH_FLAGS)
 
-# Fault injection (vitals chaos): a pipeline of child processes while the
+# Fault injection (vitals-lab chaos): a pipeline of child processes while the
 # simulator streams with injected data faults; 12 kill -9 of processor,
 # projector and ingest, a broker restart, ClickHouse stopped 60 s,
 # PostgreSQL stopped 30 s, a second processor joining and leaving; then the
 # manifest is verified against ClickHouse and the dead-letter topic. About
-# 10 minutes. The short version runs in make test (TestChaosShort).
+# 10 minutes. The short version runs in make test (TestChaosShort). The
+# report is appended to bench/out/chaos.txt (git-ignored), the roles' logs
+# and the manifest go to bench/out/logs/.
 # E.g. make chaos CHAOS_FLAGS="--chaos-kills 20 --simulate-duration 10m".
 .PHONY: chaos
-chaos: up build
-	@mkdir -p bench/results/logs && $(STACK_ENV) && \
-		{ ./$(BIN) chaos --simulate-manifest bench/results/logs/chaos-manifest.jsonl $(CHAOS_FLAGS); echo $$? > bench/results/logs/chaos.rc; } | tee -a bench/results/chaos.txt; \
-		exit $$(cat bench/results/logs/chaos.rc)
+chaos: up lab
+	@mkdir -p bench/out/logs && $(STACK_ENV) && set -o pipefail && \
+		./$(LAB) chaos --simulate-manifest bench/out/logs/chaos-manifest.jsonl $(CHAOS_FLAGS) | tee -a bench/out/chaos.txt

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/postgres"
 )
@@ -36,8 +37,8 @@ func manageCredentials(ctx context.Context, cmd string, kind credential.Kind, ar
 		return fmt.Errorf("usage: vitals %s create|list|revoke [flags]", cmd)
 	}
 	sub := args[0]
-	fs, s := newFlags(cmd + " " + sub)
-	s.pgFlags(fs)
+	fs, s := cmdline.NewFlags("vitals " + cmd + " " + sub)
+	s.PostgresFlags(fs)
 	var tenant, name string
 	if sub == "create" || sub == "list" {
 		fs.String(&tenant, "tenant", "", "tenant the "+kind.Noun+" belongs to")
@@ -46,7 +47,7 @@ func manageCredentials(ctx context.Context, cmd string, kind credential.Kind, ar
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	pool, err := postgres.Open(ctx, s.pgURL)
+	pool, err := postgres.Open(ctx, s.PostgresURL)
 	if err != nil {
 		return err
 	}

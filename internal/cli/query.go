@@ -2,112 +2,45 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/envflag"
-	"github.com/vitalshq/vitals/internal/quota"
+	"github.com/vitalshq/vitals/internal/queryclient"
 	"github.com/vitalshq/vitals/query"
 )
 
-func (s *settings) queryFlags(fs *envflag.Set) {
-	d := query.DefaultConfig()
-	fs.String(&s.queryAddr, "query-addr", d.Addr, "query HTTP listen address")
-	fs.Duration(&s.queryTimeout, "query-timeout", d.QueryTimeout, "bound on each request's ClickHouse work")
-	fs.Int(&s.queryMinCohort, "query-min-cohort-users", d.MinCohortUsers, "smallest cohort whose figures are shown; smaller ones are suppressed")
-	fs.Duration(&s.queryMaxWait, "query-max-wait", d.MaxWait, "longest a request with a consistency token may wait for the pipeline")
-	fs.BoolVar(&s.queryRollup, "query-values-from-rollup", d.ValuesFromRollup, "read the whole days of cohort- and tenant-wide ranges from the value rollup (false: only the readings table)")
-	fs.Int(&s.queryConcurrent, "query-max-concurrent", d.MaxConcurrent, "requests worked on at once; more are answered 503 overloaded")
-	fs.Int(&s.queryTokenRate, "query-token-rate", int(d.PerToken.Rate), "requests per second one analyst token may make (0: no limit); more are answered 429")
-	fs.Int(&s.queryTokenBurst, "query-token-burst", d.PerToken.Burst, "requests one analyst token may make at once after being idle")
-	fs.Int(&s.queryTokenInflt, "query-token-concurrent", d.PerToken.Concurrent, "requests of one analyst token in flight at once (0: no limit); more are answered 429")
-}
-
-func (s *settings) query() query.Config {
-	c := query.DefaultConfig()
-	c.Addr, c.Warehouse, c.QueryTimeout = s.queryAddr, s.warehouse(), s.queryTimeout
-	c.PostgresURL, c.Kafka = s.pgURL, s.kafka()
-	c.ProcessorGroup, c.ProjectorGroup = s.processorGroup, s.projectorGroup
-	c.MinCohortUsers, c.MaxWait, c.ValuesFromRollup = s.queryMinCohort, s.queryMaxWait, s.queryRollup
-	c.DefaultWait = min(c.DefaultWait, c.MaxWait)
-	c.MaxConcurrent = s.queryConcurrent
-	c.PerToken = quota.Limits{Rate: float64(s.queryTokenRate), Burst: s.queryTokenBurst, Concurrent: s.queryTokenInflt}
-	return c
-}
-
-// queryClientCommands are the `vitals query <name>` subcommands that ask
-// a running query service; `vitals query [flags]` runs the service.
-var queryClientCommands = []string{"percentiles", "distribution", "compare", "cohorts", "trends", "summary"}
-
-// cmdQuery runs the query service, or with a subcommand asks it.
+// cmdQuery runs the query service (`vitals query [flags]`), or with a
+// command of queryclient.Commands asks it.
 func cmdQuery(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) > 0 && slices.Contains(queryClientCommands, args[0]) {
+	if len(args) > 0 && slices.Contains(queryclient.Commands, args[0]) {
 		return queryClient(ctx, args[0], args[1:], stdout)
 	}
-	fs, s := newFlags("query")
-	s.kafkaFlags(fs)
-	s.pgFlags(fs)
-	s.chFlags(fs)
-	s.queryFlags(fs)
-	s.startFlags(fs)
-	d := query.DefaultConfig()
-	fs.String(&s.processorGroup, "processor-group", d.ProcessorGroup, "processor consumer group whose checkpoints read-your-writes waits for")
-	fs.String(&s.projectorGroup, "projector-group", d.ProjectorGroup, "projector consumer group whose commits read-your-writes waits for")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	log, err := s.logger()
-	if err != nil {
-		return err
-	}
-	q, err := construct(ctx, log, "query", s.startTimeout, func(ctx context.Context) (*query.Service, error) { return query.New(ctx, s.query(), log) })
-	if err != nil {
-		return err
-	}
-	return runRoles(ctx, log, q)
+	return queryRole.command(ctx, args, stdout)
 }
 
-// queryTokenEnv holds the analyst token the query client sends; a flag
-// would show it in the process list.
-const queryTokenEnv = "VITALS_QUERY_TOKEN"
-
-// clientParams are the query client's flags that become URL parameters,
-// by subcommand (nil: every subcommand).
-var clientParams = []struct {
-	name, usage string
-	only        []string
-}{
-	{"metric", "metric, e.g. heart_rate (required except for summary)", nil},
-	{"from", "start, RFC 3339 or YYYY-MM-DD (default: 30 days before to)", nil},
-	{"to", "end, exclusive, RFC 3339 or YYYY-MM-DD (default: now)", nil},
-	{"user", "a user: the scope, or the user to compare", nil},
-	{"age-band", "cohort filter, e.g. 30-39", nil},
-	{"sex", "cohort filter: female, male, other, unknown", nil},
-	{"region", "cohort filter, ISO 3166 code, e.g. DE", nil},
-	{"device-model", "cohort filter, e.g. fitbit-charge-hr", nil},
-	{"consistency", "consistency token of an ingest response (read-your-writes)", nil},
-	{"wait", "how long to wait for the consistency token, e.g. 5s", nil},
-	{"p", "percentiles, e.g. 50,90,99", []string{"percentiles"}},
-	{"per", "day: percentiles per day as well", []string{"percentiles"}},
-	{"bins", "histogram bins: a number or auto", []string{"distribution"}},
-	{"by", "cohort dimension: age_band, sex, region, device_model", []string{"compare", "cohorts"}},
-	{"period", "week, month, quarter or year before to", []string{"trends"}},
+// queryServiceFlags are the query service's flags, with the groups whose
+// progress read-your-writes waits for.
+func queryServiceFlags(s *cmdline.Settings, fs *envflag.Set) {
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
+	s.ClickHouseFlags(fs)
+	s.QueryFlags(fs)
+	d := query.DefaultConfig()
+	fs.String(&s.ProcessorGroup, "processor-group", d.ProcessorGroup, "processor consumer group whose checkpoints read-your-writes waits for")
+	fs.String(&s.ProjectorGroup, "projector-group", d.ProjectorGroup, "projector consumer group whose commits read-your-writes waits for")
 }
 
 // queryClient asks a running query service and prints the answer as a
 // table (or the JSON itself with --json).
 func queryClient(ctx context.Context, sub string, args []string, stdout io.Writer) error {
-	fs, _ := newFlags("query " + sub)
+	fs, _ := cmdline.NewFlags("vitals query " + sub)
 	var base string
 	var raw bool
 	var timeout time.Duration
@@ -115,18 +48,18 @@ func queryClient(ctx context.Context, sub string, args []string, stdout io.Write
 	fs.Bool(&raw, "json", false, "print the JSON answer instead of a table")
 	fs.Duration(&timeout, "query-client-timeout", 60*time.Second, "bound on the request")
 	values := map[string]*string{}
-	for _, p := range clientParams {
-		if p.only == nil || slices.Contains(p.only, sub) {
-			values[p.name] = new(string)
-			fs.String(values[p.name], p.name, "", p.usage)
+	for _, p := range queryclient.Params {
+		if p.Only == nil || slices.Contains(p.Only, sub) {
+			values[p.Name] = new(string)
+			fs.String(values[p.Name], p.Name, "", p.Usage)
 		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	token := os.Getenv(queryTokenEnv)
+	token := os.Getenv(queryclient.TokenEnv)
 	if token == "" {
-		return fmt.Errorf("set %s to an analyst token (vitals tokens create --tenant T --name N)", queryTokenEnv)
+		return fmt.Errorf("set %s to an analyst token (vitals tokens create --tenant T --name N)", queryclient.TokenEnv)
 	}
 	v := url.Values{}
 	for name, p := range values {
@@ -134,16 +67,11 @@ func queryClient(ctx context.Context, sub string, args []string, stdout io.Write
 			v.Set(strings.ReplaceAll(name, "-", "_"), *p)
 		}
 	}
-	path := "/v1/" + sub
-	if sub == "summary" {
-		u := v.Get("user")
-		if u == "" {
-			return errors.New("query summary needs --user")
-		}
-		v.Del("user")
-		path = "/v1/users/" + url.PathEscape(u) + "/summary"
+	path, err := queryclient.Path(sub, v)
+	if err != nil {
+		return err
 	}
-	body, err := getJSON(ctx, base+path+"?"+v.Encode(), token, timeout)
+	body, err := queryclient.Get(ctx, base+path, token, timeout)
 	if err != nil {
 		return err
 	}
@@ -151,148 +79,5 @@ func queryClient(ctx context.Context, sub string, args []string, stdout io.Write
 		_, err = stdout.Write(body)
 		return err
 	}
-	return printAnswer(stdout, sub, body)
-}
-
-// getJSON GETs u with the token and returns the body of a 200 answer; any
-// other status becomes an error carrying the API's message.
-func getJSON(ctx context.Context, u, token string, timeout time.Duration) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, fmt.Errorf("query: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("query: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("query: read answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e query.APIError
-		if json.Unmarshal(body, &e) == nil && e.Code != "" {
-			if e.Parameter != "" {
-				return nil, fmt.Errorf("query: %d %s (%s): %s", resp.StatusCode, e.Code, e.Parameter, e.Message)
-			}
-			return nil, fmt.Errorf("query: %d %s: %s", resp.StatusCode, e.Code, e.Message)
-		}
-		return nil, fmt.Errorf("query: status %d", resp.StatusCode)
-	}
-	return body, nil
-}
-
-// num formats an optional figure.
-func num(p *float64) string {
-	if p == nil {
-		return "-"
-	}
-	return strconv.FormatFloat(*p, 'f', -1, 64)
-}
-
-// printAnswer renders an answer of subcommand sub as text tables.
-func printAnswer(w io.Writer, sub string, body []byte) error {
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	defer tw.Flush()
-	decode := func(v any) error {
-		if err := json.Unmarshal(body, v); err != nil {
-			return fmt.Errorf("query: decode answer: %w", err)
-		}
-		return nil
-	}
-	header := func(metric, unit string, from, to time.Time, stale, suppressed bool, reason string) {
-		fmt.Fprintf(w, "%s (%s), %s to %s", metric, unit, from.Format(time.RFC3339), to.Format(time.RFC3339))
-		if stale {
-			fmt.Fprint(w, ", STALE: the pipeline had not stored the write yet")
-		}
-		fmt.Fprintln(w)
-		if suppressed {
-			fmt.Fprintln(w, "suppressed:", reason)
-		}
-	}
-	switch sub {
-	case "percentiles":
-		var r query.PercentilesResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		header(r.Metric, r.Unit, r.From, r.To, r.Stale, r.Suppressed, r.Reason)
-		fmt.Fprint(tw, "day\treadings\t")
-		for _, p := range r.Percentiles {
-			fmt.Fprintf(tw, "p%g\t", p.P)
-		}
-		fmt.Fprintln(tw)
-		row := func(day string, n uint64, ps []query.Percentile) {
-			fmt.Fprintf(tw, "%s\t%d\t", day, n)
-			for _, p := range ps {
-				fmt.Fprintf(tw, "%g\t", p.Value)
-			}
-			fmt.Fprintln(tw)
-		}
-		for _, d := range r.Days {
-			row(d.Day, d.Count, d.Percentiles)
-		}
-		row("all", r.Count, r.Percentiles)
-	case "distribution":
-		var r query.DistributionResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		header(r.Metric, r.Unit, r.From, r.To, r.Stale, r.Suppressed, r.Reason)
-		fmt.Fprintln(tw, "readings\tmin\tq1\tmedian\tq3\tmax\tmean\tstddev\t")
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n\n", r.Count, num(r.Min), num(r.Q1), num(r.Median), num(r.Q3), num(r.Max), num(r.Mean), num(r.Stddev))
-		fmt.Fprintln(tw, "lower\tupper\treadings\t")
-		for _, b := range r.Histogram {
-			fmt.Fprintf(tw, "%g\t%g\t%d\t\n", b.Lower, b.Upper, b.Count)
-		}
-	case "compare":
-		var r query.CompareResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		header(r.Metric, r.Unit, r.From, r.To, r.Stale, r.Suppressed, r.Reason)
-		fmt.Fprintln(tw, "\tusers\treadings\tmean\tmedian\t")
-		fmt.Fprintf(tw, "user %s\t1\t%d\t%s\t%s\t\n", r.User.ID, r.User.Count, num(r.User.Mean), num(r.User.Median))
-		fmt.Fprintf(tw, "%s=%s\t%d\t%d\t%s\t%s\t\n", r.By, r.Cohort.Value, r.Cohort.Users, r.Cohort.Count, num(r.Cohort.Mean), num(r.Cohort.Median))
-		fmt.Fprintf(tw, "percent difference\t%s\tpercentile rank\t%s\t\t\n", num(r.PercentDifference), num(r.PercentileRank))
-	case "cohorts":
-		var r query.CohortsResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		header(r.Metric, r.Unit, r.From, r.To, r.Stale, false, "")
-		fmt.Fprintf(tw, "%s\tusers\treadings\tmean\tmedian\tp10\tp90\tstddev\t\n", r.By)
-		for _, c := range r.Cohorts {
-			if c.Suppressed {
-				fmt.Fprintf(tw, "%s\t%d\tsuppressed\t\t\t\t\t\t\n", c.Value, c.Users)
-				continue
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n", c.Value, c.Users, c.Count, num(c.Mean), num(c.Median), num(c.P10), num(c.P90), num(c.Stddev))
-		}
-	case "trends":
-		var r query.TrendsResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		header(r.Metric, r.Unit, r.From, r.To, r.Stale, r.Suppressed, r.Reason)
-		fmt.Fprintln(tw, "day\treadings\tavg\tmin\tmax\tstddev\t")
-		for _, d := range r.Days {
-			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%g\t%g\t%s\t\n", d.Day, d.Count, d.Avg, d.Min, d.Max, num(d.Stddev))
-		}
-	case "summary":
-		var r query.SummaryResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "user %s: open alerts critical %d, warning %d, info %d\n", r.User, r.OpenAlerts["critical"], r.OpenAlerts["warning"], r.OpenAlerts["info"])
-		fmt.Fprintln(tw, "metric\treadings\tlatest\tunit\tmeasured at\t")
-		for i, l := range r.Latest {
-			fmt.Fprintf(tw, "%s\t%d\t%g\t%s\t%s\t\n", l.Metric, r.Counts[i].Count, l.Value, l.Unit, l.MeasuredAt.Format(time.RFC3339))
-		}
-	}
-	return nil
+	return queryclient.Print(stdout, sub, body)
 }

@@ -7,24 +7,19 @@ import (
 	"io"
 	"math"
 	"os"
-	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/vitalshq/vitals/internal/envflag"
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/replay"
 )
 
 // replaySettings are vitals replay's own flags.
 type replaySettings struct {
+	cmdline.ReplayTuning
 	tables, from, group, version string
-	batchRows, instances         int
-	gcPercent                    int
 	dryRun, noVerify, noSwap     bool
-	pauseTimeout, progressEvery  time.Duration
+	pauseTimeout                 time.Duration
 }
 
 // cmdReplay is `vitals replay rebuild|rollback|reprocess`.
@@ -42,34 +37,14 @@ func cmdReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	return usage
 }
 
-// replayFlags registers the flags every replay subcommand shares.
-func replayFlags(fs *envflag.Set, r *replaySettings) {
-	fs.Duration(&r.progressEvery, "replay-progress-interval", 2*time.Second, "how often progress is shown (a bar on a terminal, a log line otherwise)")
-	fs.Int(&r.gcPercent, "replay-gc-percent", 400, "Go GC target of this process: a replay allocates large insert blocks, and collecting less often saves CPU for ClickHouse on a small machine")
-}
-
-// rebuildFlags registers the shadow projection's tuning flags.
-func rebuildFlags(fs *envflag.Set, r *replaySettings) {
-	d := replay.DefaultConfig()
-	fs.Int(&r.batchRows, "replay-batch-rows", 200000, "rows per ClickHouse insert of the shadow projection (larger than the live projector's: throughput, not latency)")
-	fs.Int(&r.instances, "replay-instances", d.Instances, "shadow projectors sharing the partitions in this process")
-}
-
-// applyReplayTuning sets the process-wide GC target for the replay.
-func applyReplayTuning(r *replaySettings) {
-	if r.gcPercent > 0 {
-		debug.SetGCPercent(r.gcPercent)
-	}
-}
-
 func replayTables(ctx context.Context, sub string, args []string, stdout io.Writer) error {
-	fs, s := newFlags("replay " + sub)
-	s.kafkaFlags(fs)
-	s.chFlags(fs)
-	s.projectorFlags(fs)
+	fs, s := cmdline.NewFlags("vitals replay " + sub)
+	s.KafkaFlags(fs)
+	s.ClickHouseFlags(fs)
+	s.ProjectorFlags(fs)
 	var r replaySettings
-	replayFlags(fs, &r)
-	rebuildFlags(fs, &r)
+	r.Flags(fs)
+	r.RebuildFlags(fs)
 	fs.String(&r.tables, "tables", "all", "tables to "+sub+", comma-separated: "+strings.Join(replay.Rebuildable, ",")+" or all")
 	if sub == "rebuild" {
 		fs.String(&r.from, "from-timestamp", "", "rebuild from this record time (RFC 3339) on; rows of earlier records are copied from the live tables (default: from the start of each topic)")
@@ -82,22 +57,22 @@ func replayTables(ctx context.Context, sub string, args []string, stdout io.Writ
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := s.checkKafka(); err != nil {
+	if err := s.CheckKafka(); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	log, err := s.logger()
+	log, err := s.Logger()
 	if err != nil {
 		return err
 	}
 	cfg := replay.DefaultConfig()
-	cfg.Kafka, cfg.Warehouse, cfg.Projector, cfg.LiveGroup = s.kafka(), s.warehouse(), s.projector(), s.projectorGroup
-	cfg.Group, cfg.PauseTimeout, cfg.ProgressEvery = r.group, r.pauseTimeout, r.progressEvery
+	cfg.Kafka, cfg.Warehouse, cfg.Projector, cfg.LiveGroup = s.Kafka(), s.Warehouse(), s.Projector(), s.ProjectorGroup
+	cfg.Group, cfg.PauseTimeout, cfg.ProgressEvery = r.group, r.pauseTimeout, r.ProgressEvery
 	cfg.Verify, cfg.Swap = !r.noVerify, !r.noSwap
-	cfg.Projector.MaxRows, cfg.Instances = r.batchRows, r.instances
-	applyReplayTuning(&r)
+	cfg.Projector.MaxRows, cfg.Instances = r.BatchRows, r.Instances
+	r.Apply()
 	cfg.Tables = strings.Split(r.tables, ",")
 	if r.from != "" {
 		if cfg.From, err = time.Parse(time.RFC3339, r.from); err != nil {
@@ -121,10 +96,10 @@ func replayTables(ctx context.Context, sub string, args []string, stdout io.Writ
 		plan.Print(stdout)
 		return nil
 	}
-	bar := newProgressOutput(os.Stderr, log)
-	cfg.Progress = bar.show
+	bar := cmdline.NewProgress(os.Stderr, log)
+	cfg.Progress = bar.Show
 	res, err := replay.Rebuild(ctx, cfg, log)
-	bar.end()
+	bar.End()
 	if res != nil {
 		printRebuild(stdout, res)
 	}
@@ -161,32 +136,32 @@ func printRebuild(w io.Writer, res *replay.Result) {
 }
 
 func replayReprocess(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := newFlags("replay reprocess")
-	s.kafkaFlags(fs)
-	s.pgFlags(fs)
-	s.processorFlags(fs)
+	fs, s := cmdline.NewFlags("vitals replay reprocess")
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
+	s.ProcessorFlags(fs)
 	var r replaySettings
-	replayFlags(fs, &r)
+	r.Flags(fs)
 	fs.String(&r.version, "version", "", "version of the new output topics, e.g. v2 (required)")
 	fs.String(&r.group, "replay-group", "", "consumer group and state key of the reprocess (default <processor-group>-<version>)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := s.checkKafka(); err != nil {
+	if err := s.CheckKafka(); err != nil {
 		return err
 	}
 	if r.version == "" || fs.NArg() > 0 {
 		return errors.New("usage: vitals replay reprocess --version v2 [flags]")
 	}
-	log, err := s.logger()
+	log, err := s.Logger()
 	if err != nil {
 		return err
 	}
-	applyReplayTuning(&r)
-	bar := newProgressOutput(os.Stderr, log)
-	res, err := replay.Reprocess(ctx, replay.ReprocessConfig{Processor: s.processor(), Version: r.version, Group: r.group,
-		ProgressEvery: r.progressEvery, Progress: bar.show}, log)
-	bar.end()
+	r.Apply()
+	bar := cmdline.NewProgress(os.Stderr, log)
+	res, err := replay.Reprocess(ctx, replay.ReprocessConfig{Processor: s.Processor(), Version: r.version, Group: r.group,
+		ProgressEvery: r.ProgressEvery, Progress: bar.Show}, log)
+	bar.End()
 	if err != nil {
 		return stoppedCleanly(ctx, err, stdout)
 	}
@@ -197,59 +172,4 @@ func replayReprocess(ctx context.Context, args []string, stdout io.Writer) error
 		"stop the live projectors, vitals replay rebuild --kafka-output-version %s, then start the projectors with --kafka-output-version %s\n",
 		res.Group, r.version, r.version, r.version)
 	return err
-}
-
-// progressOutput shows replay progress: a bar redrawn in place on a
-// terminal, a structured log line per report otherwise.
-type progressOutput struct {
-	mu       sync.Mutex
-	w        io.Writer
-	terminal bool
-	log      zerolog.Logger
-	drawn    bool
-}
-
-func newProgressOutput(f *os.File, log zerolog.Logger) *progressOutput {
-	st, err := f.Stat()
-	return &progressOutput{w: f, terminal: err == nil && st.Mode()&os.ModeCharDevice != 0, log: log}
-}
-
-func (o *progressOutput) show(p replay.Progress) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if !o.terminal {
-		o.log.Info().Str("phase", p.Phase).Int64("done", p.Done).Int64("total", p.Total).Float64("records_per_sec", math.Round(p.Rate)).
-			Dur("eta", p.ETA.Round(time.Second)).Msg("replay progress")
-		return
-	}
-	fmt.Fprint(o.w, "\r"+progressBar(p, 30))
-	o.drawn = true
-}
-
-// end finishes the bar's line.
-func (o *progressOutput) end() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.drawn {
-		fmt.Fprintln(o.w)
-		o.drawn = false
-	}
-}
-
-// progressBar renders p in one line: phase, bar of width cells, done and
-// total, rate and ETA.
-func progressBar(p replay.Progress, width int) string {
-	frac := 1.0
-	if p.Total > 0 {
-		frac = math.Min(float64(p.Done)/float64(p.Total), 1)
-	}
-	full := int(frac * float64(width))
-	eta := "--"
-	if p.ETA > 0 {
-		eta = p.ETA.Round(time.Second).String()
-	} else if p.Done >= p.Total {
-		eta = "0s"
-	}
-	return fmt.Sprintf("%-9s [%s%s] %5.1f%% %d/%d %.0f rec/s ETA %s ",
-		p.Phase, strings.Repeat("#", full), strings.Repeat(".", width-full), 100*frac, p.Done, p.Total, p.Rate, eta)
 }

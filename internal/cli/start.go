@@ -6,14 +6,29 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-
-	"github.com/vitalshq/vitals/internal/envflag"
+	"golang.org/x/sync/errgroup"
 )
 
-// startFlags registers how long a role keeps trying to start while what it
-// depends on (Kafka, PostgreSQL, ClickHouse) is unreachable.
-func (s *settings) startFlags(fs *envflag.Set) {
-	fs.Duration(&s.startTimeout, "start-timeout", 2*time.Minute, "how long a role retries its start while Kafka, PostgreSQL or ClickHouse is unreachable (0: try once)")
+// role is the lifecycle every role shares.
+type role interface {
+	Run(ctx context.Context) error
+	Close()
+}
+
+// runRoles runs roles until ctx ends or one fails, then closes them all.
+func runRoles(ctx context.Context, log zerolog.Logger, roles ...role) error {
+	defer func() {
+		for _, r := range roles {
+			r.Close()
+		}
+	}()
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range roles {
+		g.Go(func() error { return r.Run(gctx) })
+	}
+	err := g.Wait()
+	log.Info().Msg("shut down")
+	return err
 }
 
 // construct calls a role's constructor until it succeeds, ctx ends or

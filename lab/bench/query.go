@@ -1,4 +1,4 @@
-package cli
+package bench
 
 import (
 	"context"
@@ -17,11 +17,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/credential"
-	"github.com/vitalshq/vitals/internal/loadgen"
 	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/internal/queryclient"
 	"github.com/vitalshq/vitals/internal/quota"
 	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/query"
 )
 
@@ -50,11 +52,11 @@ type benchQuerySettings struct {
 // a database of their own (dropped at the end unless --bench-keep), and
 // the seeds' cohort statistics in PostgreSQL over an equal subset.
 func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := newFlags("bench query")
-	s.kafkaFlags(fs)
-	s.pgFlags(fs)
-	s.chFlags(fs)
-	s.queryFlags(fs)
+	fs, s := cmdline.NewFlags("vitals-lab bench query")
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
+	s.ClickHouseFlags(fs)
+	s.QueryFlags(fs)
 	var b benchQuerySettings
 	fs.Int(&b.rows, "bench-rows", 100_000_000, "readings to generate (a multiple of --bench-users)")
 	fs.Int(&b.users, "bench-users", 100_000, "users the readings are spread over")
@@ -70,18 +72,18 @@ func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
 		return errors.New("--bench-rows and --bench-pg-rows must be multiples of --bench-users, pg rows at most rows, runs and days positive")
 	}
 	b.skipPG = b.pgRows == 0
-	log, err := s.logger()
+	log, err := s.Logger()
 	if err != nil {
 		return err
 	}
-	s.chDatabase = b.database
-	wh := s.warehouse()
+	s.ClickHouseDatabase = b.database
+	wh := s.Warehouse()
 	conn, err := warehouse.Open(ctx, wh)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	pool, err := postgres.Open(ctx, s.pgURL)
+	pool, err := postgres.Open(ctx, s.PostgresURL)
 	if err != nil {
 		return err
 	}
@@ -105,7 +107,7 @@ func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	// The real query service, in-process, over HTTP with a real token.
-	qcfg := s.query()
+	qcfg := s.Query()
 	qcfg.Warehouse = wh
 	qcfg.Addr = "127.0.0.1:0"
 	qcfg.PerToken = quota.Limits{} // the benchmark's one token asks back to back: measure latency, not the share
@@ -122,27 +124,43 @@ func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
 	done := make(chan error, 1)
 	go func() { done <- svc.Serve(sctx, ln); svc.Close() }()
 	defer func() { stop(); <-done }()
-	s.tenant = benchTenant
-	token, revoke, err := tempCredential(ctx, s, credential.AnalystTokens, "vitals bench query")
+	s.Tenant = benchTenant
+	token, revoke, err := s.TempCredential(ctx, credential.AnalystTokens, "vitals bench query")
 	if err != nil {
 		return err
 	}
 	defer revoke()
 	base := "http://" + ln.Addr().String()
-	if err := waitHealthy(ctx, base); err != nil {
+	if err := cmdline.WaitHealthy(ctx, base); err != nil {
 		return err
 	}
 
+	fmt.Fprintf(stdout, "\nquery latency over HTTP (token auth, JSON), %d readings of %d users, %d days; 1 warm-up run each\n", b.rows, b.users, b.days)
+	for _, c := range queryCases(b, step) {
+		c.time(ctx, base, token, stdout)
+	}
+	if b.skipPG {
+		return nil
+	}
+	return comparePostgres(ctx, conn, pool, b, step, base, token, stdout)
+}
+
+// queryCase is one query the benchmark times: path gives each run's
+// URL path (users and regions drawn at random).
+type queryCase struct {
+	name string
+	runs int
+	path func() string
+}
+
+// queryCases are the timed queries over the generated readings.
+func queryCases(b benchQuerySettings, step int64) []queryCase {
 	day := func(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
 	all := "&from=" + day(benchStartMS) + "&to=" + day(benchStartMS+int64(b.rows/b.users)*step)
 	rng := rand.New(rand.NewPCG(1, 2))
 	user := func() string { return "bench-" + strconv.Itoa(rng.IntN(b.users)) }
 	regions := []string{"DE", "FR", "US-CA", "US-NY", "GB", "JP", "BR", "IN"}
-	cases := []struct {
-		name string
-		runs int
-		path func() string
-	}{
+	return []queryCase{
 		{fmt.Sprintf("single-user percentiles (p50,90,99 of %d readings)", b.rows/b.users), 20 * b.runs,
 			func() string { return "/v1/percentiles?metric=heart_rate&p=50,90,99&user=" + user() + all }},
 		{fmt.Sprintf("cohort distribution, sex=female (%d rows)", b.rows/2), b.runs,
@@ -158,30 +176,27 @@ func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
 		{fmt.Sprintf("cohorts table by sex (%d rows)", b.rows), b.runs,
 			func() string { return "/v1/cohorts?metric=heart_rate&by=sex" + all }},
 	}
-	fmt.Fprintf(stdout, "\nquery latency over HTTP (token auth, JSON), %d readings of %d users, %d days; 1 warm-up run each\n", b.rows, b.users, b.days)
-	for _, c := range cases {
-		// A case that fails (the query service's timeout, say) is reported
-		// and the others still run.
-		lat := make([]time.Duration, 0, c.runs)
-		var err error
-		for i := -1; i < c.runs && err == nil; i++ { // run -1 warms up
-			start := time.Now()
-			if _, err = getJSON(ctx, base+c.path(), token, time.Minute); err == nil && i >= 0 {
-				lat = append(lat, time.Since(start))
-			}
+}
+
+// time runs the case once to warm up and then c.runs times, and prints
+// the latency percentiles. A case that fails (the query service's
+// timeout, say) is reported and the others still run.
+func (c queryCase) time(ctx context.Context, base, token string, stdout io.Writer) {
+	lat := make([]time.Duration, 0, c.runs)
+	var err error
+	for i := -1; i < c.runs && err == nil; i++ { // run -1 warms up
+		start := time.Now()
+		if _, err = queryclient.Get(ctx, base+c.path(), token, time.Minute); err == nil && i >= 0 {
+			lat = append(lat, time.Since(start))
 		}
-		if err != nil {
-			fmt.Fprintf(stdout, "  %-58s failed after %d runs: %v\n", c.name, len(lat), err)
-			continue
-		}
-		slices.Sort(lat)
-		fmt.Fprintf(stdout, "  %-58s runs %4d  p50 %9s  p95 %9s  max %9s\n", c.name, c.runs,
-			loadgen.Percentile(lat, 50).Round(time.Microsecond*100), loadgen.Percentile(lat, 95).Round(time.Microsecond*100), lat[len(lat)-1].Round(time.Microsecond*100))
 	}
-	if b.skipPG {
-		return nil
+	if err != nil {
+		fmt.Fprintf(stdout, "  %-58s failed after %d runs: %v\n", c.name, len(lat), err)
+		return
 	}
-	return comparePostgres(ctx, conn, pool, b, step, base, token, stdout)
+	slices.Sort(lat)
+	fmt.Fprintf(stdout, "  %-58s runs %4d  p50 %9s  p95 %9s  max %9s\n", c.name, c.runs,
+		loadgen.Percentile(lat, 50).Round(time.Microsecond*100), loadgen.Percentile(lat, 95).Round(time.Microsecond*100), lat[len(lat)-1].Round(time.Microsecond*100))
 }
 
 // generateReadings fills the bench database unless it already holds the
@@ -368,7 +383,7 @@ func comparePostgres(ctx context.Context, conn driver.Conn, pool *pgxpool.Pool, 
 		}
 		pgTimes = append(pgTimes, time.Since(start))
 		start = time.Now()
-		if _, err := getJSON(ctx, base+apiPath, token, 5*time.Minute); err != nil {
+		if _, err := queryclient.Get(ctx, base+apiPath, token, 5*time.Minute); err != nil {
 			return err
 		}
 		chTimes = append(chTimes, time.Since(start))

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/vitalshq/vitals/ingest"
-	"github.com/vitalshq/vitals/internal/loadgen"
+	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/schemas"
 )
 

@@ -16,7 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/vitalshq/vitals/ingest"
-	"github.com/vitalshq/vitals/internal/loadgen"
+	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/schemas"
 )
 

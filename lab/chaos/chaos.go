@@ -18,8 +18,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/vitalshq/vitals/internal/procs"
-	"github.com/vitalshq/vitals/internal/simulate"
+	"github.com/vitalshq/vitals/lab/procs"
+	"github.com/vitalshq/vitals/lab/simulate"
 )
 
 // Plan says which faults to inject during a run of length Duration.

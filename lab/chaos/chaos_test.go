@@ -8,7 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/vitalshq/vitals/internal/procs"
+	"github.com/vitalshq/vitals/lab/procs"
 )
 
 func TestSchedule(t *testing.T) {

@@ -1,58 +1,25 @@
-package cli
+package bench
 
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
-	"os"
-	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/ingest"
-	"github.com/vitalshq/vitals/internal/eventlog"
-	"github.com/vitalshq/vitals/internal/loadgen"
+	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/sample"
+	"github.com/vitalshq/vitals/lab/loadgen"
+	"github.com/vitalshq/vitals/lab/scratch"
 )
-
-// cmdBench dispatches the benchmarks: `bench ingest`, `bench processor`
-// (benchproc.go) and `bench projector` (benchproj.go).
-func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) > 0 && args[0] == "query" {
-		return benchQuery(ctx, args[1:], stdout)
-	}
-	if len(args) > 0 && args[0] == "processor" {
-		return benchProcessor(ctx, args[1:], stdout)
-	}
-	if len(args) > 0 && args[0] == "e2e" {
-		return benchE2E(ctx, args[1:], stdout)
-	}
-	if len(args) > 0 && args[0] == "projector" {
-		return benchProjector(ctx, args[1:], stdout)
-	}
-	if len(args) > 0 && args[0] == "replay" {
-		return benchReplay(ctx, args[1:], stdout)
-	}
-	if len(args) == 0 || args[0] != "ingest" {
-		return fmt.Errorf("usage: vitals bench ingest|processor|projector|query|replay [flags] (vitals bench ingest -h lists them)")
-	}
-	return benchIngest(ctx, args[1:], stdout)
-}
 
 // benchTopicPrefix keeps benchmark traffic out of the real event log: the
 // raw topics keep data forever and the processor would judge it all.
@@ -66,28 +33,17 @@ type benchSettings struct {
 	keepTopics                               bool
 }
 
-// benchIngest load-tests the ingest HTTP path on loopback: it starts ingest
-// in this process (or hits --bench-target), posts pre-encoded batches of
-// Fitbit readings from concurrent keep-alive clients for a warm-up and a
-// measured window, and reports accepted readings/s, requests/s and latency
-// percentiles. Ingest answers only after the broker acknowledged every
-// record, so the latency includes the broker's ack.
-func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := newFlags("bench ingest")
-	s.kafkaFlags(fs)
-	s.pgFlags(fs)
-	s.tenantFlag(fs)
-	s.ingestFlags(fs)
-	// The in-process ingest listens on a free port and writes to topics of
-	// its own, unless the flags or their environment variables say
-	// otherwise.
-	for name, def := range map[string]string{"ingest-addr": "127.0.0.1:0", "kafka-topic-prefix": benchTopicPrefix} {
-		if _, ok := os.LookupEnv(fs.EnvName(name)); !ok {
-			f := fs.Lookup(name)
-			_ = f.Value.Set(def)
-			f.DefValue = def
-		}
-	}
+// ingestFlags parses bench ingest's flags. The in-process ingest listens
+// on a free port and writes to topics of its own, unless the flags or
+// their environment variables say otherwise.
+func ingestFlags(args []string) (*cmdline.Settings, benchSettings, error) {
+	fs, s := cmdline.NewFlags("vitals-lab bench ingest")
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
+	s.TenantFlag(fs)
+	s.IngestFlags(fs)
+	cmdline.SetDefault(fs, "ingest-addr", "127.0.0.1:0", false)
+	cmdline.SetDefault(fs, "kafka-topic-prefix", benchTopicPrefix, false)
 	var b benchSettings
 	fs.String(&b.target, "bench-target", "", "base URL of a running ingest to load, e.g. http://127.0.0.1:8080 (default: start ingest in this process)")
 	fs.String(&b.key, "bench-key", "", "API key to send (default: create one in PostgreSQL for --tenant and revoke it at the end)")
@@ -103,40 +59,43 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process (ingest and load generator) over the measured window to this file")
 	fs.BoolVar(&b.keepTopics, "bench-keep-topics", false, "keep the in-process ingest's topics at the end (by default they are deleted unless the prefix is \"vitals\")")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, b, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+		return nil, b, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if b.clients < 1 || b.batch < 1 || b.users < 1 || b.duration <= 0 || b.warmup < 0 {
-		return errors.New("--bench-clients, --bench-batch, --bench-users and --bench-duration must be positive")
+		return nil, b, errors.New("--bench-clients, --bench-batch, --bench-users and --bench-duration must be positive")
 	}
 	if b.format != loadgen.FormatJSON && b.format != loadgen.FormatAvro {
-		return fmt.Errorf("--bench-format %q: want json or avro", b.format)
+		return nil, b, fmt.Errorf("--bench-format %q: want json or avro", b.format)
 	}
 	b.bodies = max(b.bodies, b.clients)
-	log, err := s.logger()
+	return s, b, nil
+}
+
+// benchIngest load-tests the ingest HTTP path on loopback: it starts ingest
+// in this process (or hits --bench-target), posts pre-encoded batches of
+// Fitbit readings from concurrent keep-alive clients for a warm-up and a
+// measured window, and reports accepted readings/s, requests/s and latency
+// percentiles. Ingest answers only after the broker acknowledged every
+// record, so the latency includes the broker's ack.
+func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
+	s, b, err := ingestFlags(args)
 	if err != nil {
 		return err
 	}
-	machine := loadgen.ThisMachine()
+	log, err := s.Logger()
+	if err != nil {
+		return err
+	}
+	run := thisRun()
 
 	// Build the bodies first: it is the slow part of the set-up, and the
 	// sample parse should not overlap the measurement.
-	rows, err := sample.HeartRates()
+	bodies, meanBytes, err := ingestBodies(b)
 	if err != nil {
 		return err
-	}
-	runID := randomHex(4)
-	bodies, err := loadgen.ReadingBodies(rows, loadgen.ReadingsOptions{
-		Bodies: b.bodies, Batch: b.batch, Users: b.users, Format: b.format, RunID: runID, Now: time.Now(),
-	})
-	if err != nil {
-		return err
-	}
-	bodyBytes := 0
-	for _, x := range bodies {
-		bodyBytes += len(x.Data)
 	}
 
 	target := strings.TrimRight(b.target, "/")
@@ -155,43 +114,18 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	key := b.key
 	if key == "" {
-		k, revoke, err := tempKey(ctx, s, "vitals bench gateway")
+		k, revoke, err := s.TempKey(ctx, "vitals bench gateway")
 		if err != nil {
 			return err
 		}
 		defer revoke()
 		key = k
 	}
-	if err := waitHealthy(ctx, target); err != nil {
+	if err := cmdline.WaitHealthy(ctx, target); err != nil {
 		return err
 	}
 
-	var prof *os.File
-	if b.cpuProfile != "" {
-		if prof, err = os.Create(b.cpuProfile); err != nil {
-			return err
-		}
-		defer prof.Close()
-	}
-	var cpu0, cpu1 loadgen.CPUSample
-	var prod0, prod1 produceStats
-	onWindow := func(open bool) {
-		if open {
-			prod0 = scrapeProduce(target)
-			cpu0 = loadgen.SampleCPU()
-			if prof != nil {
-				if err := pprof.StartCPUProfile(prof); err != nil {
-					log.Error().Err(err).Msg("cpu profile")
-				}
-			}
-			return
-		}
-		if prof != nil {
-			pprof.StopCPUProfile()
-		}
-		cpu1 = loadgen.SampleCPU()
-		prod1 = scrapeProduce(target)
-	}
+	m := &windowMeter{target: target, profile: b.cpuProfile, log: log}
 	log.Info().Str("target", target).Int("clients", b.clients).Int("batch", b.batch).Str("format", b.format).
 		Dur("warmup", b.warmup).Dur("duration", b.duration).Msg("bench ingest starting")
 	res, runErr := loadgen.Run(ctx, loadgen.Config{
@@ -201,7 +135,7 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 			"Content-Type":  {loadgen.ContentType(b.format)},
 		},
 		Bodies: bodies, Clients: b.clients, Warmup: b.warmup, Duration: b.duration, Timeout: b.timeout,
-		Progress: 5 * time.Second, OnWindow: onWindow, Log: log,
+		Progress: 5 * time.Second, OnWindow: m.window, Log: log,
 	})
 	if inProcess {
 		serr := stopIngest()
@@ -209,8 +143,8 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 		if serr != nil {
 			log.Warn().Err(serr).Msg("ingest shutdown")
 		}
-		if !b.keepTopics && s.kafkaPrefix != "vitals" {
-			deleteBenchTopics(s.kafka(), log)
+		if !b.keepTopics && s.KafkaPrefix != scratch.RealPrefix {
+			scratch.Resources{Kafka: s.Kafka(), Topics: scratch.AllTopics(s.Kafka())}.Remove(ctx, log)
 		}
 	}
 	if runErr != nil {
@@ -218,16 +152,16 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	rep := benchReport{
-		Command: commandLine(), Env: benchEnv(), Machine: machine,
-		Target: target + "/v1/readings", InProcess: inProcess, Format: b.format,
-		Batch: b.batch, MeanBodyBytes: bodyBytes / len(bodies), Users: b.users, Clients: b.clients, Bodies: len(bodies),
-		Warmup: b.warmup.String(), Duration: b.duration.String(), Result: res, CPU: cpu1.Since(cpu0),
+		runInfo: run,
+		Target:  target + "/v1/readings", InProcess: inProcess, Format: b.format,
+		Batch: b.batch, MeanBodyBytes: meanBytes, Users: b.users, Clients: b.clients, Bodies: len(bodies),
+		Warmup: b.warmup.String(), Duration: b.duration.String(), Result: res, CPU: m.cpu1.Since(m.cpu0),
 	}
 	if inProcess {
-		rep.Broker, rep.TopicPrefix = s.kafkaBrokers, s.kafkaPrefix
+		rep.Broker, rep.TopicPrefix = s.KafkaBrokers, s.KafkaPrefix
 	}
-	if n := prod1.count - prod0.count; n > 0 {
-		rep.ProduceMeanMs = (prod1.sum - prod0.sum) / n * 1000
+	if n := m.prod1.count - m.prod0.count; n > 0 {
+		rep.ProduceMeanMs = (m.prod1.sum - m.prod0.sum) / n * 1000
 	}
 	if res.AcceptedReadings > 0 {
 		rep.CPUPerMillion = rep.CPU.Process * res.WindowSeconds / float64(res.AcceptedReadings) * 1e6
@@ -237,11 +171,7 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	rep.print(stdout)
 	if b.jsonOut != "" {
-		out, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(b.jsonOut, append(out, '\n'), 0o644); err != nil {
+		if err := writeJSON(b.jsonOut, rep); err != nil {
 			return err
 		}
 	}
@@ -251,10 +181,59 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
+// ingestBodies builds the request bodies and their mean size. It is the
+// slow part of the set-up, done first so that the sample's parse does not
+// overlap the measurement.
+func ingestBodies(b benchSettings) ([]loadgen.Body, int, error) {
+	rows, err := sample.HeartRates()
+	if err != nil {
+		return nil, 0, err
+	}
+	bodies, err := loadgen.ReadingBodies(rows, loadgen.ReadingsOptions{
+		Bodies: b.bodies, Batch: b.batch, Users: b.users, Format: b.format, RunID: scratch.RandomHex(4), Now: time.Now(),
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	n := 0
+	for _, x := range bodies {
+		n += len(x.Data)
+	}
+	return bodies, n / len(bodies), nil
+}
+
+// windowMeter samples CPU and ingest's produce histogram when the
+// measured window opens and closes, and profiles the window.
+type windowMeter struct {
+	target, profile string
+	log             zerolog.Logger
+	stopProfile     func()
+	cpu0, cpu1      loadgen.CPUSample
+	prod0, prod1    produceStats
+}
+
+// window is loadgen's OnWindow.
+func (m *windowMeter) window(open bool) {
+	if open {
+		m.prod0 = scrapeProduce(m.target)
+		m.cpu0 = loadgen.SampleCPU()
+		var err error
+		if m.stopProfile, err = startCPUProfile(m.profile); err != nil {
+			m.log.Error().Err(err).Msg("cpu profile")
+		}
+		return
+	}
+	if m.stopProfile != nil {
+		m.stopProfile()
+	}
+	m.cpu1 = loadgen.SampleCPU()
+	m.prod1 = scrapeProduce(m.target)
+}
+
 // startBenchIngest starts only the ingest role in this process and
 // returns its base URL and a function that stops it.
-func startBenchIngest(ctx context.Context, s *settings, log zerolog.Logger) (string, func() error, error) {
-	cfg := s.ingest()
+func startBenchIngest(ctx context.Context, s *cmdline.Settings, log zerolog.Logger) (string, func() error, error) {
+	cfg := s.Ingest()
 	srv, err := ingest.New(ctx, cfg, log)
 	if err != nil {
 		return "", nil, err
@@ -273,27 +252,6 @@ func startBenchIngest(ctx context.Context, s *settings, log zerolog.Logger) (str
 		srv.Close()
 		return err
 	}, nil
-}
-
-// deleteBenchTopics removes the topics the in-process ingest created.
-func deleteBenchTopics(k eventlog.Config, log zerolog.Logger) {
-	cl, err := kgo.NewClient(k.ClientOpts(log)...)
-	if err != nil {
-		log.Warn().Err(err).Msg("delete bench topics")
-		return
-	}
-	defer cl.Close()
-	var names []string
-	for _, sp := range k.Specs() {
-		names = append(names, sp.Name)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if _, err := kadm.NewClient(cl).DeleteTopics(ctx, names...); err != nil {
-		log.Warn().Err(err).Strs("topics", names).Msg("delete bench topics")
-		return
-	}
-	log.Info().Strs("topics", names).Msg("deleted the bench topics")
 }
 
 // produceStats is ingest's produce-time histogram for the readings
@@ -321,22 +279,20 @@ func scrapeProduce(base string) produceStats {
 }
 
 type benchReport struct {
-	Command       string            `json:"command"`
-	Env           map[string]string `json:"env,omitempty"`
-	Machine       loadgen.Machine   `json:"machine"`
-	Target        string            `json:"target"`
-	InProcess     bool              `json:"in_process_ingest"`
-	Broker        string            `json:"broker,omitempty"`
-	TopicPrefix   string            `json:"topic_prefix,omitempty"`
-	Format        string            `json:"format"`
-	Batch         int               `json:"batch"`
-	MeanBodyBytes int               `json:"mean_body_bytes"`
-	Users         int               `json:"users"`
-	Clients       int               `json:"clients"`
-	Bodies        int               `json:"distinct_bodies"`
-	Warmup        string            `json:"warmup"`
-	Duration      string            `json:"duration"`
-	Result        loadgen.Result    `json:"result"`
+	runInfo
+	Target        string         `json:"target"`
+	InProcess     bool           `json:"in_process_ingest"`
+	Broker        string         `json:"broker,omitempty"`
+	TopicPrefix   string         `json:"topic_prefix,omitempty"`
+	Format        string         `json:"format"`
+	Batch         int            `json:"batch"`
+	MeanBodyBytes int            `json:"mean_body_bytes"`
+	Users         int            `json:"users"`
+	Clients       int            `json:"clients"`
+	Bodies        int            `json:"distinct_bodies"`
+	Warmup        string         `json:"warmup"`
+	Duration      string         `json:"duration"`
+	Result        loadgen.Result `json:"result"`
 	// CPU is over the measured window; the process is ingest plus the load
 	// generator when ingest runs in-process.
 	CPU loadgen.CPUUse `json:"cpu"`
@@ -356,15 +312,9 @@ func (r benchReport) print(w io.Writer) {
 	if r.InProcess {
 		mode = fmt.Sprintf("in-process ingest; broker %s, topics %s.*", r.Broker, r.TopicPrefix)
 	}
-	fmt.Fprintf(w, "\nVitals ingest benchmark\n\n")
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
-	row("command", "%s", r.Command)
-	for _, k := range slices.Sorted(maps.Keys(r.Env)) {
-		row("env", "%s=%s", k, r.Env[k])
-	}
+	t := newTable(w, "Vitals ingest benchmark", r.runInfo)
+	row := t.row
 	m := r.Machine
-	row("machine", "%d CPUs (GOMAXPROCS %d), %s, %s %s, load avg %s at start", m.NumCPU, m.GOMAXPROCS, m.CPUModel, m.GoVersion, m.OSArch, m.LoadAvg)
 	row("target", "POST %s (%s)", r.Target, mode)
 	row("load", "%d clients, %d readings/request (%s, %.1f KB), %d users, %d distinct bodies", r.Clients, r.Batch, r.Format, float64(r.MeanBodyBytes)/1024, r.Users, r.Bodies)
 	row("window", "%s measured (%.2fs) after %s warm-up (%d requests, %d readings, %d errors)", r.Duration, res.WindowSeconds, r.Warmup, res.WarmupRequests, res.WarmupReadings, res.WarmupErrors)
@@ -398,35 +348,5 @@ func (r benchReport) print(w io.Writer) {
 	if r.CPUProfile != "" {
 		row("cpu profile", "%s (go tool pprof -top %s)", r.CPUProfile, r.CPUProfile)
 	}
-	tw.Flush()
-}
-
-// commandLine is the exact command line, quoted where needed.
-func commandLine() string {
-	parts := make([]string, len(os.Args))
-	for i, a := range os.Args {
-		if a == "" || strings.ContainsAny(a, " \t\"'$\\") {
-			a = strconv.Quote(a)
-		}
-		parts[i] = a
-	}
-	return strings.Join(parts, " ")
-}
-
-// benchEnv lists the VITALS_BENCH_* variables, which change the flags'
-// defaults; connection settings are left out (they may hold passwords).
-func benchEnv() map[string]string {
-	out := map[string]string{}
-	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "VITALS_BENCH_") {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	t.flush()
 }

@@ -1,0 +1,152 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/internal/cmdline"
+	"github.com/vitalshq/vitals/internal/envflag"
+	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/lab/scratch"
+	"github.com/vitalshq/vitals/schemas"
+)
+
+// filler produces a fill's records, counting acknowledgements; the first
+// failure cancels its context, which ends the fill's loop.
+type filler struct {
+	cl                        *kgo.Client
+	ctx                       context.Context
+	cancel                    context.CancelFunc
+	acked, failed, valueBytes atomic.Int64
+	errOnce                   sync.Once
+	firstErr                  error
+}
+
+func newFiller(ctx context.Context, cl *kgo.Client) *filler {
+	f := &filler{cl: cl}
+	f.ctx, f.cancel = context.WithCancel(ctx)
+	return f
+}
+
+// produce sends one record; a zero ts is the time of sending.
+func (f *filler) produce(topic, key string, ts time.Time, val []byte) {
+	f.valueBytes.Add(int64(len(val)))
+	f.cl.Produce(f.ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: val, Timestamp: ts}, func(_ *kgo.Record, err error) {
+		if err != nil {
+			f.failed.Add(1)
+			f.errOnce.Do(func() { f.firstErr = err; f.cancel() })
+			return
+		}
+		f.acked.Add(1)
+	})
+}
+
+// finish waits for every record's acknowledgement (ctx bounds the wait)
+// and reports the first failure.
+func (f *filler) finish(ctx context.Context) error {
+	defer f.cancel()
+	if err := f.cl.Flush(ctx); err != nil && f.firstErr == nil {
+		f.firstErr = err
+	}
+	if f.firstErr != nil {
+		return fmt.Errorf("fill: %d records failed, e.g. %w", f.failed.Load(), f.firstErr)
+	}
+	return nil
+}
+
+// acceptedBench is what the projector and replay benchmarks share: their
+// flags, and topics of their own with an accepted-readings topic filled
+// before the measurement.
+type acceptedBench struct {
+	rows, users         int
+	keep                bool
+	timeout             time.Duration
+	jsonOut, cpuProfile string
+}
+
+// flags registers the flags with the benchmark's default row count and
+// timeout; verb and window name what it measures in the usage texts.
+func (b *acceptedBench) flags(fs *envflag.Set, rows int, timeout time.Duration, verb, window string) {
+	fs.Int(&b.rows, "bench-rows", rows, "accepted heart-rate readings to "+verb)
+	fs.Int(&b.users, "bench-users", 10000, "distinct users the readings are spread over (round robin, 1 s apart per user)")
+	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the ClickHouse databases and the Kafka groups")
+	fs.Duration(&b.timeout, "bench-timeout", timeout, "bound on the whole run (fill and "+window+"); clean-up comes after it")
+	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
+	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process over "+window+" to this file")
+}
+
+// parse parses args and refuses flags that make no sense or point at the
+// real event log or database.
+func (b *acceptedBench) parse(fs *envflag.Set, s *cmdline.Settings, args []string, name string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if b.rows < 1 || b.users < 1 || b.timeout <= 0 {
+		return errors.New("--bench-rows, --bench-users and --bench-timeout must be positive")
+	}
+	if s.KafkaPrefix == scratch.RealPrefix || s.ClickHouseDatabase == scratch.RealPrefix {
+		return fmt.Errorf("%s fills and deletes topics and databases of its own; do not point it at %s", name, scratch.RealPrefix)
+	}
+	return nil
+}
+
+// fill creates k's topics and fills the accepted one, timing the fill
+// into seconds; the producer client (with opts) is the caller's to close.
+func (b *acceptedBench) fill(ctx context.Context, k eventlog.Config, seconds *float64, log zerolog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
+	if err := eventlog.EnsureTopics(ctx, k, log); err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(append(k.ClientOpts(log), kgo.ProducerLinger(5*time.Millisecond)), opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	start := time.Now()
+	if err := fillAcceptedTopic(ctx, cl, k.Topics, b.users, b.rows, log); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	*seconds = time.Since(start).Seconds()
+	return cl, nil
+}
+
+// fillAcceptedTopic produces rows accepted heart-rate readings, as the
+// processor writes them: single-object Avro keyed by user id, spread round
+// robin over users, 1 s apart per user.
+func fillAcceptedTopic(ctx context.Context, cl *kgo.Client, t eventlog.Topics, users, rows int, log zerolog.Logger) error {
+	codec := schemas.MustCodec(schemas.NameAcceptedReading)
+	base := time.Now().Add(-24 * time.Hour).Truncate(time.Second).UnixMilli()
+	f := newFiller(ctx, cl)
+	runID := scratch.RandomHex(4)
+	var buf []byte
+	for k := 0; k < rows && f.ctx.Err() == nil; k++ {
+		u, n := k%users, k/users
+		measured := base + int64(n)*1000 + int64(u)*1000/int64(users)
+		user := "bench-user-" + strconv.Itoa(u)
+		r := schemas.AcceptedReading{TenantID: "default", EventID: "bench-" + runID + "-" + strconv.Itoa(k), UserID: user,
+			DeviceID: user + "-tracker", GatewayID: "bench-gateway", Metric: "heart_rate", LOINC: "8867-4",
+			Value: float64(55 + (k*7919)%60), Unit: "/min", MeasuredAt: measured, ReceivedAt: measured + 800, IngestedAt: measured + 1000,
+			SourcePartition: int32(u % 6), SourceOffset: int64(k)}
+		var err error
+		if buf, err = codec.Append(buf[:0], &r); err != nil {
+			return fmt.Errorf("encode: %w", err)
+		}
+		f.produce(t.AcceptedReadings, user, time.Time{}, slices.Clone(buf))
+	}
+	if err := f.finish(ctx); err != nil {
+		return err
+	}
+	log.Info().Int("rows", rows).Str("topic", t.AcceptedReadings).Msg("filled the bench topic")
+	return ctx.Err()
+}
