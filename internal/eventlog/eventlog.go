@@ -171,6 +171,9 @@ func EnsureTopics(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	return checkCoPartitioned(ctx, adm, cfg)
 }
 
+// metadataWait bounds the wait for a new topic's metadata.
+const metadataWait = 30 * time.Second
+
 // checkCoPartitioned fails if the co-partitioned topics disagree on their
 // partition count (possible when they were created by hand).
 func checkCoPartitioned(ctx context.Context, adm *kadm.Client, cfg Config) error {
@@ -180,10 +183,12 @@ func checkCoPartitioned(ctx context.Context, adm *kadm.Client, cfg Config) error
 			names = append(names, s.Name)
 		}
 	}
-	// A topic created a moment ago may not be in the metadata yet: ask
-	// again for a few seconds before calling it missing.
+	// A topic created a moment ago may not be in the metadata yet (on a
+	// loaded machine it has taken over 5 s): ask again for up to
+	// metadataWait before calling it missing.
 	var details kadm.TopicDetails
-	for attempt := 0; ; attempt++ {
+	deadline := time.Now().Add(metadataWait)
+	for {
 		var err error
 		details, err = adm.ListTopics(ctx, names...)
 		if err != nil {
@@ -193,7 +198,7 @@ func checkCoPartitioned(ctx context.Context, adm *kadm.Client, cfg Config) error
 		if missing == nil {
 			break
 		}
-		if attempt == 20 || !errors.Is(missing, kerr.UnknownTopicOrPartition) {
+		if time.Now().After(deadline) || !errors.Is(missing, kerr.UnknownTopicOrPartition) {
 			return fmt.Errorf("describe topics: %w", missing)
 		}
 		select {
