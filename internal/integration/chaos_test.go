@@ -26,7 +26,7 @@ func labBinary(t *testing.T) string {
 	vitals := vitalsBinary(t)
 	labOnce.Do(func() {
 		labPath = filepath.Join(filepath.Dir(vitals), "vitals-lab")
-		out, err := exec.Command("go", "build", "-o", labPath, "github.com/vitalshq/vitals/cmd/vitals-lab").CombinedOutput()
+		out, err := exec.Command("go", goBuild(labPath, "github.com/vitalshq/vitals/cmd/vitals-lab")...).CombinedOutput()
 		if err != nil {
 			labBuildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -56,13 +56,18 @@ func TestChaosShort(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
+	logDir := t.TempDir()
 	cmd := exec.CommandContext(ctx, lab, "chaos", "--vitals-binary", bin, "--chaos-short", "--simulate-rate", "1500", "--simulate-users", "1500",
-		"--chaos-stack-script", filepath.Join(root, "deploy", "stack.sh"), "--chaos-log-dir", t.TempDir(), "--chaos-settle", "90s")
+		"--chaos-stack-script", filepath.Join(root, "deploy", "stack.sh"), "--chaos-log-dir", logDir, "--chaos-settle", "90s")
 	cmd.Env = append(os.Environ(), "VITALS_LOG_FORMAT=json", "VITALS_LOG_LEVEL=warn")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	err = cmd.Run()
 	t.Logf("vitals-lab chaos --chaos-short took %s:\n%s", time.Since(start).Round(time.Second), out.String())
+	racesInLogs(t, logDir)
+	if strings.Contains(out.String(), raceMark) {
+		t.Errorf("vitals-lab reported a data race")
+	}
 	if err != nil {
 		t.Fatalf("chaos run failed: %v", err)
 	}

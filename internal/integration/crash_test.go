@@ -39,7 +39,7 @@ func vitalsBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "vitals")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/vitalshq/vitals/cmd/vitals").CombinedOutput()
+		out, err := exec.Command("go", goBuild(binPath, "github.com/vitalshq/vitals/cmd/vitals")...).CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -111,7 +111,7 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 			"VITALS_LOG_LEVEL=warn",
 			"VITALS_LOG_FORMAT=json",
 		)
-		cmd.Stderr = testWriter{t}
+		cmd.Stderr = raceWatch(t, testWriter{t})
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

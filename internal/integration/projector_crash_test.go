@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -70,10 +71,11 @@ func TestProjectorKill9(t *testing.T) {
 			"VITALS_LOG_LEVEL=info",
 			"VITALS_LOG_FORMAT=json",
 		)
-		stderr, err := cmd.StderrPipe()
+		pipe, err := cmd.StderrPipe()
 		if err != nil {
 			t.Fatal(err)
 		}
+		stderr := io.TeeReader(pipe, raceWatch(t, io.Discard))
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
