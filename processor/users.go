@@ -120,10 +120,15 @@ func (p *Processor) loadUsers(ctx context.Context, in []decoded, missing map[Use
 	for _, k := range keys {
 		p.users.add(k, loaded[k])
 	}
+	p.attach(in)
+	return nil
+}
+
+// attach gives the decoded records without an aggregate their user's.
+func (p *Processor) attach(in []decoded) {
 	for i := range in {
 		if d := &in[i]; d.user == nil && d.decoded() {
 			d.user = p.users.get(d.key)
 		}
 	}
-	return nil
 }

@@ -156,7 +156,10 @@ func (a *Aggregate) UnmarshalBinary(data []byte) error {
 	a.Version = int64(d.uvarint())
 	a.Newest = d.varint()
 	a.ErasedAt = d.varint()
-	keys := a.decodeStreams(&d)
+	n := d.count()
+	// The keys' array is made here, where it does not outlive the call,
+	// so that a few fit on the stack.
+	keys := a.decodeStreams(&d, n, make([]string, 0, n))
 	a.decodeSeen(&d, keys)
 	a.decodeDevices(&d)
 	if err := a.decodeHeld(&d); err != nil {
@@ -168,10 +171,9 @@ func (a *Aggregate) UnmarshalBinary(data []byte) error {
 	return d.err
 }
 
-// decodeStreams returns the stream keys in the order they were written.
-func (a *Aggregate) decodeStreams(d *decoder) []string {
-	n := d.count()
-	keys := make([]string, 0, n)
+// decodeStreams decodes n streams and returns their keys, appended to
+// keys, in the order they were written.
+func (a *Aggregate) decodeStreams(d *decoder, n int, keys []string) []string {
 	if n > 0 {
 		a.Streams = make(map[string]*Stream, n)
 	}
