@@ -62,7 +62,7 @@ test: up chromium
 		$(STACK_ENV) && set -o pipefail && $(GO) test -count=1 -timeout 15m -json ./... | bin/testprogress
 	@echo "== fuzz (briefly; seed corpora in each package's testdata/fuzz)"; for t in \
 		ingest:FuzzReadingsJSON ingest:FuzzReadingsAvro ingest:FuzzDecodeFHIR ingest:FuzzJSONFastPath ingest:FuzzAvroFastDecode \
-		projector:FuzzAcceptedDecoder processor:FuzzSnapshot; do \
+		projector:FuzzAcceptedDecoder processor/rules:FuzzSnapshot; do \
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done
 
 check-compose:

@@ -9,6 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/vitalshq/vitals/processor/rules"
 )
 
 // A checkpoint is prepared by the Run goroutine, which encodes the changed
@@ -46,8 +48,8 @@ type snapshotArena struct {
 const snapshotChunk = 1 << 20
 
 // encode returns a's snapshot in the arena.
-func (ar *snapshotArena) encode(a *Aggregate) []byte {
-	ar.scratch = a.appendBinary(ar.scratch[:0])
+func (ar *snapshotArena) encode(a *rules.Aggregate) []byte {
+	ar.scratch, _ = a.AppendBinary(ar.scratch[:0]) // it never fails
 	n := len(ar.scratch)
 	if k := len(ar.chunks); k == 0 || cap(ar.chunks[k-1])-len(ar.chunks[k-1]) < n {
 		var c []byte
@@ -95,7 +97,7 @@ func (p *Processor) checkpointIfDue(ctx context.Context) error {
 	if err := p.reapLocked(ctx, false); err != nil {
 		return err
 	}
-	if !p.pending() || (time.Since(p.checkpoint) < p.cfg.CheckpointInterval && len(p.dirty) < p.cfg.MaxDirty) {
+	if !p.pending() || (time.Since(p.checkpoint) < p.cfg.CheckpointInterval && len(p.users.dirty) < p.cfg.MaxDirty) {
 		return nil
 	}
 	c, err := p.nextLocked(ctx)
@@ -174,9 +176,16 @@ func (p *Processor) reapLocked(ctx context.Context, wait bool) error {
 	p.snapshots.recycle(c.chunks)
 	p.m.commit.Observe(c.took.Seconds())
 	p.m.checkpointUsers.Observe(float64(len(c.rows.users)))
+	p.advance(ctx, c.advances)
+	return nil
+}
+
+// advance takes the positions a written checkpoint committed as the stored
+// ones, and commits them to Kafka as well.
+func (p *Processor) advance(ctx context.Context, advances []partitionAdvance) {
 	commits := map[string]map[int32]kgo.EpochOffset{}
 	p.mu.Lock()
-	for _, a := range c.advances {
+	for _, a := range advances {
 		t := tp{a.Topic, a.Partition}
 		if _, owned := p.pos[t]; owned {
 			p.pos[t] = a.To
@@ -200,7 +209,6 @@ func (p *Processor) reapLocked(ctx context.Context, wait bool) error {
 			p.log.Debug().Err(err).Msg("informational kafka offset commit failed")
 		}
 	})
-	return nil
 }
 
 // prepare encodes the changed aggregates and notes the positions reached,
@@ -215,16 +223,13 @@ func (p *Processor) prepare() *pendingCheckpoint {
 			c.advances = append(c.advances, partitionAdvance{Topic: t.topic, Partition: t.partition, From: from, To: to, OutSeq: p.seq[t.partition]})
 		}
 	}
-	n := len(p.dirty)
+	n := len(p.users.dirty)
 	r := snapshotRows{tenants: make([]string, 0, n), users: make([]string, 0, n), versions: make([]int64, 0, n), states: make([][]byte, 0, n)}
-	for _, ca := range p.dirty {
-		ca.dirty = false
+	p.users.takeDirty(func(ca *cachedAggregate) {
 		ca.agg.Compact(p.cfg.Rules)
 		r.tenants, r.users = append(r.tenants, ca.key.Tenant), append(r.users, ca.key.User)
 		r.versions, r.states = append(r.versions, ca.agg.Version), append(r.states, p.snapshots.encode(&ca.agg))
-	}
-	clear(p.dirty)
-	p.dirty = p.dirty[:0]
+	})
 	p.checkpoint = time.Now()
 	c.chunks = p.snapshots.take()
 	if len(c.advances) == 0 && len(r.users) == 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -25,6 +24,44 @@ const seqHeader = "vitals-seq"
 func (p *Processor) outputTopics() []string {
 	t := p.cfg.Kafka.Topics
 	return []string{t.AcceptedReadings, t.RejectedReadings, t.Alerts, t.Erasures}
+}
+
+// number gives outs, the outputs of one input record of partition number
+// part, the partition's next output numbers, and sends them to that
+// partition number of their topics.
+func (p *Processor) number(b *batch, outs []*kgo.Record, part int32) {
+	if len(outs) == 0 {
+		return
+	}
+	seq := p.seq[part]
+	for _, o := range outs {
+		seq++
+		o.Partition = part
+		h := kgo.RecordHeader{Key: seqHeader, Value: b.mem.take(strconv.AppendInt(b.mem.room(20), seq, 10))}
+		if len(o.Headers) == 0 {
+			o.Headers = b.mem.header(h)
+		} else {
+			o.Headers = append(o.Headers, h)
+		}
+	}
+	p.seq[part] = seq
+}
+
+// unsent returns the records whose output number is beyond what their
+// topic-partition already holds.
+func (p *Processor) unsent(recs []*kgo.Record) []*kgo.Record {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.skip) == 0 {
+		return recs
+	}
+	out := recs[:0:0]
+	for _, r := range recs {
+		if seqOf(r) > p.skip[tp{r.Topic, r.Partition}] {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // seqOf returns the output number a record carries, or 0.
@@ -48,44 +85,19 @@ func (p *Processor) lastSeqs(ctx context.Context, partitions []int32) (map[tp]in
 	if len(partitions) == 0 {
 		return out, nil
 	}
-	topics := p.outputTopics()
-	starts, err := p.adm.ListStartOffsets(ctx, topics...)
-	if err == nil {
-		err = starts.Error()
-	}
+	last, err := p.lastOffsets(ctx, partitions)
 	if err != nil {
-		return nil, fmt.Errorf("output log starts: %w", err)
+		return nil, err
 	}
-	ends, err := p.adm.ListEndOffsets(ctx, topics...)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("output log ends: %w", err)
+	if len(last) == 0 {
+		return out, nil
 	}
 	want := map[string]map[int32]kgo.Offset{}
-	last := map[tp]int64{}
-	n := 0
-	for _, topic := range topics {
-		for _, part := range partitions {
-			s, _ := starts.Lookup(topic, part)
-			e, ok := ends.Lookup(topic, part)
-			if !ok {
-				return nil, fmt.Errorf("output topic %s has no partition %d: outputs must be co-partitioned with the inputs", topic, part)
-			}
-			if e.Offset <= s.Offset {
-				continue
-			}
-			if want[topic] == nil {
-				want[topic] = map[int32]kgo.Offset{}
-			}
-			want[topic][part] = kgo.NewOffset().At(e.Offset - 1)
-			last[tp{topic, part}] = e.Offset - 1
-			n++
+	for t, o := range last {
+		if want[t.topic] == nil {
+			want[t.topic] = map[int32]kgo.Offset{}
 		}
-	}
-	if n == 0 {
-		return out, nil
+		want[t.topic][t.partition] = kgo.NewOffset().At(o)
 	}
 	cl, err := kgo.NewClient(append(p.cfg.Kafka.ClientOpts(p.log), kgo.ConsumePartitions(want))...)
 	if err != nil {
@@ -93,10 +105,10 @@ func (p *Processor) lastSeqs(ctx context.Context, partitions []int32) (map[tp]in
 	}
 	defer cl.Close()
 	seen := map[tp]bool{}
-	for len(seen) < n {
+	for len(seen) < len(last) {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("read output tails (%d of %d read): %w", len(seen), n, ctx.Err())
+			return nil, fmt.Errorf("read output tails (%d of %d read): %w", len(seen), len(last), ctx.Err())
 		}
 		if err := fetches.Err0(); err != nil {
 			return nil, fmt.Errorf("read output tails: %w", err)
@@ -115,141 +127,36 @@ func (p *Processor) lastSeqs(ctx context.Context, partitions []int32) (map[tp]in
 	return out, nil
 }
 
-// outbox holds the outputs sent since the last flush until the broker has
-// acknowledged all of them. Outputs are produced without waiting, so the
-// next records are judged while the broker stores the last ones; the
-// checkpoint that covers them waits for the acks first (flushOutputs).
-type outbox struct {
-	mu     sync.Mutex
-	recs   []*kgo.Record
-	failed error
-}
-
-// send produces the outputs not yet in the log, in order, without waiting.
-func (p *Processor) send(outputs []*kgo.Record) {
-	pending := p.unsent(outputs)
-	if len(pending) == 0 {
-		return
-	}
-	p.out.mu.Lock()
-	p.out.recs = append(p.out.recs, pending...)
-	prod := p.prod
-	p.out.mu.Unlock()
-	for _, r := range pending {
-		// Not the step's context: a produced output must reach the log or
-		// fail by the delivery timeout, never be abandoned half way.
-		prod.Produce(context.Background(), r, p.acked)
-	}
-}
-
-func (p *Processor) acked(_ *kgo.Record, err error) {
+// lastOffsets returns the offset of the last record of every output
+// topic's given partitions that holds any.
+func (p *Processor) lastOffsets(ctx context.Context, partitions []int32) (map[tp]int64, error) {
+	topics := p.outputTopics()
+	starts, err := p.adm.ListStartOffsets(ctx, topics...)
 	if err == nil {
-		return
+		err = starts.Error()
 	}
-	p.out.mu.Lock()
-	if p.out.failed == nil {
-		p.out.failed = err
-	}
-	p.out.mu.Unlock()
-}
-
-// flushOutputs returns once every output sent is in the log. If some
-// failed (a timed-out request may still have been written), it reads how
-// far each output topic-partition got and produces only the rest, retrying
-// while Kafka is unavailable: the log never holds an output twice.
-func (p *Processor) flushOutputs(ctx context.Context) error {
-	if err := p.producer().Flush(ctx); err != nil {
-		return fmt.Errorf("processor: waiting for output acks: %w", err)
-	}
-	p.out.mu.Lock()
-	recs, failed := p.out.recs, p.out.failed
-	p.out.recs, p.out.failed = nil, nil
-	p.out.mu.Unlock()
-	if failed == nil {
-		return nil
-	}
-	p.log.Warn().Err(failed).Int("outputs", len(recs)).Msg("some outputs were not acknowledged; sending what the log does not hold")
-	pending := recs
-	return p.retry(ctx, "produce outputs", func(ctx context.Context) error {
-		// A producer whose requests went unanswered (a broker restart) can
-		// stay unable to produce to those partitions: its idempotence
-		// sequence no longer knows what the broker holds. Start afresh
-		// with a new producer id; the tails say what is already written.
-		if err := p.replaceProducer(); err != nil {
-			return err
-		}
-		parts := map[int32]bool{}
-		for _, r := range pending {
-			parts[r.Partition] = true
-		}
-		ids := make([]int32, 0, len(parts))
-		for id := range parts {
-			ids = append(ids, id)
-		}
-		tails, err := p.lastSeqs(ctx, ids)
-		if err != nil {
-			return err
-		}
-		p.mu.Lock()
-		for t, n := range tails {
-			p.skip[t] = max(p.skip[t], n)
-		}
-		p.mu.Unlock()
-		if pending = p.unsent(pending); len(pending) == 0 {
-			return nil
-		}
-		// Fresh records: the client stamps a record's Timestamp when it is
-		// first produced and fails it once that is older than the delivery
-		// timeout, so re-producing the same ones would fail at once, for
-		// ever: the cause of the stalls once seen after a broker restart.
-		again := make([]*kgo.Record, len(pending))
-		for i, r := range pending {
-			again[i] = &kgo.Record{Topic: r.Topic, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: r.Headers}
-		}
-		if err := p.producer().ProduceSync(ctx, again...).FirstErr(); err != nil {
-			return err
-		}
-		p.m.resent.Add(float64(len(again)))
-		return nil
-	})
-}
-
-// newProducer returns a client that produces outputs.
-func (p *Processor) newProducer() (*kgo.Client, error) {
-	cl, err := kgo.NewClient(append(p.cfg.Kafka.ClientOpts(p.log),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
-		// Outputs go to the input's partition number (the topics are
-		// co-partitioned), which is what numbering them per partition needs.
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.RecordDeliveryTimeout(p.cfg.OpTimeout),
-		// Outputs are acknowledged in the background until the next
-		// checkpoint: room for a few steps' worth.
-		kgo.MaxBufferedRecords(max(4*p.cfg.MaxBatch, 10000)),
-	)...)
 	if err != nil {
-		return nil, fmt.Errorf("processor: kafka producer: %w", err)
+		return nil, fmt.Errorf("output log starts: %w", err)
 	}
-	return cl, nil
-}
-
-// producer returns the current output producer (replaceProducer swaps it).
-func (p *Processor) producer() *kgo.Client {
-	p.out.mu.Lock()
-	defer p.out.mu.Unlock()
-	return p.prod
-}
-
-// replaceProducer closes the output producer and starts a new one.
-func (p *Processor) replaceProducer() error {
-	cl, err := p.newProducer()
+	ends, err := p.adm.ListEndOffsets(ctx, topics...)
+	if err == nil {
+		err = ends.Error()
+	}
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("output log ends: %w", err)
 	}
-	p.out.mu.Lock()
-	old := p.prod
-	p.prod = cl
-	p.out.mu.Unlock()
-	old.Close()
-	return nil
+	last := map[tp]int64{}
+	for _, topic := range topics {
+		for _, part := range partitions {
+			s, _ := starts.Lookup(topic, part)
+			e, ok := ends.Lookup(topic, part)
+			if !ok {
+				return nil, fmt.Errorf("output topic %s has no partition %d: outputs must be co-partitioned with the inputs", topic, part)
+			}
+			if e.Offset > s.Offset {
+				last[tp{topic, part}] = e.Offset - 1
+			}
+		}
+	}
+	return last, nil
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/vitalshq/vitals/processor/rules"
 )
 
 // schemaSQL creates the processor's tables. One row per user (a snapshot,
@@ -110,7 +112,7 @@ const loadSQL = `
 
 // load returns the aggregates of the given users; absent users are absent
 // from the map.
-func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey]*Aggregate, error) {
+func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey]*rules.Aggregate, error) {
 	tenants := make([]string, len(keys))
 	users := make([]string, len(keys))
 	for i, k := range keys {
@@ -121,11 +123,11 @@ func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey]*Aggregat
 	if err != nil {
 		return nil, fmt.Errorf("load aggregates: %w", err)
 	}
-	out := make(map[UserKey]*Aggregate, len(keys))
+	out := make(map[UserKey]*rules.Aggregate, len(keys))
 	var k UserKey
 	var state []byte
 	_, err = pgx.ForEachRow(rows, []any{&k.Tenant, &k.User, &state}, func() error {
-		a := new(Aggregate)
+		a := new(rules.Aggregate)
 		if err := a.UnmarshalBinary(state); err != nil {
 			return fmt.Errorf("aggregate of a user in tenant %s: %w", k.Tenant, err)
 		}

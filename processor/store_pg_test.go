@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/vitalshq/vitals/processor/rules"
 )
 
 // TestLoadProbesEachUser runs against the stack's PostgreSQL (make test sets
@@ -40,7 +42,7 @@ func TestLoadProbesEachUser(t *testing.T) {
 		SELECT $1, 't', 'u' || g, 1, '\x00'::bytea FROM generate_series(1, 20000) g`, s.group); err != nil {
 		t.Fatal(err)
 	}
-	want := &Aggregate{}
+	want := &rules.Aggregate{}
 	state, err := want.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,7 @@
 // replaying the bundled Fitbit heart-rate sample (values and their order,
 // one sample user per simulated user modulo 8) with measurement times at
 // the moment of sending, plus SpO2 and step-interval readings. It injects
-// faults whose outcome the processor's rules (processor.DefaultRules)
+// faults whose outcome the processor's rules (rules.DefaultConfig in processor/rules)
 // decide without ambiguity, and writes a manifest line per event with the
 // outcome it must have: accepted, rejected with a reason, dead-lettered by
 // ingest, or refused (wrong API key). Verify compares ClickHouse and the

@@ -1,4 +1,4 @@
-package processor
+package rules
 
 import (
 	"encoding/json"
@@ -14,7 +14,7 @@ import (
 // aggregates of 100,000 users share the heap, and what the snapshot the
 // PostgreSQL commit writes and the next load reads back costs per user.
 //
-//	go test -run '^$' -bench . -benchtime 2s -count 3 ./processor/
+//	go test -run '^$' -bench . -benchtime 2s -count 3 ./processor/rules/
 
 // benchT0 is the event time the benchmark readings start at.
 var benchT0 = time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
@@ -43,7 +43,7 @@ func benchReading(r *schemas.Reading, user, device string, n int) {
 // benchAggregate returns an aggregate whose device was paired before
 // benchT0, after applying readings 0..n-1 (compacted as the processor does
 // after each batch), and the index of the next reading.
-func benchAggregate(tb testing.TB, user, device string, n int, rules Rules) *Aggregate {
+func benchAggregate(tb testing.TB, user, device string, n int, rules Config) *Aggregate {
 	a := new(Aggregate)
 	a.ApplyDevice(&schemas.DeviceEvent{TenantID: "default", EventID: "pair-" + user, UserID: user, DeviceID: device,
 		GatewayID: "bench-gateway", Kind: "paired", OccurredAt: benchT0 - 60_000, IngestedAt: benchT0 - 60_000}, rules)
@@ -68,7 +68,7 @@ func benchAggregate(tb testing.TB, user, device string, n int, rules Rules) *Agg
 // does when a batch holds one reading per touched user (batch size below
 // the user count), every 64 when users have many readings per batch.
 func BenchmarkApplyReading(b *testing.B) {
-	rules := DefaultRules()
+	rules := DefaultConfig()
 	for _, every := range []int{1, 64} {
 		b.Run(fmt.Sprintf("compact-every-%d", every), func(b *testing.B) {
 			warm := int(2 * rules.AllowedLateness / time.Second) // two windows: the state is at its steady size
@@ -93,9 +93,12 @@ func BenchmarkApplyReading(b *testing.B) {
 	}
 }
 
+// userKey is the processor's key of a user's aggregate (processor.UserKey).
+type userKey struct{ Tenant, User string }
+
 // BenchmarkApplyReadingManyUsers judges readings of 100,000 users round
 // robin, each user with its own aggregate found through a map keyed by
-// UserKey (as the processor's batch map is), and compacts the aggregate
+// tenant and user (as the processor's cache is), and compacts the aggregate
 // after each reading: with 100,000 users and batches of 10,000 records a
 // user has about one reading per batch, and every touched aggregate is
 // compacted once per batch. Each user starts paired with one reading
@@ -103,12 +106,12 @@ func BenchmarkApplyReading(b *testing.B) {
 // the first ten minutes of event time of a real run.
 func BenchmarkApplyReadingManyUsers(b *testing.B) {
 	const users = 100_000
-	rules := DefaultRules()
-	keys := make([]UserKey, users)
+	rules := DefaultConfig()
+	keys := make([]userKey, users)
 	devices := make([]string, users)
-	aggs := make(map[UserKey]*Aggregate, users)
+	aggs := make(map[userKey]*Aggregate, users)
 	for u := range users {
-		keys[u] = UserKey{"default", fmt.Sprintf("user-%06d", u)}
+		keys[u] = userKey{"default", fmt.Sprintf("user-%06d", u)}
 		devices[u] = fmt.Sprintf("tracker-%06d", u)
 		aggs[keys[u]] = benchAggregate(b, keys[u].User, devices[u], 1, rules)
 	}
@@ -138,7 +141,7 @@ func BenchmarkApplyReadingManyUsers(b *testing.B) {
 // shape of a user in the end-to-end benchmark (bench processor's defaults:
 // 20 readings per user).
 func BenchmarkSnapshotRoundTrip(b *testing.B) {
-	rules := DefaultRules()
+	rules := DefaultConfig()
 	formats := []struct {
 		name string
 		enc  func(*Aggregate) ([]byte, error)

@@ -1,4 +1,4 @@
-package processor
+package rules
 
 import (
 	"encoding/json"
@@ -24,7 +24,7 @@ func encodeReading(tb testing.TB, r *schemas.Reading) []byte {
 // heldAggregate has a paired device, accepted readings, a rate window, an
 // alert condition and two readings held for an unpaired device.
 func heldAggregate(tb testing.TB) *Aggregate {
-	rules := DefaultRules()
+	rules := DefaultConfig()
 	a := new(Aggregate)
 	a.ApplyDevice(paired("d1", 0), rules)
 	for i := range 5 {
@@ -57,7 +57,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		{"empty", &Aggregate{}},
 		{"tombstone", &Aggregate{Version: 7, ErasedAt: 1462172400000}},
 		{"negative times", &Aggregate{Newest: -5, Devices: map[string][]Pairing{"d": {{From: -10, To: 0}}}}},
-		{"streaming user", benchAggregate(t, "u1", "d1", 20, DefaultRules())},
+		{"streaming user", benchAggregate(t, "u1", "d1", 20, DefaultConfig())},
 		{"held readings", heldAggregate(t)},
 		{"stray seen stream", stray},
 		{"seen stream by a copy of its key", copied},
@@ -111,7 +111,7 @@ func TestSnapshotReadsJSONRows(t *testing.T) {
 }
 
 func FuzzSnapshot(f *testing.F) {
-	for _, a := range []*Aggregate{{}, heldAggregate(f), benchAggregate(f, "u", "d", 3, DefaultRules())} {
+	for _, a := range []*Aggregate{{}, heldAggregate(f), benchAggregate(f, "u", "d", 3, DefaultConfig())} {
 		b, _ := a.MarshalBinary()
 		f.Add(b)
 	}
@@ -136,7 +136,7 @@ func tb(t *testing.T) testing.TB { return t }
 // manyStreams is an aggregate with n streams (paired devices), a few
 // readings each.
 func manyStreams(tb testing.TB, n int) *Aggregate {
-	rules := DefaultRules()
+	rules := DefaultConfig()
 	a := new(Aggregate)
 	for d := range n {
 		a.ApplyDevice(paired(fmt.Sprintf("d%d", d), 0), rules)
@@ -175,7 +175,7 @@ func TestApplySharesStreamKeys(t *testing.T) {
 		name string
 		a    *Aggregate
 	}{
-		{"streaming user", benchAggregate(t, "u1", "d1", 20, DefaultRules())},
+		{"streaming user", benchAggregate(t, "u1", "d1", 20, DefaultConfig())},
 		{"streams", manyStreams(t, 12)},
 		{"sequence keys", func() *Aggregate {
 			a := new(Aggregate)
@@ -184,51 +184,5 @@ func TestApplySharesStreamKeys(t *testing.T) {
 		}()},
 	} {
 		t.Run(tc.name, func(t *testing.T) { checkKeys(t, tc.a) })
-	}
-}
-
-func TestSnapshotArena(t *testing.T) {
-	aggs := []*Aggregate{{}, heldAggregate(t), benchAggregate(t, "u", "d", 600, DefaultRules()), manyStreams(t, 12)}
-	// An aggregate larger than a chunk gets a chunk of its own.
-	big := benchAggregate(t, "u", "d", 600, DefaultRules())
-	for i := range snapshotChunk / 30 {
-		big.Seen[fmt.Sprintf("%040d", i)] = SeenEvent{Stream: "d/heart_rate", At: int64(i)}
-	}
-	aggs = append(aggs, big)
-	want := make([][]byte, len(aggs))
-	for i, a := range aggs {
-		want[i], _ = a.MarshalBinary()
-	}
-	var ar snapshotArena
-	for round := range 3 {
-		// Several chunks' worth; the encoded states must stay intact
-		// whatever is encoded after them.
-		var states [][]byte
-		for range 60 {
-			for _, a := range aggs {
-				states = append(states, ar.encode(a))
-			}
-		}
-		for i, st := range states {
-			a := aggs[i%len(aggs)]
-			if w := want[i%len(aggs)]; len(st) != len(w) || cap(st) != len(st) {
-				t.Fatalf("round %d state %d: %d bytes (cap %d), want %d", round, i, len(st), cap(st), len(w))
-			}
-			if a == big && i/len(aggs)%20 != 0 {
-				continue // slow to decode: now and then
-			}
-			var back Aggregate
-			if err := back.UnmarshalBinary(st); err != nil || !reflect.DeepEqual(&back, a) {
-				t.Fatalf("round %d state %d does not decode to its aggregate: %v", round, i, err)
-			}
-		}
-		chunks := ar.take()
-		if len(chunks) == 0 || len(ar.chunks) != 0 {
-			t.Fatalf("round %d: %d chunks taken, %d left", round, len(chunks), len(ar.chunks))
-		}
-		ar.recycle(chunks)
-		if len(ar.free) != len(chunks) {
-			t.Fatalf("round %d: %d chunks free, want %d", round, len(ar.free), len(chunks))
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package processor
+package rules
 
 import (
 	"encoding/binary"
@@ -25,15 +25,17 @@ var readingCodec = schemas.MustCodec(schemas.NameReading)
 // user, so its size and speed bound the checkpoint cost; maps are written in
 // iteration order, not sorted, for that reason.
 func (a *Aggregate) MarshalBinary() ([]byte, error) {
-	return a.appendBinary(make([]byte, 0, 64+len(a.Seen)*40)), nil
+	return a.AppendBinary(make([]byte, 0, 64+len(a.Seen)*40))
 }
 
-func (a *Aggregate) appendBinary(b []byte) []byte {
+// AppendBinary appends what MarshalBinary returns to b (so that a
+// checkpoint encodes every changed user through one buffer). It never
+// fails.
+func (a *Aggregate) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, snapshotV1)
 	b = binary.AppendUvarint(b, uint64(a.Version))
 	b = binary.AppendVarint(b, a.Newest)
 	b = binary.AppendVarint(b, a.ErasedAt)
-
 	// A remembered id names its stream by the position the stream was
 	// written at. Users have a few streams: finding one among them is
 	// cheaper than hashing its key, and as the ids share their stream's
@@ -45,6 +47,15 @@ func (a *Aggregate) appendBinary(b []byte) []byte {
 	if len(a.Streams) > len(small) {
 		index = make(map[string]uint64, len(a.Streams))
 	}
+	b, keys = a.appendStreams(b, keys, index)
+	b = a.appendSeen(b, keys, index)
+	b = a.appendDevices(b)
+	return a.appendHeld(b), nil
+}
+
+// appendStreams writes the streams, noting each key's position in index,
+// or in keys (returned) if index is nil.
+func (a *Aggregate) appendStreams(b []byte, keys []string, index map[string]uint64) ([]byte, []string) {
 	b = binary.AppendUvarint(b, uint64(len(a.Streams)))
 	for k, st := range a.Streams {
 		if index != nil {
@@ -67,7 +78,12 @@ func (a *Aggregate) appendBinary(b []byte) []byte {
 			b = append(b, 0)
 		}
 	}
+	return b, keys
+}
 
+// appendSeen writes the remembered ids, each naming its stream by the
+// position appendStreams wrote it at.
+func (a *Aggregate) appendSeen(b []byte, keys []string, index map[string]uint64) []byte {
 	b = binary.AppendUvarint(b, uint64(len(a.Seen)))
 	last := -1 // the position the previous id's stream was found at
 	for id, s := range a.Seen {
@@ -95,7 +111,10 @@ func (a *Aggregate) appendBinary(b []byte) []byte {
 		}
 		b = binary.AppendVarint(b, s.At)
 	}
+	return b
+}
 
+func (a *Aggregate) appendDevices(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(a.Devices)))
 	for d, ps := range a.Devices {
 		b = appendString(b, d)
@@ -105,7 +124,10 @@ func (a *Aggregate) appendBinary(b []byte) []byte {
 			b = binary.AppendVarint(b, p.To)
 		}
 	}
+	return b
+}
 
+func (a *Aggregate) appendHeld(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(a.Held)))
 	for _, h := range a.Held {
 		b = binary.AppendVarint(b, int64(h.Partition))
@@ -134,9 +156,24 @@ func (a *Aggregate) UnmarshalBinary(data []byte) error {
 	a.Version = int64(d.uvarint())
 	a.Newest = d.varint()
 	a.ErasedAt = d.varint()
-
 	n := d.count()
-	keys := make([]string, 0, n)
+	// The keys' array is made here, where it does not outlive the call,
+	// so that a few fit on the stack.
+	keys := a.decodeStreams(&d, n, make([]string, 0, n))
+	a.decodeSeen(&d, keys)
+	a.decodeDevices(&d)
+	if err := a.decodeHeld(&d); err != nil {
+		return err
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail()
+	}
+	return d.err
+}
+
+// decodeStreams decodes n streams and returns their keys, appended to
+// keys, in the order they were written.
+func (a *Aggregate) decodeStreams(d *decoder, n int, keys []string) []string {
 	if n > 0 {
 		a.Streams = make(map[string]*Stream, n)
 	}
@@ -155,53 +192,64 @@ func (a *Aggregate) UnmarshalBinary(data []byte) error {
 		keys = append(keys, k)
 		a.Streams[k] = st
 	}
+	return keys
+}
 
-	if n := d.count(); n > 0 {
-		a.Seen = make(map[string]SeenEvent, n)
-		for range n {
-			id := d.string()
-			var s SeenEvent
-			if i := d.uvarint(); i == 0 {
-				s.Stream = d.string()
-			} else if i <= uint64(len(keys)) {
-				s.Stream = keys[i-1]
-			} else {
-				d.fail()
-			}
-			s.At = d.varint()
-			a.Seen[id] = s
-		}
+func (a *Aggregate) decodeSeen(d *decoder, keys []string) {
+	n := d.count()
+	if n == 0 {
+		return
 	}
+	a.Seen = make(map[string]SeenEvent, n)
+	for range n {
+		id := d.string()
+		var s SeenEvent
+		if i := d.uvarint(); i == 0 {
+			s.Stream = d.string()
+		} else if i <= uint64(len(keys)) {
+			s.Stream = keys[i-1]
+		} else {
+			d.fail()
+		}
+		s.At = d.varint()
+		a.Seen[id] = s
+	}
+}
 
-	if n := d.count(); n > 0 {
-		a.Devices = make(map[string][]Pairing, n)
-		for range n {
-			dev := d.string()
-			m := d.count()
-			ps := make([]Pairing, 0, m)
-			for range m {
-				ps = append(ps, Pairing{From: d.varint(), To: d.varint()})
-			}
-			a.Devices[dev] = ps
-		}
+func (a *Aggregate) decodeDevices(d *decoder) {
+	n := d.count()
+	if n == 0 {
+		return
 	}
+	a.Devices = make(map[string][]Pairing, n)
+	for range n {
+		dev := d.string()
+		m := d.count()
+		ps := make([]Pairing, 0, m)
+		for range m {
+			ps = append(ps, Pairing{From: d.varint(), To: d.varint()})
+		}
+		a.Devices[dev] = ps
+	}
+}
 
-	if n := d.count(); n > 0 {
-		a.Held = make([]Held, 0, n)
-		for range n {
-			h := Held{Partition: int32(d.varint()), Offset: d.varint(), Original: []byte(d.string())}
-			if d.err == nil {
-				if err := readingCodec.Decode(h.Original, &h.Reading); err != nil {
-					return fmt.Errorf("aggregate snapshot: held reading: %w", err)
-				}
+// decodeHeld decodes the held readings from their original log bytes.
+func (a *Aggregate) decodeHeld(d *decoder) error {
+	n := d.count()
+	if n == 0 {
+		return nil
+	}
+	a.Held = make([]Held, 0, n)
+	for range n {
+		h := Held{Partition: int32(d.varint()), Offset: d.varint(), Original: []byte(d.string())}
+		if d.err == nil {
+			if err := readingCodec.Decode(h.Original, &h.Reading); err != nil {
+				return fmt.Errorf("aggregate snapshot: held reading: %w", err)
 			}
-			a.Held = append(a.Held, h)
 		}
+		a.Held = append(a.Held, h)
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.fail()
-	}
-	return d.err
+	return nil
 }
 
 // internKeys gives every stream its key and makes the remembered ids of a

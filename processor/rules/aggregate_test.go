@@ -1,4 +1,4 @@
-package processor
+package rules
 
 import (
 	"fmt"
@@ -42,7 +42,7 @@ type step struct {
 	want    []string // "accept", "duplicate", "reject:reason"; held readings produce nothing
 }
 
-func (s step) run(a *Aggregate, rules Rules) []Outcome {
+func (s step) run(a *Aggregate, rules Config) []Outcome {
 	switch {
 	case s.reading != nil:
 		return a.ApplyReading(s.reading, Held{}, rules)
@@ -69,7 +69,7 @@ func describe(outs []Outcome) []string {
 	return got
 }
 
-func runSteps(t *testing.T, rules Rules, steps []step) *Aggregate {
+func runSteps(t *testing.T, rules Config, steps []step) *Aggregate {
 	t.Helper()
 	a := new(Aggregate)
 	for i, s := range steps {
@@ -87,8 +87,8 @@ func runSteps(t *testing.T, rules Rules, steps []step) *Aggregate {
 	return a
 }
 
-func noPairing() Rules {
-	r := DefaultRules()
+func noPairing() Config {
+	r := DefaultConfig()
 	r.RequirePairing = false
 	return r
 }
@@ -204,7 +204,7 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestDeviceOwnership(t *testing.T) {
-	rules := DefaultRules()
+	rules := DefaultConfig()
 	tests := []struct {
 		name  string
 		steps []step
@@ -247,7 +247,7 @@ func TestDeviceOwnership(t *testing.T) {
 }
 
 func TestErasure(t *testing.T) {
-	rules := DefaultRules()
+	rules := DefaultConfig()
 	erase := &schemas.ProfileEvent{TenantID: "t", EventID: "e", UserID: "u", Kind: "erasure_requested", OccurredAt: t0.Add(time.Hour).UnixMilli()}
 	a := runSteps(t, rules, []step{
 		{device: paired("w", 0), want: nil},
@@ -337,7 +337,7 @@ func TestCurrentOnlyMovesForward(t *testing.T) {
 // boundaries fell) or on a round trip through the stored form: that is what
 // makes reprocessing deterministic.
 func TestDecisionsIndependentOfCompactionAndStorage(t *testing.T) {
-	rules := DefaultRules()
+	rules := DefaultConfig()
 	rules.AllowedLateness = 2 * time.Minute
 	rules.MaxPerMinute = 5
 	type ev struct {
@@ -427,14 +427,14 @@ func TestAlertMessages(t *testing.T) {
 		metric string
 		unit   string
 		value  float64
-		rules  func(r *Rules)
+		rules  func(r *Config)
 		want   string
 	}{
-		{"spo2", "spo2", "%", 85, func(*Rules) {}, "SpO2 below 90% for at least 1m0s"},
-		{"spo2 as a fraction", "spo2", "1", 0.85, func(*Rules) {}, "SpO2 below 90% for at least 1m0s"},
-		{"spo2 tuned", "spo2", "%", 85, func(r *Rules) { r.SpO2Low, r.SpO2LowFor = 92.5, 90*time.Second }, "SpO2 below 92.5% for at least 1m30s"},
-		{"heart rate", "heart_rate", "/min", 190, func(*Rules) {}, "heart rate above 180/min for at least 5m0s"},
-		{"heart rate tuned", "heart_rate", "/min", 190, func(r *Rules) { r.HeartRateHigh, r.HeartRateHighFor = 150, time.Minute }, "heart rate above 150/min for at least 1m0s"},
+		{"spo2", "spo2", "%", 85, func(*Config) {}, "SpO2 below 90% for at least 1m0s"},
+		{"spo2 as a fraction", "spo2", "1", 0.85, func(*Config) {}, "SpO2 below 90% for at least 1m0s"},
+		{"spo2 tuned", "spo2", "%", 85, func(r *Config) { r.SpO2Low, r.SpO2LowFor = 92.5, 90*time.Second }, "SpO2 below 92.5% for at least 1m30s"},
+		{"heart rate", "heart_rate", "/min", 190, func(*Config) {}, "heart rate above 180/min for at least 5m0s"},
+		{"heart rate tuned", "heart_rate", "/min", 190, func(r *Config) { r.HeartRateHigh, r.HeartRateHighFor = 150, time.Minute }, "heart rate above 150/min for at least 1m0s"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
