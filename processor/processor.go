@@ -220,7 +220,7 @@ type Processor struct {
 	in       []decoded
 	readings []schemas.Reading
 
-	stats Stats
+	stats      Stats
 	reg        *promreg.Registry
 	m          procMetrics
 	registered *promreg.Registration

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
 )
 
 // Run consumes until ctx ends. A batch already produced when ctx ends is
