@@ -58,8 +58,9 @@ test: up chromium
 	@echo "== go mod tidy"; $(GO) mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy"; exit 1; }
 	@echo "== go vet"; $(GO) vet ./...
 	@echo "== docker-compose.yml"; bash deploy/check-compose.sh
-	@echo "== go test (unit and integration)"; $(GO) build -o bin/testprogress ./internal/testprogress && \
-		$(STACK_ENV) && set -o pipefail && $(GO) test -count=1 -timeout 15m -json ./... | bin/testprogress
+	@echo "== go test -race (unit and integration; the binaries the tests start run with the race detector too)"; \
+		$(GO) build -o bin/testprogress ./internal/testprogress && \
+		$(STACK_ENV) && set -o pipefail && $(GO) test -race -count=1 -timeout 25m -json ./... | bin/testprogress
 	@echo "== fuzz (briefly; seed corpora in each package's testdata/fuzz)"; for t in \
 		ingest:FuzzReadingsJSON ingest:FuzzReadingsAvro ingest:FuzzDecodeFHIR ingest:FuzzJSONFastPath ingest:FuzzAvroFastDecode \
 		projector:FuzzAcceptedDecoder processor/rules:FuzzSnapshot; do \

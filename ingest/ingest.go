@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,6 +71,11 @@ type Config struct {
 	// 400,000): a tenant past it is answered 429 with Retry-After, and
 	// other tenants keep their capacity.
 	PerTenant quota.Limits
+	// Turns is how many requests are judged at once (default GOMAXPROCS:
+	// judging is CPU work). Turns are given round-robin between tenants, so
+	// a tenant that floods gets no more of the CPU than one that posts now
+	// and then; waiting for a turn is bounded by ProduceTimeout (then 503).
+	Turns int
 	// MinBodyRate is the slowest a body may arrive, in bytes per second
 	// after BodyGrace (defaults 16 KiB/s and 5 s): a client that sends
 	// more slowly is answered 408 and its connection closed.
@@ -94,6 +100,7 @@ func DefaultConfig() Config {
 		MaxInflight:    64,
 		PerTenant:      quota.Limits{Rate: 200_000, Burst: 400_000, Concurrent: 16},
 		MinBodyRate:    16 << 10,
+		Turns:          runtime.GOMAXPROCS(0),
 		BodyGrace:      5 * time.Second,
 		ProduceTimeout: 10 * time.Second,
 		Limits:         Limits{MaxFutureSkew: 5 * time.Minute},
@@ -126,9 +133,11 @@ type Server struct {
 	// tenantSlots bounds each tenant's requests in flight, tenantItems
 	// its items per second (Config.PerTenant).
 	tenantSlots, tenantItems *quota.Quota
-	reg                      *promreg.Registry
-	m                        serverMetrics
-	registered               *promreg.Registration
+	// turns shares the judging between tenants (Config.Turns).
+	turns      *quota.Fair
+	reg        *promreg.Registry
+	m          serverMetrics
+	registered *promreg.Registration
 }
 
 // serverMetrics are what ingest exports at /metrics.
@@ -220,6 +229,7 @@ func newServer(cfg Config, log zerolog.Logger, p producer, keys keyVerifier) (*S
 		inflight:    make(chan struct{}, cfg.MaxInflight),
 		tenantSlots: quota.New(quota.Limits{Concurrent: cfg.PerTenant.Concurrent}),
 		tenantItems: quota.New(quota.Limits{Rate: cfg.PerTenant.Rate, Burst: cfg.PerTenant.Burst}),
+		turns:       quota.NewFair(cfg.Turns),
 		reg:         promreg.OrNew(cfg.Registry),
 		m:           newServerMetrics(),
 	}
@@ -508,6 +518,17 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 		writeError(w, http.StatusServiceUnavailable, "overloaded", "too many concurrent batches; retry shortly")
 		return
 	}
+	// Judging is CPU work: it waits for its tenant's turn, and the turn
+	// ends before the wait for the broker.
+	tctx, cancel := context.WithTimeout(r.Context(), s.cfg.ProduceTimeout)
+	endTurn, err := s.turns.Acquire(tctx, key.Tenant)
+	cancel()
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "overloaded", "no turn to judge the batch within %s; retry shortly", s.cfg.ProduceTimeout)
+		return
+	}
+	defer endTurn()
 	d, aerr := decode(r, body)
 	if aerr != nil {
 		writeError(w, aerr.status, aerr.code, "%s", aerr.message)
@@ -592,6 +613,7 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 		recIndex = append(recIndex, i)
 	}
 
+	endTurn()
 	start := time.Now()
 	outcomes, firstErr := s.produceAll(r.Context(), records)
 	s.m.produce.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
