@@ -3,6 +3,7 @@ package projector
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -198,4 +199,58 @@ func TestAcceptedDecoderEdges(t *testing.T) {
 			}
 		})
 	}
+}
+
+// benchAccepted is n accepted heart-rate readings as the processor writes
+// them (ids of realistic length, no optional fields), and every fourth one
+// a sleep-stage interval with every optional field.
+func benchAccepted(b *testing.B, n int) [][]byte {
+	codec := schemas.MustCodec(schemas.NameAcceptedReading)
+	out := make([][]byte, n)
+	for i := range out {
+		at := int64(1_740_787_200_000 + i*1000)
+		a := schemas.AcceptedReading{TenantID: "default", EventID: fmt.Sprintf("7f3c9a2e-5b1d-4e8a-9c0f-%012x", i),
+			UserID: fmt.Sprintf("user-%06d", i%10000), DeviceID: fmt.Sprintf("tracker-%06d", i%10000), GatewayID: "bench-gateway",
+			Metric: "heart_rate", LOINC: "8867-4", Value: float64(60 + i%40), Unit: "/min",
+			MeasuredAt: at, ReceivedAt: at + 500, IngestedAt: at + 1000, SourcePartition: int32(i % 12), SourceOffset: int64(i)}
+		if i%4 == 3 {
+			end, second, stage, seq := at+60_000, 1.5, "rem", int64(i)
+			a.Metric, a.LOINC, a.Unit, a.PeriodEnd, a.SecondValue, a.Stage, a.Sequence = "sleep_stage", "93832-4", "min", &end, &second, &stage, &seq
+		}
+		msg, err := codec.Encode(&a)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out[i] = msg
+	}
+	return out
+}
+
+// BenchmarkAcceptedDecoder is the projector's per-record decoding of
+// accepted readings: "fast" as it runs (the allocation-free decoder),
+// "codec" the general codec alone, for comparison.
+//
+//	go test -run '^$' -bench AcceptedDecoder -benchtime 2s -count 3 ./projector/
+func BenchmarkAcceptedDecoder(b *testing.B) {
+	msgs := benchAccepted(b, 1024)
+	b.Run("fast", func(b *testing.B) {
+		d := newAcceptedDecoder()
+		var f acceptedFields
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if err := d.decode(msgs[i%len(msgs)], &f); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("codec", func(b *testing.B) {
+		codec := schemas.MustCodec(schemas.NameAcceptedReading)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			var a schemas.AcceptedReading
+			if err := codec.Decode(msgs[i%len(msgs)], &a); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -141,3 +141,20 @@ func FuzzAppendJSONFloatAndTime(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkAppendAvro writes a 500-reading ReadingBatch body as the fleet
+// simulator does.
+//
+//	go test -run '^$' -bench AppendAvro -benchtime 2s -count 3 ./internal/loadgen/
+func BenchmarkAppendAvro(b *testing.B) {
+	b.ReportAllocs()
+	enc := NewBodyEncoder()
+	rs := testReadings(500)
+	buf := make([]byte, 0, 64<<10)
+	for b.Loop() {
+		var err error
+		if buf, err = enc.Append(buf[:0], FormatAvro, "bench-gateway", rs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
