@@ -45,8 +45,8 @@ test: up chromium
 	@echo "== docker-compose.yml"; bash deploy/check-compose.sh
 	@echo "== go test (unit and integration)"; $(STACK_ENV) && $(GO) test -count=1 -timeout 15m ./...
 	@echo "== fuzz (briefly; seed corpora in each package's testdata/fuzz)"; for t in \
-		ingest:FuzzReadingsJSON ingest:FuzzReadingsAvro ingest:FuzzDecodeFHIR ingest:FuzzJSONFastPath ingest:FuzzAvroFastDecode \
-		projector:FuzzAcceptedDecoder processor:FuzzSnapshot; do \
+		ingest:FuzzReadingsJSON ingest:FuzzReadingsAvro ingest:FuzzDecodeFHIR ingest:FuzzJSONFastPath schemas:FuzzAvroFastDecode \
+		schemas:FuzzAcceptedDecoder processor:FuzzSnapshot; do \
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done
 
 check-compose:
