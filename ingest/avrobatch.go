@@ -34,11 +34,11 @@ var errAvroShort = errors.New("the body ends before the batch does (truncated)")
 // boundary as a whole one (the missing fields left empty) and ignores
 // extra bytes, and either could lose readings without a word.
 func decodeReadingBatch(body []byte) (schemas.ReadingBatch, error) {
-	b, err := schemas.ReadReadingBatch(batchCodec, body)
+	fast, err := schemas.ReadReadingBatch(batchCodec, body)
 	if err == nil {
-		return b, nil
+		return fast, nil
 	}
-	b = schemas.ReadingBatch{}
+	var b schemas.ReadingBatch // apart from fast, which then stays off the heap
 	if cerr := batchCodec.Decode(body, &b); cerr != nil {
 		return b, cerr
 	}
