@@ -44,9 +44,13 @@ func AppendAcceptedReading(c *Codec, dst []byte, a *AcceptedReading) ([]byte, er
 		}
 	}
 	dst = append(dst, acceptedReadingV2.header[:]...)
-	for _, s := range [...]string{a.TenantID, a.EventID, a.UserID, a.DeviceID, a.GatewayID, a.Metric, a.LOINC} {
-		dst = appendString(dst, s)
-	}
+	dst = appendString(dst, a.TenantID)
+	dst = appendString(dst, a.EventID)
+	dst = appendString(dst, a.UserID)
+	dst = appendString(dst, a.DeviceID)
+	dst = appendString(dst, a.GatewayID)
+	dst = appendString(dst, a.Metric)
+	dst = appendString(dst, a.LOINC)
 	dst = appendDouble(dst, a.Value)
 	dst = appendString(dst, a.Unit)
 	dst = appendLong(dst, a.MeasuredAt)
@@ -54,7 +58,10 @@ func AppendAcceptedReading(c *Codec, dst []byte, a *AcceptedReading) ([]byte, er
 	dst = appendLong(dst, a.IngestedAt)
 	dst = appendLong(dst, int64(a.SourcePartition))
 	dst = appendLong(dst, a.SourceOffset)
-	return appendOptionalV2(dst, a.PeriodEnd, a.SecondValue, stage, a.Sequence), nil
+	dst = appendOptLong(dst, a.PeriodEnd)
+	dst = appendOptDouble(dst, a.SecondValue)
+	dst = appendOptEnum(dst, stage)
+	return appendOptLong(dst, a.Sequence), nil
 }
 
 // FlatAcceptedReading is an accepted reading without pointers, for a

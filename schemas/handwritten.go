@@ -79,18 +79,3 @@ func (h *handWritten) enumSymbols(field string) []string {
 
 // symbolIndex is the index of s among symbols, -1 if it is none of them.
 func symbolIndex(symbols []string, s string) int64 { return int64(slices.Index(symbols, s)) }
-
-// appendOptionalV2 appends the four optional fields both reading v2 and
-// accepted_reading v2 end with, in their schema order: period_end,
-// second_value, stage (the SleepStage enum's symbol index, negative for
-// null) and sequence.
-func appendOptionalV2(dst []byte, periodEnd *int64, secondValue *float64, stage int64, sequence *int64) []byte {
-	dst = appendOptLong(dst, periodEnd)
-	dst = appendOptDouble(dst, secondValue)
-	if stage < 0 {
-		dst = append(dst, 0)
-	} else {
-		dst = appendLong(append(dst, 2), stage)
-	}
-	return appendOptLong(dst, sequence)
-}

@@ -23,14 +23,20 @@ func AppendReading(c *Codec, dst []byte, rd *Reading) ([]byte, error) {
 		}
 	}
 	dst = append(dst, readingV2.header[:]...)
-	for _, s := range [...]string{rd.TenantID, rd.EventID, rd.UserID, rd.DeviceID, rd.GatewayID, rd.Metric} {
-		dst = appendString(dst, s)
-	}
+	dst = appendString(dst, rd.TenantID)
+	dst = appendString(dst, rd.EventID)
+	dst = appendString(dst, rd.UserID)
+	dst = appendString(dst, rd.DeviceID)
+	dst = appendString(dst, rd.GatewayID)
+	dst = appendString(dst, rd.Metric)
 	dst = appendDouble(dst, rd.Value)
 	dst = appendString(dst, rd.Unit)
 	dst = appendLong(dst, rd.MeasuredAt)
 	dst = appendLong(dst, rd.ReceivedAt)
 	dst = appendLong(dst, rd.IngestedAt)
-	dst = appendOptionalV2(dst, rd.PeriodEnd, rd.SecondValue, stage, rd.Sequence)
+	dst = appendOptLong(dst, rd.PeriodEnd)
+	dst = appendOptDouble(dst, rd.SecondValue)
+	dst = appendOptEnum(dst, stage)
+	dst = appendOptLong(dst, rd.Sequence)
 	return appendString(dst, rd.SourceFormat), nil
 }

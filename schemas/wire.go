@@ -50,6 +50,15 @@ func appendOptDouble(dst []byte, v *float64) []byte {
 	return appendDouble(append(dst, 2), *v)
 }
 
+// appendOptEnum appends a ["null", enum] union: symbol is the enum
+// symbol's index, negative for null.
+func appendOptEnum(dst []byte, symbol int64) []byte {
+	if symbol < 0 {
+		return append(dst, 0)
+	}
+	return appendLong(append(dst, 2), symbol)
+}
+
 // appendOptString appends a ["null", "string"] union.
 func appendOptString(dst []byte, s *string) []byte {
 	if s == nil {
