@@ -101,6 +101,9 @@ const minGatewayReading = 12
 //     empty), which would drop or blank readings;
 //   - any other error: bytes follow the end of the batch, which the codec
 //     ignores.
+//
+// The array's loop stays in this function: split out, it cost about 1%
+// more instructions.
 func ReadReadingBatch(c *Codec, body []byte) (ReadingBatch, error) {
 	var b ReadingBatch
 	if !readingBatchV1.writes(c) || !readingBatchV1.isHeader(body) {
@@ -112,41 +115,6 @@ func ReadReadingBatch(c *Codec, body []byte) (ReadingBatch, error) {
 		t := r.Str()
 		b.TenantID = &t
 	}
-	slots := readGatewayReadings(r, &b)
-	if err := r.Err(); err != nil {
-		return b, err
-	}
-	if r.Remaining() != 0 {
-		return b, fmt.Errorf("%d bytes follow the end of the batch", r.Remaining())
-	}
-	// The slices are final: point the optional fields into the slots.
-	for i := range b.Readings {
-		g, sl := &b.Readings[i], &slots[i]
-		if sl.has&hasValue != 0 {
-			g.Value = &sl.value
-		}
-		if sl.has&hasReceivedAt != 0 {
-			g.ReceivedAt = &sl.receivedAt
-		}
-		if sl.has&hasPeriodEnd != 0 {
-			g.PeriodEnd = &sl.periodEnd
-		}
-		if sl.has&hasDiastolic != 0 {
-			g.Diastolic = &sl.diastolic
-		}
-		if sl.has&hasStage != 0 {
-			g.Stage = &sl.stage
-		}
-		if sl.has&hasSequence != 0 {
-			g.Sequence = &sl.sequence
-		}
-	}
-	return b, nil
-}
-
-// readGatewayReadings reads the readings array into b.Readings, and the
-// optional values of each into the slot of the same index.
-func readGatewayReadings(r *reader, b *ReadingBatch) []batchSlot {
 	var slots []batchSlot
 	for r.Err() == nil {
 		count := r.Long()
@@ -205,5 +173,38 @@ func readGatewayReadings(r *reader, b *ReadingBatch) []batchSlot {
 			slots = append(slots, sl)
 		}
 	}
-	return slots
+	if err := r.Err(); err != nil {
+		return b, err
+	}
+	if r.Remaining() != 0 {
+		return b, fmt.Errorf("%d bytes follow the end of the batch", r.Remaining())
+	}
+	pointIntoSlots(b.Readings, slots) // the slices are final
+	return b, nil
+}
+
+// pointIntoSlots points the optional fields of each reading into its slot,
+// where the values read are.
+func pointIntoSlots(readings []GatewayReading, slots []batchSlot) {
+	for i := range readings {
+		g, sl := &readings[i], &slots[i]
+		if sl.has&hasValue != 0 {
+			g.Value = &sl.value
+		}
+		if sl.has&hasReceivedAt != 0 {
+			g.ReceivedAt = &sl.receivedAt
+		}
+		if sl.has&hasPeriodEnd != 0 {
+			g.PeriodEnd = &sl.periodEnd
+		}
+		if sl.has&hasDiastolic != 0 {
+			g.Diastolic = &sl.diastolic
+		}
+		if sl.has&hasStage != 0 {
+			g.Stage = &sl.stage
+		}
+		if sl.has&hasSequence != 0 {
+			g.Sequence = &sl.sequence
+		}
+	}
 }
