@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 
@@ -36,14 +37,14 @@ type handWritten struct {
 // mustHandWritten binds a hand-written codec to version number of the
 // named schema, read from the embedded file. The files are part of the
 // build, so a missing one is a build defect: it panics.
-func mustHandWritten(name string, number int) *handWritten {
+func mustHandWritten(name string, number int) handWritten {
 	vs, err := Versions(name)
 	if err != nil {
 		panic(err)
 	}
 	for _, v := range vs {
 		if v.Number == number {
-			return &handWritten{Version: v, header: singleObjectHeader(v.Fingerprint)}
+			return handWritten{Version: v, header: singleObjectHeader(v.Fingerprint)}
 		}
 	}
 	panic(fmt.Sprintf("schemas: no %s.v%d.avsc for its hand-written codec", name, number))
@@ -56,7 +57,8 @@ func (h *handWritten) writes(c *Codec) bool { return c.current.Fingerprint == h.
 
 // isHeader reports whether msg starts with h's single-object header.
 func (h *handWritten) isHeader(msg []byte) bool {
-	return len(msg) >= headerLen && [headerLen]byte(msg[:headerLen]) == h.header
+	return len(msg) >= headerLen && msg[0] == magic[0] && msg[1] == magic[1] &&
+		binary.LittleEndian.Uint64(msg[2:headerLen]) == h.Fingerprint
 }
 
 // enumSymbols returns the symbols of the enum in the ["null", enum] union

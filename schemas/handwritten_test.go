@@ -9,7 +9,7 @@ import (
 )
 
 // handWrittenLayouts are the versions this package writes or reads by hand.
-var handWrittenLayouts = []*handWritten{readingV2, acceptedReadingV2, readingBatchV1}
+var handWrittenLayouts = []*handWritten{&readingV2, &acceptedReadingV2, &readingBatchV1}
 
 // The hand-written layouts must be their schemas' current versions; when
 // this fails, a new version was added: until the hand-written code (the
