@@ -62,8 +62,8 @@ test: up chromium
 		$(GO) build -o bin/testprogress ./internal/testprogress && \
 		$(STACK_ENV) && set -o pipefail && $(GO) test -race -count=1 -timeout 25m -json ./... | bin/testprogress
 	@echo "== fuzz (briefly; seed corpora in each package's testdata/fuzz)"; for t in \
-		ingest:FuzzReadingsJSON ingest:FuzzReadingsAvro ingest:FuzzDecodeFHIR ingest:FuzzJSONFastPath ingest:FuzzAvroFastDecode \
-		projector:FuzzAcceptedDecoder processor/rules:FuzzSnapshot; do \
+		ingest:FuzzReadingsJSON ingest:FuzzReadingsAvro ingest:FuzzDecodeFHIR ingest:FuzzJSONFastPath schemas:FuzzAvroFastDecode \
+		schemas:FuzzAcceptedDecoder schemas:FuzzAppendReading processor/rules:FuzzSnapshot; do \
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done
 
 check-compose:

@@ -22,6 +22,11 @@ var (
 	}()
 )
 
+// errAvroShort is decodeReadingBatch's error for a body that ends inside
+// the batch, which the general codec takes for a whole one in some cases
+// (see schemas.ReadReadingBatch).
+var errAvroShort = errors.New("the body ends before the batch does (truncated)")
+
 // decodeReadingBatch reads an Avro ReadingBatch single-object message: the
 // hand-written decoder where it answers, else the general codec. A body
 // that ends inside the batch, or has bytes after its end, is refused even
@@ -29,21 +34,21 @@ var (
 // boundary as a whole one (the missing fields left empty) and ignores
 // extra bytes, and either could lose readings without a word.
 func decodeReadingBatch(body []byte) (schemas.ReadingBatch, error) {
-	var err error
-	if batchCodec.Current().Fingerprint == fastBatchFingerprint {
-		var b schemas.ReadingBatch
-		if b, err = decodeAvroBatchFast(body); err == nil {
-			return b, nil
-		}
+	fast, err := schemas.ReadReadingBatch(batchCodec, body)
+	if err == nil {
+		return fast, nil
 	}
-	var b schemas.ReadingBatch
+	var b schemas.ReadingBatch // apart from fast, which then stays off the heap
 	if cerr := batchCodec.Decode(body, &b); cerr != nil {
 		return b, cerr
 	}
-	if err != nil && !errors.Is(err, errAvroUnsupported) {
-		return b, err
+	switch {
+	case errors.Is(err, schemas.ErrShort):
+		return b, errAvroShort
+	case errors.Is(err, schemas.ErrUnsupported):
+		return b, nil
 	}
-	return b, nil
+	return b, err
 }
 
 // decodeAvroReadings reads an Avro ReadingBatch sent as one single-object

@@ -110,15 +110,11 @@ func (c *checkContext) encodeReading(rd *schemas.Reading) ([]byte, error) {
 	if c.readings == nil {
 		c.readings = schemas.MustCodec(schemas.NameReading)
 	}
-	if c.readings.Current().Fingerprint != fastReadingFingerprint {
-		v := *rd // a copy escapes to the codec, not the caller's reading
-		return c.readings.Encode(&v)
-	}
 	if c.values == nil {
 		c.values = make([]byte, 0, max(c.items, 1)*readingSizeHint)
 	}
 	start := len(c.values)
-	v, err := appendReading(c.values, rd)
+	v, err := schemas.AppendReading(c.readings, c.values, rd)
 	if err != nil {
 		return nil, err
 	}

@@ -2,128 +2,37 @@ package processor
 
 import (
 	"bytes"
-	"math"
-	"strings"
+	"fmt"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/vitalshq/vitals/internal/metric"
 	"github.com/vitalshq/vitals/schemas"
 )
 
-func TestAcceptedEncoderWritesTheCurrentSchema(t *testing.T) {
-	c := schemas.MustCodec(schemas.NameAcceptedReading)
-	if fp := c.Current().Fingerprint; fp != acceptedV2Fingerprint {
-		t.Fatalf("accepted_reading is now v%d (fingerprint %#x): the processor encodes it through the slower codec until appendAcceptedV2 writes the new version",
-			c.Current().Number, fp)
-	}
-	if e := newAcceptedEncoder(c); !e.byHand {
-		t.Fatal("the encoder does not write v2 by hand")
-	}
-}
-
-// appendAcceptedV2 must write exactly what the codec writes.
-func TestAppendAcceptedV2MatchesCodec(t *testing.T) {
+// The processor's encoder writes what the codec writes, within its bound;
+// schemas' tests hold the hand-written encoder to the codec on every field.
+func TestAcceptedEncoderMatchesCodec(t *testing.T) {
 	codec := schemas.MustCodec(schemas.NameAcceptedReading)
 	enc := newAcceptedEncoder(codec)
-	i64 := func(v int64) *int64 { return &v }
-	f64 := func(v float64) *float64 { return &v }
-	str := func(v string) *string { return &v }
-	base := func() schemas.AcceptedReading {
-		return schemas.AcceptedReading{TenantID: "default", EventID: "7f3c9a2e-5b1d-4e8a-9c0f-000000000001", UserID: "user-1", DeviceID: "tracker-1",
+	stage, seq := "rem", int64(-7)
+	for _, a := range []schemas.AcceptedReading{
+		{TenantID: "default", EventID: "7f3c9a2e-5b1d-4e8a-9c0f-000000000001", UserID: "user-1", DeviceID: "tracker-1",
 			GatewayID: "gw", Metric: "heart_rate", LOINC: "8867-4", Value: 72, Unit: "/min", MeasuredAt: 1_740_787_200_000,
-			ReceivedAt: 1_740_787_200_500, IngestedAt: 1_740_787_201_000, SourcePartition: 3, SourceOffset: 123456}
-	}
-	tests := []struct {
-		name string
-		edit func(a *schemas.AcceptedReading)
-	}{
-		{"plain", func(*schemas.AcceptedReading) {}},
-		{"zero", func(a *schemas.AcceptedReading) { *a = schemas.AcceptedReading{} }},
-		{"negative numbers", func(a *schemas.AcceptedReading) {
-			a.Value, a.MeasuredAt, a.ReceivedAt, a.IngestedAt, a.SourcePartition, a.SourceOffset = -1.5, -1, math.MinInt64, math.MaxInt64, math.MinInt32, -64
-		}},
-		{"largest partition", func(a *schemas.AcceptedReading) { a.SourcePartition = math.MaxInt32 }},
-		{"special doubles", func(a *schemas.AcceptedReading) { a.Value, a.SecondValue = math.Inf(-1), f64(math.NaN()) }},
-		{"long strings", func(a *schemas.AcceptedReading) {
-			a.EventID, a.UserID = strings.Repeat("e", 64), strings.Repeat("ü", 5000) // multi-byte length varints
-		}},
-		{"interval", func(a *schemas.AcceptedReading) { a.Metric, a.PeriodEnd = "steps", i64(1_740_787_260_000) }},
-		{"blood pressure", func(a *schemas.AcceptedReading) { a.Metric, a.Value, a.SecondValue = "blood_pressure", 16, f64(10.7) }},
-		{"sequence", func(a *schemas.AcceptedReading) { a.Sequence = i64(0) }},
-		{"negative sequence", func(a *schemas.AcceptedReading) { a.Sequence = i64(-7) }},
-		{"every option", func(a *schemas.AcceptedReading) {
-			a.PeriodEnd, a.SecondValue, a.Stage, a.Sequence = i64(1), f64(2), str("rem"), i64(math.MaxInt64)
-		}},
-		{"longest varints", func(a *schemas.AcceptedReading) {
-			a.MeasuredAt, a.ReceivedAt, a.IngestedAt, a.SourceOffset, a.SourcePartition = math.MinInt64, math.MinInt64, math.MinInt64, math.MinInt64, math.MinInt32
-			a.PeriodEnd, a.SecondValue, a.Stage, a.Sequence = i64(math.MinInt64), f64(-0.0), str("rem"), i64(math.MinInt64)
-		}},
-		{"stage awake", func(a *schemas.AcceptedReading) { a.Stage = str("awake") }},
-		{"stage light", func(a *schemas.AcceptedReading) { a.Stage = str("light") }},
-		{"stage deep", func(a *schemas.AcceptedReading) { a.Stage = str("deep") }},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			a := base()
-			tc.edit(&a)
-			want, err := codec.Encode(&a)
-			if err != nil {
-				t.Fatal(err)
-			}
-			prefix := []byte("kept")
-			got, err := enc.append(bytes.Clone(prefix), &a)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.HasPrefix(got, prefix) || !bytes.Equal(got[len(prefix):], want) {
-				t.Fatalf("by hand:\n%x\ncodec:\n%x", got[len(prefix):], want)
-			}
-			if n := len(want); n > enc.bound(&a) {
-				t.Fatalf("%d bytes written, bound %d", n, enc.bound(&a))
-			}
-			var back schemas.AcceptedReading
-			if err := codec.Decode(got[len(prefix):], &back); err != nil {
-				t.Fatal(err)
-			}
-			// What the processor does for a later schema version.
-			viaCodec := enc
-			viaCodec.byHand = false
-			if got, err := viaCodec.append(bytes.Clone(prefix), &a); err != nil || !bytes.Equal(got[len(prefix):], want) {
-				t.Fatalf("through the codec: %x, %v", got, err)
-			}
-		})
-	}
-	if sleepStage("nap") != -1 {
-		t.Fatal("an unknown stage has an index")
-	}
-	t.Run("unknown stage", func(t *testing.T) {
-		a := base()
-		a.Stage = str("nap")
-		if _, err := codec.Encode(&a); err == nil {
-			t.Fatal("the codec accepted an unknown stage")
-		}
-		if _, err := enc.append(nil, &a); err == nil {
-			t.Fatal("the hand encoder accepted an unknown stage")
-		}
-	})
-}
-
-func TestSleepStagesMatchSchema(t *testing.T) {
-	for i, s := range metric.SleepStages {
-		if got := sleepStage(s); got != int64(i) {
-			t.Fatalf("stage %q is symbol %d by hand", s, got)
-		}
-		st := s
-		a := schemas.AcceptedReading{Stage: &st}
-		b, err := schemas.MustCodec(schemas.NameAcceptedReading).Encode(&a)
+			ReceivedAt: 1_740_787_200_500, IngestedAt: 1_740_787_201_000, SourcePartition: 3, SourceOffset: 123456},
+		{Metric: "sleep_stage", Stage: &stage, Sequence: &seq},
+	} {
+		want, err := codec.Encode(&a)
 		if err != nil {
-			t.Fatalf("stage %q: %v", s, err)
+			t.Fatal(err)
 		}
-		// The stage is the second last field: union index 1, then its index.
-		if got := b[len(b)-3 : len(b)-1]; got[0] != 2 || got[1] != byte(2*i) {
-			t.Fatalf("stage %q is symbol %x of the schema, want %d", s, got, i)
+		prefix := []byte("kept")
+		got, err := enc.append(bytes.Clone(prefix), &a)
+		if err != nil || !bytes.HasPrefix(got, prefix) || !bytes.Equal(got[len(prefix):], want) {
+			t.Fatalf("encoder: %v\n%x\ncodec:\n%x", err, got, want)
+		}
+		if len(want) > enc.bound(&a) {
+			t.Fatalf("%d bytes written, bound %d", len(want), enc.bound(&a))
 		}
 	}
 }
@@ -185,5 +94,51 @@ func TestOutputMemory(t *testing.T) {
 		if len(k.b) > 0 && !bytes.Equal(k.b, bytes.Repeat([]byte{k.want}, len(k.b))) {
 			t.Fatalf("slice %d was overwritten", i)
 		}
+	}
+}
+
+// BenchmarkAcceptedEncoder is the processor's per-record encoding of an
+// accepted reading into the batch's output buffer: "by-hand" as it runs
+// (accepted_reading v2 written directly), "codec" the general codec, for
+// comparison. Every fourth reading is a sleep-stage interval with every
+// optional field.
+//
+//	go test -run '^$' -bench AcceptedEncoder -benchtime 2s -count 3 ./processor/
+func BenchmarkAcceptedEncoder(b *testing.B) {
+	rs := make([]schemas.AcceptedReading, 1024)
+	for i := range rs {
+		at := int64(1_740_787_200_000 + i*1000)
+		rs[i] = schemas.AcceptedReading{TenantID: "default", EventID: fmt.Sprintf("7f3c9a2e-5b1d-4e8a-9c0f-%012x", i),
+			UserID: fmt.Sprintf("user-%06d", i%10000), DeviceID: fmt.Sprintf("tracker-%06d", i%10000), GatewayID: "bench-gateway",
+			Metric: "heart_rate", LOINC: "8867-4", Value: float64(60 + i%40), Unit: "/min",
+			MeasuredAt: at, ReceivedAt: at + 500, IngestedAt: at + 1000, SourcePartition: int32(i % 12), SourceOffset: int64(i)}
+		if i%4 == 3 {
+			end, second, stage, seq := at+60_000, 1.5, "rem", int64(i)
+			a := &rs[i]
+			a.Metric, a.LOINC, a.Unit, a.PeriodEnd, a.SecondValue, a.Stage, a.Sequence = "sleep_stage", "93832-4", "min", &end, &second, &stage, &seq
+		}
+	}
+	codec := schemas.MustCodec(schemas.NameAcceptedReading)
+	enc := newAcceptedEncoder(codec)
+	for _, tc := range []struct {
+		name   string
+		append func([]byte, *schemas.AcceptedReading) ([]byte, error)
+	}{
+		{"by-hand", enc.append},
+		{"codec", func(dst []byte, a *schemas.AcceptedReading) ([]byte, error) { return codec.Append(dst, a) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			buf := make([]byte, 0, 64<<10)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if len(buf) > 60<<10 {
+					buf = buf[:0]
+				}
+				var err error
+				if buf, err = tc.append(buf, &rs[i%len(rs)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

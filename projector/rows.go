@@ -77,7 +77,7 @@ func str(p *string) string {
 
 // sinks builds the projector's topic-to-table mapping.
 func sinks(topics eventlog.Topics) []*sink {
-	accepted := newAcceptedDecoder()
+	accepted := schemas.MustCodec(schemas.NameAcceptedReading)
 	rejected := schemas.MustCodec(schemas.NameRejectedReading)
 	alerts := schemas.MustCodec(schemas.NameAlert)
 	erasures := schemas.MustCodec(schemas.NameErasure)
@@ -85,7 +85,7 @@ func sinks(topics eventlog.Topics) []*sink {
 	devices := schemas.MustCodec(schemas.NameDeviceEvent)
 	out := []*sink{
 		{topic: topics.AcceptedReadings, table: warehouse.ReadingsTable, resume: true,
-			newBuf: func() tableBuf { return &readingsBuf{dec: accepted, sourceTopic: topics.Readings} }},
+			newBuf: func() tableBuf { return &readingsBuf{codec: accepted, sourceTopic: topics.Readings} }},
 		{topic: topics.RejectedReadings, table: warehouse.RejectedTable, resume: true,
 			newBuf: func() tableBuf { return &rejectedBuf{codec: rejected, sourceTopic: topics.Readings} }},
 		{topic: topics.Alerts, table: warehouse.AlertsTable, resume: true,
@@ -122,9 +122,15 @@ func (p *position) columns() []namedColumn {
 }
 
 // readingsBuf holds rows of the readings table, decoded from accepted
-// readings without intermediate values (acceptedDecoder).
+// readings, the bulk of the projector's input, without intermediate
+// values: schemas.DecodeFlatAcceptedReading reads the current version
+// without allocating, its strings sharing the record's bytes. That is safe
+// because nothing modifies or reuses a record's value (the Kafka client is
+// made without kgo.WithPools, which would recycle them), and the columns
+// drop the strings when they are reset, so they pin the fetch buffers only
+// while the batch is held.
 type readingsBuf struct {
-	dec         *acceptedDecoder
+	codec       *schemas.Codec
 	sourceTopic string
 
 	tenant, user, device, gateway, metric, loinc col[string]
@@ -153,40 +159,40 @@ func (b *readingsBuf) columns() []namedColumn {
 }
 
 func (b *readingsBuf) add(rec *kgo.Record) (row, error) {
-	var f acceptedFields
-	if err := b.dec.decode(rec.Value, &f); err != nil {
+	var f schemas.FlatAcceptedReading
+	if err := schemas.DecodeFlatAcceptedReading(b.codec, rec.Value, &f); err != nil {
 		return row{}, err
 	}
-	b.tenant.add(f.tenant)
-	b.user.add(f.user)
-	b.device.add(f.device)
-	b.gateway.add(f.gateway)
-	b.metric.add(f.metric)
-	b.loinc.add(f.loinc)
-	b.value.add(f.value)
-	b.unit.add(f.unit)
-	b.measuredAt.add(secs(f.measuredAt))
-	b.measuredAtMs.add(f.measuredAt)
-	b.receivedAtMs.add(f.receivedAt)
-	b.ingestedAtMs.add(f.ingestedAt)
-	b.eventID.add(f.event)
+	b.tenant.add(f.TenantID)
+	b.user.add(f.UserID)
+	b.device.add(f.DeviceID)
+	b.gateway.add(f.GatewayID)
+	b.metric.add(f.Metric)
+	b.loinc.add(f.LOINC)
+	b.value.add(f.Value)
+	b.unit.add(f.Unit)
+	b.measuredAt.add(secs(f.MeasuredAt))
+	b.measuredAtMs.add(f.MeasuredAt)
+	b.receivedAtMs.add(f.ReceivedAt)
+	b.ingestedAtMs.add(f.IngestedAt)
+	b.eventID.add(f.EventID)
 	b.source.add(b.sourceTopic)
-	b.sourcePartition.add(f.sourcePartition)
-	b.sourceOffset.add(f.sourceOffset)
-	b.periodEnd.add(f.periodEnd) // 0 when absent
-	if f.hasSecondValue {
-		b.secondValue.addValue(f.secondValue)
+	b.sourcePartition.add(f.SourcePartition)
+	b.sourceOffset.add(f.SourceOffset)
+	b.periodEnd.add(f.PeriodEnd) // 0 when absent
+	if f.HasSecondValue {
+		b.secondValue.addValue(f.SecondValue)
 	} else {
 		b.secondValue.addNull()
 	}
-	b.stage.add(f.stage) // "" when absent
-	if f.hasSequence {
-		b.sequence.addValue(f.sequence)
+	b.stage.add(f.Stage) // "" when absent
+	if f.HasSequence {
+		b.sequence.addValue(f.Sequence)
 	} else {
 		b.sequence.addNull()
 	}
 	b.pos.add(rec)
-	return row{tenant: f.tenant, user: f.user, partition: rec.Partition, offset: rec.Offset}, nil
+	return row{tenant: f.TenantID, user: f.UserID, partition: rec.Partition, offset: rec.Offset}, nil
 }
 
 // rejectedBuf holds rows of the rejected readings table.

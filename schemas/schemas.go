@@ -8,6 +8,12 @@
 // writer by fingerprint and reads it into the current Go type through Avro
 // schema resolution. Every released version of a schema stays in this
 // directory as NAME.vN.avsc; the highest N is the one written today.
+//
+// The codec (Codec, on hamba/avro) reads and writes any schema. The few
+// messages on the hot paths also have hand-written codecs here, beside the
+// schema version each implements (NAME_vN.go, see handwritten.go), which
+// write and read the codec's bytes without its reflection; they are the
+// only Avro written outside the codec.
 package schemas
 
 import (
@@ -288,8 +294,7 @@ func NewCodec(name string) (*Codec, error) {
 		versions: make(map[uint64]Version, len(vs)),
 		resolved: make(map[uint64]avro.Schema),
 	}
-	copy(c.header[:2], magic[:])
-	binary.LittleEndian.PutUint64(c.header[2:], c.current.Fingerprint)
+	c.header = singleObjectHeader(c.current.Fingerprint)
 	for _, v := range vs {
 		c.versions[v.Fingerprint] = v
 	}

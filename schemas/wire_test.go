@@ -12,15 +12,15 @@ func TestReaderReadsWhatAppendWrites(t *testing.T) {
 	var b []byte
 	longs := []int64{0, 1, -1, 63, -64, math.MaxInt64, math.MinInt64}
 	for _, v := range longs {
-		b = AppendLong(b, v)
+		b = appendLong(b, v)
 	}
-	b = AppendString(b, "héllo")
-	b = AppendDouble(b, -2.5)
-	b = AppendOptLong(b, nil)
-	b = AppendOptLong(b, &seq)
-	b = AppendLong(b, math.MinInt32) // read back as an int
+	b = appendString(b, "héllo")
+	b = appendDouble(b, -2.5)
+	b = appendOptLong(b, nil)
+	b = appendOptLong(b, &seq)
+	b = appendLong(b, math.MinInt32) // read back as an int
 
-	r := NewReader(string(b))
+	r := newReader(string(b))
 	for _, want := range longs {
 		if got := r.Long(); got != want {
 			t.Errorf("Long = %d, want %d", got, want)
@@ -50,20 +50,20 @@ func TestReaderFailures(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		in   []byte
-		read func(*Reader)
+		read func(*reader)
 		want error
 	}{
-		{"long cut short", []byte{0x80}, func(r *Reader) { r.Long() }, ErrShort},
-		{"long over 10 bytes", append(bytes.Repeat([]byte{0x80}, 10), 0), func(r *Reader) { r.Long() }, ErrUnsupported},
-		{"int over 5 bytes", []byte{0x80, 0x80, 0x80, 0x80, 0x80, 0}, func(r *Reader) { r.Int() }, ErrUnsupported},
-		{"double cut short", []byte{1, 2, 3}, func(r *Reader) { r.Double() }, ErrShort},
-		{"string longer than the input", AppendLong(nil, 5), func(r *Reader) { r.Str() }, ErrShort},
-		{"negative string length", AppendLong(nil, -1), func(r *Reader) { r.Str() }, ErrUnsupported},
-		{"string over MaxStringLen", AppendLong(nil, MaxStringLen+1), func(r *Reader) { r.Str() }, ErrUnsupported},
-		{"union branch 2", AppendLong(nil, 2), func(r *Reader) { r.Present() }, ErrUnsupported},
+		{"long cut short", []byte{0x80}, func(r *reader) { r.Long() }, ErrShort},
+		{"long over 10 bytes", append(bytes.Repeat([]byte{0x80}, 10), 0), func(r *reader) { r.Long() }, ErrUnsupported},
+		{"int over 5 bytes", []byte{0x80, 0x80, 0x80, 0x80, 0x80, 0}, func(r *reader) { r.Int() }, ErrUnsupported},
+		{"double cut short", []byte{1, 2, 3}, func(r *reader) { r.Double() }, ErrShort},
+		{"string longer than the input", appendLong(nil, 5), func(r *reader) { r.Str() }, ErrShort},
+		{"negative string length", appendLong(nil, -1), func(r *reader) { r.Str() }, ErrUnsupported},
+		{"string over maxStringLen", appendLong(nil, maxStringLen+1), func(r *reader) { r.Str() }, ErrUnsupported},
+		{"union branch 2", appendLong(nil, 2), func(r *reader) { r.Present() }, ErrUnsupported},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := NewReader(string(tc.in))
+			r := newReader(string(tc.in))
 			tc.read(r)
 			if !errors.Is(r.Err(), tc.want) {
 				t.Fatalf("Err = %v, want %v", r.Err(), tc.want)
@@ -75,3 +75,7 @@ func TestReaderFailures(t *testing.T) {
 		})
 	}
 }
+
+func f64(v float64) *float64 { return &v }
+func i64(v int64) *int64     { return &v }
+func str(v string) *string   { return &v }

@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -16,29 +15,18 @@ import (
 // encoding/json and the Avro codec's reflection: the fleet simulator
 // writes every reading it sends, on the same cores as the pipeline it
 // measures, so a body should cost little more than its bytes. The bytes
-// are the ones json.Marshal and the codec write (tests hold them to it).
-
-// avroBatchFingerprint is the fingerprint of reading_batch.v1, the layout
-// AppendAvro writes. When package schemas moves to a newer version, the
-// encoder uses the codec until this is brought up to date (a test fails to
-// say so).
-const avroBatchFingerprint uint64 = 0x406dedaaff6cd7e6
-
-// avroBlockLength is how many items the codec writes per array block (its
-// default), each block with its byte size.
-const avroBlockLength = 100
+// are the ones json.Marshal and the codec write (tests hold them to it);
+// Avro bodies are written by package schemas' hand-written encoder.
 
 // BodyEncoder writes POST /v1/readings bodies in either format. It is
 // safe for concurrent use.
 type BodyEncoder struct {
 	codec *schemas.Codec
-	fast  bool
 }
 
 // NewBodyEncoder returns an encoder of the current ReadingBatch schema.
 func NewBodyEncoder() *BodyEncoder {
-	c := schemas.MustCodec(schemas.NameReadingBatch)
-	return &BodyEncoder{codec: c, fast: c.Current().Fingerprint == avroBatchFingerprint}
+	return &BodyEncoder{codec: schemas.MustCodec(schemas.NameReadingBatch)}
 }
 
 // Append appends a body of readings in format (FormatJSON or FormatAvro)
@@ -64,61 +52,15 @@ func (e *BodyEncoder) Append(dst []byte, format, gatewayID string, readings []sc
 	return dst, fmt.Errorf("loadgen: unknown format %q (json or avro)", format)
 }
 
-// AppendAvro appends b as a ReadingBatch single-object message.
+// AppendAvro appends b as a ReadingBatch single-object message, written
+// by hand (schemas.AppendReadingBatch) while the current schema is the one
+// written for.
 func (e *BodyEncoder) AppendAvro(dst []byte, b *schemas.ReadingBatch) ([]byte, error) {
-	if !e.fast {
-		msg, err := e.codec.Encode(b)
-		if err != nil {
-			return dst, fmt.Errorf("loadgen: encode body: %w", err)
-		}
-		return append(dst, msg...), nil
+	dst, err := schemas.AppendReadingBatch(e.codec, dst, b)
+	if err != nil {
+		return dst, fmt.Errorf("loadgen: encode body: %w", err)
 	}
-	dst = append(dst, 0xC3, 0x01)
-	dst = binary.LittleEndian.AppendUint64(dst, avroBatchFingerprint)
-	dst = schemas.AppendString(dst, b.GatewayID)
-	if b.TenantID == nil {
-		dst = append(dst, 0)
-	} else {
-		dst = schemas.AppendString(append(dst, 2), *b.TenantID)
-	}
-	const maxHeader = 2 * binary.MaxVarintLen64
-	for i := 0; i < len(b.Readings); i += avroBlockLength {
-		block := b.Readings[i:min(i+avroBlockLength, len(b.Readings))]
-		// The block's header (count negated, then size in bytes) goes
-		// before its items but depends on their size: leave room for the
-		// longest header, write the items, then move them up to the
-		// header's actual end.
-		start := len(dst)
-		dst = append(dst, make([]byte, maxHeader)...)
-		for j := range block {
-			dst = appendGatewayReading(dst, &block[j])
-		}
-		var hdr [maxHeader]byte
-		h := schemas.AppendLong(schemas.AppendLong(hdr[:0], -int64(len(block))), int64(len(dst)-start-maxHeader))
-		copy(dst[start:], h)
-		copy(dst[start+len(h):], dst[start+maxHeader:])
-		dst = dst[:len(dst)-(maxHeader-len(h))]
-	}
-	return append(dst, 0), nil
-}
-
-func appendGatewayReading(dst []byte, g *schemas.GatewayReading) []byte {
-	dst = schemas.AppendString(dst, g.EventID)
-	dst = schemas.AppendString(dst, g.UserID)
-	dst = schemas.AppendString(dst, g.DeviceID)
-	dst = schemas.AppendString(dst, g.Metric)
-	dst = schemas.AppendOptDouble(dst, g.Value)
-	dst = schemas.AppendString(dst, g.Unit)
-	dst = schemas.AppendLong(dst, g.MeasuredAt)
-	dst = schemas.AppendOptLong(dst, g.ReceivedAt)
-	dst = schemas.AppendOptLong(dst, g.PeriodEnd)
-	dst = schemas.AppendOptDouble(dst, g.Diastolic)
-	if g.Stage == nil {
-		dst = append(dst, 0)
-	} else {
-		dst = schemas.AppendString(append(dst, 2), *g.Stage)
-	}
-	return schemas.AppendOptLong(dst, g.Sequence)
+	return dst, nil
 }
 
 // ErrNotFinite is AppendJSONReading's error for a NaN or infinite value,

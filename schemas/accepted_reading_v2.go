@@ -1,0 +1,165 @@
+package schemas
+
+import (
+	"encoding/binary"
+	"fmt"
+	"unsafe"
+)
+
+// acceptedReadingV2 is the version written and read by hand here:
+// accepted_reading.v2.avsc.
+var (
+	acceptedReadingV2       = mustHandWritten(NameAcceptedReading, 2)
+	acceptedReadingV2Stages = acceptedReadingV2.enumSymbols("stage")
+)
+
+// maxAcceptedOverhead bounds what an encoded accepted reading takes beyond
+// its strings' bytes: the header, eight string lengths, six longs (four
+// times and offsets, the period end and the sequence), the partition, two
+// doubles, four one-byte union indexes and the stage's enum index, each
+// varint at its longest.
+const maxAcceptedOverhead = headerLen + 8*binary.MaxVarintLen64 + 6*binary.MaxVarintLen64 + binary.MaxVarintLen32 + 2*8 + 4 + binary.MaxVarintLen32
+
+// AcceptedReadingBound is the most bytes AppendAcceptedReading adds for a
+// when it writes v2 by hand (the codec, writing some later version, may
+// add more), for a caller that sizes its buffer first.
+func AcceptedReadingBound(a *AcceptedReading) int {
+	return maxAcceptedOverhead + len(a.TenantID) + len(a.EventID) + len(a.UserID) + len(a.DeviceID) +
+		len(a.GatewayID) + len(a.Metric) + len(a.LOINC) + len(a.Unit)
+}
+
+// AppendAcceptedReading appends a to dst as c's single-object message:
+// accepted_reading v2 written by hand when that is c's current version
+// (fields in schema order; strings and longs as zigzag varint lengths and
+// values, doubles as 8 little-endian bytes, unions as the branch index
+// followed by the value; the bytes the codec writes), else through c.
+func AppendAcceptedReading(c *Codec, dst []byte, a *AcceptedReading) ([]byte, error) {
+	if !acceptedReadingV2.writes(c) {
+		return c.Append(dst, a)
+	}
+	stage := int64(-1)
+	if a.Stage != nil {
+		if stage = symbolIndex(acceptedReadingV2Stages, *a.Stage); stage < 0 {
+			return dst, fmt.Errorf("encode %s: unknown enum symbol %q", NameAcceptedReading, *a.Stage)
+		}
+	}
+	dst = append(dst, acceptedReadingV2.header[:]...)
+	dst = appendString(dst, a.TenantID)
+	dst = appendString(dst, a.EventID)
+	dst = appendString(dst, a.UserID)
+	dst = appendString(dst, a.DeviceID)
+	dst = appendString(dst, a.GatewayID)
+	dst = appendString(dst, a.Metric)
+	dst = appendString(dst, a.LOINC)
+	dst = appendDouble(dst, a.Value)
+	dst = appendString(dst, a.Unit)
+	dst = appendLong(dst, a.MeasuredAt)
+	dst = appendLong(dst, a.ReceivedAt)
+	dst = appendLong(dst, a.IngestedAt)
+	dst = appendLong(dst, int64(a.SourcePartition))
+	dst = appendLong(dst, a.SourceOffset)
+	dst = appendOptLong(dst, a.PeriodEnd)
+	dst = appendOptDouble(dst, a.SecondValue)
+	dst = appendOptEnum(dst, stage)
+	return appendOptLong(dst, a.Sequence), nil
+}
+
+// FlatAcceptedReading is an accepted reading without pointers, for a
+// reader that decodes one per record and allocates nothing:
+// DecodeFlatAcceptedReading fills it. An optional field absent from the
+// message is its zero value with its Has flag false.
+type FlatAcceptedReading struct {
+	TenantID, EventID, UserID, DeviceID, GatewayID, Metric, LOINC, Unit string
+
+	Value                              float64
+	MeasuredAt, ReceivedAt, IngestedAt int64
+	SourcePartition                    int32
+	SourceOffset                       int64
+
+	PeriodEnd, Sequence          int64
+	SecondValue                  float64
+	Stage                        string
+	HasPeriodEnd, HasSecondValue bool
+	HasStage, HasSequence        bool
+}
+
+// DecodeFlatAcceptedReading reads a single-object message into f. A
+// message written with accepted_reading v2, c's current version, is read
+// by hand, allocating nothing: f's strings then share msg's bytes, so msg
+// must not be modified while f is in use. Anything that is not read
+// cleanly that way (another writer version, a truncated or corrupt
+// message) goes through c, so results and errors are the codec's.
+func DecodeFlatAcceptedReading(c *Codec, msg []byte, f *FlatAcceptedReading) error {
+	if acceptedReadingV2.writes(c) && acceptedReadingV2.isHeader(msg) && readAcceptedReadingV2(msg[headerLen:], f) {
+		return nil
+	}
+	var a AcceptedReading
+	if err := c.Decode(msg, &a); err != nil {
+		return err
+	}
+	flattenAccepted(&a, f)
+	return nil
+}
+
+// flattenAccepted sets f to a.
+func flattenAccepted(a *AcceptedReading, f *FlatAcceptedReading) {
+	*f = FlatAcceptedReading{
+		TenantID: a.TenantID, EventID: a.EventID, UserID: a.UserID, DeviceID: a.DeviceID, GatewayID: a.GatewayID,
+		Metric: a.Metric, LOINC: a.LOINC, Unit: a.Unit, Value: a.Value,
+		MeasuredAt: a.MeasuredAt, ReceivedAt: a.ReceivedAt, IngestedAt: a.IngestedAt,
+		SourcePartition: a.SourcePartition, SourceOffset: a.SourceOffset,
+	}
+	if a.PeriodEnd != nil {
+		f.PeriodEnd, f.HasPeriodEnd = *a.PeriodEnd, true
+	}
+	if a.SecondValue != nil {
+		f.SecondValue, f.HasSecondValue = *a.SecondValue, true
+	}
+	if a.Stage != nil {
+		f.Stage, f.HasStage = *a.Stage, true
+	}
+	if a.Sequence != nil {
+		f.Sequence, f.HasSequence = *a.Sequence, true
+	}
+}
+
+// readAcceptedReadingV2 reads an accepted_reading v2 payload, field by
+// field in schema order, its strings sharing payload's bytes. It reports
+// false if the payload is not read cleanly. Bytes after the record are
+// ignored, as the general codec ignores them.
+func readAcceptedReadingV2(payload []byte, f *FlatAcceptedReading) bool {
+	r := newReader(unsafe.String(unsafe.SliceData(payload), len(payload)))
+	f.TenantID = r.Str()
+	f.EventID = r.Str()
+	f.UserID = r.Str()
+	f.DeviceID = r.Str()
+	f.GatewayID = r.Str()
+	f.Metric = r.Str()
+	f.LOINC = r.Str()
+	f.Value = r.Double()
+	f.Unit = r.Str()
+	f.MeasuredAt = r.Long()
+	f.ReceivedAt = r.Long()
+	f.IngestedAt = r.Long()
+	f.SourcePartition = r.Int()
+	f.SourceOffset = r.Long()
+	// Unions ["null", T]: branch 0 is null.
+	f.PeriodEnd, f.SecondValue, f.Stage, f.Sequence = 0, 0, "", 0
+	if f.HasPeriodEnd = r.Present(); f.HasPeriodEnd {
+		f.PeriodEnd = r.Long()
+	}
+	if f.HasSecondValue = r.Present(); f.HasSecondValue {
+		f.SecondValue = r.Double()
+	}
+	if f.HasStage = r.Present(); f.HasStage {
+		if i := r.Int(); i >= 0 && int(i) < len(acceptedReadingV2Stages) {
+			f.Stage = acceptedReadingV2Stages[i]
+		} else {
+			r.Fail(ErrUnsupported)
+		}
+	}
+	if f.HasSequence = r.Present(); f.HasSequence {
+		f.Sequence = r.Long()
+	}
+	return r.Err() == nil
+}

@@ -1,0 +1,105 @@
+package schemas
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/vitalshq/vitals/internal/metric"
+)
+
+// handWrittenLayouts are the versions this package writes or reads by hand.
+var handWrittenLayouts = []*handWritten{&readingV2, &acceptedReadingV2, &readingBatchV1}
+
+// The hand-written layouts must be their schemas' current versions; when
+// this fails, a new version was added: until the hand-written code (the
+// file NAME_vN.go) is brought up to date with it and bound to the new file,
+// that schema goes through the slower codec (nothing is written wrong).
+func TestHandWrittenLayoutsAreCurrent(t *testing.T) {
+	for _, h := range handWrittenLayouts {
+		c := MustCodec(h.Name)
+		if got := c.Current().Fingerprint; got != h.Fingerprint || !h.writes(c) {
+			t.Errorf("%s is now v%d (fingerprint %#016x); the hand-written layout is v%d (%#016x)",
+				h.Name, c.Current().Number, got, h.Number, h.Fingerprint)
+		}
+		if h.header != singleObjectHeader(h.Fingerprint) {
+			t.Errorf("%s v%d: header %x", h.Name, h.Number, h.header)
+		}
+	}
+}
+
+// TestFingerprints holds the fingerprint derived from every embedded file
+// to the independent CRC-64-AVRO of its canonical form, and to the value
+// it had when released: a released schema must never change, since
+// messages in the log name their writer by it.
+func TestFingerprints(t *testing.T) {
+	released := map[string]uint64{
+		"reading.v1":          0x64f3d96c22f6a5a3,
+		"reading.v2":          0xc700176977c11822,
+		"accepted_reading.v1": 0x697e7a5a52b45436,
+		"accepted_reading.v2": 0x847eff73b7f90623,
+		"rejected_reading.v1": 0x725284252556dc75,
+		"device_event.v1":     0x6605e1c2aa973c24,
+		"profile_event.v1":    0x450ef3b0009d30ac,
+		"dead_letter.v1":      0x6a65c984724963aa,
+		"alert.v1":            0x06a03edac47bfb0e,
+		"reading_batch.v1":    0x406dedaaff6cd7e6,
+		"erasure.v1":          0x1796618a21b5cfdb,
+	}
+	seen := 0
+	for _, name := range Names {
+		vs, err := Versions(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vs {
+			seen++
+			if want := crc64Avro([]byte(v.Schema.String())); v.Fingerprint != want {
+				t.Errorf("%s v%d: fingerprint %#016x, CRC-64-AVRO of the canonical form %#016x", name, v.Number, v.Fingerprint, want)
+			}
+			file := fmt.Sprintf("%s.v%d", name, v.Number)
+			if want, ok := released[file]; !ok {
+				t.Errorf("%s.avsc (%#016x) is not in this test's list: add it once released", file, v.Fingerprint)
+			} else if v.Fingerprint != want {
+				t.Errorf("%s.avsc changed: fingerprint %#016x, released as %#016x", file, v.Fingerprint, want)
+			}
+		}
+	}
+	if seen != len(released) {
+		t.Errorf("%d schema files embedded, %d released", seen, len(released))
+	}
+	for _, h := range handWrittenLayouts {
+		if want := released[fmt.Sprintf("%s.v%d", h.Name, h.Number)]; h.Fingerprint != want {
+			t.Errorf("hand-written %s v%d is bound to %#016x, its file's is %#016x", h.Name, h.Number, h.Fingerprint, want)
+		}
+	}
+}
+
+// The SleepStage enum the hand-written codecs read from the schemas is
+// the catalogue's list of stages, in order: ingest checks stages against
+// the catalogue, the codecs write the schema's symbol index.
+func TestSleepStagesMatchSchema(t *testing.T) {
+	for _, stages := range [][]string{readingV2Stages, acceptedReadingV2Stages} {
+		if !slices.Equal(stages, metric.SleepStages) {
+			t.Fatalf("schema symbols %v, catalogue %v", stages, metric.SleepStages)
+		}
+	}
+	for i, s := range metric.SleepStages {
+		if got := symbolIndex(acceptedReadingV2Stages, s); got != int64(i) {
+			t.Fatalf("stage %q is symbol %d by hand", s, got)
+		}
+		st := s
+		a := AcceptedReading{Stage: &st}
+		b, err := MustCodec(NameAcceptedReading).Encode(&a)
+		if err != nil {
+			t.Fatalf("stage %q: %v", s, err)
+		}
+		// The stage is the second last field: union index 1, then its index.
+		if got := b[len(b)-3 : len(b)-1]; got[0] != 2 || got[1] != byte(2*i) {
+			t.Fatalf("stage %q is symbol %x of the schema, want %d", s, got, i)
+		}
+	}
+	if symbolIndex(acceptedReadingV2Stages, "nap") != -1 {
+		t.Fatal("an unknown stage has an index")
+	}
+}
