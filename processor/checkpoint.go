@@ -86,6 +86,10 @@ type snapshotRows struct {
 	tenants, users []string
 	versions       []int64
 	states         [][]byte
+	// heldParts and heldUntil are a user's held readings' partition number
+	// and deadline (see timers.go), -1 when nothing is held.
+	heldParts []int32
+	heldUntil []int64
 }
 
 // checkpointIfDue starts a background checkpoint when the interval has
@@ -177,6 +181,12 @@ func (p *Processor) reapLocked(ctx context.Context, wait bool) error {
 	p.m.commit.Observe(c.took.Seconds())
 	p.m.checkpointUsers.Observe(float64(len(c.rows.users)))
 	p.advance(ctx, c.advances)
+	// Every user not changed since is committed now, and no checkpoint is
+	// being written: idle ones may go.
+	if n := p.users.evict(p.cfg.MaxUsers); n > 0 {
+		p.m.evicted.Add(float64(n))
+		p.m.users.Set(float64(len(p.users.byKey)))
+	}
 	return nil
 }
 
@@ -220,15 +230,22 @@ func (p *Processor) prepare() *pendingCheckpoint {
 	c := &pendingCheckpoint{done: make(chan struct{})}
 	for t, to := range p.processed {
 		if from, owned := p.pos[t]; owned {
-			c.advances = append(c.advances, partitionAdvance{Topic: t.topic, Partition: t.partition, From: from, To: to, OutSeq: p.seq[t.partition]})
+			c.advances = append(c.advances, partitionAdvance{Topic: t.topic, Partition: t.partition, From: from, To: to,
+				OutSeq: p.seq[t.partition], PartTime: p.timers.clock[t.partition]})
 		}
 	}
 	n := len(p.users.dirty)
-	r := snapshotRows{tenants: make([]string, 0, n), users: make([]string, 0, n), versions: make([]int64, 0, n), states: make([][]byte, 0, n)}
+	r := snapshotRows{tenants: make([]string, 0, n), users: make([]string, 0, n), versions: make([]int64, 0, n), states: make([][]byte, 0, n),
+		heldParts: make([]int32, 0, n), heldUntil: make([]int64, 0, n)}
 	p.users.takeDirty(func(ca *cachedAggregate) {
 		ca.agg.Compact(p.cfg.Rules)
 		r.tenants, r.users = append(r.tenants, ca.key.Tenant), append(r.users, ca.key.User)
 		r.versions, r.states = append(r.versions, ca.agg.Version), append(r.states, p.snapshots.encode(&ca.agg))
+		part, until := int32(-1), int64(-1)
+		if d, ok := ca.agg.HeldDeadline(p.cfg.Rules); ok {
+			part, until = ca.partition, d
+		}
+		r.heldParts, r.heldUntil = append(r.heldParts, part), append(r.heldUntil, until)
 	})
 	p.checkpoint = time.Now()
 	c.chunks = p.snapshots.take()

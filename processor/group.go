@@ -47,12 +47,16 @@ func (p *Processor) seekToStored(ctx context.Context, offsets map[string]map[int
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	seqs := map[int32]int64{}
+	seqs, clocks := map[int32]int64{}, map[int32]int64{}
 	for topic, parts := range offsets {
-		if err := p.seekTopic(ctx, topic, parts, seqs); err != nil {
+		if err := p.seekTopic(ctx, topic, parts, seqs, clocks); err != nil {
 			p.log.Warn().Err(err).Msg("cannot load offsets; the group will retry the assignment")
 			return nil, err
 		}
+	}
+	if err := p.restoreTimers(ctx, clocks); err != nil {
+		p.log.Warn().Err(err).Msg("cannot load the held readings' deadlines; the group will retry the assignment")
+		return nil, err
 	}
 	if err := p.skipEmitted(ctx, seqs); err != nil {
 		p.log.Warn().Err(err).Msg("cannot read the output topics' tails; the group will retry the assignment")
@@ -62,9 +66,9 @@ func (p *Processor) seekToStored(ctx context.Context, offsets map[string]map[int
 }
 
 // seekTopic sets the offsets of topic's assigned partitions to the stored
-// positions, empties their merge queues, and notes in seqs the output
-// numbers stored per partition number.
-func (p *Processor) seekTopic(ctx context.Context, topic string, parts map[int32]kgo.Offset, seqs map[int32]int64) error {
+// positions, empties their merge queues, and notes in seqs and clocks the
+// output numbers and times stored per partition number.
+func (p *Processor) seekTopic(ctx context.Context, topic string, parts map[int32]kgo.Offset, seqs, clocks map[int32]int64) error {
 	ids := make([]int32, 0, len(parts))
 	for id := range parts {
 		ids = append(ids, id)
@@ -79,6 +83,7 @@ func (p *Processor) seekTopic(ctx context.Context, topic string, parts map[int32
 		st, ok := stored[id]
 		o := st.Next
 		seqs[id] = max(seqs[id], st.OutSeq)
+		clocks[id] = max(clocks[id], st.PartTime)
 		if ok {
 			parts[id] = kgo.NewOffset().At(o).WithEpoch(-1)
 		} else {
@@ -162,4 +167,5 @@ func (p *Processor) forget(_ context.Context, _ *kgo.Client, lost map[string][]i
 		}
 	}
 	p.users.forget(gone)
+	p.timers.forget(gone)
 }

@@ -38,6 +38,7 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 		clear(in)
 		clear(p.readings)
 	}()
+	p.dueInStep(in, missing)
 	if err := p.loadUsers(ctx, in, missing); err != nil {
 		return err // ctx ended before anything was applied: nothing to finish
 	}
@@ -123,14 +124,15 @@ func (p *Processor) judgeAll(b *batch, in []decoded) map[int32]*[kinds]int64 {
 	for i := range in {
 		d := &in[i]
 		from := len(b.outputs)
+		p.tick(b, d)
 		if c := d.user; c != nil {
 			c.partition = d.rec.Partition
-			if c.step != p.step {
-				c.step = p.step
-				b.touched = append(b.touched, c)
-			}
+			p.touch(b, c)
 		}
 		p.judge(b, d)
+		if d.user != nil {
+			p.setTimer(d.user)
+		}
 		part := d.rec.Partition
 		p.number(b, b.outputs[from:], part)
 		if lastOffs == nil || part != lastPart {
@@ -145,6 +147,14 @@ func (p *Processor) judgeAll(b *batch, in []decoded) map[int32]*[kinds]int64 {
 		}
 	}
 	return last
+}
+
+// touch lists c among the aggregates the step changed, once.
+func (p *Processor) touch(b *batch, c *cachedAggregate) {
+	if c.step != p.step {
+		c.step = p.step
+		b.touched = append(b.touched, c)
+	}
 }
 
 // judge applies one decoded record to its user's aggregate and emits the
@@ -216,6 +226,7 @@ func (p *Processor) markProcessed(last map[int32]*[kinds]int64, touched []*cache
 // observe adds the step's counts to the metrics and the running totals.
 func (p *Processor) observe(b *batch, records int) {
 	p.m.batchSize.Observe(float64(records))
+	p.m.users.Set(float64(len(p.users.byKey)))
 	for _, c := range []struct {
 		outcome string
 		n       int64

@@ -16,7 +16,7 @@ import (
 // lets a re-processing skip the outputs the log already holds. No Kafka
 // or PostgreSQL: the users start empty, as never checkpointed.
 func TestStepEmitsAndNumbersOutputs(t *testing.T) {
-	p := &Processor{cfg: DefaultConfig(), seq: map[int32]int64{}, users: newUsers()}
+	p := &Processor{cfg: DefaultConfig(), seq: map[int32]int64{}, users: newUsers(), timers: newTimers()}
 	p.cfg.Kafka.Topics = eventlog.TopicsWithPrefix("step")
 	p.setTopics()
 	topics := p.cfg.Kafka.Topics
@@ -90,5 +90,84 @@ func TestStepEmitsAndNumbersOutputs(t *testing.T) {
 	}
 	if len(b.touched) != 2 {
 		t.Errorf("%d users touched, want 2", len(b.touched))
+	}
+}
+
+// TestPartitionClockSettlesHeldReadings: a reading from a device never
+// paired is held; when its user sends nothing more, the partition's clock
+// (its records' ingest timestamps) settles it once it passes the reading's
+// ingest time by the allowed lateness: rejected device_not_paired, numbered
+// in its partition just before the record that moved the clock. Another
+// partition's clock does not.
+func TestPartitionClockSettlesHeldReadings(t *testing.T) {
+	p := &Processor{cfg: DefaultConfig(), seq: map[int32]int64{}, users: newUsers(), timers: newTimers()}
+	p.cfg.Kafka.Topics = eventlog.TopicsWithPrefix("clock")
+	p.setTopics()
+	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+	late := p.cfg.Rules.AllowedLateness
+	var offsets [2]int64
+	rec := func(part int32, user, id string, ingested time.Time) *kgo.Record {
+		r := &schemas.Reading{TenantID: "t", EventID: id, UserID: user, DeviceID: user + "-w", Metric: "heart_rate", Value: 70, Unit: "/min",
+			MeasuredAt: ingested.Add(-time.Second).UnixMilli(), IngestedAt: ingested.UnixMilli(), SourceFormat: "json"}
+		b, err := p.codecs.reading.Encode(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kr := &kgo.Record{Topic: p.topics[kindReading], Partition: part, Offset: offsets[part], Key: []byte(user), Value: b, Timestamp: ingested}
+		offsets[part]++
+		return kr
+	}
+	step := func(records ...*kgo.Record) batch {
+		p.step++
+		in, missing := p.decode(records)
+		p.dueInStep(in, missing)
+		for k := range missing {
+			p.users.add(k, nil)
+		}
+		p.attach(in)
+		b := batch{counts: map[[3]string]int64{}}
+		p.judgeAll(&b, in)
+		return b
+	}
+	// Pairings for bob and carol only: alice's reading is held.
+	for _, u := range []string{"bob", "carol"} {
+		p.users.add(UserKey{"t", u}, nil)
+		p.users.get(UserKey{"t", u}).agg.ApplyDevice(&schemas.DeviceEvent{TenantID: "t", EventID: "p-" + u, UserID: u, DeviceID: u + "-w",
+			Kind: "paired", OccurredAt: t0.Add(-time.Hour).UnixMilli()}, p.cfg.Rules)
+	}
+	b := step(rec(0, "alice", "a1", t0), rec(0, "bob", "b1", t0.Add(time.Minute)))
+	if len(b.outputs) != 1 || string(b.outputs[0].Key) != "bob" || b.held != 1 {
+		t.Fatalf("first step: %d outputs, %d held; want bob's accepted and alice's held", len(b.outputs), b.held)
+	}
+	// Partition 1's clock passes the deadline: not alice's partition.
+	b = step(rec(1, "carol", "c1", t0.Add(late+time.Hour)))
+	if len(b.outputs) != 1 || string(b.outputs[0].Key) != "carol" {
+		t.Fatalf("another partition's records settled something: %d outputs", len(b.outputs))
+	}
+	// Partition 0 at exactly the deadline: nothing yet; just past it: settled.
+	b = step(rec(0, "bob", "b2", t0.Add(late)))
+	if len(b.outputs) != 1 {
+		t.Fatalf("at the deadline: %d outputs, want bob's only", len(b.outputs))
+	}
+	b = step(rec(0, "bob", "b3", t0.Add(late+time.Millisecond)))
+	if len(b.outputs) != 2 || string(b.outputs[0].Key) != "alice" || b.outputs[0].Topic != p.cfg.Kafka.Topics.RejectedReadings || string(b.outputs[1].Key) != "bob" {
+		t.Fatalf("past the deadline: %d outputs; want alice's rejection, then bob's reading", len(b.outputs))
+	}
+	var rj schemas.RejectedReading
+	if err := p.codecs.rejected.Decode(b.outputs[0].Value, &rj); err != nil || rj.Reason != ReasonDeviceNotPaired || rj.EventID != "a1" || rj.SourceOffset != 0 {
+		t.Fatalf("settled reading %+v (%v); want a1 rejected device_not_paired, from offset 0", rj, err)
+	}
+	if seqOf(b.outputs[0]) != 3 || seqOf(b.outputs[1]) != 4 {
+		t.Fatalf("numbers %d, %d; want 3 and 4 in partition 0 (after bob's b1 and b2)", seqOf(b.outputs[0]), seqOf(b.outputs[1]))
+	}
+	if len(p.timers.due[0]) != 0 {
+		t.Fatalf("deadlines left after settling: %v", p.timers.due[0])
+	}
+	touchedAlice := false
+	for _, c := range b.touched {
+		touchedAlice = touchedAlice || c.key.User == "alice"
+	}
+	if !touchedAlice {
+		t.Fatal("alice's aggregate changed but is not among the step's touched users (the checkpoint would miss it)")
 	}
 }

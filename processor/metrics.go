@@ -16,10 +16,18 @@ type procMetrics struct {
 	checkpointUsers prometheus.Histogram
 	// resent counts outputs produced again after unacknowledged sends.
 	resent prometheus.Counter
+	// users and evicted are the aggregates in memory, and those dropped
+	// to keep within MaxUsers.
+	users   prometheus.Gauge
+	evicted prometheus.Counter
 }
 
 func newProcMetrics() procMetrics {
 	return procMetrics{
+		users: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vitals_processor_users_in_memory",
+			Help: "Aggregates of owned users held in memory (bounded by --processor-max-users)."}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "vitals_processor_users_evicted_total",
+			Help: "Aggregates dropped from memory after a checkpoint to stay within --processor-max-users; loaded again on the user's next event."}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vitals_processor_events_total",
 			Help: "Events judged, by kind (reading, device, profile), outcome (accepted, rejected, duplicate, held, applied) and reason."},
 			[]string{"kind", "outcome", "reason"}),
@@ -40,5 +48,5 @@ func newProcMetrics() procMetrics {
 }
 
 func (m procMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.events, m.commit, m.batchSize, m.checkpointUsers, m.resent, m.lag}
+	return []prometheus.Collector{m.events, m.commit, m.batchSize, m.checkpointUsers, m.resent, m.lag, m.users, m.evicted}
 }

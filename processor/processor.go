@@ -84,6 +84,11 @@ type Config struct {
 	// MaxDirty forces a checkpoint when this many users changed since the
 	// last one.
 	MaxDirty int
+	// MaxUsers bounds the aggregates kept in memory (default 200,000; 0:
+	// no bound). Past it, after a checkpoint, the least recently used users
+	// whose state is committed are dropped and loaded again from their
+	// checkpoint on their next event; decisions and outputs are the same.
+	MaxUsers int
 	// OpTimeout bounds each PostgreSQL operation and produce attempt.
 	OpTimeout time.Duration
 	// MaxBackoff caps the wait between retries while PostgreSQL or Kafka is
@@ -118,6 +123,7 @@ func DefaultConfig() Config {
 		MaxBatch:           10000,
 		CheckpointInterval: 5 * time.Second,
 		MaxDirty:           250000,
+		MaxUsers:           200000,
 		OpTimeout:          10 * time.Second,
 		MaxBackoff:         5 * time.Second,
 		ShutdownGrace:      15 * time.Second,
@@ -191,6 +197,9 @@ type Processor struct {
 	users      users
 	processed  map[tp]int64
 	checkpoint time.Time
+	// timers are the partitions' clocks and held readings' deadlines
+	// (timers.go); touched like users.
+	timers timers
 
 	// snapshots holds the encoded aggregates of checkpoints (see
 	// snapshotArena).
@@ -266,6 +275,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		m:         newProcMetrics(),
 		ready:     make(chan struct{}),
 		users:     newUsers(),
+		timers:    newTimers(),
 		processed: make(map[tp]int64),
 		seq:       make(map[int32]int64),
 		skip:      make(map[tp]int64),

@@ -42,6 +42,13 @@ CREATE TABLE IF NOT EXISTS processor_offsets (
 );
 COMMENT ON TABLE processor_offsets IS 'Next Kafka offset to process per partition; the source of truth for the processor''s position.';
 ALTER TABLE processor_offsets ADD COLUMN IF NOT EXISTS out_seq bigint NOT NULL DEFAULT 0;
+ALTER TABLE processor_offsets ADD COLUMN IF NOT EXISTS part_time bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN processor_offsets.part_time IS 'The partition number''s time at next_offset (epoch ms, the newest record timestamp applied): the clock that settles held readings of users who send nothing more.';
+ALTER TABLE processor_aggregates ADD COLUMN IF NOT EXISTS held_part integer;
+ALTER TABLE processor_aggregates ADD COLUMN IF NOT EXISTS held_until bigint;
+COMMENT ON COLUMN processor_aggregates.held_part IS 'For a user holding readings from an unpaired device: the partition number, whose time settles them.';
+COMMENT ON COLUMN processor_aggregates.held_until IS 'For a user holding readings: the partition time (epoch ms) past which the first of them is settled.';
+CREATE INDEX IF NOT EXISTS processor_aggregates_held ON processor_aggregates (group_id, held_part) WHERE held_until IS NOT NULL;
 COMMENT ON COLUMN processor_offsets.out_seq IS 'Outputs emitted for this partition number up to next_offset (every output carries its number in the vitals-seq header): after a crash the processor skips the outputs already in the output topics instead of emitting them twice.';
 `
 
@@ -71,18 +78,20 @@ func (s *store) migrate(ctx context.Context) error {
 	})
 }
 
-// position is a partition's stored place: the next offset to process and
-// the number of outputs emitted before it.
+// position is a partition's stored place: the next offset to process, the
+// number of outputs emitted before it, and the partition number's time
+// there.
 type position struct {
-	Next   int64
-	OutSeq int64
+	Next     int64
+	OutSeq   int64
+	PartTime int64
 }
 
 // offsets returns the stored position of each partition of topic that has
 // one.
 func (s *store) offsets(ctx context.Context, topic string, partitions []int32) (map[int32]position, error) {
 	rows, err := s.pool.Query(ctx,
-		`SELECT partition, next_offset, out_seq FROM processor_offsets WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)`,
+		`SELECT partition, next_offset, out_seq, part_time FROM processor_offsets WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)`,
 		s.group, topic, partitions)
 	if err != nil {
 		return nil, fmt.Errorf("load offsets: %w", err)
@@ -90,7 +99,7 @@ func (s *store) offsets(ctx context.Context, topic string, partitions []int32) (
 	out := make(map[int32]position)
 	var p int32
 	var pos position
-	_, err = pgx.ForEachRow(rows, []any{&p, &pos.Next, &pos.OutSeq}, func() error { out[p] = pos; return nil })
+	_, err = pgx.ForEachRow(rows, []any{&p, &pos.Next, &pos.OutSeq, &pos.PartTime}, func() error { out[p] = pos; return nil })
 	if err != nil {
 		return nil, fmt.Errorf("load offsets: %w", err)
 	}
@@ -140,14 +149,40 @@ func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey]*rules.Ag
 	return out, nil
 }
 
+// heldUsers returns, per partition number of parts, the users holding
+// readings and the partition time that settles the first of them.
+func (s *store) heldUsers(ctx context.Context, parts []int32) (map[int32]map[UserKey]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT held_part, tenant_id, user_id, held_until FROM processor_aggregates
+		WHERE group_id = $1 AND held_part = ANY($2) AND held_until IS NOT NULL`, s.group, parts)
+	if err != nil {
+		return nil, fmt.Errorf("load held users: %w", err)
+	}
+	out := map[int32]map[UserKey]int64{}
+	var part int32
+	var k UserKey
+	var until int64
+	_, err = pgx.ForEachRow(rows, []any{&part, &k.Tenant, &k.User, &until}, func() error {
+		if out[part] == nil {
+			out[part] = map[UserKey]int64{}
+		}
+		out[part][k] = until
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load held users: %w", err)
+	}
+	return out, nil
+}
+
 // partitionAdvance moves one partition from one offset to the next.
 type partitionAdvance struct {
 	Topic     string
 	Partition int32
 	From      int64 // the offset this instance believed stored; -1 for none
 	To        int64
-	// OutSeq is the partition number's output count at To.
-	OutSeq int64
+	// OutSeq is the partition number's output count at To, PartTime its
+	// time.
+	OutSeq, PartTime int64
 }
 
 // commit stores the changed aggregates and advances the partitions in one
@@ -158,16 +193,16 @@ func (s *store) commit(ctx context.Context, rows snapshotRows, adv []partitionAd
 		for _, a := range adv {
 			var tag int64
 			if a.From < 0 {
-				ct, err := tx.Exec(ctx, `INSERT INTO processor_offsets (group_id, topic, partition, next_offset, out_seq)
-					VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, s.group, a.Topic, a.Partition, a.To, a.OutSeq)
+				ct, err := tx.Exec(ctx, `INSERT INTO processor_offsets (group_id, topic, partition, next_offset, out_seq, part_time)
+					VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, s.group, a.Topic, a.Partition, a.To, a.OutSeq, a.PartTime)
 				if err != nil {
 					return fmt.Errorf("advance offset: %w", err)
 				}
 				tag = ct.RowsAffected()
 			} else {
-				ct, err := tx.Exec(ctx, `UPDATE processor_offsets SET next_offset = $5, out_seq = $6
+				ct, err := tx.Exec(ctx, `UPDATE processor_offsets SET next_offset = $5, out_seq = $6, part_time = $7
 					WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $4`,
-					s.group, a.Topic, a.Partition, a.From, a.To, a.OutSeq)
+					s.group, a.Topic, a.Partition, a.From, a.To, a.OutSeq, a.PartTime)
 				if err != nil {
 					return fmt.Errorf("advance offset: %w", err)
 				}
@@ -180,10 +215,13 @@ func (s *store) commit(ctx context.Context, rows snapshotRows, adv []partitionAd
 		for from := 0; from < len(rows.users); {
 			to := statementEnd(rows.states, from, maxStatementBytes)
 			_, err := tx.Exec(ctx, `
-				INSERT INTO processor_aggregates (group_id, tenant_id, user_id, version, state)
-				SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bytea[])
-				ON CONFLICT (group_id, tenant_id, user_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state`,
-				s.group, rows.tenants[from:to], rows.users[from:to], rows.versions[from:to], rows.states[from:to])
+				INSERT INTO processor_aggregates (group_id, tenant_id, user_id, version, state, held_part, held_until)
+				SELECT $1, t, u, v, s, NULLIF(hp, -1), NULLIF(hu, -1)
+				FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::integer[], $7::bigint[]) AS r(t, u, v, s, hp, hu)
+				ON CONFLICT (group_id, tenant_id, user_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state,
+					held_part = EXCLUDED.held_part, held_until = EXCLUDED.held_until`,
+				s.group, rows.tenants[from:to], rows.users[from:to], rows.versions[from:to], rows.states[from:to],
+				rows.heldParts[from:to], rows.heldUntil[from:to])
 			if err != nil {
 				return fmt.Errorf("store aggregates: %w", err)
 			}

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"sort"
 	"strings"
 
 	"github.com/vitalshq/vitals/processor/rules"
@@ -90,6 +91,32 @@ func (u *users) forget(gone map[int32]bool) {
 	}
 	clear(u.dirty[len(kept):])
 	u.dirty = kept
+}
+
+// evict keeps memory bounded: when more than max aggregates are in
+// memory, it drops the least recently used of those whose state is
+// committed (not changed since the last checkpoint), down to nine tenths of
+// max, so that it runs once per that many new users rather than on every
+// checkpoint. An evicted user is loaded from its checkpoint when its next
+// event comes, which is the same aggregate, so decisions do not change.
+// Only call it when no checkpoint is being written. It returns how many it
+// dropped.
+func (u *users) evict(max int) int {
+	if max <= 0 || len(u.byKey) <= max {
+		return 0
+	}
+	clean := make([]*cachedAggregate, 0, len(u.byKey))
+	for _, c := range u.byKey {
+		if !c.dirty {
+			clean = append(clean, c)
+		}
+	}
+	sort.Slice(clean, func(i, j int) bool { return clean[i].step < clean[j].step })
+	n := min(len(u.byKey)-max*9/10, len(clean))
+	for _, c := range clean[:n] {
+		delete(u.byKey, c.key)
+	}
+	return n
 }
 
 // forgetAll drops every aggregate, so that each is loaded again from its

@@ -59,6 +59,7 @@ type Settings struct {
 	ProcessorPairing    bool
 	ProcessorCheckpoint time.Duration
 	ProcessorMaxDirty   int
+	ProcessorMaxUsers   int
 	ProcessorMetrics    string
 
 	ProjectorGroup    string
@@ -175,6 +176,7 @@ func (s *Settings) ProcessorFlags(fs *envflag.Set) {
 	fs.Duration(&s.ProcessorLateness, "processor-allowed-lateness", d.Rules.AllowedLateness, "how far behind its stream's newest reading a reading is still accepted")
 	fs.Duration(&s.ProcessorCheckpoint, "processor-checkpoint-interval", d.CheckpointInterval, "how often changed aggregates and offsets are committed to PostgreSQL (a crash re-processes at most this much)")
 	fs.Int(&s.ProcessorMaxDirty, "processor-checkpoint-max-users", d.MaxDirty, "checkpoint early once this many users changed (bounds a checkpoint's transaction)")
+	fs.Int(&s.ProcessorMaxUsers, "processor-max-users", d.MaxUsers, "aggregates kept in memory; idle users beyond it are dropped after a checkpoint and loaded again when they return (0: no bound)")
 	fs.Bool(&s.ProcessorPairing, "processor-require-pairing", d.Rules.RequirePairing, "accept a reading only from a device paired to the user at its measurement time")
 	fs.String(&s.ProcessorMetrics, "processor-metrics-addr", processor.DefaultMetricsAddr, "where the processor serves /metrics (empty: nowhere)")
 }
@@ -264,7 +266,7 @@ func (s *Settings) Processor() processor.Config {
 	c.Rules.AllowedLateness = s.ProcessorLateness
 	c.Rules.RequirePairing = s.ProcessorPairing
 	c.MetricsAddr = s.ProcessorMetrics
-	c.CheckpointInterval, c.MaxDirty = s.ProcessorCheckpoint, s.ProcessorMaxDirty
+	c.CheckpointInterval, c.MaxDirty, c.MaxUsers = s.ProcessorCheckpoint, s.ProcessorMaxDirty, s.ProcessorMaxUsers
 	c.InstanceID, c.SessionTimeout = s.ProcessorInstance, s.ProcessorSession
 	return c
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -85,7 +86,12 @@ func TestProcessorDeterministic(t *testing.T) {
 		})
 		return r
 	}
-	runs := []*run{newRun("det1", 0), newRun("det2", 0), newRun("det3", 50)}
+	// det4 keeps one user in memory at most: after every checkpoint (each
+	// 20 ms) idle users are dropped and loaded from their checkpoint on
+	// their next event, yet its outputs must be the same bytes.
+	bounded := newRun("det4", 50)
+	bounded.cfg.MaxUsers, bounded.cfg.CheckpointInterval = 1, 20*time.Millisecond
+	runs := []*run{newRun("det1", 0), newRun("det2", 0), newRun("det3", 50), bounded}
 
 	ingestURL, ingestRun := s.startIngest(ctx)
 
@@ -243,6 +249,15 @@ func TestProcessorDeterministic(t *testing.T) {
 			atEnd, state := storedAtEnd(ctx, conn, r.cfg.Group, inEnds)
 			return n == records && atEnd, fmt.Sprintf("accepted %d rejected %d duplicates %d of %d readings; offsets:%s", res.accepted, res.rejected, res.duplicates, records, state)
 		})
+		if r == bounded {
+			var text strings.Builder
+			if _, err := p.Metrics().WriteTo(&text); err != nil {
+				t.Fatal(err)
+			}
+			if !regexp.MustCompile(`(?m)^vitals_processor_users_evicted_total [1-9]`).MatchString(text.String()) {
+				t.Errorf("%s never dropped a user from memory: the bound was not exercised", r.name)
+			}
+		}
 		if err := running.stop(); err != nil {
 			t.Fatalf("%s stopped with: %v", r.name, err)
 		}

@@ -68,23 +68,27 @@ func TestCompareTables(t *testing.T) {
 	}
 	key := [3]string{"u", "heart_rate", "2026-11-22"}
 	tests := []struct {
-		name   string
-		o      Observed
-		ok     bool
-		extra  int
-		rollup int
+		name      string
+		o         Observed
+		ok        bool
+		extra     int
+		rollup    int
+		noOutcome int
 	}{
-		{"exact", Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}}, Rollup: map[[3]string]uint64{key: 2}}, true, 0, 0},
-		{"rollup counted twice", Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}}, Rollup: map[[3]string]uint64{key: 3}}, false, 0, 1},
-		{"rollup missing", Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}}}, false, 0, 1},
-		{"unknown row", Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}, "x": {1, 1}}, Rollup: map[[3]string]uint64{key: 2}}, false, 1, 0},
-		{"one missing", Observed{Accepted: map[string]copies{"a": {1, 1}}, Rollup: map[[3]string]uint64{key: 1}}, false, 0, 0},
+		{"exact", Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}}, Rollup: map[[3]string]uint64{key: 2}}, true, 0, 0, 0},
+		{"rollup counted twice", Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}}, Rollup: map[[3]string]uint64{key: 3}}, false, 0, 1, 0},
+		{"rollup missing", Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}}}, false, 0, 1, 0},
+		{"unknown row", Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}, "x": {1, 1}}, Rollup: map[[3]string]uint64{key: 2}}, false, 1, 0, 0},
+		{"one without any outcome", Observed{Accepted: map[string]copies{"a": {1, 1}}, Rollup: map[[3]string]uint64{key: 1}}, false, 0, 0, 1},
+		{"one rejected instead", Observed{Accepted: map[string]copies{"a": {1, 1}}, Rejected: map[string]map[string]copies{"b": {"too_late": {1, 1}}},
+			Rollup: map[[3]string]uint64{key: 1}}, false, 0, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := Compare(entries, &tt.o)
-			if r.OK() != tt.ok || r.Extra != tt.extra || r.RollupMismatches != tt.rollup {
-				t.Errorf("OK %v extra %d rollup mismatches %d, want %v %d %d", r.OK(), r.Extra, r.RollupMismatches, tt.ok, tt.extra, tt.rollup)
+			if r.OK() != tt.ok || r.Extra != tt.extra || r.RollupMismatches != tt.rollup || r.AckedWithoutOutcome != tt.noOutcome {
+				t.Errorf("OK %v extra %d rollup mismatches %d without outcome %d, want %v %d %d %d",
+					r.OK(), r.Extra, r.RollupMismatches, r.AckedWithoutOutcome, tt.ok, tt.extra, tt.rollup, tt.noOutcome)
 			}
 		})
 	}

@@ -166,6 +166,12 @@ const (
 	VerdictUnacked            = "unacked"              // ingest never answered; present at most once: fine
 )
 
+// hasOutcome reports whether the event reached any outcome: stored as a
+// reading, rejected or dead-lettered.
+func (o *Observed) hasOutcome(id string) bool {
+	return o.Accepted[id].rows > 0 || len(o.Rejected[id]) > 0 || len(o.Dead[id]) > 0
+}
+
 // Verdict judges one entry against what was stored. Copies from resending
 // an item are allowed where the processor documents them: a resent
 // rejected item is rejected again, and a resend that arrives after the
@@ -266,13 +272,17 @@ type Report struct {
 	RollupReadings   uint64 `json:"rollup_readings"`
 	// RollupMismatches counts (user, metric, day) whose rollup count is not
 	// the number of distinct readings stored for it.
-	RollupMismatches int      `json:"rollup_mismatches"`
-	Examples         []string `json:"examples,omitempty"`
+	RollupMismatches int `json:"rollup_mismatches"`
+	// AckedWithoutOutcome counts events ingest acknowledged that reached
+	// no outcome at all: no reading, no rejection, no dead letter (a
+	// reading held for ever would be one). It must be 0.
+	AckedWithoutOutcome int      `json:"acked_without_outcome"`
+	Examples            []string `json:"examples,omitempty"`
 }
 
 // OK reports whether every check passed.
 func (r *Report) OK() bool {
-	if r.Extra > 0 || r.RollupMismatches > 0 || uint64(r.RawDistinct) != r.RawRows || r.RollupReadings != r.RawRows {
+	if r.Extra > 0 || r.RollupMismatches > 0 || r.AckedWithoutOutcome > 0 || uint64(r.RawDistinct) != r.RawRows || r.RollupReadings != r.RawRows {
 		return false
 	}
 	for _, f := range r.Faults {
@@ -309,6 +319,9 @@ func Compare(entries []Entry, o *Observed) *Report {
 		fr.Verdicts[v]++
 		if v != VerdictOK && v != VerdictUnacked && len(r.Examples) < 20 {
 			r.Examples = append(r.Examples, fmt.Sprintf("%s %s (%s, acked %v, %d attempts): %s", e.Fault, e.EventID, e.Expect, e.Acked, e.Attempts, v))
+		}
+		if e.Acked && e.Expect != ExpectRefused && e.Expect != ExpectRepeat && !o.hasOutcome(e.EventID) {
+			r.AckedWithoutOutcome++
 		}
 		if e.Expect == ExpectAccepted && o.Accepted[e.EventID].rows > 0 {
 			r.AcceptedExpected++
@@ -368,8 +381,8 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintln(tw, "\t")
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "readings: %d rows, %d distinct event ids, %d expected present; rollup counts %d readings, %d (user, metric, day) mismatches; %d stored event ids not in the manifest\n",
-		r.RawRows, r.RawDistinct, r.AcceptedExpected, r.RollupReadings, r.RollupMismatches, r.Extra)
+	fmt.Fprintf(w, "readings: %d rows, %d distinct event ids, %d expected present; rollup counts %d readings, %d (user, metric, day) mismatches; %d stored event ids not in the manifest; %d acknowledged without any outcome\n",
+		r.RawRows, r.RawDistinct, r.AcceptedExpected, r.RollupReadings, r.RollupMismatches, r.Extra, r.AckedWithoutOutcome)
 	for _, e := range r.Examples {
 		fmt.Fprintln(w, "  e.g.", e)
 	}

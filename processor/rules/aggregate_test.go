@@ -456,3 +456,38 @@ func TestAlertMessages(t *testing.T) {
 		})
 	}
 }
+
+// TestExpireHeldByPartitionTime: a held reading is settled by its
+// partition's clock even when its user sends nothing more: not before the
+// partition's time passes its ingest time by the allowed lateness, then
+// rejected device_not_paired; the deadline says when.
+func TestExpireHeldByPartitionTime(t *testing.T) {
+	cfg := DefaultConfig()
+	var a Aggregate
+	held := []*schemas.Reading{at("h1", "w", 3, 0), at("h2", "w", 5, 0)}
+	for _, r := range held {
+		if outs := a.ApplyReading(r, Held{Offset: 7}, cfg); len(outs) != 0 {
+			t.Fatalf("a reading of a never-paired device: %v; want it held", describe(outs))
+		}
+	}
+	deadline, ok := a.HeldDeadline(cfg)
+	if want := held[0].IngestedAt + cfg.AllowedLateness.Milliseconds(); !ok || deadline != want {
+		t.Fatalf("deadline %d, %v; want %d (the first held reading's ingest time plus the lateness)", deadline, ok, want)
+	}
+	if outs := a.ExpireHeld(deadline, cfg); len(outs) != 0 {
+		t.Fatalf("at the deadline: %v; want nothing settled yet", describe(outs))
+	}
+	outs := a.ExpireHeld(deadline+1, cfg)
+	if got := describe(outs); !reflect.DeepEqual(got, []string{"reject:" + ReasonDeviceNotPaired}) || outs[0].Held == nil || outs[0].Held.Reading.EventID != "h1" || outs[0].Held.Offset != 7 {
+		t.Fatalf("past the deadline: %v; want h1 rejected device_not_paired, carrying its source", got)
+	}
+	if next, ok := a.HeldDeadline(cfg); !ok || next != held[1].IngestedAt+cfg.AllowedLateness.Milliseconds() {
+		t.Fatalf("next deadline %d, %v; want h2's", next, ok)
+	}
+	if got := describe(a.ExpireHeld(held[1].IngestedAt+cfg.AllowedLateness.Milliseconds()+1, cfg)); len(got) != 1 {
+		t.Fatalf("h2 past its deadline: %v", got)
+	}
+	if _, ok := a.HeldDeadline(cfg); ok || a.Held != nil {
+		t.Fatalf("nothing held any more, yet a deadline or held readings remain: %v", a.Held)
+	}
+}

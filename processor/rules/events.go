@@ -92,8 +92,44 @@ func (a *Aggregate) releaseExpired(ingestedAt int64, cfg Config) []Outcome {
 		if h.Reading.MeasuredAt >= a.Newest-lateness && h.Reading.IngestedAt >= ingestedAt-lateness {
 			return Outcome{}, false
 		}
-		return reject(&h.Reading, ReasonDeviceNotPaired, "device %s was not paired to the user at the measurement time (no pairing arrived within the allowed lateness)", h.Reading.DeviceID), true
+		return neverPaired(h), true
 	})
+}
+
+// neverPaired rejects a held reading whose pairing did not come in time.
+func neverPaired(h *Held) Outcome {
+	return reject(&h.Reading, ReasonDeviceNotPaired, "device %s was not paired to the user at the measurement time (no pairing arrived within the allowed lateness)", h.Reading.DeviceID)
+}
+
+// ExpireHeld rejects the held readings whose pairing can no longer arrive
+// in time by the partition's clock: their partition's time (the newest
+// ingest time of its records, from the log, so the same on every replay)
+// has moved more than the allowed lateness past their ingest time. It is
+// what settles a held reading of a user who sends nothing more.
+func (a *Aggregate) ExpireHeld(partitionTime int64, cfg Config) []Outcome {
+	if len(a.Held) == 0 {
+		return nil
+	}
+	lateness := cfg.AllowedLateness.Milliseconds()
+	return a.releaseHeld(func(h *Held) (Outcome, bool) {
+		if h.Reading.IngestedAt >= partitionTime-lateness {
+			return Outcome{}, false
+		}
+		return neverPaired(h), true
+	})
+}
+
+// HeldDeadline is the partition time past which ExpireHeld settles the
+// first of the held readings, and false if none is held.
+func (a *Aggregate) HeldDeadline(cfg Config) (int64, bool) {
+	if len(a.Held) == 0 {
+		return 0, false
+	}
+	first := a.Held[0].Reading.IngestedAt
+	for _, h := range a.Held[1:] {
+		first = min(first, h.Reading.IngestedAt)
+	}
+	return first + cfg.AllowedLateness.Milliseconds(), true
 }
 
 // ApplyProfile handles a profile event. An erasure request turns the
