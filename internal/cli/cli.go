@@ -119,7 +119,7 @@ type settings struct {
 	pgURL string
 
 	chAddr, chDatabase, chUser, chPassword string
-	chCompression                          string
+	chCompression, chProtocol              string
 
 	tenant string
 
@@ -176,7 +176,8 @@ func (s *settings) pgFlags(fs *envflag.Set) {
 
 func (s *settings) chFlags(fs *envflag.Set) {
 	d := warehouse.DefaultConfig()
-	fs.String(&s.chAddr, "clickhouse-addr", d.Addr, "ClickHouse native protocol address")
+	fs.String(&s.chAddr, "clickhouse-addr", d.Addr, "ClickHouse address: the native protocol's port, or the HTTP interface's with --clickhouse-protocol http")
+	fs.String(&s.chProtocol, "clickhouse-protocol", d.Protocol, "native, or http for a current server that exposes only its HTTP interface")
 	fs.String(&s.chDatabase, "clickhouse-database", d.Database, "ClickHouse database")
 	fs.String(&s.chUser, "clickhouse-user", d.User, "ClickHouse user")
 	fs.String(&s.chPassword, "clickhouse-password", "", "ClickHouse password")
@@ -251,7 +252,7 @@ func (s *settings) checkKafka() error {
 func (s *settings) warehouse() warehouse.Config {
 	c := warehouse.DefaultConfig()
 	c.Addr, c.Database, c.User, c.Password = s.chAddr, s.chDatabase, s.chUser, s.chPassword
-	c.Compression = s.chCompression
+	c.Compression, c.Protocol = s.chCompression, s.chProtocol
 	return c
 }
 
