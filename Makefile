@@ -9,7 +9,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # The app's connection settings for the local stack (ports from deploy/stack.sh).
 STACK_ENV = eval "$$(bash deploy/stack.sh env)"
 
-.PHONY: up down status build demo test check-compose chromium
+.PHONY: up down status build demo test check-compose chromium chdb
 
 # Local stack without Docker (Kafka, ClickHouse, PostgreSQL); see deploy/stack.sh.
 up:
@@ -35,13 +35,25 @@ demo: up build
 chromium:
 	@p=$$(bash deploy/install-chromium.sh) && echo "== chromium for the browser tests: $$p"
 
+# A current ClickHouse engine beside the stack's 18.16: chDB (ClickHouse 26.9,
+# from PyPI, in a virtual environment under .stack/chdb, installed once) behind
+# deploy/chdb/bridge.py on 127.0.0.1:18124 (VITALS_CHDB_PORT). make test runs
+# the ClickHouse check on it (docs/clickhouse.md).
+chdb:
+	@bash deploy/stack.sh up chdb
+
 # Static checks, unit tests and the integration tests against the real stack
-# (the dashboard's browser tests included).
-test: up chromium
+# (the dashboard's browser tests included), and the ClickHouse check: every
+# statement the project sends, on 18.16 and on 26.9, answers compared
+# (TestClickHouseCheck; its figures are printed after the tests).
+CHECK_REPORT := .stack/clickhouse-check.txt
+test: up chromium chdb
 	@echo "== gofmt"; out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	@echo "== go vet"; $(GO) vet ./...
 	@echo "== docker-compose.yml"; bash deploy/check-compose.sh
-	@echo "== go test (unit and integration)"; $(STACK_ENV) && $(GO) test -count=1 -timeout 15m ./...
+	@echo "== go test (unit and integration; the ClickHouse check on 18.16 and 26.9)"; mkdir -p .stack && rm -f $(CHECK_REPORT); \
+		$(STACK_ENV) && VITALS_CLICKHOUSE_CHECK_REPORT=$(CURDIR)/$(CHECK_REPORT) $(GO) test -count=1 -timeout 15m ./...
+	@echo "== ClickHouse check (TestClickHouseCheck)"; cat $(CHECK_REPORT)
 	@echo "== fuzz (briefly; seed corpora in each package's testdata/fuzz)"; for t in \
 		ingest:FuzzReadingsJSON ingest:FuzzReadingsAvro ingest:FuzzDecodeFHIR ingest:FuzzJSONFastPath ingest:FuzzAvroFastDecode \
 		projector:FuzzAcceptedDecoder processor:FuzzSnapshot; do \
