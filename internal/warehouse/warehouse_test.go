@@ -1,11 +1,11 @@
 package warehouse
 
 import (
-	"github.com/ClickHouse/clickhouse-go/v2"
-
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 )
 
 func TestAgeBand(t *testing.T) {
