@@ -729,8 +729,9 @@ func (s *session) storedPositions(ctx context.Context, db string, tables []strin
 
 // Rollback swaps the tables kept in the old database back into place; the
 // rebuilt ones go to the shadow database. The live projectors are paused
-// the same way and then project, into the restored tables, whatever
-// arrived since they were replaced.
+// the same way and, told to rewind (projector.PauseKindRewind), then
+// project into the restored tables whatever arrived since they were
+// replaced.
 func Rollback(ctx context.Context, cfg Config, log zerolog.Logger) ([]string, error) {
 	log = log.With().Str("role", "replay").Logger()
 	s, err := open(ctx, cfg, log)
@@ -779,6 +780,14 @@ func Rollback(ctx context.Context, cfg Config, log zerolog.Logger) ([]string, er
 	}
 	if err := s.recreateViews(ctx, live, tables); err != nil {
 		return nil, err
+	}
+	// The restored tables lack what the live projectors inserted since the
+	// swap, and their committed offsets are past it: they must rewind.
+	wctx, wcancel := context.WithTimeout(ctx, opTimeout)
+	err = projector.WritePause(wctx, s.ch, live, id, projector.PauseKindRewind, "", until)
+	wcancel()
+	if err != nil {
+		return nil, fmt.Errorf("rolled back, but the live projectors could not be asked to project again what arrived since the swap (rows of it are missing from %s until a rebuild): %w", live, err)
 	}
 	log.Info().Strs("tables", tables).Str("rebuilt_now_in", shadow).Msg("rolled back")
 	return tables, nil

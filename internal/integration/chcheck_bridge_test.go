@@ -132,6 +132,7 @@ var classRules = func() []classRule {
 			`^SELECT DISTINCT tenant_id, user_id FROM db\.erased_users$`,
 			`^ALTER TABLE db\.\w+ DELETE WHERE`,
 			`^SELECT pause_id, max\(until_ms\) FROM db\.replay_pauses`,
+			`^SELECT count\(\) FROM db\.replay_pauses WHERE pause_id = \? AND kind = \?$`,
 			`^INSERT INTO db\.replay_pauses \(pause_id, kind, member, until_ms\) FORMAT Native$`,
 		}},
 		{classDDL, []string{

@@ -189,8 +189,8 @@ func TestClickHouseCheck(t *testing.T) {
 		compareEngines(t, ctx, engines, db, "merged")
 	})
 	ok = ok && round("with merged partitions")
-	// After a swap the live projectors go on inserting: readings of a new
-	// day must reach the swapped-in tables and their rollups.
+	// After a swap or rollback the live projectors go on inserting:
+	// readings of a new day must reach the tables and both rollups.
 	extend := func(t *testing.T, day int) {
 		u := in.users[0]
 		last := u.rows[len(u.rows)-1]
@@ -201,17 +201,19 @@ func TestClickHouseCheck(t *testing.T) {
 		}
 		s.postReadings(ingestURL, "gw-check", add, len(add))
 		u.rows = append(u.rows, add...)
+	}
+	settle := func(t *testing.T, stage string) map[string][]string {
 		awaitRows(t, ctx, engines, db, in, 0)
 		for _, e := range engines {
 			r, err := e.rows(ctx, fmt.Sprintf(`SELECT (SELECT count() FROM %[1]s.readings), (SELECT countMerge(readings) FROM %[1]s.readings_daily),
 				(SELECT sum(readings) FROM %[1]s.readings_daily_values)`, db))
 			if f := strings.Split(strings.Join(r, ""), "|"); err != nil || len(f) != 3 || f[0] != f[1] || f[0] != f[2] {
-				t.Errorf("%s: readings|daily rollup|value rollup = %v (%v): the rollups must count every reading", e.name, r, err)
+				t.Errorf("%s: %s: readings|daily rollup|value rollup = %v (%v): the rollups must count every reading", e.name, stage, r, err)
 			}
 		}
-		compareEngines(t, ctx, engines, db, fmt.Sprintf("readings of day %d after the swap", day))
+		return compareEngines(t, ctx, engines, db, stage)
 	}
-	ok = ok && t.Run("replay", func(t *testing.T) { checkReplay(t, ctx, s, engines, db, extend) })
+	ok = ok && t.Run("replay", func(t *testing.T) { checkReplay(t, ctx, s, engines, db, extend, settle) })
 	ok = ok && round("after the rebuilds")
 	ok = ok && t.Run("docs examples", func(t *testing.T) { compareDocExamples(t, ctx, engines, db, s.tenant) })
 
@@ -409,12 +411,12 @@ func getBody(base, path string) (int, []byte) {
 
 // checkReplay rebuilds every table on each engine (the live projector
 // pauses for the swap) and compares the verifications and the rebuilt rows
-// with the live ones; rolls back and compares again; then extend sends
-// readings of a new day, which must reach the rolled back tables and their
-// rollups; and the same once more after a second rebuild. (Readings that
-// arrive between a swap and a rollback are left out: the rolled back
-// tables do not get them, on any engine; see docs/replay.md.)
-func checkReplay(t *testing.T, ctx context.Context, s *stack, engines []*engine, db string, extend func(*testing.T, int)) {
+// with the live ones; sends readings of a new day (extend), which must
+// reach the rebuilt tables and their rollups (settle); rolls back, after
+// which the restored tables must get that day too and equal the rebuilt
+// ones; and once more after a second rebuild.
+func checkReplay(t *testing.T, ctx context.Context, s *stack, engines []*engine, db string,
+	extend func(*testing.T, int), settle func(*testing.T, string) map[string][]string) {
 	rebuild := func(stage string) {
 		before := compareEngines(t, ctx, engines, db, "before the "+stage)
 		var verified [][]replay.Check
@@ -438,8 +440,9 @@ func checkReplay(t *testing.T, ctx context.Context, s *stack, engines []*engine,
 			t.Errorf("%s: the rebuilt tables differ from the live ones:\n  %s", stage, diff)
 		}
 	}
-	before := compareEngines(t, ctx, engines, db, "before the rebuild")
 	rebuild("rebuild")
+	extend(t, 1)
+	rebuilt := settle(t, "readings of a day after the swap")
 	for _, e := range engines {
 		cfg := s.replayConfig()
 		cfg.Warehouse, cfg.LiveGroup = e.wh, e.group
@@ -448,11 +451,13 @@ func checkReplay(t *testing.T, ctx context.Context, s *stack, engines []*engine,
 			t.Fatalf("%s: rollback of %v: %v", e.name, tables, err)
 		}
 	}
-	back := compareEngines(t, ctx, engines, db, "rolled back")
-	if diff := sameDumps(before, back, "before", "rolled back"); diff != "" {
-		t.Errorf("the rolled back tables differ from the original ones:\n  %s", diff)
+	back := settle(t, "rolled back")
+	if diff := sameDumps(rebuilt, back, "rebuilt", "rolled back"); diff != "" {
+		t.Errorf("the rolled back tables, projected again since the swap, differ from the rebuilt ones:\n  %s", diff)
 	}
-	extend(t, 1)
-	rebuild("second rebuild")
 	extend(t, 2)
+	settle(t, "readings of a day after the rollback")
+	rebuild("second rebuild")
+	extend(t, 3)
+	settle(t, "readings of a day after the second swap")
 }

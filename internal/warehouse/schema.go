@@ -284,7 +284,7 @@ var replayPauses = table{
 	name: ReplayPausesTable,
 	columns: []column{
 		{"pause_id", "String", "", "Id of one swap's pause, chosen by vitals replay rebuild."},
-		{"kind", "String", "", "pause (replay asks), ack (a projector group member has stopped inserting), resume (replay is done)."},
+		{"kind", "String", "", "pause (replay asks), ack (a projector group member has stopped inserting), rewind (a rollback: seek back to the stored positions), resume (replay is done)."},
 		{"member", "String", "''", "Consumer group member id of the acknowledging projector; empty otherwise."},
 		{"until_ms", "Int64", "", "Deadline of the pause, epoch ms: projectors resume by themselves after it, should replay die."},
 		{"at", "DateTime", "now()", "When the row was written (server clock)."},
