@@ -35,7 +35,7 @@ svc_install() {
     log "chdb: creating the virtual environment $CHDB_VENV"
     "$py" -m venv "$CHDB_VENV" || die "chdb: python3 -m venv failed (Debian: apt-get install python3-venv)"
   fi
-  log "chdb: pip install chdb==$CHDB_VERSION (about 250 MB with pandas and pyarrow; once)"
+  log "chdb: pip install chdb==$CHDB_VERSION (a 250 MB download with pandas and pyarrow, 900 MB installed; once)"
   local t0; t0="$(now_s)"
   if ! "$CHDB_PY" -m pip install -q --disable-pip-version-check "chdb==$CHDB_VERSION" >"$CHDB_DIR/pip.log" 2>&1; then
     show_log_tail chdb "$CHDB_DIR/pip.log"
