@@ -12,7 +12,7 @@ LDFLAGS := -ldflags "-X github.com/vitalshq/vitals/internal/cmdline.Version=$(VE
 # The app's connection settings for the local stack (ports from deploy/stack.sh).
 STACK_ENV = eval "$$(bash deploy/stack.sh env)"
 
-.PHONY: up down status build lab demo test check-compose chromium
+.PHONY: up down status build lab demo test check-compose chromium chdb
 
 # Local stack without Docker (Kafka, ClickHouse, PostgreSQL); see deploy/stack.sh.
 up:
@@ -49,18 +49,30 @@ demo: up build
 chromium:
 	@p=$$(bash deploy/install-chromium.sh) && echo "== chromium for the browser tests: $$p"
 
+# A current ClickHouse engine beside the stack's 18.16: chDB (ClickHouse 26.9,
+# from PyPI, in a virtual environment under .stack/chdb, installed once) behind
+# deploy/chdb/bridge.py on 127.0.0.1:18124 (VITALS_CHDB_PORT). make test runs
+# the ClickHouse check on it (docs/clickhouse.md).
+chdb:
+	@bash deploy/stack.sh up chdb
+
 # Static checks, unit tests and the integration tests against the real stack
-# (the dashboard's browser tests included). The integration tests take
-# minutes: each prints a line as it finishes (internal/testprogress), and
-# a failure prints its whole output.
-test: up chromium
+# (the dashboard's browser tests included), and the ClickHouse check: every
+# statement the project sends, on 18.16 and on 26.9, answers compared
+# (TestClickHouseCheck; its figures are printed after the tests). The
+# integration tests take minutes: each prints a line as it finishes
+# (internal/testprogress), and a failure prints its whole output.
+CHECK_REPORT := .stack/clickhouse-check.txt
+test: up chromium chdb
 	@echo "== gofmt"; out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	@echo "== go mod tidy"; $(GO) mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy"; exit 1; }
 	@echo "== go vet"; $(GO) vet ./...
 	@echo "== docker-compose.yml"; bash deploy/check-compose.sh
-	@echo "== go test -race (unit and integration; the binaries the tests start run with the race detector too)"; \
-		$(GO) build -o bin/testprogress ./internal/testprogress && \
-		$(STACK_ENV) && set -o pipefail && $(GO) test -race -count=1 -timeout 25m -json ./... | bin/testprogress
+	@echo "== go test -race (unit and integration, the ClickHouse check on 18.16 and 26.9; the binaries the tests start run with the race detector too)"; \
+		mkdir -p .stack && rm -f $(CHECK_REPORT) && $(GO) build -o bin/testprogress ./internal/testprogress && \
+		$(STACK_ENV) && set -o pipefail && VITALS_CLICKHOUSE_CHECK_REPORT=$(CURDIR)/$(CHECK_REPORT) \
+		$(GO) test -race -count=1 -timeout 25m -json ./... | bin/testprogress
+	@echo "== ClickHouse check (TestClickHouseCheck)"; cat $(CHECK_REPORT)
 	@echo "== fuzz (briefly; seed corpora in each package's testdata/fuzz)"; for t in \
 		ingest:FuzzReadingsJSON ingest:FuzzReadingsAvro ingest:FuzzDecodeFHIR ingest:FuzzJSONFastPath schemas:FuzzAvroFastDecode \
 		schemas:FuzzAcceptedDecoder schemas:FuzzAppendReading processor/rules:FuzzSnapshot; do \

@@ -11,22 +11,27 @@
 #   deploy/stack.sh logs SERVICE          last log lines
 #   deploy/stack.sh env                   export lines for the app (eval "$(deploy/stack.sh env)")
 #
-# SERVICE: kafka | clickhouse | postgres (aliases: ch, pg)
+# SERVICE: kafka | clickhouse | postgres | chdb (aliases: ch, pg). `up` without a
+# service starts the first three; chdb (a current ClickHouse engine for `make test`'s
+# check, deploy/chdb.sh) only when named. `down` and `status` cover all four.
 # State lives in $VITALS_STACK_DIR (default: <repo>/.stack). Ports: VITALS_KAFKA_PORT
 # (19092), VITALS_CLICKHOUSE_PORT (19000), VITALS_CLICKHOUSE_HTTP_PORT (18123),
-# VITALS_PG_PORT (15432). All listen on 127.0.0.1 only.
+# VITALS_PG_PORT (15432), VITALS_CHDB_PORT (18124). All listen on 127.0.0.1 only.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ALL_SERVICES=(postgres clickhouse kafka)
+# Also stopped by `down` and shown by `status`, but started only when named.
+OPTIONAL_SERVICES=(chdb)
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 canon() {
   case "$1" in
     kafka|k) echo kafka ;;
     clickhouse|ch) echo clickhouse ;;
     postgres|postgresql|pg) echo postgres ;;
-    *) die "unknown service '$1' (kafka|clickhouse|postgres)" ;;
+    chdb) echo chdb ;;
+    *) die "unknown service '$1' (kafka|clickhouse|postgres|chdb)" ;;
   esac
 }
 
@@ -62,6 +67,7 @@ case "$cmd" in
     ;;
   down)
     mapfile -t list < <(services_from_args "$@")
+    (( $# == 0 )) && list=("${OPTIONAL_SERVICES[@]}" "${list[@]}")
     rc=0
     for (( i=${#list[@]}-1; i>=0; i-- )); do svc "${list[$i]}" stop || rc=1; done
     exit $rc
@@ -69,6 +75,7 @@ case "$cmd" in
   status)
     rc=0
     for s in "${ALL_SERVICES[@]}"; do svc "$s" status || rc=3; done
+    for s in "${OPTIONAL_SERVICES[@]}"; do svc "$s" status || true; done
     log "state dir: $STACK_DIR"
     exit $rc
     ;;
@@ -86,6 +93,7 @@ export VITALS_KAFKA_BROKERS=$STACK_HOST:$KAFKA_PORT
 export VITALS_PG_URL=postgres://vitals:vitals@$STACK_HOST:$PG_PORT/vitals?sslmode=disable
 export VITALS_CLICKHOUSE_ADDR=$STACK_HOST:$CLICKHOUSE_PORT
 export VITALS_CLICKHOUSE_DATABASE=${VITALS_CLICKHOUSE_DATABASE:-vitals}
+export VITALS_CHDB_ADDR=$STACK_HOST:$CHDB_PORT
 EOF
     ;;
   -h|--help|help) usage ;;

@@ -19,9 +19,15 @@ import (
 // guessed position could insert a record twice. ctx ends when the group
 // session is revoked, and the next assignment tries again.
 func (p *Projector) resumeOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	return p.resumePositions(ctx, offsets, false)
+}
+
+// resumePositions is resumeOffsets; with everySink the erasures' table's stored
+// positions count too (a rewind: see PauseKindRewind).
+func (p *Projector) resumePositions(ctx context.Context, offsets map[string]map[int32]kgo.Offset, everySink bool) (map[string]map[int32]kgo.Offset, error) {
 	backoff := p.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
-		err := p.adjust(ctx, offsets)
+		err := p.adjust(ctx, offsets, everySink)
 		if err == nil {
 			return offsets, nil
 		}
@@ -39,12 +45,12 @@ func (p *Projector) resumeOffsets(ctx context.Context, offsets map[string]map[in
 	}
 }
 
-func (p *Projector) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) error {
+func (p *Projector) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset, everySink bool) error {
 	qctx, cancel := context.WithTimeout(ctx, p.cfg.InsertTimeout)
 	defer cancel()
 	for topic, parts := range offsets {
 		s, ok := p.sinks[topic]
-		if !ok || !s.resume || len(parts) == 0 {
+		if !ok || (!s.resume && !everySink) || len(parts) == 0 {
 			continue
 		}
 		ids := make([]int32, 0, len(parts))

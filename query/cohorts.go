@@ -90,13 +90,6 @@ func (s *Service) compare(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// userStat is one user's count and sum in a range.
-type userStat struct {
-	user string
-	n    uint64
-	sum  float64
-}
-
 func (s *Service) fillCompare(ctx context.Context, q request, by string, res *CompareResult) error {
 	value, err := s.dimensionOf(ctx, q.tenant, q.user, by)
 	if err != nil {
@@ -105,24 +98,16 @@ func (s *Service) fillCompare(ctx context.Context, q request, by string, res *Co
 	res.Cohort.Value = value
 	cohort := q
 	cohort.user, cohort.filters = "", []filter{{by, value}}
-	var stats []userStat
+	var members groupedCounts
 	var own valueCounts
 	err = s.consistently(ctx, q.tenant, true, func(sn snapshot) error {
+		// Each cohort user's value counts, users in order: the means are
+		// computed here, in an order of our own, so that every engine (and
+		// every run) adds them up alike; ClickHouse returns groups in no
+		// particular order and adds floats in its own.
 		src, a := s.weighted(sn, cohort)
-		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT uid, sum(n), sum(val * n) FROM %s GROUP BY uid`, src), a...)
-		if err != nil {
-			return fmt.Errorf("cohort users: %w", err)
-		}
-		defer rows.Close()
-		stats = stats[:0]
-		for rows.Next() {
-			var u userStat
-			if err := rows.Scan(&u.user, &u.n, &u.sum); err != nil {
-				return fmt.Errorf("cohort users: %w", err)
-			}
-			stats = append(stats, u)
-		}
-		if err := rows.Err(); err != nil {
+		var err error
+		if members, err = s.valueCounts(ctx, src, a, "uid"); err != nil {
 			return fmt.Errorf("cohort users: %w", err)
 		}
 		usrc, uargs := s.weighted(sn, q)
@@ -134,12 +119,13 @@ func (s *Service) fillCompare(ctx context.Context, q request, by string, res *Co
 		return err
 	}
 	f := func(v float64) *float64 { return &v }
-	means := make([]float64, 0, len(stats))
-	for _, u := range stats {
-		res.Cohort.Count += u.n
-		means = append(means, u.sum/float64(u.n))
+	means := make([]float64, 0, len(members.keys))
+	for _, u := range members.keys {
+		m := members.counts[u].moments()
+		res.Cohort.Count += m.n
+		means = append(means, m.mean)
 	}
-	res.Cohort.Users = uint64(len(stats))
+	res.Cohort.Users = uint64(len(means))
 	if own.total() > 0 {
 		m := own.moments()
 		res.User.Count, res.User.Mean, res.User.Median = m.n, f(m.mean), f(own.percentile(50))
@@ -233,8 +219,12 @@ func (s *Service) cohorts(w http.ResponseWriter, r *http.Request) {
 	var gc groupedCounts
 	err = s.consistently(ctx, q.tenant, true, func(sn snapshot) error {
 		src, a := s.weighted(sn, q)
-		// The dimension's tenant placeholder follows src's in the text.
-		joined := fmt.Sprintf(`(SELECT grp, uid, val, n FROM %s ANY INNER JOIN (SELECT user_id AS uid, %s AS grp FROM (%s)) USING uid)`,
+		// The dimension has one row per user, so ALL keeps every row of
+		// src, exactly. ANY would too on 18.16, but current releases read
+		// ANY INNER JOIN as one row per key on both sides: a user's first
+		// value only. Current releases also require the aliases. The
+		// dimension's tenant placeholder follows src's in the text.
+		joined := fmt.Sprintf(`(SELECT grp, uid, val, n FROM %s AS w ALL INNER JOIN (SELECT user_id AS uid, %s AS grp FROM (%s)) AS d USING uid)`,
 			src, by, warehouse.UserDimension(s.cfg.Warehouse.Database))
 		ja := append(append([]any{}, a...), q.tenant)
 		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT grp, uniqExact(uid) FROM %s GROUP BY grp`, joined), ja...)

@@ -547,6 +547,9 @@ func (s *session) swap(ctx context.Context, plan *Plan, stopShadow func() error)
 	if err := s.exec(ctx, rename); err != nil {
 		return 0, fmt.Errorf("swap (nothing renamed if RENAME failed on its first table; check %s and %s): %w", live, old, err)
 	}
+	if err := s.recreateViews(ctx, live, plan.Tables); err != nil {
+		return 0, err
+	}
 	resume()
 	paused := time.Since(began)
 	s.log.Info().Strs("tables", plan.Tables).Dur("paused", paused).Dur("acknowledged_after", acked).Dur("level_after", leveled).
@@ -565,6 +568,23 @@ func (s *session) swap(ctx context.Context, plan *Plan, stopShadow func() error)
 		s.log.Warn().Err(err).Str("group", plan.Group).Msg("delete the replay group; delete it by hand before the next rebuild")
 	}
 	return paused, nil
+}
+
+// recreateViews recreates the live rollups' views after tables were
+// renamed into place, if the readings table was among them: on current
+// releases the views stop firing when their source is renamed (see
+// warehouse.RecreateViews). It runs while the projectors are paused, so no
+// insert can pass between the rename and the new views.
+func (s *session) recreateViews(ctx context.Context, live string, tables []string) error {
+	if !slices.Contains(tables, warehouse.ReadingsTable) {
+		return nil
+	}
+	vctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if err := warehouse.RecreateViews(vctx, s.ch, live); err != nil {
+		return fmt.Errorf("the tables were renamed into place, but the rollups' views could not be recreated (until they are, readings inserted do not reach the rollups; run vitals replay rebuild again): %w", err)
+	}
+	return nil
 }
 
 // pause asks the live projectors to pause and waits until every member of
@@ -709,8 +729,9 @@ func (s *session) storedPositions(ctx context.Context, db string, tables []strin
 
 // Rollback swaps the tables kept in the old database back into place; the
 // rebuilt ones go to the shadow database. The live projectors are paused
-// the same way and then project, into the restored tables, whatever
-// arrived since they were replaced.
+// the same way and, told to rewind (projector.PauseKindRewind), then
+// project into the restored tables whatever arrived since they were
+// replaced.
 func Rollback(ctx context.Context, cfg Config, log zerolog.Logger) ([]string, error) {
 	log = log.With().Str("role", "replay").Logger()
 	s, err := open(ctx, cfg, log)
@@ -756,6 +777,17 @@ func Rollback(ctx context.Context, cfg Config, log zerolog.Logger) ([]string, er
 	}
 	if err := s.exec(ctx, "RENAME TABLE "+strings.Join(renames, ", ")); err != nil {
 		return nil, fmt.Errorf("roll back: %w", err)
+	}
+	if err := s.recreateViews(ctx, live, tables); err != nil {
+		return nil, err
+	}
+	// The restored tables lack what the live projectors inserted since the
+	// swap, and their committed offsets are past it: they must rewind.
+	wctx, wcancel := context.WithTimeout(ctx, opTimeout)
+	err = projector.WritePause(wctx, s.ch, live, id, projector.PauseKindRewind, "", until)
+	wcancel()
+	if err != nil {
+		return nil, fmt.Errorf("rolled back, but the live projectors could not be asked to project again what arrived since the swap (rows of it are missing from %s until a rebuild): %w", live, err)
 	}
 	log.Info().Strs("tables", tables).Str("rebuilt_now_in", shadow).Msg("rolled back")
 	return tables, nil

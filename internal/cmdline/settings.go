@@ -39,7 +39,7 @@ type Settings struct {
 	PostgresURL string
 
 	ClickHouseAddr, ClickHouseDatabase, ClickHouseUser, ClickHousePassword string
-	ClickHouseCompression                                                  string
+	ClickHouseCompression, ClickHouseProtocol                              string
 
 	Tenant string
 
@@ -141,7 +141,8 @@ func (s *Settings) PostgresFlags(fs *envflag.Set) {
 // ClickHouseFlags registers the warehouse's flags.
 func (s *Settings) ClickHouseFlags(fs *envflag.Set) {
 	d := warehouse.DefaultConfig()
-	fs.String(&s.ClickHouseAddr, "clickhouse-addr", d.Addr, "ClickHouse native protocol address")
+	fs.String(&s.ClickHouseAddr, "clickhouse-addr", d.Addr, "ClickHouse address: the native protocol's port, or the HTTP interface's with --clickhouse-protocol http")
+	fs.String(&s.ClickHouseProtocol, "clickhouse-protocol", d.Protocol, "native, or http for a current server that exposes only its HTTP interface")
 	fs.String(&s.ClickHouseDatabase, "clickhouse-database", d.Database, "ClickHouse database")
 	fs.String(&s.ClickHouseUser, "clickhouse-user", d.User, "ClickHouse user")
 	fs.String(&s.ClickHousePassword, "clickhouse-password", "", "ClickHouse password")
@@ -246,7 +247,7 @@ func (s *Settings) CheckKafka() error {
 func (s *Settings) Warehouse() warehouse.Config {
 	c := warehouse.DefaultConfig()
 	c.Addr, c.Database, c.User, c.Password = s.ClickHouseAddr, s.ClickHouseDatabase, s.ClickHouseUser, s.ClickHousePassword
-	c.Compression = s.ClickHouseCompression
+	c.Compression, c.Protocol = s.ClickHouseCompression, s.ClickHouseProtocol
 	return c
 }
 

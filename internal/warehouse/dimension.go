@@ -67,11 +67,13 @@ const ageBandSQL = `multiIf(by_ <= 0, 'unknown',
 // (by occurred_at, then log position) that states it, because profile
 // updates are partial. Use it as a join source, e.g.
 //
-//	SELECT d.age_band, count() FROM vitals.readings_daily
-//	ANY INNER JOIN (<UserDimension>) USING user_id
+//	SELECT d.age_band, count() FROM vitals.readings_daily AS r
+//	ALL INNER JOIN (<UserDimension>) AS d USING user_id
 //	WHERE tenant_id = ? ...
 //
 // (bind the dimension's ? first, in the order the placeholders appear).
+// Use ALL, and aliases: current releases require the aliases and read ANY
+// INNER JOIN as one row per key on both sides (docs/clickhouse.md).
 // database must be a validated identifier (as Config.Database is by Open).
 func UserDimension(database string) string {
 	return fmt.Sprintf(`SELECT user_id, %s AS age_band,

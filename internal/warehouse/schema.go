@@ -284,7 +284,7 @@ var replayPauses = table{
 	name: ReplayPausesTable,
 	columns: []column{
 		{"pause_id", "String", "", "Id of one swap's pause, chosen by vitals replay rebuild."},
-		{"kind", "String", "", "pause (replay asks), ack (a projector group member has stopped inserting), resume (replay is done)."},
+		{"kind", "String", "", "pause (replay asks), ack (a projector group member has stopped inserting), rewind (a rollback: seek back to the stored positions), resume (replay is done)."},
 		{"member", "String", "''", "Consumer group member id of the acknowledging projector; empty otherwise."},
 		{"until_ms", "Int64", "", "Deadline of the pause, epoch ms: projectors resume by themselves after it, should replay die."},
 		{"at", "DateTime", "now()", "When the row was written (server clock)."},
@@ -430,9 +430,7 @@ func migrateView(ctx context.Context, conn driver.Conn, db string, v view) error
 	if n > 0 {
 		return nil
 	}
-	create := fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s TO %s.%s AS %s", db, v.name, db, v.table,
-		strings.ReplaceAll(v.query, "{src}", db+"."+ReadingsTable))
-	if err := conn.Exec(ctx, create); err != nil {
+	if err := conn.Exec(ctx, v.createSQL(db)); err != nil {
 		if strings.Contains(err.Error(), "already exists") {
 			return nil // another migration won the race and backfills
 		}
@@ -446,6 +444,32 @@ func migrateView(ctx context.Context, conn driver.Conn, db string, v view) error
 	backfill := fmt.Sprintf("INSERT INTO %s.%s (%s) %s", db, v.table, strings.Join(cols, ", "), strings.ReplaceAll(v.query, "{src}", src))
 	if err := conn.Exec(ctx, backfill); err != nil {
 		return fmt.Errorf("backfill %s.%s: %w", db, v.table, err)
+	}
+	return nil
+}
+
+// createSQL is the statement that creates the view in db.
+func (v view) createSQL(db string) string {
+	return fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s TO %s.%s AS %s", db, v.name, db, v.table,
+		strings.ReplaceAll(v.query, "{src}", db+"."+ReadingsTable))
+}
+
+// RecreateViews drops and creates again the rollups' materialized views in
+// db, without a backfill: the rollups must already hold what the readings
+// table holds. `vitals replay` calls it right after a swap or rollback has
+// renamed rebuilt tables into place, while the projectors are paused: on
+// current releases (checked on 26.9) a view whose source table is renamed
+// stops firing, so inserts into the readings table renamed into place would
+// never reach the rollups; 18.16 follows the names. database must be a
+// validated identifier.
+func RecreateViews(ctx context.Context, conn driver.Conn, database string) error {
+	for _, v := range views {
+		if err := conn.Exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", database, v.name)); err != nil {
+			return fmt.Errorf("drop view %s.%s: %w", database, v.name, err)
+		}
+		if err := conn.Exec(ctx, v.createSQL(database)); err != nil {
+			return fmt.Errorf("create view %s.%s: %w", database, v.name, err)
+		}
 	}
 	return nil
 }

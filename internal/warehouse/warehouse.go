@@ -44,7 +44,13 @@ import (
 
 // Config locates the ClickHouse database.
 type Config struct {
-	Addr     string // native protocol host:port
+	// Addr is the server's host:port for Protocol: the native protocol's
+	// port (9000) or the HTTP interface's (8123).
+	Addr string
+	// Protocol is ProtocolNative (the default) or ProtocolHTTP, for
+	// servers that expose only the HTTP interface. Both send the same SQL
+	// text; HTTP needs a current release (docs/clickhouse.md).
+	Protocol string
 	Database string
 	User     string
 	Password string
@@ -61,12 +67,30 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Addr:        "127.0.0.1:19000",
+		Protocol:    ProtocolNative,
 		Database:    "vitals",
 		User:        "default",
 		DialTimeout: 5 * time.Second,
 		ReadTimeout: 60 * time.Second,
 		Compression: CompressionAuto,
 	}
+}
+
+// Protocols of Config.Protocol.
+const (
+	ProtocolNative = "native"
+	ProtocolHTTP   = "http"
+)
+
+// protocol resolves Config.Protocol.
+func protocol(setting string) (clickhouse.Protocol, error) {
+	switch setting {
+	case ProtocolNative, "":
+		return clickhouse.Native, nil
+	case ProtocolHTTP:
+		return clickhouse.HTTP, nil
+	}
+	return 0, fmt.Errorf("clickhouse protocol %q: want native or http", setting)
 }
 
 // Compression settings of Config.Compression.
@@ -111,8 +135,13 @@ func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	proto, err := protocol(cfg.Protocol)
+	if err != nil {
+		return nil, err
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr: []string{cfg.Addr},
+		Addr:     []string{cfg.Addr},
+		Protocol: proto,
 		// Every statement names its database, so the session can start in
 		// "default" even before Migrate has created ours.
 		Auth: clickhouse.Auth{Database: "default", Username: cfg.User, Password: cfg.Password},

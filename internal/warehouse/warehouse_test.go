@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 )
 
 func TestAgeBand(t *testing.T) {
@@ -131,5 +133,19 @@ func TestCompression(t *testing.T) {
 		if got := c != nil; got != tc.lz4 {
 			t.Errorf("compression(%q, %q) lz4 = %v, want %v", tc.setting, tc.addr, got, tc.lz4)
 		}
+	}
+}
+
+func TestProtocol(t *testing.T) {
+	for setting, want := range map[string]clickhouse.Protocol{"": clickhouse.Native, ProtocolNative: clickhouse.Native, ProtocolHTTP: clickhouse.HTTP} {
+		if got, err := protocol(setting); err != nil || got != want {
+			t.Errorf("protocol(%q) = %v, %v; want %v", setting, got, err, want)
+		}
+	}
+	if _, err := protocol("https"); err == nil {
+		t.Error(`protocol("https") must fail: TLS is not configurable`)
+	}
+	if _, err := Open(t.Context(), Config{Addr: "127.0.0.1:1", Database: "vitals", Protocol: "grpc"}); err == nil || !strings.Contains(err.Error(), "want native or http") {
+		t.Errorf("Open with protocol grpc: %v", err)
 	}
 }
