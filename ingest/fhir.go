@@ -86,7 +86,6 @@ var fhirStatuses = map[string]bool{"final": false, "preliminary": false, "amende
 // fhirStatusList is fhirStatuses for messages.
 const fhirStatusList = "final, amended, corrected, preliminary or entered-in-error"
 
-
 // fhirItem is one Observation of a posted body: its raw JSON (kept for the
 // dead-letter topic), and either the reading it describes or why it cannot
 // be one. Either rej is nil and in is complete enough for CheckReading, or

@@ -114,11 +114,11 @@ func foldsToAny(key string, keys []string) bool {
 // fastItem is one item of a batch as the scanner left it: either its
 // fields (fast) or only its bytes, for encoding/json.
 type fastItem struct {
-	raw      []byte
-	fast     bool
-	null     uint16 // fields present as JSON null
-	has      uint16 // fields present with a value
-	str      [jfStrings]string
+	raw       []byte
+	fast      bool
+	null      uint16 // fields present as JSON null
+	has       uint16 // fields present with a value
+	str       [jfStrings]string
 	num       [2]float64 // value, diastolic
 	sequence  int64
 	revision  int64
