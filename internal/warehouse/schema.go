@@ -408,6 +408,9 @@ type view struct {
 	columns []string
 }
 
+// RollupViews are the names of the rollups' materialized views.
+var RollupViews = []string{DailyRollupView, ValuesRollupView, ValuesRevisionsView, DailyRevisionsView}
+
 // views are the rollups' materialized views, created after the tables.
 var views = []view{
 	{DailyRollupView, DailyRollupTable, ReadingsTable, rollupSelect,
