@@ -40,13 +40,13 @@ var errRevision = errors.New("a revision: it goes to the revisions table")
 type version struct {
 	tenant, user, device, gateway, metric, loinc, unit, eventID, sourceTopic, stage string
 
-	value                                    float64
-	measuredAt, receivedAt, ingestedAt       int64
-	sourcePartition                          int32
-	sourceOffset, periodEnd                  int64
-	secondValue                              *float64
-	sequence                                 *int64
-	revision                                 int64
+	value                              float64
+	measuredAt, receivedAt, ingestedAt int64
+	sourcePartition                    int32
+	sourceOffset, periodEnd            int64
+	secondValue                        *float64
+	sequence                           *int64
+	revision                           int64
 }
 
 // eventKey names a reading across versions.

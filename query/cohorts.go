@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"sort"
 	"time"
-
 )
 
 // UserFigures are a user's own figures in a comparison.
