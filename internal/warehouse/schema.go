@@ -378,7 +378,7 @@ const rollupSelect = `SELECT tenant_id, user_id, metric, toDate(measured_at, 'UT
 
 // valuesSelect is ValuesRollupView's query and its backfill's.
 const valuesSelect = `SELECT tenant_id, user_id, metric, toDate(measured_at, 'UTC') AS day, value,
-		count() AS readings
+		toInt64(count()) AS readings
 	FROM {src}
 	GROUP BY tenant_id, user_id, metric, day, value`
 
@@ -462,15 +462,26 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) error {
 	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+database); err != nil {
 		return fmt.Errorf("create database %s: %w", database, err)
 	}
+	upgraded := map[string]bool{} // tables whose column types changed
 	for _, t := range tables {
 		if err := conn.Exec(ctx, t.createSQL(database)); err != nil {
 			return fmt.Errorf("create table %s.%s: %w", database, t.name, err)
 		}
-		if err := upgradeColumns(ctx, conn, database, t); err != nil {
+		changed, err := upgradeColumns(ctx, conn, database, t)
+		if err != nil {
 			return err
 		}
+		upgraded[t.name] = changed
 	}
 	for _, v := range views {
+		// A view whose table's types changed writes the old types, which
+		// 18.16 refuses: it is made again, over the rows it already fed.
+		if upgraded[v.table] {
+			if err := recreateView(ctx, conn, database, v); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := migrateView(ctx, conn, database, v); err != nil {
 			return err
 		}
@@ -478,25 +489,42 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) error {
 	return nil
 }
 
-// upgradeColumns adds the columns t lacks and syncs comments.
-func upgradeColumns(ctx context.Context, conn driver.Conn, db string, t table) error {
+// recreateView drops and creates v again, without backfilling: the table
+// holds what the old view fed it.
+func recreateView(ctx context.Context, conn driver.Conn, db string, v view) error {
+	if err := conn.Exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", db, v.name)); err != nil {
+		return fmt.Errorf("drop view %s.%s: %w", db, v.name, err)
+	}
+	create := fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s TO %s.%s AS %s", db, v.name, db, v.table,
+		strings.ReplaceAll(v.query, "{src}", db+"."+v.source))
+	if err := conn.Exec(ctx, create); err != nil && !strings.Contains(err.Error(), "already exists") {
+		return fmt.Errorf("create view %s.%s: %w", db, v.name, err)
+	}
+	return nil
+}
+
+// upgradeColumns adds the columns t lacks, changes the types
+// upgradedTypes names and syncs comments. It reports whether a type
+// changed.
+func upgradeColumns(ctx context.Context, conn driver.Conn, db string, t table) (bool, error) {
 	rows, err := conn.Query(ctx, `SELECT name, type, comment FROM system.columns WHERE database = ? AND table = ?`, db, t.name)
 	if err != nil {
-		return fmt.Errorf("read columns of %s.%s: %w", db, t.name, err)
+		return false, fmt.Errorf("read columns of %s.%s: %w", db, t.name, err)
 	}
 	have, types := map[string]string{}, map[string]string{}
 	for rows.Next() {
 		var name, typ, comment string
 		if err := rows.Scan(&name, &typ, &comment); err != nil {
 			rows.Close()
-			return fmt.Errorf("read columns of %s.%s: %w", db, t.name, err)
+			return false, fmt.Errorf("read columns of %s.%s: %w", db, t.name, err)
 		}
 		have[name], types[name] = comment, typ
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read columns of %s.%s: %w", db, t.name, err)
+		return false, fmt.Errorf("read columns of %s.%s: %w", db, t.name, err)
 	}
+	changed := false
 	for _, c := range t.columns {
 		comment, ok := have[c.name]
 		var stmt string
@@ -505,16 +533,17 @@ func upgradeColumns(ctx context.Context, conn driver.Conn, db string, t table) e
 			stmt = fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s", db, t.name, c.ddl())
 		case upgradedTypes[[2]string{t.name, c.name}] == types[c.name]:
 			stmt = fmt.Sprintf("ALTER TABLE %s.%s MODIFY COLUMN %s", db, t.name, c.ddl())
+			changed = true
 		case comment != c.comment:
 			stmt = fmt.Sprintf("ALTER TABLE %s.%s COMMENT COLUMN %s %s", db, t.name, c.name, quote(c.comment))
 		default:
 			continue
 		}
 		if err := conn.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("upgrade %s.%s column %s: %w", db, t.name, c.name, err)
+			return false, fmt.Errorf("upgrade %s.%s column %s: %w", db, t.name, c.name, err)
 		}
 	}
-	return nil
+	return changed, nil
 }
 
 // migrateView creates a rollup's materialized view and, when this call
