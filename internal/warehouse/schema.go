@@ -204,7 +204,7 @@ var tables = []table{
 			{"metric", "String", "", "Metric named by the reading."},
 			{"measured_at", "DateTime", "", "Measurement time, UTC, whole seconds."},
 			{"measured_at_ms", "Int64", "", "Measurement time, epoch milliseconds UTC."},
-			{"reason", "String", "", "Stable reason code: too_late, future_timestamp, implausible_value, device_not_paired, rate_exceeded, user_erased, malformed_event."},
+			{"reason", "String", "", "Stable reason code: too_late, future_timestamp, implausible_value, device_not_paired, rate_exceeded, user_erased, malformed_event; for revisions stale_revision, conflicting_repeat, correction_window_passed."},
 			{"message", "String", "", "Human explanation; never contains the health value."},
 			{"event_id", "String", "", "The reading's event id (one event id can be rejected more than once, e.g. a late repeat)."},
 			{"source_topic", "String", "", "Raw readings topic the input came from."},
