@@ -86,14 +86,15 @@ type revisionsBuf struct {
 }
 
 func (b *revisionsBuf) columns() []namedColumn {
-	return append(append([]namedColumn{
+	return append([]namedColumn{
 		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"device_id", &b.device}, {"gateway_id", &b.gateway},
 		{"metric", &b.metric}, {"loinc", &b.loinc}, {"value", &b.value}, {"unit", &b.unit},
 		{"measured_at", &b.measuredAt}, {"measured_at_ms", &b.measuredAtMs}, {"received_at_ms", &b.receivedAtMs},
 		{"ingested_at_ms", &b.ingestedAtMs}, {"event_id", &b.eventID}, {"source_topic", &b.source},
 		{"source_partition", &b.sourcePartition}, {"source_offset", &b.sourceOffset}, {"period_end_ms", &b.periodEnd},
 		{"second_value", &b.secondValue}, {"stage", &b.stage}, {"sequence", &b.sequence},
-	}, b.pos.columns()...), namedColumn{"revision", &b.revision}, namedColumn{"sign", &b.sign}, namedColumn{"recorded_at_ms", &b.recordedAt})
+		{"revision", &b.revision}, {"sign", &b.sign}, {"recorded_at_ms", &b.recordedAt},
+	}, b.pos.columns()...)
 }
 
 // add decodes a revision record; its rows come later (resolve). It

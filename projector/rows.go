@@ -268,8 +268,8 @@ func (b *alertsBuf) columns() []namedColumn {
 		{"started_at", &b.startedAt}, {"started_at_ms", &b.startedAtMs}, {"measured_at", &b.measuredAt},
 		{"measured_at_ms", &b.measuredAtMs}, {"received_at_ms", &b.receivedAtMs},
 		{"value", &b.value}, {"message", &b.message}, {"event_id", &b.eventID},
-	}, append(b.pos.columns(), namedColumn{"alert_id", &b.alertID}, namedColumn{"status", &b.status},
-		namedColumn{"status_at_ms", &b.statusAtMs}, namedColumn{"recorded_at_ms", &b.recordedAtMs})...)
+		{"alert_id", &b.alertID}, {"status", &b.status}, {"status_at_ms", &b.statusAtMs}, {"recorded_at_ms", &b.recordedAtMs},
+	}, b.pos.columns()...)
 }
 
 func (b *alertsBuf) add(rec *kgo.Record) (row, error) {

@@ -265,7 +265,7 @@ func legacyValues(t *testing.T, topics eventlog.Topics, rec *kgo.Record) []any {
 		}
 		return []any{a.TenantID, a.UserID, a.DeviceID, a.GatewayID, a.Metric, a.Rule, a.Severity,
 			sec(a.StartedAt), a.StartedAt, sec(a.MeasuredAt), a.MeasuredAt, a.ReceivedAt,
-			a.Value, a.Message, a.EventID, rec.Partition, rec.Offset, a.ID(), a.Status, statusAt, a.RecordedAt}
+			a.Value, a.Message, a.EventID, a.ID(), a.Status, statusAt, a.RecordedAt, rec.Partition, rec.Offset}
 	case topics.ProfileEvents:
 		var e schemas.ProfileEvent
 		decode(schemas.NameProfileEvent, &e)
