@@ -274,23 +274,31 @@ func (a *Aggregate) withdrawAlert(st *Stream, r *schemas.Reading, cfg Config) *s
 	return nil
 }
 
-// alertRule is one of the rules that raise alerts.
+// alertRule is one of the rules that raise alerts: its condition is a
+// value below (low) or above a bound. (No closure: it is made for every
+// frontier reading, and must not allocate.)
 type alertRule struct {
-	name, severity string
-	dur            time.Duration
-	holds          func(v float64) bool
-	metric         string
+	name, severity, metric string
+	dur                    time.Duration
+	bound                  float64
+	low                    bool
+}
+
+// holds reports whether value v meets the rule's condition.
+func (ru alertRule) holds(v float64) bool {
+	if ru.low {
+		return v < ru.bound
+	}
+	return v > ru.bound
 }
 
 // ruleFor returns the alert rule watching metric, if any.
 func ruleFor(metricName string, cfg Config) (alertRule, bool) {
 	switch metricName {
 	case "spo2":
-		return alertRule{name: "spo2_low_sustained", severity: "critical", dur: cfg.SpO2LowFor, metric: metricName,
-			holds: func(v float64) bool { return v < cfg.SpO2Low }}, true
+		return alertRule{name: "spo2_low_sustained", severity: "critical", dur: cfg.SpO2LowFor, metric: metricName, bound: cfg.SpO2Low, low: true}, true
 	case "heart_rate":
-		return alertRule{name: "heart_rate_high_sustained", severity: "warning", dur: cfg.HeartRateHighFor, metric: metricName,
-			holds: func(v float64) bool { return v > cfg.HeartRateHigh }}, true
+		return alertRule{name: "heart_rate_high_sustained", severity: "warning", dur: cfg.HeartRateHighFor, metric: metricName, bound: cfg.HeartRateHigh}, true
 	}
 	return alertRule{}, false
 }

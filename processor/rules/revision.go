@@ -1,8 +1,6 @@
 package rules
 
 import (
-	"encoding/binary"
-	"hash/fnv"
 	"math"
 	"strings"
 	"time"
@@ -91,39 +89,58 @@ func (rv *Revised) note(n int64, print uint64) {
 // Fingerprint identifies a reading's content: device, metric, the values
 // in the canonical unit, its times and stage, and whether it is a
 // withdrawal; not its ids, format or arrival times, which a re-send may
-// change. It is never 0.
+// change. It is FNV-1a over those fields, computed without allocating
+// (every accepted reading has one), and never 0.
 func Fingerprint(r *schemas.Reading) uint64 {
-	h := fnv.New64a()
-	var b [8]byte
-	h.Write([]byte(r.DeviceID))
-	h.Write([]byte{0})
-	h.Write([]byte(r.Metric))
-	h.Write([]byte{0})
-	num := func(v uint64) {
-		binary.LittleEndian.PutUint64(b[:], v)
-		h.Write(b[:])
-	}
+	h := fnv64(fnvOffset)
+	h.str(r.DeviceID)
+	h.byte(0)
+	h.str(r.Metric)
+	h.byte(0)
 	if r.Withdrawn {
-		h.Write([]byte{'w'})
+		h.byte('w')
 	} else {
 		m, _ := metric.Lookup(r.Metric)
 		v, _ := m.Canonical(r.Value, r.Unit)
-		num(math.Float64bits(v))
+		h.u64(math.Float64bits(v))
 		if r.SecondValue != nil {
 			d, _ := m.Canonical(*r.SecondValue, r.Unit)
-			h.Write([]byte{'2'})
-			num(math.Float64bits(d))
+			h.byte('2')
+			h.u64(math.Float64bits(d))
 		}
 		if r.PeriodEnd != nil {
-			h.Write([]byte{'e'})
-			num(uint64(*r.PeriodEnd))
+			h.byte('e')
+			h.u64(uint64(*r.PeriodEnd))
 		}
 		if r.Stage != nil {
-			h.Write([]byte(*r.Stage))
+			h.str(*r.Stage)
 		}
 	}
-	num(uint64(r.MeasuredAt))
-	return max(h.Sum64(), 1)
+	h.u64(uint64(r.MeasuredAt))
+	return max(uint64(h), 1)
+}
+
+// fnv64 is a 64-bit FNV-1a hash being computed.
+type fnv64 uint64
+
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func (h *fnv64) byte(c byte) { *h = (*h ^ fnv64(c)) * fnvPrime }
+
+func (h *fnv64) str(s string) {
+	for i := 0; i < len(s); i++ {
+		h.byte(s[i])
+	}
+}
+
+// u64 hashes v's 8 bytes, little-endian.
+func (h *fnv64) u64(v uint64) {
+	for i := range 8 {
+		h.byte(byte(v >> (8 * i)))
+	}
 }
 
 // forgotten reports whether something measured at measured has left the

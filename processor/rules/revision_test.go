@@ -3,6 +3,7 @@ package rules
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"reflect"
 	"testing"
@@ -262,5 +263,31 @@ func TestSnapshotKeepsRevisions(t *testing.T) {
 	r := with(at("e-1", "w", 0, 0), func(r *schemas.Reading) { r.MeasuredAt, r.Value = 1000, 99 })
 	if got := describe(old.ApplyReading(r, Held{}, rules)); !reflect.DeepEqual(got, []string{"duplicate"}) {
 		t.Fatalf("v1 id: %v", got)
+	}
+}
+
+// The fingerprint is FNV-1a of the fields as the standard library hashes
+// them, and costs no allocation.
+func TestFingerprint(t *testing.T) {
+	r := at("a", "d1", 0, 0)
+	h := fnv.New64a()
+	h.Write([]byte("d1\x00heart_rate\x00"))
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], math.Float64bits(r.Value))
+	h.Write(b[:])
+	binary.LittleEndian.PutUint64(b[:], uint64(r.MeasuredAt))
+	h.Write(b[:])
+	if got := Fingerprint(r); got != h.Sum64() {
+		t.Fatalf("fingerprint %x, FNV-1a %x", got, h.Sum64())
+	}
+	if n := testing.AllocsPerRun(100, func() { Fingerprint(r) }); n != 0 {
+		t.Fatalf("%g allocations per fingerprint", n)
+	}
+	other := *r
+	other.Unit, other.Metric, other.Value = "1", "spo2", 0.95
+	same := other
+	same.Unit, same.Value = "%", 95
+	if Fingerprint(&other) != Fingerprint(&same) || Fingerprint(&other) == Fingerprint(r) {
+		t.Fatal("fingerprints do not follow the canonical value")
 	}
 }
