@@ -64,7 +64,7 @@ func (s *Server) decodeAvroReadings(body []byte) (decodedBatch, *apiError) {
 			g := &b.Readings[i]
 			in := Input{EventID: &g.EventID, UserID: &g.UserID, DeviceID: &g.DeviceID, Metric: &g.Metric, Unit: &g.Unit,
 				Value: g.Value, Diastolic: g.Diastolic, MeasuredAt: &g.MeasuredAt, ReceivedAt: g.ReceivedAt,
-				PeriodEnd: g.PeriodEnd, Stage: g.Stage, Sequence: g.Sequence}
+				PeriodEnd: g.PeriodEnd, Stage: g.Stage, Sequence: g.Sequence, Revision: g.Revision, Withdrawn: g.Withdrawn}
 			it := s.judgeReading(nil, &in, nil, cc)
 			if it.rej != nil { // only a refused item needs its bytes, for the dead letter
 				raw, err := avro.Marshal(gatewayReading, g)

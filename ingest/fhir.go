@@ -7,10 +7,22 @@ package ingest
 // Observation becomes one Input, exactly as a JSON reading would, and then
 // goes through CheckReading with source_format "fhir". The mapping:
 //
-//   - status must be final, amended, corrected or preliminary: only
-//     measurements that happened enter the log. registered, cancelled,
-//     entered-in-error, unknown or any other code is invalid_value, a
-//     missing status missing_field.
+//   - status must be final, amended, corrected, preliminary or
+//     entered-in-error: measurements that happened, their corrections and
+//     their withdrawal. registered, cancelled, unknown or any other code is
+//     invalid_value, a missing status missing_field.
+//   - revisions: amended and corrected re-send an Observation (same
+//     identifier or id, so the same event id) with a corrected value, and
+//     entered-in-error withdraws it. The revision orders an Observation's
+//     versions: meta.versionId - 1 when the versionId is a whole number of
+//     2 or more; else the epoch milliseconds of meta.lastUpdated, else of
+//     issued; else the time ingest received it (arrival order). A sender
+//     should use one of these consistently for an Observation. final and
+//     preliminary are revisions only when meta.versionId is a whole number
+//     of 2 or more (preliminary version 1, then final version 2 with an
+//     updated value); otherwise they are the Observation as first sent. An
+//     entered-in-error Observation names the reading it withdraws (subject,
+//     device, code, effective[x]); its value is not read.
 //   - event_id is the first identifier[].value (of the first identifier that
 //     has one), else the resource id.
 //   - user_id is the <id> of subject.reference "Patient/<id>", device_id the
@@ -66,8 +78,13 @@ const (
 	fhirUCUM  = "http://unitsofmeasure.org"
 )
 
-// fhirStatuses are the Observation statuses of measurements that happened.
-var fhirStatuses = map[string]bool{"final": true, "amended": true, "corrected": true, "preliminary": true}
+// fhirStatuses are the Observation statuses Vitals takes: measurements
+// that happened, their corrections and their withdrawal (true: always a
+// revision).
+var fhirStatuses = map[string]bool{"final": false, "preliminary": false, "amended": true, "corrected": true, "entered-in-error": true}
+
+// fhirStatusList is fhirStatuses for messages.
+const fhirStatusList = "final, amended, corrected, preliminary or entered-in-error"
 
 // fhirItem is one Observation of a posted body: its raw JSON (kept for the
 // dead-letter topic), and either the reading it describes or why it cannot
@@ -200,10 +217,11 @@ func observationInput(obj fhirObject) (Input, *Rejection) {
 		return ids, r
 	}
 	if !ok {
-		return ids, reject(ReasonMissingField, "status", "status is required: final, amended, corrected or preliminary")
+		return ids, reject(ReasonMissingField, "status", "status is required: "+fhirStatusList)
 	}
-	if !fhirStatuses[status] {
-		return ids, reject(ReasonInvalidValue, "status", "status %q is not accepted: only final, amended, corrected or preliminary observations are measurements", fhirTrunc(status))
+	revises, known := fhirStatuses[status]
+	if !known {
+		return ids, reject(ReasonInvalidValue, "status", "status %q is not accepted: only %s observations are measurements, corrections or withdrawals", fhirTrunc(status), fhirStatusList)
 	}
 	for _, r := range []*Rejection{rEvent, rUser, rDevice} {
 		if r != nil {
@@ -212,18 +230,69 @@ func observationInput(obj fhirObject) (Input, *Rejection) {
 	}
 
 	in := ids
+	revision, r := fhirRevision(obj, revises)
+	if r != nil {
+		return ids, r
+	}
+	switch {
+	case revision > 0:
+		in.Revision = &revision
+	case revision < 0:
+		in.RevisionOnArrival = true
+	}
 	m, r := fhirMetric(obj)
 	if r != nil {
 		return ids, r
 	}
 	in.Metric = &m.Name
-	if r := fhirValue(obj, m, &in); r != nil {
+	if status == "entered-in-error" {
+		withdrawn := true
+		in.Withdrawn = &withdrawn
+	} else if r := fhirValue(obj, m, &in); r != nil {
 		return ids, r
 	}
 	if r := fhirTimes(obj, m, &in); r != nil {
 		return ids, r
 	}
 	return in, nil
+}
+
+// fhirRevision is the revision of an Observation (see the top of the
+// file): 0 for the Observation as first sent, -1 for a correction or
+// withdrawal ordered by its arrival. always says the status is a
+// correction or withdrawal.
+func fhirRevision(obj fhirObject, always bool) (int64, *Rejection) {
+	meta, hasMeta, r := obj.obj("meta", "meta")
+	if r != nil {
+		return 0, r
+	}
+	var version, updated string
+	var hasUpdated bool
+	if hasMeta {
+		if version, _, r = meta.str("versionId", "meta.versionId"); r != nil {
+			return 0, r
+		}
+		if updated, hasUpdated, r = meta.str("lastUpdated", "meta.lastUpdated"); r != nil {
+			return 0, r
+		}
+	}
+	if n, err := strconv.ParseInt(version, 10, 64); err == nil && n >= 2 {
+		return n - 1, nil
+	}
+	if !always {
+		return 0, nil
+	}
+	if hasUpdated {
+		return parseTime("meta.lastUpdated", updated)
+	}
+	issued, hasIssued, r := obj.str("issued", "issued")
+	if r != nil {
+		return 0, r
+	}
+	if hasIssued {
+		return parseTime("issued", issued)
+	}
+	return -1, nil
 }
 
 // fhirEventID is the first identifier[].value, else the resource id.

@@ -35,7 +35,9 @@ func fhirShow(in Input) string {
 	for i := 0; i < v.NumField(); i++ {
 		f := v.Field(i)
 		fmt.Fprintf(&b, "%s=", v.Type().Field(i).Name)
-		if f.IsNil() {
+		if f.Kind() != reflect.Pointer {
+			fmt.Fprintf(&b, "%v ", f.Interface())
+		} else if f.IsNil() {
 			b.WriteString("<nil> ")
 		} else {
 			fmt.Fprintf(&b, "%v ", f.Elem().Interface())
@@ -80,10 +82,11 @@ func TestDecodeFHIRFixtures(t *testing.T) {
 				Metric: fhirStr("blood_pressure"), Unit: fhirStr("mm[Hg]"), Value: fhirF64(118), Diastolic: fhirF64(76),
 				MeasuredAt: fhirMs(t, "2024-03-10T07:30:00Z"),
 			}},
-			{in: &Input{ // the first identifier has no value; SNOMED and an unregistered LOINC code come first
+			{in: &Input{ // the first identifier has no value; SNOMED and an unregistered LOINC code come first; amended, ordered by issued
 				EventID: fhirStr("acme-temp-000125"), UserID: fhirStr("u-42"), DeviceID: fhirStr("thermo-1"),
 				Metric: fhirStr("body_temperature"), Unit: fhirStr("[degF]"), Value: fhirF64(98.6),
 				MeasuredAt: fhirMs(t, "2024-03-10T10:00:00Z"), ReceivedAt: fhirMs(t, "2024-03-10T10:00:30Z"),
+				Revision: fhirMs(t, "2024-03-10T10:00:30Z"),
 			}},
 			{reason: ReasonMalformedItem, field: "resourceType"}, // a Patient
 			{in: &Input{
@@ -103,10 +106,10 @@ func TestDecodeFHIRFixtures(t *testing.T) {
 			}},
 		}},
 		{"bundle-collection.json", []fhirWant{
-			{in: &Input{ // no UCUM system: valueQuantity.unit
+			{in: &Input{ // no UCUM system: valueQuantity.unit; corrected, with neither version nor time: ordered by arrival
 				EventID: fhirStr("hr-3"), UserID: fhirStr("u-43"), DeviceID: fhirStr("ring-1"),
 				Metric: fhirStr("heart_rate"), Unit: fhirStr("/min"), Value: fhirF64(51),
-				MeasuredAt: fhirMs(t, "2024-03-11T05:59:59.999Z"),
+				MeasuredAt: fhirMs(t, "2024-03-11T05:59:59.999Z"), RevisionOnArrival: true,
 			}},
 			{in: &Input{ // coded as systolic 8480-6; components in either order, in kPa
 				EventID: fhirStr("bp-4"), UserID: fhirStr("u-43"), DeviceID: fhirStr("cuff-3"),
@@ -225,7 +228,9 @@ func TestDecodeFHIRRejections(t *testing.T) {
 		edits         []fhirSet
 		reason, field string
 	}{
-		{"status entered-in-error", "hr", []fhirSet{{"status", "entered-in-error"}}, ReasonInvalidValue, "status"},
+		{"status amended-ish", "hr", []fhirSet{{"status", "amended-ish"}}, ReasonInvalidValue, "status"},
+		{"lastUpdated not a time", "hr", []fhirSet{{"status", "amended"}, {"meta", map[string]any{"lastUpdated": "yesterday"}}}, ReasonInvalidTimestamp, "meta.lastUpdated"},
+		{"versionId a number", "hr", []fhirSet{{"status", "amended"}, {"meta", map[string]any{"versionId": 2}}}, ReasonInvalidType, "meta.versionId"},
 		{"status cancelled", "hr", []fhirSet{{"status", "cancelled"}}, ReasonInvalidValue, "status"},
 		{"status registered", "hr", []fhirSet{{"status", "registered"}}, ReasonInvalidValue, "status"},
 		{"status unknown", "hr", []fhirSet{{"status", "unknown"}}, ReasonInvalidValue, "status"},
@@ -318,9 +323,71 @@ func TestDecodeFHIRRejections(t *testing.T) {
 
 // TestDecodeFHIRRejectedKeepsIDs: a rejected Observation still names its
 // event and user, for the verdict and the dead letter's key.
+// FHIR revisions: amended and corrected Observations are corrections,
+// entered-in-error a withdrawal, ordered by meta.versionId, else
+// meta.lastUpdated, else issued, else arrival.
+func TestDecodeFHIRRevisions(t *testing.T) {
+	tests := []struct {
+		name      string
+		edits     []fhirSet
+		revision  *int64
+		arrival   bool
+		withdrawn bool
+	}{
+		{"final", nil, nil, false, false},
+		{"final version 1", []fhirSet{{"meta", map[string]any{"versionId": "1"}}}, nil, false, false},
+		{"final version 2", []fhirSet{{"meta", map[string]any{"versionId": "2"}}}, fhirI64(1), false, false},
+		{"final opaque version", []fhirSet{{"meta", map[string]any{"versionId": "W/abc", "lastUpdated": "2024-03-10T08:00:00Z"}}}, nil, false, false},
+		{"preliminary", []fhirSet{{"status", "preliminary"}, {"meta", map[string]any{"lastUpdated": "2024-03-10T08:00:00Z"}}}, nil, false, false},
+		{"amended version 3", []fhirSet{{"status", "amended"}, {"meta", map[string]any{"versionId": "3", "lastUpdated": "2024-03-10T08:00:00Z"}}}, fhirI64(2), false, false},
+		{"corrected by lastUpdated", []fhirSet{{"status", "corrected"}, {"meta", map[string]any{"versionId": "x", "lastUpdated": "2024-03-10T08:00:00Z"}}}, fhirMs(t, "2024-03-10T08:00:00Z"), false, false},
+		{"corrected by issued", []fhirSet{{"status", "corrected"}}, fhirMs(t, "2024-03-10T07:21:05.250Z"), false, false},
+		{"corrected by arrival", []fhirSet{{"status", "corrected"}, {"issued", fhirDel}}, nil, true, false},
+		{"entered-in-error", []fhirSet{{"status", "entered-in-error"}, {"meta", map[string]any{"versionId": "2"}}, {"valueQuantity", fhirDel}}, fhirI64(1), false, true},
+		{"entered-in-error, value not read", []fhirSet{{"status", "entered-in-error"}, {"issued", fhirDel}, {"valueQuantity", "?"}}, nil, true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := fhirBase(t, "hr")
+			for _, e := range tc.edits {
+				fhirEdit(t, doc, e.path, e.v)
+			}
+			body, _ := json.Marshal(doc)
+			items, err := decodeFHIR(body)
+			if err != nil || len(items) != 1 || items[0].rej != nil {
+				t.Fatalf("items %+v, err %v", items, err)
+			}
+			in := items[0].in
+			if !reflect.DeepEqual(in.Revision, tc.revision) || in.RevisionOnArrival != tc.arrival || in.withdrawal() != tc.withdrawn {
+				t.Fatalf("got %s", fhirShow(in))
+			}
+			if tc.withdrawn && (in.Value != nil || in.Unit != nil) {
+				t.Fatalf("a withdrawal's value was read: %s", fhirShow(in))
+			}
+			cc := checkContext{tenant: "t", gateway: "g", format: "fhir", now: time.Date(2024, 3, 10, 12, 0, 0, 0, time.UTC)}
+			rd, rej := cc.CheckReading(&in)
+			if rej != nil {
+				t.Fatalf("check: %+v", rej)
+			}
+			want := int64(0)
+			switch {
+			case tc.arrival:
+				want = cc.now.UnixMilli()
+			case tc.revision != nil:
+				want = *tc.revision
+			}
+			if rd.Revision != want || rd.Withdrawn != tc.withdrawn {
+				t.Fatalf("reading revision %d withdrawn %v, want %d %v", rd.Revision, rd.Withdrawn, want, tc.withdrawn)
+			}
+		})
+	}
+}
+
+func fhirI64(v int64) *int64 { return &v }
+
 func TestDecodeFHIRRejectedKeepsIDs(t *testing.T) {
 	doc := fhirBase(t, "hr")
-	fhirEdit(t, doc, "status", "entered-in-error")
+	fhirEdit(t, doc, "status", "cancelled")
 	fhirEdit(t, doc, "device", fhirDel)
 	body, _ := json.Marshal(doc)
 	items, err := decodeFHIR(body)

@@ -21,6 +21,8 @@ type jsonReading struct {
 	Diastolic  *float64 `json:"diastolic"`
 	Stage      *string  `json:"stage"`
 	Sequence   *int64   `json:"sequence"`
+	Revision   *int64   `json:"revision"`
+	Withdrawn  *bool    `json:"withdrawn"`
 }
 
 type jsonDevice struct {
@@ -74,6 +76,8 @@ func jsonTypeName(goKind string) string {
 		return "integer"
 	case "string":
 		return "string"
+	case "bool":
+		return "boolean"
 	default:
 		return goKind
 	}
@@ -114,7 +118,7 @@ func readingFromJSON(raw json.RawMessage) (Input, *Rejection) {
 // times before it, as times does.
 func (j *jsonReading) input(ms *[3]int64) (Input, *Rejection) {
 	in := Input{EventID: j.EventID, UserID: j.UserID, DeviceID: j.DeviceID, Metric: j.Metric, Unit: j.Unit,
-		Value: j.Value, Diastolic: j.Diastolic, Stage: j.Stage, Sequence: j.Sequence}
+		Value: j.Value, Diastolic: j.Diastolic, Stage: j.Stage, Sequence: j.Sequence, Revision: j.Revision, Withdrawn: j.Withdrawn}
 	var out [3]*int64
 	var r *Rejection
 	for k, f := range [3]struct {

@@ -50,6 +50,8 @@ const (
 	jfValue
 	jfDiastolic
 	jfSequence
+	jfRevision
+	jfWithdrawn
 )
 
 // jfStrings is the number of string fields.
@@ -82,6 +84,10 @@ func jsonReadingField(key string) (int, bool) {
 		return jfDiastolic, true
 	case "sequence":
 		return jfSequence, true
+	case "revision":
+		return jfRevision, true
+	case "withdrawn":
+		return jfWithdrawn, true
 	}
 	return 0, false
 }
@@ -108,14 +114,16 @@ func foldsToAny(key string, keys []string) bool {
 // fastItem is one item of a batch as the scanner left it: either its
 // fields (fast) or only its bytes, for encoding/json.
 type fastItem struct {
-	raw      []byte
-	fast     bool
-	null     uint16 // fields present as JSON null
-	has      uint16 // fields present with a value
-	str      [jfStrings]string
-	num      [2]float64 // value, diastolic
-	sequence int64
-	ms       [3]int64 // storage for the parsed times
+	raw       []byte
+	fast      bool
+	null      uint16 // fields present as JSON null
+	has       uint16 // fields present with a value
+	str       [jfStrings]string
+	num       [2]float64 // value, diastolic
+	sequence  int64
+	revision  int64
+	withdrawn bool
+	ms        [3]int64 // storage for the parsed times
 }
 
 // input is the item as readingFromJSON would have returned it. Pointers
@@ -136,6 +144,12 @@ func (it *fastItem) input() (Input, *Rejection) {
 	}
 	if it.has&(1<<jfSequence) != 0 {
 		j.Sequence = &it.sequence
+	}
+	if it.has&(1<<jfRevision) != 0 {
+		j.Revision = &it.revision
+	}
+	if it.has&(1<<jfWithdrawn) != 0 {
+		j.Withdrawn = &it.withdrawn
 	}
 	return j.input(&it.ms)
 }
@@ -327,6 +341,16 @@ func (p *jsonScan) reading(it *fastItem) bool {
 				}
 				it.str[f] = v
 				it.has |= bit
+			case f == jfWithdrawn:
+				switch {
+				case p.literal("true"):
+					it.withdrawn = true
+				case p.literal("false"):
+					it.withdrawn = false
+				default:
+					return false // another type: encoding/json names the field
+				}
+				it.has |= bit
 			default:
 				a, ok := p.number()
 				if !ok {
@@ -340,6 +364,8 @@ func (p *jsonScan) reading(it *fastItem) bool {
 					it.num[1], err = strconv.ParseFloat(p.s[a:p.i], 64)
 				case jfSequence:
 					it.sequence, err = strconv.ParseInt(p.s[a:p.i], 10, 64)
+				case jfRevision:
+					it.revision, err = strconv.ParseInt(p.s[a:p.i], 10, 64)
 				}
 				if err != nil {
 					return false // out of range or not an integer: encoding/json names the field

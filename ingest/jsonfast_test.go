@@ -31,6 +31,10 @@ func showInput(in Input) string {
 	for i := range v.NumField() {
 		f := v.Field(i)
 		fmt.Fprintf(&b, "%s=", v.Type().Field(i).Name)
+		if f.Kind() != reflect.Pointer {
+			fmt.Fprintf(&b, "%#v ", f.Interface())
+			continue
+		}
 		if f.IsNil() {
 			b.WriteString("nil ")
 			continue
@@ -123,6 +127,9 @@ var jsonFastCorpus = []struct {
 	{"gateway not a string", `{"gateway_id":7,"readings":[{}]}`, false, 0},
 	{"readings not an array", `{"gateway_id":"g","readings":{}}`, false, 0},
 	{"events not an array", `{"gateway_id":"g","events":"x","readings":[{}]}`, false, 0},
+	{"revision and withdrawal", `{"gateway_id":"g","readings":[{"event_id":"e","revision":2,"withdrawn":true},{"revision":0,"withdrawn":false},{"withdrawn":null,"revision":null}]}`, true, 3},
+	{"withdrawn not a boolean", `{"gateway_id":"g","readings":[{"withdrawn":1},{"withdrawn":"true"}]}`, true, 0},
+	{"revision not an integer", `{"gateway_id":"g","readings":[{"revision":1.5},{"revision":"2"},{"revision":1e3}]}`, true, 0},
 	{"top level array", `[{}]`, false, 0},
 	{"top level null", `null`, false, 0},
 	{"empty body", ``, false, 0},

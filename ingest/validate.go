@@ -81,7 +81,19 @@ type Input struct {
 	MeasuredAt, ReceivedAt, PeriodEnd       *int64
 	Stage                                   *string
 	Sequence                                *int64
+	// Revision (absent or 0: the reading as first sent) marks a
+	// correction of the reading with the same event id; Withdrawn a
+	// revision that withdraws it.
+	Revision  *int64
+	Withdrawn *bool
+	// RevisionOnArrival: a revision without an order of its own (a FHIR
+	// correction without version or time): its revision is the time
+	// ingest received it.
+	RevisionOnArrival bool
 }
+
+// withdrawal reports whether in withdraws a reading.
+func (in *Input) withdrawal() bool { return in.Withdrawn != nil && *in.Withdrawn }
 
 // checkContext is what every item of one request shares.
 type checkContext struct {
@@ -220,12 +232,16 @@ func finite(name string, v *float64) *Rejection {
 
 // CheckReading syntax-checks one reading and returns the event to log. It
 // judges syntax only: whether the reading is plausible, late or a duplicate
-// is the processor's call.
+// is the processor's call. A revision (Revision >= 1) is checked like a
+// reading; a withdrawal names the reading it withdraws (event, user,
+// device, metric, measurement time) and its value, unit and the metric's
+// other fields are not read.
 func (c *checkContext) CheckReading(in *Input) (schemas.Reading, *Rejection) {
 	var zero schemas.Reading
+	withdrawal := in.withdrawal()
 	if r := requireAll(
 		field{"event_id", in.EventID != nil}, field{"user_id", in.UserID != nil}, field{"device_id", in.DeviceID != nil},
-		field{"metric", in.Metric != nil}, field{"unit", in.Unit != nil}, field{"measured_at", in.MeasuredAt != nil},
+		field{"metric", in.Metric != nil}, field{"unit", in.Unit != nil || withdrawal}, field{"measured_at", in.MeasuredAt != nil},
 	); r != nil {
 		return zero, r
 	}
@@ -237,6 +253,17 @@ func (c *checkContext) CheckReading(in *Input) (schemas.Reading, *Rejection) {
 	m, ok := metric.Lookup(*in.Metric)
 	if !ok {
 		return zero, reject(ReasonUnknownMetric, "metric", "metric %q is not known; GET /v1/catalogue lists them", truncate(*in.Metric))
+	}
+	if in.RevisionOnArrival {
+		now := c.now.UnixMilli()
+		in.Revision = &now
+	}
+	revision, r := checkRevision(in)
+	if r != nil {
+		return zero, r
+	}
+	if withdrawal {
+		return c.checkWithdrawal(in, m, revision)
 	}
 	if _, ok := m.Canonical(0, *in.Unit); !ok {
 		return zero, reject(ReasonUnknownUnit, "unit", "unit %q is not accepted for %s; use one of %q", truncate(*in.Unit), m.Name, m.Units())
@@ -256,7 +283,7 @@ func (c *checkContext) CheckReading(in *Input) (schemas.Reading, *Rejection) {
 	out := schemas.Reading{
 		TenantID: c.tenant, EventID: *in.EventID, UserID: *in.UserID, DeviceID: *in.DeviceID, GatewayID: c.gateway,
 		Metric: m.Name, Unit: *in.Unit, MeasuredAt: *in.MeasuredAt, IngestedAt: c.now.UnixMilli(),
-		Sequence: in.Sequence, SourceFormat: c.format,
+		Sequence: in.Sequence, SourceFormat: c.format, Revision: revision,
 	}
 	if in.Value != nil {
 		out.Value = *in.Value
@@ -302,6 +329,38 @@ func (c *checkContext) CheckReading(in *Input) (schemas.Reading, *Rejection) {
 	}
 	out.ReceivedAt = rec
 	return out, nil
+}
+
+// checkRevision reads the revision fields: a revision is a whole number,
+// 0 (or absent) for the reading as first sent, and a withdrawal is always
+// a revision of an earlier reading.
+func checkRevision(in *Input) (int64, *Rejection) {
+	var revision int64
+	if in.Revision != nil {
+		revision = *in.Revision
+	}
+	switch {
+	case revision < 0:
+		return 0, reject(ReasonInvalidValue, "revision", "revision must not be negative: 0 for a reading as first sent, 1 or more for a correction or withdrawal of it")
+	case in.withdrawal() && revision < 1:
+		return 0, reject(ReasonInvalidValue, "withdrawn", "a withdrawal is a revision of an earlier reading: give revision 1 or more, above the revision it withdraws")
+	}
+	return revision, nil
+}
+
+// checkWithdrawal returns the withdrawal of a reading: its identity and
+// times are checked, its value is not read (0, in the metric's canonical
+// unit).
+func (c *checkContext) checkWithdrawal(in *Input, m metric.Metric, revision int64) (schemas.Reading, *Rejection) {
+	rec, r := c.checkTimes("measured_at", *in.MeasuredAt, in.ReceivedAt)
+	if r != nil {
+		return schemas.Reading{}, r
+	}
+	return schemas.Reading{
+		TenantID: c.tenant, EventID: *in.EventID, UserID: *in.UserID, DeviceID: *in.DeviceID, GatewayID: c.gateway,
+		Metric: m.Name, Unit: m.Unit, MeasuredAt: *in.MeasuredAt, ReceivedAt: rec, IngestedAt: c.now.UnixMilli(),
+		SourceFormat: c.format, Revision: revision, Withdrawn: true,
+	}, nil
 }
 
 // DeviceInput is one device event as a gateway described it.

@@ -85,6 +85,14 @@ func TestCheckRejections(t *testing.T) {
 		{"glucose in a unit of another metric", item(map[string]any{"metric": "blood_glucose", "unit": "kg"}), ReasonUnknownUnit, "unit"},
 		{"negative sequence", item(map[string]any{"sequence": -1}), ReasonInvalidValue, "sequence"},
 		{"fractional sequence", item(map[string]any{"sequence": 1.5}), ReasonInvalidType, "sequence"},
+		{"negative revision", item(map[string]any{"revision": -1}), ReasonInvalidValue, "revision"},
+		{"fractional revision", item(map[string]any{"revision": 1.5}), ReasonInvalidType, "revision"},
+		{"withdrawn as string", item(map[string]any{"revision": 1, "withdrawn": "yes"}), ReasonInvalidType, "withdrawn"},
+		{"withdrawal without revision", item(map[string]any{"withdrawn": true}), ReasonInvalidValue, "withdrawn"},
+		{"withdrawal of revision 0", item(map[string]any{"withdrawn": true, "revision": 0}), ReasonInvalidValue, "withdrawn"},
+		{"withdrawal without measured_at", item(map[string]any{"withdrawn": true, "revision": 1, "measured_at": nil}), ReasonMissingField, "measured_at"},
+		{"withdrawal of an unknown metric", item(map[string]any{"withdrawn": true, "revision": 1, "metric": "mood"}), ReasonUnknownMetric, "metric"},
+		{"correction without value", item(map[string]any{"revision": 1, "value": nil}), ReasonMissingField, "value"},
 		{"number out of float range", json.RawMessage(`{"event_id":"e","user_id":"u","device_id":"d","metric":"heart_rate","value":1e999,"unit":"/min","measured_at":"2026-11-22T11:59:00Z"}`), ReasonInvalidType, "value"},
 	}
 	for _, tc := range tests {
@@ -140,6 +148,38 @@ func TestCheckAccepts(t *testing.T) {
 
 // Every metric shape, in canonical and alternative units, passes the check
 // with its extra fields carried into the event.
+// Revisions: a correction is checked like a reading and keeps its
+// revision; a withdrawal needs no value or unit, and reads neither.
+func TestCheckRevisions(t *testing.T) {
+	lim := Limits{MaxFutureSkew: 5 * time.Minute}
+	rd, rej := Check(item(map[string]any{"revision": 2, "value": 80}), "t1", "gw-1", testNow, lim)
+	if rej != nil || rd.Revision != 2 || rd.Withdrawn || rd.Value != 80 {
+		t.Fatalf("correction: %+v, %v", rd, rej)
+	}
+	rd, rej = Check(item(map[string]any{"revision": 0, "withdrawn": false}), "t1", "gw-1", testNow, lim)
+	if rej != nil || rd.Revision != 0 || rd.Withdrawn {
+		t.Fatalf("explicit original: %+v, %v", rd, rej)
+	}
+	for name, over := range map[string]map[string]any{
+		"no value, no unit":           {"revision": 3, "withdrawn": true, "value": nil, "unit": nil},
+		"a unit of another metric":    {"revision": 3, "withdrawn": true, "unit": "kg", "value": "not read"},
+		"blood pressure, no diastole": {"revision": 3, "withdrawn": true, "metric": "blood_pressure"},
+		"steps without period_end":    {"revision": 3, "withdrawn": true, "metric": "steps"},
+	} {
+		raw := item(over)
+		if over["value"] == "not read" {
+			raw = json.RawMessage(strings.Replace(string(item(map[string]any{"revision": 3, "withdrawn": true, "unit": "kg"})), `"value":72.5`, `"value":1e300`, 1))
+		}
+		rd, rej := Check(raw, "t1", "gw-1", testNow, lim)
+		if rej != nil {
+			t.Fatalf("%s: rejected %+v", name, rej)
+		}
+		if rd.Revision != 3 || !rd.Withdrawn || rd.Value != 0 || rd.EventID != "ev-1" || rd.DeviceID != "dev-1" || rd.MeasuredAt == 0 {
+			t.Fatalf("%s: %+v", name, rd)
+		}
+	}
+}
+
 func TestCheckAcceptsCatalogue(t *testing.T) {
 	lim := Limits{MaxFutureSkew: 5 * time.Minute}
 	tests := []struct {

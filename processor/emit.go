@@ -29,7 +29,11 @@ func (p *Processor) emit(b *batch, o *rules.Outcome, at *rules.Held) {
 		key := p.emitAccepted(b, o.Reading, src)
 		if o.Alert != nil {
 			b.alerts++
-			b.count("alert", o.Alert.Rule, "")
+			status := "" // raised, as counted before alerts had a lifecycle
+			if o.Alert.Status != schemas.AlertRaised {
+				status = o.Alert.Status
+			}
+			b.count("alert", o.Alert.Rule, status)
 			b.output(p.cfg.Kafka.Topics.Alerts, key, mustEncode(p.codecs.alert, o.Alert, "alert"))
 		}
 	}

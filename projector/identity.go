@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -46,6 +47,9 @@ func Identifier(topics eventlog.Topics) func(rec *kgo.Record) (id Identity, ok b
 			e.bufs.Put(t)
 		}()
 		r, err := t.add(rec)
+		if errors.Is(err, errRevision) {
+			return Identity{}, false, nil // rows of its own, in the revisions table
+		}
 		if err != nil {
 			return Identity{}, true, fmt.Errorf("decode %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
 		}
@@ -60,12 +64,16 @@ func Identifier(topics eventlog.Topics) func(rec *kgo.Record) (id Identity, ok b
 }
 
 // TableTopics maps each projected table to the topic it is projected
-// from; the rollups (warehouse.DailyRollupTable, ValuesRollupTable) are
-// not among them (views fill them).
+// from; the rollups (warehouse.DailyRollupTable, ValuesRollupTable,
+// DailyRevisionsTable) are not among them (views fill them). The revisions
+// table shares the readings table's topic.
 func TableTopics(topics eventlog.Topics) map[string]string {
 	out := map[string]string{}
 	for _, s := range sinks(topics) {
 		out[s.table] = s.topic
+		if s.revisions != nil {
+			out[s.revisions.table] = s.topic
+		}
 	}
 	return out
 }

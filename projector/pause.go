@@ -286,11 +286,19 @@ func chooseSinks(all []*sink, tables []string) ([]*sink, error) {
 		if want[s.table] {
 			out = append(out, s)
 			delete(want, s.table)
+			if s.revisions != nil {
+				delete(want, s.revisions.table)
+			}
 		}
 	}
-	// The rollups are filled by their views, not from a topic.
+	// The rollups are filled by their views, not from a topic; the
+	// revisions table by the readings' sink.
 	delete(want, warehouse.DailyRollupTable)
 	delete(want, warehouse.ValuesRollupTable)
+	delete(want, warehouse.DailyRevisionsTable)
+	if want[warehouse.RevisionsTable] {
+		return nil, fmt.Errorf("tables %v: %s is projected with %s, from the same records", tables, warehouse.RevisionsTable, warehouse.ReadingsTable)
+	}
 	for t := range want {
 		return nil, fmt.Errorf("no topic is projected into table %q", t)
 	}

@@ -179,6 +179,8 @@ type Projector struct {
 	// owned and floor serve the pause for a replay swap (pause.go).
 	owned owned
 	floor map[floorKey]int64
+	// verify marks records that may be stored already (resume.go).
+	verify verifyMarks
 }
 
 // New connects to ClickHouse (creating or upgrading the tables) and Kafka.
@@ -403,6 +405,10 @@ func (t *pending) reset() {
 	for _, c := range t.cols {
 		c.col.reset()
 	}
+	if rb, ok := t.buf.(*revisionsBuf); ok {
+		clear(rb.records)
+		rb.records = rb.records[:0]
+	}
 	t.stored, t.uncertain = false, false
 }
 
@@ -411,6 +417,12 @@ type batch struct {
 	tables   []*pending // erased_users first, so erasures are stored before any other row
 	erasures []row
 	deleted  bool // the erasures' deletes were issued
+	// accepted lists the accepted readings' records in order, and
+	// readings and revisions are their tables' shares, for resolve
+	// (revisions.go); resolved says it has made the revision rows.
+	accepted            []acceptedRef
+	readings, revisions *pending
+	resolved            bool
 }
 
 // release resets the batch's tables for reuse by the next batch.
@@ -425,23 +437,39 @@ func (b *batch) release() {
 // record is a defect upstream, and it must not stop the projection.
 func (p *Projector) decode(records []*kgo.Record) *batch {
 	b := &batch{}
-	var byTable [8]*pending // the batch's tables so far; there are six
+	var byTable [8]*pending // the batch's tables so far; there are seven
 	inBatch := byTable[:0]
 	for _, rec := range records {
 		s, ok := p.sinks[rec.Topic]
 		if !ok {
 			continue
 		}
-		t := p.bufs[s.table]
-		if t == nil {
-			t = newPending(s)
-			p.bufs[s.table] = t
-		}
+		t := p.pendingOf(s)
 		first := !slices.Contains(inBatch, t)
 		if first {
 			t.reset() // empty already, unless a batch was not released
 		}
 		r, err := t.add(rec)
+		if errors.Is(err, errRevision) {
+			// A revision: the revisions table's rows, made when the batch
+			// is stored (resolve).
+			s, first, t = s.revisions, false, p.pendingOf(s.revisions)
+			if !slices.Contains(inBatch, t) {
+				t.reset()
+				first = true
+			}
+			r, err = t.buf.add(rec)
+			if err == nil {
+				b.accepted = append(b.accepted, acceptedRef{revision: true, i: len(t.buf.(*revisionsBuf).records) - 1})
+				b.revisions = t
+			}
+		} else if err == nil && s.revisions != nil {
+			b.accepted = append(b.accepted, acceptedRef{i: len(t.rows) - 1})
+			b.readings = t
+		}
+		if err == nil && p.verifying(rec) {
+			t.uncertain = true // stored before a crash, perhaps: insert checks (resume.go)
+		}
 		if err != nil {
 			p.stats.Undecodable.Add(1)
 			p.log.Error().Err(err).Str("topic", rec.Topic).Int32("partition", rec.Partition).Int64("offset", rec.Offset).Msg("undecodable record skipped")
@@ -460,6 +488,16 @@ func (p *Projector) decode(records []*kgo.Record) *batch {
 		}
 	}
 	return b
+}
+
+// pendingOf is the projector's share of a batch for sink s's table.
+func (p *Projector) pendingOf(s *sink) *pending {
+	t := p.bufs[s.table]
+	if t == nil {
+		t = newPending(s)
+		p.bufs[s.table] = t
+	}
+	return t
 }
 
 // errLost means the group session was lost while the batch was pending:
@@ -536,6 +574,16 @@ func (p *Projector) flush(ctx context.Context, records []*kgo.Record, gen int64)
 func (p *Projector) store(ctx context.Context, b *batch) error {
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.InsertTimeout)
 	defer cancel()
+	// The revisions' rows, from the versions stored before the batch and
+	// the batch's own, before any of its rows is dropped or stored.
+	if b.revisions != nil && !b.resolved {
+		if err := resolve(b.accepted, b.readings, b.revisions, func(keys []eventKey) (map[eventKey][]version, error) {
+			return p.heldVersions(sctx, keys)
+		}); err != nil {
+			return err
+		}
+		b.resolved = true
+	}
 	// Erasures first: once stored, queries hide the user and every later
 	// insert (ours or another instance's) leaves the user out.
 	if len(b.erasures) > 0 && !b.tables[0].stored {

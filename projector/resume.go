@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -57,6 +59,12 @@ func (p *Projector) adjust(ctx context.Context, offsets map[string]map[int32]kgo
 		for part := range parts {
 			ids = append(ids, part)
 		}
+		if s.revisions != nil {
+			if err := p.adjustTwoTables(qctx, s, parts, ids); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := p.awaitInserts(qctx, s.table); err != nil {
 			return err
 		}
@@ -77,6 +85,68 @@ func (p *Projector) adjust(ctx context.Context, offsets map[string]map[int32]kgo
 		}
 	}
 	return nil
+}
+
+// adjustTwoTables resumes the partitions of a topic whose records go to
+// two tables (accepted readings: readings, and revisions). A batch's two
+// inserts are not one, so after a crash between them one table can hold
+// later offsets than the other: starting after the highest would skip the
+// other's missing rows. Such a partition starts at its committed offset
+// instead, and the records up to the highest stored offset are checked
+// against both tables before they are inserted (verifying).
+func (p *Projector) adjustTwoTables(ctx context.Context, s *sink, parts map[int32]kgo.Offset, ids []int32) error {
+	high := map[int32]int64{}
+	for _, table := range []string{s.table, s.revisions.table} {
+		if err := p.awaitInserts(ctx, table); err != nil {
+			return err
+		}
+		stored, err := p.storedMax(ctx, table, ids)
+		if err != nil {
+			return err
+		}
+		for part, m := range stored {
+			if h, ok := high[part]; !ok || m > h {
+				high[part] = m
+			}
+		}
+	}
+	p.verify.mu.Lock()
+	defer p.verify.mu.Unlock()
+	if p.verify.upTo == nil {
+		p.verify.upTo = map[floorKey]int64{}
+	}
+	for part, o := range parts {
+		m, ok := high[part]
+		if !ok || resumeAt(o.EpochOffset().Offset, m) < 0 {
+			delete(p.verify.upTo, floorKey{s.topic, part})
+			continue
+		}
+		p.verify.upTo[floorKey{s.topic, part}] = m
+		p.verify.any.Store(true)
+		p.log.Info().Str("topic", s.topic).Int32("partition", part).Int64("committed", o.EpochOffset().Offset).Int64("verify_to", m).
+			Msg("rows stored past the committed offset: resuming at the committed offset, skipping what is stored")
+	}
+	return nil
+}
+
+// verifyMarks are the partitions whose records up to an offset may be
+// stored already (adjustTwoTables); set while partitions are assigned,
+// read by decode.
+type verifyMarks struct {
+	mu   sync.Mutex
+	upTo map[floorKey]int64
+	any  atomic.Bool // upTo has marks: the common case, none, costs no lock
+}
+
+// verifying reports whether rec may be stored already.
+func (p *Projector) verifying(rec *kgo.Record) bool {
+	if !p.verify.any.Load() {
+		return false
+	}
+	p.verify.mu.Lock()
+	defer p.verify.mu.Unlock()
+	m, ok := p.verify.upTo[floorKey{rec.Topic, rec.Partition}]
+	return ok && rec.Offset <= m
 }
 
 // resumeAt returns where to start a partition whose committed offset is

@@ -42,6 +42,10 @@ type sink struct {
 	resume bool
 	// erasure marks the erasures topic: its rows also trigger deletes.
 	erasure bool
+	// revisions, on the accepted readings' sink, is the sink of the same
+	// topic's revisions (records with revision >= 1), which go to the
+	// revisions table (see revisions.go); nil elsewhere.
+	revisions *sink
 	// newBuf returns an empty column buffer for the table. Buffers hold
 	// state, so every projector makes its own and reuses it batch after
 	// batch.
@@ -83,8 +87,10 @@ func sinks(topics eventlog.Topics) []*sink {
 	erasures := schemas.MustCodec(schemas.NameErasure)
 	profiles := schemas.MustCodec(schemas.NameProfileEvent)
 	devices := schemas.MustCodec(schemas.NameDeviceEvent)
+	revisions := &sink{topic: topics.AcceptedReadings, table: warehouse.RevisionsTable, resume: true,
+		newBuf: func() tableBuf { return &revisionsBuf{codec: accepted, sourceTopic: topics.Readings} }}
 	out := []*sink{
-		{topic: topics.AcceptedReadings, table: warehouse.ReadingsTable, resume: true,
+		{topic: topics.AcceptedReadings, table: warehouse.ReadingsTable, resume: true, revisions: revisions,
 			newBuf: func() tableBuf { return &readingsBuf{codec: accepted, sourceTopic: topics.Readings} }},
 		{topic: topics.RejectedReadings, table: warehouse.RejectedTable, resume: true,
 			newBuf: func() tableBuf { return &rejectedBuf{codec: rejected, sourceTopic: topics.Readings} }},
@@ -97,7 +103,7 @@ func sinks(topics eventlog.Topics) []*sink {
 		{topic: topics.Erasures, table: warehouse.ErasedUsersTable, erasure: true,
 			newBuf: func() tableBuf { return &erasedBuf{codec: erasures} }},
 	}
-	for _, s := range out {
+	for _, s := range append(out, revisions) {
 		for _, c := range s.newBuf().columns() {
 			s.columns = append(s.columns, c.name)
 		}
@@ -162,6 +168,9 @@ func (b *readingsBuf) add(rec *kgo.Record) (row, error) {
 	var f schemas.FlatAcceptedReading
 	if err := schemas.DecodeFlatAcceptedReading(b.codec, rec.Value, &f); err != nil {
 		return row{}, err
+	}
+	if f.Revision > 0 {
+		return row{}, errRevision
 	}
 	b.tenant.add(f.TenantID)
 	b.user.add(f.UserID)
@@ -248,6 +257,8 @@ type alertsBuf struct {
 	value                                                 col[float64]
 	message, eventID                                      col[string]
 	pos                                                   position
+	alertID, status                                       col[string]
+	statusAtMs, recordedAtMs                              col[int64]
 }
 
 func (b *alertsBuf) columns() []namedColumn {
@@ -257,6 +268,7 @@ func (b *alertsBuf) columns() []namedColumn {
 		{"started_at", &b.startedAt}, {"started_at_ms", &b.startedAtMs}, {"measured_at", &b.measuredAt},
 		{"measured_at_ms", &b.measuredAtMs}, {"received_at_ms", &b.receivedAtMs},
 		{"value", &b.value}, {"message", &b.message}, {"event_id", &b.eventID},
+		{"alert_id", &b.alertID}, {"status", &b.status}, {"status_at_ms", &b.statusAtMs}, {"recorded_at_ms", &b.recordedAtMs},
 	}, b.pos.columns()...)
 }
 
@@ -281,6 +293,14 @@ func (b *alertsBuf) add(rec *kgo.Record) (row, error) {
 	b.message.add(a.Message)
 	b.eventID.add(a.EventID)
 	b.pos.add(rec)
+	b.alertID.add(a.ID())
+	statusAt := a.StatusAt
+	if a.AlertID == "" { // a v1 alert: raised by the reading it names
+		statusAt = a.MeasuredAt
+	}
+	b.status.add(a.Status)
+	b.statusAtMs.add(statusAt)
+	b.recordedAtMs.add(a.RecordedAt)
 	return row{tenant: a.TenantID, user: a.UserID, partition: rec.Partition, offset: rec.Offset}, nil
 }
 

@@ -141,10 +141,18 @@ func TestSinkRows(t *testing.T) {
 		{
 			name: "alert", topic: topics.Alerts, codec: schemas.NameAlert, all: true,
 			event: &schemas.Alert{TenantID: "ten", EventID: "a1", UserID: "u3", DeviceID: "d3", GatewayID: "g3", Metric: "spo2", Rule: "spo2_low_sustained",
-				Severity: "critical", MeasuredAt: ms + 60000, StartedAt: ms, ReceivedAt: ms + 61000, Value: 88, Message: "low"},
+				Severity: "critical", MeasuredAt: ms + 60000, StartedAt: ms, ReceivedAt: ms + 61000, Value: 88, Message: "low",
+				AlertID: "a0", Status: "resolved", StatusAt: ms + 90000, RecordedAt: ms + 95000},
 			want: map[string]any{"tenant_id": "ten", "user_id": "u3", "device_id": "d3", "gateway_id": "g3", "metric": "spo2", "rule": "spo2_low_sustained",
 				"severity": "critical", "started_at": at, "started_at_ms": ms, "measured_at": at.Add(time.Minute), "measured_at_ms": ms + 60000,
-				"received_at_ms": ms + 61000, "value": 88.0, "message": "low", "event_id": "a1", "log_partition": int32(2), "log_offset": int64(42)},
+				"received_at_ms": ms + 61000, "value": 88.0, "message": "low", "event_id": "a1", "log_partition": int32(2), "log_offset": int64(42),
+				"alert_id": "a0", "status": "resolved", "status_at_ms": ms + 90000, "recorded_at_ms": ms + 95000},
+		},
+		{
+			name: "alert raised before the lifecycle", topic: topics.Alerts, codec: schemas.NameAlert,
+			event: &schemas.Alert{TenantID: "ten", EventID: "a1", UserID: "u3", DeviceID: "d3", Metric: "spo2", Rule: "spo2_low_sustained",
+				Severity: "critical", MeasuredAt: ms + 60000, StartedAt: ms, Status: "raised"},
+			want: map[string]any{"alert_id": "a1", "status": "raised", "status_at_ms": ms + 60000, "recorded_at_ms": int64(0)},
 		},
 		{
 			name: "profile update stating only the region", topic: topics.ProfileEvents, codec: schemas.NameProfileEvent, all: true,
@@ -251,9 +259,13 @@ func legacyValues(t *testing.T, topics eventlog.Topics, rec *kgo.Record) []any {
 	case topics.Alerts:
 		var a schemas.Alert
 		decode(schemas.NameAlert, &a)
+		statusAt := a.StatusAt
+		if a.AlertID == "" {
+			statusAt = a.MeasuredAt
+		}
 		return []any{a.TenantID, a.UserID, a.DeviceID, a.GatewayID, a.Metric, a.Rule, a.Severity,
 			sec(a.StartedAt), a.StartedAt, sec(a.MeasuredAt), a.MeasuredAt, a.ReceivedAt,
-			a.Value, a.Message, a.EventID, rec.Partition, rec.Offset}
+			a.Value, a.Message, a.EventID, a.ID(), a.Status, statusAt, a.RecordedAt, rec.Partition, rec.Offset}
 	case topics.ProfileEvents:
 		var e schemas.ProfileEvent
 		decode(schemas.NameProfileEvent, &e)
@@ -324,7 +336,8 @@ func (g eventGen) records(t testing.TB, topics eventlog.Topics, topic string, n 
 				Metric: g.str(), MeasuredAt: g.ms(), Reason: g.str(), Message: g.str(), SourcePartition: g.rng.Int32(), SourceOffset: g.rng.Int64()}
 		case topics.Alerts:
 			codec, ev = schemas.NameAlert, &schemas.Alert{TenantID: g.str(), EventID: g.str(), UserID: g.str(), DeviceID: g.str(), GatewayID: g.str(),
-				Metric: g.str(), Rule: g.str(), Severity: g.of("info", "warning", "critical"), MeasuredAt: g.ms(), StartedAt: g.ms(), ReceivedAt: g.ms(), Value: g.f64(), Message: g.str()}
+				Metric: g.str(), Rule: g.str(), Severity: g.of("info", "warning", "critical"), MeasuredAt: g.ms(), StartedAt: g.ms(), ReceivedAt: g.ms(), Value: g.f64(), Message: g.str(),
+				AlertID: g.str(), Status: g.of("raised", "resolved", "withdrawn"), StatusAt: g.ms(), RecordedAt: g.ms()}
 		case topics.ProfileEvents:
 			codec, ev = schemas.NameProfileEvent, &schemas.ProfileEvent{TenantID: g.str(), EventID: g.str(), UserID: g.str(), GatewayID: g.str(),
 				Kind: g.of("registered", "updated", "erasure_requested"), BirthYear: maybe(g, g.rng.Int32()), Sex: maybe(g, g.of("female", "male", "other", "unknown")), Region: maybe(g, g.str()),

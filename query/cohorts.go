@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"sort"
 	"time"
-
-	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
 // UserFigures are a user's own figures in a comparison.
@@ -44,10 +42,11 @@ type CompareResult struct {
 	PercentDifference *float64 `json:"percent_difference"`
 	// PercentileRank is the user's mean's percentile rank among the cohort
 	// users' means: 100 * (below + half of equal) / users.
-	PercentileRank *float64 `json:"percentile_rank"`
-	Stale          bool     `json:"stale"`
-	Suppressed     bool     `json:"suppressed"`
-	Reason         string   `json:"reason"`
+	PercentileRank *float64  `json:"percentile_rank"`
+	Stale          bool      `json:"stale"`
+	Suppressed     bool      `json:"suppressed"`
+	Reason         string    `json:"reason"`
+	AsOf           time.Time `json:"as_of"`
 }
 
 // errNoUser is a compare request for a user the dimension does not know.
@@ -77,7 +76,7 @@ func (s *Service) compare(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res := CompareResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, User: UserFigures{ID: q.user}, Stale: c.Stale}
+	res := CompareResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, User: UserFigures{ID: q.user}, Stale: c.Stale, AsOf: c.AsOf}
 	err = s.fillCompare(ctx, q, by, &res)
 	switch {
 	case errors.Is(err, errNoUser):
@@ -91,7 +90,7 @@ func (s *Service) compare(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) fillCompare(ctx context.Context, q request, by string, res *CompareResult) error {
-	value, err := s.dimensionOf(ctx, q.tenant, q.user, by)
+	value, err := s.dimensionOf(ctx, q, by)
 	if err != nil {
 		return err
 	}
@@ -148,11 +147,11 @@ func (s *Service) fillCompare(ctx context.Context, q request, by string, res *Co
 	return nil
 }
 
-// dimensionOf is the user's current value of dimension by; errNoUser if
-// the user has no profile or device events.
-func (s *Service) dimensionOf(ctx context.Context, tenant, user, by string) (string, error) {
-	sql := fmt.Sprintf(`SELECT %s FROM (%s) WHERE user_id = ?`, by, warehouse.UserDimension(s.cfg.Warehouse.Database))
-	rows, err := s.conn.Query(ctx, sql, tenant, user)
+// dimensionOf is the user's value of dimension by as of the request;
+// errNoUser if the user has no profile or device events.
+func (s *Service) dimensionOf(ctx context.Context, q request, by string) (string, error) {
+	sql := fmt.Sprintf(`SELECT %s FROM (%s) WHERE user_id = ?`, by, s.dimension(q.asOfMs()))
+	rows, err := s.conn.Query(ctx, sql, q.tenant, q.user)
 	if err != nil {
 		return "", fmt.Errorf("user dimension: %w", err)
 	}
@@ -193,6 +192,7 @@ type CohortsResult struct {
 	By      string      `json:"by"`
 	Cohorts []CohortRow `json:"cohorts"`
 	Stale   bool        `json:"stale"`
+	AsOf    time.Time   `json:"as_of"`
 }
 
 // cohorts answers GET /v1/cohorts?metric&by=dimension: per value of the
@@ -214,7 +214,7 @@ func (s *Service) cohorts(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res := CohortsResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, Stale: c.Stale, Cohorts: []CohortRow{}}
+	res := CohortsResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, Stale: c.Stale, Cohorts: []CohortRow{}, AsOf: c.AsOf}
 	users := map[string]uint64{}
 	var gc groupedCounts
 	err = s.consistently(ctx, q.tenant, true, func(sn snapshot) error {
@@ -225,9 +225,9 @@ func (s *Service) cohorts(w http.ResponseWriter, r *http.Request) {
 		// value only. Current releases also require the aliases. The
 		// dimension's tenant placeholder follows src's in the text.
 		joined := fmt.Sprintf(`(SELECT grp, uid, val, n FROM %s AS w ALL INNER JOIN (SELECT user_id AS uid, %s AS grp FROM (%s)) AS d USING uid)`,
-			src, by, warehouse.UserDimension(s.cfg.Warehouse.Database))
+			src, by, s.dimension(q.asOfMs()))
 		ja := append(append([]any{}, a...), q.tenant)
-		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT grp, uniqExact(uid) FROM %s GROUP BY grp`, joined), ja...)
+		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT grp, count() FROM (SELECT grp, uid FROM %s GROUP BY grp, uid HAVING sum(n) > 0) GROUP BY grp`, joined), ja...)
 		if err != nil {
 			return fmt.Errorf("cohort users: %w", err)
 		}

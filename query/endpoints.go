@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/vitalshq/vitals/internal/warehouse"
@@ -37,6 +38,10 @@ type common struct {
 	// minimum; the figures are then left out and Reason says why.
 	Suppressed bool   `json:"suppressed"`
 	Reason     string `json:"reason,omitempty"`
+	// AsOf is the moment the answer is as of: the as_of asked for, else
+	// the time of the request. Asking again with it as as_of answers as
+	// this answer did, revisions recorded since left out.
+	AsOf time.Time `json:"as_of"`
 }
 
 // PercentilesResult answers GET /v1/percentiles.
@@ -90,7 +95,7 @@ func (s *Service) begin(ctx context.Context, w http.ResponseWriter, r *http.Requ
 
 // prepare waits for the token and checks the cohort minimum.
 func (s *Service) prepare(ctx context.Context, w http.ResponseWriter, q request, what string) (common, bool) {
-	c := common{Metric: q.metric.Name, Unit: q.metric.Unit, From: q.from, To: q.to, Scope: q.scope()}
+	c := common{Metric: q.metric.Name, Unit: q.metric.Unit, From: q.from, To: q.to, Scope: q.scope(), AsOf: q.asOf}
 	c.Stale = s.caughtUp(ctx, q.token, q.wait)
 	if len(q.filters) > 0 {
 		users, err := s.scopeUsers(ctx, q)
@@ -302,7 +307,7 @@ func (s *Service) trends(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := TrendsResult{common: c, Days: []TrendDay{}, Source: "readings"}
-	if s.cfg.TrendsFromRollup {
+	if s.cfg.TrendsFromRollup && !q.travel {
 		res.Source = "rollup"
 	}
 	if !c.Suppressed {
@@ -318,38 +323,61 @@ func (s *Service) trends(w http.ResponseWriter, r *http.Request) {
 
 // trendDays reads count, min, max, sum and sum of squares per day, from
 // the rollup or the raw readings, and derives avg and stddev the same way
-// for both.
+// for both. A request with as_of reads the readings (the rollups cannot
+// tell when their rows were recorded).
 func (s *Service) trendDays(ctx context.Context, q request) ([]TrendDay, error) {
-	db := s.cfg.Warehouse.Database
-	var days []TrendDay
-	collect := func(sql string, args []any) error {
-		rows, err := s.conn.Query(ctx, sql, args...)
-		if err != nil {
-			return fmt.Errorf("trends: %w", err)
-		}
-		defer rows.Close()
-		days = days[:0]
-		for rows.Next() {
-			var d TrendDay
-			var sum, sumSq float64
-			if err := rows.Scan(&d.Day, &d.Count, &d.Min, &d.Max, &sum, &sumSq); err != nil {
-				return fmt.Errorf("trends: %w", err)
-			}
-			m := momentsFromSums(d.Count, sum, sumSq)
-			d.Avg, d.Stddev = m.mean, m.stddev
-			days = append(days, d)
-		}
-		return rows.Err()
-	}
-	if !s.cfg.TrendsFromRollup {
+	if !s.cfg.TrendsFromRollup || q.travel {
+		var days []TrendDay
 		where, args := s.where(q)
 		err := s.consistently(ctx, q.tenant, false, func(sn snapshot) error {
-			src, a := s.readings(sn, where, args)
-			return collect(fmt.Sprintf(`SELECT %s AS d, count(), min(val), max(val), sum(val), sum(val * val)
-				FROM %s GROUP BY d ORDER BY d`, dayExpr, src), a)
+			src, a := s.readings(sn, where, args, q.asOfMs())
+			var err error
+			days, err = s.collectDays(ctx, fmt.Sprintf(`SELECT d, toUInt64(sum(c)), min(val), max(val), sum(val * c), sum(val * val * c)
+				FROM (SELECT %s AS d, val, sum(n) AS c FROM %s GROUP BY d, val HAVING c > 0)
+				GROUP BY d ORDER BY d`, dayExpr, src), a)
+			return err
 		})
 		return days, err
 	}
+	return s.rollupTrendDays(ctx, q)
+}
+
+// collectDays runs a query answering day, count, min, max, sum and sum of
+// squares, and derives each day's figures.
+func (s *Service) collectDays(ctx context.Context, sql string, args []any) ([]TrendDay, error) {
+	rows, err := s.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("trends: %w", err)
+	}
+	defer rows.Close()
+	var days []TrendDay
+	for rows.Next() {
+		var d TrendDay
+		var sum, sumSq float64
+		if err := rows.Scan(&d.Day, &d.Count, &d.Min, &d.Max, &sum, &sumSq); err != nil {
+			return nil, fmt.Errorf("trends: %w", err)
+		}
+		m := momentsFromSums(d.Count, sum, sumSq)
+		d.Avg, d.Stddev = m.mean, m.stddev
+		days = append(days, d)
+	}
+	return days, rows.Err()
+}
+
+// trendDay accumulates one day of the rollups.
+type trendDay struct {
+	n             int64
+	min, max      float64
+	sum, sumSq    float64
+	revised, have bool
+}
+
+// rollupTrendDays reads the daily rollup and what revisions changed in it
+// (warehouse.DailyRevisionsTable). A day with revisions takes min and max
+// from the value rollup, whose signed counts forget retracted values: the
+// daily rollup's states cannot.
+func (s *Service) rollupTrendDays(ctx context.Context, q request) ([]TrendDay, error) {
+	db := s.cfg.Warehouse.Database
 	conds := "tenant_id = ? AND metric = ? AND day >= toDate(?) AND day < toDate(?)"
 	args := []any{q.tenant, q.metric.Name, dayOf(q.from), dayOf(q.to)}
 	if q.user != "" {
@@ -357,13 +385,101 @@ func (s *Service) trendDays(ctx context.Context, q request) ([]TrendDay, error) 
 		args = append(args, q.user)
 	}
 	if len(q.filters) > 0 {
-		c, a := s.cohortCondition(q.tenant, q.filters)
+		c, a := s.cohortCondition(q.tenant, q.filters, 0)
 		conds += " AND " + c
 		args = append(args, a...)
 	}
-	sql := fmt.Sprintf(`SELECT toString(day) AS d, countMerge(readings), minMerge(min_value), maxMerge(max_value),
+	conds += " AND " + warehouse.NotErased(db)
+	byDay := map[string]*trendDay{}
+	var order []string
+	day := func(d string) *trendDay {
+		t := byDay[d]
+		if t == nil {
+			t = &trendDay{}
+			byDay[d] = t
+			order = append(order, d)
+		}
+		return t
+	}
+	err := s.scanRows(ctx, fmt.Sprintf(`SELECT toString(day) AS d, countMerge(readings), minMerge(min_value), maxMerge(max_value),
 			sumMerge(sum_value), sumMerge(sum_squares)
-		FROM %s.%s WHERE %s AND %s GROUP BY d ORDER BY d`, db, warehouse.DailyRollupTable, conds, warehouse.NotErased(db))
-	err := collect(sql, args)
-	return days, err
+		FROM %s.%s WHERE %s GROUP BY d`, db, warehouse.DailyRollupTable, conds), args, func(sc scanner) error {
+		var d string
+		var n uint64
+		var mn, mx, sum, sq float64
+		if err := sc.Scan(&d, &n, &mn, &mx, &sum, &sq); err != nil {
+			return err
+		}
+		t := day(d)
+		t.n, t.min, t.max, t.sum, t.sumSq, t.have = int64(n), mn, mx, sum, sq, true
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("trends: %w", err)
+	}
+	var revised []any
+	err = s.scanRows(ctx, fmt.Sprintf(`SELECT toString(day) AS d, sum(readings), sum(sum_value), sum(sum_squares)
+		FROM %s.%s WHERE %s GROUP BY d`, db, warehouse.DailyRevisionsTable, conds), args, func(sc scanner) error {
+		var d string
+		var n int64
+		var sum, sq float64
+		if err := sc.Scan(&d, &n, &sum, &sq); err != nil {
+			return err
+		}
+		t := day(d)
+		t.n, t.sum, t.sumSq, t.revised = t.n+n, t.sum+sum, t.sumSq+sq, true
+		revised = append(revised, d)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("trends: %w", err)
+	}
+	if len(revised) > 0 {
+		in := strings.TrimSuffix(strings.Repeat("?, ", len(revised)), ", ")
+		err = s.scanRows(ctx, fmt.Sprintf(`SELECT toString(day) AS d, min(value), max(value)
+			FROM (SELECT day, user_id, value, sum(readings) AS c FROM %s.%s WHERE %s AND toString(day) IN (%s)
+				GROUP BY day, user_id, value HAVING c > 0)
+			GROUP BY d`, db, warehouse.ValuesRollupTable, conds, in), append(append([]any{}, args...), revised...), func(sc scanner) error {
+			var d string
+			var mn, mx float64
+			if err := sc.Scan(&d, &mn, &mx); err != nil {
+				return err
+			}
+			t := day(d)
+			t.min, t.max = mn, mx
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("trends: %w", err)
+		}
+	}
+	sort.Strings(order)
+	days := []TrendDay{}
+	for _, d := range order {
+		t := byDay[d]
+		if t.n <= 0 {
+			continue // every reading of the day withdrawn
+		}
+		m := momentsFromSums(uint64(t.n), t.sum, t.sumSq)
+		days = append(days, TrendDay{Day: d, Count: uint64(t.n), Min: t.min, Max: t.max, Avg: m.mean, Stddev: m.stddev})
+	}
+	return days, nil
+}
+
+// scanner is what scanRows hands each row to.
+type scanner interface{ Scan(dest ...any) error }
+
+// scanRows runs a query and calls fn for every row.
+func (s *Service) scanRows(ctx context.Context, sql string, args []any, fn func(scanner) error) error {
+	rows, err := s.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }

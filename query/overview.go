@@ -47,38 +47,60 @@ type OverviewResult struct {
 	// Cohorts gives, per dimension (age_band, sex, region, device_model),
 	// the values current users have, by value.
 	Cohorts map[string][]CohortValue `json:"cohorts"`
+	AsOf    time.Time                `json:"as_of"`
 }
 
-// overview answers GET /v1/overview?metric=. It reads the daily rollup,
-// which has a row per user and day, not the readings.
+// overview answers GET /v1/overview?metric=[&as_of=]. It reads the daily
+// rollup and what revisions changed in it, which have a row per user and
+// day, not the readings; as of a past moment it reads the readings.
 func (s *Service) overview(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.timeout(r)
 	defer cancel()
 	m, err := parseMetric(r.URL.Query())
+	q := request{tenant: tenantOf(r), metric: m}
+	if err == nil {
+		q.asOf, q.travel, err = parseAsOf(r.URL.Query(), time.Now())
+	}
 	if err != nil {
 		s.fail(w, "overview", err)
 		return
 	}
-	res := OverviewResult{Metric: m.Name, Unit: m.Unit, Users: []OverviewUser{}, Cohorts: map[string][]CohortValue{}}
-	tenant := tenantOf(r)
-	if err := s.fillOverviewUsers(ctx, tenant, m.Name, &res); err != nil {
+	res := OverviewResult{Metric: m.Name, Unit: m.Unit, Users: []OverviewUser{}, Cohorts: map[string][]CohortValue{}, AsOf: q.asOf}
+	if err := s.fillOverviewUsers(ctx, q, &res); err != nil {
 		s.fail(w, "overview", err)
 		return
 	}
-	if err := s.fillCohortValues(ctx, tenant, &res); err != nil {
+	if err := s.fillCohortValues(ctx, q, &res); err != nil {
 		s.fail(w, "overview", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
 }
 
-func (s *Service) fillOverviewUsers(ctx context.Context, tenant, metricName string, res *OverviewResult) error {
+// fillOverviewUsers lists the users with readings of the metric: per user
+// and day, the readings and revision rows add up to more than none.
+func (s *Service) fillOverviewUsers(ctx context.Context, q request, res *OverviewResult) error {
 	db := s.cfg.Warehouse.Database
-	sql := fmt.Sprintf(`SELECT user_id, countMerge(readings) AS n, min(day) AS first_day, max(day) AS last_day
-		FROM %s.%s WHERE tenant_id = ? AND metric = ? AND %s
-		GROUP BY user_id ORDER BY last_day DESC, user_id LIMIT %d`,
-		db, warehouse.DailyRollupTable, warehouse.NotErased(db), MaxOverviewUsers+1)
-	rows, err := s.conn.Query(ctx, sql, tenant, metricName)
+	var perDay string
+	var args []any
+	if q.travel {
+		sn, err := s.snapshot(ctx, q.tenant)
+		if err != nil {
+			return fmt.Errorf("overview users: %w", err)
+		}
+		src, a := s.readings(sn, "tenant_id = ? AND metric = ?", []any{q.tenant, q.metric.Name}, q.asOfMs())
+		perDay, args = fmt.Sprintf(`SELECT uid AS u, toDate(intDiv(at_ms, 86400000)) AS dd, sum(n) AS c FROM %s GROUP BY u, dd HAVING c > 0`, src), a
+	} else {
+		perDay = fmt.Sprintf(`SELECT user_id AS u, day AS dd, sum(k) AS c FROM (
+				SELECT user_id, day, toInt64(countMerge(readings)) AS k FROM %[1]s.%[2]s WHERE tenant_id = ? AND metric = ? AND %[4]s GROUP BY user_id, day
+				UNION ALL
+				SELECT user_id, day, sum(readings) AS k FROM %[1]s.%[3]s WHERE tenant_id = ? AND metric = ? AND %[4]s GROUP BY user_id, day)
+			GROUP BY u, dd HAVING c > 0`, db, warehouse.DailyRollupTable, warehouse.DailyRevisionsTable, warehouse.NotErased(db))
+		args = []any{q.tenant, q.metric.Name, q.tenant, q.metric.Name}
+	}
+	sql := fmt.Sprintf(`SELECT u, toUInt64(sum(c)) AS n, min(dd) AS first_day, max(dd) AS last_day
+		FROM (%s) GROUP BY u ORDER BY last_day DESC, u LIMIT %d`, perDay, MaxOverviewUsers+1)
+	rows, err := s.conn.Query(ctx, sql, args...)
 	if err != nil {
 		return fmt.Errorf("overview users: %w", err)
 	}
@@ -114,10 +136,10 @@ func (s *Service) fillOverviewUsers(ctx context.Context, tenant, metricName stri
 	return nil
 }
 
-func (s *Service) fillCohortValues(ctx context.Context, tenant string, res *OverviewResult) error {
+func (s *Service) fillCohortValues(ctx context.Context, q request, res *OverviewResult) error {
 	sql := fmt.Sprintf(`SELECT age_band, sex, region, device_model, count() FROM (%s)
-		GROUP BY age_band, sex, region, device_model`, warehouse.UserDimension(s.cfg.Warehouse.Database))
-	rows, err := s.conn.Query(ctx, sql, tenant)
+		GROUP BY age_band, sex, region, device_model`, s.dimension(q.asOfMs()))
+	rows, err := s.conn.Query(ctx, sql, q.tenant)
 	if err != nil {
 		return fmt.Errorf("overview cohorts: %w", err)
 	}

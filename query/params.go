@@ -53,6 +53,32 @@ type request struct {
 	// token and wait are the read-your-writes request, if any.
 	token consistency.Token
 	wait  time.Duration
+	// asOf is the moment the answer is as of: the as_of parameter
+	// (travel), else the time of the request.
+	asOf   time.Time
+	travel bool
+}
+
+// asOfMs is the as_of moment the request travels to in epoch ms, 0 when
+// it asks for the present.
+func (q request) asOfMs() int64 {
+	if !q.travel {
+		return 0
+	}
+	return q.asOf.UnixMilli()
+}
+
+// parseAsOf reads as_of=<RFC 3339 time or date>: answer as the system knew
+// it then. Without it the answer is as of now.
+func parseAsOf(v url.Values, now time.Time) (time.Time, bool, error) {
+	if !v.Has("as_of") {
+		return now.UTC(), false, nil
+	}
+	t, err := parseTime("as_of", v.Get("as_of"))
+	if err != nil {
+		return t, false, badParam("as_of", "as_of must be RFC 3339 (2016-04-12T00:00:00Z) or a date (2016-04-12, midnight UTC): the moment to answer as of")
+	}
+	return t, true, nil
 }
 
 func (q request) scope() Scope {
@@ -196,6 +222,9 @@ func (s *Service) parseRequest(r *http.Request, mode rangeMode, now time.Time) (
 		return q, badParam("user", "give either user or cohort filters (%s), not both", strings.Join(Dimensions, ", "))
 	}
 	if q.token, q.wait, err = s.parseConsistency(v); err != nil {
+		return q, err
+	}
+	if q.asOf, q.travel, err = parseAsOf(v, now); err != nil {
 		return q, err
 	}
 	return q, nil

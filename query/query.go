@@ -205,6 +205,7 @@ func (s *Service) routes() http.Handler {
 		{"GET /v1/overview", "overview", s.overview},
 		{"GET /v1/users/{user}/summary", "user_summary", s.summary},
 		{"GET /v1/users/{user}/percentiles", "user_percentiles", s.userPercentiles},
+		{"GET /v1/alerts/summary", "alert_summary", s.alertSummary},
 	} {
 		mux.Handle(e.pattern, s.m.instrument(e.endpoint, s.authenticated(e.h)))
 	}

@@ -33,6 +33,16 @@ import (
 // Aggregations return distinct values with their counts (valueCounts), not
 // the values: heart rate has a few hundred distinct values among millions
 // of readings, and every statistic of the API follows exactly from them.
+//
+// Revisions (corrections and withdrawals) live in their own table as
+// signed rows (warehouse.RevisionsTable): every reading source yields a
+// count n per row, 1 for a reading as first accepted and the row's sign
+// for a revision row, and every consumer adds up n, keeping what adds up
+// to more than 0. A tenant without revisions reads the readings alone.
+// as_of leaves out what was recorded after it: readings by their ingest
+// time, revision rows by the time their revision was recorded; the
+// rollups cannot tell when their rows were recorded, so a request with
+// as_of reads the readings.
 
 // partitionKey is the readings table's partition expression that the
 // clean-partition shortcut relies on; with any other key it is disabled.
@@ -50,6 +60,9 @@ type snapshot struct {
 	// rollupPays is whether the value rollup holds at most 1/minCondensation
 	// as many rows as the readings (see weighted).
 	rollupPays bool
+	// revisions is whether the tenant has revision rows; without any,
+	// the revisions table is left out.
+	revisions bool
 }
 
 // minCondensation is how many readings a value-rollup row must stand for,
@@ -68,9 +81,24 @@ func (s *Service) snapshot(ctx context.Context, tenant string) (snapshot, error)
 	if err != nil {
 		return snapshot{}, fmt.Errorf("erased users: %w", err)
 	}
+	revised, err := s.hasRevisions(ctx, tenant)
+	if err != nil {
+		return snapshot{}, err
+	}
 	sn, err := s.partitions(ctx)
-	sn.erasures = erased > 0
+	sn.erasures, sn.revisions = erased > 0, revised
 	return sn, err
+}
+
+// hasRevisions reports whether tenant has rows in the revisions table.
+func (s *Service) hasRevisions(ctx context.Context, tenant string) (bool, error) {
+	var n uint8
+	err := s.conn.QueryRow(ctx, fmt.Sprintf(`SELECT count() > 0 FROM (SELECT 1 FROM %s.%s WHERE tenant_id = ? LIMIT 1)`,
+		s.cfg.Warehouse.Database, warehouse.RevisionsTable), tenant).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("revisions: %w", err)
+	}
+	return n > 0, nil
 }
 
 // rollupPays compares the active rows of the value rollup with those of
@@ -147,7 +175,7 @@ func (s *Service) partitions(ctx context.Context) (snapshot, error) {
 // one is still the same single part. A grouped partition may have been
 // merged meanwhile: it was read by partition, whatever its parts.
 func (sn snapshot) heldIn(later snapshot) bool {
-	if later.erasures != sn.erasures || len(later.clean)+len(later.dirty) != len(sn.clean)+len(sn.dirty) {
+	if later.erasures != sn.erasures || later.revisions != sn.revisions || len(later.clean)+len(later.dirty) != len(sn.clean)+len(sn.dirty) {
 		return false
 	}
 	for p, name := range sn.clean {
@@ -193,7 +221,7 @@ func (s *Service) consistently(ctx context.Context, tenant string, rollup bool, 
 		if err := fn(sn); err != nil {
 			return err
 		}
-		if len(sn.clean) == 0 && sn.erasures {
+		if len(sn.clean) == 0 && sn.erasures && sn.revisions {
 			return nil // everything was grouped and checked: nothing to recheck
 		}
 		later, err := s.snapshot(ctx, tenant)
@@ -204,15 +232,44 @@ func (s *Service) consistently(ctx context.Context, tenant string, rollup bool, 
 			return nil
 		}
 	}
-	return fn(snapshot{erasures: true}) // busy partitions: group everything
+	return fn(snapshot{erasures: true, revisions: true}) // busy partitions: group everything
 }
 
-// readings is a subquery yielding each stored reading once, with columns
-// uid (user), mt (metric), val (value) and at_ms (measured_at_ms). where
-// is a condition on the table's columns with ? placeholders, built from
-// constants, whose first placeholder is the tenant; the returned
-// arguments repeat args once per branch.
-func (s *Service) readings(sn snapshot, where string, args []any) (string, []any) {
+// readings is a subquery yielding each stored reading once, and each
+// revision row, with columns uid (user), mt (metric), val (value), at_ms
+// (measured_at_ms) and n (Int64: 1 for a reading, the sign of a revision
+// row; add them up). where is a condition on the table's columns with ?
+// placeholders, built from constants, whose first placeholder is the
+// tenant; the returned arguments repeat args once per branch. asOf (epoch
+// ms, 0 for none) leaves out what was recorded after it.
+func (s *Service) readings(sn snapshot, where string, args []any, asOf int64) (string, []any) {
+	src, a := s.originals(sn, where, args, asOf)
+	if !sn.revisions {
+		return src, a
+	}
+	rsrc, ra := s.revisionRows(sn, where, args, asOf)
+	return "(SELECT uid, mt, val, at_ms, n FROM " + src + " UNION ALL " + rsrc + ")", append(a, ra...)
+}
+
+// revisionRows selects the revision rows of the readings where selects,
+// with readings' columns: copies collapsed by the sorting key.
+func (s *Service) revisionRows(sn snapshot, where string, args []any, asOf int64) (string, []any) {
+	cond, a := where, append([]any{}, args...)
+	if sn.erasures {
+		cond = fmt.Sprintf("(%s) AND %s", cond, s.notErased())
+		a = append(a, args[0])
+	}
+	if asOf != 0 {
+		cond += " AND recorded_at_ms <= ?"
+		a = append(a, asOf)
+	}
+	return fmt.Sprintf(`SELECT user_id AS uid, metric AS mt, any(value) AS val, measured_at_ms AS at_ms, toInt64(sign) AS n
+		FROM %s.%s WHERE %s GROUP BY user_id, metric, measured_at_ms, event_id, revision, sign`,
+		s.cfg.Warehouse.Database, warehouse.RevisionsTable, cond), a
+}
+
+// originals is readings' subquery over the readings table alone.
+func (s *Service) originals(sn snapshot, where string, args []any, asOf int64) (string, []any) {
 	db := s.cfg.Warehouse.Database
 	// The tenant is fixed by where, so the erasure check needs only the
 	// user: one string per row instead of a (tenant, user) tuple, which
@@ -224,14 +281,18 @@ func (s *Service) readings(sn snapshot, where string, args []any) (string, []any
 		cond = fmt.Sprintf("(%s) AND %s", where, s.notErased())
 		args = append(append([]any{}, args...), args[0])
 	}
+	if asOf != 0 {
+		cond += " AND ingested_at_ms <= ?"
+		args = append(append([]any{}, args...), asOf)
+	}
 	grouped := func(partitions string) string {
-		return fmt.Sprintf(`SELECT user_id AS uid, metric AS mt, any(value) AS val, measured_at_ms AS at_ms
+		return fmt.Sprintf(`SELECT user_id AS uid, metric AS mt, any(value) AS val, measured_at_ms AS at_ms, toInt64(1) AS n
 			FROM %s.%s WHERE %s%s GROUP BY user_id, metric, measured_at_ms, event_id`, db, warehouse.ReadingsTable, partitions, cond)
 	}
 	if len(sn.clean) == 0 {
 		return "(" + grouped("") + ")", args
 	}
-	sql := fmt.Sprintf(`SELECT user_id AS uid, metric AS mt, value AS val, measured_at_ms AS at_ms
+	sql := fmt.Sprintf(`SELECT user_id AS uid, metric AS mt, value AS val, measured_at_ms AS at_ms, toInt64(1) AS n
 		FROM %s.%s WHERE %s IN (%s) AND %s`, db, warehouse.ReadingsTable, partitionKey, list(sn.clean), cond)
 	if len(sn.dirty) == 0 {
 		return "(" + sql + ")", args
@@ -247,8 +308,9 @@ func (s *Service) notErased() string {
 }
 
 // weighted is the request's readings as a subquery with columns uid
-// (user), val (value), dd (UTC day, a Date) and n: n readings of user uid
-// on day dd have value val. Consumers add up n; they never count rows.
+// (user), val (value), dd (UTC day, a Date) and n (Int64): n readings of
+// user uid on day dd have value val. Consumers add up n, keeping sums
+// above 0 (revision rows retract with -1); they never count rows.
 //
 // For a cohort or the whole tenant, with Config.ValuesFromRollup, the
 // whole UTC days of the range come from the value rollup, already counted
@@ -267,12 +329,12 @@ func (s *Service) weighted(sn snapshot, q request) (string, []any) {
 	var args []any
 	raw := func(r request) {
 		where, wa := s.where(r)
-		src, a := s.readings(sn, where, wa)
-		parts = append(parts, "SELECT uid, val, toDate(intDiv(at_ms, 86400000)) AS dd, toUInt64(1) AS n FROM "+src)
+		src, a := s.readings(sn, where, wa, r.asOfMs())
+		parts = append(parts, "SELECT uid, val, toDate(intDiv(at_ms, 86400000)) AS dd, n FROM "+src)
 		args = append(args, a...)
 	}
 	first, last, ok := wholeDays(q.from, q.to)
-	if !ok || !s.cfg.ValuesFromRollup || !sn.rollupPays || q.user != "" {
+	if !ok || !s.cfg.ValuesFromRollup || !sn.rollupPays || q.user != "" || q.travel {
 		raw(q)
 		return "(" + parts[0] + ")", args
 	}
@@ -303,7 +365,7 @@ func (s *Service) rollup(sn snapshot, q request, first, last time.Time) (string,
 		conds = append(conds, s.notErased())
 		args = append(args, q.tenant)
 	}
-	return fmt.Sprintf("SELECT user_id AS uid, value AS val, day AS dd, readings AS n FROM %s.%s WHERE %s",
+	return fmt.Sprintf("SELECT user_id AS uid, value AS val, day AS dd, toInt64(readings) AS n FROM %s.%s WHERE %s",
 		s.cfg.Warehouse.Database, warehouse.ValuesRollupTable, strings.Join(conds, " AND ")), args
 }
 
@@ -336,15 +398,16 @@ func (s *Service) scope(q request, conds []string, args []any) ([]string, []any)
 		args = append(args, q.user)
 	}
 	if len(q.filters) > 0 {
-		c, a := s.cohortCondition(q.tenant, q.filters)
+		c, a := s.cohortCondition(q.tenant, q.filters, q.asOfMs())
 		conds = append(conds, c)
 		args = append(args, a...)
 	}
 	return conds, args
 }
 
-// cohortCondition restricts user_id to the users matching every filter.
-func (s *Service) cohortCondition(tenant string, filters []filter) (string, []any) {
+// cohortCondition restricts user_id to the users matching every filter
+// (as of asOf, epoch ms, 0 for now).
+func (s *Service) cohortCondition(tenant string, filters []filter, asOf int64) (string, []any) {
 	conds := make([]string, len(filters))
 	args := []any{tenant}
 	for i, f := range filters {
@@ -352,7 +415,16 @@ func (s *Service) cohortCondition(tenant string, filters []filter) (string, []an
 		args = append(args, f.value)
 	}
 	return fmt.Sprintf("user_id IN (SELECT user_id FROM (%s) WHERE %s)",
-		warehouse.UserDimension(s.cfg.Warehouse.Database), strings.Join(conds, " AND ")), args
+		s.dimension(asOf), strings.Join(conds, " AND ")), args
+}
+
+// dimension is the user dimension's subquery as of asOf (epoch ms, 0 for
+// now), with one ? for the tenant.
+func (s *Service) dimension(asOf int64) string {
+	if asOf != 0 {
+		return warehouse.UserDimensionAsOf(s.cfg.Warehouse.Database, asOf)
+	}
+	return warehouse.UserDimension(s.cfg.Warehouse.Database)
 }
 
 func floorDiv(a, b int64) int64 {
@@ -375,7 +447,7 @@ type groupedCounts struct {
 // MaxDistinctValues rows. group is an SQL expression over src's columns
 // rendered as a String: dayGroup, or a quoted empty string for one group.
 func (s *Service) valueCounts(ctx context.Context, src string, args []any, group string) (groupedCounts, error) {
-	sql := fmt.Sprintf(`SELECT %s AS g, val, sum(n) AS c FROM %s GROUP BY g, val ORDER BY g, val`, group, src)
+	sql := fmt.Sprintf(`SELECT %s AS g, val, sum(n) AS c FROM %s GROUP BY g, val HAVING c > 0 ORDER BY g, val`, group, src)
 	rows, err := s.conn.Query(ctx, sql, args...)
 	if err != nil {
 		return groupedCounts{}, fmt.Errorf("value counts: %w", err)
@@ -386,9 +458,11 @@ func (s *Service) valueCounts(ctx context.Context, src string, args []any, group
 	for rows.Next() {
 		var g string
 		var c valueCount
-		if err := rows.Scan(&g, &c.v, &c.n); err != nil {
+		var cnt int64
+		if err := rows.Scan(&g, &c.v, &cnt); err != nil {
 			return groupedCounts{}, fmt.Errorf("value counts: %w", err)
 		}
+		c.n = uint64(cnt)
 		if n++; n > s.cfg.MaxDistinctValues {
 			return groupedCounts{}, errTooBroad
 		}
@@ -414,11 +488,24 @@ const dayGroup = "toString(dd)"
 // MinCohortUsers: all suppression needs. DISTINCT with LIMIT stops reading
 // once that many users are found, so a large cohort costs a few granules
 // instead of a second full scan. Copies of a reading share its user, so no
-// grouping is needed.
+// grouping is needed. With revisions or as_of, a user counts only when
+// their readings add up to more than none.
 func (s *Service) scopeUsers(ctx context.Context, q request) (uint64, error) {
 	where, args := s.where(q)
 	db := s.cfg.Warehouse.Database
 	var n uint64
+	revised, err := s.hasRevisions(ctx, q.tenant)
+	if err != nil {
+		return 0, err
+	}
+	if revised || q.travel {
+		src, a := s.readings(snapshot{erasures: true, revisions: revised}, where, args, q.asOfMs())
+		sql := fmt.Sprintf(`SELECT count() FROM (SELECT uid FROM %s GROUP BY uid HAVING sum(n) > 0 LIMIT %d)`, src, s.cfg.MinCohortUsers)
+		if err := s.conn.QueryRow(ctx, sql, a...).Scan(&n); err != nil {
+			return 0, fmt.Errorf("scope users: %w", err)
+		}
+		return n, nil
+	}
 	sql := fmt.Sprintf(`SELECT count() FROM (SELECT DISTINCT user_id FROM %s.%s WHERE (%s) AND %s LIMIT %d)`,
 		db, warehouse.ReadingsTable, where, warehouse.NotErased(db), s.cfg.MinCohortUsers)
 	if err := s.conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {

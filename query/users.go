@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/vitalshq/vitals/internal/metric"
-	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
 // PercentilesResponse answers GET /v1/users/{user}/percentiles, the first
@@ -23,6 +22,7 @@ type PercentilesResponse struct {
 	Method      string       `json:"method"`
 	Percentiles []Percentile `json:"percentiles"`
 	Stale       bool         `json:"stale"`
+	AsOf        time.Time    `json:"as_of"`
 }
 
 // userPercentiles answers GET /v1/users/{user}/percentiles?metric=&from=&to=&p=.
@@ -57,7 +57,7 @@ func (s *Service) userPercentiles(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, PercentilesResponse{UserID: user, Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To,
-		Count: res.Count, Method: Method, Percentiles: res.Percentiles, Stale: c.Stale})
+		Count: res.Count, Method: Method, Percentiles: res.Percentiles, Stale: c.Stale, AsOf: c.AsOf})
 }
 
 // Latest is a user's newest reading of a metric.
@@ -79,16 +79,19 @@ type SummaryResult struct {
 	User   string        `json:"user"`
 	Latest []Latest      `json:"latest"`
 	Counts []MetricCount `json:"counts"`
-	// OpenAlerts counts by severity the alerts that started within
-	// OpenAlertWindow before the user's latest reading.
+	// OpenAlerts counts by severity the alerts raised, neither resolved
+	// nor withdrawn, that started within OpenAlertWindow before the user's
+	// latest reading.
 	OpenAlerts map[string]uint64 `json:"open_alerts"`
 	Stale      bool              `json:"stale"`
+	AsOf       time.Time         `json:"as_of"`
 }
 
-// OpenAlertWindow is how long an alert counts as open: alerts have no end
-// event, so "open" means it started within this window before the user's
+// OpenAlertWindow bounds how long an alert counts as open: raised, not
+// resolved or withdrawn, and started within this window before the user's
 // latest reading of any metric (the data's own clock, so a replayed or
-// historical user is summarised as of their last reading).
+// historical user is summarised as of their last reading). Alerts stored
+// before they had a lifecycle are never resolved; the window closes them.
 const OpenAlertWindow = 24 * time.Hour
 
 // summary answers GET /v1/users/{user}/summary: every metric's latest
@@ -102,6 +105,9 @@ func (s *Service) summary(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		q.token, q.wait, err = s.parseConsistency(r.URL.Query())
 	}
+	if err == nil {
+		q.asOf, q.travel, err = parseAsOf(r.URL.Query(), time.Now())
+	}
 	if err == nil && q.token != nil {
 		err = s.checkToken(q.token)
 	}
@@ -110,20 +116,27 @@ func (s *Service) summary(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := SummaryResult{User: user, Latest: []Latest{}, Counts: []MetricCount{},
-		OpenAlerts: map[string]uint64{"critical": 0, "warning": 0, "info": 0}}
+		OpenAlerts: map[string]uint64{"critical": 0, "warning": 0, "info": 0}, AsOf: q.asOf}
 	res.Stale = s.caughtUp(ctx, q.token, q.wait)
-	if err := s.fillSummary(ctx, tenantOf(r), user, &res); err != nil {
+	q.tenant, q.user = tenantOf(r), user
+	if err := s.fillSummary(ctx, q, &res); err != nil {
 		s.fail(w, "summary", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
 }
 
-func (s *Service) fillSummary(ctx context.Context, tenant, user string, res *SummaryResult) error {
+// fillSummary reads the user's latest readings and counts (a value at a
+// time counts when its readings and revision rows add up to more than
+// none), then the open alerts.
+func (s *Service) fillSummary(ctx context.Context, q request, res *SummaryResult) error {
+	tenant, user := q.tenant, q.user
 	var newest int64 = -1
 	err := s.consistently(ctx, tenant, false, func(sn snapshot) error {
-		src, a := s.readings(sn, "tenant_id = ? AND user_id = ?", []any{tenant, user})
-		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT mt, count(), argMax(val, at_ms), max(at_ms) FROM %s GROUP BY mt ORDER BY mt`, src), a...)
+		src, a := s.readings(sn, "tenant_id = ? AND user_id = ?", []any{tenant, user}, q.asOfMs())
+		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT mt, toUInt64(sum(c)), argMax(val, at_ms), max(at_ms)
+			FROM (SELECT mt, at_ms, val, sum(n) AS c FROM %s GROUP BY mt, at_ms, val HAVING c > 0)
+			GROUP BY mt ORDER BY mt`, src), a...)
 		if err != nil {
 			return fmt.Errorf("summary: %w", err)
 		}
@@ -149,12 +162,8 @@ func (s *Service) fillSummary(ctx context.Context, tenant, user string, res *Sum
 	if err != nil || newest < 0 {
 		return err
 	}
-	db := s.cfg.Warehouse.Database
-	sql := fmt.Sprintf(`SELECT sev, count() FROM (
-			SELECT event_id, any(severity) AS sev, any(started_at_ms) AS st FROM %s.%s
-			WHERE tenant_id = ? AND user_id = ? AND %s GROUP BY event_id)
-		WHERE st >= ? AND st <= ? GROUP BY sev`, db, warehouse.AlertsTable, warehouse.NotErased(db))
-	rows, err := s.conn.Query(ctx, sql, tenant, user, newest-OpenAlertWindow.Milliseconds(), newest)
+	sql, args := s.alertStates(alertScope{tenant: tenant, user: user, from: newest - OpenAlertWindow.Milliseconds(), to: newest + 1, asOf: q.asOfMs()})
+	rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT sev, count() FROM (%s) WHERE closed = 0 GROUP BY sev`, sql), args...)
 	if err != nil {
 		return fmt.Errorf("open alerts: %w", err)
 	}

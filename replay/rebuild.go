@@ -374,7 +374,10 @@ func (s *session) prepareShadow(ctx context.Context) error {
 	}
 	// Without their views (dropped at a swap) the shadow's rollups would be
 	// backfilled on top of what they hold: start afresh then too.
-	fresh := slices.Contains(s.tables, warehouse.DailyRollupTable) && (!have[warehouse.DailyRollupView] || !have[warehouse.ValuesRollupView])
+	fresh := false
+	for _, v := range warehouse.RollupViews {
+		fresh = fresh || (slices.Contains(s.tables, warehouse.DailyRollupTable) && !have[v])
+	}
 	for _, t := range s.tables {
 		fresh = fresh || !have[t]
 	}
@@ -418,7 +421,7 @@ func (s *session) copyPrefix(ctx context.Context) error {
 	for _, t := range s.tables {
 		topic, ok := s.topicOf[t]
 		if !ok || t == warehouse.ErasedUsersTable {
-			continue // the rollup follows readings; erasures are always replayed whole
+			continue // the rollups follow readings and revisions; erasures are always replayed whole
 		}
 		cols := strings.Join(warehouse.TableColumns(t), ", ")
 		for _, part := range from.sortedParts(topic) {
@@ -557,7 +560,7 @@ func (s *session) swap(ctx context.Context, plan *Plan, stopShadow func() error)
 	// The shadow's views would feed later shadow rollups from whatever
 	// table takes the name next; a later rebuild creates them afresh. The
 	// group's positions belong to the swapped tables now.
-	for _, v := range []string{warehouse.DailyRollupView, warehouse.ValuesRollupView} {
+	for _, v := range warehouse.RollupViews {
 		if err := s.exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", shadow, v)); err != nil {
 			s.log.Warn().Err(err).Str("view", v).Msg("drop the shadow view")
 		}

@@ -115,7 +115,8 @@ func (c Config) group() string {
 
 // Rebuildable are the tables Rebuild can rebuild, in swap order.
 var Rebuildable = []string{
-	warehouse.ReadingsTable, warehouse.DailyRollupTable, warehouse.ValuesRollupTable, warehouse.RejectedTable, warehouse.AlertsTable,
+	warehouse.ReadingsTable, warehouse.RevisionsTable, warehouse.DailyRollupTable, warehouse.DailyRevisionsTable, warehouse.ValuesRollupTable,
+	warehouse.RejectedTable, warehouse.AlertsTable,
 	warehouse.ProfileEventsTable, warehouse.DeviceEventsTable, warehouse.ErasedUsersTable,
 }
 
@@ -146,8 +147,11 @@ func ResolveTables(names []string) ([]string, error) {
 			want[t] = true
 		}
 	}
-	if want[warehouse.ReadingsTable] || want[warehouse.DailyRollupTable] || want[warehouse.ValuesRollupTable] {
-		want[warehouse.ReadingsTable], want[warehouse.DailyRollupTable], want[warehouse.ValuesRollupTable] = true, true, true
+	group := []string{warehouse.ReadingsTable, warehouse.RevisionsTable, warehouse.DailyRollupTable, warehouse.DailyRevisionsTable, warehouse.ValuesRollupTable}
+	if slices.ContainsFunc(group, func(t string) bool { return want[t] }) {
+		for _, t := range group {
+			want[t] = true
+		}
 	}
 	want[warehouse.ErasedUsersTable] = true
 	var out []string

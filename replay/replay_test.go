@@ -17,9 +17,10 @@ func TestResolveTables(t *testing.T) {
 	}{
 		{"empty means all", nil, all, false},
 		{"all", []string{"all"}, all, false},
-		{"readings brings its rollups and the erasures", []string{"readings"}, []string{"readings", "readings_daily", "readings_daily_values", "erased_users"}, false},
-		{"the rollup brings readings", []string{"readings_daily"}, []string{"readings", "readings_daily", "readings_daily_values", "erased_users"}, false},
-		{"the value rollup brings readings", []string{"readings_daily_values"}, []string{"readings", "readings_daily", "readings_daily_values", "erased_users"}, false},
+		{"readings brings its rollups and the erasures", []string{"readings"}, []string{"readings", "reading_revisions", "readings_daily", "readings_daily_revisions", "readings_daily_values", "erased_users"}, false},
+		{"the rollup brings readings", []string{"readings_daily"}, []string{"readings", "reading_revisions", "readings_daily", "readings_daily_revisions", "readings_daily_values", "erased_users"}, false},
+		{"the value rollup brings readings", []string{"readings_daily_values"}, []string{"readings", "reading_revisions", "readings_daily", "readings_daily_revisions", "readings_daily_values", "erased_users"}, false},
+		{"the revisions bring readings", []string{"reading_revisions"}, []string{"readings", "reading_revisions", "readings_daily", "readings_daily_revisions", "readings_daily_values", "erased_users"}, false},
 		{"alerts alone still replays the erasures", []string{" alerts "}, []string{"alerts", "erased_users"}, false},
 		{"order follows the swap order", []string{"device_events", "rejected_readings"}, []string{"rejected_readings", "device_events", "erased_users"}, false},
 		{"unknown table", []string{"readings", "nope"}, nil, true},

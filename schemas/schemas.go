@@ -68,6 +68,10 @@ type Reading struct {
 	Stage        *string  `avro:"stage"`        // sleep stage
 	Sequence     *int64   `avro:"sequence"`
 	SourceFormat string   `avro:"source_format"`
+	// Since v3: a revision (correction or withdrawal) of the reading
+	// with the same event id; 0 for the reading as first sent.
+	Revision  int64 `avro:"revision"`
+	Withdrawn bool  `avro:"withdrawn"`
 }
 
 // AcceptedReading is a reading the processor accepted, in canonical units.
@@ -91,6 +95,11 @@ type AcceptedReading struct {
 	SecondValue *float64 `avro:"second_value"`
 	Stage       *string  `avro:"stage"`
 	Sequence    *int64   `avro:"sequence"`
+	// Since v3: the input's revision; a record with Revision >= 1
+	// replaces the version of the event id the read side holds (Withdrawn:
+	// and adds none).
+	Revision  int64 `avro:"revision"`
+	Withdrawn bool  `avro:"withdrawn"`
 }
 
 // RejectedReading is a reading the processor refused, with its reason.
@@ -170,6 +179,30 @@ type Alert struct {
 	ReceivedAt int64   `avro:"received_at"`
 	Value      float64 `avro:"value"`
 	Message    string  `avro:"message"`
+	// Since v2: the lifecycle. AlertID is shared by an alert's events
+	// (empty in v1, where it is EventID); Status is raised, resolved or
+	// withdrawn; StatusAt the measurement time of the reading that caused
+	// it; RecordedAt when ingest received that reading.
+	AlertID    string `avro:"alert_id"`
+	Status     string `avro:"status"`
+	StatusAt   int64  `avro:"status_at"`
+	RecordedAt int64  `avro:"recorded_at"`
+}
+
+// Alert statuses.
+const (
+	AlertRaised    = "raised"
+	AlertResolved  = "resolved"
+	AlertWithdrawn = "withdrawn"
+)
+
+// ID is the alert the event belongs to: AlertID, or EventID for a v1
+// message (v1 alerts were raised only, with the alert's id as event id).
+func (a *Alert) ID() string {
+	if a.AlertID == "" {
+		return a.EventID
+	}
+	return a.AlertID
 }
 
 // Erasure tells the read models to delete a user's rows.
@@ -204,6 +237,10 @@ type GatewayReading struct {
 	Diastolic  *float64 `avro:"diastolic"`
 	Stage      *string  `avro:"stage"`
 	Sequence   *int64   `avro:"sequence"`
+	// Since v2: a revision of the reading with the same event id (nil or
+	// 0: the reading as first sent), and whether it withdraws it.
+	Revision  *int64 `avro:"revision"`
+	Withdrawn *bool  `avro:"withdrawn"`
 }
 
 // MaxArrayItems bounds the element count of any array a decoder will

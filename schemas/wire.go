@@ -34,6 +34,22 @@ func appendDouble(dst []byte, v float64) []byte {
 	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
 }
 
+// appendBool appends an Avro boolean: one byte, 0 or 1.
+func appendBool(dst []byte, v bool) []byte {
+	if v {
+		return append(dst, 1)
+	}
+	return append(dst, 0)
+}
+
+// appendOptBool appends a ["null", "boolean"] union.
+func appendOptBool(dst []byte, v *bool) []byte {
+	if v == nil {
+		return append(dst, 0)
+	}
+	return appendBool(append(dst, 2), *v)
+}
+
 // appendOptLong appends a ["null", "long"] union.
 func appendOptLong(dst []byte, v *int64) []byte {
 	if v == nil {
@@ -182,6 +198,24 @@ func (r *reader) Str() string {
 	s := r.s[r.i : r.i+int(n)]
 	r.i += int(n)
 	return s
+}
+
+// Bool reads an Avro boolean: one byte, 0 or 1. The codec takes any
+// non-zero byte for true; other bytes are left to it.
+func (r *reader) Bool() bool {
+	if r.err != nil {
+		return false
+	}
+	if r.i >= len(r.s) {
+		r.Fail(ErrShort)
+		return false
+	}
+	c := r.s[r.i]
+	r.i++
+	if c > 1 {
+		r.Fail(ErrUnsupported)
+	}
+	return c == 1
 }
 
 // Present reads the branch index of a ["null", T] union: true for T.

@@ -56,6 +56,7 @@ type Settings struct {
 	ProcessorSession    time.Duration
 	ProcessorBatch      int
 	ProcessorLateness   time.Duration
+	ProcessorCorrection time.Duration
 	ProcessorPairing    bool
 	ProcessorCheckpoint time.Duration
 	ProcessorMaxDirty   int
@@ -175,6 +176,7 @@ func (s *Settings) ProcessorFlags(fs *envflag.Set) {
 	fs.Duration(&s.ProcessorSession, "processor-session-timeout", d.SessionTimeout, "how long the group waits for a silent instance")
 	fs.Int(&s.ProcessorBatch, "processor-batch", d.MaxBatch, "most records per state transaction")
 	fs.Duration(&s.ProcessorLateness, "processor-allowed-lateness", d.Rules.AllowedLateness, "how far behind its stream's newest reading a reading is still accepted")
+	fs.Duration(&s.ProcessorCorrection, "processor-correction-window", d.Rules.CorrectionWindow, "how far back a revision (correction or withdrawal) may reach: one of a reading measured longer before the user's newest reading arrived is rejected correction_window_passed")
 	fs.Duration(&s.ProcessorCheckpoint, "processor-checkpoint-interval", d.CheckpointInterval, "how often changed aggregates and offsets are committed to PostgreSQL (a crash re-processes at most this much)")
 	fs.Int(&s.ProcessorMaxDirty, "processor-checkpoint-max-users", d.MaxDirty, "checkpoint early once this many users changed (bounds a checkpoint's transaction)")
 	fs.Int(&s.ProcessorMaxUsers, "processor-max-users", d.MaxUsers, "aggregates kept in memory; idle users beyond it are dropped after a checkpoint and loaded again when they return (0: no bound)")
@@ -265,6 +267,7 @@ func (s *Settings) Processor() processor.Config {
 	c := processor.DefaultConfig()
 	c.Kafka, c.PostgresURL, c.Group, c.MaxBatch = s.Kafka(), s.PostgresURL, s.ProcessorGroup, s.ProcessorBatch
 	c.Rules.AllowedLateness = s.ProcessorLateness
+	c.Rules.CorrectionWindow = s.ProcessorCorrection
 	c.Rules.RequirePairing = s.ProcessorPairing
 	c.MetricsAddr = s.ProcessorMetrics
 	c.CheckpointInterval, c.MaxDirty, c.MaxUsers = s.ProcessorCheckpoint, s.ProcessorMaxDirty, s.ProcessorMaxUsers

@@ -39,7 +39,8 @@ func labBinary(t *testing.T) string {
 
 // TestChaosShort is the CI version of make chaos: `vitals-lab chaos
 // --chaos-short` streams simulated users with every kind of injected data
-// fault through a pipeline of child processes while the processor,
+// fault (corrections and withdrawals of acknowledged readings among them)
+// through a pipeline of child processes while the processor,
 // projector and ingest are killed with SIGKILL six times, a second
 // processor joins and leaves, and ClickHouse and PostgreSQL are stopped for
 // a few seconds. The command exits non-zero unless every event ingest
@@ -71,7 +72,8 @@ func TestChaosShort(t *testing.T) {
 	if err != nil {
 		t.Fatalf("chaos run failed: %v", err)
 	}
-	for _, want := range []string{"VERIFIED", "kill -9 processor", "kill -9 projector", "kill -9 ingest", "clickhouse stopped", "postgres stopped", "second processor joins"} {
+	for _, want := range []string{"VERIFIED", "kill -9 processor", "kill -9 projector", "kill -9 ingest", "clickhouse stopped", "postgres stopped", "second processor joins",
+		"correction", "withdrawal", "stale_revision", "conflicting_repeat"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}

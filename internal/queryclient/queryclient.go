@@ -21,7 +21,7 @@ import (
 
 // Commands are the `vitals query <name>` commands, each an endpoint of
 // the query API.
-var Commands = []string{"percentiles", "distribution", "compare", "cohorts", "trends", "summary"}
+var Commands = []string{"percentiles", "distribution", "compare", "cohorts", "trends", "summary", "alerts"}
 
 // TokenEnv holds the analyst token the client sends; a flag would show it
 // in the process list.
@@ -37,7 +37,7 @@ type Param struct {
 
 // Params are the commands' parameters.
 var Params = []Param{
-	{"metric", "metric, e.g. heart_rate (required except for summary)", nil},
+	{"metric", "metric, e.g. heart_rate (required except for summary and alerts)", nil},
 	{"from", "start, RFC 3339 or YYYY-MM-DD (default: 30 days before to)", nil},
 	{"to", "end, exclusive, RFC 3339 or YYYY-MM-DD (default: now)", nil},
 	{"user", "a user: the scope, or the user to compare", nil},
@@ -47,6 +47,7 @@ var Params = []Param{
 	{"device-model", "cohort filter, e.g. fitbit-charge-hr", nil},
 	{"consistency", "consistency token of an ingest response (read-your-writes)", nil},
 	{"wait", "how long to wait for the consistency token, e.g. 5s", nil},
+	{"as-of", "answer as the system knew it at this moment (RFC 3339): revisions recorded later left out", nil},
 	{"p", "percentiles, e.g. 50,90,99", []string{"percentiles"}},
 	{"per", "day: percentiles per day as well", []string{"percentiles"}},
 	{"bins", "histogram bins: a number or auto", []string{"distribution"}},
@@ -58,6 +59,9 @@ var Params = []Param{
 // (summary takes its user in the path).
 func Path(sub string, v url.Values) (string, error) {
 	path := "/v1/" + sub
+	if sub == "alerts" {
+		path = "/v1/alerts/summary"
+	}
 	if sub == "summary" {
 		u := v.Get("user")
 		if u == "" {
@@ -208,6 +212,20 @@ func Print(w io.Writer, sub string, body []byte) error {
 		fmt.Fprintln(tw, "metric\treadings\tlatest\tunit\tmeasured at\t")
 		for i, l := range r.Latest {
 			fmt.Fprintf(tw, "%s\t%d\t%g\t%s\t%s\t\n", l.Metric, r.Counts[i].Count, l.Value, l.Unit, l.MeasuredAt.Format(time.RFC3339))
+		}
+	case "alerts":
+		var r query.AlertSummaryResult
+		if err := decode(&r); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "alerts %s to %s, as of %s\n", r.From.Format(time.RFC3339), r.To.Format(time.RFC3339), r.AsOf.Format(time.RFC3339))
+		if r.Suppressed {
+			fmt.Fprintln(w, "suppressed:", r.Reason)
+			return nil
+		}
+		fmt.Fprintln(tw, "day\tcritical\twarning\tinfo\twithdrawn\t")
+		for _, d := range append(r.Days, r.Total) {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", d.Day, d.Critical, d.Warning, d.Info, d.Withdrawn)
 		}
 	}
 	return nil

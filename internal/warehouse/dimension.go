@@ -3,6 +3,7 @@ package warehouse
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -76,6 +77,31 @@ const ageBandSQL = `multiIf(by_ <= 0, 'unknown',
 // INNER JOIN as one row per key on both sides (docs/clickhouse.md).
 // database must be a validated identifier (as Config.Database is by Open).
 func UserDimension(database string) string {
+	return userDimension(database, ageBandSQL, "")
+}
+
+// UserDimensionAsOf is UserDimension as it stood at asOfMs (epoch ms): the
+// profile and device events ingest received by then, and ages in that
+// moment's year. Its one ? placeholder is the tenant id, as in
+// UserDimension. An erased user stays out of it whenever they were erased:
+// erasure is not undone for a past moment.
+func UserDimensionAsOf(database string, asOfMs int64) string {
+	year := fmt.Sprintf("toYear(toDateTime(%d), 'UTC')", floorSeconds(asOfMs))
+	return userDimension(database, strings.ReplaceAll(ageBandSQL, "toYear(now(), 'UTC')", year), fmt.Sprintf(" AND e_in <= %d", asOfMs))
+}
+
+// floorSeconds is an epoch-ms instant in whole seconds, rounded down.
+func floorSeconds(ms int64) int64 {
+	s := ms / 1000
+	if ms%1000 < 0 {
+		s--
+	}
+	return s
+}
+
+// userDimension is UserDimension with ageBand as the age band's SQL and
+// known as a further condition on the events (their ingest time e_in).
+func userDimension(database, ageBand, known string) string {
 	return fmt.Sprintf(`SELECT user_id, %s AS age_band,
 		if(sx_ = '', 'unknown', sx_) AS sex,
 		if(rg_ = '', 'unknown', rg_) AS region,
@@ -88,16 +114,16 @@ func UserDimension(database string) string {
 			argMaxIf(e_model, (e_at, e_off), e_paired = 1) AS dm_
 		FROM (
 			SELECT tenant_id AS e_tenant, user_id, birth_year AS e_birth_year, sex AS e_sex, region AS e_region,
-				'' AS e_model, toUInt8(0) AS e_paired, occurred_at_ms AS e_at, log_offset AS e_off
+				'' AS e_model, toUInt8(0) AS e_paired, occurred_at_ms AS e_at, log_offset AS e_off, ingested_at_ms AS e_in
 			FROM %[2]s.%[3]s
 			UNION ALL
 			SELECT tenant_id AS e_tenant, user_id, toInt32(0) AS e_birth_year, '' AS e_sex, '' AS e_region,
-				model AS e_model, toUInt8(kind = 'paired') AS e_paired, occurred_at_ms AS e_at, log_offset AS e_off
+				model AS e_model, toUInt8(kind = 'paired') AS e_paired, occurred_at_ms AS e_at, log_offset AS e_off, ingested_at_ms AS e_in
 			FROM %[2]s.%[4]s
 		)
-		WHERE e_tenant = ? AND (e_tenant, user_id) NOT IN (SELECT tenant_id, user_id FROM %[2]s.%[5]s)
+		WHERE e_tenant = ?%[6]s AND (e_tenant, user_id) NOT IN (SELECT tenant_id, user_id FROM %[2]s.%[5]s)
 		GROUP BY user_id
-	)`, ageBandSQL, database, ProfileEventsTable, DeviceEventsTable, ErasedUsersTable)
+	)`, ageBand, database, ProfileEventsTable, DeviceEventsTable, ErasedUsersTable, known)
 }
 
 // NotErased is a condition, without placeholders, that is true for rows of

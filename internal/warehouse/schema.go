@@ -81,6 +81,32 @@ const (
 	// ValuesRollupView is the materialized view that feeds
 	// ValuesRollupTable.
 	ValuesRollupView = "readings_daily_values_mv"
+	// RevisionsTable holds what revisions of readings changed, as signed
+	// rows: for every revision (a correction or withdrawal of an event id)
+	// the version of the reading the read side held, copied with sign -1
+	// (retracted), and the new version with sign +1 (none for a
+	// withdrawal). ReadingsTable keeps every reading as first accepted
+	// (revision 0) untouched; the readings as they stand are ReadingsTable
+	// (each row +1) and RevisionsTable together, every row weighed by its
+	// sign, and as they stood at a past moment the rows recorded by then
+	// (ingested_at_ms of ReadingsTable, recorded_at_ms here). Its sorting
+	// key ends in (event_id, revision, sign), so that copies collapse on
+	// merge and history does not.
+	RevisionsTable = "reading_revisions"
+	// DailyRevisionsTable is DailyRollupTable's companion: per tenant,
+	// user, metric and UTC day, what revisions changed in the count, the
+	// sum and the sum of squares (signed), and how many revision rows the
+	// day has, maintained by DailyRevisionsView. The day's figures are the
+	// two tables' sums; a day with revision rows must take min, max and
+	// quantiles from ValuesRollupTable (DailyRollupTable's states cannot
+	// forget a retracted value).
+	DailyRevisionsTable = "readings_daily_revisions"
+	// DailyRevisionsView feeds DailyRevisionsTable from RevisionsTable.
+	DailyRevisionsView = "readings_daily_revisions_mv"
+	// ValuesRevisionsView feeds ValuesRollupTable from RevisionsTable with
+	// signed counts, so that the value counts are those of the readings
+	// as they stand.
+	ValuesRevisionsView = "reading_revisions_values_mv"
 	// ReplayPausesTable is how `vitals replay rebuild` asks the projectors
 	// writing this database to pause while it swaps rebuilt tables into
 	// place, and how they acknowledge (see package projector, pause.go).
@@ -91,6 +117,14 @@ const (
 // system.columns and clickhouse-client's DESCRIBE.
 type column struct {
 	name, typ, def, comment string
+}
+
+// upgradedTypes are the columns whose type changed since an earlier
+// release, by table and column: the type they were created with, which
+// Migrate changes to the current one. The value rollup's counts became
+// signed with revisions.
+var upgradedTypes = map[[2]string]string{
+	{ValuesRollupTable, "readings"}: "UInt64",
 }
 
 // table is a table's definition. Migrate creates it if missing, adds the
@@ -113,36 +147,54 @@ var (
 	colLogOffset    = column{"log_offset", "Int64", "-1", "Offset of the record in that partition; the projector resumes after max(log_offset)."}
 )
 
+// readingColumns are the columns of ReadingsTable, which RevisionsTable
+// has too.
+var readingColumns = []column{
+	colTenant, colUser,
+	{name: "device_id", typ: "String", comment: "Device that measured the reading."},
+	{name: "gateway_id", typ: "String", comment: "Gateway that posted it."},
+	{name: "metric", typ: "String", comment: "Metric registry name, e.g. heart_rate (see GET /v1/catalogue)."},
+	{name: "loinc", typ: "String", comment: "LOINC code of the metric."},
+	{name: "value", typ: "Float64", comment: "Value in the metric's canonical unit (systolic for blood_pressure)."},
+	{name: "unit", typ: "String", comment: "Canonical UCUM unit of value."},
+	{name: "measured_at", typ: "DateTime", comment: "Measurement time, UTC, whole seconds (for partitioning and date functions)."},
+	{name: "measured_at_ms", typ: "Int64", comment: "Measurement time, epoch milliseconds UTC."},
+	{name: "received_at_ms", typ: "Int64", comment: "When the gateway received the reading, epoch ms UTC."},
+	{name: "ingested_at_ms", typ: "Int64", comment: "When ingest accepted the reading, epoch ms UTC."},
+	{name: "event_id", typ: "String", comment: "Gateway-assigned id, unique per tenant and user; copies of one reading share it."},
+	{name: "source_topic", typ: "String", comment: "Raw readings topic the input came from (rows written before 2026-11 hold the accepted topic)."},
+	{name: "source_partition", typ: "Int32", comment: "Partition of the input in the raw readings topic."},
+	{name: "source_offset", typ: "Int64", comment: "Offset of the input in the raw readings topic."},
+	colInsertedAt,
+	{name: "period_end_ms", typ: "Int64", def: "0", comment: "End of the interval for interval metrics (steps, active_energy, sleep_stage), epoch ms; 0 otherwise."},
+	{name: "second_value", typ: "Nullable(Float64)", comment: "Diastolic for blood_pressure, canonical unit; NULL otherwise."},
+	{name: "stage", typ: "String", def: "''", comment: "Sleep stage for sleep_stage (awake, light, deep, rem); empty otherwise."},
+	{name: "sequence", typ: "Nullable(Int64)", comment: "Device sequence number, if the device sends one."},
+	colLogPartition, colLogOffset,
+}
+
+// revisionColumns are the columns RevisionsTable adds to readingColumns.
+var revisionColumns = []column{
+	{name: "revision", typ: "Int64", comment: "The version's revision: 0 for a reading as first sent, n >= 1 for its nth revision."},
+	{name: "sign", typ: "Int8", comment: "+1: the version the revision brought; -1: the version it retracted (a copy of the row that held it). Weigh every row by sign: sum(sign) counts readings."},
+	{name: "recorded_at_ms", typ: "Int64", comment: "When ingest received the revision that wrote the row, epoch ms: as of a time T, the rows with recorded_at_ms <= T (and the readings with ingested_at_ms <= T) are what was known."},
+}
+
 // tables are Vitals' tables, in creation order.
 var tables = []table{
 	{
-		name: ReadingsTable,
-		columns: []column{
-			colTenant, colUser,
-			{"device_id", "String", "", "Device that measured the reading."},
-			{"gateway_id", "String", "", "Gateway that posted it."},
-			{"metric", "String", "", "Metric registry name, e.g. heart_rate (see GET /v1/catalogue)."},
-			{"loinc", "String", "", "LOINC code of the metric."},
-			{"value", "Float64", "", "Value in the metric's canonical unit (systolic for blood_pressure)."},
-			{"unit", "String", "", "Canonical UCUM unit of value."},
-			{"measured_at", "DateTime", "", "Measurement time, UTC, whole seconds (for partitioning and date functions)."},
-			{"measured_at_ms", "Int64", "", "Measurement time, epoch milliseconds UTC."},
-			{"received_at_ms", "Int64", "", "When the gateway received the reading, epoch ms UTC."},
-			{"ingested_at_ms", "Int64", "", "When ingest accepted the reading, epoch ms UTC."},
-			{"event_id", "String", "", "Gateway-assigned id, unique per tenant and user; copies of one reading share it."},
-			{"source_topic", "String", "", "Raw readings topic the input came from (rows written before 2026-11 hold the accepted topic)."},
-			{"source_partition", "Int32", "", "Partition of the input in the raw readings topic."},
-			{"source_offset", "Int64", "", "Offset of the input in the raw readings topic."},
-			colInsertedAt,
-			{"period_end_ms", "Int64", "0", "End of the interval for interval metrics (steps, active_energy, sleep_stage), epoch ms; 0 otherwise."},
-			{"second_value", "Nullable(Float64)", "", "Diastolic for blood_pressure, canonical unit; NULL otherwise."},
-			{"stage", "String", "''", "Sleep stage for sleep_stage (awake, light, deep, rem); empty otherwise."},
-			{"sequence", "Nullable(Int64)", "", "Device sequence number, if the device sends one."},
-			colLogPartition, colLogOffset,
-		},
+		name:    ReadingsTable,
+		columns: readingColumns,
 		engine: `ENGINE = ReplacingMergeTree()
 	PARTITION BY toYYYYMM(measured_at)
 	ORDER BY (tenant_id, user_id, metric, measured_at_ms, event_id)`,
+	},
+	{
+		name:    RevisionsTable,
+		columns: append(append([]column{}, readingColumns...), revisionColumns...),
+		engine: `ENGINE = ReplacingMergeTree()
+	PARTITION BY toYYYYMM(measured_at)
+	ORDER BY (tenant_id, user_id, metric, measured_at_ms, event_id, revision, sign)`,
 	},
 	{
 		name: RejectedTable,
@@ -152,7 +204,7 @@ var tables = []table{
 			{"metric", "String", "", "Metric named by the reading."},
 			{"measured_at", "DateTime", "", "Measurement time, UTC, whole seconds."},
 			{"measured_at_ms", "Int64", "", "Measurement time, epoch milliseconds UTC."},
-			{"reason", "String", "", "Stable reason code: too_late, future_timestamp, implausible_value, device_not_paired, rate_exceeded, user_erased, malformed_event."},
+			{"reason", "String", "", "Stable reason code: too_late, future_timestamp, implausible_value, device_not_paired, rate_exceeded, user_erased, malformed_event; for revisions stale_revision, conflicting_repeat, correction_window_passed."},
 			{"message", "String", "", "Human explanation; never contains the health value."},
 			{"event_id", "String", "", "The reading's event id (one event id can be rejected more than once, e.g. a late repeat)."},
 			{"source_topic", "String", "", "Raw readings topic the input came from."},
@@ -182,8 +234,12 @@ var tables = []table{
 			{"received_at_ms", "Int64", "", "When the gateway received that reading, epoch ms UTC."},
 			{"value", "Float64", "", "That reading's value, canonical unit."},
 			{"message", "String", "", "Human explanation."},
-			{"event_id", "String", "", "Derived from the rule and the start of the condition: a reprocess raises the same id."},
+			{name: "event_id", typ: "String", comment: "Unique per event of the alert's lifecycle: the alert id when raised, with :resolved or :withdrawn appended for the later events."},
 			colLogPartition, colLogOffset, colInsertedAt,
+			{name: "alert_id", typ: "String", def: "event_id", comment: "The alert: derived from the rule and the start of the condition, so a reprocess raises the same id; shared by its raised, resolved and withdrawn events."},
+			{name: "status", typ: "String", def: "'raised'", comment: "raised (the condition held long enough), resolved (it ended), withdrawn (a reading that raised it was corrected away or withdrawn)."},
+			{name: "status_at_ms", typ: "Int64", def: "measured_at_ms", comment: "Measurement time of the reading that caused this status, epoch ms."},
+			{name: "recorded_at_ms", typ: "Int64", def: "0", comment: "When ingest received the record that caused this status, epoch ms (0 for alerts stored before the lifecycle): as_of queries leave out later ones."},
 		},
 		engine: `ENGINE = ReplacingMergeTree()
 	PARTITION BY toYYYYMM(started_at)
@@ -267,13 +323,28 @@ var tables = []table{
 			{"metric", "String", "", "Metric registry name."},
 			{"day", "Date", "", "UTC day of measured_at."},
 			{"value", "Float64", "", "One distinct value (canonical unit; systolic for blood_pressure) of the user's readings that day."},
-			{"readings", "UInt64", "", "Readings of the user, metric and day with this value; rows of unmerged parts add up: always sum(readings)."},
+			{name: "readings", typ: "Int64", comment: "Readings of the user, metric and day with this value, revisions counted with their sign (a retracted version -1); rows of unmerged parts add up: always sum(readings)."},
 		},
 		// Day before user: cohort- and tenant-wide queries over a day range
 		// read one contiguous slice and filter users in it.
 		engine: `ENGINE = SummingMergeTree(readings)
 	PARTITION BY toYYYYMM(day)
 	ORDER BY (tenant_id, metric, day, user_id, value)`,
+	},
+	{
+		name: DailyRevisionsTable,
+		columns: []column{
+			colTenant, colUser,
+			{name: "metric", typ: "String", comment: "Metric registry name."},
+			{name: "day", typ: "Date", comment: "UTC day of measured_at."},
+			{name: "readings", typ: "Int64", comment: "What revisions changed in the day's count of readings (add it to countMerge(readings) of readings_daily); always sum()."},
+			{name: "sum_value", typ: "Float64", comment: "What revisions changed in the sum of values; always sum()."},
+			{name: "sum_squares", typ: "Float64", comment: "What revisions changed in the sum of squared values; always sum()."},
+			{name: "revision_rows", typ: "UInt64", comment: "Rows of reading_revisions for the day: where sum(revision_rows) > 0, min, max and quantiles of readings_daily include retracted values; take them from readings_daily_values."},
+		},
+		engine: `ENGINE = SummingMergeTree((readings, sum_value, sum_squares, revision_rows))
+	PARTITION BY toYYYYMM(day)
+	ORDER BY (tenant_id, metric, user_id, day)`,
 	},
 	replayPauses,
 }
@@ -307,22 +378,49 @@ const rollupSelect = `SELECT tenant_id, user_id, metric, toDate(measured_at, 'UT
 
 // valuesSelect is ValuesRollupView's query and its backfill's.
 const valuesSelect = `SELECT tenant_id, user_id, metric, toDate(measured_at, 'UTC') AS day, value,
-		count() AS readings
+		toInt64(count()) AS readings
 	FROM {src}
 	GROUP BY tenant_id, user_id, metric, day, value`
 
+// revisionsValuesSelect is ValuesRevisionsView's query and its backfill's:
+// the signed counts of the revision rows.
+const revisionsValuesSelect = `SELECT tenant_id, user_id, metric, toDate(measured_at, 'UTC') AS day, value,
+		sum(toInt64(sign)) AS readings
+	FROM {src}
+	GROUP BY tenant_id, user_id, metric, day, value`
+
+// dailyRevisionsSelect is DailyRevisionsView's query and its backfill's.
+const dailyRevisionsSelect = `SELECT tenant_id, user_id, metric, toDate(measured_at, 'UTC') AS day,
+		sum(toInt64(sign)) AS readings,
+		sum(value * sign) AS sum_value,
+		sum(value * value * sign) AS sum_squares,
+		count() AS revision_rows
+	FROM {src}
+	GROUP BY tenant_id, user_id, metric, day`
+
 // view is a materialized view that feeds a rollup table from every insert
-// into readings.
+// into a source table (readings or reading_revisions).
 type view struct {
-	name, table string
-	// query is the view's SELECT over {src}; its columns are the table's.
-	query string
+	name, table, source string
+	// query is the view's SELECT over {src}; columns are its result
+	// columns, the ones of the table it fills.
+	query   string
+	columns []string
 }
+
+// RollupViews are the names of the rollups' materialized views.
+var RollupViews = []string{DailyRollupView, ValuesRollupView, ValuesRevisionsView, DailyRevisionsView}
 
 // views are the rollups' materialized views, created after the tables.
 var views = []view{
-	{DailyRollupView, DailyRollupTable, rollupSelect},
-	{ValuesRollupView, ValuesRollupTable, valuesSelect},
+	{DailyRollupView, DailyRollupTable, ReadingsTable, rollupSelect,
+		[]string{"tenant_id", "user_id", "metric", "day", "readings", "min_value", "max_value", "sum_value", "sum_squares", "quantiles"}},
+	{ValuesRollupView, ValuesRollupTable, ReadingsTable, valuesSelect,
+		[]string{"tenant_id", "user_id", "metric", "day", "value", "readings"}},
+	{ValuesRevisionsView, ValuesRollupTable, RevisionsTable, revisionsValuesSelect,
+		[]string{"tenant_id", "user_id", "metric", "day", "value", "readings"}},
+	{DailyRevisionsView, DailyRevisionsTable, RevisionsTable, dailyRevisionsSelect,
+		[]string{"tenant_id", "user_id", "metric", "day", "readings", "sum_value", "sum_squares", "revision_rows"}},
 }
 
 func quote(s string) string {
@@ -364,15 +462,26 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) error {
 	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+database); err != nil {
 		return fmt.Errorf("create database %s: %w", database, err)
 	}
+	upgraded := map[string]bool{} // tables whose column types changed
 	for _, t := range tables {
 		if err := conn.Exec(ctx, t.createSQL(database)); err != nil {
 			return fmt.Errorf("create table %s.%s: %w", database, t.name, err)
 		}
-		if err := upgradeColumns(ctx, conn, database, t); err != nil {
+		changed, err := upgradeColumns(ctx, conn, database, t)
+		if err != nil {
 			return err
 		}
+		upgraded[t.name] = changed
 	}
 	for _, v := range views {
+		// A view whose table's types changed writes the old types, which
+		// 18.16 refuses: it is made again, over the rows it already fed.
+		if upgraded[v.table] {
+			if err := recreateView(ctx, conn, database, v); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := migrateView(ctx, conn, database, v); err != nil {
 			return err
 		}
@@ -380,41 +489,59 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) error {
 	return nil
 }
 
-// upgradeColumns adds the columns t lacks and syncs comments.
-func upgradeColumns(ctx context.Context, conn driver.Conn, db string, t table) error {
-	rows, err := conn.Query(ctx, `SELECT name, comment FROM system.columns WHERE database = ? AND table = ?`, db, t.name)
-	if err != nil {
-		return fmt.Errorf("read columns of %s.%s: %w", db, t.name, err)
+// recreateView drops and creates v again, without backfilling: the table
+// holds what the old view fed it.
+func recreateView(ctx context.Context, conn driver.Conn, db string, v view) error {
+	if err := conn.Exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", db, v.name)); err != nil {
+		return fmt.Errorf("drop view %s.%s: %w", db, v.name, err)
 	}
-	have := map[string]string{}
+	if err := conn.Exec(ctx, v.createSQL(db)); err != nil && !strings.Contains(err.Error(), "already exists") {
+		return fmt.Errorf("create view %s.%s: %w", db, v.name, err)
+	}
+	return nil
+}
+
+// upgradeColumns adds the columns t lacks, changes the types
+// upgradedTypes names and syncs comments. It reports whether a type
+// changed.
+func upgradeColumns(ctx context.Context, conn driver.Conn, db string, t table) (bool, error) {
+	rows, err := conn.Query(ctx, `SELECT name, type, comment FROM system.columns WHERE database = ? AND table = ?`, db, t.name)
+	if err != nil {
+		return false, fmt.Errorf("read columns of %s.%s: %w", db, t.name, err)
+	}
+	have, types := map[string]string{}, map[string]string{}
 	for rows.Next() {
-		var name, comment string
-		if err := rows.Scan(&name, &comment); err != nil {
+		var name, typ, comment string
+		if err := rows.Scan(&name, &typ, &comment); err != nil {
 			rows.Close()
-			return fmt.Errorf("read columns of %s.%s: %w", db, t.name, err)
+			return false, fmt.Errorf("read columns of %s.%s: %w", db, t.name, err)
 		}
-		have[name] = comment
+		have[name], types[name] = comment, typ
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read columns of %s.%s: %w", db, t.name, err)
+		return false, fmt.Errorf("read columns of %s.%s: %w", db, t.name, err)
 	}
+	changed := false
 	for _, c := range t.columns {
 		comment, ok := have[c.name]
 		var stmt string
 		switch {
 		case !ok:
 			stmt = fmt.Sprintf("ALTER TABLE %s.%s ADD COLUMN %s", db, t.name, c.ddl())
+		case upgradedTypes[[2]string{t.name, c.name}] == types[c.name]:
+			stmt = fmt.Sprintf("ALTER TABLE %s.%s MODIFY COLUMN %s", db, t.name, c.ddl())
+			changed = true
 		case comment != c.comment:
 			stmt = fmt.Sprintf("ALTER TABLE %s.%s COMMENT COLUMN %s %s", db, t.name, c.name, quote(c.comment))
 		default:
 			continue
 		}
 		if err := conn.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("upgrade %s.%s column %s: %w", db, t.name, c.name, err)
+			return false, fmt.Errorf("upgrade %s.%s column %s: %w", db, t.name, c.name, err)
 		}
 	}
-	return nil
+	return changed, nil
 }
 
 // migrateView creates a rollup's materialized view and, when this call
@@ -436,12 +563,12 @@ func migrateView(ctx context.Context, conn driver.Conn, db string, v view) error
 		}
 		return fmt.Errorf("create view %s.%s: %w", db, v.name, err)
 	}
-	src := fmt.Sprintf("(SELECT tenant_id, user_id, metric, measured_at, value FROM %s.%s FINAL WHERE %s)", db, ReadingsTable, NotErased(db))
-	var cols []string
-	for _, c := range tableByName(v.table).columns {
-		cols = append(cols, c.name)
+	srcCols := "tenant_id, user_id, metric, measured_at, value"
+	if v.source == RevisionsTable {
+		srcCols += ", sign"
 	}
-	backfill := fmt.Sprintf("INSERT INTO %s.%s (%s) %s", db, v.table, strings.Join(cols, ", "), strings.ReplaceAll(v.query, "{src}", src))
+	src := fmt.Sprintf("(SELECT %s FROM %s.%s FINAL WHERE %s)", srcCols, db, v.source, NotErased(db))
+	backfill := fmt.Sprintf("INSERT INTO %s.%s (%s) %s", db, v.table, strings.Join(v.columns, ", "), strings.ReplaceAll(v.query, "{src}", src))
 	if err := conn.Exec(ctx, backfill); err != nil {
 		return fmt.Errorf("backfill %s.%s: %w", db, v.table, err)
 	}
@@ -451,7 +578,7 @@ func migrateView(ctx context.Context, conn driver.Conn, db string, v view) error
 // createSQL is the statement that creates the view in db.
 func (v view) createSQL(db string) string {
 	return fmt.Sprintf("CREATE MATERIALIZED VIEW %s.%s TO %s.%s AS %s", db, v.name, db, v.table,
-		strings.ReplaceAll(v.query, "{src}", db+"."+ReadingsTable))
+		strings.ReplaceAll(v.query, "{src}", db+"."+v.source))
 }
 
 // RecreateViews drops and creates again the rollups' materialized views in
@@ -515,4 +642,4 @@ func TableColumnTypes(name string) map[string]string {
 // ErasableTables are the tables that hold a user's rows and that an
 // erasure deletes from. ErasedUsersTable is not among them: it is the
 // record of the erasure itself.
-var ErasableTables = []string{ReadingsTable, DailyRollupTable, ValuesRollupTable, RejectedTable, AlertsTable, ProfileEventsTable, DeviceEventsTable}
+var ErasableTables = []string{ReadingsTable, RevisionsTable, DailyRollupTable, DailyRevisionsTable, ValuesRollupTable, RejectedTable, AlertsTable, ProfileEventsTable, DeviceEventsTable}

@@ -210,7 +210,7 @@ func generateReadings(ctx context.Context, conn driver.Conn, b benchQuerySetting
 	var have, rolled uint64
 	err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s.readings WHERE tenant_id = ?", db), benchTenant).Scan(&have)
 	if err == nil {
-		err = conn.QueryRow(ctx, fmt.Sprintf("SELECT sum(readings) FROM %s.%s WHERE tenant_id = ?", db, warehouse.ValuesRollupTable), benchTenant).Scan(&rolled)
+		err = conn.QueryRow(ctx, fmt.Sprintf("SELECT toUInt64(sum(readings)) FROM %s.%s WHERE tenant_id = ?", db, warehouse.ValuesRollupTable), benchTenant).Scan(&rolled)
 	}
 	if have == uint64(b.rows) && rolled == have {
 		fmt.Fprintf(stdout, "reusing %d readings in %s (kept by an earlier --bench-keep run)\n", have, db)
@@ -269,7 +269,7 @@ func generateReadings(ctx context.Context, conn driver.Conn, b benchQuerySetting
 		return err
 	}
 	fmt.Fprintf(stdout, "generated in %s, merged in %s\n", mstart.Sub(start).Round(time.Second), time.Since(mstart).Round(time.Second))
-	if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count(), sum(readings) FROM %s.%s", db, warehouse.ValuesRollupTable)).Scan(&have, &rolled); err != nil {
+	if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count(), toUInt64(sum(readings)) FROM %s.%s", db, warehouse.ValuesRollupTable)).Scan(&have, &rolled); err != nil {
 		return fmt.Errorf("bench query: value rollup: %w", err)
 	}
 	if rolled != uint64(b.rows) {

@@ -101,6 +101,12 @@ func AppendJSONReading(dst []byte, g *schemas.GatewayReading) ([]byte, error) {
 	if g.Sequence != nil {
 		dst = strconv.AppendInt(append(dst, `,"sequence":`...), *g.Sequence, 10)
 	}
+	if g.Revision != nil {
+		dst = strconv.AppendInt(append(dst, `,"revision":`...), *g.Revision, 10)
+	}
+	if g.Withdrawn != nil {
+		dst = strconv.AppendBool(append(dst, `,"withdrawn":`...), *g.Withdrawn)
+	}
 	return append(dst, '}'), nil
 }
 

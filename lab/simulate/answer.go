@@ -164,6 +164,12 @@ func appendEntry(dst []byte, e *Entry) []byte {
 	if e.Reason != "" {
 		dst = jsonwire.AppendString(append(dst, `,"reason":`...), e.Reason)
 	}
+	if e.Revision != 0 {
+		dst = strconv.AppendInt(append(dst, `,"revision":`...), e.Revision, 10)
+	}
+	if e.Value != 0 {
+		dst = strconv.AppendFloat(append(dst, `,"value":`...), e.Value, 'f', -1, 64)
+	}
 	dst = strconv.AppendBool(append(dst, `,"acked":`...), e.Acked)
 	if e.AckedAt != 0 {
 		dst = strconv.AppendInt(append(dst, `,"acked_at":`...), e.AckedAt, 10)

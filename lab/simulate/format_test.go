@@ -174,15 +174,17 @@ func TestManifestSameMeaningInBothFormats(t *testing.T) {
 		}
 		return meaning{e.UserID, e.Metric, e.Fault, e.Expect, r}
 	}
+	// A duplicate, a revision and a re-send share their original's id.
+	shared := func(e Entry) bool { return e.Fault == FaultDuplicate || e.Revision > 0 || e.Fault == FaultConflicting }
 	byID := map[string]meaning{}
 	for _, e := range jEntries {
-		if e.Fault != FaultDuplicate { // a duplicate shares its original's id
+		if !shared(e) {
 			byID[e.EventID] = mean(e)
 		}
 	}
 	both := 0
 	for _, e := range aEntries {
-		if m, ok := byID[e.EventID]; ok && e.Fault != FaultDuplicate {
+		if m, ok := byID[e.EventID]; ok && !shared(e) {
 			both++
 			if got := mean(e); got != m {
 				t.Errorf("%s: JSON run %+v, Avro run %+v", e.EventID, m, got)

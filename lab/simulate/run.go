@@ -28,11 +28,14 @@ import (
 // reading (WrongKey: per request, an extra request with a bad key).
 type Faults struct {
 	Duplicate, OutOfOrder, Late, Unpaired, Implausible, Malformed, WrongKey float64
+	// Revisions of an acknowledged reading (see the Fault constants).
+	Correction, Withdrawal, Stale, Conflicting float64
 }
 
 // DefaultFaults inject about one fault per 100 readings.
 func DefaultFaults() Faults {
-	return Faults{Duplicate: 0.003, OutOfOrder: 0.002, Late: 0.001, Unpaired: 0.001, Implausible: 0.001, Malformed: 0.001, WrongKey: 0.01}
+	return Faults{Duplicate: 0.003, OutOfOrder: 0.002, Late: 0.001, Unpaired: 0.001, Implausible: 0.001, Malformed: 0.001, WrongKey: 0.01,
+		Correction: 0.002, Withdrawal: 0.001, Stale: 0.2, Conflicting: 0.0005}
 }
 
 // Options configure Run.
@@ -201,9 +204,16 @@ type user struct {
 	// watch that ingest acknowledged: every later event of the user comes
 	// after it in the log, so the processor's stream is at least there.
 	lastHR int64
-	// last is an acknowledged normal reading, for duplicates (hasLast).
-	last    reading
-	hasLast bool
+	// last is an acknowledged normal reading, for duplicates and
+	// revisions (hasLast); lastRevised says a revision or re-send of it
+	// was sent already, so it gets no other.
+	last        reading
+	hasLast     bool
+	lastRevised bool
+	// corrected is a correction ingest acknowledged, which a stale
+	// revision can follow (hasCorrected).
+	corrected    reading
+	hasCorrected bool
 }
 
 // reading is one reading as the simulator sends it, in either format.
@@ -213,6 +223,8 @@ type reading struct {
 	measured                       int64
 	end                            int64 // period_end, when hasEnd
 	hasEnd                         bool
+	revision                       int64
+	withdrawn                      bool
 }
 
 // item is one reading in flight with its manifest entry.
@@ -237,6 +249,12 @@ func (it *item) gatewayReading() schemas.GatewayReading {
 		Unit: it.r.unit, MeasuredAt: it.r.measured}
 	if it.r.hasEnd {
 		g.PeriodEnd = &it.r.end
+	}
+	if it.r.revision != 0 {
+		g.Revision = &it.r.revision
+	}
+	if it.r.withdrawn {
+		g.Withdrawn = &it.r.withdrawn
 	}
 	return g
 }
@@ -310,7 +328,8 @@ func (c *client) faults(u *user, now int64) {
 	hr := func(fault, expect, reason, device string, value float64, measured int64) {
 		c.add(u, fault, expect, reason, reading{id: c.eventID(u), user: u.id, device: device, metric: "heart_rate", value: value, unit: "/min", measured: measured})
 	}
-	if hit(f.Duplicate) && u.hasLast {
+	c.revisions(u)
+	if hit(f.Duplicate) && u.hasLast && !u.lastRevised {
 		c.slab = append(c.slab, item{r: u.last, u: u, entry: Entry{EventID: u.last.id, UserID: u.id, Fault: FaultDuplicate, Expect: ExpectRepeat}})
 	}
 	if hit(f.OutOfOrder) {
@@ -329,6 +348,51 @@ func (c *client) faults(u *user, now int64) {
 	if hit(f.Malformed) {
 		c.malformed(u, now, c.rng.IntN(2) == 0)
 	}
+}
+
+// revisions appends the revision faults drawn for user u: each revises
+// the user's last acknowledged reading (once), or follows an acknowledged
+// correction with a stale revision.
+func (c *client) revisions(u *user) {
+	f := c.o.Faults
+	hit := func(p float64) bool { return p > 0 && c.rng.Float64() < p }
+	if u.hasCorrected && hit(f.Stale) {
+		r := u.corrected
+		r.revision, r.value = 1, other(r)
+		it := c.add(u, FaultStale, ExpectRejected, "stale_revision", r)
+		it.entry.Revision = 1
+		u.hasCorrected = false
+	}
+	if !u.hasLast || u.lastRevised {
+		return
+	}
+	switch {
+	case hit(f.Correction):
+		r := u.last
+		r.revision, r.value = 2, other(r)
+		it := c.add(u, FaultCorrection, ExpectRevised, "", r)
+		it.entry.Revision, it.entry.Value = 2, r.value
+	case hit(f.Withdrawal):
+		r := u.last
+		r.revision, r.withdrawn = 1, true
+		it := c.add(u, FaultWithdrawal, ExpectWithdrawn, "", r)
+		it.entry.Revision = 1
+	case hit(f.Conflicting):
+		r := u.last
+		r.value = other(r)
+		c.add(u, FaultConflicting, ExpectRejected, "conflicting_repeat", r)
+	default:
+		return
+	}
+	u.lastRevised = true
+}
+
+// other is a value other than r's, plausible for its metric.
+func other(r reading) float64 {
+	if r.metric == "spo2" && r.value >= 100 {
+		return r.value - 1
+	}
+	return r.value + 1
 }
 
 // malformed appends an item ingest refuses. Half are an unknown unit, in
@@ -542,11 +606,14 @@ func (c *client) body(items []*item) ([]byte, error) {
 // acked updates the generator state once ingest stored an item.
 func (c *client) acked(it *item, accepted bool, at time.Time) {
 	c.st.Acked.Add(1)
+	if accepted && it.entry.Fault == FaultCorrection {
+		it.u.corrected, it.u.hasCorrected = it.r, true
+	}
 	if !accepted || it.entry.Fault != FaultNone {
 		return
 	}
 	u := it.u
-	u.last, u.hasLast = it.r, true
+	u.last, u.hasLast, u.lastRevised = it.r, true, false
 	if it.hr && it.r.measured > u.lastHR {
 		u.lastHR = it.r.measured
 	}

@@ -41,10 +41,17 @@ const (
 	FaultImplausible = "implausible"  // heart rate 300/min: implausible_value
 	FaultMalformed   = "malformed"    // unknown unit, or a bad timestamp (JSON) or NaN value (Avro): refused by ingest, dead-lettered
 	FaultWrongKey    = "wrong_key"    // posted with an unknown API key: refused (401), stored nowhere
+	// Revisions of an acknowledged reading, each of a reading not revised
+	// before.
+	FaultCorrection  = "correction"         // revision 2 with another value: the reading holds it
+	FaultWithdrawal  = "withdrawal"         // revision 1, withdrawn: the reading counts nowhere
+	FaultStale       = "stale_revision"     // revision 1 of a reading whose correction was acknowledged: stale_revision
+	FaultConflicting = "conflicting_repeat" // the reading again with another value, no revision: conflicting_repeat
 )
 
 // FaultKinds lists the kinds in report order.
-var FaultKinds = []string{FaultNone, FaultDuplicate, FaultOutOfOrder, FaultLate, FaultUnpaired, FaultImplausible, FaultMalformed, FaultWrongKey}
+var FaultKinds = []string{FaultNone, FaultDuplicate, FaultOutOfOrder, FaultLate, FaultUnpaired, FaultImplausible, FaultMalformed, FaultWrongKey,
+	FaultCorrection, FaultWithdrawal, FaultStale, FaultConflicting}
 
 // Expected outcomes, the manifest's "expect" field.
 const (
@@ -53,6 +60,8 @@ const (
 	ExpectDeadLetter = "dead_letter" // refused by ingest with Reason and in the dead-letter topic
 	ExpectRefused    = "refused"     // the request was refused: stored nowhere
 	ExpectRepeat     = "repeat"      // a copy of an earlier event: adds nothing
+	ExpectRevised    = "revised"     // a revision: the reading holds its value (Value) and revision, counted once
+	ExpectWithdrawn  = "withdrawn"   // a withdrawal: the reading holds no version, counted nowhere
 )
 
 // Entry is one manifest line: an event the simulator sent and what must
@@ -66,6 +75,10 @@ type Entry struct {
 	Fault  string `json:"fault"`
 	Expect string `json:"expect"`
 	Reason string `json:"reason,omitempty"`
+	// Revision is the item's revision of the reading (0: as first sent);
+	// Value, for ExpectRevised, the value the reading must hold.
+	Revision int64   `json:"revision,omitempty"`
+	Value    float64 `json:"value,omitempty"`
 	// Acked is true when ingest answered for the item with a final verdict
 	// (accepted, or rejected for a dead-letter item); for a refused item,
 	// true means ingest wrongly accepted it.

@@ -26,6 +26,9 @@ func TestVerdict(t *testing.T) {
 	rej := Entry{EventID: "r", Fault: FaultLate, Expect: ExpectRejected, Reason: "too_late"}
 	dead := Entry{EventID: "d", Fault: FaultMalformed, Expect: ExpectDeadLetter, Reason: "unknown_unit"}
 	ref := Entry{EventID: "w", Fault: FaultWrongKey, Expect: ExpectRefused, Reason: "unauthenticated"}
+	cor := Entry{EventID: "c", Fault: FaultCorrection, Expect: ExpectRevised, Revision: 2, Value: 81}
+	wd := Entry{EventID: "c", Fault: FaultWithdrawal, Expect: ExpectWithdrawn, Revision: 1}
+	stale := Entry{EventID: "c", Fault: FaultStale, Expect: ExpectRejected, Reason: "stale_revision", Revision: 1}
 	retried := acked(acc)
 	retried.Attempts = 3
 	tests := []struct {
@@ -51,6 +54,16 @@ func TestVerdict(t *testing.T) {
 		{"refused, nowhere", ref, Observed{}, VerdictOK},
 		{"refused but answered 200", acked(ref), Observed{}, VerdictStoredAfterRefusal},
 		{"refused but stored", ref, Observed{Accepted: map[string]copies{"w": {1, 1}}}, VerdictStoredAfterRefusal},
+		{"accepted, then a stale revision", acked(acc), Observed{Accepted: map[string]copies{"a": {1, 1}}, Rejected: map[string]map[string]copies{"a": {"stale_revision": {1, 1}}}}, VerdictOK},
+		{"corrected", acked(cor), Observed{Accepted: map[string]copies{"c": {1, 1}}, Held: map[string][]Held{"c": {{2, 81, 1}}}}, VerdictOK},
+		{"correction not yet stored", acked(cor), Observed{Accepted: map[string]copies{"c": {1, 1}}}, VerdictMissing},
+		{"correction with the wrong value", acked(cor), Observed{Accepted: map[string]copies{"c": {1, 1}}, Held: map[string][]Held{"c": {{2, 80, 1}}}}, VerdictMissing},
+		{"correction held twice", acked(cor), Observed{Accepted: map[string]copies{"c": {1, 1}}, Held: map[string][]Held{"c": {{2, 81, 2}}}}, VerdictDuplicated},
+		{"original not retracted", acked(cor), Observed{Accepted: map[string]copies{"c": {1, 1}}, Held: map[string][]Held{"c": {{0, 80, 1}, {2, 81, 1}}}}, VerdictWrongReason},
+		{"withdrawn", acked(wd), Observed{Accepted: map[string]copies{"c": {1, 1}}, Held: map[string][]Held{}}, VerdictOK},
+		{"withdrawal not yet stored", wd, Observed{Accepted: map[string]copies{"c": {1, 1}}, Held: map[string][]Held{"c": {{0, 80, 1}}}}, VerdictUnacked},
+		{"retracted twice", acked(wd), Observed{Accepted: map[string]copies{"c": {1, 1}}, Held: map[string][]Held{"c": {{0, 80, -1}}}}, VerdictDuplicated},
+		{"stale revision rejected", acked(stale), Observed{Accepted: map[string]copies{"c": {1, 1}}, Rejected: map[string]map[string]copies{"c": {"stale_revision": {1, 1}}}}, VerdictOK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,6 +95,11 @@ func TestCompareTables(t *testing.T) {
 		{"one without any outcome", Observed{Accepted: map[string]copies{"a": {1, 1}}, Rollup: map[[3]string]uint64{key: 1}}, false, 0, 0, 1},
 		{"one rejected instead", Observed{Accepted: map[string]copies{"a": {1, 1}}, Rejected: map[string]map[string]copies{"b": {"too_late": {1, 1}}},
 			Rollup: map[[3]string]uint64{key: 1}}, false, 0, 0, 0},
+	}
+	withdrawal := Entry{EventID: "b", UserID: "u", Metric: "heart_rate", Fault: FaultWithdrawal, Expect: ExpectWithdrawn, Revision: 1, Acked: true, Attempts: 1}
+	r := Compare(append(entries, withdrawal), &Observed{Accepted: map[string]copies{"a": {1, 1}, "b": {1, 1}}, Rollup: map[[3]string]uint64{key: 1}})
+	if !r.OK() || r.Withdrawn != 1 {
+		t.Errorf("a withdrawn reading: OK %v, %d withdrawn, %d rollup mismatches", r.OK(), r.Withdrawn, r.RollupMismatches)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,6 +190,12 @@ func gatewayMap(g schemas.GatewayReading) map[string]any {
 	if g.PeriodEnd != nil {
 		m["period_end"] = time.UnixMilli(*g.PeriodEnd).UTC().Format("2006-01-02T15:04:05.000Z")
 	}
+	if g.Revision != nil {
+		m["revision"] = float64(*g.Revision)
+	}
+	if g.Withdrawn != nil {
+		m["withdrawn"] = *g.Withdrawn
+	}
 	return m
 }
 
@@ -183,7 +207,8 @@ func runFake(t *testing.T, format string) (Result, []Entry, *fakeIngest) {
 	srv := httptest.NewServer(f)
 	defer srv.Close()
 	var man bytes.Buffer
-	all := Faults{Duplicate: 0.05, OutOfOrder: 0.05, Late: 0.05, Unpaired: 0.05, Implausible: 0.05, Malformed: 0.05, WrongKey: 0.3}
+	all := Faults{Duplicate: 0.05, OutOfOrder: 0.05, Late: 0.05, Unpaired: 0.05, Implausible: 0.05, Malformed: 0.05, WrongKey: 0.3,
+		Correction: 0.05, Withdrawal: 0.05, Stale: 0.5, Conflicting: 0.05}
 	res, err := Run(context.Background(), Options{URL: srv.URL, Key: "good", Users: 40, Rate: 100, Duration: 2 * time.Second, Batch: 10,
 		Clients: 2, Format: format, RunID: "t", Seed: 3, Faults: all, Drain: 5 * time.Second, Manifest: &man, Log: zerolog.Nop()}, nil)
 	if err != nil {
@@ -215,6 +240,14 @@ func testRunManifest(t *testing.T, format string) {
 		FaultNone: {ExpectAccepted, ""}, FaultOutOfOrder: {ExpectAccepted, ""}, FaultLate: {ExpectRejected, "too_late"},
 		FaultUnpaired: {ExpectRejected, "device_not_paired"}, FaultImplausible: {ExpectRejected, "implausible_value"},
 		FaultDuplicate: {ExpectRepeat, ""}, FaultWrongKey: {ExpectRefused, "unauthenticated"},
+		FaultCorrection: {ExpectRevised, ""}, FaultWithdrawal: {ExpectWithdrawn, ""}, FaultStale: {ExpectRejected, "stale_revision"},
+		FaultConflicting: {ExpectRejected, "conflicting_repeat"},
+	}
+	// Every version sent of each event id, in order.
+	versions := map[string][]map[string]any{}
+	for _, r := range f.readings {
+		id := r["event_id"].(string)
+		versions[id] = append(versions[id], r)
 	}
 	seen := map[string]int{}
 	malformed := map[string]int{}
@@ -240,6 +273,25 @@ func testRunManifest(t *testing.T, format string) {
 		}
 		if e.Fault != FaultMalformed && stored[e.EventID] == nil {
 			t.Errorf("%s %s: acknowledged but never stored", e.Fault, e.EventID)
+		}
+		// A revision revises a reading acknowledged before it: the event
+		// id's first version is the reading as first sent.
+		if e.Revision > 0 || e.Fault == FaultConflicting {
+			vs := versions[e.EventID]
+			if len(vs) < 2 || vs[0]["revision"] != nil {
+				t.Errorf("%s %s: versions %v", e.Fault, e.EventID, vs)
+			}
+			found := false
+			for _, v := range vs[1:] {
+				rev, _ := v["revision"].(float64)
+				withdrawn, _ := v["withdrawn"].(bool)
+				if int64(rev) == e.Revision && withdrawn == (e.Fault == FaultWithdrawal) && (e.Fault != FaultCorrection || v["value"] == e.Value) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s %s: no version sent as the manifest says (revision %d, value %g): %v", e.Fault, e.EventID, e.Revision, e.Value, vs)
+			}
 		}
 		r := stored[e.EventID]
 		if r == nil || e.Fault == FaultMalformed {

@@ -24,14 +24,27 @@ type Observed struct {
 	Accepted map[string]copies            // readings, by event id
 	Rejected map[string]map[string]copies // rejected_readings, by event id and reason
 	Dead     map[string]map[string]int    // dead-letter records, by event id and reason
-	// Rollup is countMerge(readings) of readings_daily by user, metric, day.
+	// Rollup is countMerge(readings) of readings_daily, plus what
+	// revisions changed (readings_daily_revisions), by user, metric, day.
 	Rollup map[[3]string]uint64
+	// Held is, by event id, the versions of the reading the readings and
+	// revision rows hold (each should hold one, or none once withdrawn).
+	Held map[string][]Held
+}
+
+// Held is a version of a reading the tables hold: its revision, value and
+// how many times it is held (rows minus retractions).
+type Held struct {
+	Revision int64
+	Value    float64
+	Net      int64
 }
 
 // Observe reads the tenant's readings, rejections and rollup from database
 // db and every dead-letter record of the tenant from topic deadLetters.
 func Observe(ctx context.Context, conn driver.Conn, db, tenant string, kopts []kgo.Opt, deadLetters string) (*Observed, error) {
-	o := &Observed{Accepted: map[string]copies{}, Rejected: map[string]map[string]copies{}, Dead: map[string]map[string]int{}, Rollup: map[[3]string]uint64{}}
+	o := &Observed{Accepted: map[string]copies{}, Rejected: map[string]map[string]copies{}, Dead: map[string]map[string]int{}, Rollup: map[[3]string]uint64{},
+		Held: map[string][]Held{}}
 	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT event_id, count(), uniqExact(source_partition, source_offset)
 		FROM %s.readings WHERE tenant_id = ? GROUP BY event_id`, db), tenant)
 	if err != nil {
@@ -71,8 +84,11 @@ func Observe(ctx context.Context, conn driver.Conn, db, tenant string, kopts []k
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("verify: read rejections: %w", err)
 	}
-	rows, err = conn.Query(ctx, fmt.Sprintf(`SELECT user_id, metric, toString(day), countMerge(readings)
-		FROM %s.readings_daily WHERE tenant_id = ? GROUP BY user_id, metric, day`, db), tenant)
+	rows, err = conn.Query(ctx, fmt.Sprintf(`SELECT user_id, metric, toString(day) AS d, toUInt64(sum(n)) FROM (
+			SELECT user_id, metric, day, toInt64(countMerge(readings)) AS n FROM %[1]s.readings_daily WHERE tenant_id = ? GROUP BY user_id, metric, day
+			UNION ALL
+			SELECT user_id, metric, day, sum(readings) AS n FROM %[1]s.readings_daily_revisions WHERE tenant_id = ? GROUP BY user_id, metric, day)
+		GROUP BY user_id, metric, d HAVING sum(n) != 0`, db), tenant, tenant)
 	if err != nil {
 		return nil, fmt.Errorf("verify: read rollup: %w", err)
 	}
@@ -89,6 +105,9 @@ func Observe(ctx context.Context, conn driver.Conn, db, tenant string, kopts []k
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("verify: read rollup: %w", err)
 	}
+	if err := o.readHeld(ctx, conn, db, tenant); err != nil {
+		return nil, err
+	}
 	codec := schemas.MustCodec(schemas.NameDeadLetter)
 	err = ReadTopic(ctx, kopts, deadLetters, func(r *kgo.Record) error {
 		var d schemas.DeadLetter
@@ -104,6 +123,37 @@ func Observe(ctx context.Context, conn driver.Conn, db, tenant string, kopts []k
 		return nil
 	})
 	return o, err
+}
+
+// readHeld reads, per event id, the versions its readings row and its
+// revision rows hold: each row counted +1, each retraction -1, per
+// revision; the revised event ids only (the rest hold their reading).
+func (o *Observed) readHeld(ctx context.Context, conn driver.Conn, db, tenant string) error {
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT event_id, rev, any(v), sum(n) AS k FROM (
+			SELECT event_id, toInt64(0) AS rev, value AS v, toInt64(1) AS n FROM %[1]s.readings
+			WHERE tenant_id = ? AND event_id IN (SELECT event_id FROM %[1]s.reading_revisions WHERE tenant_id = ?)
+			UNION ALL
+			SELECT event_id, revision AS rev, value AS v, toInt64(sign) AS n FROM %[1]s.reading_revisions WHERE tenant_id = ?)
+		GROUP BY event_id, rev HAVING k != 0`, db), tenant, tenant, tenant)
+	if err != nil {
+		return fmt.Errorf("verify: read revisions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var h Held
+		if err := rows.Scan(&id, &h.Revision, &h.Value, &h.Net); err != nil {
+			return fmt.Errorf("verify: scan revisions: %w", err)
+		}
+		o.Held[id] = append(o.Held[id], h)
+	}
+	return rows.Err()
+}
+
+// revisionReason is a rejection a revision or re-send of an accepted
+// reading gets, which does not concern the reading itself.
+func revisionReason(reason string) bool {
+	return reason == "stale_revision" || reason == "conflicting_repeat"
 }
 
 // ReadTopic calls fn for every record of topic from its start to its end
@@ -189,6 +239,9 @@ func (o *Observed) Verdict(e Entry) string {
 	switch e.Expect {
 	case ExpectAccepted:
 		for reason, c := range rej {
+			if revisionReason(reason) {
+				continue
+			}
 			if reason != "too_late" || e.Attempts < 2 || c.sources >= uint64(e.Attempts) {
 				return VerdictWrongReason
 			}
@@ -202,12 +255,14 @@ func (o *Observed) Verdict(e Entry) string {
 			return VerdictUnacked
 		}
 		return VerdictMissing
+	case ExpectRevised, ExpectWithdrawn:
+		return o.revisionVerdict(e)
 	case ExpectRejected:
-		if acc.rows > 0 {
+		if acc.rows > 0 && !revisionReason(e.Reason) {
 			return VerdictWrongReason
 		}
 		for reason := range rej {
-			if reason != e.Reason {
+			if reason != e.Reason && !revisionReason(reason) {
 				return VerdictWrongReason
 			}
 		}
@@ -250,6 +305,28 @@ func (o *Observed) Verdict(e Entry) string {
 	return VerdictWrongReason
 }
 
+// revisionVerdict judges a correction (the reading holds exactly its
+// version, once) or a withdrawal (it holds none).
+func (o *Observed) revisionVerdict(e Entry) string {
+	held := o.Held[e.EventID]
+	for _, h := range held {
+		if h.Net != 1 {
+			return VerdictDuplicated
+		}
+	}
+	switch {
+	case e.Expect == ExpectRevised && len(held) == 1 && held[0].Revision == e.Revision && held[0].Value == e.Value:
+		return VerdictOK
+	case e.Expect == ExpectWithdrawn && len(held) == 0 && o.Accepted[e.EventID].rows > 0:
+		return VerdictOK
+	case len(held) > 1 || (len(held) == 1 && held[0].Revision > e.Revision):
+		return VerdictWrongReason
+	case !e.Acked:
+		return VerdictUnacked
+	}
+	return VerdictMissing
+}
+
 // FaultRow is one line of the summary: a fault kind and its verdicts.
 type FaultRow struct {
 	Fault    string         `json:"fault"`
@@ -270,6 +347,9 @@ type Report struct {
 	RawRows          uint64 `json:"raw_rows"`
 	RawDistinct      int    `json:"raw_distinct_event_ids"`
 	RollupReadings   uint64 `json:"rollup_readings"`
+	// Withdrawn counts the readings withdrawn: the rollup counts the raw
+	// rows less these.
+	Withdrawn uint64 `json:"withdrawn"`
 	// RollupMismatches counts (user, metric, day) whose rollup count is not
 	// the number of distinct readings stored for it.
 	RollupMismatches int `json:"rollup_mismatches"`
@@ -282,7 +362,7 @@ type Report struct {
 
 // OK reports whether every check passed.
 func (r *Report) OK() bool {
-	if r.Extra > 0 || r.RollupMismatches > 0 || r.AckedWithoutOutcome > 0 || uint64(r.RawDistinct) != r.RawRows || r.RollupReadings != r.RawRows {
+	if r.Extra > 0 || r.RollupMismatches > 0 || r.AckedWithoutOutcome > 0 || uint64(r.RawDistinct) != r.RawRows || r.RollupReadings != r.RawRows-r.Withdrawn {
 		return false
 	}
 	for _, f := range r.Faults {
@@ -301,6 +381,13 @@ func Compare(entries []Entry, o *Observed) *Report {
 	rows := map[string]*FaultRow{}
 	known := map[string]bool{}
 	perKey := map[[3]string]uint64{}
+	withdrawn := map[string]bool{}
+	for _, e := range entries {
+		if e.Expect == ExpectWithdrawn && len(o.Held[e.EventID]) == 0 && o.Accepted[e.EventID].rows > 0 {
+			withdrawn[e.EventID] = true
+		}
+	}
+	r.Withdrawn = uint64(len(withdrawn))
 	for _, e := range entries {
 		known[e.EventID] = true
 		fr := rows[e.Fault]
@@ -325,7 +412,9 @@ func Compare(entries []Entry, o *Observed) *Report {
 		}
 		if e.Expect == ExpectAccepted && o.Accepted[e.EventID].rows > 0 {
 			r.AcceptedExpected++
-			perKey[[3]string{e.UserID, e.Metric, e.Day}]++
+			if !withdrawn[e.EventID] {
+				perKey[[3]string{e.UserID, e.Metric, e.Day}]++
+			}
 		}
 	}
 	for _, k := range FaultKinds {
@@ -381,8 +470,8 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintln(tw, "\t")
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "readings: %d rows, %d distinct event ids, %d expected present; rollup counts %d readings, %d (user, metric, day) mismatches; %d stored event ids not in the manifest; %d acknowledged without any outcome\n",
-		r.RawRows, r.RawDistinct, r.AcceptedExpected, r.RollupReadings, r.RollupMismatches, r.Extra, r.AckedWithoutOutcome)
+	fmt.Fprintf(w, "readings: %d rows, %d distinct event ids, %d expected present, %d withdrawn since; rollup counts %d readings, %d (user, metric, day) mismatches; %d stored event ids not in the manifest; %d acknowledged without any outcome\n",
+		r.RawRows, r.RawDistinct, r.AcceptedExpected, r.Withdrawn, r.RollupReadings, r.RollupMismatches, r.Extra, r.AckedWithoutOutcome)
 	for _, e := range r.Examples {
 		fmt.Fprintln(w, "  e.g.", e)
 	}

@@ -28,6 +28,14 @@ type Aggregate struct {
 	// ErasedAt, once set, makes the aggregate a tombstone: the user asked
 	// for erasure at that time and every later event is refused.
 	ErasedAt int64 `json:"erased,omitempty"`
+	// IngestHigh is the latest ingest time of the user's readings judged:
+	// the clock, taken from the log, against which the correction window
+	// is measured.
+	IngestHigh int64 `json:"ih,omitempty"`
+	// Revised holds, per event id that has been revised, what ordering its
+	// later revisions needs; kept while the event can still be revised
+	// (see Revised).
+	Revised map[string]*Revised `json:"rv,omitempty"`
 }
 
 // Stream is the state of one device's metric for one user.
@@ -42,16 +50,23 @@ type Stream struct {
 	// the condition already raised its alert.
 	CondSince int64 `json:"cs,omitempty"`
 	Raised    bool  `json:"cr,omitempty"`
+	// Runs are the alerts this stream raised that a correction may still
+	// withdraw (see AlertRun), oldest first.
+	Runs []AlertRun `json:"ar,omitempty"`
 	// key is the stream's key in Aggregate.Streams. The ids remembered for
 	// the stream share this one copy of it, and judging a reading needs
 	// no new string to name its stream.
 	key string
 }
 
-// SeenEvent records where an accepted event id belongs.
+// SeenEvent records where an accepted event id belongs, and the
+// fingerprint of what was accepted under it (0: not known, in snapshots
+// written before fingerprints), which tells a repeat from a conflicting
+// re-send.
 type SeenEvent struct {
 	Stream string `json:"s"`
 	At     int64  `json:"t"`
+	Print  uint64 `json:"p,omitempty"`
 }
 
 // Pairing is one interval during which a device belonged to the user:
@@ -152,5 +167,14 @@ func (a *Aggregate) Compact(cfg Config) {
 				delete(st.Rate, m)
 			}
 		}
+		st.Runs = a.liveRuns(st.Runs, cfg)
+	}
+	for id, rv := range a.Revised {
+		if a.forgotten(rv.Measured, cfg) {
+			delete(a.Revised, id)
+		}
+	}
+	if len(a.Revised) == 0 {
+		a.Revised = nil
 	}
 }

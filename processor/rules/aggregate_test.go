@@ -280,8 +280,12 @@ func TestAlerts(t *testing.T) {
 			}
 		}
 	}
-	if len(alerts) != 1 {
-		t.Fatalf("%d alerts, want 1", len(alerts))
+	// Raised at 75 s, resolved by the reading at 105 s.
+	if len(alerts) != 2 || alerts[0].Status != schemas.AlertRaised || alerts[1].Status != schemas.AlertResolved {
+		t.Fatalf("alerts %+v, want raised and resolved", alerts)
+	}
+	if res := alerts[1]; res.AlertID != alerts[0].AlertID || res.EventID != alerts[0].AlertID+":resolved" || res.StatusAt != t0.Add(105*time.Second).UnixMilli() || res.StartedAt != alerts[0].StartedAt {
+		t.Fatalf("resolved %+v", res)
 	}
 	al := alerts[0]
 	if al.Rule != "spo2_low_sustained" || al.Severity != "critical" || al.StartedAt != t0.Add(15*time.Second).UnixMilli() || al.MeasuredAt != t0.Add(75*time.Second).UnixMilli() {
@@ -297,7 +301,7 @@ func TestAlerts(t *testing.T) {
 			}
 		}
 	}
-	if again == nil || again.EventID != al.EventID {
+	if again == nil || again.EventID != al.EventID || again.AlertID != al.EventID {
 		t.Fatalf("alert ids differ: %v vs %s", again, al.EventID)
 	}
 	// Heart rate above the bound for five minutes.
@@ -345,6 +349,7 @@ func TestDecisionsIndependentOfCompactionAndStorage(t *testing.T) {
 		d *schemas.DeviceEvent
 	}
 	var inputs []ev
+	var last *schemas.Reading
 	inputs = append(inputs, ev{d: paired("d1", 3)})
 	for i := range 200 {
 		m := i/10 + (i*7)%3 - 1 // drifts forward, wandering back and forth
@@ -352,10 +357,20 @@ func TestDecisionsIndependentOfCompactionAndStorage(t *testing.T) {
 			m -= 4 // now and then too late
 		}
 		id := fmt.Sprintf("e%d", i)
-		if i%11 == 0 && i > 0 {
-			id = fmt.Sprintf("e%d", i-1) // a repeat
+		r := at(id, "d1", max(m, 0), (i*13)%60)
+		switch {
+		case i%11 == 0 && i > 0:
+			r = with(at("", "d1", 0, 0), func(x *schemas.Reading) { *x = *last }) // a repeat
+		case i%29 == 0 && i > 0:
+			r.EventID = fmt.Sprintf("e%d", i-1) // the previous id with other content
+		case i%17 == 0 && i > 0:
+			r = with(at(fmt.Sprintf("e%d", i-3), "d1", max(m, 0), 0), func(x *schemas.Reading) { x.Revision, x.Value = 2, 99 }) // a correction
+		case i%19 == 0 && i > 0:
+			r = with(at(fmt.Sprintf("e%d", i-2), "d1", max(m, 0), 0), func(x *schemas.Reading) { x.Revision = 1 }) // a revision arriving after revision 2
+			inputs = append(inputs, ev{r: with(at(r.EventID, "d1", max(m, 0), 0), func(x *schemas.Reading) { x.Revision, x.Withdrawn = 2, true })})
 		}
-		inputs = append(inputs, ev{r: at(id, "d1", max(m, 0), (i*13)%60)})
+		inputs = append(inputs, ev{r: r})
+		last = r
 		if i == 120 {
 			inputs = append(inputs, ev{d: paired("d1", 0)})
 		}
@@ -396,7 +411,7 @@ func TestDecisionsIndependentOfCompactionAndStorage(t *testing.T) {
 	}
 	// And the test is not vacuous: every kind of decision occurs.
 	all := strings.Join(want, " ")
-	for _, d := range []string{":accept", ":duplicate", ReasonTooLate, ReasonDeviceNotPaired, ReasonRateExceeded} {
+	for _, d := range []string{":accept", ":duplicate", ReasonTooLate, ReasonDeviceNotPaired, ReasonRateExceeded, ReasonConflictingRepeat, ReasonStaleRevision} {
 		if !strings.Contains(all, d) {
 			t.Fatalf("inputs do not exercise %s: %v", d, want)
 		}

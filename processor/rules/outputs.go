@@ -29,6 +29,7 @@ func Accepted(dst *schemas.AcceptedReading, r *schemas.Reading, partition int32,
 		MeasuredAt: r.MeasuredAt, ReceivedAt: r.ReceivedAt, IngestedAt: r.IngestedAt,
 		SourcePartition: partition, SourceOffset: offset,
 		PeriodEnd: r.PeriodEnd, SecondValue: second, Stage: r.Stage, Sequence: r.Sequence,
+		Revision: r.Revision, Withdrawn: r.Withdrawn,
 	}
 }
 

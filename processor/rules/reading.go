@@ -39,9 +39,15 @@ func (a *Aggregate) AppendReading(out []Outcome, r *schemas.Reading, src *Held, 
 
 // judge decides one reading (fresh or held).
 func (a *Aggregate) judge(r *schemas.Reading, src *Held, cfg Config) Outcome {
+	if r.IngestedAt > a.IngestHigh {
+		a.IngestHigh = r.IngestedAt
+	}
+	if r.Revision > 0 {
+		return a.judgeRevision(r, src, cfg)
+	}
 	lateness := cfg.AllowedLateness.Milliseconds()
-	if a.duplicate(r, lateness) {
-		return Outcome{Decision: Duplicate, Reading: r}
+	if o, done := a.repeat(r, lateness, cfg); done {
+		return o
 	}
 	st := a.stream(r)
 	if st != nil && r.MeasuredAt < st.Newest-lateness {
@@ -66,7 +72,7 @@ func (a *Aggregate) judge(r *schemas.Reading, src *Held, cfg Config) Outcome {
 	if st != nil && st.Rate[minute] >= cfg.MaxPerMinute {
 		return reject(r, ReasonRateExceeded, "more than %d %s readings of device %s in one minute", cfg.MaxPerMinute, r.Metric, r.DeviceID)
 	}
-	st = a.accept(st, r, minute)
+	st = a.accept(st, r, minute, Fingerprint(r))
 	o := Outcome{Decision: Accept, Reading: r}
 	if r.MeasuredAt == st.Newest { // only readings at the frontier move alert conditions
 		o.Alert = a.alert(st, r, cfg)
@@ -74,24 +80,10 @@ func (a *Aggregate) judge(r *schemas.Reading, src *Held, cfg Config) Outcome {
 	return o
 }
 
-// duplicate reports whether r's event id, or its device and sequence
-// number, was accepted before and is still remembered.
-func (a *Aggregate) duplicate(r *schemas.Reading, lateness int64) bool {
-	if seen, ok := a.Seen[r.EventID]; ok && !a.expired(seen, lateness) {
-		return true
-	}
-	if r.Sequence != nil {
-		var buf keyBuf
-		if seen, ok := a.Seen[string(appendSeqKey(buf[:0], r))]; ok && !a.expired(seen, lateness) {
-			return true
-		}
-	}
-	return false
-}
-
 // accept applies an accepted reading to its stream st (nil if it has none
-// yet, which accept then creates and returns) and remembers its id.
-func (a *Aggregate) accept(st *Stream, r *schemas.Reading, minute int64) *Stream {
+// yet, which accept then creates and returns) and remembers its id with
+// the fingerprint of its content.
+func (a *Aggregate) accept(st *Stream, r *schemas.Reading, minute int64, print uint64) *Stream {
 	a.init()
 	if st == nil {
 		key := streamKey(r)
@@ -107,7 +99,7 @@ func (a *Aggregate) accept(st *Stream, r *schemas.Reading, minute int64) *Stream
 	// The id is copied: a decoded reading's strings share the decoder's
 	// buffers with other readings', and remembering the id itself would
 	// keep all of them in memory for as long as the id is remembered.
-	a.Seen[strings.Clone(r.EventID)] = SeenEvent{Stream: st.key, At: r.MeasuredAt}
+	a.Seen[strings.Clone(r.EventID)] = SeenEvent{Stream: st.key, At: r.MeasuredAt, Print: print}
 	if r.Sequence != nil {
 		var buf keyBuf
 		a.Seen[string(appendSeqKey(buf[:0], r))] = SeenEvent{Stream: st.key, At: r.MeasuredAt}
@@ -168,48 +160,178 @@ func derefOr(p *int64, def int64) int64 {
 }
 
 // alert updates the stream's alert condition with an accepted frontier
-// reading and returns an alert when the condition has held long enough.
+// reading and returns an alert when the condition has held long enough
+// (raised), or when it ends after an alert was raised (resolved).
 func (a *Aggregate) alert(st *Stream, r *schemas.Reading, cfg Config) *schemas.Alert {
-	var holds bool
-	var rule string
-	var severity string
-	var dur time.Duration
-	v := st.Current
-	switch r.Metric {
-	case "spo2":
-		m := metric.MustLookup("spo2")
-		v, _ = m.Canonical(r.Value, r.Unit)
-		holds, rule, severity, dur = v < cfg.SpO2Low, "spo2_low_sustained", "critical", cfg.SpO2LowFor
-	case "heart_rate":
-		holds, rule, severity, dur = v > cfg.HeartRateHigh, "heart_rate_high_sustained", "warning", cfg.HeartRateHighFor
-	default:
+	ru, ok := ruleFor(r.Metric, cfg)
+	if !ok {
 		return nil
 	}
-	if !holds {
+	v := st.Current
+	if r.Metric == "spo2" {
+		m := metric.MustLookup("spo2")
+		v, _ = m.Canonical(r.Value, r.Unit)
+	}
+	if !ru.holds(v) {
+		var resolved *schemas.Alert
+		if st.Raised {
+			if i := st.run(st.CondSince); i >= 0 {
+				run := &st.Runs[i]
+				run.Ended = r.MeasuredAt
+				resolved = a.lifecycle(ru, run, r, schemas.AlertResolved, ru.resolvedMessage(cfg))
+			}
+		}
 		st.CondSince, st.Raised = 0, false
-		return nil
+		return resolved
 	}
 	if st.CondSince == 0 {
 		st.CondSince = r.MeasuredAt
 	}
-	if st.Raised || r.MeasuredAt-st.CondSince < dur.Milliseconds() {
+	if st.Raised || r.MeasuredAt-st.CondSince < ru.dur.Milliseconds() {
 		return nil
 	}
 	st.Raised = true
+	st.Runs = append(a.liveRuns(st.Runs, cfg), AlertRun{Since: st.CondSince, RaisedAt: r.MeasuredAt, Value: v})
+	run := &st.Runs[len(st.Runs)-1]
 	// The message is formatted here, not for every reading: almost none
 	// raises an alert.
-	var msg string
-	if r.Metric == "spo2" {
-		msg = fmt.Sprintf("SpO2 below %g%% for at least %s", cfg.SpO2Low, cfg.SpO2LowFor)
-	} else {
-		msg = fmt.Sprintf("heart rate above %g/min for at least %s", cfg.HeartRateHigh, cfg.HeartRateHighFor)
+	return a.lifecycle(ru, run, r, schemas.AlertRaised, ru.message(cfg))
+}
+
+// AlertRun is one alert a stream raised, kept so that a correction of one
+// of the readings that raised it can withdraw it: the condition held from
+// Since to RaisedAt (the frontier readings in between raised it), Value
+// is the reading's at RaisedAt, Ended when a reading ended the condition
+// (0 while it holds). Runs are kept while RaisedAt lies within twice the
+// correction window, and dropped once withdrawn.
+type AlertRun struct {
+	Since    int64   `json:"s"`
+	RaisedAt int64   `json:"r"`
+	Value    float64 `json:"v"`
+	Ended    int64   `json:"e,omitempty"`
+}
+
+// maxRuns bounds the alerts a stream keeps for withdrawal.
+const maxRuns = 32
+
+// liveRuns drops the runs a correction can no longer reach, and the oldest
+// beyond maxRuns-1 (room for one more).
+func (a *Aggregate) liveRuns(runs []AlertRun, cfg Config) []AlertRun {
+	kept := runs[:0]
+	for _, run := range runs {
+		if !a.forgotten(run.RaisedAt, cfg) {
+			kept = append(kept, run)
+		}
 	}
-	// The id derives from the rule and the start of the condition, so a
-	// re-processing raises the same alert with the same id.
-	sum := sha256.Sum256([]byte(r.TenantID + "\x00" + r.UserID + "\x00" + r.DeviceID + "\x00" + rule + "\x00" + strconv.FormatInt(st.CondSince, 10)))
+	if n := len(kept) - (maxRuns - 1); n > 0 {
+		kept = append(kept[:0], kept[n:]...)
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	return kept
+}
+
+// run is the index of the run that started at since, -1 if none.
+func (st *Stream) run(since int64) int {
+	for i := range st.Runs {
+		if st.Runs[i].Since == since {
+			return i
+		}
+	}
+	return -1
+}
+
+// withdrawAlert withdraws the alert whose raising readings the accepted
+// revision r changed: r falls in the run [Since, RaisedAt] and withdraws
+// its reading, or corrects it to a value outside the condition. If the
+// condition was still holding, it starts afresh with the next reading
+// that meets it. Corrections never raise or resolve an alert.
+func (a *Aggregate) withdrawAlert(st *Stream, r *schemas.Reading, cfg Config) *schemas.Alert {
+	ru, ok := ruleFor(r.Metric, cfg)
+	if !ok {
+		return nil
+	}
+	for i := range st.Runs {
+		run := st.Runs[i]
+		if r.MeasuredAt < run.Since || r.MeasuredAt > run.RaisedAt {
+			continue
+		}
+		if !r.Withdrawn {
+			m, _ := metric.Lookup(r.Metric)
+			if v, _ := m.Canonical(r.Value, r.Unit); ru.holds(v) {
+				return nil
+			}
+		}
+		if st.Runs = append(st.Runs[:i], st.Runs[i+1:]...); len(st.Runs) == 0 {
+			st.Runs = nil
+		}
+		if st.Raised && st.CondSince == run.Since {
+			st.CondSince, st.Raised = 0, false
+		}
+		return a.lifecycle(ru, &run, r, schemas.AlertWithdrawn, "withdrawn: a reading that raised it was corrected or withdrawn")
+	}
+	return nil
+}
+
+// alertRule is one of the rules that raise alerts: its condition is a
+// value below (low) or above a bound. (No closure: it is made for every
+// frontier reading, and must not allocate.)
+type alertRule struct {
+	name, severity, metric string
+	dur                    time.Duration
+	bound                  float64
+	low                    bool
+}
+
+// holds reports whether value v meets the rule's condition.
+func (ru alertRule) holds(v float64) bool {
+	if ru.low {
+		return v < ru.bound
+	}
+	return v > ru.bound
+}
+
+// ruleFor returns the alert rule watching metric, if any.
+func ruleFor(metricName string, cfg Config) (alertRule, bool) {
+	switch metricName {
+	case "spo2":
+		return alertRule{name: "spo2_low_sustained", severity: "critical", dur: cfg.SpO2LowFor, metric: metricName, bound: cfg.SpO2Low, low: true}, true
+	case "heart_rate":
+		return alertRule{name: "heart_rate_high_sustained", severity: "warning", dur: cfg.HeartRateHighFor, metric: metricName, bound: cfg.HeartRateHigh}, true
+	}
+	return alertRule{}, false
+}
+
+func (ru alertRule) message(cfg Config) string {
+	if ru.metric == "spo2" {
+		return fmt.Sprintf("SpO2 below %g%% for at least %s", cfg.SpO2Low, cfg.SpO2LowFor)
+	}
+	return fmt.Sprintf("heart rate above %g/min for at least %s", cfg.HeartRateHigh, cfg.HeartRateHighFor)
+}
+
+func (ru alertRule) resolvedMessage(cfg Config) string {
+	if ru.metric == "spo2" {
+		return fmt.Sprintf("resolved: SpO2 back at or above %g%%", cfg.SpO2Low)
+	}
+	return fmt.Sprintf("resolved: heart rate back at or below %g/min", cfg.HeartRateHigh)
+}
+
+// lifecycle returns the alert event of a run: raised, resolved or
+// withdrawn by reading r. Its alert id derives from the rule and the start
+// of the condition, so a re-processing raises the same alert with the same
+// id; each later event of the alert has an id of its own.
+func (a *Aggregate) lifecycle(ru alertRule, run *AlertRun, r *schemas.Reading, status, msg string) *schemas.Alert {
+	sum := sha256.Sum256([]byte(r.TenantID + "\x00" + r.UserID + "\x00" + r.DeviceID + "\x00" + ru.name + "\x00" + strconv.FormatInt(run.Since, 10)))
+	id := "alert-" + hex.EncodeToString(sum[:16])
+	event := id
+	if status != schemas.AlertRaised {
+		event = id + ":" + status
+	}
 	return &schemas.Alert{
-		TenantID: r.TenantID, EventID: "alert-" + hex.EncodeToString(sum[:16]), UserID: r.UserID, DeviceID: r.DeviceID,
-		GatewayID: r.GatewayID, Metric: r.Metric, Rule: rule, Severity: severity, MeasuredAt: r.MeasuredAt,
-		StartedAt: st.CondSince, ReceivedAt: r.ReceivedAt, Value: v, Message: msg,
+		TenantID: r.TenantID, EventID: event, UserID: r.UserID, DeviceID: r.DeviceID,
+		GatewayID: r.GatewayID, Metric: r.Metric, Rule: ru.name, Severity: ru.severity, MeasuredAt: run.RaisedAt,
+		StartedAt: run.Since, ReceivedAt: r.ReceivedAt, Value: run.Value, Message: msg,
+		AlertID: id, Status: status, StatusAt: r.MeasuredAt, RecordedAt: r.IngestedAt,
 	}
 }

@@ -28,6 +28,10 @@ const (
 	ReasonRateExceeded     = "rate_exceeded"     // more readings per device and metric per minute than allowed
 	ReasonUserErased       = "user_erased"       // the user asked for erasure before this event
 	ReasonMalformedEvent   = "malformed_event"   // the log record could not be decoded
+	// Revisions (corrections and withdrawals of an event id).
+	ReasonStaleRevision     = "stale_revision"           // a lower revision than the one applied: it arrived late or was re-sent
+	ReasonConflictingRepeat = "conflicting_repeat"       // the event id (and revision) was applied with other content: a correction must raise the revision
+	ReasonCorrectionWindow  = "correction_window_passed" // a revision of a reading measured longer ago than the correction window
 )
 
 // Decision is what the aggregate made of one reading.
@@ -68,6 +72,13 @@ type Config struct {
 	// above the threshold (/min) for at least that long.
 	HeartRateHigh    float64
 	HeartRateHighFor time.Duration
+	// CorrectionWindow is how far back a revision (a correction or
+	// withdrawal) may reach: one of a reading measured more than this
+	// before the newest ingest time of the user's readings is rejected
+	// correction_window_passed. What the processor remembers of revised
+	// readings, to apply their revisions in order, is kept for twice as
+	// long (see Revised).
+	CorrectionWindow time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -82,6 +93,7 @@ func DefaultConfig() Config {
 		SpO2LowFor:       60 * time.Second,
 		HeartRateHigh:    180,
 		HeartRateHighFor: 5 * time.Minute,
+		CorrectionWindow: 7 * 24 * time.Hour,
 	}
 }
 
@@ -95,6 +107,7 @@ type Outcome struct {
 	Reading *schemas.Reading
 	// Held carries the source position of a released held reading.
 	Held *Held
-	// Alert is set when accepting the reading raised an alert.
+	// Alert is set when accepting the reading raised or resolved an
+	// alert, or (a revision) withdrew one.
 	Alert *schemas.Alert
 }

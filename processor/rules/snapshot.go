@@ -10,10 +10,15 @@ import (
 	"github.com/vitalshq/vitals/schemas"
 )
 
-// snapshotV1 starts a binary aggregate snapshot. JSON snapshots (written
-// before the binary format) start with '{', so the first byte tells them
-// apart and old rows stay readable.
-const snapshotV1 = 0x01
+// snapshotV1 and snapshotV2 start a binary aggregate snapshot. JSON
+// snapshots (written before the binary format) start with '{', so the
+// first byte tells them apart and old rows stay readable. v2 adds what
+// revisions need: IngestHigh, each remembered id's fingerprint, the
+// streams' alert runs and the revised event ids.
+const (
+	snapshotV1 = 0x01
+	snapshotV2 = 0x02
+)
 
 // readingCodec decodes held readings from their original log bytes, which a
 // snapshot keeps instead of a second copy of the decoded reading.
@@ -32,10 +37,11 @@ func (a *Aggregate) MarshalBinary() ([]byte, error) {
 // checkpoint encodes every changed user through one buffer). It never
 // fails.
 func (a *Aggregate) AppendBinary(b []byte) ([]byte, error) {
-	b = append(b, snapshotV1)
+	b = append(b, snapshotV2)
 	b = binary.AppendUvarint(b, uint64(a.Version))
 	b = binary.AppendVarint(b, a.Newest)
 	b = binary.AppendVarint(b, a.ErasedAt)
+	b = binary.AppendVarint(b, a.IngestHigh)
 	// A remembered id names its stream by the position the stream was
 	// written at. Users have a few streams: finding one among them is
 	// cheaper than hashing its key, and as the ids share their stream's
@@ -50,7 +56,8 @@ func (a *Aggregate) AppendBinary(b []byte) ([]byte, error) {
 	b, keys = a.appendStreams(b, keys, index)
 	b = a.appendSeen(b, keys, index)
 	b = a.appendDevices(b)
-	return a.appendHeld(b), nil
+	b = a.appendHeld(b)
+	return a.appendRevised(b), nil
 }
 
 // appendStreams writes the streams, noting each key's position in index,
@@ -76,6 +83,13 @@ func (a *Aggregate) appendStreams(b []byte, keys []string, index map[string]uint
 			b = append(b, 1)
 		} else {
 			b = append(b, 0)
+		}
+		b = binary.AppendUvarint(b, uint64(len(st.Runs)))
+		for _, run := range st.Runs {
+			b = binary.AppendVarint(b, run.Since)
+			b = binary.AppendVarint(b, run.RaisedAt)
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(run.Value))
+			b = binary.AppendVarint(b, run.Ended)
 		}
 	}
 	return b, keys
@@ -110,6 +124,7 @@ func (a *Aggregate) appendSeen(b []byte, keys []string, index map[string]uint64)
 			b = appendString(b, s.Stream)
 		}
 		b = binary.AppendVarint(b, s.At)
+		b = binary.LittleEndian.AppendUint64(b, s.Print)
 	}
 	return b
 }
@@ -138,8 +153,29 @@ func (a *Aggregate) appendHeld(b []byte) []byte {
 	return b
 }
 
-// UnmarshalBinary decodes what MarshalBinary wrote, or a JSON snapshot of
-// an older release.
+// appendRevised writes the revised event ids.
+func (a *Aggregate) appendRevised(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(a.Revised)))
+	for id, rv := range a.Revised {
+		b = appendString(b, id)
+		b = binary.AppendVarint(b, rv.Revision)
+		if rv.Withdrawn {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+		b = binary.AppendVarint(b, rv.Measured)
+		b = binary.AppendUvarint(b, uint64(len(rv.Prints)))
+		for _, p := range rv.Prints {
+			b = binary.AppendVarint(b, p.Revision)
+			b = binary.LittleEndian.AppendUint64(b, p.Print)
+		}
+	}
+	return b
+}
+
+// UnmarshalBinary decodes what MarshalBinary wrote, or a snapshot of an
+// older release (binary v1 or JSON).
 func (a *Aggregate) UnmarshalBinary(data []byte) error {
 	*a = Aggregate{}
 	if len(data) > 0 && data[0] == '{' {
@@ -149,13 +185,16 @@ func (a *Aggregate) UnmarshalBinary(data []byte) error {
 		a.internKeys()
 		return nil
 	}
-	if len(data) == 0 || data[0] != snapshotV1 {
+	if len(data) == 0 || (data[0] != snapshotV1 && data[0] != snapshotV2) {
 		return errors.New("aggregate snapshot: unknown format")
 	}
-	d := decoder{b: data[1:]}
+	d := decoder{b: data[1:], v2: data[0] == snapshotV2}
 	a.Version = int64(d.uvarint())
 	a.Newest = d.varint()
 	a.ErasedAt = d.varint()
+	if d.v2 {
+		a.IngestHigh = d.varint()
+	}
 	n := d.count()
 	// The keys' array is made here, where it does not outlive the call,
 	// so that a few fit on the stack.
@@ -164,6 +203,9 @@ func (a *Aggregate) UnmarshalBinary(data []byte) error {
 	a.decodeDevices(&d)
 	if err := a.decodeHeld(&d); err != nil {
 		return err
+	}
+	if d.v2 {
+		a.decodeRevised(&d)
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail()
@@ -189,6 +231,14 @@ func (a *Aggregate) decodeStreams(d *decoder, n int, keys []string) []string {
 		}
 		st.CondSince = d.varint()
 		st.Raised = d.byte() == 1
+		if d.v2 {
+			if m := d.count(); m > 0 {
+				st.Runs = make([]AlertRun, 0, m)
+				for range m {
+					st.Runs = append(st.Runs, AlertRun{Since: d.varint(), RaisedAt: d.varint(), Value: math.Float64frombits(d.uint64()), Ended: d.varint()})
+				}
+			}
+		}
 		keys = append(keys, k)
 		a.Streams[k] = st
 	}
@@ -212,7 +262,29 @@ func (a *Aggregate) decodeSeen(d *decoder, keys []string) {
 			d.fail()
 		}
 		s.At = d.varint()
+		if d.v2 {
+			s.Print = d.uint64()
+		}
 		a.Seen[id] = s
+	}
+}
+
+func (a *Aggregate) decodeRevised(d *decoder) {
+	n := d.count()
+	if n == 0 {
+		return
+	}
+	a.Revised = make(map[string]*Revised, n)
+	for range n {
+		id := d.string()
+		rv := &Revised{Revision: d.varint(), Withdrawn: d.byte() == 1, Measured: d.varint()}
+		if m := d.count(); m > 0 {
+			rv.Prints = make([]RevisionPrint, 0, m)
+			for range m {
+				rv.Prints = append(rv.Prints, RevisionPrint{Revision: d.varint(), Print: d.uint64()})
+			}
+		}
+		a.Revised[id] = rv
 	}
 }
 
@@ -279,6 +351,7 @@ func appendString(b []byte, s string) []byte {
 type decoder struct {
 	b   []byte
 	err error
+	v2  bool // the snapshot is v2 (snapshotV2)
 }
 
 var errTruncated = errors.New("aggregate snapshot: truncated or corrupt")

@@ -7,12 +7,13 @@ import (
 	"testing"
 )
 
-// AppendReading writes reading v2 byte for byte as the codec does.
+// AppendReading writes reading v3 byte for byte as the codec does.
 func TestAppendReadingMatchesCodec(t *testing.T) {
 	codec := MustCodec(NameReading)
 	full := Reading{TenantID: "t", EventID: "e-1", UserID: "u:1@x", DeviceID: "d.1", GatewayID: "g_1", Metric: "sleep_stage",
 		Value: 12.5, Unit: "min", MeasuredAt: 1_700_000_000_000, ReceivedAt: -1, IngestedAt: math.MaxInt64,
-		PeriodEnd: i64(math.MinInt64), SecondValue: f64(-0.0), Stage: str("rem"), Sequence: i64(0), SourceFormat: "avro"}
+		PeriodEnd: i64(math.MinInt64), SecondValue: f64(-0.0), Stage: str("rem"), Sequence: i64(0), SourceFormat: "avro",
+		Revision: 7, Withdrawn: true}
 	tests := []struct {
 		name string
 		rd   Reading
@@ -22,7 +23,7 @@ func TestAppendReadingMatchesCodec(t *testing.T) {
 		{"long strings", Reading{TenantID: strings.Repeat("t", 200), EventID: strings.Repeat("é", 100), Value: math.Inf(-1), SourceFormat: "json"}},
 		{"NaN", Reading{Value: math.NaN(), SecondValue: f64(math.NaN())}},
 	}
-	for _, stage := range readingV2Stages {
+	for _, stage := range readingV3Stages {
 		rd := full
 		rd.Stage = str(stage)
 		tests = append(tests, struct {
@@ -69,8 +70,8 @@ func FuzzAppendReading(f *testing.F) {
 		if hasSecond {
 			rd.SecondValue = &second
 		}
-		if int(stage) < len(readingV2Stages) {
-			rd.Stage = str(readingV2Stages[stage])
+		if int(stage) < len(readingV3Stages) {
+			rd.Stage = str(readingV3Stages[stage])
 		}
 		if hasSeq {
 			rd.Sequence = &seq

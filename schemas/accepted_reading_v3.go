@@ -6,22 +6,22 @@ import (
 	"unsafe"
 )
 
-// acceptedReadingV2 is the version written and read by hand here:
-// accepted_reading.v2.avsc.
+// acceptedReadingV3 is the version written and read by hand here:
+// accepted_reading.v3.avsc.
 var (
-	acceptedReadingV2       = mustHandWritten(NameAcceptedReading, 2)
-	acceptedReadingV2Stages = acceptedReadingV2.enumSymbols("stage")
+	acceptedReadingV3       = mustHandWritten(NameAcceptedReading, 3)
+	acceptedReadingV3Stages = acceptedReadingV3.enumSymbols("stage")
 )
 
 // maxAcceptedOverhead bounds what an encoded accepted reading takes beyond
-// its strings' bytes: the header, eight string lengths, six longs (four
-// times and offsets, the period end and the sequence), the partition, two
-// doubles, four one-byte union indexes and the stage's enum index, each
-// varint at its longest.
-const maxAcceptedOverhead = headerLen + 8*binary.MaxVarintLen64 + 6*binary.MaxVarintLen64 + binary.MaxVarintLen32 + 2*8 + 4 + binary.MaxVarintLen32
+// its strings' bytes: the header, eight string lengths, seven longs (four
+// times and offsets, the period end, the sequence and the revision), the
+// partition, two doubles, four one-byte union indexes, the stage's enum
+// index and the withdrawn flag, each varint at its longest.
+const maxAcceptedOverhead = headerLen + 8*binary.MaxVarintLen64 + 7*binary.MaxVarintLen64 + binary.MaxVarintLen32 + 2*8 + 4 + binary.MaxVarintLen32 + 1
 
 // AcceptedReadingBound is the most bytes AppendAcceptedReading adds for a
-// when it writes v2 by hand (the codec, writing some later version, may
+// when it writes v3 by hand (the codec, writing some later version, may
 // add more), for a caller that sizes its buffer first.
 func AcceptedReadingBound(a *AcceptedReading) int {
 	return maxAcceptedOverhead + len(a.TenantID) + len(a.EventID) + len(a.UserID) + len(a.DeviceID) +
@@ -29,21 +29,21 @@ func AcceptedReadingBound(a *AcceptedReading) int {
 }
 
 // AppendAcceptedReading appends a to dst as c's single-object message:
-// accepted_reading v2 written by hand when that is c's current version
+// accepted_reading v3 written by hand when that is c's current version
 // (fields in schema order; strings and longs as zigzag varint lengths and
 // values, doubles as 8 little-endian bytes, unions as the branch index
 // followed by the value; the bytes the codec writes), else through c.
 func AppendAcceptedReading(c *Codec, dst []byte, a *AcceptedReading) ([]byte, error) {
-	if !acceptedReadingV2.writes(c) {
+	if !acceptedReadingV3.writes(c) {
 		return c.Append(dst, a)
 	}
 	stage := int64(-1)
 	if a.Stage != nil {
-		if stage = symbolIndex(acceptedReadingV2Stages, *a.Stage); stage < 0 {
+		if stage = symbolIndex(acceptedReadingV3Stages, *a.Stage); stage < 0 {
 			return dst, fmt.Errorf("encode %s: unknown enum symbol %q", NameAcceptedReading, *a.Stage)
 		}
 	}
-	dst = append(dst, acceptedReadingV2.header[:]...)
+	dst = append(dst, acceptedReadingV3.header[:]...)
 	dst = appendString(dst, a.TenantID)
 	dst = appendString(dst, a.EventID)
 	dst = appendString(dst, a.UserID)
@@ -61,7 +61,9 @@ func AppendAcceptedReading(c *Codec, dst []byte, a *AcceptedReading) ([]byte, er
 	dst = appendOptLong(dst, a.PeriodEnd)
 	dst = appendOptDouble(dst, a.SecondValue)
 	dst = appendOptEnum(dst, stage)
-	return appendOptLong(dst, a.Sequence), nil
+	dst = appendOptLong(dst, a.Sequence)
+	dst = appendLong(dst, a.Revision)
+	return appendBool(dst, a.Withdrawn), nil
 }
 
 // FlatAcceptedReading is an accepted reading without pointers, for a
@@ -81,16 +83,19 @@ type FlatAcceptedReading struct {
 	Stage                        string
 	HasPeriodEnd, HasSecondValue bool
 	HasStage, HasSequence        bool
+
+	Revision  int64
+	Withdrawn bool
 }
 
 // DecodeFlatAcceptedReading reads a single-object message into f. A
-// message written with accepted_reading v2, c's current version, is read
+// message written with accepted_reading v3, c's current version, is read
 // by hand, allocating nothing: f's strings then share msg's bytes, so msg
 // must not be modified while f is in use. Anything that is not read
 // cleanly that way (another writer version, a truncated or corrupt
 // message) goes through c, so results and errors are the codec's.
 func DecodeFlatAcceptedReading(c *Codec, msg []byte, f *FlatAcceptedReading) error {
-	if acceptedReadingV2.writes(c) && acceptedReadingV2.isHeader(msg) && readAcceptedReadingV2(msg[headerLen:], f) {
+	if acceptedReadingV3.writes(c) && acceptedReadingV3.isHeader(msg) && readAcceptedReadingV3(msg[headerLen:], f) {
 		return nil
 	}
 	var a AcceptedReading
@@ -108,6 +113,7 @@ func flattenAccepted(a *AcceptedReading, f *FlatAcceptedReading) {
 		Metric: a.Metric, LOINC: a.LOINC, Unit: a.Unit, Value: a.Value,
 		MeasuredAt: a.MeasuredAt, ReceivedAt: a.ReceivedAt, IngestedAt: a.IngestedAt,
 		SourcePartition: a.SourcePartition, SourceOffset: a.SourceOffset,
+		Revision: a.Revision, Withdrawn: a.Withdrawn,
 	}
 	if a.PeriodEnd != nil {
 		f.PeriodEnd, f.HasPeriodEnd = *a.PeriodEnd, true
@@ -123,11 +129,11 @@ func flattenAccepted(a *AcceptedReading, f *FlatAcceptedReading) {
 	}
 }
 
-// readAcceptedReadingV2 reads an accepted_reading v2 payload, field by
+// readAcceptedReadingV3 reads an accepted_reading v3 payload, field by
 // field in schema order, its strings sharing payload's bytes. It reports
 // false if the payload is not read cleanly. Bytes after the record are
 // ignored, as the general codec ignores them.
-func readAcceptedReadingV2(payload []byte, f *FlatAcceptedReading) bool {
+func readAcceptedReadingV3(payload []byte, f *FlatAcceptedReading) bool {
 	r := newReader(unsafe.String(unsafe.SliceData(payload), len(payload)))
 	f.TenantID = r.Str()
 	f.EventID = r.Str()
@@ -152,8 +158,8 @@ func readAcceptedReadingV2(payload []byte, f *FlatAcceptedReading) bool {
 		f.SecondValue = r.Double()
 	}
 	if f.HasStage = r.Present(); f.HasStage {
-		if i := r.Int(); i >= 0 && int(i) < len(acceptedReadingV2Stages) {
-			f.Stage = acceptedReadingV2Stages[i]
+		if i := r.Int(); i >= 0 && int(i) < len(acceptedReadingV3Stages) {
+			f.Stage = acceptedReadingV3Stages[i]
 		} else {
 			r.Fail(ErrUnsupported)
 		}
@@ -161,5 +167,7 @@ func readAcceptedReadingV2(payload []byte, f *FlatAcceptedReading) bool {
 	if f.HasSequence = r.Present(); f.HasSequence {
 		f.Sequence = r.Long()
 	}
+	f.Revision = r.Long()
+	f.Withdrawn = r.Bool()
 	return r.Err() == nil
 }

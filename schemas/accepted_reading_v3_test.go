@@ -49,6 +49,8 @@ func TestAppendAcceptedReadingMatchesCodec(t *testing.T) {
 		{"stage awake", func(a *AcceptedReading) { a.Stage = str("awake") }},
 		{"stage light", func(a *AcceptedReading) { a.Stage = str("light") }},
 		{"stage deep", func(a *AcceptedReading) { a.Stage = str("deep") }},
+		{"revision", func(a *AcceptedReading) { a.Revision = 2 }},
+		{"withdrawal", func(a *AcceptedReading) { a.Revision, a.Withdrawn = math.MaxInt64, true }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,10 +115,13 @@ func randomAccepted(rng *rand.Rand) *AcceptedReading {
 		a.SecondValue = f64(dbl())
 	}
 	if rng.IntN(2) == 0 {
-		a.Stage = str(acceptedReadingV2Stages[rng.IntN(len(acceptedReadingV2Stages))])
+		a.Stage = str(acceptedReadingV3Stages[rng.IntN(len(acceptedReadingV3Stages))])
 	}
 	if rng.IntN(2) == 0 {
 		a.Sequence = i64(rng.Int64() - math.MaxInt64/2)
+	}
+	if rng.IntN(4) == 0 {
+		a.Revision, a.Withdrawn = rng.Int64N(5), rng.IntN(2) == 0
 	}
 	return a
 }
@@ -172,7 +177,7 @@ func TestAcceptedDecoderMatchesCodec(t *testing.T) {
 	for i, msg := range msgs {
 		checkAgainstCodec(t, c, msg)
 		var f FlatAcceptedReading
-		if readAcceptedReadingV2(msg[10:], &f) {
+		if readAcceptedReadingV3(msg[10:], &f) {
 			fast++
 		}
 		if i < 40 {
@@ -233,16 +238,17 @@ func zigzag(b []byte, v int64) []byte {
 	return append(b, byte(u))
 }
 
-// v2Message builds an accepted_reading v2 message field by field; raw
+// v3Message builds an accepted_reading v3 message field by field; raw
 // replaces the encoding of the fields it names (by schema position).
-func v2Message(raw map[int][]byte) []byte {
-	msg := binary.LittleEndian.AppendUint64([]byte{0xC3, 0x01}, acceptedReadingV2.Fingerprint)
+func v3Message(raw map[int][]byte) []byte {
+	msg := binary.LittleEndian.AppendUint64([]byte{0xC3, 0x01}, acceptedReadingV3.Fingerprint)
 	str := func(s string) []byte { return append(zigzag(nil, int64(len(s))), s...) }
 	dbl := func(f float64) []byte { return binary.LittleEndian.AppendUint64(nil, math.Float64bits(f)) }
 	fields := [][]byte{
 		str("ten"), str("e"), str("u"), str("d"), str("g"), str("heart_rate"), str("8867-4"), dbl(61), str("/min"),
 		zigzag(nil, 1700000000123), zigzag(nil, 1700000000124), zigzag(nil, 1700000000125), zigzag(nil, 3), zigzag(nil, 77),
 		zigzag(zigzag(nil, 1), 1700000060000), nil, zigzag(zigzag(nil, 1), 2), zigzag(zigzag(nil, 1), 9),
+		zigzag(nil, 2), {1},
 	}
 	fields[15] = append(zigzag(nil, 1), dbl(80.5)...)
 	for i, f := range fields {
@@ -274,10 +280,12 @@ func TestAcceptedDecoderEdges(t *testing.T) {
 		{"plain", nil, true, false},
 		{"10-byte long", map[int][]byte{9: append(rep(0x80, 9), 0x00)}, true, false},
 		{"10-byte long, high bits set", map[int][]byte{9: append(rep(0xff, 9), 0x7f)}, true, false},
-		{"11-byte long", map[int][]byte{9: append(rep(0x80, 10), 0x00)}, false, true},
+		// The codec takes the varint's 11th byte for the end of the
+		// message and then finds the withdrawn flag missing.
+		{"11-byte long", map[int][]byte{9: append(rep(0x80, 10), 0x00)}, false, false},
 		{"5-byte int", map[int][]byte{12: append(rep(0x80, 4), 0x0f)}, true, false},
 		{"5-byte int, high bits set", map[int][]byte{12: append(rep(0xff, 4), 0x7f)}, true, false},
-		{"6-byte int", map[int][]byte{12: append(rep(0x80, 5), 0x00)}, false, true},
+		{"6-byte int", map[int][]byte{12: append(rep(0x80, 5), 0x00)}, false, false},
 		{"10-byte string length", map[int][]byte{0: append(rep(0x80, 9), 0x00)}, true, false},
 		{"negative string length", map[int][]byte{0: zigzag(nil, -1)}, false, false},
 		{"string of 1 MiB", map[int][]byte{1: big(1 << 20)}, true, false},
@@ -289,19 +297,23 @@ func TestAcceptedDecoderEdges(t *testing.T) {
 		{"enum symbol 3", map[int][]byte{16: zigzag(zigzag(nil, 1), 3)}, true, false},
 		{"enum symbol 4", map[int][]byte{16: zigzag(zigzag(nil, 1), 4)}, false, false},
 		{"enum symbol -1", map[int][]byte{16: zigzag(zigzag(nil, 1), -1)}, false, false},
-		{"double cut short", map[int][]byte{7: {1, 2, 3}, 8: {}, 9: {}, 10: {}, 11: {}, 12: {}, 13: {}, 14: {}, 15: {}, 16: {}, 17: {}}, false, false},
-		{"trailing bytes", map[int][]byte{17: append(zigzag(zigzag(nil, 1), 9), 1, 2, 3)}, true, false},
+		{"double cut short", map[int][]byte{7: {1, 2, 3}, 8: {}, 9: {}, 10: {}, 11: {}, 12: {}, 13: {}, 14: {}, 15: {}, 16: {}, 17: {}, 18: {}, 19: {}}, false, false},
+		{"trailing bytes", map[int][]byte{19: {1, 1, 2, 3}}, true, false},
+		{"withdrawn false", map[int][]byte{19: {0}}, true, false},
+		{"withdrawn byte 2", map[int][]byte{19: {2}}, false, false},
+		{"withdrawn missing", map[int][]byte{19: {}}, false, false},
+		{"negative revision", map[int][]byte{18: zigzag(nil, -3)}, true, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			msg := v2Message(tc.raw)
+			msg := v3Message(tc.raw)
 			checkAgainstCodec(t, c, msg)
 			var a AcceptedReading
 			if err := c.Decode(msg, &a); (err == nil) != (tc.ok || tc.quirk) {
 				t.Errorf("codec error %v, want an error: %v", err, !tc.ok && !tc.quirk)
 			}
 			var f FlatAcceptedReading
-			if fast := readAcceptedReadingV2(msg[10:], &f); fast != tc.ok {
+			if fast := readAcceptedReadingV3(msg[10:], &f); fast != tc.ok {
 				t.Errorf("fast path read it: %v, want %v", fast, tc.ok)
 			}
 		})

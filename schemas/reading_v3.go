@@ -2,27 +2,27 @@ package schemas
 
 import "fmt"
 
-// readingV2 is the version AppendReading writes by hand: reading.v2.avsc.
+// readingV3 is the version AppendReading writes by hand: reading.v3.avsc.
 var (
-	readingV2       = mustHandWritten(NameReading, 2)
-	readingV2Stages = readingV2.enumSymbols("stage")
+	readingV3       = mustHandWritten(NameReading, 3)
+	readingV3Stages = readingV3.enumSymbols("stage")
 )
 
 // AppendReading appends rd to dst as c's single-object message: reading
-// v2 written by hand when that is c's current version (the bytes the codec
+// v3 written by hand when that is c's current version (the bytes the codec
 // writes, without its reflection and allocations), else through c.
 func AppendReading(c *Codec, dst []byte, rd *Reading) ([]byte, error) {
-	if !readingV2.writes(c) {
+	if !readingV3.writes(c) {
 		v := *rd // a copy escapes to the codec, not the caller's reading
 		return c.Append(dst, &v)
 	}
 	stage := int64(-1)
 	if rd.Stage != nil {
-		if stage = symbolIndex(readingV2Stages, *rd.Stage); stage < 0 {
+		if stage = symbolIndex(readingV3Stages, *rd.Stage); stage < 0 {
 			return dst, fmt.Errorf("encode reading: %q is not a SleepStage symbol", *rd.Stage)
 		}
 	}
-	dst = append(dst, readingV2.header[:]...)
+	dst = append(dst, readingV3.header[:]...)
 	dst = appendString(dst, rd.TenantID)
 	dst = appendString(dst, rd.EventID)
 	dst = appendString(dst, rd.UserID)
@@ -38,5 +38,7 @@ func AppendReading(c *Codec, dst []byte, rd *Reading) ([]byte, error) {
 	dst = appendOptDouble(dst, rd.SecondValue)
 	dst = appendOptEnum(dst, stage)
 	dst = appendOptLong(dst, rd.Sequence)
-	return appendString(dst, rd.SourceFormat), nil
+	dst = appendString(dst, rd.SourceFormat)
+	dst = appendLong(dst, rd.Revision)
+	return appendBool(dst, rd.Withdrawn), nil
 }

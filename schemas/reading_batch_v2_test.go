@@ -12,7 +12,8 @@ import (
 // avroBatches are valid batches covering every optional field.
 func avroBatches() []ReadingBatch {
 	full := GatewayReading{EventID: "e", UserID: "u", DeviceID: "d", Metric: "sleep_stage", Value: f64(-1.5), Unit: "min",
-		MeasuredAt: -5, ReceivedAt: i64(math.MaxInt64), PeriodEnd: i64(math.MinInt64), Diastolic: f64(80), Stage: str("rem"), Sequence: i64(0)}
+		MeasuredAt: -5, ReceivedAt: i64(math.MaxInt64), PeriodEnd: i64(math.MinInt64), Diastolic: f64(80), Stage: str("rem"), Sequence: i64(0),
+		Revision: i64(3), Withdrawn: boolp(true)}
 	many := make([]GatewayReading, 300)
 	for i := range many {
 		many[i] = full
@@ -21,10 +22,13 @@ func avroBatches() []ReadingBatch {
 	return []ReadingBatch{
 		{GatewayID: "g"},
 		{GatewayID: "", TenantID: str("t"), Readings: []GatewayReading{{}}},
-		{GatewayID: "g", Readings: []GatewayReading{full, {EventID: "é", Metric: "heart_rate", Value: f64(math.NaN())}}},
+		{GatewayID: "g", Readings: []GatewayReading{full, {EventID: "é", Metric: "heart_rate", Value: f64(math.NaN())},
+			{EventID: "r", Revision: i64(-1), Withdrawn: boolp(false)}}},
 		{GatewayID: "g", Readings: many},
 	}
 }
+
+func boolp(b bool) *bool { return &b }
 
 // batchCodec is the reference: the general codec.
 var batchCodec = MustCodec(NameReadingBatch)
@@ -48,10 +52,11 @@ func showBatch(b ReadingBatch) any {
 		G, E, U, D, M, Un, St string
 		HasT, HasV, HasR      bool
 		HasP, HasDi, HasS     bool
-		HasQ                  bool
+		HasQ, HasRev, HasW    bool
+		W                     bool
 		T                     string
 		V, Di                 uint64
-		At, R, P, Q           int64
+		At, R, P, Q, Rev      int64
 	}
 	out := []shown{{G: b.GatewayID, HasT: b.TenantID != nil}}
 	if b.TenantID != nil {
@@ -77,6 +82,12 @@ func showBatch(b ReadingBatch) any {
 		}
 		if g.Sequence != nil {
 			s.Q = *g.Sequence
+		}
+		if s.HasRev = g.Revision != nil; s.HasRev {
+			s.Rev = *g.Revision
+		}
+		if s.HasW = g.Withdrawn != nil; s.HasW {
+			s.W = *g.Withdrawn
 		}
 		out = append(out, s)
 	}
@@ -110,7 +121,7 @@ func TestReadReadingBatchMatchesCodec(t *testing.T) {
 	}
 }
 
-// AppendReadingBatch writes reading_batch v1 byte for byte as the codec
+// AppendReadingBatch writes reading_batch v2 byte for byte as the codec
 // does, after what dst holds, in blocks of 100 readings with their sizes.
 func TestAppendReadingBatchMatchesCodec(t *testing.T) {
 	for i, b := range avroBatches() {
@@ -128,8 +139,8 @@ func TestAppendReadingBatchMatchesCodec(t *testing.T) {
 // A negated block count with a byte size is valid Avro, which the fast
 // decoder reads like the codec.
 func TestReadReadingBatchNegativeBlockCount(t *testing.T) {
-	h := readingBatchV1.header
-	item := []byte{2, 'e', 2, 'u', 2, 'd', 2, 'm', 0, 2, 'x', 4, 0, 0, 0, 0, 0}
+	h := readingBatchV2.header
+	item := []byte{2, 'e', 2, 'u', 2, 'd', 2, 'm', 0, 2, 'x', 4, 0, 0, 0, 0, 0, 0, 0}
 	msg := append(h[:], 2, 'g', 0)
 	msg = append(msg, 3, byte(len(item)*2)) // count -2 (zigzag 3), size
 	msg = append(append(append(msg, item...), item...), 0)
@@ -152,7 +163,7 @@ func FuzzAvroFastDecode(f *testing.F) {
 		msg, _ := batchCodec.Encode(&b)
 		f.Add(msg[10:])
 	}
-	h := readingBatchV1.header
+	h := readingBatchV2.header
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		body := append(h[:], payload...)
 		got, err := ReadReadingBatch(batchCodec, body)

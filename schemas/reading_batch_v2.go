@@ -5,23 +5,23 @@ import (
 	"fmt"
 )
 
-// readingBatchV1 is the version read and written by hand here:
-// reading_batch.v1.avsc.
-var readingBatchV1 = mustHandWritten(NameReadingBatch, 1)
+// readingBatchV2 is the version read and written by hand here:
+// reading_batch.v2.avsc.
+var readingBatchV2 = mustHandWritten(NameReadingBatch, 2)
 
 // readingBatchBlockLength is how many items the codec writes per array
 // block (its default), each block with its byte size.
 const readingBatchBlockLength = 100
 
 // AppendReadingBatch appends b to dst as c's single-object message:
-// reading_batch v1 written by hand when that is c's current version (the
+// reading_batch v2 written by hand when that is c's current version (the
 // bytes the codec writes, blocks of 100 readings with their byte sizes
 // included), else through c.
 func AppendReadingBatch(c *Codec, dst []byte, b *ReadingBatch) ([]byte, error) {
-	if !readingBatchV1.writes(c) {
+	if !readingBatchV2.writes(c) {
 		return c.Append(dst, b)
 	}
-	dst = append(dst, readingBatchV1.header[:]...)
+	dst = append(dst, readingBatchV2.header[:]...)
 	dst = appendString(dst, b.GatewayID)
 	dst = appendOptString(dst, b.TenantID)
 	const maxHeader = 2 * binary.MaxVarintLen64
@@ -45,7 +45,7 @@ func AppendReadingBatch(c *Codec, dst []byte, b *ReadingBatch) ([]byte, error) {
 	return append(dst, 0), nil
 }
 
-// appendGatewayReading appends one item of a reading_batch v1 array.
+// appendGatewayReading appends one item of a reading_batch v2 array.
 func appendGatewayReading(dst []byte, g *GatewayReading) []byte {
 	dst = appendString(dst, g.EventID)
 	dst = appendString(dst, g.UserID)
@@ -58,17 +58,20 @@ func appendGatewayReading(dst []byte, g *GatewayReading) []byte {
 	dst = appendOptLong(dst, g.PeriodEnd)
 	dst = appendOptDouble(dst, g.Diastolic)
 	dst = appendOptString(dst, g.Stage)
-	return appendOptLong(dst, g.Sequence)
+	dst = appendOptLong(dst, g.Sequence)
+	dst = appendOptLong(dst, g.Revision)
+	return appendOptBool(dst, g.Withdrawn)
 }
 
 // batchSlot holds one reading's optional values, which the decoded
 // GatewayReading points into: one allocation per batch instead of one per
 // field.
 type batchSlot struct {
-	has                             uint8
-	value, diastolic                float64
-	receivedAt, periodEnd, sequence int64
-	stage                           string
+	has                                       uint8
+	withdrawn                                 bool
+	value, diastolic                          float64
+	receivedAt, periodEnd, sequence, revision int64
+	stage                                     string
 }
 
 // Bits of batchSlot.has.
@@ -79,15 +82,17 @@ const (
 	hasDiastolic
 	hasStage
 	hasSequence
+	hasRevision
+	hasWithdrawn
 )
 
 // minGatewayReading is the fewest bytes one GatewayReading takes (every
 // string empty, every union null), to size the slices from the body
 // rather than from a count the body claims.
-const minGatewayReading = 12
+const minGatewayReading = 14
 
 // ReadReadingBatch reads a ReadingBatch single-object message written
-// with reading_batch v1, c's current version, by hand: the whole body and
+// with reading_batch v2, c's current version, by hand: the whole body and
 // nothing more. Its strings are copies, not shared with body. It does not
 // fall back to the codec; the caller does, on any error:
 //   - ErrUnsupported: left to the codec: another schema version (of the
@@ -106,7 +111,7 @@ const minGatewayReading = 12
 // more instructions.
 func ReadReadingBatch(c *Codec, body []byte) (ReadingBatch, error) {
 	var b ReadingBatch
-	if !readingBatchV1.writes(c) || !readingBatchV1.isHeader(body) {
+	if !readingBatchV2.writes(c) || !readingBatchV2.isHeader(body) {
 		return b, ErrUnsupported
 	}
 	r := newReader(string(body[headerLen:]))
@@ -166,6 +171,12 @@ func ReadReadingBatch(c *Codec, body []byte) (ReadingBatch, error) {
 			if r.Present() {
 				sl.sequence, sl.has = r.Long(), sl.has|hasSequence
 			}
+			if r.Present() {
+				sl.revision, sl.has = r.Long(), sl.has|hasRevision
+			}
+			if r.Present() {
+				sl.withdrawn, sl.has = r.Bool(), sl.has|hasWithdrawn
+			}
 			if r.Err() != nil {
 				break
 			}
@@ -205,6 +216,12 @@ func pointIntoSlots(readings []GatewayReading, slots []batchSlot) {
 		}
 		if sl.has&hasSequence != 0 {
 			g.Sequence = &sl.sequence
+		}
+		if sl.has&hasRevision != 0 {
+			g.Revision = &sl.revision
+		}
+		if sl.has&hasWithdrawn != 0 {
+			g.Withdrawn = &sl.withdrawn
 		}
 	}
 }
