@@ -2,8 +2,10 @@ package processor
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/processor/rules"
 )
 
@@ -16,6 +18,7 @@ type cachedAggregate struct {
 	partition int32
 	dirty     bool // listed in users.dirty
 	agg       rules.Aggregate
+	dk        *userkeys.Key // the user's data key: it seals the snapshot
 }
 
 // users holds the aggregates of owned users in memory, each loaded from
@@ -110,15 +113,27 @@ func (p *Processor) loadUsers(ctx context.Context, in []decoded, missing map[Use
 	for k := range missing {
 		keys = append(keys, k)
 	}
-	var loaded map[UserKey]*rules.Aggregate
+	var states map[UserKey][]byte
 	if err := p.retry(ctx, "load aggregates", func(ctx context.Context) (err error) {
-		loaded, err = p.store.load(ctx, keys)
+		states, err = p.store.load(ctx, keys)
 		return err
 	}); err != nil {
 		return err
 	}
+	if err := p.loadSnapshotKeys(ctx, states); err != nil {
+		return err
+	}
 	for _, k := range keys {
-		p.users.add(k, loaded[k])
+		var agg *rules.Aggregate
+		if st, ok := states[k]; ok {
+			var err error
+			if agg, err = p.openSnapshot(st); err != nil {
+				// A snapshot that does not open cannot be judged against;
+				// going on without it would judge the user afresh.
+				return fmt.Errorf("aggregate of a user in tenant %s: %w", k.Tenant, err)
+			}
+		}
+		p.users.add(k, agg)
 	}
 	p.attach(in)
 	return nil

@@ -1,0 +1,69 @@
+package userkeys
+
+import "sync"
+
+// cache holds unwrapped keys by id and by user, at most limit of them:
+// when full, about a quarter is dropped (whichever the map yields first),
+// which is cheaper than tracking recency on every lookup of the hot path.
+// A dropped key is read again from the store when needed.
+type cache struct {
+	mu    sync.RWMutex
+	limit int
+	ids   map[ID]*Key
+	users map[UserRef]*Key
+}
+
+func newCache(limit int) *cache {
+	return &cache{limit: max(limit, 16), ids: make(map[ID]*Key), users: make(map[UserRef]*Key)}
+}
+
+func (c *cache) byID(id ID) *Key {
+	c.mu.RLock()
+	k := c.ids[id]
+	c.mu.RUnlock()
+	return k
+}
+
+func (c *cache) byUser(u UserRef) *Key {
+	c.mu.RLock()
+	k := c.users[u]
+	c.mu.RUnlock()
+	return k
+}
+
+func (c *cache) put(k *Key) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.ids) >= c.limit {
+		drop := c.limit / 4
+		for id, old := range c.ids {
+			if drop == 0 {
+				break
+			}
+			delete(c.ids, id)
+			if c.users[UserRef{old.Tenant, old.User}] == old {
+				delete(c.users, UserRef{old.Tenant, old.User})
+			}
+			drop--
+		}
+	}
+	c.ids[k.ID] = k
+	c.users[UserRef{k.Tenant, k.User}] = k
+}
+
+// shred marks a cached key shredded, for every holder of it.
+func (c *cache) shred(id ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if k := c.ids[id]; k != nil {
+		k.shredded.Store(true)
+	}
+}
+
+// reset forgets every key: after the notifications may have been missed.
+func (c *cache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.ids)
+	clear(c.users)
+}
