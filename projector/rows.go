@@ -387,6 +387,20 @@ func (b *erasedBuf) columns() []namedColumn {
 	}, b.pos.columns()...)
 }
 
+// addShredded appends the erasure of a user found by a record whose key
+// was shredded: no erasure record is readable any more, so the event and
+// gateway are unknown; the position is the shredded record's.
+func (b *erasedBuf) addShredded(r row) {
+	b.tenant.add(r.tenant)
+	b.user.add(r.user)
+	b.eventID.add("")
+	b.gateway.add("")
+	b.requestedAtMs.add(0)
+	b.receivedAtMs.add(0)
+	b.pos.partition.add(r.partition)
+	b.pos.offset.add(r.offset)
+}
+
 func (b *erasedBuf) add(rec *kgo.Record) (row, error) {
 	var e schemas.Erasure
 	if err := b.codec.Decode(rec.Value, &e); err != nil {

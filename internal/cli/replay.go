@@ -40,6 +40,7 @@ func cmdReplay(ctx context.Context, args []string, stdout io.Writer) error {
 func replayTables(ctx context.Context, sub string, args []string, stdout io.Writer) error {
 	fs, s := cmdline.NewFlags("vitals replay " + sub)
 	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
 	s.ClickHouseFlags(fs)
 	s.ProjectorFlags(fs)
 	var r replaySettings

@@ -12,6 +12,7 @@ import (
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/logging"
 	"github.com/vitalshq/vitals/internal/quota"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/processor"
 	"github.com/vitalshq/vitals/projector"
@@ -37,6 +38,9 @@ type Settings struct {
 	KafkaOutputVersion string
 
 	PostgresURL string
+	// KEKFile holds the key-encryption key of the users' data keys
+	// (docs/privacy.md); empty: VITALS_KEK_FILE or VITALS_KEK.
+	KEKFile string
 
 	ClickHouseAddr, ClickHouseDatabase, ClickHouseUser, ClickHousePassword string
 	ClickHouseCompression                                                  string
@@ -134,7 +138,15 @@ func (s *Settings) KafkaFlags(fs *envflag.Set) {
 
 // PostgresFlags registers the PostgreSQL URL.
 func (s *Settings) PostgresFlags(fs *envflag.Set) {
-	fs.String(&s.PostgresURL, "pg-url", processor.DefaultConfig().PostgresURL, "PostgreSQL URL of the processor's state and the API keys")
+	fs.String(&s.PostgresURL, "pg-url", processor.DefaultConfig().PostgresURL, "PostgreSQL URL of the processor's state, the API keys and the users' data keys")
+	fs.String(&s.KEKFile, "kek-file", "", "file holding the key-encryption key that wraps the users' data keys: the base64 of 32 random bytes (or VITALS_KEK with the key itself); see docs/privacy.md")
+}
+
+// UserKeys is the users' data keys' configuration of the flags.
+func (s *Settings) UserKeys() userkeys.Config {
+	c := userkeys.DefaultConfig()
+	c.Keyring.KEKFile = s.KEKFile
+	return c
 }
 
 // ClickHouseFlags registers the warehouse's flags.
@@ -254,6 +266,7 @@ func (s *Settings) Ingest() ingest.Config {
 	c.Addr, c.Kafka, c.PostgresURL = s.IngestAddr, s.Kafka(), s.PostgresURL
 	c.MaxBatchItems, c.MaxBodyBytes, c.ProduceTimeout = s.IngestMaxItems, int64(s.IngestMaxBytes), s.IngestTimeout
 	c.Limits = ingest.Limits{MaxFutureSkew: s.IngestFutureSkew, MaxAge: s.IngestMaxAge, MinTime: s.IngestMinTime}
+	c.UserKeys = s.UserKeys()
 	return c
 }
 
@@ -266,6 +279,7 @@ func (s *Settings) Processor() processor.Config {
 	c.MetricsAddr = s.ProcessorMetrics
 	c.CheckpointInterval, c.MaxDirty = s.ProcessorCheckpoint, s.ProcessorMaxDirty
 	c.InstanceID, c.SessionTimeout = s.ProcessorInstance, s.ProcessorSession
+	c.UserKeys = s.UserKeys()
 	return c
 }
 
@@ -276,6 +290,7 @@ func (s *Settings) Projector() projector.Config {
 	c.MaxRows, c.FlushInterval = s.ProjectorRows, s.ProjectorFlush
 	c.InsertTimeout, c.MaxBackoff = s.ProjectorTimeout, s.ProjectorBackoff
 	c.InstanceID, c.MetricsAddr = s.ProjectorInstance, s.ProjectorMetrics
+	c.PostgresURL, c.UserKeys = s.PostgresURL, s.UserKeys()
 	return c
 }
 
