@@ -250,6 +250,13 @@ type Stats struct {
 	Shredded int64
 }
 
+// ShreddedCount returns Shredded.
+func (s *Stats) ShreddedCount() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Shredded
+}
+
 // Snapshot returns a copy of the reading totals.
 func (s *Stats) Snapshot() (accepted, rejected, duplicates, batches int64) {
 	s.mu.Lock()

@@ -166,8 +166,8 @@ func replayReprocess(ctx context.Context, args []string, stdout io.Writer) error
 	if err != nil {
 		return stoppedCleanly(ctx, err, stdout)
 	}
-	fmt.Fprintf(stdout, "reprocessed %d raw records in %.1fs with group %s: %d accepted, %d rejected, %d repeats\n",
-		res.Records, res.Took.Seconds(), res.Group, res.Accepted, res.Rejected, res.Duplicates)
+	fmt.Fprintf(stdout, "reprocessed %d raw records in %.1fs with group %s: %d accepted, %d rejected, %d repeats, %d shredded (erased users, skipped)\n",
+		res.Records, res.Took.Seconds(), res.Group, res.Accepted, res.Rejected, res.Duplicates, res.Shredded)
 	fmt.Fprintf(stdout, "outputs: %s, %s, %s, %s\n", res.Topics.AcceptedReadings, res.Topics.RejectedReadings, res.Topics.Alerts, res.Topics.Erasures)
 	_, err = fmt.Fprintf(stdout, "cut over (docs/replay.md): keep this version's processor running (vitals processor --processor-group %s --kafka-output-version %s), "+
 		"stop the live projectors, vitals replay rebuild --kafka-output-version %s, then start the projectors with --kafka-output-version %s\n",
