@@ -72,11 +72,12 @@ func cmdDataKeys(ctx context.Context, args []string, stdout io.Writer) error {
 	sub := args[0]
 	fs, s := cmdline.NewFlags("vitals datakeys " + sub)
 	s.PostgresFlags(fs)
-	var previous string
+	var previous, tenant string
 	batch := 1000
 	if sub == "rewrap" {
 		fs.String(&previous, "kek-previous-file", "", "file holding the key-encryption key the data keys are wrapped by now (--kek-file is the new one)")
 		fs.Int(&batch, "batch", batch, "keys rewrapped per transaction")
+		fs.String(&tenant, "tenant", "", "rewrap only this tenant's keys (default: every tenant's)")
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -100,7 +101,7 @@ func cmdDataKeys(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer store.Close()
 	if sub == "rewrap" {
-		n, err := store.Rewrap(ctx, batch)
+		n, err := store.Rewrap(ctx, batch, tenant)
 		if err != nil {
 			return err
 		}

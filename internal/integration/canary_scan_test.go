@@ -16,8 +16,11 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/internal/userkeys"
 )
 
 // The canary scans of TestErasureShredsEverything: each reads a store
@@ -242,4 +245,31 @@ func (s *stack) readTopic(ctx context.Context, topic string) []*kgo.Record {
 		})
 	}
 	return out
+}
+
+// openRecords replaces the values of sealed records by their plain values
+// (the users' data keys in the stack's PostgreSQL, the KEK from the
+// environment, as the roles have them).
+func (s *stack) openRecords(ctx context.Context, recs []*kgo.Record) {
+	s.t.Helper()
+	pool, err := pgxpool.New(ctx, s.pgURL)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer pool.Close()
+	keys, err := userkeys.Open(ctx, pool, userkeys.DefaultConfig(), s.log)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer keys.Close()
+	if err := keys.LoadRecordKeys(ctx, recs); err != nil {
+		s.t.Fatal(err)
+	}
+	for _, r := range recs {
+		plain, _, err := keys.OpenRecord(nil, r)
+		if err != nil {
+			s.t.Fatalf("open %s/%d@%d: %v", r.Topic, r.Partition, r.Offset, err)
+		}
+		r.Value = plain
+	}
 }

@@ -60,10 +60,13 @@ func (c *cache) shred(id ID) {
 	}
 }
 
-// reset forgets every key: after the notifications may have been missed.
-func (c *cache) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	clear(c.ids)
-	clear(c.users)
+// idList lists the cached keys' ids, as bytes.
+func (c *cache) idList() [][]byte {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([][]byte, 0, len(c.ids))
+	for id := range c.ids {
+		out = append(out, append([]byte(nil), id[:]...))
+	}
+	return out
 }

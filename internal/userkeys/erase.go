@@ -86,12 +86,12 @@ func (s *Store) Shredded(ctx context.Context, tenant, user string) (bool, error)
 
 // Rewrap wraps every data key not wrapped by the current KEK again under
 // it, in batches of batch keys, one transaction each; the keys themselves
-// do not change, so nothing sealed needs rewriting. It returns how many it
-// rewrapped.
-func (s *Store) Rewrap(ctx context.Context, batch int) (int, error) {
+// do not change, so nothing sealed needs rewriting. tenant, if not empty,
+// limits it to one tenant's keys. It returns how many it rewrapped.
+func (s *Store) Rewrap(ctx context.Context, batch int, tenant string) (int, error) {
 	total := 0
 	for {
-		n, err := s.rewrapBatch(ctx, batch)
+		n, err := s.rewrapBatch(ctx, batch, tenant)
 		total += n
 		if err != nil || n == 0 {
 			return total, err
@@ -100,11 +100,11 @@ func (s *Store) Rewrap(ctx context.Context, batch int) (int, error) {
 	}
 }
 
-func (s *Store) rewrapBatch(ctx context.Context, batch int) (int, error) {
+func (s *Store) rewrapBatch(ctx context.Context, batch int, tenant string) (int, error) {
 	n := 0
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT key_id, tenant_id, user_id, kek_id, wrapped FROM user_data_keys
-			WHERE wrapped IS NOT NULL AND kek_id <> $1 ORDER BY key_id LIMIT $2 FOR UPDATE`, s.ring.Current.id, batch)
+			WHERE wrapped IS NOT NULL AND kek_id <> $1 AND ($3 = '' OR tenant_id = $3) ORDER BY key_id LIMIT $2 FOR UPDATE`, s.ring.Current.id, batch, tenant)
 		if err != nil {
 			return err
 		}

@@ -6,20 +6,19 @@ import (
 	"time"
 )
 
-// listen drops every key shredded by any process from this process's
-// cache, on PostgreSQL's notification. While it is not listening (the
-// connection was lost) it may have missed some, so it empties the cache
-// then, and again once it listens: every key is then read again from the
-// store, where a shredded key has no material.
+// listen marks every key shredded by any process shredded in this
+// process's cache, on PostgreSQL's notification; holders of the key see it
+// too. While it is not listening (the connection was lost) it may miss
+// some, so each time it listens again it asks the store which of the
+// cached keys were shredded meanwhile.
 func (s *Store) listen(ctx context.Context) {
 	defer close(s.done)
 	for ctx.Err() == nil {
 		err := s.listenOnce(ctx)
-		s.cache.reset()
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn().Err(err).Dur("retry_in", listenRetry).Msg("not listening for shredded keys; the key cache was emptied")
+		s.log.Warn().Err(err).Dur("retry_in", listenRetry).Msg("not listening for shredded keys; the cached keys are checked against the store once listening again")
 		select {
 		case <-ctx.Done():
 			return
@@ -39,7 +38,27 @@ func (s *Store) listenOnce(ctx context.Context) error {
 		return err
 	}
 	// Keys cached before LISTEN took effect may have been shredded since.
-	s.cache.reset()
+	ids := s.cache.idList()
+	rows, err := pc.Query(ctx, `SELECT key_id FROM user_data_keys WHERE key_id = ANY($1) AND wrapped IS NULL`, ids)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			rows.Close()
+			return err
+		}
+		var id ID
+		copy(id[:], b)
+		s.cache.shred(id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	s.listening.Store(true)
+	defer s.listening.Store(false)
 	for {
 		n, err := pc.WaitForNotification(ctx)
 		if err != nil {

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -62,6 +64,8 @@ type Store struct {
 	stop  context.CancelFunc
 	done  chan struct{}
 	once  sync.Once
+	// listening: the shreddings of other processes reach the cache.
+	listening atomic.Bool
 }
 
 // Open migrates the key store's tables and starts listening for
@@ -90,8 +94,17 @@ func OpenWith(ctx context.Context, pool *pgxpool.Pool, ring *Keyring, cacheKeys 
 	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
 	go s.listen(lctx)
+	// Serve once listening, so that no key is cached unwatched; a store
+	// that cannot listen yet still serves (keys come from the store, and
+	// listen checks the cached ones when it can).
+	for deadline := time.Now().Add(listenWait); !s.listening.Load() && time.Now().Before(deadline) && ctx.Err() == nil; {
+		time.Sleep(5 * time.Millisecond)
+	}
 	return s, nil
 }
+
+// listenWait bounds Open's wait for the notifications of shreddings.
+const listenWait = 5 * time.Second
 
 // Close stops listening; the pool is the caller's.
 func (s *Store) Close() {
