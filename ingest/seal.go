@@ -43,6 +43,17 @@ func sealRecords(ctx context.Context, keys sealer, tenant string, records []*kgo
 	if err != nil {
 		return sealed{}, err
 	}
+	// One allocation each for the sealed values and their headers, as for
+	// the records themselves.
+	size, n := 0, 0
+	for j, rec := range records {
+		if users[j] != "" {
+			size += len(rec.Value) + userkeys.Overhead
+			n++
+		}
+	}
+	mem := make([]byte, 0, size)
+	hdrs := make([]kgo.RecordHeader, 2*n)
 	for j, rec := range records {
 		if u := users[j]; u != "" {
 			k := ks[u]
@@ -50,7 +61,8 @@ func sealRecords(ctx context.Context, keys sealer, tenant string, records []*kgo
 				out.erased = append(out.erased, recIndex[j])
 				continue
 			}
-			k.SealRecord(rec)
+			mem = k.SealRecordInto(rec, mem, hdrs[:2:2])
+			hdrs = hdrs[2:]
 		}
 		out.records = append(out.records, rec)
 		out.recIndex = append(out.recIndex, recIndex[j])

@@ -38,11 +38,18 @@ func (p *Projector) openRecords(ctx context.Context, records []*kgo.Record) (ope
 		return o, err
 	}
 	seen := map[userKey]bool{}
+	// One allocation for the batch's plain values; the rows' strings may
+	// share them, so it is never reused.
+	size := 0
+	for _, rec := range records {
+		size += len(rec.Value)
+	}
+	mem := make([]byte, 0, size)
 	for _, rec := range records {
 		if _, ok := p.sinks[rec.Topic]; !ok || !userkeys.SealedIn(rec) {
 			continue
 		}
-		plain, k, err := p.keys.OpenRecord(nil, rec)
+		plain, k, err := p.keys.OpenRecord(mem[len(mem):], rec)
 		switch {
 		case errors.Is(err, userkeys.ErrShredded):
 			if o.skip == nil {
@@ -63,6 +70,9 @@ func (p *Projector) openRecords(ctx context.Context, records []*kgo.Record) (ope
 			p.stats.Undecodable.Add(1)
 			p.log.Error().Err(err).Str("topic", rec.Topic).Int32("partition", rec.Partition).Int64("offset", rec.Offset).Msg("sealed record does not open; skipped")
 		default:
+			if len(plain) <= cap(mem)-len(mem) {
+				mem = mem[:len(mem)+len(plain)] // opened in place
+			}
 			rec.Value = plain
 			rec.Headers = withoutSealHeaders(rec.Headers)
 		}

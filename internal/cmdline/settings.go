@@ -36,6 +36,9 @@ type Settings struct {
 	// KafkaOutputVersion is the version of the processor's output topics
 	// (v1, or v2... after a reprocess; see vitals replay reprocess).
 	KafkaOutputVersion string
+	// KafkaRawVersion is the version of the raw topics (v1, or v2... after
+	// vitals replay encrypt copied a clear log into sealed topics).
+	KafkaRawVersion string
 
 	PostgresURL string
 	// KEKFile holds the key-encryption key of the users' data keys
@@ -134,6 +137,7 @@ func (s *Settings) KafkaFlags(fs *envflag.Set) {
 	fs.Int(&s.KafkaPartitions, "kafka-partitions", d.Partitions, "partitions of topics Vitals creates (cannot shrink later)")
 	fs.Int(&s.KafkaReplication, "kafka-replication", d.ReplicationFactor, "replication factor of topics Vitals creates")
 	fs.String(&s.KafkaOutputVersion, "kafka-output-version", "v1", "version of the processor's output topics (e.g. v2 after vitals replay reprocess --version v2)")
+	fs.String(&s.KafkaRawVersion, "kafka-raw-version", "v1", "version of the raw topics: readings, device and profile events, dead letters (e.g. v2 after vitals replay encrypt --version v2)")
 }
 
 // PostgresFlags registers the PostgreSQL URL.
@@ -238,6 +242,11 @@ func (s *Settings) Kafka() eventlog.Config {
 	if t, err := c.Topics.WithOutputVersion(s.KafkaOutputVersion); err == nil {
 		c.Topics = t
 	}
+	if s.KafkaRawVersion != "" && s.KafkaRawVersion != "v1" {
+		if t, err := c.Topics.WithRawVersion(s.KafkaRawVersion); err == nil {
+			c.Topics = t
+		}
+	}
 	c.Partitions = s.KafkaPartitions
 	c.ReplicationFactor = s.KafkaReplication
 	return c
@@ -248,7 +257,10 @@ func (s *Settings) CheckKafka() error {
 	if s.KafkaOutputVersion == "" {
 		s.KafkaOutputVersion = "v1"
 	}
-	_, err := eventlog.TopicsWithPrefix(s.KafkaPrefix).WithOutputVersion(s.KafkaOutputVersion)
+	t, err := eventlog.TopicsWithPrefix(s.KafkaPrefix).WithOutputVersion(s.KafkaOutputVersion)
+	if err == nil && s.KafkaRawVersion != "" && s.KafkaRawVersion != "v1" {
+		_, err = t.WithRawVersion(s.KafkaRawVersion)
+	}
 	return err
 }
 

@@ -22,8 +22,9 @@ const (
 	HeaderKeyID = "vitals-key"
 	// AlgAES256GCM1 is the envelope written today: the value is a 12-byte
 	// random nonce, the AES-256-GCM ciphertext and its 16-byte tag; the
-	// additional data is the key id and the record key, so a sealed value
-	// moved under another user's key does not open.
+	// additional data is the record key (the user id), so a sealed value
+	// moved under another record key does not open (nor, of course, under
+	// another data key).
 	AlgAES256GCM1 = "aes256gcm.1"
 )
 
@@ -45,6 +46,7 @@ type Key struct {
 	shredded atomic.Bool
 	aead     cipher.AEAD
 	hexID    []byte
+	blobAAD  []byte // what a snapshot is bound to: tenant and user
 }
 
 // Shredded reports whether the key was destroyed: nothing it sealed opens
@@ -53,7 +55,7 @@ type Key struct {
 func (k *Key) Shredded() bool { return k.shredded.Load() }
 
 func newKey(id ID, tenant, user string, raw []byte) (*Key, error) {
-	k := &Key{ID: id, Tenant: tenant, User: user, hexID: []byte(id.String())}
+	k := &Key{ID: id, Tenant: tenant, User: user, hexID: []byte(id.String()), blobAAD: []byte(tenant + "\x00" + user)}
 	if raw == nil {
 		k.shredded.Store(true)
 		return k, nil
@@ -83,17 +85,11 @@ var (
 // Overhead is what sealing adds to a record value.
 const Overhead = 12 + 16
 
-// aad is the additional data a record or snapshot is bound to.
-func (k *Key) aad(buf []byte, bound []byte) []byte {
-	return append(append(buf, k.ID[:]...), bound...)
-}
-
 // Seal appends the sealed form of plain, bound to bound (the record key,
 // or the snapshot's owner), to dst. Callers check Shredded first: what a
 // key shredded a moment ago still seals opens nowhere.
 func (k *Key) Seal(dst, plain, bound []byte) []byte {
-	var buf [128]byte
-	return k.aead.Seal(dst, nil, plain, k.aad(buf[:0], bound))
+	return k.aead.Seal(dst, nil, plain, bound)
 }
 
 // Open appends the plain form of sealed to dst.
@@ -101,8 +97,7 @@ func (k *Key) Open(dst, sealed, bound []byte) ([]byte, error) {
 	if k.Shredded() {
 		return nil, ErrShredded
 	}
-	var buf [128]byte
-	out, err := k.aead.Open(dst, nil, sealed, k.aad(buf[:0], bound))
+	out, err := k.aead.Open(dst, nil, sealed, bound)
 	if err != nil {
 		return nil, ErrSealed
 	}
@@ -121,6 +116,20 @@ var algValue = []byte(AlgAES256GCM1)
 func (k *Key) SealRecord(r *kgo.Record) {
 	r.Value = k.Seal(make([]byte, 0, len(r.Value)+Overhead), r.Value, r.Key)
 	r.Headers = k.Headers(r.Headers)
+}
+
+// SealRecordInto is SealRecord with the sealed value appended to mem
+// (which it returns, grown) and the headers written into hs, two of them,
+// for callers that seal many records into memory of their own. The
+// record's headers must be empty.
+func (k *Key) SealRecordInto(r *kgo.Record, mem []byte, hs []kgo.RecordHeader) []byte {
+	start := len(mem)
+	mem = k.Seal(mem, r.Value, r.Key)
+	r.Value = mem[start:len(mem):len(mem)]
+	hs[0] = kgo.RecordHeader{Key: HeaderAlg, Value: algValue}
+	hs[1] = kgo.RecordHeader{Key: HeaderKeyID, Value: k.hexID}
+	r.Headers = hs[:2:2]
+	return mem
 }
 
 // RecordKeyID returns the id of the data key a record is sealed with;
@@ -157,10 +166,8 @@ var blobMagic = [2]byte{0xE5, 0x01}
 // SealBlob appends the sealed form of plain to dst, self-describing.
 func (k *Key) SealBlob(dst, plain []byte) []byte {
 	dst = append(append(dst, blobMagic[:]...), k.ID[:]...)
-	return k.Seal(dst, plain, k.blobBound())
+	return k.Seal(dst, plain, k.blobAAD)
 }
-
-func (k *Key) blobBound() []byte { return []byte(k.Tenant + "\x00" + k.User) }
 
 // BlobKeyID reports whether b is a sealed blob and the id of its key.
 func BlobKeyID(b []byte) (id ID, sealed bool) {
@@ -177,5 +184,5 @@ func (k *Key) OpenBlob(b []byte) ([]byte, error) {
 	if !ok || id != k.ID {
 		return nil, ErrSealed
 	}
-	return k.Open(nil, b[2+IDLen:], k.blobBound())
+	return k.Open(nil, b[2+IDLen:], k.blobAAD)
 }
