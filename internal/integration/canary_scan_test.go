@@ -273,3 +273,17 @@ func (s *stack) openRecords(ctx context.Context, recs []*kgo.Record) {
 		r.Value = plain
 	}
 }
+
+// deleteTopics deletes topics a test made beside its stack's.
+func (s *stack) deleteTopics(names ...string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Brokers...))
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).DeleteTopics(ctx, names...); err != nil {
+		s.t.Logf("cleanup: delete topics: %v", err)
+	}
+}
