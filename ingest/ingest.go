@@ -205,7 +205,10 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 	}
 	opts := append(cfg.Kafka.ClientOpts(log),
 		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotence is on by default and needs acks=all
-		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
+		// Records are sealed (docs/privacy.md): ciphertext does not
+		// compress, so compressing would cost CPU here, in the broker's
+		// validation and in every consumer for nothing.
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.ProducerLinger(2*time.Millisecond),
 		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
 		kgo.MaxBufferedRecords(4*cfg.MaxBatchItems),

@@ -26,11 +26,11 @@ type sealed struct {
 // that user's data key, asking the key store once for the users whose keys
 // are not cached. Records of erased users are dropped.
 func sealRecords(ctx context.Context, keys sealer, tenant string, records []*kgo.Record, recIndex []int, users []string) (sealed, error) {
-	var names []string
-	seen := make(map[string]struct{}, 8)
+	// The key store takes each user once however often named; "" (no
+	// user) is left out.
+	names := make([]string, 0, len(users))
 	for _, u := range users {
-		if _, ok := seen[u]; !ok && u != "" {
-			seen[u] = struct{}{}
+		if u != "" {
 			names = append(names, u)
 		}
 	}

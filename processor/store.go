@@ -31,6 +31,10 @@ DO $$ BEGIN
 		ALTER TABLE processor_aggregates ALTER COLUMN state TYPE bytea USING convert_to(state::text, 'UTF8');
 	END IF;
 END $$;
+-- Snapshots are sealed with their users' data keys (docs/privacy.md), and
+-- ciphertext does not compress: storing them as they are spares PostgreSQL
+-- trying.
+ALTER TABLE processor_aggregates ALTER COLUMN state SET STORAGE EXTERNAL;
 COMMENT ON TABLE processor_aggregates IS 'Per-user aggregate snapshot of the processor (write model), per consumer group so that a reprocess starts from empty state; committed atomically with processor_offsets.';
 CREATE TABLE IF NOT EXISTS processor_offsets (
 	group_id    text    NOT NULL,

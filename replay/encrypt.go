@@ -83,7 +83,7 @@ func Encrypt(ctx context.Context, cfg EncryptConfig, log zerolog.Logger) (*Encry
 	}
 	defer keys.Close()
 	cl, err := kgo.NewClient(append(cfg.Kafka.ClientOpts(log), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchCompression(kgo.Lz4Compression()))...)
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchCompression(kgo.NoCompression()))...)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt: kafka client: %w", err)
 	}
@@ -139,7 +139,7 @@ func (c *copier) copyTopic(ctx context.Context, cfg EncryptConfig, adm *kadm.Cli
 		return nil
 	}
 	cl, err := kgo.NewClient(append(cfg.Kafka.ClientOpts(log), kgo.ConsumePartitions(consume), kgo.FetchMaxBytes(32<<20),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchCompression(kgo.Lz4Compression()))...)
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchCompression(kgo.NoCompression()))...)
 	if err != nil {
 		return fmt.Errorf("encrypt: kafka client: %w", err)
 	}

@@ -10,11 +10,13 @@ type cache struct {
 	mu    sync.RWMutex
 	limit int
 	ids   map[ID]*Key
-	users map[UserRef]*Key
+	// users are the keys by tenant, then user: a lookup hashes the user
+	// id only (ingest looks up every user of every request).
+	users map[string]map[string]*Key
 }
 
 func newCache(limit int) *cache {
-	return &cache{limit: max(limit, 16), ids: make(map[ID]*Key), users: make(map[UserRef]*Key)}
+	return &cache{limit: max(limit, 16), ids: make(map[ID]*Key), users: make(map[string]map[string]*Key)}
 }
 
 func (c *cache) byID(id ID) *Key {
@@ -26,9 +28,29 @@ func (c *cache) byID(id ID) *Key {
 
 func (c *cache) byUser(u UserRef) *Key {
 	c.mu.RLock()
-	k := c.users[u]
+	k := c.users[u.Tenant][u.User]
 	c.mu.RUnlock()
 	return k
+}
+
+// byUsers puts the cached keys of a tenant's users in out, under one
+// lock, and returns the users it has none of (each once).
+func (c *cache) byUsers(tenant string, users []string, out map[string]*Key) []string {
+	var missing []string
+	c.mu.RLock()
+	m := c.users[tenant]
+	for _, u := range users {
+		if _, done := out[u]; done {
+			continue
+		}
+		k := m[u]
+		out[u] = k
+		if k == nil {
+			missing = append(missing, u)
+		}
+	}
+	c.mu.RUnlock()
+	return missing
 }
 
 func (c *cache) put(k *Key) {
@@ -41,14 +63,19 @@ func (c *cache) put(k *Key) {
 				break
 			}
 			delete(c.ids, id)
-			if c.users[UserRef{old.Tenant, old.User}] == old {
-				delete(c.users, UserRef{old.Tenant, old.User})
+			if m := c.users[old.Tenant]; m[old.User] == old {
+				delete(m, old.User)
 			}
 			drop--
 		}
 	}
 	c.ids[k.ID] = k
-	c.users[UserRef{k.Tenant, k.User}] = k
+	m := c.users[k.Tenant]
+	if m == nil {
+		m = make(map[string]*Key)
+		c.users[k.Tenant] = m
+	}
+	m[k.User] = k
 }
 
 // shred marks a cached key shredded, for every holder of it.

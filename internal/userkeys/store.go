@@ -117,23 +117,12 @@ func (s *Store) Close() {
 // UserRef names a user.
 type UserRef struct{ Tenant, User string }
 
-// ForUsers returns the data keys of users of one tenant, creating those
-// that have none, in one round trip for all the keys not cached. A
-// shredded key is returned as such: its user was erased.
+// ForUsers returns the data keys of users of one tenant (who may repeat),
+// creating those that have none, in one round trip for all the keys not
+// cached. A shredded key is returned as such: its user was erased.
 func (s *Store) ForUsers(ctx context.Context, tenant string, users []string) (map[string]*Key, error) {
 	out := make(map[string]*Key, len(users))
-	var missing []string
-	for _, u := range users {
-		if _, seen := out[u]; seen {
-			continue
-		}
-		if k := s.cache.byUser(UserRef{tenant, u}); k != nil {
-			out[u] = k
-			continue
-		}
-		out[u] = nil
-		missing = append(missing, u)
-	}
+	missing := s.cache.byUsers(tenant, users, out)
 	if len(missing) == 0 {
 		return out, nil
 	}
