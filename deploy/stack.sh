@@ -9,7 +9,8 @@
 #   deploy/stack.sh restart SERVICE
 #   deploy/stack.sh wait [SERVICE...]     wait until running services answer
 #   deploy/stack.sh logs SERVICE          last log lines
-#   deploy/stack.sh env                   export lines for the app (eval "$(deploy/stack.sh env)")
+#   deploy/stack.sh env                   export lines for the app (eval "$(deploy/stack.sh env)"),
+#                                         the local key-encryption key included (made on first use)
 #
 # SERVICE: kafka | clickhouse | postgres | chdb (aliases: ch, pg). `up` without a
 # service starts the first three; chdb (a current ClickHouse engine for `make test`'s
@@ -88,12 +89,20 @@ case "$cmd" in
     for s in "${list[@]}"; do svc "$s" wait; done
     ;;
   env)
+    # The local stack's key-encryption key (docs/privacy.md): made once,
+    # readable by its owner only. Losing it loses every user's data.
+    kek="$STACK_DIR/kek"
+    if [[ ! -s "$kek" ]]; then
+      mkdir -p "$STACK_DIR"
+      ( umask 077; head -c 32 /dev/urandom | base64 > "$kek.tmp" && mv "$kek.tmp" "$kek" )
+    fi
     cat <<EOF
 export VITALS_KAFKA_BROKERS=$STACK_HOST:$KAFKA_PORT
 export VITALS_PG_URL=postgres://vitals:vitals@$STACK_HOST:$PG_PORT/vitals?sslmode=disable
 export VITALS_CLICKHOUSE_ADDR=$STACK_HOST:$CLICKHOUSE_PORT
 export VITALS_CLICKHOUSE_DATABASE=${VITALS_CLICKHOUSE_DATABASE:-vitals}
 export VITALS_CHDB_ADDR=$STACK_HOST:$CHDB_PORT
+export VITALS_KEK_FILE=$kek
 EOF
     ;;
   -h|--help|help) usage ;;

@@ -39,6 +39,7 @@ import (
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/internal/quota"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -53,8 +54,11 @@ type Config struct {
 	Registry *promreg.Registry
 	// Kafka reaches the event log.
 	Kafka eventlog.Config
-	// PostgresURL locates the API keys.
+	// PostgresURL locates the API keys and the users' data keys.
 	PostgresURL string
+	// UserKeys configures the users' data keys, which seal every record
+	// (docs/privacy.md).
+	UserKeys userkeys.Config
 	// KeyCacheTTL is how long a verified key is trusted without asking
 	// PostgreSQL again; it bounds how long a revoked key keeps working.
 	KeyCacheTTL time.Duration
@@ -104,6 +108,7 @@ func DefaultConfig() Config {
 		BodyGrace:      5 * time.Second,
 		ProduceTimeout: 10 * time.Second,
 		Limits:         Limits{MaxFutureSkew: 5 * time.Minute},
+		UserKeys:       userkeys.DefaultConfig(),
 	}
 }
 
@@ -125,6 +130,11 @@ type Server struct {
 	pool     *pgxpool.Pool // nil when a verifier was injected
 	producer producer
 	keys     keyVerifier
+	// sealer seals every record of a known user with the user's data key;
+	// nil only in unit tests of the HTTP layer (newServer), which read the
+	// records they produce.
+	sealer   sealer
+	userKeys *userkeys.Store
 	now      func() time.Time
 	handler  http.Handler
 
@@ -188,25 +198,35 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 		pool.Close()
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
+	uk, err := userkeys.Open(ctx, pool, cfg.UserKeys, log)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
 	opts := append(cfg.Kafka.ClientOpts(log),
 		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotence is on by default and needs acks=all
-		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
+		// Records are sealed (docs/privacy.md): ciphertext does not
+		// compress, so compressing would cost CPU here, in the broker's
+		// validation and in every consumer for nothing.
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.ProducerLinger(2*time.Millisecond),
 		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
 		kgo.MaxBufferedRecords(4*cfg.MaxBatchItems),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
+		uk.Close()
 		pool.Close()
 		return nil, fmt.Errorf("ingest: kafka client: %w", err)
 	}
 	s, err := newServer(cfg, log, cl, keys)
 	if err != nil {
 		cl.Close()
+		uk.Close()
 		pool.Close()
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	s.client, s.pool = cl, pool
+	s.client, s.pool, s.sealer, s.userKeys = cl, pool, uk, uk
 	return s, nil
 }
 
@@ -286,6 +306,9 @@ func (s *Server) Close() {
 			s.log.Warn().Err(err).Msg("flush on close")
 		}
 		s.client.Close()
+	}
+	if s.userKeys != nil {
+		s.userKeys.Close()
 	}
 	if s.pool != nil {
 		s.pool.Close()
@@ -573,6 +596,7 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 	}
 	records := make([]*kgo.Record, 0, d.n)
 	recIndex := make([]int, 0, d.n)
+	recUsers := make([]string, 0, d.n) // whose key seals each record; "" for none
 	var reasons map[string]int
 	contentType := r.Header.Get("Content-Type")
 	for i := range d.n {
@@ -601,6 +625,7 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 			*rec = kgo.Record{Topic: s.cfg.Kafka.Topics.DeadLetters, Key: keyOf(k), Value: dl, Timestamp: receivedAt}
 			records = append(records, rec)
 			recIndex = append(recIndex, i)
+			recUsers = append(recUsers, it.user)
 			continue
 		}
 		resp.Items[i] = ItemVerdict{Index: i, Status: StatusAccepted, EventID: it.event}
@@ -611,9 +636,31 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 		*rec = kgo.Record{Topic: topic, Key: keyOf(it.user), Value: it.value, Timestamp: receivedAt}
 		records = append(records, rec)
 		recIndex = append(recIndex, i)
+		recUsers = append(recUsers, it.user)
 	}
 
 	endTurn()
+	if s.sealer != nil {
+		sl, err := sealRecords(r.Context(), s.sealer, key.Tenant, records, recIndex, recUsers)
+		if err != nil {
+			s.log.Error().Err(err).Str("endpoint", endpoint).Msg("key store unavailable; answering 503")
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+			writeError(w, http.StatusServiceUnavailable, "key_store_unavailable", "the users' data keys could not be read; nothing was stored: retry the batch")
+			return
+		}
+		records, recIndex = sl.records, sl.recIndex
+		for _, i := range sl.erased {
+			if it := &resp.Items[i]; it.Status == StatusAccepted {
+				*it = ItemVerdict{Index: i, Status: StatusRejected, EventID: it.EventID, Reason: ReasonUserErased,
+					Message: "the user asked for erasure; nothing of theirs is stored any more"}
+				resp.Rejected++
+				if reasons == nil {
+					reasons = make(map[string]int)
+				}
+				reasons[ReasonUserErased]++
+			}
+		}
+	}
 	start := time.Now()
 	outcomes, firstErr := s.produceAll(r.Context(), records)
 	s.m.produce.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())

@@ -43,7 +43,7 @@ var openAPIRoutes = []struct{ method, path string }{
 // checkID's rejection of a bad gateway id, not as a literal.
 var openAPIErrorCodes = []string{
 	"malformed_body", "unreadable_body", "empty_batch", "batch_too_large", "body_too_large",
-	"overloaded", "body_too_slow", "rate_limited", "unauthenticated", "key_revoked", "keys_unavailable", "tenant_mismatch",
+	"overloaded", "body_too_slow", "rate_limited", "unauthenticated", "key_revoked", "keys_unavailable", "key_store_unavailable", "tenant_mismatch",
 	"log_unavailable", ReasonInvalidIdentifier,
 }
 

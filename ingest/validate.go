@@ -29,6 +29,7 @@ const (
 	ReasonBeforeTimeFloor   = "before_time_floor"  // before the earliest time accepted (Limits.MinTime)
 	ReasonDuplicateKey      = "duplicate_key"      // a JSON object names a field twice (keys match ignoring case)
 	ReasonInternal          = "internal"           // a defect in ingest: the item could not be encoded (never expected)
+	ReasonUserErased        = "user_erased"        // the user's data key was shredded (erasure): nothing of the item is stored
 )
 
 // Rejection says why one item was refused and which field caused it.

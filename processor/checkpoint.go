@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/processor/rules"
 )
 
@@ -41,15 +42,27 @@ type pendingCheckpoint struct {
 // by the next (checkpoints are written one at a time).
 type snapshotArena struct {
 	scratch []byte
+	sealed  []byte   // the other scratch buffer, for sealing
 	chunks  [][]byte // in use by the checkpoint being prepared; the last is being filled
 	free    [][]byte // emptied chunks of the last written checkpoint
 }
 
 const snapshotChunk = 1 << 20
 
-// encode returns a's snapshot in the arena.
-func (ar *snapshotArena) encode(a *rules.Aggregate) []byte {
+// encode returns a's snapshot in the arena, sealed with the user's data
+// key k unless a is a tombstone (which holds nothing of the user, and
+// must stay readable once the key is shredded) or k is nil (only in tests
+// without a key store).
+func (ar *snapshotArena) encode(a *rules.Aggregate, k *userkeys.Key) []byte {
+	if k != nil && k.Shredded() && a.ErasedAt == 0 {
+		// Erased meanwhile: what is left of the user is a tombstone.
+		a = &rules.Aggregate{Version: a.Version, ErasedAt: 1}
+	}
 	ar.scratch, _ = a.AppendBinary(ar.scratch[:0]) // it never fails
+	if k != nil && a.ErasedAt == 0 {
+		ar.sealed = k.SealBlob(ar.sealed[:0], ar.scratch)
+		ar.scratch, ar.sealed = ar.sealed, ar.scratch
+	}
 	n := len(ar.scratch)
 	if k := len(ar.chunks); k == 0 || cap(ar.chunks[k-1])-len(ar.chunks[k-1]) < n {
 		var c []byte
@@ -240,7 +253,7 @@ func (p *Processor) prepare() *pendingCheckpoint {
 	p.users.takeDirty(func(ca *cachedAggregate) {
 		ca.agg.Compact(p.cfg.Rules)
 		r.tenants, r.users = append(r.tenants, ca.key.Tenant), append(r.users, ca.key.User)
-		r.versions, r.states = append(r.versions, ca.agg.Version), append(r.states, p.snapshots.encode(&ca.agg))
+		r.versions, r.states = append(r.versions, ca.agg.Version), append(r.states, p.snapshots.encode(&ca.agg, ca.dk))
 		part, until := int32(-1), int64(-1)
 		if d, ok := ca.agg.HeldDeadline(p.cfg.Rules); ok {
 			part, until = ca.partition, d

@@ -67,7 +67,7 @@ func TestSnapshotArena(t *testing.T) {
 		var states [][]byte
 		for range 60 {
 			for _, a := range aggs {
-				states = append(states, ar.encode(a))
+				states = append(states, ar.encode(a, nil))
 			}
 		}
 		for i, st := range states {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/processor/rules"
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -44,13 +45,24 @@ func (p *Processor) emit(b *batch, o *rules.Outcome, at *rules.Held) {
 // the output's key.
 func (p *Processor) emitAccepted(b *batch, rd *schemas.Reading, src *rules.Held) []byte {
 	rules.Accepted(&b.acc, rd, src.Partition, src.Offset)
-	buf, err := p.accepted.append(b.mem.room(p.accepted.bound(&b.acc)), &b.acc)
+	// Sealed, the plain message is only an input of output's sealing: it
+	// is encoded into scratch memory, not the batch's.
+	into := b.scratch[:0]
+	if b.dk == nil {
+		into = b.mem.room(p.accepted.bound(&b.acc))
+	}
+	buf, err := p.accepted.append(into, &b.acc)
 	if err != nil {
 		// The schema is ours and the values came from a decoded message;
 		// failing here is a defect, and dropping silently would lose data.
 		panic(fmt.Sprintf("encode accepted reading: %v", err))
 	}
-	val := b.mem.take(buf)
+	val := buf
+	if b.dk == nil {
+		val = b.mem.take(buf)
+	} else {
+		b.scratch = buf
+	}
 	key := b.mem.bytes(rd.UserID)
 	b.output(p.cfg.Kafka.Topics.AcceptedReadings, key, val)
 	return key
@@ -76,6 +88,13 @@ type batch struct {
 	// their own, so most records hash no strings for their metrics.
 	counts                                               map[[3]string]int64
 	accepted, rejected, duplicates, held, events, alerts int64
+	shredded                                             int64 // records of erased users, whose key is gone
+
+	// dk is the data key of the user whose record is being judged: every
+	// output of the record is sealed with it (nil: in clear, only in the
+	// Kafka-free tests of a step).
+	dk      *userkeys.Key
+	scratch []byte // plain messages about to be sealed
 
 	outs []rules.Outcome         // one record's outcomes, reused
 	acc  schemas.AcceptedReading // the accepted reading being encoded, reused
@@ -87,8 +106,15 @@ func (b *batch) count(kind, outcome, reason string) { b.counts[[3]string{kind, o
 // output appends an output record to the batch. Every output is made
 // here; numbering it and choosing its partition come later (see number).
 func (b *batch) output(topic string, key, value []byte) {
+	if b.dk != nil && b.dk.Shredded() {
+		return // the user was erased since the record was opened: nothing of theirs is written
+	}
 	out := b.mem.record()
 	out.Topic, out.Key, out.Value = topic, key, value
+	if b.dk != nil {
+		out.Value = b.mem.take(b.dk.Seal(b.mem.room(len(value)+userkeys.Overhead), value, key))
+		out.Headers = b.mem.sealHeaders(b.dk)
+	}
 	b.outputs = append(b.outputs, out)
 }
 

@@ -5,6 +5,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/processor/rules"
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -23,6 +24,12 @@ type decoded struct {
 	profile *schemas.ProfileEvent
 	key     UserKey
 	user    *cachedAggregate // the user's aggregate, if decoded
+	// dk is the user's data key (see sealing.go); shredded: the key was
+	// shredded, the user erased; sealErr: the record did not open.
+	dk       *userkeys.Key
+	shredded bool
+	sealErr  error
+	plain    []byte // the record's value, opened
 }
 
 // decoded reports whether the record decoded as a message of its kind.
@@ -32,13 +39,26 @@ func (d *decoded) decoded() bool { return d.reading != nil || d.device != nil ||
 // checkpoint waits for the outputs' acks before it commits the step.
 func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 	p.step++
+	if err := p.loadRecordKeys(ctx, records); err != nil {
+		return err // ctx ended before anything was applied: nothing to finish
+	}
+	p.plain = plainSlab(records)
 	in, missing := p.decode(records)
 	defer func() {
 		// Let what the step decoded go, even if no step follows soon.
 		clear(in)
 		clear(p.readings)
+		p.plain = nil
 	}()
 	p.dueInStep(in, missing)
+	if err := p.keyUnsealed(ctx, in); err != nil {
+		return err
+	}
+	for i := range in {
+		if d := &in[i]; d.shredded {
+			delete(missing, d.key) // an erased user's aggregate is not needed
+		}
+	}
 	if err := p.loadUsers(ctx, in, missing); err != nil {
 		return err // ctx ended before anything was applied: nothing to finish
 	}
@@ -92,23 +112,34 @@ func (p *Processor) decode(records []*kgo.Record) ([]decoded, map[UserKey]struct
 // decodeRecord decodes d.rec as a message of its kind (a reading into rd)
 // and notes its user. It reports false if the record is unreadable.
 func (p *Processor) decodeRecord(d *decoded, rd *schemas.Reading) bool {
+	value, ok := p.open(d)
+	if !ok {
+		return false
+	}
+	d.plain = value
 	var err error
 	switch d.kind {
 	case kindReading:
 		*rd = schemas.Reading{} // decoding may leave fields the writer's schema lacks
-		if err = p.codecs.reading.Decode(d.rec.Value, rd); err == nil {
+		if err = p.codecs.reading.Decode(value, rd); err == nil {
 			d.reading, d.key = rd, UserKey{rd.TenantID, rd.UserID}
 		}
 	case kindDevice:
 		ev := new(schemas.DeviceEvent)
-		if err = p.codecs.device.Decode(d.rec.Value, ev); err == nil {
+		if err = p.codecs.device.Decode(value, ev); err == nil {
 			d.device, d.key = ev, UserKey{ev.TenantID, ev.UserID}
 		}
 	case kindProfile:
 		ev := new(schemas.ProfileEvent)
-		if err = p.codecs.profile.Decode(d.rec.Value, ev); err == nil {
+		if err = p.codecs.profile.Decode(value, ev); err == nil {
 			d.profile, d.key = ev, UserKey{ev.TenantID, ev.UserID}
 		}
+	}
+	if err == nil && d.dk != nil && (d.dk.Tenant != d.key.Tenant || d.dk.User != d.key.User) {
+		// Sealed with another user's key: nothing about it can be trusted.
+		d.reading, d.device, d.profile = nil, nil, nil
+		d.sealErr = userkeys.ErrSealed
+		return false
 	}
 	return err == nil
 }
@@ -127,8 +158,12 @@ func (p *Processor) judgeAll(b *batch, in []decoded) map[int32]*[kinds]int64 {
 		p.tick(b, d)
 		if c := d.user; c != nil {
 			c.partition = d.rec.Partition
+			if d.dk != nil {
+				c.dk = d.dk
+			}
 			p.touch(b, c)
 		}
+		b.dk = d.dk
 		p.judge(b, d)
 		if d.user != nil {
 			p.setTimer(d.user)
@@ -161,8 +196,11 @@ func (p *Processor) touch(b *batch, c *cachedAggregate) {
 // outcomes; a record that did not decode is rejected as malformed.
 func (p *Processor) judge(b *batch, d *decoded) {
 	r := d.rec
-	at := rules.Held{Partition: r.Partition, Offset: r.Offset, Original: r.Value}
+	at := rules.Held{Partition: r.Partition, Offset: r.Offset, Original: d.plain}
 	switch {
+	case d.shredded:
+		b.shredded++
+		b.count(kindNames[max(d.kind, 0)], "shredded", "")
 	case d.reading != nil:
 		b.outs = d.user.agg.AppendReading(b.outs[:0], d.reading, &at, p.cfg.Rules)
 		held := true
@@ -192,11 +230,18 @@ func (p *Processor) judge(b *batch, d *decoded) {
 		if erased {
 			b.output(p.cfg.Kafka.Topics.Erasures, r.Key, mustEncode(p.codecs.erasure, rules.Erasure(d.profile), "erasure"))
 		}
+	case d.sealErr != nil:
+		kind := kindNames[max(d.kind, 0)]
+		b.rejected++
+		b.count(kind, "rejected", ReasonUndecryptable)
+		rj := rules.Malformed(kind, r.Key, r.Partition, r.Offset, r.Value)
+		rj.Reason, rj.Message = ReasonUndecryptable, "the log record is sealed and does not open: "+d.sealErr.Error()
+		b.output(p.cfg.Kafka.Topics.RejectedReadings, r.Key, mustEncode(p.codecs.rejected, rj, "rejected reading"))
 	default:
 		kind := kindNames[max(d.kind, 0)]
 		b.rejected++
 		b.count(kind, "rejected", ReasonMalformedEvent)
-		rj := rules.Malformed(kind, r.Key, r.Partition, r.Offset, r.Value)
+		rj := rules.Malformed(kind, r.Key, r.Partition, r.Offset, d.plain)
 		b.output(p.cfg.Kafka.Topics.RejectedReadings, r.Key, mustEncode(p.codecs.rejected, rj, "rejected reading"))
 	}
 }
@@ -244,6 +289,7 @@ func (p *Processor) observe(b *batch, records int) {
 	p.stats.Duplicates += b.duplicates
 	p.stats.Events += b.events
 	p.stats.Alerts += b.alerts
+	p.stats.Shredded += b.shredded
 	p.stats.Batch++
 	p.stats.mu.Unlock()
 	p.log.Debug().Int64("accepted", b.accepted).Int64("rejected", b.rejected).Int64("duplicates", b.duplicates).Int64("events", b.events).Msg("step applied")

@@ -54,6 +54,7 @@ import (
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/promreg"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/processor/rules"
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -107,6 +108,9 @@ type Config struct {
 	Registry *promreg.Registry
 	// Rules are the aggregate's invariants.
 	Rules rules.Config
+	// UserKeys configures the users' data keys: they open the records
+	// read and seal the outputs and snapshots written (docs/privacy.md).
+	UserKeys userkeys.Config
 }
 
 // DefaultMetricsAddr is where `vitals processor` serves /metrics unless
@@ -128,6 +132,7 @@ func DefaultConfig() Config {
 		MaxBackoff:         5 * time.Second,
 		ShutdownGrace:      15 * time.Second,
 		Rules:              rules.DefaultConfig(),
+		UserKeys:           userkeys.DefaultConfig(),
 	}
 }
 
@@ -171,6 +176,7 @@ type Processor struct {
 	log   zerolog.Logger
 	pool  *pgxpool.Pool
 	store *store
+	keys  *userkeys.Store
 	cl    *kgo.Client // consumer group member
 	adm   *kadm.Client
 	// prod produces the outputs. It is a client of its own so that it can
@@ -194,8 +200,10 @@ type Processor struct {
 	// reached since the last checkpoint. Only the Run goroutine and the
 	// rebalance callbacks (which never run while a step is in progress)
 	// touch them.
-	users      users
-	processed  map[tp]int64
+	users     users
+	processed map[tp]int64
+	// plain holds the step's opened record values (see sealing.go).
+	plain      []byte
 	checkpoint time.Time
 	// timers are the partitions' clocks and held readings' deadlines
 	// (timers.go); touched like users.
@@ -246,6 +254,16 @@ type Stats struct {
 	Events int64
 	// Alerts counts alerts raised.
 	Alerts int64
+	// Shredded counts records of erased users, whose data key is gone:
+	// skipped, not rejected (docs/privacy.md).
+	Shredded int64
+}
+
+// ShreddedCount returns Shredded.
+func (s *Stats) ShreddedCount() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Shredded
 }
 
 // Snapshot returns a copy of the reading totals.
@@ -287,12 +305,18 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 		pool.Close()
 		return nil, fmt.Errorf("processor: migrate state tables: %w", err)
 	}
+	if p.keys, err = userkeys.Open(mctx, pool, cfg.UserKeys, log); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("processor: %w", err)
+	}
 	if err := eventlog.EnsureTopics(ctx, cfg.Kafka, log); err != nil {
+		p.keys.Close()
 		pool.Close()
 		return nil, err
 	}
 	cl, err := kgo.NewClient(p.groupOpts()...)
 	if err != nil {
+		p.keys.Close()
 		pool.Close()
 		return nil, fmt.Errorf("processor: kafka client: %w", err)
 	}
@@ -303,6 +327,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Processor, error
 			p.prod.Close()
 		}
 		cl.Close()
+		p.keys.Close()
 		pool.Close()
 		return nil, err
 	}
@@ -346,5 +371,6 @@ func (p *Processor) Close() {
 	p.out.mu.Lock()
 	p.prod.Close()
 	p.out.mu.Unlock()
+	p.keys.Close()
 	p.pool.Close()
 }

@@ -118,7 +118,10 @@ func (p *Processor) resend(ctx context.Context, pending []*kgo.Record) ([]*kgo.R
 func (p *Processor) newProducer() (*kgo.Client, error) {
 	cl, err := kgo.NewClient(append(p.cfg.Kafka.ClientOpts(p.log),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
+		// Outputs are sealed (docs/privacy.md): ciphertext does not
+		// compress, so compressing would cost CPU here, in the broker's
+		// validation and in every consumer for nothing.
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		// Outputs go to the input's partition number (the topics are
 		// co-partitioned), which is what numbering them per partition needs.
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),

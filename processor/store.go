@@ -1,14 +1,13 @@
 package processor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/vitalshq/vitals/processor/rules"
 )
 
 // schemaSQL creates the processor's tables. One row per user (a snapshot,
@@ -32,6 +31,10 @@ DO $$ BEGIN
 		ALTER TABLE processor_aggregates ALTER COLUMN state TYPE bytea USING convert_to(state::text, 'UTF8');
 	END IF;
 END $$;
+-- Snapshots are sealed with their users' data keys (docs/privacy.md), and
+-- ciphertext does not compress: storing them as they are spares PostgreSQL
+-- trying.
+ALTER TABLE processor_aggregates ALTER COLUMN state SET STORAGE EXTERNAL;
 COMMENT ON TABLE processor_aggregates IS 'Per-user aggregate snapshot of the processor (write model), per consumer group so that a reprocess starts from empty state; committed atomically with processor_offsets.';
 CREATE TABLE IF NOT EXISTS processor_offsets (
 	group_id    text    NOT NULL,
@@ -119,9 +122,9 @@ const loadSQL = `
 		WHERE x.group_id = $1 AND x.tenant_id = k.tenant_id AND x.user_id = k.user_id
 		OFFSET 0) a`
 
-// load returns the aggregates of the given users; absent users are absent
-// from the map.
-func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey]*rules.Aggregate, error) {
+// load returns the stored snapshots of the given users (see
+// Processor.openSnapshot); absent users are absent from the map.
+func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey][]byte, error) {
 	tenants := make([]string, len(keys))
 	users := make([]string, len(keys))
 	for i, k := range keys {
@@ -132,15 +135,11 @@ func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey]*rules.Ag
 	if err != nil {
 		return nil, fmt.Errorf("load aggregates: %w", err)
 	}
-	out := make(map[UserKey]*rules.Aggregate, len(keys))
+	out := make(map[UserKey][]byte, len(keys))
 	var k UserKey
 	var state []byte
 	_, err = pgx.ForEachRow(rows, []any{&k.Tenant, &k.User, &state}, func() error {
-		a := new(rules.Aggregate)
-		if err := a.UnmarshalBinary(state); err != nil {
-			return fmt.Errorf("aggregate of a user in tenant %s: %w", k.Tenant, err)
-		}
-		out[k] = a
+		out[k] = bytes.Clone(state)
 		return nil
 	})
 	if err != nil {

@@ -131,6 +131,9 @@ func (p *Processor) tick(b *batch, d *decoded) {
 		}
 		c.partition = part
 		p.touch(b, c)
+		// What settling emits is the user's: sealed with their key (nil
+		// only for a snapshot written in clear by an earlier release).
+		b.dk = c.dk
 		for _, o := range c.agg.ExpireHeld(at, p.cfg.Rules) {
 			p.emit(b, &o, nil)
 		}

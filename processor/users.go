@@ -2,9 +2,11 @@ package processor
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strings"
 
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/processor/rules"
 )
 
@@ -17,6 +19,7 @@ type cachedAggregate struct {
 	partition int32
 	dirty     bool // listed in users.dirty
 	agg       rules.Aggregate
+	dk        *userkeys.Key // the user's data key: it seals the snapshot
 }
 
 // users holds the aggregates of owned users in memory, each loaded from
@@ -41,7 +44,7 @@ func (u *users) get(k UserKey) *cachedAggregate { return u.byKey[k] }
 // reason as the ids an aggregate remembers (a decoded record's strings
 // share its decoder's buffers); the few tenant ids once each, so that
 // comparing a key's tenant on every lookup reads memory that is in cache.
-func (u *users) add(k UserKey, agg *rules.Aggregate) {
+func (u *users) add(k UserKey, agg *rules.Aggregate) *cachedAggregate {
 	tenant, ok := u.tenants[k.Tenant]
 	if !ok {
 		tenant = strings.Clone(k.Tenant)
@@ -53,6 +56,7 @@ func (u *users) add(k UserKey, agg *rules.Aggregate) {
 		c.agg = *agg
 	}
 	u.byKey[k] = c
+	return c
 }
 
 // markDirty lists c among the aggregates the next checkpoint writes.
@@ -137,15 +141,28 @@ func (p *Processor) loadUsers(ctx context.Context, in []decoded, missing map[Use
 	for k := range missing {
 		keys = append(keys, k)
 	}
-	var loaded map[UserKey]*rules.Aggregate
+	var states map[UserKey][]byte
 	if err := p.retry(ctx, "load aggregates", func(ctx context.Context) (err error) {
-		loaded, err = p.store.load(ctx, keys)
+		states, err = p.store.load(ctx, keys)
 		return err
 	}); err != nil {
 		return err
 	}
+	if err := p.loadSnapshotKeys(ctx, states); err != nil {
+		return err
+	}
 	for _, k := range keys {
-		p.users.add(k, loaded[k])
+		var agg *rules.Aggregate
+		var dk *userkeys.Key
+		if st, ok := states[k]; ok {
+			var err error
+			if agg, dk, err = p.openSnapshot(st); err != nil {
+				// A snapshot that does not open cannot be judged against;
+				// going on without it would judge the user afresh.
+				return fmt.Errorf("aggregate of a user in tenant %s: %w", k.Tenant, err)
+			}
+		}
+		p.users.add(k, agg).dk = dk
 	}
 	p.attach(in)
 	return nil

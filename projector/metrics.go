@@ -34,7 +34,7 @@ func newProjMetrics(st *Stats) projMetrics {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
 			func() float64 { return float64(v()) })
 	}
-	const skippedHelp = "Records left out of the tables, by reason: erased_user (rows of erased users) or undecodable (unreadable records, logged by position)."
+	const skippedHelp = "Records left out of the tables, by reason: erased_user (rows of erased users), shredded (records sealed with the data key of a user erased since) or undecodable (unreadable records, logged by position)."
 	return projMetrics{
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vitals_projector_rows_total",
 			Help: "Rows inserted into ClickHouse, by table."}, []string{"table"}),
@@ -52,6 +52,7 @@ func newProjMetrics(st *Stats) projMetrics {
 			counter("vitals_projector_store_failures_total", "Failed attempts to store a batch (ClickHouse unavailable or refusing); each is retried.", st.Failures.Load, nil),
 			counter("vitals_projector_records_skipped_total", skippedHelp, st.Erased.Load, prometheus.Labels{"reason": "erased_user"}),
 			counter("vitals_projector_records_skipped_total", skippedHelp, st.Undecodable.Load, prometheus.Labels{"reason": "undecodable"}),
+			counter("vitals_projector_records_skipped_total", skippedHelp, st.Shredded.Load, prometheus.Labels{"reason": "shredded"}),
 		},
 		ends: map[topicPartition]int64{},
 	}

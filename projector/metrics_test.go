@@ -34,6 +34,7 @@ func TestMetricsLagAndStats(t *testing.T) {
 	st.Committed.Add(5)
 	st.Erased.Add(2)
 	st.Undecodable.Add(1)
+	st.Shredded.Add(3)
 	want := `
 # HELP vitals_projector_lag_records Records between the committed position and the log end seen by the latest fetch, per owned topic-partition; set after each stored batch.
 # TYPE vitals_projector_lag_records gauge
@@ -42,9 +43,10 @@ vitals_projector_lag_records{partition="1",topic="acc"} 0
 # HELP vitals_projector_records_committed_total Records whose offsets were committed after their rows were stored.
 # TYPE vitals_projector_records_committed_total counter
 vitals_projector_records_committed_total 5
-# HELP vitals_projector_records_skipped_total Records left out of the tables, by reason: erased_user (rows of erased users) or undecodable (unreadable records, logged by position).
+# HELP vitals_projector_records_skipped_total Records left out of the tables, by reason: erased_user (rows of erased users), shredded (records sealed with the data key of a user erased since) or undecodable (unreadable records, logged by position).
 # TYPE vitals_projector_records_skipped_total counter
 vitals_projector_records_skipped_total{reason="erased_user"} 2
+vitals_projector_records_skipped_total{reason="shredded"} 3
 vitals_projector_records_skipped_total{reason="undecodable"} 1
 `
 	names := []string{"vitals_projector_lag_records", "vitals_projector_records_committed_total", "vitals_projector_records_skipped_total"}

@@ -76,11 +76,14 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/promreg"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
@@ -123,6 +126,15 @@ type Config struct {
 	// MetricsAddr serves: the process's registry, shared by the roles of
 	// `vitals run`. Nil (the default): a registry of the projector's own.
 	Registry *promreg.Registry
+	// PostgresURL locates the users' data keys, which open the records.
+	PostgresURL string
+	// UserKeys configures the data keys (docs/privacy.md).
+	UserKeys userkeys.Config
+	// Shred makes this projector finish erasures: once ClickHouse has
+	// deleted an erased user everywhere (this database, its rebuild's
+	// shadow and the old tables a swap kept), it shreds the user's data
+	// key. The live projectors do; a rebuild's shadow projector does not.
+	Shred bool
 }
 
 // DefaultMetricsAddr is where `vitals projector` serves /metrics unless
@@ -142,6 +154,9 @@ func DefaultConfig() Config {
 		MaxBackoff:    5 * time.Second,
 		ShutdownGrace: 15 * time.Second,
 		FetchMaxBytes: 16 << 20,
+		PostgresURL:   "postgres://vitals:vitals@127.0.0.1:15432/vitals?sslmode=disable",
+		UserKeys:      userkeys.DefaultConfig(),
+		Shred:         true,
 	}
 }
 
@@ -153,6 +168,9 @@ type Stats struct {
 	Erased atomic.Int64
 	// Undecodable is the records skipped because they could not be read.
 	Undecodable atomic.Int64
+	// Shredded is the records skipped because their user's data key was
+	// shredded (the user was erased).
+	Shredded atomic.Int64
 	// Committed is the records whose offsets were committed.
 	Committed atomic.Int64
 	// Failures is the failed attempts to store a batch (ClickHouse
@@ -170,6 +188,8 @@ type Projector struct {
 	sinks  map[string]*sink    // by topic
 	bufs   map[string]*pending // by table, reused batch after batch
 	erased *erasedSet
+	keys   *userkeys.Store // nil only in tests that build a projector by hand
+	pool   *pgxpool.Pool
 	stats  Stats
 	reg    *promreg.Registry
 	m      projMetrics
@@ -203,6 +223,18 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Projector, error
 		conn.Close()
 		return nil, fmt.Errorf("projector: %w", err)
 	}
+	pool, err := postgres.Open(ctx, cfg.PostgresURL)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("projector: %w", err)
+	}
+	keys, err := userkeys.Open(mctx, pool, cfg.UserKeys, log)
+	if err != nil {
+		pool.Close()
+		conn.Close()
+		return nil, fmt.Errorf("projector: %w", err)
+	}
+	conn = closing{conn, func() { keys.Close(); pool.Close() }}
 	p := &Projector{
 		cfg:   cfg,
 		log:   log,
@@ -212,6 +244,8 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Projector, error
 		bufs:  map[string]*pending{},
 		floor: map[floorKey]int64{},
 		reg:   promreg.OrNew(cfg.Registry),
+		keys:  keys,
+		pool:  pool,
 	}
 	p.m = newProjMetrics(&p.stats)
 	p.erased = newErasedSet(conn, p.db)
@@ -277,6 +311,12 @@ func (p *Projector) Run(ctx context.Context) error {
 		if err := p.reg.ServeMetrics(ctx, p.log, p.cfg.MetricsAddr); err != nil {
 			return fmt.Errorf("projector: %w", err)
 		}
+	}
+	if p.cfg.Shred && p.keys != nil {
+		done := make(chan struct{})
+		sctx, stop := context.WithCancel(ctx)
+		go func() { defer close(done); p.shredLoop(sctx) }()
+		defer func() { stop(); <-done }()
 	}
 	for ctx.Err() == nil {
 		gen := p.lostGen.Load()
@@ -435,13 +475,13 @@ func (b *batch) release() {
 // decode sorts records into their tables. Undecodable records are logged
 // (position only) and skipped: only Vitals writes these topics, so such a
 // record is a defect upstream, and it must not stop the projection.
-func (p *Projector) decode(records []*kgo.Record) *batch {
+func (p *Projector) decode(records []*kgo.Record, o opened) *batch {
 	b := &batch{}
 	var byTable [8]*pending // the batch's tables so far; there are seven
 	inBatch := byTable[:0]
 	for _, rec := range records {
 		s, ok := p.sinks[rec.Topic]
-		if !ok {
+		if !ok || o.skip[rec] {
 			continue
 		}
 		t := p.pendingOf(s)
@@ -487,6 +527,7 @@ func (p *Projector) decode(records []*kgo.Record) *batch {
 			b.erasures = append(b.erasures, r)
 		}
 	}
+	p.eraseShredded(b, o.shredded)
 	return b
 }
 
@@ -512,7 +553,11 @@ func (p *Projector) flush(ctx context.Context, records []*kgo.Record, gen int64)
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(p.cfg.ShutdownGrace, cancel) })
 	defer stop()
 
-	b := p.decode(records)
+	o, err := p.openWithRetry(fctx, records)
+	if err != nil {
+		return fmt.Errorf("projector: open records: %w", err)
+	}
+	b := p.decode(records, o)
 	defer b.release()
 	start := time.Now()
 	backoff := p.cfg.MinBackoff
@@ -618,6 +663,9 @@ func (p *Projector) store(ctx context.Context, b *batch) error {
 	}
 	if len(targets) > 0 && !b.deleted {
 		if err := p.deleteUsers(sctx, targets); err != nil {
+			return err
+		}
+		if err := p.notePending(sctx, targets); err != nil {
 			return err
 		}
 		b.deleted = true

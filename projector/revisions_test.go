@@ -35,7 +35,7 @@ func TestResolveRevisions(t *testing.T) {
 		acc("n", 1, 60, false, 14), // nothing holds it
 		acc("e", 3, 85, false, 15), // after a withdrawal: nothing to retract
 	}
-	b := p.decode(records)
+	b := p.decode(records, opened{})
 	if b.readings == nil || b.revisions == nil || len(b.accepted) != 6 || len(b.readings.rows) != 1 {
 		t.Fatalf("decode: %+v", b)
 	}

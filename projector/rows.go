@@ -407,6 +407,22 @@ func (b *erasedBuf) columns() []namedColumn {
 	}, b.pos.columns()...)
 }
 
+// addShredded appends the erasure of a user found by a record whose key
+// was shredded: no erasure record is readable any more, so the event and
+// gateway are unknown, and the row has no position in the erasures topic
+// (-1, which replay's verification leaves out as it leaves out the
+// shredded records).
+func (b *erasedBuf) addShredded(r row) {
+	b.tenant.add(r.tenant)
+	b.user.add(r.user)
+	b.eventID.add("")
+	b.gateway.add("")
+	b.requestedAtMs.add(0)
+	b.receivedAtMs.add(0)
+	b.pos.partition.add(-1)
+	b.pos.offset.add(-1)
+}
+
 func (b *erasedBuf) add(rec *kgo.Record) (row, error) {
 	var e schemas.Erasure
 	if err := b.codec.Decode(rec.Value, &e); err != nil {

@@ -259,6 +259,7 @@ func Rebuild(ctx context.Context, cfg Config, log zerolog.Logger) (*Result, erro
 	pcfg.Kafka, pcfg.Warehouse, pcfg.Group, pcfg.Tables = cfg.Kafka, cfg.Warehouse, plan.Group, plan.Tables
 	pcfg.Warehouse.Database = plan.ShadowDatabase
 	pcfg.InstanceID, pcfg.MetricsAddr = "", "" // several instances; none serves /metrics
+	pcfg.Shred = false                         // the live projectors finish erasures, the shadow's included
 	// Several instances in one group share the partitions: one decodes
 	// while another waits on its insert.
 	var shadows []*projector.Projector

@@ -40,6 +40,9 @@ type ReprocessResult struct {
 	Took    time.Duration
 	// Accepted, Rejected and Duplicates count this run's readings.
 	Accepted, Rejected, Duplicates int64
+	// Shredded counts the records skipped because their user's data key
+	// was shredded (the user was erased): nothing of them is re-emitted.
+	Shredded int64
 }
 
 // Reprocess runs the processor over the raw topics into the output topics
@@ -131,6 +134,7 @@ func Reprocess(ctx context.Context, cfg ReprocessConfig, log zerolog.Logger) (*R
 	perr := <-done
 	res.Took = time.Since(began)
 	res.Accepted, res.Rejected, res.Duplicates, _ = p.Stats().Snapshot()
+	res.Shredded = p.Stats().ShreddedCount()
 	res.Records = start.span(ends) - before
 	if werr != nil {
 		if ctx.Err() != nil {

@@ -35,6 +35,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		{Name: "migrate", Summary: "create the Kafka topics and the ClickHouse tables, then exit", Run: cmdMigrate},
 		{Name: "keys", Summary: "manage gateway API keys: keys create|list|revoke", Run: cmdKeys},
 		{Name: "tokens", Summary: "manage analyst query tokens: tokens create|list|revoke", Run: cmdTokens},
+		{Name: "datakeys", Summary: "the users' data keys: datakeys status|rewrap (a new key-encryption key)", Run: cmdDataKeys},
+		{Name: "export", Summary: "write everything held about a user as a FHIR R4 Bundle (export --tenant T --user U)", Run: cmdExport},
 		{Name: "demo", Summary: "run the pipeline on the bundled Fitbit sample and print per-user percentiles", Run: cmdDemo},
 		{Name: "replay", Summary: "rebuild tables from the log into shadow tables and swap them in (replay rebuild|rollback), or reprocess the raw log into new output topics (replay reprocess)", Run: cmdReplay},
 	}, args, stdout, stderr)
@@ -74,6 +76,7 @@ var (
 	projectorRole = roleSpec{name: "projector", checkKafka: true,
 		flags: func(s *cmdline.Settings, fs *envflag.Set) {
 			s.KafkaFlags(fs)
+			s.PostgresFlags(fs)
 			s.ClickHouseFlags(fs)
 			s.ProjectorFlags(fs)
 		},

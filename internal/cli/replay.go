@@ -24,7 +24,7 @@ type replaySettings struct {
 
 // cmdReplay is `vitals replay rebuild|rollback|reprocess`.
 func cmdReplay(ctx context.Context, args []string, stdout io.Writer) error {
-	usage := errors.New("usage: vitals replay rebuild|rollback|reprocess [flags] (vitals replay rebuild -h lists them)")
+	usage := errors.New("usage: vitals replay rebuild|rollback|reprocess|encrypt [flags] (vitals replay rebuild -h lists them)")
 	if len(args) == 0 {
 		return usage
 	}
@@ -33,13 +33,53 @@ func cmdReplay(ctx context.Context, args []string, stdout io.Writer) error {
 		return replayTables(ctx, args[0], args[1:], stdout)
 	case "reprocess":
 		return replayReprocess(ctx, args[1:], stdout)
+	case "encrypt":
+		return replayEncrypt(ctx, args[1:], stdout)
 	}
 	return usage
+}
+
+// replayEncrypt copies raw topics written in clear by earlier releases
+// into a new version of them, sealed (docs/privacy.md).
+func replayEncrypt(ctx context.Context, args []string, stdout io.Writer) error {
+	fs, s := cmdline.NewFlags("vitals replay encrypt")
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
+	var r replaySettings
+	r.Flags(fs)
+	fs.String(&r.version, "version", "", "version of the sealed raw topics, e.g. v2 (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := s.CheckKafka(); err != nil {
+		return err
+	}
+	if r.version == "" || fs.NArg() > 0 {
+		return errors.New("usage: vitals replay encrypt --version v2 [flags]")
+	}
+	log, err := s.Logger()
+	if err != nil {
+		return err
+	}
+	r.Apply()
+	bar := cmdline.NewProgress(os.Stderr, log)
+	res, err := replay.Encrypt(ctx, replay.EncryptConfig{Kafka: s.Kafka(), Version: r.version, PostgresURL: s.PostgresURL,
+		UserKeys: s.UserKeys(), ProgressEvery: r.ProgressEvery, Progress: bar.Show}, log)
+	bar.End()
+	if err != nil {
+		return stoppedCleanly(ctx, err, stdout)
+	}
+	fmt.Fprintf(stdout, "sealed %d records into %s, %s, %s, %s in %.1fs; %d copied as they were (sealed already, or no user's), %d of erased users left out\n",
+		res.Sealed, res.Topics.Readings, res.Topics.DeviceEvents, res.Topics.ProfileEvents, res.Topics.DeadLetters, res.Took.Seconds(), res.Copied, res.Shredded)
+	_, err = fmt.Fprintf(stdout, "next (docs/privacy.md): stop ingest, run vitals replay encrypt again for what came meanwhile, start ingest with --kafka-raw-version %s; "+
+		"vitals replay reprocess --kafka-raw-version %s --version <new output version>, cut the projectors over, then delete the old topics\n", r.version, r.version)
+	return err
 }
 
 func replayTables(ctx context.Context, sub string, args []string, stdout io.Writer) error {
 	fs, s := cmdline.NewFlags("vitals replay " + sub)
 	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
 	s.ClickHouseFlags(fs)
 	s.ProjectorFlags(fs)
 	var r replaySettings
@@ -165,8 +205,8 @@ func replayReprocess(ctx context.Context, args []string, stdout io.Writer) error
 	if err != nil {
 		return stoppedCleanly(ctx, err, stdout)
 	}
-	fmt.Fprintf(stdout, "reprocessed %d raw records in %.1fs with group %s: %d accepted, %d rejected, %d repeats\n",
-		res.Records, res.Took.Seconds(), res.Group, res.Accepted, res.Rejected, res.Duplicates)
+	fmt.Fprintf(stdout, "reprocessed %d raw records in %.1fs with group %s: %d accepted, %d rejected, %d repeats, %d shredded (erased users, skipped)\n",
+		res.Records, res.Took.Seconds(), res.Group, res.Accepted, res.Rejected, res.Duplicates, res.Shredded)
 	fmt.Fprintf(stdout, "outputs: %s, %s, %s, %s\n", res.Topics.AcceptedReadings, res.Topics.RejectedReadings, res.Topics.Alerts, res.Topics.Erasures)
 	_, err = fmt.Fprintf(stdout, "cut over (docs/replay.md): keep this version's processor running (vitals processor --processor-group %s --kafka-output-version %s), "+
 		"stop the live projectors, vitals replay rebuild --kafka-output-version %s, then start the projectors with --kafka-output-version %s\n",

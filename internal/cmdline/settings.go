@@ -12,6 +12,7 @@ import (
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/logging"
 	"github.com/vitalshq/vitals/internal/quota"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/processor"
 	"github.com/vitalshq/vitals/projector"
@@ -35,8 +36,14 @@ type Settings struct {
 	// KafkaOutputVersion is the version of the processor's output topics
 	// (v1, or v2... after a reprocess; see vitals replay reprocess).
 	KafkaOutputVersion string
+	// KafkaRawVersion is the version of the raw topics (v1, or v2... after
+	// vitals replay encrypt copied a clear log into sealed topics).
+	KafkaRawVersion string
 
 	PostgresURL string
+	// KEKFile holds the key-encryption key of the users' data keys
+	// (docs/privacy.md); empty: VITALS_KEK_FILE or VITALS_KEK.
+	KEKFile string
 
 	ClickHouseAddr, ClickHouseDatabase, ClickHouseUser, ClickHousePassword string
 	ClickHouseCompression, ClickHouseProtocol                              string
@@ -132,11 +139,20 @@ func (s *Settings) KafkaFlags(fs *envflag.Set) {
 	fs.Int(&s.KafkaPartitions, "kafka-partitions", d.Partitions, "partitions of topics Vitals creates (cannot shrink later)")
 	fs.Int(&s.KafkaReplication, "kafka-replication", d.ReplicationFactor, "replication factor of topics Vitals creates")
 	fs.String(&s.KafkaOutputVersion, "kafka-output-version", "v1", "version of the processor's output topics (e.g. v2 after vitals replay reprocess --version v2)")
+	fs.String(&s.KafkaRawVersion, "kafka-raw-version", "v1", "version of the raw topics: readings, device and profile events, dead letters (e.g. v2 after vitals replay encrypt --version v2)")
 }
 
 // PostgresFlags registers the PostgreSQL URL.
 func (s *Settings) PostgresFlags(fs *envflag.Set) {
-	fs.String(&s.PostgresURL, "pg-url", processor.DefaultConfig().PostgresURL, "PostgreSQL URL of the processor's state and the API keys")
+	fs.String(&s.PostgresURL, "pg-url", processor.DefaultConfig().PostgresURL, "PostgreSQL URL of the processor's state, the API keys and the users' data keys")
+	fs.String(&s.KEKFile, "kek-file", "", "file holding the key-encryption key that wraps the users' data keys: the base64 of 32 random bytes (or VITALS_KEK with the key itself); see docs/privacy.md")
+}
+
+// UserKeys is the users' data keys' configuration of the flags.
+func (s *Settings) UserKeys() userkeys.Config {
+	c := userkeys.DefaultConfig()
+	c.Keyring.KEKFile = s.KEKFile
+	return c
 }
 
 // ClickHouseFlags registers the warehouse's flags.
@@ -231,6 +247,11 @@ func (s *Settings) Kafka() eventlog.Config {
 	if t, err := c.Topics.WithOutputVersion(s.KafkaOutputVersion); err == nil {
 		c.Topics = t
 	}
+	if s.KafkaRawVersion != "" && s.KafkaRawVersion != "v1" {
+		if t, err := c.Topics.WithRawVersion(s.KafkaRawVersion); err == nil {
+			c.Topics = t
+		}
+	}
 	c.Partitions = s.KafkaPartitions
 	c.ReplicationFactor = s.KafkaReplication
 	return c
@@ -241,7 +262,10 @@ func (s *Settings) CheckKafka() error {
 	if s.KafkaOutputVersion == "" {
 		s.KafkaOutputVersion = "v1"
 	}
-	_, err := eventlog.TopicsWithPrefix(s.KafkaPrefix).WithOutputVersion(s.KafkaOutputVersion)
+	t, err := eventlog.TopicsWithPrefix(s.KafkaPrefix).WithOutputVersion(s.KafkaOutputVersion)
+	if err == nil && s.KafkaRawVersion != "" && s.KafkaRawVersion != "v1" {
+		_, err = t.WithRawVersion(s.KafkaRawVersion)
+	}
 	return err
 }
 
@@ -259,6 +283,7 @@ func (s *Settings) Ingest() ingest.Config {
 	c.Addr, c.Kafka, c.PostgresURL = s.IngestAddr, s.Kafka(), s.PostgresURL
 	c.MaxBatchItems, c.MaxBodyBytes, c.ProduceTimeout = s.IngestMaxItems, int64(s.IngestMaxBytes), s.IngestTimeout
 	c.Limits = ingest.Limits{MaxFutureSkew: s.IngestFutureSkew, MaxAge: s.IngestMaxAge, MinTime: s.IngestMinTime}
+	c.UserKeys = s.UserKeys()
 	return c
 }
 
@@ -272,6 +297,7 @@ func (s *Settings) Processor() processor.Config {
 	c.MetricsAddr = s.ProcessorMetrics
 	c.CheckpointInterval, c.MaxDirty, c.MaxUsers = s.ProcessorCheckpoint, s.ProcessorMaxDirty, s.ProcessorMaxUsers
 	c.InstanceID, c.SessionTimeout = s.ProcessorInstance, s.ProcessorSession
+	c.UserKeys = s.UserKeys()
 	return c
 }
 
@@ -282,6 +308,7 @@ func (s *Settings) Projector() projector.Config {
 	c.MaxRows, c.FlushInterval = s.ProjectorRows, s.ProjectorFlush
 	c.InsertTimeout, c.MaxBackoff = s.ProjectorTimeout, s.ProjectorBackoff
 	c.InstanceID, c.MetricsAddr = s.ProjectorInstance, s.ProjectorMetrics
+	c.PostgresURL, c.UserKeys = s.PostgresURL, s.UserKeys()
 	return c
 }
 

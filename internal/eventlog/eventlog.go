@@ -73,6 +73,25 @@ func (t Topics) WithOutputVersion(v string) (Topics, error) {
 	return t, nil
 }
 
+// WithRawVersion returns t with the raw topics (readings, device and
+// profile events, dead letters) at version v instead of v1, e.g.
+// vitals.readings.v2: `vitals replay encrypt` copies raw topics written
+// in clear by earlier releases into a new version, sealed (see
+// docs/privacy.md).
+func (t Topics) WithRawVersion(v string) (Topics, error) {
+	if !outputVersionRE.MatchString(v) {
+		return t, fmt.Errorf("raw topic version %q: want v followed by digits, e.g. v2", v)
+	}
+	for _, name := range []*string{&t.Readings, &t.DeviceEvents, &t.ProfileEvents, &t.DeadLetters} {
+		base, ok := strings.CutSuffix(*name, ".v1")
+		if !ok {
+			return t, fmt.Errorf("raw topic %q does not end in .v1", *name)
+		}
+		*name = base + "." + v
+	}
+	return t, nil
+}
+
 // Config is what a role needs to reach Kafka.
 type Config struct {
 	// Brokers are the seed brokers, host:port.

@@ -215,7 +215,7 @@ func (s *stack) startProcessor(ctx context.Context, cfg processor.Config) (*proc
 
 func (s *stack) startProjector(ctx context.Context, group string) *running {
 	cfg := projector.DefaultConfig()
-	cfg.Kafka, cfg.Warehouse, cfg.Group = s.kafka, s.wh, group
+	cfg.Kafka, cfg.Warehouse, cfg.Group, cfg.PostgresURL = s.kafka, s.wh, group, s.pgURL
 	cfg.FlushInterval = 200 * time.Millisecond
 	p, err := projector.New(ctx, cfg, s.log)
 	if err != nil {

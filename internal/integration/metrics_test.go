@@ -55,7 +55,7 @@ func TestMetricsServedForDashboard(t *testing.T) {
 	s.startProcessor(ctx, pcfg)
 
 	jcfg := projector.DefaultConfig()
-	jcfg.Kafka, jcfg.Warehouse, jcfg.Group = s.kafka, s.wh, s.id+"-projector"
+	jcfg.Kafka, jcfg.Warehouse, jcfg.Group, jcfg.PostgresURL = s.kafka, s.wh, s.id+"-projector", s.pgURL
 	jcfg.FlushInterval = 200 * time.Millisecond
 	jcfg.Registry, jcfg.MetricsAddr = reg, freeAddr(t)
 	pj, err := projector.New(ctx, jcfg, s.log)

@@ -221,6 +221,7 @@ func readAll(t *testing.T, ctx context.Context, s *stack, topic string, n int) [
 		}
 		out = append(out, f.Records()...)
 	}
+	s.openRecords(ctx, out)
 	return out
 }
 

@@ -23,7 +23,7 @@ func TestProjectorSurvivesClickHouseOutage(t *testing.T) {
 	ingestURL, _ := s.startIngest(ctx)
 	proc, _ := s.startProcessor(ctx, s.processorConfig())
 	cfg := projector.DefaultConfig()
-	cfg.Kafka, cfg.Warehouse, cfg.Group = s.kafka, s.wh, s.id+"-projector"
+	cfg.Kafka, cfg.Warehouse, cfg.Group, cfg.PostgresURL = s.kafka, s.wh, s.id+"-projector", s.pgURL
 	cfg.FlushInterval, cfg.MaxBackoff, cfg.InsertTimeout = 200*time.Millisecond, time.Second, 5*time.Second
 	pj, err := projector.New(ctx, cfg, s.log)
 	if err != nil {

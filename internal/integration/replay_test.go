@@ -49,6 +49,7 @@ func (s *stack) replayConfig() replay.Config {
 	cfg := replay.DefaultConfig()
 	cfg.Kafka, cfg.Warehouse, cfg.LiveGroup = s.kafka, s.wh, s.id+"-projector"
 	cfg.Projector = projector.DefaultConfig()
+	cfg.Projector.PostgresURL = s.pgURL
 	cfg.Projector.FlushInterval = 200 * time.Millisecond
 	cfg.ProgressEvery = 500 * time.Millisecond
 	cfg.Progress = func(p replay.Progress) { s.t.Logf("progress: %s %d/%d", p.Phase, p.Done, p.Total) }

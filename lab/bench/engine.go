@@ -15,6 +15,8 @@ import (
 
 	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/sandbox"
 	"github.com/vitalshq/vitals/lab/scratch"
@@ -38,7 +40,7 @@ func compareEngine(ctx context.Context, s *cmdline.Settings, box *sandbox.Sandbo
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	n, err := copyAsJSON(ctx, cl, adm, k, jsonTopic, log)
+	n, err := copyAsJSON(ctx, s, cl, adm, k, jsonTopic, log)
 	if err != nil {
 		return err
 	}
@@ -130,16 +132,34 @@ func compareEngine(ctx context.Context, s *cmdline.Settings, box *sandbox.Sandbo
 // copyAsJSON copies the accepted readings into jsonTopic as JSONEachRow
 // lines (18.16's Kafka engine cannot parse Avro single-object messages)
 // and returns how many it copied.
-func copyAsJSON(ctx context.Context, cl *kgo.Client, adm *kadm.Client, k eventlog.Config, jsonTopic string, log zerolog.Logger) (int64, error) {
+func copyAsJSON(ctx context.Context, s *cmdline.Settings, cl *kgo.Client, adm *kadm.Client, k eventlog.Config, jsonTopic string, log zerolog.Logger) (int64, error) {
 	if _, err := adm.CreateTopic(ctx, int32(k.Partitions), int16(k.ReplicationFactor), nil, jsonTopic); err != nil {
 		return 0, fmt.Errorf("create %s: %w", jsonTopic, err)
 	}
+	// The accepted readings are sealed with their users' data keys.
+	pool, err := postgres.Open(ctx, s.PostgresURL)
+	if err != nil {
+		return 0, err
+	}
+	defer pool.Close()
+	keys, err := userkeys.Open(ctx, pool, s.UserKeys(), log)
+	if err != nil {
+		return 0, err
+	}
+	defer keys.Close()
 	codec := schemas.MustCodec(schemas.NameAcceptedReading)
 	var n int64
 	var perr atomic.Value
-	err := simulate.ReadTopic(ctx, k.ClientOpts(log), k.Topics.AcceptedReadings, func(rec *kgo.Record) error {
+	err = simulate.ReadTopic(ctx, k.ClientOpts(log), k.Topics.AcceptedReadings, func(rec *kgo.Record) error {
+		if err := keys.LoadRecordKeys(ctx, []*kgo.Record{rec}); err != nil {
+			return err
+		}
+		value, _, err := keys.OpenRecord(nil, rec)
+		if err != nil {
+			return fmt.Errorf("open accepted reading: %w", err)
+		}
 		var a schemas.AcceptedReading
-		if err := codec.Decode(rec.Value, &a); err != nil {
+		if err := codec.Decode(value, &a); err != nil {
 			return fmt.Errorf("decode accepted reading: %w", err)
 		}
 		n++

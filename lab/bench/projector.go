@@ -54,6 +54,7 @@ type benchProjReport struct {
 func benchProjector(ctx context.Context, args []string, stdout io.Writer) error {
 	fs, s := cmdline.NewFlags("vitals-lab bench projector")
 	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
 	s.ClickHouseFlags(fs)
 	s.ProjectorFlags(fs)
 	scratch.Names(fs, "bench-proj-", "vitals_bench_proj_")

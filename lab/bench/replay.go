@@ -41,6 +41,7 @@ type benchReplayReport struct {
 func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	fs, s := cmdline.NewFlags("vitals-lab bench replay")
 	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
 	s.ClickHouseFlags(fs)
 	s.ProjectorFlags(fs)
 	scratch.Names(fs, "bench-replay-", "vitals_bench_replay_")

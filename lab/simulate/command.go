@@ -14,6 +14,8 @@ import (
 
 	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/envflag"
+	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/lab/scratch"
@@ -170,11 +172,22 @@ func VerifyUntil(ctx context.Context, s *cmdline.Settings, entries []Entry, wait
 		return nil, nil, err
 	}
 	defer conn.Close()
+	// Dead letters of known users are sealed with their data keys.
+	pool, err := postgres.Open(ctx, s.PostgresURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer pool.Close()
+	keys, err := userkeys.Open(ctx, pool, s.UserKeys(), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer keys.Close()
 	k := s.Kafka()
 	deadline := time.Now().Add(wait)
 	for {
 		qctx, cancel := context.WithTimeout(ctx, time.Minute)
-		obs, err := Observe(qctx, conn, s.ClickHouseDatabase, s.Tenant, k.ClientOpts(log), k.Topics.DeadLetters)
+		obs, err := Observe(qctx, conn, keys, s.ClickHouseDatabase, s.Tenant, k.ClientOpts(log), k.Topics.DeadLetters)
 		cancel()
 		if err != nil {
 			return nil, nil, err

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -41,8 +42,9 @@ type Held struct {
 }
 
 // Observe reads the tenant's readings, rejections and rollup from database
-// db and every dead-letter record of the tenant from topic deadLetters.
-func Observe(ctx context.Context, conn driver.Conn, db, tenant string, kopts []kgo.Opt, deadLetters string) (*Observed, error) {
+// db and every dead-letter record of the tenant from topic deadLetters,
+// opening those sealed with keys.
+func Observe(ctx context.Context, conn driver.Conn, keys *userkeys.Store, db, tenant string, kopts []kgo.Opt, deadLetters string) (*Observed, error) {
 	o := &Observed{Accepted: map[string]copies{}, Rejected: map[string]map[string]copies{}, Dead: map[string]map[string]int{}, Rollup: map[[3]string]uint64{},
 		Held: map[string][]Held{}}
 	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT event_id, count(), uniqExact(source_partition, source_offset)
@@ -110,8 +112,15 @@ func Observe(ctx context.Context, conn driver.Conn, db, tenant string, kopts []k
 	}
 	codec := schemas.MustCodec(schemas.NameDeadLetter)
 	err = ReadTopic(ctx, kopts, deadLetters, func(r *kgo.Record) error {
+		if err := keys.LoadRecordKeys(ctx, []*kgo.Record{r}); err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		value, _, err := keys.OpenRecord(nil, r)
+		if err != nil {
+			return fmt.Errorf("verify: dead letter at %d/%d: %w", r.Partition, r.Offset, err)
+		}
 		var d schemas.DeadLetter
-		if err := codec.Decode(r.Value, &d); err != nil {
+		if err := codec.Decode(value, &d); err != nil {
 			return fmt.Errorf("verify: dead letter at %d/%d: %w", r.Partition, r.Offset, err)
 		}
 		if d.TenantID == tenant {

@@ -36,6 +36,12 @@ func Accepted(dst *schemas.AcceptedReading, r *schemas.Reading, partition int32,
 // Rejected returns the rejected reading a Reject outcome becomes.
 func Rejected(o *Outcome, partition int32, offset int64, original []byte) *schemas.RejectedReading {
 	r := o.Reading
+	if o.Reason == ReasonUserErased {
+		// Nothing of an erased user is kept, not even in a rejection:
+		// only who it was and which event.
+		return &schemas.RejectedReading{TenantID: r.TenantID, EventID: r.EventID, UserID: r.UserID,
+			Reason: o.Reason, Message: o.Message, SourcePartition: partition, SourceOffset: offset}
+	}
 	return &schemas.RejectedReading{
 		TenantID: r.TenantID, EventID: r.EventID, UserID: r.UserID, DeviceID: r.DeviceID,
 		Metric: r.Metric, MeasuredAt: r.MeasuredAt, Reason: o.Reason, Message: o.Message,

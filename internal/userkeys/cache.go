@@ -1,0 +1,99 @@
+package userkeys
+
+import "sync"
+
+// cache holds unwrapped keys by id and by user, at most limit of them:
+// when full, about a quarter is dropped (whichever the map yields first),
+// which is cheaper than tracking recency on every lookup of the hot path.
+// A dropped key is read again from the store when needed.
+type cache struct {
+	mu    sync.RWMutex
+	limit int
+	ids   map[ID]*Key
+	// users are the keys by tenant, then user: a lookup hashes the user
+	// id only (ingest looks up every user of every request).
+	users map[string]map[string]*Key
+}
+
+func newCache(limit int) *cache {
+	return &cache{limit: max(limit, 16), ids: make(map[ID]*Key), users: make(map[string]map[string]*Key)}
+}
+
+func (c *cache) byID(id ID) *Key {
+	c.mu.RLock()
+	k := c.ids[id]
+	c.mu.RUnlock()
+	return k
+}
+
+func (c *cache) byUser(u UserRef) *Key {
+	c.mu.RLock()
+	k := c.users[u.Tenant][u.User]
+	c.mu.RUnlock()
+	return k
+}
+
+// byUsers puts the cached keys of a tenant's users in out, under one
+// lock, and returns the users it has none of (each once).
+func (c *cache) byUsers(tenant string, users []string, out map[string]*Key) []string {
+	var missing []string
+	c.mu.RLock()
+	m := c.users[tenant]
+	for _, u := range users {
+		if _, done := out[u]; done {
+			continue
+		}
+		k := m[u]
+		out[u] = k
+		if k == nil {
+			missing = append(missing, u)
+		}
+	}
+	c.mu.RUnlock()
+	return missing
+}
+
+func (c *cache) put(k *Key) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.ids) >= c.limit {
+		drop := c.limit / 4
+		for id, old := range c.ids {
+			if drop == 0 {
+				break
+			}
+			delete(c.ids, id)
+			if m := c.users[old.Tenant]; m[old.User] == old {
+				delete(m, old.User)
+			}
+			drop--
+		}
+	}
+	c.ids[k.ID] = k
+	m := c.users[k.Tenant]
+	if m == nil {
+		m = make(map[string]*Key)
+		c.users[k.Tenant] = m
+	}
+	m[k.User] = k
+}
+
+// shred marks a cached key shredded, for every holder of it.
+func (c *cache) shred(id ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if k := c.ids[id]; k != nil {
+		k.shredded.Store(true)
+	}
+}
+
+// idList lists the cached keys' ids, as bytes.
+func (c *cache) idList() [][]byte {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([][]byte, 0, len(c.ids))
+	for id := range c.ids {
+		out = append(out, append([]byte(nil), id[:]...))
+	}
+	return out
+}

@@ -1,0 +1,117 @@
+package userkeys
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func newKEKFile(t *testing.T) string {
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	p := filepath.Join(t.TempDir(), "kek")
+	if err := os.WriteFile(p, []byte(base64.StdEncoding.EncodeToString(raw)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestStoreLifecycle runs against the stack's PostgreSQL (make test sets
+// VITALS_PG_URL): a user's key is created once and found by every
+// process; shredding it in one process makes it shredded in the other's
+// cache at once (LISTEN/NOTIFY), and for good (no new key is made); a
+// rewrap under a new KEK keeps every key opening what it sealed.
+func TestStoreLifecycle(t *testing.T) {
+	url := os.Getenv("VITALS_PG_URL")
+	if url == "" {
+		t.Skip("VITALS_PG_URL not set (make test sets it)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	oldKEK, newKEKPath := newKEKFile(t), newKEKFile(t)
+	open := func(cfg KeyringConfig) *Store {
+		s, err := Open(ctx, pool, Config{Keyring: cfg, CacheKeys: 100}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+	a, b := open(KeyringConfig{KEKFile: oldKEK}), open(KeyringConfig{KEKFile: oldKEK})
+	tenant := fmt.Sprintf("keystest-%d", time.Now().UnixNano())
+	defer func() {
+		_, _ = pool.Exec(context.WithoutCancel(ctx), `DELETE FROM user_data_keys WHERE tenant_id = $1`, tenant)
+	}()
+	ka, err := a.ForUsers(ctx, tenant, []string{"alice", "bob", "alice"})
+	if err != nil || len(ka) != 2 {
+		t.Fatalf("ForUsers: %v %v", ka, err)
+	}
+	kb, err := b.ForUsers(ctx, tenant, []string{"alice"})
+	if err != nil || kb["alice"].ID != ka["alice"].ID {
+		t.Fatalf("another process got another key for alice: %v", err)
+	}
+	rec := &kgo.Record{Key: []byte("alice"), Value: []byte("alice's reading")}
+	ka["alice"].SealRecord(rec)
+	fresh := open(KeyringConfig{KEKFile: oldKEK})
+	if err := fresh.LoadRecordKeys(ctx, []*kgo.Record{rec}); err != nil {
+		t.Fatal(err)
+	}
+	if plain, _, err := fresh.OpenRecord(nil, rec); err != nil || string(plain) != "alice's reading" {
+		t.Fatalf("a fresh process does not open alice's record: %q %v", plain, err)
+	}
+
+	if err := a.Shred(ctx, tenant, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, _, err := fresh.OpenRecord(nil, rec)
+		if kb["alice"].Shredded() && err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("10 s after the shredding, the other processes' cached key is not shredded")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	again := open(KeyringConfig{KEKFile: oldKEK})
+	if k, err := again.ForUsers(ctx, tenant, []string{"alice"}); err != nil || !k["alice"].Shredded() {
+		t.Fatalf("an erased user got a key again: %v", err)
+	}
+	if err := again.LoadRecordKeys(ctx, []*kgo.Record{rec}); err != nil {
+		t.Fatal(err)
+	}
+	if _, k, err := again.OpenRecord(nil, rec); err == nil || k == nil || k.User != "alice" {
+		t.Fatalf("a record of a shredded key: key %v, err %v", k, err)
+	}
+
+	// Rewrap bob's key under a new KEK: with the new KEK alone it opens
+	// what it sealed before.
+	bobRec := &kgo.Record{Key: []byte("bob"), Value: []byte("bob's reading")}
+	ka["bob"].SealRecord(bobRec)
+	r := open(KeyringConfig{KEKFile: newKEKPath, PreviousKEKFiles: []string{oldKEK}})
+	if _, err := r.Rewrap(ctx, 10, tenant); err != nil {
+		t.Fatal(err)
+	}
+	onlyNew := open(KeyringConfig{KEKFile: newKEKPath})
+	if err := onlyNew.LoadRecordKeys(ctx, []*kgo.Record{bobRec}); err != nil {
+		t.Fatalf("after the rewrap, the new KEK alone does not unwrap: %v", err)
+	}
+	if plain, _, err := onlyNew.OpenRecord(nil, bobRec); err != nil || string(plain) != "bob's reading" {
+		t.Fatalf("after the rewrap: %q %v", plain, err)
+	}
+}

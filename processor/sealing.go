@@ -1,0 +1,172 @@
+package processor
+
+import (
+	"context"
+	"errors"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/internal/userkeys"
+	"github.com/vitalshq/vitals/processor/rules"
+)
+
+// Every record the processor reads is sealed with its user's data key
+// (docs/privacy.md), or was written in clear by an earlier release; every
+// output and snapshot it writes is sealed with the same key. A record whose
+// key was shredded is the record of an erased user: it is counted as
+// shredded and produces nothing, not even a rejection (which would keep
+// something of the user). A record whose key the store does not have, or
+// whose envelope does not open, is rejected as undecryptable with its
+// sealed bytes, never as malformed.
+//
+// p.keys is nil only in the Kafka-free tests of a step, which read and
+// write in clear.
+
+// ReasonUndecryptable rejects a sealed record whose key the key store does
+// not have or whose envelope does not authenticate.
+const ReasonUndecryptable = "undecryptable"
+
+// loadRecordKeys loads the data keys of the step's sealed records that are
+// not cached, retrying while PostgreSQL is unavailable.
+func (p *Processor) loadRecordKeys(ctx context.Context, records []*kgo.Record) error {
+	if p.keys == nil {
+		return nil
+	}
+	return p.retry(ctx, "load data keys", func(ctx context.Context) error {
+		return p.keys.LoadRecordKeys(ctx, records)
+	})
+}
+
+// plainSlab returns memory for the step's opened values: one allocation
+// for the step. Decoded strings share it, so it is never reused.
+func plainSlab(records []*kgo.Record) []byte {
+	n := 0
+	for _, r := range records {
+		n += len(r.Value)
+	}
+	return make([]byte, 0, n)
+}
+
+// open returns the plain value of d's record, opened into p.plain, and
+// notes its key in d. It reports false if the record does not open.
+func (p *Processor) open(d *decoded) ([]byte, bool) {
+	if p.keys == nil {
+		return d.rec.Value, true
+	}
+	dst := p.plain[len(p.plain):]
+	v, k, err := p.keys.OpenRecord(dst, d.rec)
+	switch {
+	case errors.Is(err, userkeys.ErrShredded):
+		d.shredded = true
+		return nil, false
+	case err != nil:
+		d.sealErr = err
+		return nil, false
+	}
+	d.dk = k
+	if k != nil && len(v) <= cap(dst) {
+		p.plain = p.plain[:len(p.plain)+len(v)] // opened in place
+	}
+	return v, true
+}
+
+// keyUnsealed gives the decoded records written in clear (by an earlier
+// release) their user's key, creating it if need be, so that their
+// outputs and snapshots are sealed too: one round trip per tenant for the
+// users not cached. A user whose key was shredded was erased: the record
+// counts as shredded.
+func (p *Processor) keyUnsealed(ctx context.Context, in []decoded) error {
+	if p.keys == nil {
+		return nil
+	}
+	var byTenant map[string][]string
+	for i := range in {
+		if d := &in[i]; d.dk == nil && d.decoded() {
+			if byTenant == nil {
+				byTenant = map[string][]string{}
+			}
+			byTenant[d.key.Tenant] = append(byTenant[d.key.Tenant], d.key.User)
+		}
+	}
+	for tenant, users := range byTenant {
+		var ks map[string]*userkeys.Key
+		if err := p.retry(ctx, "load data keys", func(ctx context.Context) (err error) {
+			ks, err = p.keys.ForUsers(ctx, tenant, users)
+			return err
+		}); err != nil {
+			return err
+		}
+		for i := range in {
+			if d := &in[i]; d.dk == nil && d.decoded() && d.key.Tenant == tenant {
+				d.dk = ks[d.key.User]
+			}
+		}
+	}
+	for i := range in {
+		if d := &in[i]; d.dk != nil && d.dk.Shredded() {
+			d.reading, d.device, d.profile, d.user, d.shredded = nil, nil, nil, nil, true
+		}
+	}
+	return nil
+}
+
+// openSnapshot returns the aggregate a stored snapshot holds: sealed with
+// its user's key, or in clear (a tombstone, which holds nothing of the
+// user, or a row of an earlier release). The snapshot of a user whose key
+// was shredded is a tombstone. It returns the key that sealed the
+// snapshot too (nil for one in clear): a user loaded only because held
+// readings fall due has no record in the step to take the key from, and
+// what settling them emits, and the next snapshot, must be sealed all the
+// same.
+func (p *Processor) openSnapshot(state []byte) (*rules.Aggregate, *userkeys.Key, error) {
+	a := new(rules.Aggregate)
+	id, sealed := userkeys.BlobKeyID(state)
+	if !sealed {
+		return a, nil, a.UnmarshalBinary(state)
+	}
+	if p.keys == nil {
+		return nil, nil, errors.New("a sealed snapshot and no key store")
+	}
+	k, err := p.keys.Key(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if k.Shredded() {
+		a.ErasedAt = 1
+		return a, k, nil
+	}
+	plain, err := k.OpenBlob(state)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, k, a.UnmarshalBinary(plain)
+}
+
+// loadSnapshotKeys loads the keys of sealed snapshots not cached.
+func (p *Processor) loadSnapshotKeys(ctx context.Context, states map[UserKey][]byte) error {
+	if p.keys == nil {
+		return nil
+	}
+	var ids []userkeys.ID
+	for _, s := range states {
+		if id, ok := userkeys.BlobKeyID(s); ok {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return p.retry(ctx, "load data keys", func(ctx context.Context) error { return p.keys.ByIDs(ctx, ids) })
+}
+
+// sealHeaders returns the headers of an output sealed with k, with room
+// for the sequence number that number appends.
+func (m *outputMemory) sealHeaders(k *userkeys.Key) []kgo.RecordHeader {
+	if cap(m.hdrs)-len(m.hdrs) < 3 {
+		m.hdrs = make([]kgo.RecordHeader, 0, outputChunkRecords)
+	}
+	n := len(m.hdrs)
+	m.hdrs = k.Headers(m.hdrs)
+	m.hdrs = m.hdrs[:n+3]
+	return m.hdrs[n : n+2 : n+3]
+}
