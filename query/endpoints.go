@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/vitalshq/vitals/internal/audit"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
@@ -90,6 +91,7 @@ func (s *Service) begin(ctx context.Context, w http.ResponseWriter, r *http.Requ
 
 // prepare waits for the token and checks the cohort minimum.
 func (s *Service) prepare(ctx context.Context, w http.ResponseWriter, q request, what string) (common, bool) {
+	audit.SetScope(ctx, q.auditScope())
 	c := common{Metric: q.metric.Name, Unit: q.metric.Unit, From: q.from, To: q.to, Scope: q.scope()}
 	c.Stale = s.caughtUp(ctx, q.token, q.wait)
 	if len(q.filters) > 0 {
@@ -139,6 +141,7 @@ func (s *Service) percentiles(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	audit.SetRows(ctx, int64(res.Count))
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -229,6 +232,7 @@ func (s *Service) distribution(w http.ResponseWriter, r *http.Request) {
 		}
 		describe(vc, bins, &res)
 	}
+	audit.SetRows(ctx, int64(res.Count))
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -313,6 +317,11 @@ func (s *Service) trends(w http.ResponseWriter, r *http.Request) {
 		}
 		res.Days = days
 	}
+	var n uint64
+	for _, d := range res.Days {
+		n += d.Count
+	}
+	audit.SetRows(ctx, int64(n))
 	writeJSON(w, http.StatusOK, res)
 }
 

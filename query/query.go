@@ -28,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/audit"
 	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/httpserve"
@@ -140,6 +141,10 @@ type Service struct {
 	perToken *quota.Quota
 	// positions watches the pipeline for read-your-writes waits (wait.go).
 	positions *watcher
+
+	// trail is the access audit trail every /v1/ request is recorded in
+	// before it is answered (audit.go).
+	trail audit.Appender
 }
 
 // New connects to ClickHouse, PostgreSQL (tokens, processor offsets) and
@@ -169,6 +174,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) 
 		return fail(err)
 	}
 	s.tokens = tokens
+	if s.trail, err = audit.NewStore(mctx, s.pool); err != nil {
+		return fail(err)
+	}
 	if s.kafka, err = kgo.NewClient(cfg.Kafka.ClientOpts(log)...); err != nil {
 		return fail(fmt.Errorf("kafka client: %w", err))
 	}
@@ -188,8 +196,10 @@ func newService(cfg Config, log zerolog.Logger) *Service {
 	return s
 }
 
-// routes is the HTTP API. Every /v1/ endpoint requires an analyst token
-// and is counted and timed under its endpoint name; the dashboard's static
+// routes is the HTTP API. Every /v1/ endpoint requires an analyst token,
+// is counted and timed under its endpoint name, and is recorded in the
+// access audit trail before it is answered (the auditor wraps the whole
+// mux, so routes added here are audited too); the dashboard's static
 // files, /metrics and /healthz hold no health data and need none.
 func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
@@ -211,7 +221,7 @@ func (s *Service) routes() http.Handler {
 	mux.Handle("GET "+dashboard.Prefix, dashboard.Handler()) // static page, no data: no auth
 	mux.Handle("GET /metrics", s.reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	return mux
+	return s.auditor().Wrap(mux)
 }
 
 // Handler is the HTTP API.
@@ -304,16 +314,24 @@ func (s *Service) fail(w http.ResponseWriter, what string, err error) {
 type tenantKey struct{}
 
 // authenticated checks the bearer token and puts its tenant in the
-// request's context; the tenant never comes from a parameter.
+// request's context; the tenant never comes from a parameter. The audit
+// record learns the caller here: the token's tenant and id when it is
+// known (revoked tokens included), else the id presented, unverified.
 func (s *Service) authenticated(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		presented, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || presented == "" {
+			audit.SetCaller(r.Context(), "", "", "")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="vitals-query"`)
 			writeJSON(w, http.StatusUnauthorized, APIError{Code: "unauthenticated", Message: "send an analyst token as Authorization: Bearer va_... (vitals tokens create)"})
 			return
 		}
 		c, err := s.tokens.Verify(r.Context(), presented)
+		if err == nil || errors.Is(err, credential.ErrRevoked) {
+			audit.SetCaller(r.Context(), c.Tenant, c.ID, c.Name)
+		} else {
+			audit.SetCaller(r.Context(), "", unverifiedActor(presented), "")
+		}
 		switch {
 		case err == nil:
 			release, ok := s.admit(w, c.ID)
