@@ -27,9 +27,9 @@ func TestCanonicalIsStableAndCoversEveryField(t *testing.T) {
 		"tenant": func(r *Record) { r.Tenant = "acme2" }, "seq": func(r *Record) { r.Seq = 4 },
 		"at":    func(r *Record) { r.At = r.At.Add(time.Microsecond) },
 		"actor": func(r *Record) { r.Actor = "x" }, "user": func(r *Record) { r.User = "u-2" },
-		"rows":  func(r *Record) { r.Rows = &other }, "rows nil": func(r *Record) { r.Rows = nil },
-		"to":    func(r *Record) { r.To = &from }, "status": func(r *Record) { r.Status = 403 },
-		"prev":  func(r *Record) { r.PrevHash = bytes.Repeat([]byte{1}, 32) },
+		"rows": func(r *Record) { r.Rows = &other }, "rows nil": func(r *Record) { r.Rows = nil },
+		"to": func(r *Record) { r.To = &from }, "status": func(r *Record) { r.Status = 403 },
+		"prev": func(r *Record) { r.PrevHash = bytes.Repeat([]byte{1}, 32) },
 	} {
 		c := r
 		edit(&c)
