@@ -13,6 +13,7 @@ package ingest
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -39,6 +40,7 @@ import (
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/internal/quota"
+	"github.com/vitalshq/vitals/internal/tlsconf"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -86,6 +88,9 @@ type Config struct {
 	ProduceTimeout time.Duration
 	// Limits are the syntax check's bounds.
 	Limits Limits
+	// TLSCertFile and TLSKeyFile, if set, make the listener HTTPS with
+	// this certificate chain and key (PEM; re-read when renewed).
+	TLSCertFile, TLSKeyFile string
 }
 
 // DefaultConfig returns the documented defaults.
@@ -138,6 +143,9 @@ type Server struct {
 	reg        *promreg.Registry
 	m          serverMetrics
 	registered *promreg.Registration
+
+	// tls is the listener's TLS, nil for plain HTTP (Config.TLSCertFile).
+	tls *tls.Config
 }
 
 // serverMetrics are what ingest exports at /metrics.
@@ -176,6 +184,10 @@ func (m serverMetrics) collectors() []prometheus.Collector {
 // ready to Run.
 func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 	log = log.With().Str("role", "ingest").Logger()
+	tc, err := tlsconf.ServerIf(cfg.TLSCertFile, cfg.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
 	if err := eventlog.EnsureTopics(ctx, cfg.Kafka, log); err != nil {
 		return nil, err
 	}
@@ -206,7 +218,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 		pool.Close()
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	s.client, s.pool = cl, pool
+	s.client, s.pool, s.tls = cl, pool, tc
 	return s, nil
 }
 
@@ -272,7 +284,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve is Run on a listener the caller opened.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	return httpserve.Serve(ctx, s.log, ln, s.handler, s.cfg.ProduceTimeout+5*time.Second)
+	return httpserve.ServeTLS(ctx, s.log, ln, s.handler, s.cfg.ProduceTimeout+5*time.Second, s.tls)
 }
 
 // Close flushes the producer, closes the connections and withdraws the

@@ -13,6 +13,7 @@ package query
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,6 +36,7 @@ import (
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/internal/quota"
+	"github.com/vitalshq/vitals/internal/tlsconf"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/query/dashboard"
 )
@@ -91,6 +93,9 @@ type Config struct {
 	// numbers from far fewer rows, provided only the projector inserts
 	// readings (see source.go).
 	ValuesFromRollup bool
+	// TLSCertFile and TLSKeyFile, if set, make the listener HTTPS with
+	// this certificate chain and key (PEM; re-read when renewed).
+	TLSCertFile, TLSKeyFile string
 }
 
 // DefaultConfig returns the documented defaults.
@@ -145,18 +150,24 @@ type Service struct {
 	// trail is the access audit trail every /v1/ request is recorded in
 	// before it is answered (audit.go).
 	trail audit.Appender
+	// tls is the listener's TLS, nil for plain HTTP (Config.TLSCertFile).
+	tls *tls.Config
 }
 
 // New connects to ClickHouse, PostgreSQL (tokens, processor offsets) and
 // Kafka (projector offsets) and returns a service ready to Run.
 func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) {
 	log = log.With().Str("role", "query").Logger()
+	tc, err := tlsconf.ServerIf(cfg.TLSCertFile, cfg.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
 	conn, err := warehouse.Open(ctx, cfg.Warehouse)
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	s := newService(cfg, log)
-	s.conn, s.reg = conn, promreg.OrNew(cfg.Registry)
+	s.conn, s.reg, s.tls = conn, promreg.OrNew(cfg.Registry), tc
 	fail := func(err error) (*Service, error) {
 		s.Close()
 		return nil, fmt.Errorf("query: %w", err)
@@ -245,7 +256,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	wctx, stop := context.WithCancel(context.Background())
 	defer stop() // after the last request: in-flight waits keep their watcher
 	go s.positions.run(wctx)
-	return httpserve.Serve(ctx, s.log, ln, s.handler, s.cfg.MaxWait+s.cfg.QueryTimeout)
+	return httpserve.ServeTLS(ctx, s.log, ln, s.handler, s.cfg.MaxWait+s.cfg.QueryTimeout, s.tls)
 }
 
 // Close releases the connections and withdraws the service's metrics

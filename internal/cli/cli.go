@@ -105,6 +105,9 @@ func (r roleSpec) command(ctx context.Context, args []string, _ io.Writer) error
 			return err
 		}
 	}
+	if err := s.CheckSecurity(); err != nil {
+		return err
+	}
 	log, err := s.Logger()
 	if err != nil {
 		return err
@@ -156,6 +159,9 @@ func parseAndStartAll(ctx context.Context, fs *envflag.Set, s *cmdline.Settings,
 		return zerolog.Nop(), nil, err
 	}
 	if err := s.CheckKafka(); err != nil {
+		return zerolog.Nop(), nil, err
+	}
+	if err := s.CheckSecurity(); err != nil {
 		return zerolog.Nop(), nil, err
 	}
 	log, err := s.Logger()

@@ -4,6 +4,7 @@ package httpserve
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +16,13 @@ import (
 // Serve serves h on ln until ctx ends, then stops accepting connections and
 // waits up to grace for in-flight requests to finish.
 func Serve(ctx context.Context, log zerolog.Logger, ln net.Listener, h http.Handler, grace time.Duration) error {
+	return ServeTLS(ctx, log, ln, h, grace, nil)
+}
+
+// ServeTLS is Serve over TLS with tc (tlsconf.Server); a nil tc serves
+// plain HTTP. Over TLS only HTTP/1.1 is spoken, as in plain HTTP: ingest
+// paces bodies and closes connections with HTTP/1.1's semantics.
+func ServeTLS(ctx context.Context, log zerolog.Logger, ln net.Listener, h http.Handler, grace time.Duration, tc *tls.Config) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -23,8 +31,14 @@ func Serve(ctx context.Context, log zerolog.Logger, ln net.Listener, h http.Hand
 		IdleTimeout:       2 * time.Minute,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info().Str("addr", ln.Addr().String()).Msg("listening")
+	if tc != nil {
+		srv.TLSConfig = tc
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){} // no HTTP/2
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	log.Info().Str("addr", ln.Addr().String()).Bool("tls", tc != nil).Msg("listening")
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
