@@ -10,16 +10,24 @@
 #   deploy/stack.sh wait [SERVICE...]     wait until running services answer
 #   deploy/stack.sh logs SERVICE          last log lines
 #   deploy/stack.sh env                   export lines for the app (eval "$(deploy/stack.sh env)")
+#   deploy/stack.sh up --secure           also: Kafka SASL_SSL (SCRAM), ClickHouse's secure native and
+#                                         HTTPS ports with a password user, PostgreSQL TLS, with
+#                                         certificates made by deploy/tls.sh; the plain listeners stay.
+#                                         Kept until `up --plain`.
+#   deploy/stack.sh env --secure          export lines for a pipeline that uses only the secure
+#                                         listeners (and serves HTTPS itself)
 #
 # SERVICE: kafka | clickhouse | postgres (aliases: ch, pg)
 # State lives in $VITALS_STACK_DIR (default: <repo>/.stack). Ports: VITALS_KAFKA_PORT
 # (19092), VITALS_CLICKHOUSE_PORT (19000), VITALS_CLICKHOUSE_HTTP_PORT (18123),
-# VITALS_PG_PORT (15432). All listen on 127.0.0.1 only.
+# VITALS_PG_PORT (15432); secure: VITALS_KAFKA_SECURE_PORT (Kafka's + 2),
+# VITALS_CLICKHOUSE_SECURE_PORT (native + 440), VITALS_CLICKHOUSE_HTTPS_PORT (HTTP + 320).
+# All listen on 127.0.0.1 only.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ALL_SERVICES=(postgres clickhouse kafka)
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 canon() {
   case "$1" in
@@ -54,6 +62,16 @@ esac
 case "$cmd" in
   up)
     t0="$(now_s)"
+    args=()
+    for a in "$@"; do
+      case "$a" in
+        --secure) touch "$STACK_DIR/secure" ;;
+        --plain) rm -f "$STACK_DIR/secure" ;;
+        *) args+=("$a") ;;
+      esac
+    done
+    set -- "${args[@]}"
+    if secure_wanted; then bash "$DEPLOY_DIR/tls.sh" ensure; fi
     mapfile -t list < <(services_from_args "$@")
     log "up: ${list[*]} (state in $STACK_DIR)"
     for s in "${list[@]}"; do svc "$s" install; done
@@ -81,11 +99,45 @@ case "$cmd" in
     for s in "${list[@]}"; do svc "$s" wait; done
     ;;
   env)
+    if [[ "${1:-}" == --secure ]]; then
+      secure_wanted && [[ -s "$TLS_DIR/secrets.env" ]] \
+        || die "the secure listeners are not configured: run bash deploy/stack.sh up --secure"
+      port_open "$STACK_HOST" "$KAFKA_SECURE_PORT" && port_open "$STACK_HOST" "$CLICKHOUSE_SECURE_PORT" \
+        || die "the secure listeners are not running: run bash deploy/stack.sh up --secure"
+      # shellcheck disable=SC1091
+      source "$TLS_DIR/secrets.env"
+      cat <<EOF
+export VITALS_KAFKA_BROKERS=$STACK_HOST:$KAFKA_SECURE_PORT
+export VITALS_KAFKA_SECURITY_PROTOCOL=SASL_SSL
+export VITALS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+export VITALS_KAFKA_SASL_USERNAME=vitals
+export VITALS_KAFKA_SASL_PASSWORD=$KAFKA_SCRAM_PASSWORD
+export VITALS_KAFKA_TLS_CA=$TLS_DIR/ca.pem
+export VITALS_PG_URL='postgres://vitals:vitals@$STACK_HOST:$PG_PORT/vitals?sslmode=verify-full&sslrootcert=$TLS_DIR/ca.pem'
+export VITALS_CLICKHOUSE_ADDR=$STACK_HOST:$CLICKHOUSE_SECURE_PORT
+export VITALS_CLICKHOUSE_TLS=true
+export VITALS_CLICKHOUSE_TLS_CA=$TLS_DIR/ca.pem
+export VITALS_CLICKHOUSE_USER=vitals
+export VITALS_CLICKHOUSE_PASSWORD=$CLICKHOUSE_PASSWORD
+export VITALS_CLICKHOUSE_DATABASE=${VITALS_CLICKHOUSE_DATABASE:-vitals}
+export VITALS_CLICKHOUSE_USERS_DIR=$STACK_DIR/clickhouse/users.d
+export VITALS_CLICKHOUSE_HTTPS_ADDR=$STACK_HOST:$CLICKHOUSE_HTTPS_PORT
+export VITALS_INGEST_TLS_CERT=$TLS_DIR/server.pem
+export VITALS_INGEST_TLS_KEY=$TLS_DIR/server.key
+export VITALS_QUERY_TLS_CERT=$TLS_DIR/server.pem
+export VITALS_QUERY_TLS_KEY=$TLS_DIR/server.key
+export VITALS_QUERY_TLS_CA=$TLS_DIR/ca.pem
+export VITALS_QUERY_URL=https://$STACK_HOST:8081
+EOF
+      exit 0
+    fi
     cat <<EOF
 export VITALS_KAFKA_BROKERS=$STACK_HOST:$KAFKA_PORT
 export VITALS_PG_URL=postgres://vitals:vitals@$STACK_HOST:$PG_PORT/vitals?sslmode=disable
 export VITALS_CLICKHOUSE_ADDR=$STACK_HOST:$CLICKHOUSE_PORT
 export VITALS_CLICKHOUSE_DATABASE=${VITALS_CLICKHOUSE_DATABASE:-vitals}
+export VITALS_CLICKHOUSE_USERS_DIR=$STACK_DIR/clickhouse/users.d
+export VITALS_CLICKHOUSE_HTTP_ADDR=$STACK_HOST:$CLICKHOUSE_HTTP_PORT
 EOF
     ;;
   -h|--help|help) usage ;;

@@ -6,8 +6,10 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -29,6 +31,10 @@ func ServeTLS(ctx context.Context, log zerolog.Logger, ln net.Listener, h http.H
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      grace + 30*time.Second,
 		IdleTimeout:       2 * time.Minute,
+		// The server's own complaints (failed TLS handshakes, plaintext
+		// sent to an HTTPS port: mostly scanners) go to our logger at
+		// debug, not to the standard library's global one.
+		ErrorLog: stdlog.New(debugWriter{log.With().Str("component", "http").Logger()}, "", 0),
 	}
 	errc := make(chan error, 1)
 	if tc != nil {
@@ -60,4 +66,13 @@ func Listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// debugWriter writes the standard logger's lines to a zerolog logger at
+// debug level.
+type debugWriter struct{ log zerolog.Logger }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.log.Debug().Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
