@@ -35,6 +35,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		{Name: "migrate", Summary: "create the Kafka topics and the ClickHouse tables, then exit", Run: cmdMigrate},
 		{Name: "keys", Summary: "manage gateway API keys: keys create|list|revoke", Run: cmdKeys},
 		{Name: "tokens", Summary: "manage analyst query tokens: tokens create|list|revoke", Run: cmdTokens},
+		{Name: "sql-users", Summary: "give a tenant's analysts direct read-only ClickHouse SQL over their tenant's rows only: sql-users grant|revoke|resync|list", Run: cmdSQLUsers},
 		{Name: "audit", Summary: "list the access audit trail (audit --tenant T [--user U]) or check its hash chains (audit verify)", Run: cmdAudit},
 		{Name: "demo", Summary: "run the pipeline on the bundled Fitbit sample and print per-user percentiles", Run: cmdDemo},
 		{Name: "replay", Summary: "rebuild tables from the log into shadow tables and swap them in (replay rebuild|rollback), or reprocess the raw log into new output topics (replay reprocess)", Run: cmdReplay},

@@ -66,6 +66,9 @@ type Config struct {
 	TLS           bool
 	TLSCA         string
 	TLSServerName string
+	// SessionDatabase is the database a session starts in ("": default);
+	// a user allowed one database only (a tenant's) must start in it.
+	SessionDatabase string
 }
 
 // DefaultConfig is the local stack's configuration.
@@ -131,11 +134,15 @@ func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 	case cfg.TLSCA != "" || cfg.TLSServerName != "":
 		return nil, fmt.Errorf("clickhouse %s: a TLS certificate authority or server name is set but TLS is not: enable it, or the connection would be unencrypted", cfg.Addr)
 	}
+	session := cfg.SessionDatabase
+	if session == "" {
+		session = "default"
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr: []string{cfg.Addr},
 		// Every statement names its database, so the session can start in
 		// "default" even before Migrate has created ours.
-		Auth: clickhouse.Auth{Database: "default", Username: cfg.User, Password: cfg.Password},
+		Auth: clickhouse.Auth{Database: session, Username: cfg.User, Password: cfg.Password},
 		// 18.16 rejects settings it does not know; send none by default.
 		DialTimeout:     cfg.DialTimeout,
 		ReadTimeout:     cfg.ReadTimeout,
