@@ -16,7 +16,7 @@ import (
 // testStore is a Store in a PostgreSQL schema of its own (the local
 // stack's, `make up`), dropped at the end: the tests break chains on
 // purpose, and the real trail must not inherit them.
-func testStore(t *testing.T) (*Store, *pgxpool.Pool) {
+func testStore(t testing.TB) (*Store, *pgxpool.Pool) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("needs PostgreSQL (make up)")
@@ -194,4 +194,22 @@ func TestVerifyFindsRemovedAndRehashedRecords(t *testing.T) {
 	if c.OK() || c.Problems[0].Seq != 2 || !strings.Contains(c.Problems[0].Reason, "prev_hash") {
 		t.Errorf("a rehashed record went unnoticed: %v", c.Problems)
 	}
+}
+
+// BenchmarkAppend is the time one audited request spends writing its
+// record (one transaction, the tenant's head row locked), appending to
+// one chain from GOMAXPROCS goroutines.
+func BenchmarkAppend(b *testing.B) {
+	s, _ := testStore(b)
+	rows := int64(100)
+	r := Record{Tenant: "acme", Actor: "0123456789abcdef", Action: "GET /v1/percentiles", Target: "/v1/percentiles?user=u-1&metric=heart_rate",
+		User: "u-1", Metric: "heart_rate", Rows: &rows, Status: 200}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Append(context.Background(), r); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
