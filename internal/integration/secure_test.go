@@ -66,8 +66,8 @@ type secureStack struct {
 }
 
 func newSecureStack(t *testing.T) *secureStack {
+	s := newStack(t) // reachability and cleanup through the plain listeners (skips with -short)
 	env := secureEnv(t)
-	s := newStack(t) // reachability and cleanup through the plain listeners
 	ss := &secureStack{stack: s, env: env, plain: s.kafka, plainW: s.wh}
 	s.kafka.Brokers = eventlog.ParseBrokers(env["VITALS_KAFKA_BROKERS"])
 	s.kafka.Security = eventlog.Security{Protocol: env["VITALS_KAFKA_SECURITY_PROTOCOL"], Mechanism: env["VITALS_KAFKA_SASL_MECHANISM"],
