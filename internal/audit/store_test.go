@@ -160,8 +160,8 @@ func TestVerifyFindsAnEditedRecord(t *testing.T) {
 	if c := verify(t, s, "acme"); !c.OK() {
 		t.Fatalf("fresh chain broken: %v", c.Problems)
 	}
-	// Someone hides that u-1's data was read: the record now names u-2.
-	tamper(t, pool, "UPDATE access_audit SET user_id = 'u-2' WHERE tenant_id = 'acme' AND seq = 5")
+	// Someone hides whose data was read: the record now names another person.
+	tamper(t, pool, "UPDATE access_audit SET user_id = 'someone-else' WHERE tenant_id = 'acme' AND seq = 5")
 	c := verify(t, s, "acme")
 	if c.OK() || c.Problems[0].Seq != 5 || !strings.Contains(c.Problems[0].Reason, "contents changed") {
 		t.Fatalf("an edited record went unnoticed: %v", c.Problems)
