@@ -12,11 +12,17 @@ LDFLAGS := -ldflags "-X github.com/vitalshq/vitals/internal/cmdline.Version=$(VE
 # The app's connection settings for the local stack (ports from deploy/stack.sh).
 STACK_ENV = eval "$$(bash deploy/stack.sh env)"
 
-.PHONY: up down status build lab demo test check-compose chromium chdb
+.PHONY: up up-secure down status build lab demo test check-compose chromium chdb
 
 # Local stack without Docker (Kafka, ClickHouse, PostgreSQL); see deploy/stack.sh.
 up:
 	@bash deploy/stack.sh up
+
+# The stack with its secure listeners too (Kafka SASL_SSL, ClickHouse TLS, PostgreSQL
+# TLS; certificates by deploy/tls.sh), which TestSecurePipeline uses; the plain ones
+# stay, and `bash deploy/stack.sh up --plain` removes the secure ones.
+up-secure:
+	@bash deploy/stack.sh up --secure
 
 down:
 	@bash deploy/stack.sh down
@@ -57,13 +63,14 @@ chdb:
 	@bash deploy/stack.sh up chdb
 
 # Static checks, unit tests and the integration tests against the real stack
-# (the dashboard's browser tests included), and the ClickHouse check: every
+# (the dashboard's browser tests included), on the stack with its secure
+# listeners too (TestSecurePipeline), and the ClickHouse check: every
 # statement the project sends, on 18.16 and on 26.9, answers compared
 # (TestClickHouseCheck; its figures are printed after the tests). The
 # integration tests take minutes: each prints a line as it finishes
 # (internal/testprogress), and a failure prints its whole output.
 CHECK_REPORT := .stack/clickhouse-check.txt
-test: up chromium chdb
+test: up-secure chromium chdb
 	@echo "== gofmt"; out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	@echo "== go mod tidy"; $(GO) mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy"; exit 1; }
 	@echo "== go vet"; $(GO) vet ./...

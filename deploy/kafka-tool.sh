@@ -15,6 +15,7 @@
 #   features          org.apache.kafka.tools.FeatureCommand
 #   transactions      org.apache.kafka.tools.TransactionsCommand
 #   groups            org.apache.kafka.tools.GroupsCommand
+#   configs           org.apache.kafka.tools.ConfigCommand (e.g. SCRAM users)
 #   broker-api-versions org.apache.kafka.tools.BrokerApiVersionsCommand
 #   producer-perf-test  org.apache.kafka.tools.ProducerPerformance   (pass --producer-props bootstrap.servers=...)
 #   consumer-perf-test  org.apache.kafka.tools.ConsumerPerformance
@@ -31,7 +32,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 K_DIR="$STACK_DIR/kafka"
-[[ $# -ge 1 ]] || { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ $# -ge 1 ]] || { sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 tool="$1"; shift
 
 add_bootstrap=1
@@ -47,6 +48,7 @@ case "$tool" in
   features)            cls=org.apache.kafka.tools.FeatureCommand ;;
   transactions)        cls=org.apache.kafka.tools.TransactionsCommand ;;
   groups)              cls=org.apache.kafka.tools.GroupsCommand ;;
+  configs)             cls=org.apache.kafka.tools.ConfigCommand ;;
   broker-api-versions) cls=org.apache.kafka.tools.BrokerApiVersionsCommand ;;
   producer-perf-test)  cls=org.apache.kafka.tools.ProducerPerformance; add_bootstrap=0 ;;
   consumer-perf-test)  cls=org.apache.kafka.tools.ConsumerPerformance ;;

@@ -24,6 +24,17 @@ CLICKHOUSE_HTTP_PORT="${VITALS_CLICKHOUSE_HTTP_PORT:-18123}"
 CLICKHOUSE_PORT="${VITALS_CLICKHOUSE_PORT:-19000}"
 PG_PORT="${VITALS_PG_PORT:-15432}"
 CHDB_PORT="${VITALS_CHDB_PORT:-18124}"
+# The secure listeners of `stack.sh up --secure`, beside the plain ones (derived from
+# the plain ports unless set, so that stacks with their own ports do not collide).
+KAFKA_SECURE_PORT="${VITALS_KAFKA_SECURE_PORT:-$(( KAFKA_PORT + 2 ))}"
+CLICKHOUSE_SECURE_PORT="${VITALS_CLICKHOUSE_SECURE_PORT:-$(( CLICKHOUSE_PORT + 440 ))}"
+CLICKHOUSE_HTTPS_PORT="${VITALS_CLICKHOUSE_HTTPS_PORT:-$(( CLICKHOUSE_HTTP_PORT + 320 ))}"
+TLS_DIR="$STACK_DIR/tls"
+
+# secure_wanted: the stack was brought up with --secure (the marker stays until
+# `stack.sh up --plain`): Kafka gets a SASL_SSL listener, ClickHouse its secure native and
+# HTTPS ports and a password user, PostgreSQL TLS; certificates from deploy/tls.sh.
+secure_wanted() { [[ -f "$STACK_DIR/secure" ]]; }
 
 # Seconds to wait for a service to answer after start / to exit after SIGTERM.
 # shellcheck disable=SC2034

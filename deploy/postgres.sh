@@ -131,7 +131,27 @@ host    all       all   ::1/128        scram-sha-256
 EOF
   grep -q "^include_if_exists = 'vitals.conf'" "$PG_DATA/postgresql.conf" \
     || echo "include_if_exists = 'vitals.conf'" | as_pg tee -a "$PG_DATA/postgresql.conf" >/dev/null
+  if secure_wanted; then write_ssl_config; fi
 }
+
+# write_ssl_config: TLS 1.2+ with deploy/tls.sh's certificate (stack.sh up --secure). The
+# server reads its copies in the data directory, owned by the server's user, key mode 600;
+# plain connections stay accepted (pg_hba "host"), so the plain stack is unchanged.
+write_ssl_config() {
+  as_pg tee "$PG_DATA/vitals-server.pem" <"$TLS_DIR/server.pem" >/dev/null
+  as_pg tee "$PG_DATA/vitals-server.key" <"$TLS_DIR/server.key" >/dev/null
+  as_pg chmod 600 "$PG_DATA/vitals-server.key"
+  as_pg tee -a "$PG_DATA/vitals.conf" >/dev/null <<EOF
+# TLS (stack.sh up --secure)
+ssl = on
+ssl_cert_file = 'vitals-server.pem'
+ssl_key_file = 'vitals-server.key'
+ssl_min_protocol_version = 'TLSv1.2'
+EOF
+}
+
+# ssl_configured: the server's config has TLS on.
+ssl_configured() { grep -q '^ssl = on' "$PG_DATA/vitals.conf" 2>/dev/null; }
 
 init_cluster() {
   [[ -f "$PG_DATA/PG_VERSION" ]] && return 0
@@ -183,6 +203,15 @@ svc_start() {
   as_pg mkdir -p "$PG_LOGS" "$PG_RUN"
   local pid
   if pid="$(current_pid)"; then
+    local want=0 have=0
+    if secure_wanted; then want=1; fi
+    if ssl_configured; then have=1; fi
+    if (( want != have )); then
+      # TLS settings take effect on a reload; no restart needed.
+      log "postgres: $( (( want )) && echo enabling || echo disabling ) TLS (reload)"
+      write_config
+      as_pg "$(pg_bindir)/pg_ctl" -D "$PG_DATA" reload >/dev/null
+    fi
     wait_until postgres "$START_TIMEOUT" "$pid" "$PG_LOGFILE" pg_server_ready
     bootstrap
     wait_until postgres "$START_TIMEOUT" "$pid" "$PG_LOGFILE" pg_app_ready

@@ -11,20 +11,28 @@
 #   deploy/stack.sh logs SERVICE          last log lines
 #   deploy/stack.sh env                   export lines for the app (eval "$(deploy/stack.sh env)"),
 #                                         the local key-encryption key included (made on first use)
+#   deploy/stack.sh up --secure           also: Kafka SASL_SSL (SCRAM), ClickHouse's secure native and
+#                                         HTTPS ports with a password user, PostgreSQL TLS, with
+#                                         certificates made by deploy/tls.sh; the plain listeners stay.
+#                                         Kept until `up --plain`.
+#   deploy/stack.sh env --secure          export lines for a pipeline that uses only the secure
+#                                         listeners (and serves HTTPS itself)
 #
 # SERVICE: kafka | clickhouse | postgres | chdb (aliases: ch, pg). `up` without a
 # service starts the first three; chdb (a current ClickHouse engine for `make test`'s
 # check, deploy/chdb.sh) only when named. `down` and `status` cover all four.
 # State lives in $VITALS_STACK_DIR (default: <repo>/.stack). Ports: VITALS_KAFKA_PORT
 # (19092), VITALS_CLICKHOUSE_PORT (19000), VITALS_CLICKHOUSE_HTTP_PORT (18123),
-# VITALS_PG_PORT (15432), VITALS_CHDB_PORT (18124). All listen on 127.0.0.1 only.
+# VITALS_PG_PORT (15432), VITALS_CHDB_PORT (18124); secure: VITALS_KAFKA_SECURE_PORT (Kafka's + 2),
+# VITALS_CLICKHOUSE_SECURE_PORT (native + 440), VITALS_CLICKHOUSE_HTTPS_PORT (HTTP + 320).
+# All listen on 127.0.0.1 only.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ALL_SERVICES=(postgres clickhouse kafka)
 # Also stopped by `down` and shown by `status`, but started only when named.
 OPTIONAL_SERVICES=(chdb)
 
-usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 canon() {
   case "$1" in
@@ -60,6 +68,16 @@ esac
 case "$cmd" in
   up)
     t0="$(now_s)"
+    args=()
+    for a in "$@"; do
+      case "$a" in
+        --secure) touch "$STACK_DIR/secure" ;;
+        --plain) rm -f "$STACK_DIR/secure" ;;
+        *) args+=("$a") ;;
+      esac
+    done
+    set -- "${args[@]}"
+    if secure_wanted; then bash "$DEPLOY_DIR/tls.sh" ensure; fi
     mapfile -t list < <(services_from_args "$@")
     log "up: ${list[*]} (state in $STACK_DIR)"
     for s in "${list[@]}"; do svc "$s" install; done
@@ -96,6 +114,39 @@ case "$cmd" in
       mkdir -p "$STACK_DIR"
       ( umask 077; head -c 32 /dev/urandom | base64 > "$kek.tmp" && mv "$kek.tmp" "$kek" )
     fi
+    if [[ "${1:-}" == --secure ]]; then
+      secure_wanted && [[ -s "$TLS_DIR/secrets.env" ]] \
+        || die "the secure listeners are not configured: run bash deploy/stack.sh up --secure"
+      port_open "$STACK_HOST" "$KAFKA_SECURE_PORT" && port_open "$STACK_HOST" "$CLICKHOUSE_SECURE_PORT" \
+        || die "the secure listeners are not running: run bash deploy/stack.sh up --secure"
+      # shellcheck disable=SC1091
+      source "$TLS_DIR/secrets.env"
+      cat <<EOF
+export VITALS_KAFKA_BROKERS=$STACK_HOST:$KAFKA_SECURE_PORT
+export VITALS_KAFKA_SECURITY_PROTOCOL=SASL_SSL
+export VITALS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+export VITALS_KAFKA_SASL_USERNAME=vitals
+export VITALS_KAFKA_SASL_PASSWORD=$KAFKA_SCRAM_PASSWORD
+export VITALS_KAFKA_TLS_CA=$TLS_DIR/ca.pem
+export VITALS_PG_URL='postgres://vitals:vitals@$STACK_HOST:$PG_PORT/vitals?sslmode=verify-full&sslrootcert=$TLS_DIR/ca.pem'
+export VITALS_CLICKHOUSE_ADDR=$STACK_HOST:$CLICKHOUSE_SECURE_PORT
+export VITALS_CLICKHOUSE_TLS=true
+export VITALS_CLICKHOUSE_TLS_CA=$TLS_DIR/ca.pem
+export VITALS_CLICKHOUSE_USER=vitals
+export VITALS_CLICKHOUSE_PASSWORD=$CLICKHOUSE_PASSWORD
+export VITALS_CLICKHOUSE_DATABASE=${VITALS_CLICKHOUSE_DATABASE:-vitals}
+export VITALS_CLICKHOUSE_USERS_DIR=$STACK_DIR/clickhouse/users.d
+export VITALS_CLICKHOUSE_HTTPS_ADDR=$STACK_HOST:$CLICKHOUSE_HTTPS_PORT
+export VITALS_INGEST_TLS_CERT=$TLS_DIR/server.pem
+export VITALS_INGEST_TLS_KEY=$TLS_DIR/server.key
+export VITALS_QUERY_TLS_CERT=$TLS_DIR/server.pem
+export VITALS_QUERY_TLS_KEY=$TLS_DIR/server.key
+export VITALS_QUERY_TLS_CA=$TLS_DIR/ca.pem
+export VITALS_QUERY_URL=https://$STACK_HOST:8081
+export VITALS_KEK_FILE=$kek
+EOF
+      exit 0
+    fi
     cat <<EOF
 export VITALS_KAFKA_BROKERS=$STACK_HOST:$KAFKA_PORT
 export VITALS_PG_URL=postgres://vitals:vitals@$STACK_HOST:$PG_PORT/vitals?sslmode=disable
@@ -103,6 +154,8 @@ export VITALS_CLICKHOUSE_ADDR=$STACK_HOST:$CLICKHOUSE_PORT
 export VITALS_CLICKHOUSE_DATABASE=${VITALS_CLICKHOUSE_DATABASE:-vitals}
 export VITALS_CHDB_ADDR=$STACK_HOST:$CHDB_PORT
 export VITALS_KEK_FILE=$kek
+export VITALS_CLICKHOUSE_USERS_DIR=$STACK_DIR/clickhouse/users.d
+export VITALS_CLICKHOUSE_HTTP_ADDR=$STACK_HOST:$CLICKHOUSE_HTTP_PORT
 EOF
     ;;
   -h|--help|help) usage ;;

@@ -13,6 +13,7 @@ package ingest
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,7 @@ import (
 	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/internal/quota"
 	"github.com/vitalshq/vitals/internal/userkeys"
+	"github.com/vitalshq/vitals/internal/tlsconf"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -90,6 +92,9 @@ type Config struct {
 	ProduceTimeout time.Duration
 	// Limits are the syntax check's bounds.
 	Limits Limits
+	// TLSCertFile and TLSKeyFile, if set, make the listener HTTPS with
+	// this certificate chain and key (PEM; re-read when renewed).
+	TLSCertFile, TLSKeyFile string
 }
 
 // DefaultConfig returns the documented defaults.
@@ -148,6 +153,9 @@ type Server struct {
 	reg        *promreg.Registry
 	m          serverMetrics
 	registered *promreg.Registration
+
+	// tls is the listener's TLS, nil for plain HTTP (Config.TLSCertFile).
+	tls *tls.Config
 }
 
 // serverMetrics are what ingest exports at /metrics.
@@ -186,6 +194,10 @@ func (m serverMetrics) collectors() []prometheus.Collector {
 // ready to Run.
 func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 	log = log.With().Str("role", "ingest").Logger()
+	tc, err := tlsconf.ServerIf(cfg.TLSCertFile, cfg.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
 	if err := eventlog.EnsureTopics(ctx, cfg.Kafka, log); err != nil {
 		return nil, err
 	}
@@ -226,7 +238,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 		pool.Close()
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	s.client, s.pool, s.sealer, s.userKeys = cl, pool, uk, uk
+	s.client, s.pool, s.sealer, s.userKeys, s.tls = cl, pool, uk, uk, tc
 	return s, nil
 }
 
@@ -292,7 +304,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve is Run on a listener the caller opened.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	return httpserve.Serve(ctx, s.log, ln, s.handler, s.cfg.ProduceTimeout+5*time.Second)
+	return httpserve.ServeTLS(ctx, s.log, ln, s.handler, s.cfg.ProduceTimeout+5*time.Second, s.tls)
 }
 
 // Close flushes the producer, closes the connections and withdraws the

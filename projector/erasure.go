@@ -8,6 +8,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/vitalshq/vitals/internal/tenantsql"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
@@ -114,6 +115,7 @@ func (p *Projector) deleteUsers(ctx context.Context, users []row) error {
 	seen := map[userKey]bool{}
 	var conds []string
 	var args []any
+	byTenant := map[string][]string{}
 	for _, u := range users {
 		k := userKey{u.tenant, u.user}
 		if seen[k] {
@@ -122,12 +124,17 @@ func (p *Projector) deleteUsers(ctx context.Context, users []row) error {
 		seen[k] = true
 		conds = append(conds, "(tenant_id = ? AND user_id = ?)")
 		args = append(args, u.tenant, u.user)
+		byTenant[u.tenant] = append(byTenant[u.tenant], u.user)
 	}
 	where := strings.Join(conds, " OR ")
 	for _, t := range warehouse.ErasableTables {
 		if err := p.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s DELETE WHERE %s", p.db, t, where), args...); err != nil {
 			return fmt.Errorf("erase %d users from %s: %w", len(seen), t, err)
 		}
+	}
+	// The tenants' direct-SQL copies (vitals sql-users) hold the rows too.
+	if err := tenantsql.EraseUsers(ctx, p.conn, p.db, byTenant); err != nil {
+		return err
 	}
 	p.log.Info().Int("users", len(seen)).Msg("erasure: deletes issued in every table")
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/vitalshq/vitals/internal/tenantsql"
 	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
@@ -14,8 +15,9 @@ import (
 // noted the erasure pending in the key store (notePending, before the
 // batch's offsets are committed). The shred loop then waits until
 // ClickHouse holds nothing of the user in any database a rebuild uses
-// (the live one, its _shadow and the _old tables a swap kept) with every
-// delete mutation done, and only then shreds the user's data key: from
+// (the live one, its _shadow and the _old tables a swap kept) nor in the
+// tenant's direct-SQL copies, with every delete mutation done, and only
+// then shreds the user's data key: from
 // that moment nothing of the user opens anywhere, in the log, a copy of it
 // or a snapshot, and a rebuild or reprocess skips the user's records.
 
@@ -63,8 +65,10 @@ func (p *Projector) shredPending(ctx context.Context) error {
 	if err != nil || len(pending) == 0 {
 		return err
 	}
-	dbs := []string{p.db, p.db + "_shadow", p.db + "_old"}
 	for _, u := range pending {
+		// The tenant's direct-SQL copies (vitals sql-users) hold the
+		// user's rows too, cleartext: the key stays until they are gone.
+		dbs := []string{p.db, p.db + "_shadow", p.db + "_old", tenantsql.Database(p.db, u.Tenant)}
 		done, err := p.erasedEverywhere(ctx, dbs, u)
 		if err != nil {
 			return err

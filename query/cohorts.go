@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"sort"
 	"time"
+
+	"github.com/vitalshq/vitals/internal/audit"
 )
 
 // UserFigures are a user's own figures in a comparison.
@@ -85,6 +87,7 @@ func (s *Service) compare(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		s.fail(w, "compare", err)
 	default:
+		audit.SetRows(ctx, int64(max(res.User.Count, res.Cohort.Count)))
 		writeJSON(w, http.StatusOK, res)
 	}
 }
@@ -263,5 +266,10 @@ func (s *Service) cohorts(w http.ResponseWriter, r *http.Request) {
 		res.Cohorts = append(res.Cohorts, row)
 	}
 	sort.SliceStable(res.Cohorts, func(i, j int) bool { return res.Cohorts[i].Value < res.Cohorts[j].Value })
+	var n uint64
+	for _, row := range res.Cohorts {
+		n += row.Count
+	}
+	audit.SetRows(ctx, int64(n))
 	writeJSON(w, http.StatusOK, res)
 }

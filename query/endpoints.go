@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vitalshq/vitals/internal/audit"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
@@ -95,6 +96,7 @@ func (s *Service) begin(ctx context.Context, w http.ResponseWriter, r *http.Requ
 
 // prepare waits for the token and checks the cohort minimum.
 func (s *Service) prepare(ctx context.Context, w http.ResponseWriter, q request, what string) (common, bool) {
+	audit.SetScope(ctx, q.auditScope())
 	c := common{Metric: q.metric.Name, Unit: q.metric.Unit, From: q.from, To: q.to, Scope: q.scope(), AsOf: q.asOf}
 	c.Stale = s.caughtUp(ctx, q.token, q.wait)
 	if len(q.filters) > 0 {
@@ -144,6 +146,7 @@ func (s *Service) percentiles(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	audit.SetRows(ctx, int64(res.Count))
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -234,6 +237,7 @@ func (s *Service) distribution(w http.ResponseWriter, r *http.Request) {
 		}
 		describe(vc, bins, &res)
 	}
+	audit.SetRows(ctx, int64(res.Count))
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -318,6 +322,11 @@ func (s *Service) trends(w http.ResponseWriter, r *http.Request) {
 		}
 		res.Days = days
 	}
+	var n uint64
+	for _, d := range res.Days {
+		n += d.Count
+	}
+	audit.SetRows(ctx, int64(n))
 	writeJSON(w, http.StatusOK, res)
 }
 

@@ -13,6 +13,10 @@ import (
 type serviceMetrics struct {
 	requests *prometheus.CounterVec   // endpoint, code
 	latency  *prometheus.HistogramVec // endpoint
+	// auditFailures counts answers replaced by 503 because their audit
+	// record could not be written (the requests counter saw the
+	// handler's status).
+	auditFailures prometheus.Counter
 }
 
 func newServiceMetrics() serviceMetrics {
@@ -24,11 +28,13 @@ func newServiceMetrics() serviceMetrics {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vitals_query_request_seconds",
 			Help:    "Time to answer an API request, by endpoint: authentication, any read-your-writes wait and the ClickHouse queries.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 40}}, []string{"endpoint"}),
+		auditFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "vitals_query_audit_failures_total",
+			Help: "API answers withheld (503 audit_unavailable) because their access audit record could not be written."}),
 	}
 }
 
 func (m serviceMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.latency}
+	return []prometheus.Collector{m.requests, m.latency, m.auditFailures}
 }
 
 // instrument counts and times h's requests as endpoint's. The endpoint's

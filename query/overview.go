@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/vitalshq/vitals/internal/audit"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
@@ -74,6 +75,7 @@ func (s *Service) overview(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "overview", err)
 		return
 	}
+	audit.SetRows(ctx, int64(res.Readings))
 	writeJSON(w, http.StatusOK, res)
 }
 

@@ -13,6 +13,7 @@ package query
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,12 +29,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/audit"
 	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/httpserve"
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/internal/quota"
+	"github.com/vitalshq/vitals/internal/tlsconf"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/query/dashboard"
 )
@@ -90,6 +93,9 @@ type Config struct {
 	// numbers from far fewer rows, provided only the projector inserts
 	// readings (see source.go).
 	ValuesFromRollup bool
+	// TLSCertFile and TLSKeyFile, if set, make the listener HTTPS with
+	// this certificate chain and key (PEM; re-read when renewed).
+	TLSCertFile, TLSKeyFile string
 }
 
 // DefaultConfig returns the documented defaults.
@@ -140,18 +146,28 @@ type Service struct {
 	perToken *quota.Quota
 	// positions watches the pipeline for read-your-writes waits (wait.go).
 	positions *watcher
+
+	// trail is the access audit trail every /v1/ request is recorded in
+	// before it is answered (audit.go).
+	trail audit.Appender
+	// tls is the listener's TLS, nil for plain HTTP (Config.TLSCertFile).
+	tls *tls.Config
 }
 
 // New connects to ClickHouse, PostgreSQL (tokens, processor offsets) and
 // Kafka (projector offsets) and returns a service ready to Run.
 func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) {
 	log = log.With().Str("role", "query").Logger()
+	tc, err := tlsconf.ServerIf(cfg.TLSCertFile, cfg.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
 	conn, err := warehouse.Open(ctx, cfg.Warehouse)
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	s := newService(cfg, log)
-	s.conn, s.reg = conn, promreg.OrNew(cfg.Registry)
+	s.conn, s.reg, s.tls = conn, promreg.OrNew(cfg.Registry), tc
 	fail := func(err error) (*Service, error) {
 		s.Close()
 		return nil, fmt.Errorf("query: %w", err)
@@ -169,6 +185,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Service, error) 
 		return fail(err)
 	}
 	s.tokens = tokens
+	if s.trail, err = audit.NewStore(mctx, s.pool); err != nil {
+		return fail(err)
+	}
 	if s.kafka, err = kgo.NewClient(cfg.Kafka.ClientOpts(log)...); err != nil {
 		return fail(fmt.Errorf("kafka client: %w", err))
 	}
@@ -188,8 +207,10 @@ func newService(cfg Config, log zerolog.Logger) *Service {
 	return s
 }
 
-// routes is the HTTP API. Every /v1/ endpoint requires an analyst token
-// and is counted and timed under its endpoint name; the dashboard's static
+// routes is the HTTP API. Every /v1/ endpoint requires an analyst token,
+// is counted and timed under its endpoint name, and is recorded in the
+// access audit trail before it is answered (the auditor wraps the whole
+// mux, so routes added here are audited too); the dashboard's static
 // files, /metrics and /healthz hold no health data and need none.
 func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
@@ -212,7 +233,7 @@ func (s *Service) routes() http.Handler {
 	mux.Handle("GET "+dashboard.Prefix, dashboard.Handler()) // static page, no data: no auth
 	mux.Handle("GET /metrics", s.reg.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	return mux
+	return s.auditor().Wrap(mux)
 }
 
 // Handler is the HTTP API.
@@ -236,7 +257,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener) error {
 	wctx, stop := context.WithCancel(context.Background())
 	defer stop() // after the last request: in-flight waits keep their watcher
 	go s.positions.run(wctx)
-	return httpserve.Serve(ctx, s.log, ln, s.handler, s.cfg.MaxWait+s.cfg.QueryTimeout)
+	return httpserve.ServeTLS(ctx, s.log, ln, s.handler, s.cfg.MaxWait+s.cfg.QueryTimeout, s.tls)
 }
 
 // Close releases the connections and withdraws the service's metrics
@@ -305,16 +326,24 @@ func (s *Service) fail(w http.ResponseWriter, what string, err error) {
 type tenantKey struct{}
 
 // authenticated checks the bearer token and puts its tenant in the
-// request's context; the tenant never comes from a parameter.
+// request's context; the tenant never comes from a parameter. The audit
+// record learns the caller here: the token's tenant and id when it is
+// known (revoked tokens included), else the id presented, unverified.
 func (s *Service) authenticated(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		presented, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || presented == "" {
+			audit.SetCaller(r.Context(), "", "", "")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="vitals-query"`)
 			writeJSON(w, http.StatusUnauthorized, APIError{Code: "unauthenticated", Message: "send an analyst token as Authorization: Bearer va_... (vitals tokens create)"})
 			return
 		}
 		c, err := s.tokens.Verify(r.Context(), presented)
+		if err == nil || errors.Is(err, credential.ErrRevoked) {
+			audit.SetCaller(r.Context(), c.Tenant, c.ID, c.Name)
+		} else {
+			audit.SetCaller(r.Context(), "", unverifiedActor(presented), "")
+		}
 		switch {
 		case err == nil:
 			release, ok := s.admit(w, c.ID)

@@ -77,7 +77,7 @@ func newTestService() *Service {
 
 func newTestServiceWith(cfg Config, tokens fakeTokens) *Service {
 	s := newService(cfg, zerolog.Nop())
-	s.tokens, s.reg = tokens, promreg.New()
+	s.tokens, s.reg, s.trail = tokens, promreg.New(), &memTrail{}
 	s.handler = s.routes()
 	if _, err := promreg.Register(s.reg, s.m.collectors()...); err != nil {
 		panic(err) // a fresh registry holds nothing of ours

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/vitalshq/vitals/internal/audit"
 	"github.com/vitalshq/vitals/internal/metric"
 )
 
@@ -56,6 +57,7 @@ func (s *Service) userPercentiles(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "user percentiles", err)
 		return
 	}
+	audit.SetRows(ctx, int64(res.Count))
 	writeJSON(w, http.StatusOK, PercentilesResponse{UserID: user, Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To,
 		Count: res.Count, Method: Method, Percentiles: res.Percentiles, Stale: c.Stale, AsOf: c.AsOf})
 }
@@ -123,6 +125,11 @@ func (s *Service) summary(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "summary", err)
 		return
 	}
+	var n uint64
+	for _, c := range res.Counts {
+		n += c.Count
+	}
+	audit.SetRows(ctx, int64(n))
 	writeJSON(w, http.StatusOK, res)
 }
 

@@ -37,6 +37,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		{Name: "tokens", Summary: "manage analyst query tokens: tokens create|list|revoke", Run: cmdTokens},
 		{Name: "datakeys", Summary: "the users' data keys: datakeys status|rewrap (a new key-encryption key)", Run: cmdDataKeys},
 		{Name: "export", Summary: "write everything held about a user as a FHIR R4 Bundle (export --tenant T --user U)", Run: cmdExport},
+		{Name: "sql-users", Summary: "give a tenant's analysts direct read-only ClickHouse SQL over their tenant's rows only: sql-users grant|revoke|resync|list", Run: cmdSQLUsers},
+		{Name: "audit", Summary: "list the access audit trail (audit --tenant T [--user U]) or check its hash chains (audit verify)", Run: cmdAudit},
 		{Name: "demo", Summary: "run the pipeline on the bundled Fitbit sample and print per-user percentiles", Run: cmdDemo},
 		{Name: "replay", Summary: "rebuild tables from the log into shadow tables and swap them in (replay rebuild|rollback), or reprocess the raw log into new output topics (replay reprocess)", Run: cmdReplay},
 	}, args, stdout, stderr)
@@ -107,6 +109,9 @@ func (r roleSpec) command(ctx context.Context, args []string, _ io.Writer) error
 			return err
 		}
 	}
+	if err := s.CheckSecurity(); err != nil {
+		return err
+	}
 	log, err := s.Logger()
 	if err != nil {
 		return err
@@ -158,6 +163,9 @@ func parseAndStartAll(ctx context.Context, fs *envflag.Set, s *cmdline.Settings,
 		return zerolog.Nop(), nil, err
 	}
 	if err := s.CheckKafka(); err != nil {
+		return zerolog.Nop(), nil, err
+	}
+	if err := s.CheckSecurity(); err != nil {
 		return zerolog.Nop(), nil, err
 	}
 	log, err := s.Logger()

@@ -26,6 +26,12 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Duration(&cfg.Wait, "demo-wait", 3*time.Minute, "how long to wait for the readings to become queryable")
 	var serve bool
 	fs.Bool(&serve, "demo-serve", false, "keep the pipeline running afterwards and print the dashboard's address with a token, until interrupted")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if s.IngestTLSCert != "" || s.QueryTLSCert != "" {
+		return errors.New("the demo's own clients speak plain HTTP on loopback: run vitals run with --ingest-tls-cert and --query-tls-cert for HTTPS listeners (docs/security.md)")
+	}
 	log, roles, err := parseAndStartAll(ctx, fs, s, args)
 	if err != nil {
 		return err

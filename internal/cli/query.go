@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"slices"
@@ -13,6 +15,7 @@ import (
 	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/envflag"
 	"github.com/vitalshq/vitals/internal/queryclient"
+	"github.com/vitalshq/vitals/internal/tlsconf"
 	"github.com/vitalshq/vitals/query"
 )
 
@@ -47,6 +50,8 @@ func queryClient(ctx context.Context, sub string, args []string, stdout io.Write
 	fs.String(&base, "query-url", "http://"+query.DefaultConfig().Addr, "base URL of the query service")
 	fs.Bool(&raw, "json", false, "print the JSON answer instead of a table")
 	fs.Duration(&timeout, "query-client-timeout", 60*time.Second, "bound on the request")
+	var ca string
+	fs.String(&ca, "query-tls-ca", "", "PEM file of the certificate authorities an https --query-url's certificate must chain to (empty: the system's)")
 	values := map[string]*string{}
 	for _, p := range queryclient.Params {
 		if p.Only == nil || slices.Contains(p.Only, sub) {
@@ -71,7 +76,18 @@ func queryClient(ctx context.Context, sub string, args []string, stdout io.Write
 	if err != nil {
 		return err
 	}
-	body, err := queryclient.Get(ctx, base+path, token, timeout)
+	client := http.DefaultClient
+	if ca != "" {
+		if !strings.HasPrefix(base, "https://") {
+			return errors.New("--query-tls-ca is set but --query-url is not https: the token would be sent in clear")
+		}
+		tc, err := tlsconf.Client(ca, "")
+		if err != nil {
+			return err
+		}
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}}
+	}
+	body, err := queryclient.GetWith(ctx, client, base+path, token, timeout)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package cmdline
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"time"
@@ -89,6 +91,15 @@ type Settings struct {
 	QueryTokenRate       int
 	QueryTokenBurst      int
 	QueryTokenConcurrent int
+
+	// Transport security (docs/security.md): Kafka's security protocol,
+	// SASL credentials and CA; ClickHouse over TLS; certificates of the
+	// ingest and query listeners.
+	KafkaSecurity                   eventlog.Security
+	ClickHouseTLS                   bool
+	ClickHouseTLSCA, ClickHouseName string
+	IngestTLSCert, IngestTLSKey     string
+	QueryTLSCert, QueryTLSKey       string
 }
 
 // NewFlags returns the flag set of command name (e.g. "vitals ingest")
@@ -140,6 +151,13 @@ func (s *Settings) KafkaFlags(fs *envflag.Set) {
 	fs.Int(&s.KafkaReplication, "kafka-replication", d.ReplicationFactor, "replication factor of topics Vitals creates")
 	fs.String(&s.KafkaOutputVersion, "kafka-output-version", "v1", "version of the processor's output topics (e.g. v2 after vitals replay reprocess --version v2)")
 	fs.String(&s.KafkaRawVersion, "kafka-raw-version", "v1", "version of the raw topics: readings, device and profile events, dead letters (e.g. v2 after vitals replay encrypt --version v2)")
+	k := &s.KafkaSecurity
+	fs.String(&k.Protocol, "kafka-security-protocol", eventlog.Plaintext, "PLAINTEXT, SSL (TLS) or SASL_SSL (TLS and SCRAM); TLS or SASL settings under PLAINTEXT are refused")
+	fs.String(&k.Mechanism, "kafka-sasl-mechanism", eventlog.ScramSHA512, "SASL mechanism of SASL_SSL: SCRAM-SHA-512 or SCRAM-SHA-256")
+	fs.String(&k.Username, "kafka-sasl-username", "", "SASL user of SASL_SSL")
+	fs.String(&k.Password, "kafka-sasl-password", "", "SASL password of SASL_SSL (prefer the environment variable to the flag)")
+	fs.String(&k.CAFile, "kafka-tls-ca", "", "PEM file of the certificate authorities the brokers' certificates must chain to (empty: the system's)")
+	fs.String(&k.ServerName, "kafka-tls-server-name", "", "name to check in the brokers' certificates instead of the host dialled")
 }
 
 // PostgresFlags registers the PostgreSQL URL.
@@ -164,6 +182,9 @@ func (s *Settings) ClickHouseFlags(fs *envflag.Set) {
 	fs.String(&s.ClickHouseUser, "clickhouse-user", d.User, "ClickHouse user")
 	fs.String(&s.ClickHousePassword, "clickhouse-password", "", "ClickHouse password")
 	fs.String(&s.ClickHouseCompression, "clickhouse-compression", d.Compression, "native protocol compression: auto (none on a loopback address, lz4 otherwise), lz4 or none")
+	fs.Bool(&s.ClickHouseTLS, "clickhouse-tls", false, "connect over TLS (ClickHouse's secure native port, tcp_port_secure)")
+	fs.String(&s.ClickHouseTLSCA, "clickhouse-tls-ca", "", "PEM file of the certificate authorities ClickHouse's certificate must chain to (empty: the system's)")
+	fs.String(&s.ClickHouseName, "clickhouse-tls-server-name", "", "name to check in ClickHouse's certificate instead of the host of --clickhouse-addr")
 }
 
 // TenantFlag registers the tenant of the temporary credentials a command
@@ -182,6 +203,8 @@ func (s *Settings) IngestFlags(fs *envflag.Set) {
 	fs.Duration(&s.IngestFutureSkew, "ingest-max-future-skew", d.Limits.MaxFutureSkew, "how far ahead of the server clock a timestamp may be")
 	fs.Duration(&s.IngestMaxAge, "ingest-max-age", d.Limits.MaxAge, "reject readings measured longer ago than this (0: any age)")
 	fs.Time(&s.IngestMinTime, "ingest-min-time", ingest.DefaultMinTime, "reject events whose timestamps lie before this time (RFC 3339)")
+	fs.String(&s.IngestTLSCert, "ingest-tls-cert", "", "PEM certificate chain: with --ingest-tls-key, ingest serves HTTPS only (TLS 1.2+, re-read when renewed)")
+	fs.String(&s.IngestTLSKey, "ingest-tls-key", "", "PEM private key of --ingest-tls-cert")
 }
 
 // ProcessorFlags registers the processor role's flags.
@@ -224,6 +247,8 @@ func (s *Settings) QueryFlags(fs *envflag.Set) {
 	fs.Int(&s.QueryTokenRate, "query-token-rate", int(d.PerToken.Rate), "requests per second one analyst token may make (0: no limit); more are answered 429")
 	fs.Int(&s.QueryTokenBurst, "query-token-burst", d.PerToken.Burst, "requests one analyst token may make at once after being idle")
 	fs.Int(&s.QueryTokenConcurrent, "query-token-concurrent", d.PerToken.Concurrent, "requests of one analyst token in flight at once (0: no limit); more are answered 429")
+	fs.String(&s.QueryTLSCert, "query-tls-cert", "", "PEM certificate chain: with --query-tls-key, the query service serves HTTPS only (TLS 1.2+, re-read when renewed)")
+	fs.String(&s.QueryTLSKey, "query-tls-key", "", "PEM private key of --query-tls-cert")
 }
 
 // StartFlags registers how long a role keeps trying to start while what
@@ -254,7 +279,19 @@ func (s *Settings) Kafka() eventlog.Config {
 	}
 	c.Partitions = s.KafkaPartitions
 	c.ReplicationFactor = s.KafkaReplication
+	c.Security = s.kafkaSecurity()
 	return c
+}
+
+// kafkaSecurity is the Kafka security of the flags, with the SASL
+// mechanism's default dropped when SASL is not in use (it is a flag
+// default, not a setting).
+func (s *Settings) kafkaSecurity() eventlog.Security {
+	k := s.KafkaSecurity
+	if !strings.EqualFold(k.Protocol, eventlog.SASLSSL) && strings.EqualFold(k.Mechanism, eventlog.ScramSHA512) {
+		k.Mechanism = ""
+	}
+	return k
 }
 
 // CheckKafka validates the Kafka flags that Kafka cannot report on.
@@ -266,7 +303,28 @@ func (s *Settings) CheckKafka() error {
 	if err == nil && s.KafkaRawVersion != "" && s.KafkaRawVersion != "v1" {
 		_, err = t.WithRawVersion(s.KafkaRawVersion)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return s.kafkaSecurity().Validate()
+}
+
+// CheckSecurity validates the transport security flags before a role
+// starts, so a contradiction (a CA without TLS, SASL without TLS, half a
+// certificate pair) fails at once instead of in every connection attempt.
+func (s *Settings) CheckSecurity() error {
+	if err := s.kafkaSecurity().Validate(); err != nil {
+		return err
+	}
+	if !s.ClickHouseTLS && (s.ClickHouseTLSCA != "" || s.ClickHouseName != "") {
+		return errors.New("clickhouse: --clickhouse-tls-ca or --clickhouse-tls-server-name is set without --clickhouse-tls: the connection would be unencrypted")
+	}
+	for _, p := range [][3]string{{"ingest", s.IngestTLSCert, s.IngestTLSKey}, {"query", s.QueryTLSCert, s.QueryTLSKey}} {
+		if (p[1] == "") != (p[2] == "") {
+			return fmt.Errorf("%[1]s: --%[1]s-tls-cert and --%[1]s-tls-key go together", p[0])
+		}
+	}
+	return nil
 }
 
 // Warehouse is the ClickHouse configuration of the flags.
@@ -274,6 +332,7 @@ func (s *Settings) Warehouse() warehouse.Config {
 	c := warehouse.DefaultConfig()
 	c.Addr, c.Database, c.User, c.Password = s.ClickHouseAddr, s.ClickHouseDatabase, s.ClickHouseUser, s.ClickHousePassword
 	c.Compression, c.Protocol = s.ClickHouseCompression, s.ClickHouseProtocol
+	c.TLS, c.TLSCA, c.TLSServerName = s.ClickHouseTLS, s.ClickHouseTLSCA, s.ClickHouseName
 	return c
 }
 
@@ -284,6 +343,7 @@ func (s *Settings) Ingest() ingest.Config {
 	c.MaxBatchItems, c.MaxBodyBytes, c.ProduceTimeout = s.IngestMaxItems, int64(s.IngestMaxBytes), s.IngestTimeout
 	c.Limits = ingest.Limits{MaxFutureSkew: s.IngestFutureSkew, MaxAge: s.IngestMaxAge, MinTime: s.IngestMinTime}
 	c.UserKeys = s.UserKeys()
+	c.TLSCertFile, c.TLSKeyFile = s.IngestTLSCert, s.IngestTLSKey
 	return c
 }
 
@@ -322,5 +382,6 @@ func (s *Settings) Query() query.Config {
 	c.DefaultWait = min(c.DefaultWait, c.MaxWait)
 	c.MaxConcurrent = s.QueryConcurrent
 	c.PerToken = quota.Limits{Rate: float64(s.QueryTokenRate), Burst: s.QueryTokenBurst, Concurrent: s.QueryTokenConcurrent}
+	c.TLSCertFile, c.TLSKeyFile = s.QueryTLSCert, s.QueryTLSKey
 	return c
 }

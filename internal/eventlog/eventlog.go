@@ -109,6 +109,9 @@ type Config struct {
 	// RequestTimeout bounds each request's time on the wire, on top of
 	// any time the broker is asked to wait.
 	RequestTimeout time.Duration
+	// Security is TLS and SASL (security.go); the zero value is
+	// PLAINTEXT.
+	Security Security
 }
 
 // DefaultConfig is the single-node local stack's configuration.
@@ -155,15 +158,16 @@ func (c Config) Specs() []Spec {
 	}
 }
 
-// ClientOpts are the options every Kafka client of ours starts from.
+// ClientOpts are the options every Kafka client of ours starts from,
+// TLS and SASL included: no client of ours is made without them.
 func (c Config) ClientOpts(log zerolog.Logger) []kgo.Opt {
-	return []kgo.Opt{
+	return append([]kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.DialTimeout(c.DialTimeout),
 		kgo.RequestTimeoutOverhead(c.RequestTimeout),
 		kgo.RetryTimeout(c.RequestTimeout),
 		kgo.WithLogger(kgoLogger{log: log.With().Str("component", "kafka").Logger()}),
-	}
+	}, c.Security.opts()...)
 }
 
 // EnsureTopics creates the topics in Specs that do not exist yet. Existing

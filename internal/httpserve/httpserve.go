@@ -4,9 +4,12 @@ package httpserve
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -15,16 +18,33 @@ import (
 // Serve serves h on ln until ctx ends, then stops accepting connections and
 // waits up to grace for in-flight requests to finish.
 func Serve(ctx context.Context, log zerolog.Logger, ln net.Listener, h http.Handler, grace time.Duration) error {
+	return ServeTLS(ctx, log, ln, h, grace, nil)
+}
+
+// ServeTLS is Serve over TLS with tc (tlsconf.Server); a nil tc serves
+// plain HTTP. Over TLS only HTTP/1.1 is spoken, as in plain HTTP: ingest
+// paces bodies and closes connections with HTTP/1.1's semantics.
+func ServeTLS(ctx context.Context, log zerolog.Logger, ln net.Listener, h http.Handler, grace time.Duration, tc *tls.Config) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      grace + 30*time.Second,
 		IdleTimeout:       2 * time.Minute,
+		// The server's own complaints (failed TLS handshakes, plaintext
+		// sent to an HTTPS port: mostly scanners) go to our logger at
+		// debug, not to the standard library's global one.
+		ErrorLog: stdlog.New(debugWriter{log.With().Str("component", "http").Logger()}, "", 0),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info().Str("addr", ln.Addr().String()).Msg("listening")
+	if tc != nil {
+		srv.TLSConfig = tc
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){} // no HTTP/2
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	log.Info().Str("addr", ln.Addr().String()).Bool("tls", tc != nil).Msg("listening")
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
@@ -46,4 +66,13 @@ func Listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// debugWriter writes the standard logger's lines to a zerolog logger at
+// debug level.
+type debugWriter struct{ log zerolog.Logger }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.log.Debug().Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
 }

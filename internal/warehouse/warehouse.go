@@ -33,6 +33,7 @@ package warehouse
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"regexp"
@@ -40,6 +41,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/vitalshq/vitals/internal/tlsconf"
 )
 
 // Config locates the ClickHouse database.
@@ -61,6 +64,17 @@ type Config struct {
 	// "auto" (the default): none when Addr is a loopback address, where
 	// compressing only burns both sides' CPU, lz4 otherwise.
 	Compression string
+	// TLS makes the connection TLS (ClickHouse's secure native port,
+	// tcp_port_secure), trusting the authorities in TLSCA (PEM; empty:
+	// the system's) and checking TLSServerName (empty: the host of Addr)
+	// in the server's certificate. A TLS setting without TLS is refused
+	// rather than connecting in plaintext.
+	TLS           bool
+	TLSCA         string
+	TLSServerName string
+	// SessionDatabase is the database a session starts in ("": default);
+	// a user allowed one database only (a tenant's) must start in it.
+	SessionDatabase string
 }
 
 // DefaultConfig is the local stack's configuration.
@@ -139,12 +153,25 @@ func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	var tc *tls.Config
+	switch {
+	case cfg.TLS:
+		if tc, err = tlsconf.Client(cfg.TLSCA, cfg.TLSServerName); err != nil {
+			return nil, fmt.Errorf("clickhouse %s: %w", cfg.Addr, err)
+		}
+	case cfg.TLSCA != "" || cfg.TLSServerName != "":
+		return nil, fmt.Errorf("clickhouse %s: a TLS certificate authority or server name is set but TLS is not: enable it, or the connection would be unencrypted", cfg.Addr)
+	}
+	session := cfg.SessionDatabase
+	if session == "" {
+		session = "default"
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:     []string{cfg.Addr},
 		Protocol: proto,
 		// Every statement names its database, so the session can start in
 		// "default" even before Migrate has created ours.
-		Auth: clickhouse.Auth{Database: "default", Username: cfg.User, Password: cfg.Password},
+		Auth: clickhouse.Auth{Database: session, Username: cfg.User, Password: cfg.Password},
 		// 18.16 rejects settings it does not know; send none by default.
 		DialTimeout:     cfg.DialTimeout,
 		ReadTimeout:     cfg.ReadTimeout,
@@ -152,6 +179,7 @@ func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 		MaxIdleConns:    4,
 		ConnMaxLifetime: time.Hour,
 		Compression:     comp,
+		TLS:             tc,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse %s: %w", cfg.Addr, err)
