@@ -12,12 +12,19 @@ LDFLAGS := -ldflags "-X github.com/vitalshq/vitals/internal/cmdline.Version=$(VE
 # The app's connection settings for the local stack (ports from deploy/stack.sh).
 STACK_ENV = eval "$$(bash deploy/stack.sh env)"
 
-.PHONY: up down status build lab demo test check-compose chromium
+.PHONY: up up-cluster down status build lab demo test check-compose chromium
 
 # Local stack without Docker (Kafka, ClickHouse, PostgreSQL); see deploy/stack.sh.
 up:
 	@bash deploy/stack.sh up
 
+# The cluster stack instead (deploy/cluster.sh): PostgreSQL, ZooKeeper, three
+# Kafka KRaft nodes, ClickHouse as 2 shards x 2 replicas. The app's settings
+# for it: eval "$$(bash deploy/stack.sh env --cluster)" (docs/operations.md).
+up-cluster:
+	@bash deploy/stack.sh up --cluster
+
+# Stops the local stack and, if it runs, the cluster stack.
 down:
 	@bash deploy/stack.sh down
 
