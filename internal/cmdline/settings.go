@@ -40,6 +40,9 @@ type Settings struct {
 
 	ClickHouseAddr, ClickHouseDatabase, ClickHouseUser, ClickHousePassword string
 	ClickHouseCompression                                                  string
+	// ClickHouseCluster names the cluster of a sharded, replicated
+	// ClickHouse (empty: one server).
+	ClickHouseCluster string
 
 	Tenant string
 
@@ -145,6 +148,7 @@ func (s *Settings) ClickHouseFlags(fs *envflag.Set) {
 	fs.String(&s.ClickHouseUser, "clickhouse-user", d.User, "ClickHouse user")
 	fs.String(&s.ClickHousePassword, "clickhouse-password", "", "ClickHouse password")
 	fs.String(&s.ClickHouseCompression, "clickhouse-compression", d.Compression, "native protocol compression: auto (none on a loopback address, lz4 otherwise), lz4 or none")
+	fs.String(&s.ClickHouseCluster, "clickhouse-cluster", "", "cluster name in the servers' remote_servers: sharded, replicated tables (--clickhouse-addr may then list several servers, comma-separated); empty: one server")
 }
 
 // TenantFlag registers the tenant of the temporary credentials a command
@@ -245,6 +249,7 @@ func (s *Settings) Warehouse() warehouse.Config {
 	c := warehouse.DefaultConfig()
 	c.Addr, c.Database, c.User, c.Password = s.ClickHouseAddr, s.ClickHouseDatabase, s.ClickHouseUser, s.ClickHousePassword
 	c.Compression = s.ClickHouseCompression
+	c.Cluster = s.ClickHouseCluster
 	return c
 }
 

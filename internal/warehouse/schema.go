@@ -361,6 +361,9 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) error {
 	if !validIdent(database) {
 		return fmt.Errorf("clickhouse database name %q is not a valid identifier", database)
 	}
+	if c := ClusterOf(conn); c != nil {
+		return migrateCluster(ctx, c, database)
+	}
 	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+database); err != nil {
 		return fmt.Errorf("create database %s: %w", database, err)
 	}
