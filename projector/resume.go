@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -40,6 +41,9 @@ func (p *Projector) resumeOffsets(ctx context.Context, offsets map[string]map[in
 }
 
 func (p *Projector) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) error {
+	if p.shards != nil {
+		return p.adjustSharded(ctx, offsets)
+	}
 	qctx, cancel := context.WithTimeout(ctx, p.cfg.InsertTimeout)
 	defer cancel()
 	for topic, parts := range offsets {
@@ -118,10 +122,15 @@ func (p *Projector) storedMax(ctx context.Context, table string, parts []int32) 
 // positions before that insert lands would start the partition before its
 // rows and insert them a second time.
 func (p *Projector) awaitInserts(ctx context.Context, table string) error {
+	return awaitInsertsOn(ctx, p.conn, p.db, table)
+}
+
+// awaitInsertsOn is awaitInserts on the server conn talks to.
+func awaitInsertsOn(ctx context.Context, conn driver.Conn, db, table string) error {
 	q := `SELECT query_id FROM system.processes WHERE query LIKE ? AND query NOT LIKE '%system.processes%'`
-	pattern := fmt.Sprintf("INSERT INTO %s.%s %%", p.db, table)
+	pattern := fmt.Sprintf("INSERT INTO %s.%s %%", db, table)
 	running := func() (map[string]bool, error) {
-		rows, err := p.conn.Query(ctx, q, pattern)
+		rows, err := conn.Query(ctx, q, pattern)
 		if err != nil {
 			return nil, fmt.Errorf("list running inserts into %s: %w", table, err)
 		}
