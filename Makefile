@@ -145,6 +145,15 @@ bench-query: up lab
 bench: up lab
 	@$(STACK_ENV) && ./$(LAB) bench e2e $(BENCH_FLAGS)
 
+# The same end-to-end benchmark on the single-node stack and then on the
+# cluster stack (make up-cluster: three brokers, ClickHouse 2 shards x 2
+# replicas), printed side by side (vitals-lab bench e2e --bench-cluster).
+# On one 2-core machine it records what replication and sharding cost, not
+# a speed-up. E.g. make bench-cluster BENCH_FLAGS="--bench-runs 1".
+.PHONY: bench-cluster
+bench-cluster: up up-cluster lab
+	@$(STACK_ENV) && ./$(LAB) bench e2e --bench-cluster $(BENCH_FLAGS)
+
 # Fault injection (vitals-lab chaos): a pipeline of child processes while the
 # simulator streams with injected data faults; 12 kill -9 of processor,
 # projector and ingest, a broker restart, ClickHouse stopped 60 s,
