@@ -8,8 +8,10 @@ package projector
 // insert into a Distributed table is asynchronous and not atomic across
 // shards, so the projector does not use it. It splits each table's share
 // of a batch by shard itself and inserts each part into that shard's
-// local replicated table, on the first replica that takes it, and keeps
-// exactly-once with two defences:
+// local replicated table, on the first replica in the cluster's order
+// that takes it (the one Distributed reads prefer, so that a read after a
+// write sees it; a replica an insert failed on is tried last for 30 s).
+// It keeps exactly-once with two defences:
 //
 //   - Positions per shard. Every row stores its record's position, and
 //     each shard receives a partition's rows in offset order, one INSERT
@@ -50,6 +52,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -60,11 +63,15 @@ import (
 // shardRouter is the projector's cluster state.
 type shardRouter struct {
 	cluster *warehouse.Cluster
-	// preferred is the replica (index in Replicas) writes to each shard
-	// go to first: the first that took the last insert.
-	preferred []int
+	// failedAt is when an insert into each replica (by shard, then index
+	// in Replicas) last failed: writes go to the replicas in the
+	// cluster's order, the one Distributed reads prefer, skipping one
+	// that failed in the last retryReplicaAfter.
+	failedAt [][]time.Time
 	// floors are, per topic-partition, the highest offset stored on each
 	// shard (and month, for the readings table) when it was assigned.
+	// The assignment callback writes them while Run reads them: mu.
+	mu     sync.Mutex
 	floors map[topicPartition]map[groupKey]int64
 	// bufs are the per-shard tables of a batch, reused batch after batch.
 	bufs map[groupBufKey]*pending
@@ -90,8 +97,29 @@ type shardGroup struct {
 }
 
 func newShardRouter(c *warehouse.Cluster) *shardRouter {
-	return &shardRouter{cluster: c, preferred: make([]int, len(c.Shards)),
-		floors: map[topicPartition]map[groupKey]int64{}, bufs: map[groupBufKey]*pending{}}
+	r := &shardRouter{cluster: c, floors: map[topicPartition]map[groupKey]int64{}, bufs: map[groupBufKey]*pending{}}
+	for _, s := range c.Shards {
+		r.failedAt = append(r.failedAt, make([]time.Time, len(s.Replicas)))
+	}
+	return r
+}
+
+// retryReplicaAfter is how long a replica an insert failed on is tried
+// last.
+const retryReplicaAfter = 30 * time.Second
+
+// order is the order in which an insert tries shard i's replicas: the
+// cluster's, those that failed lately last.
+func (r *shardRouter) order(i int) []int {
+	var ok, failed []int
+	for ri, at := range r.failedAt[i] {
+		if !at.IsZero() && time.Since(at) < retryReplicaAfter {
+			failed = append(failed, ri)
+		} else {
+			ok = append(ok, ri)
+		}
+	}
+	return append(ok, failed...)
 }
 
 // splitsByMonth reports whether a table's inserts are one month each: the
@@ -124,6 +152,8 @@ func (p *Projector) split(t *pending) {
 	month := monthOf(t)
 	idx := map[groupKey][]int{}
 	skipped := 0
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for i, row := range t.rows {
 		k := groupKey{shard: r.cluster.ShardOf(row.tenant, row.user)}
 		if month != nil {
@@ -227,7 +257,7 @@ func (p *Projector) insertSharded(ctx context.Context, t *pending) error {
 }
 
 // insertGroup inserts one group into its shard, trying its replicas from
-// the preferred one on.
+// the cluster's order on (see shardRouter.order).
 func (p *Projector) insertGroup(ctx context.Context, s *sink, g shardGroup) error {
 	r := p.shards
 	shard := r.cluster.Shards[g.key.shard]
@@ -237,19 +267,19 @@ func (p *Projector) insertGroup(ctx context.Context, s *sink, g shardGroup) erro
 	}
 	q := fmt.Sprintf("INSERT INTO %s.%s (%s)", p.db, warehouse.Local(s.table), strings.Join(names, ", "))
 	var errs []error
-	for n := range shard.Replicas {
-		ri := (r.preferred[g.key.shard] + n) % len(shard.Replicas)
+	for _, ri := range r.order(g.key.shard) {
 		addr := shard.Replicas[ri]
 		start := time.Now()
 		err := p.sendGroup(ctx, addr, q, g.t)
 		if err == nil {
-			r.preferred[g.key.shard] = ri
+			r.failedAt[g.key.shard][ri] = time.Time{}
 			g.t.stored = true
 			p.stats.Inserted.Add(int64(len(g.t.rows)))
 			p.m.insert.WithLabelValues(s.table).Observe(time.Since(start).Seconds())
 			p.m.rows.WithLabelValues(s.table).Add(float64(len(g.t.rows)))
 			return nil
 		}
+		r.failedAt[g.key.shard][ri] = time.Now()
 		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 		if ctx.Err() != nil {
 			break
@@ -295,9 +325,12 @@ func (p *Projector) adjustSharded(ctx context.Context, offsets map[string]map[in
 		if err != nil {
 			return err
 		}
+		p.shards.mu.Lock()
 		for _, part := range ids {
-			tp := topicPartition{topic, part}
-			p.shards.floors[tp] = floors[part]
+			p.shards.floors[topicPartition{topic, part}] = floors[part]
+		}
+		p.shards.mu.Unlock()
+		for _, part := range ids {
 			if len(floors[part]) > 0 {
 				p.log.Info().Str("topic", topic).Int32("partition", part).Int64("committed", parts[part].EpochOffset().Offset).
 					Str("stored_per_shard", describeFloors(floors[part])).Msg("resuming at the committed offset, skipping rows each shard already holds")
