@@ -349,6 +349,18 @@ func Local(table string) string {
 	return table + LocalSuffix
 }
 
+// IsSharded reports whether name is one of the tables that a cluster
+// holds as a Distributed table over local tables (every table but
+// ReplayPausesTable; views are not tables).
+func IsSharded(name string) bool {
+	for _, t := range tables {
+		if t.name == name {
+			return name != ReplayPausesTable
+		}
+	}
+	return false
+}
+
 // ExecEverywhere runs a statement on every server (DDL that 18.16 does
 // not replicate: CREATE, DROP, RENAME), in the cluster's order, and stops
 // at the first failure. On a single server it is conn.Exec.
