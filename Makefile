@@ -12,7 +12,7 @@ LDFLAGS := -ldflags "-X github.com/vitalshq/vitals/internal/cmdline.Version=$(VE
 # The app's connection settings for the local stack (ports from deploy/stack.sh).
 STACK_ENV = eval "$$(bash deploy/stack.sh env)"
 
-.PHONY: up up-secure down status build lab demo test check-compose chromium chdb
+.PHONY: up up-secure up-cluster down status build lab demo test check-compose chromium chdb
 
 # Local stack without Docker (Kafka, ClickHouse, PostgreSQL); see deploy/stack.sh.
 up:
@@ -24,6 +24,13 @@ up:
 up-secure:
 	@bash deploy/stack.sh up --secure
 
+# The cluster stack instead (deploy/cluster.sh): PostgreSQL, ZooKeeper, three
+# Kafka KRaft nodes, ClickHouse as 2 shards x 2 replicas. The app's settings
+# for it: eval "$$(bash deploy/stack.sh env --cluster)" (docs/operations.md).
+up-cluster:
+	@bash deploy/stack.sh up --cluster
+
+# Stops the local stack and, if it runs, the cluster stack.
 down:
 	@bash deploy/stack.sh down
 
@@ -156,6 +163,15 @@ bench-query: up lab
 .PHONY: bench
 bench: up lab
 	@$(STACK_ENV) && ./$(LAB) bench e2e $(BENCH_FLAGS)
+
+# The same end-to-end benchmark on the single-node stack and then on the
+# cluster stack (make up-cluster: three brokers, ClickHouse 2 shards x 2
+# replicas), printed side by side (vitals-lab bench e2e --bench-cluster).
+# On one 2-core machine it records what replication and sharding cost, not
+# a speed-up. E.g. make bench-cluster BENCH_FLAGS="--bench-runs 1".
+.PHONY: bench-cluster
+bench-cluster: up up-cluster lab
+	@$(STACK_ENV) && ./$(LAB) bench e2e --bench-cluster $(BENCH_FLAGS)
 
 # Fault injection (vitals-lab chaos): a pipeline of child processes while the
 # simulator streams with injected data faults; 12 kill -9 of processor,

@@ -90,7 +90,8 @@ find_pid_by_cmdline() {
   for d in /proc/[0-9]*; do
     pid="${d#/proc/}"
     [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
-    cmdline="$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null || true)"
+    # braces: a process that exits meanwhile fails the redirection itself
+    cmdline="$({ tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null || true)"
     [[ -n "$cmdline" && "$cmdline" == *"$want"* ]] || continue
     # skip shells/tools that merely mention the path
     case "$cmdline" in bash*|*/bash\ *|grep*|tail*|less*|cat\ *) continue ;; esac

@@ -17,6 +17,11 @@
 #                                         Kept until `up --plain`.
 #   deploy/stack.sh env --secure          export lines for a pipeline that uses only the secure
 #                                         listeners (and serves HTTPS itself)
+#   deploy/stack.sh up --cluster          the cluster stack instead (deploy/cluster.sh): PostgreSQL,
+#                                         ZooKeeper, 3 Kafka nodes, ClickHouse 2 shards x 2 replicas
+#   deploy/stack.sh status|env --cluster  the cluster's state, the app's settings for it
+#   deploy/stack.sh stop|start|restart|kill NODE   one cluster node (kafka-2, clickhouse-s2r1, ...)
+#   (down stops the cluster's nodes too)
 #
 # SERVICE: kafka | clickhouse | postgres | chdb (aliases: ch, pg). `up` without a
 # service starts the first three; chdb (a current ClickHouse engine for `make test`'s
@@ -32,7 +37,7 @@ ALL_SERVICES=(postgres clickhouse kafka)
 # Also stopped by `down` and shown by `status`, but started only when named.
 OPTIONAL_SERVICES=(chdb)
 
-usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 canon() {
   case "$1" in
@@ -46,6 +51,19 @@ canon() {
 
 svc() { local s="$1"; shift; bash "$DEPLOY_DIR/$s.sh" "$@"; }
 
+# cluster_node NAME: NAME is a node of the cluster stack (deploy/cluster.sh).
+cluster_node() { [[ "$1" =~ ^(zookeeper|kafka-[123]|clickhouse-s[12]r[12])$ ]]; }
+
+# cluster_running: some node of the cluster stack has a pid file.
+cluster_running() { compgen -G "$STACK_DIR/cluster/*/*.pid" >/dev/null; }
+
+cluster=0
+args=()
+for a in "$@"; do
+  if [[ "$a" == --cluster ]]; then cluster=1; else args+=("$a"); fi
+done
+set -- "${args[@]+"${args[@]}"}"
+
 services_from_args() {
   if (( $# == 0 )); then printf '%s\n' "${ALL_SERVICES[@]}"; return; fi
   local s; for s in "$@"; do canon "$s"; done
@@ -56,7 +74,7 @@ cmd="${1:-}"; [[ -n "$cmd" ]] || usage; shift
 # Serialize state-changing commands (two `make up`s, parallel fault-injection tests).
 # The lock is fd 9; daemons are started with fd 9 closed so they don't keep it.
 case "$cmd" in
-  up|down|start|stop|restart)
+  up|down|start|stop|restart|kill)
     exec 9>"$STACK_DIR/.lock"
     if ! flock -n 9; then
       log "waiting for another deploy/stack.sh to finish (lock $STACK_DIR/.lock)"
@@ -67,6 +85,11 @@ esac
 
 case "$cmd" in
   up)
+    if (( cluster )); then
+      svc postgres start
+      bash "$DEPLOY_DIR/cluster.sh" up
+      exit 0
+    fi
     t0="$(now_s)"
     args=()
     for a in "$@"; do
@@ -85,22 +108,40 @@ case "$cmd" in
     log "up: all ready in $(( $(now_s) - t0 ))s"
     ;;
   down)
+    rc=0
+    if (( $# == 0 || cluster )) && cluster_running; then
+      bash "$DEPLOY_DIR/cluster.sh" down || rc=1
+    fi
+    if (( cluster )) && (( $# == 0 )); then
+      svc postgres stop || rc=1
+      exit $rc
+    fi
     mapfile -t list < <(services_from_args "$@")
     (( $# == 0 )) && list=("${OPTIONAL_SERVICES[@]}" "${list[@]}")
-    rc=0
     for (( i=${#list[@]}-1; i>=0; i-- )); do svc "${list[$i]}" stop || rc=1; done
     exit $rc
     ;;
   status)
     rc=0
+    if (( cluster )); then
+      svc postgres status || rc=3
+      bash "$DEPLOY_DIR/cluster.sh" status || rc=3
+      exit $rc
+    fi
     for s in "${ALL_SERVICES[@]}"; do svc "$s" status || rc=3; done
     for s in "${OPTIONAL_SERVICES[@]}"; do svc "$s" status || true; done
+    if cluster_running; then bash "$DEPLOY_DIR/cluster.sh" status || true; fi
     log "state dir: $STACK_DIR"
     exit $rc
     ;;
-  start|stop|restart|logs)
+  start|stop|restart|logs|kill)
     (( $# >= 1 )) || usage
-    for s in "$@"; do svc "$(canon "$s")" "$cmd"; done
+    for s in "$@"; do
+      if cluster_node "$s"; then bash "$DEPLOY_DIR/cluster.sh" "$cmd" "$s"
+      elif [[ "$cmd" == kill ]]; then die "kill: only cluster nodes (kafka-1, clickhouse-s1r2, ...)"
+      else svc "$(canon "$s")" "$cmd"
+      fi
+    done
     ;;
   wait)
     mapfile -t list < <(services_from_args "$@")
@@ -113,6 +154,11 @@ case "$cmd" in
     if [[ ! -s "$kek" ]]; then
       mkdir -p "$STACK_DIR"
       ( umask 077; head -c 32 /dev/urandom | base64 > "$kek.tmp" && mv "$kek.tmp" "$kek" )
+    fi
+    if (( cluster )); then
+      bash "$DEPLOY_DIR/cluster.sh" env
+      echo "export VITALS_KEK_FILE=$kek"
+      exit 0
     fi
     if [[ "${1:-}" == --secure ]]; then
       secure_wanted && [[ -s "$TLS_DIR/secrets.env" ]] \

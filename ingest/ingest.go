@@ -40,8 +40,8 @@ import (
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/internal/quota"
-	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/tlsconf"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/schemas"
 )
 

@@ -21,6 +21,9 @@ type column interface {
 	// value is row i's value as clickhouse-go receives it (a nullable
 	// column's is a pointer, nil for NULL), for Identifier and tests.
 	value(i int) any
+	// pick appends the values of src, a column of the same type, at the
+	// indexes idx: how a batch is split by shard on a cluster (shards.go).
+	pick(src column, idx []int)
 }
 
 // namedColumn is a column with its name in the table.

@@ -112,6 +112,9 @@ func (e *erasedSet) erasedIn(tables []*pending) []row {
 // NotErased hides the users from queries meanwhile. Repeating it is
 // harmless.
 func (p *Projector) deleteUsers(ctx context.Context, users []row) error {
+	if p.shards != nil {
+		return p.deleteUsersSharded(ctx, users)
+	}
 	seen := map[userKey]bool{}
 	var conds []string
 	var args []any

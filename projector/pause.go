@@ -38,14 +38,6 @@ const (
 	PauseKindPause  = "pause"
 	PauseKindAck    = "ack"
 	PauseKindResume = "resume"
-	// PauseKindRewind, written before the resume, says the tables were
-	// replaced by older ones (`vitals replay rollback`), which lack what
-	// the projectors inserted since they were swapped out. On resuming,
-	// each projector then seeks every partition, of the erasures too, to
-	// just after the positions stored in its table even when its
-	// committed offset is later (to the log's start where none is
-	// stored), so that the gap is projected again, once.
-	PauseKindRewind = "rewind"
 )
 
 // errPaused is flush's answer when it found a pause: the batch was not
@@ -101,9 +93,8 @@ func (o *owned) snapshot() map[string][]int32 {
 }
 
 // WritePause writes one row of the pause protocol into db's
-// warehouse.ReplayPausesTable: kind is PauseKindPause, PauseKindAck,
-// PauseKindRewind or PauseKindResume, member the acknowledging group
-// member (empty otherwise). The projector acknowledges with it and replay asks and ends
+// warehouse.ReplayPausesTable: kind is PauseKindPause, PauseKindAck or
+// PauseKindResume, member the acknowledging group member (empty otherwise). The projector acknowledges with it and replay asks and ends
 // with it.
 func WritePause(ctx context.Context, conn driver.Conn, db, id, kind, member string, until time.Time) error {
 	b, err := conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s.%s (pause_id, kind, member, until_ms)", db, warehouse.ReplayPausesTable))
@@ -173,52 +164,27 @@ func (p *Projector) honourPause(ctx context.Context) (bool, error) {
 			break
 		}
 	}
-	rewind, err := p.rewindAsked(ctx, id)
-	if err != nil {
-		return true, err
-	}
-	return true, p.reseek(ctx, rewind)
-}
-
-// rewindAsked reports whether the pause ended with a rewind, asking until
-// ClickHouse answers: resuming without knowing could leave a gap.
-func (p *Projector) rewindAsked(ctx context.Context, id string) (bool, error) {
-	q := fmt.Sprintf("SELECT count() FROM %s.%s WHERE pause_id = ? AND kind = ?", p.db, warehouse.ReplayPausesTable)
-	for {
-		qctx, cancel := context.WithTimeout(ctx, p.cfg.InsertTimeout)
-		var n uint64
-		err := p.conn.QueryRow(qctx, q, id, PauseKindRewind).Scan(&n)
-		cancel()
-		if err == nil {
-			return n > 0, nil
-		}
-		p.log.Warn().Err(err).Str("pause_id", id).Msg("cannot read how the replay pause ended; still paused")
-		select {
-		case <-ctx.Done():
-			return false, fmt.Errorf("read how the replay pause ended: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return true, p.reseek(ctx)
 }
 
 // reseek moves every owned partition to where an assignment would start it
 // now: after the rows stored in the table (which a swap may have replaced)
-// or at the committed offset, whichever is later. With rewind the
-// committed offset is ignored: after the stored rows, or the log's start.
-func (p *Projector) reseek(ctx context.Context, rewind bool) error {
+// or at the committed offset, whichever is later. (A rollback's restored
+// tables are caught up by vitals replay before the pause ends.)
+func (p *Projector) reseek(ctx context.Context) error {
 	committed := p.cl.CommittedOffsets()
 	offsets := map[string]map[int32]kgo.Offset{}
 	for topic, parts := range p.owned.snapshot() {
 		offsets[topic] = map[int32]kgo.Offset{}
 		for _, part := range parts {
 			at := int64(-1)
-			if eo, ok := committed[topic][part]; ok && !rewind {
+			if eo, ok := committed[topic][part]; ok {
 				at = eo.Offset
 			}
 			offsets[topic][part] = kgo.NewOffset().At(at)
 		}
 	}
-	if _, err := p.resumePositions(ctx, offsets, rewind); err != nil {
+	if _, err := p.resumeOffsets(ctx, offsets); err != nil {
 		return err
 	}
 	set := map[string]map[int32]kgo.EpochOffset{}
@@ -230,10 +196,10 @@ func (p *Projector) reseek(ctx context.Context, rewind bool) error {
 			p.floor[floorKey{topic, part}] = at
 		}
 	}
-	// SetOffsets also drops the fetches buffered before, so a rewind
+	// SetOffsets also drops the fetches buffered before, so a seek back
 	// cannot deliver a record twice.
 	p.cl.SetOffsets(set)
-	p.log.Info().Bool("rewind", rewind).Str("positions", describeOffsets(set)).Msg("resumed after the replay pause")
+	p.log.Info().Str("positions", describeOffsets(set)).Msg("resumed after the replay pause")
 	return nil
 }
 

@@ -201,6 +201,9 @@ type Projector struct {
 	floor map[floorKey]int64
 	// verify marks records that may be stored already (resume.go).
 	verify verifyMarks
+	// shards routes rows on a ClickHouse cluster (shards.go); nil on a
+	// single server.
+	shards *shardRouter
 }
 
 // New connects to ClickHouse (creating or upgrading the tables) and Kafka.
@@ -248,6 +251,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Projector, error
 		pool:  pool,
 	}
 	p.m = newProjMetrics(&p.stats)
+	if c := warehouse.ClusterOf(conn); c != nil {
+		p.shards = newShardRouter(c)
+	}
 	p.erased = newErasedSet(conn, p.db)
 	chosen, err := chooseSinks(sinks(cfg.Kafka.Topics), cfg.Tables)
 	if err != nil {
@@ -400,6 +406,10 @@ type pending struct {
 	// uncertain: an attempt failed, possibly after the server stored some
 	// of the rows; the next attempt reads what is stored first.
 	uncertain bool
+	// groups are the rows split by shard on a cluster (shards.go), once
+	// per batch (split).
+	groups []shardGroup
+	split  bool
 }
 
 func newPending(s *sink) *pending {
@@ -450,6 +460,10 @@ func (t *pending) reset() {
 		rb.records = rb.records[:0]
 	}
 	t.stored, t.uncertain = false, false
+	for _, g := range t.groups {
+		g.t.reset()
+	}
+	t.groups, t.split = t.groups[:0], false
 }
 
 // batch is a decoded batch of records, table by table.
@@ -675,6 +689,9 @@ func (p *Projector) store(ctx context.Context, b *batch) error {
 
 // insert stores one table's rows in one INSERT.
 func (p *Projector) insert(ctx context.Context, t *pending) error {
+	if p.shards != nil {
+		return p.insertSharded(ctx, t)
+	}
 	if t.uncertain && t.sink.resume {
 		if err := p.dropStored(ctx, t); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -21,15 +22,9 @@ import (
 // guessed position could insert a record twice. ctx ends when the group
 // session is revoked, and the next assignment tries again.
 func (p *Projector) resumeOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	return p.resumePositions(ctx, offsets, false)
-}
-
-// resumePositions is resumeOffsets; with everySink the erasures' table's stored
-// positions count too (a rewind: see PauseKindRewind).
-func (p *Projector) resumePositions(ctx context.Context, offsets map[string]map[int32]kgo.Offset, everySink bool) (map[string]map[int32]kgo.Offset, error) {
 	backoff := p.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
-		err := p.adjust(ctx, offsets, everySink)
+		err := p.adjust(ctx, offsets)
 		if err == nil {
 			return offsets, nil
 		}
@@ -47,12 +42,15 @@ func (p *Projector) resumePositions(ctx context.Context, offsets map[string]map[
 	}
 }
 
-func (p *Projector) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset, everySink bool) error {
+func (p *Projector) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) error {
+	if p.shards != nil {
+		return p.adjustSharded(ctx, offsets)
+	}
 	qctx, cancel := context.WithTimeout(ctx, p.cfg.InsertTimeout)
 	defer cancel()
 	for topic, parts := range offsets {
 		s, ok := p.sinks[topic]
-		if !ok || (!s.resume && !everySink) || len(parts) == 0 {
+		if !ok || !s.resume || len(parts) == 0 {
 			continue
 		}
 		ids := make([]int32, 0, len(parts))
@@ -194,10 +192,15 @@ func (p *Projector) storedMax(ctx context.Context, table string, parts []int32) 
 // positions before that insert lands would start the partition before its
 // rows and insert them a second time.
 func (p *Projector) awaitInserts(ctx context.Context, table string) error {
+	return awaitInsertsOn(ctx, p.conn, p.db, table)
+}
+
+// awaitInsertsOn is awaitInserts on the server conn talks to.
+func awaitInsertsOn(ctx context.Context, conn driver.Conn, db, table string) error {
 	q := `SELECT query_id FROM system.processes WHERE query LIKE ? AND query NOT LIKE '%system.processes%'`
-	pattern := fmt.Sprintf("INSERT INTO %s.%s %%", p.db, table)
+	pattern := fmt.Sprintf("INSERT INTO %s.%s %%", db, table)
 	running := func() (map[string]bool, error) {
-		rows, err := p.conn.Query(ctx, q, pattern)
+		rows, err := conn.Query(ctx, q, pattern)
 		if err != nil {
 			return nil, fmt.Errorf("list running inserts into %s: %w", table, err)
 		}

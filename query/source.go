@@ -104,6 +104,9 @@ func (s *Service) hasRevisions(ctx context.Context, tenant string) (bool, error)
 // rollupPays compares the active rows of the value rollup with those of
 // the readings (all tenants: system.parts knows no tenant).
 func (s *Service) rollupPays(ctx context.Context) (bool, error) {
+	if c := warehouse.ClusterOf(s.conn); c != nil {
+		return s.clusterRollupPays(ctx, c)
+	}
 	rows, err := s.conn.Query(ctx, `SELECT table, sum(rows) FROM system.parts WHERE database = ? AND table IN (?, ?) AND active GROUP BY table`,
 		s.cfg.Warehouse.Database, warehouse.ReadingsTable, warehouse.ValuesRollupTable)
 	if err != nil {
@@ -127,6 +130,9 @@ func (s *Service) rollupPays(ctx context.Context) (bool, error) {
 
 // partitions lists the readings partitions, clean or not.
 func (s *Service) partitions(ctx context.Context) (snapshot, error) {
+	if c := warehouse.ClusterOf(s.conn); c != nil {
+		return s.clusterPartitions(ctx, c)
+	}
 	var key string
 	err := s.conn.QueryRow(ctx, `SELECT partition_key FROM system.tables WHERE database = ? AND name = ?`,
 		s.cfg.Warehouse.Database, warehouse.ReadingsTable).Scan(&key)

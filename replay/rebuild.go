@@ -80,11 +80,12 @@ func (s *session) topics() []string {
 	return out
 }
 
-// exec runs one statement with opTimeout.
+// exec runs one statement with opTimeout (on a cluster, on every server:
+// replay's statements are DDL, which 18.16 does not replicate).
 func (s *session) exec(ctx context.Context, q string, args ...any) error {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if err := s.ch.Exec(ctx, q, args...); err != nil {
+	if err := warehouse.ExecEverywhere(ctx, s.ch, q, args...); err != nil {
 		return fmt.Errorf("%s: %w", strings.SplitN(q, "(", 2)[0], err)
 	}
 	return nil
@@ -117,6 +118,9 @@ func (s *session) existing(ctx context.Context, db string) (map[string]bool, err
 			return nil, fmt.Errorf("list tables of %s: %w", db, err)
 		}
 		out[n] = true
+	}
+	if warehouse.ClusterOf(s.ch) != nil {
+		return logicalNames(out), rows.Err()
 	}
 	return out, rows.Err()
 }
@@ -392,7 +396,7 @@ func (s *session) prepareShadow(ctx context.Context) error {
 		return warehouse.Migrate(mctx, s.ch, db)
 	}
 	for _, t := range s.tables {
-		if err := s.exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", db, t)); err != nil {
+		if err := s.exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", db, s.local(t))); err != nil {
 			return err
 		}
 	}
@@ -427,9 +431,10 @@ func (s *session) copyPrefix(ctx context.Context) error {
 		cols := strings.Join(warehouse.TableColumns(t), ", ")
 		for _, part := range from.sortedParts(topic) {
 			q := fmt.Sprintf("INSERT INTO %s.%s (%s) SELECT %s FROM %s.%s WHERE log_partition = ? AND log_offset >= 0 AND log_offset < ?",
-				shadow, t, cols, cols, live, t)
+				shadow, s.local(t), cols, cols, live, s.local(t))
 			cctx, ccancel := context.WithTimeout(ctx, 10*opTimeout)
-			err := s.ch.Exec(cctx, q, part, from[topic][part])
+			// On a cluster, shard by shard: each copies its own rows.
+			err := warehouse.ExecPerShard(cctx, s.ch, q, part, from[topic][part])
 			ccancel()
 			if err != nil {
 				return fmt.Errorf("copy %s partition %d before %s: %w", t, part, s.cfg.From.UTC().Format(time.RFC3339), err)
@@ -498,15 +503,15 @@ func (s *session) swap(ctx context.Context, plan *Plan, stopShadow func() error)
 		return 0, err
 	}
 	for _, t := range plan.Tables {
-		if err := s.exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", old, t)); err != nil {
+		if err := s.exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", old, s.local(t))); err != nil {
 			return 0, err
 		}
 	}
 	renames := make([]string, 0, 2*len(plan.Tables))
 	for _, t := range plan.Tables {
-		renames = append(renames, fmt.Sprintf("%s.%s TO %s.%s", live, t, old, t), fmt.Sprintf("%s.%s TO %s.%s", shadow, t, live, t))
+		lt := s.local(t)
+		renames = append(renames, fmt.Sprintf("%s.%s TO %s.%s", live, lt, old, lt), fmt.Sprintf("%s.%s TO %s.%s", shadow, lt, live, lt))
 	}
-	rename := "RENAME TABLE " + strings.Join(renames, ", ")
 
 	began := time.Now()
 	id, until, err := s.pause(ctx, live)
@@ -548,7 +553,7 @@ func (s *session) swap(ctx context.Context, plan *Plan, stopShadow func() error)
 	if left := time.Until(until); left < 2*time.Second {
 		return 0, fmt.Errorf("the pause is about to expire (%s left); not swapping, rerun to try again", left.Round(time.Millisecond))
 	}
-	if err := s.exec(ctx, rename); err != nil {
+	if err := s.rename(ctx, renames); err != nil {
 		return 0, fmt.Errorf("swap (nothing renamed if RENAME failed on its first table; check %s and %s): %w", live, old, err)
 	}
 	if err := s.recreateViews(ctx, live, plan.Tables); err != nil {
@@ -733,9 +738,8 @@ func (s *session) storedPositions(ctx context.Context, db string, tables []strin
 
 // Rollback swaps the tables kept in the old database back into place; the
 // rebuilt ones go to the shadow database. The live projectors are paused
-// the same way and, told to rewind (projector.PauseKindRewind), then
-// project into the restored tables whatever arrived since they were
-// replaced.
+// the same way; before they resume, the rows they wrote into the rebuilt
+// tables since the swap are copied into the restored ones (rollback.go).
 func Rollback(ctx context.Context, cfg Config, log zerolog.Logger) ([]string, error) {
 	log = log.With().Str("role", "replay").Logger()
 	s, err := open(ctx, cfg, log)
@@ -761,10 +765,11 @@ func Rollback(ctx context.Context, cfg Config, log zerolog.Logger) ([]string, er
 		return nil, err
 	}
 	for _, t := range tables {
-		if err := s.exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", shadow, t)); err != nil {
+		lt := s.local(t)
+		if err := s.exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", shadow, lt)); err != nil {
 			return nil, err
 		}
-		renames = append(renames, fmt.Sprintf("%s.%s TO %s.%s", live, t, shadow, t), fmt.Sprintf("%s.%s TO %s.%s", old, t, live, t))
+		renames = append(renames, fmt.Sprintf("%s.%s TO %s.%s", live, lt, shadow, lt), fmt.Sprintf("%s.%s TO %s.%s", old, lt, live, lt))
 	}
 	id, until, err := s.pause(ctx, live)
 	if id != "" {
@@ -779,20 +784,18 @@ func Rollback(ctx context.Context, cfg Config, log zerolog.Logger) ([]string, er
 	if err != nil {
 		return nil, err
 	}
-	if err := s.exec(ctx, "RENAME TABLE "+strings.Join(renames, ", ")); err != nil {
+	if err := s.rename(ctx, renames); err != nil {
 		return nil, fmt.Errorf("roll back: %w", err)
 	}
 	if err := s.recreateViews(ctx, live, tables); err != nil {
 		return nil, err
 	}
-	// The restored tables lack what the live projectors inserted since the
-	// swap, and their committed offsets are past it: they must rewind.
-	wctx, wcancel := context.WithTimeout(ctx, opTimeout)
-	err = projector.WritePause(wctx, s.ch, live, id, projector.PauseKindRewind, "", until)
-	wcancel()
+	// Still paused: what the live projectors wrote since the swap
+	// (rollback.go).
+	copied, err := s.catchUpRestored(ctx, live, shadow, tables)
 	if err != nil {
-		return nil, fmt.Errorf("rolled back, but the live projectors could not be asked to project again what arrived since the swap (rows of it are missing from %s until a rebuild): %w", live, err)
+		return tables, fmt.Errorf("rolled back, but the restored tables lack rows written since the swap (rerun the catch-up by rolling back twice): %w", err)
 	}
-	log.Info().Strs("tables", tables).Str("rebuilt_now_in", shadow).Msg("rolled back")
+	log.Info().Strs("tables", tables).Str("rebuilt_now_in", shadow).Int("rows_copied", copied).Msg("rolled back; rows written since the swap copied into the restored tables")
 	return tables, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +42,10 @@ func (c Check) String() string {
 // sum with the readings table's.
 func (s *session) verify(ctx context.Context, db string, _ positions, end positions) ([]Check, error) {
 	started := time.Now()
+	// On a cluster, read only once every replica holds every insert.
+	if err := warehouse.SyncReplicas(ctx, s.ch, db, append(slices.Clone(s.tables), warehouse.ErasedUsersTable)...); err != nil {
+		return nil, err
+	}
 	var checks []Check
 	var erased map[[2]string]bool
 	// The shadow projector is still running: read the erasures before and

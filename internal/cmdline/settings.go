@@ -49,6 +49,9 @@ type Settings struct {
 
 	ClickHouseAddr, ClickHouseDatabase, ClickHouseUser, ClickHousePassword string
 	ClickHouseCompression, ClickHouseProtocol                              string
+	// ClickHouseCluster names the cluster of a sharded, replicated
+	// ClickHouse (empty: one server).
+	ClickHouseCluster string
 
 	Tenant string
 
@@ -185,6 +188,7 @@ func (s *Settings) ClickHouseFlags(fs *envflag.Set) {
 	fs.Bool(&s.ClickHouseTLS, "clickhouse-tls", false, "connect over TLS (ClickHouse's secure native port, tcp_port_secure)")
 	fs.String(&s.ClickHouseTLSCA, "clickhouse-tls-ca", "", "PEM file of the certificate authorities ClickHouse's certificate must chain to (empty: the system's)")
 	fs.String(&s.ClickHouseName, "clickhouse-tls-server-name", "", "name to check in ClickHouse's certificate instead of the host of --clickhouse-addr")
+	fs.String(&s.ClickHouseCluster, "clickhouse-cluster", "", "cluster name in the servers' remote_servers: sharded, replicated tables (--clickhouse-addr may then list several servers, comma-separated); empty: one server")
 }
 
 // TenantFlag registers the tenant of the temporary credentials a command
@@ -333,6 +337,7 @@ func (s *Settings) Warehouse() warehouse.Config {
 	c.Addr, c.Database, c.User, c.Password = s.ClickHouseAddr, s.ClickHouseDatabase, s.ClickHouseUser, s.ClickHousePassword
 	c.Compression, c.Protocol = s.ClickHouseCompression, s.ClickHouseProtocol
 	c.TLS, c.TLSCA, c.TLSServerName = s.ClickHouseTLS, s.ClickHouseTLSCA, s.ClickHouseName
+	c.Cluster = s.ClickHouseCluster
 	return c
 }
 

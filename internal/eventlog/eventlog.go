@@ -180,7 +180,7 @@ func EnsureTopics(ctx context.Context, cfg Config, log zerolog.Logger) error {
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	for _, s := range cfg.Specs() {
-		res, err := adm.CreateTopic(ctx, int32(cfg.Partitions), int16(cfg.ReplicationFactor), s.Configs, s.Name)
+		res, err := adm.CreateTopic(ctx, int32(cfg.Partitions), int16(cfg.ReplicationFactor), withMinInsync(s.Configs, cfg.ReplicationFactor), s.Name)
 		if err == nil {
 			err = res.Err
 		}
@@ -192,6 +192,22 @@ func EnsureTopics(ctx context.Context, cfg Config, log zerolog.Logger) error {
 		}
 	}
 	return checkCoPartitioned(ctx, adm, cfg)
+}
+
+// withMinInsync adds min.insync.replicas to a replicated topic's configs:
+// a majority of its replicas (2 of 3), so that a write the producers'
+// acks=all acknowledged survives the loss of any one broker, and writes
+// stop, rather than go to one copy, when only one is left.
+func withMinInsync(configs map[string]*string, replication int) map[string]*string {
+	if replication < 2 {
+		return configs
+	}
+	out := make(map[string]*string, len(configs)+1)
+	for k, v := range configs {
+		out[k] = v
+	}
+	out["min.insync.replicas"] = ptr(strconv.Itoa(replication/2 + 1))
+	return out
 }
 
 // metadataWait bounds the wait for a new topic's metadata.

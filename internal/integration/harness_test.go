@@ -74,6 +74,12 @@ func newStack(t *testing.T) *stack {
 	s.kafka.Partitions = 3
 	s.wh = warehouse.DefaultConfig()
 	s.wh.Addr = env("VITALS_CLICKHOUSE_ADDR", s.wh.Addr)
+	// Against the cluster stack (eval "$(deploy/stack.sh env --cluster)")
+	// the tests run on sharded, replicated tables and replicated topics.
+	s.wh.Cluster = env("VITALS_CLICKHOUSE_CLUSTER", "")
+	if r, err := strconv.Atoi(env("VITALS_KAFKA_REPLICATION", "1")); err == nil {
+		s.kafka.ReplicationFactor = r
+	}
 	s.wh.Database = "vitals_" + id
 	// Logs go to the test log, so a failure shows what the roles did.
 	s.log = zerolog.New(zerolog.ConsoleWriter{Out: testWriter{t}, NoColor: true}).Level(zerolog.InfoLevel).With().Timestamp().Logger()
@@ -130,7 +136,7 @@ func (s *stack) cleanup() {
 		cl.Close()
 	}
 	if ch, err := warehouse.Open(ctx, s.wh); err == nil {
-		if err := ch.Exec(ctx, "DROP DATABASE IF EXISTS "+s.wh.Database); err != nil {
+		if err := warehouse.ExecEverywhere(ctx, ch, "DROP DATABASE IF EXISTS "+s.wh.Database); err != nil {
 			s.t.Logf("cleanup: drop database: %v", err)
 		}
 		ch.Close()

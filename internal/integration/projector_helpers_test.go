@@ -145,16 +145,45 @@ func firstReadings(t *testing.T, users, n int) ([]string, map[string][]sample.He
 	return order, per
 }
 
-// mutationsDone waits until every mutation of db has finished.
+// mutationsDone waits until every mutation of db has finished (on a
+// cluster, on every server: the mutations are the local tables').
 func mutationsDone(t *testing.T, ctx context.Context, ch driver.Conn, db string, timeout time.Duration) {
 	t.Helper()
+	conns := []driver.Conn{ch}
+	if c := warehouse.ClusterOf(ch); c != nil {
+		conns = nil
+		for _, addr := range c.Servers() {
+			sc, err := c.Server(addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, sc)
+		}
+	}
 	eventually(t, timeout, "ClickHouse mutations to finish", func() (bool, string) {
 		var pending, all uint64
-		if err := ch.QueryRow(ctx, "SELECT countIf(is_done = 0), count() FROM system.mutations WHERE database = ?", db).Scan(&pending, &all); err != nil {
-			return false, err.Error()
+		for _, c := range conns {
+			var p, a uint64
+			if err := c.QueryRow(ctx, "SELECT countIf(is_done = 0), count() FROM system.mutations WHERE database = ?", db).Scan(&p, &a); err != nil {
+				return false, err.Error()
+			}
+			pending, all = pending+p, all+a
 		}
 		return pending == 0 && all > 0, fmt.Sprintf("%d of %d mutations pending", pending, all)
 	})
+}
+
+// optimizeFinal merges each partition of a table into one part: OPTIMIZE
+// ... FINAL, on a cluster on one replica of each shard's local table, and
+// then until every replica has done the merge.
+func optimizeFinal(ctx context.Context, ch driver.Conn, db, table string) error {
+	if warehouse.ClusterOf(ch) == nil {
+		return ch.Exec(ctx, "OPTIMIZE TABLE "+db+"."+table+" FINAL")
+	}
+	if err := warehouse.ExecPerShard(ctx, ch, "OPTIMIZE TABLE "+db+"."+warehouse.Local(table)+" FINAL"); err != nil {
+		return err
+	}
+	return warehouse.SyncReplicas(ctx, ch, db, table)
 }
 
 // duplicates describes copies in the readings table: the same record

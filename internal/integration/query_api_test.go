@@ -524,7 +524,7 @@ func TestQueryAPI(t *testing.T) {
 		}
 		same("deletes done")
 		for _, table := range []string{warehouse.ReadingsTable, warehouse.ValuesRollupTable} {
-			if err := ch.Exec(ctx, "OPTIMIZE TABLE "+s.wh.Database+"."+table+" FINAL"); err != nil {
+			if err := optimizeFinal(ctx, ch, s.wh.Database, table); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -556,7 +556,7 @@ func TestQueryAPI(t *testing.T) {
 			}
 		}
 		db := s.wh.Database
-		if err := ch.Exec(ctx, "OPTIMIZE TABLE "+db+".readings FINAL"); err != nil {
+		if err := optimizeFinal(ctx, ch, db, warehouse.ReadingsTable); err != nil {
 			t.Fatal(err)
 		}
 		check("merged")

@@ -31,7 +31,7 @@ func (s *stack) replayConfig() replay.Config {
 		defer cancel()
 		if ch, err := warehouse.Open(ctx, s.wh); err == nil {
 			for _, db := range []string{s.wh.Database + "_shadow", s.wh.Database + "_old"} {
-				if err := ch.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
+				if err := warehouse.ExecEverywhere(ctx, ch, "DROP DATABASE IF EXISTS "+db); err != nil {
 					s.t.Logf("cleanup: %v", err)
 				}
 			}

@@ -355,7 +355,7 @@ var replayPauses = table{
 	name: ReplayPausesTable,
 	columns: []column{
 		{"pause_id", "String", "", "Id of one swap's pause, chosen by vitals replay rebuild."},
-		{"kind", "String", "", "pause (replay asks), ack (a projector group member has stopped inserting), rewind (a rollback: seek back to the stored positions), resume (replay is done)."},
+		{"kind", "String", "", "pause (replay asks), ack (a projector group member has stopped inserting), resume (replay is done)."},
 		{"member", "String", "''", "Consumer group member id of the acknowledging projector; empty otherwise."},
 		{"until_ms", "Int64", "", "Deadline of the pause, epoch ms: projectors resume by themselves after it, should replay die."},
 		{"at", "DateTime", "now()", "When the row was written (server clock)."},
@@ -458,6 +458,9 @@ func (t table) createSQL(db string) string {
 func Migrate(ctx context.Context, conn driver.Conn, database string) error {
 	if !validIdent(database) {
 		return fmt.Errorf("clickhouse database name %q is not a valid identifier", database)
+	}
+	if c := ClusterOf(conn); c != nil {
+		return migrateCluster(ctx, c, database)
 	}
 	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+database); err != nil {
 		return fmt.Errorf("create database %s: %w", database, err)
@@ -563,13 +566,19 @@ func migrateView(ctx context.Context, conn driver.Conn, db string, v view) error
 		}
 		return fmt.Errorf("create view %s.%s: %w", db, v.name, err)
 	}
+	return backfill(ctx, conn, db, v)
+}
+
+// backfill fills v's rollup from the rows its source table already holds
+// (deduplicated with FINAL, erased users left out).
+func backfill(ctx context.Context, conn driver.Conn, db string, v view) error {
 	srcCols := "tenant_id, user_id, metric, measured_at, value"
-	if v.source == RevisionsTable {
+	if strings.TrimSuffix(v.source, LocalSuffix) == RevisionsTable {
 		srcCols += ", sign"
 	}
 	src := fmt.Sprintf("(SELECT %s FROM %s.%s FINAL WHERE %s)", srcCols, db, v.source, NotErased(db))
-	backfill := fmt.Sprintf("INSERT INTO %s.%s (%s) %s", db, v.table, strings.Join(v.columns, ", "), strings.ReplaceAll(v.query, "{src}", src))
-	if err := conn.Exec(ctx, backfill); err != nil {
+	q := fmt.Sprintf("INSERT INTO %s.%s (%s) %s", db, v.table, strings.Join(v.columns, ", "), strings.ReplaceAll(v.query, "{src}", src))
+	if err := conn.Exec(ctx, q); err != nil {
 		return fmt.Errorf("backfill %s.%s: %w", db, v.table, err)
 	}
 	return nil
@@ -588,9 +597,29 @@ func (v view) createSQL(db string) string {
 // current releases (checked on 26.9) a view whose source table is renamed
 // stops firing, so inserts into the readings table renamed into place would
 // never reach the rollups; 18.16 follows the names. database must be a
-// validated identifier.
+// validated identifier. On a cluster the views are over the local tables of
+// every server, and are made again there.
 func RecreateViews(ctx context.Context, conn driver.Conn, database string) error {
+	if c := ClusterOf(conn); c != nil {
+		for _, addr := range c.Servers() {
+			sc, err := c.Server(addr)
+			if err != nil {
+				return err
+			}
+			if err := recreateViews(ctx, sc, database, true); err != nil {
+				return fmt.Errorf("on %s: %w", addr, err)
+			}
+		}
+		return nil
+	}
+	return recreateViews(ctx, conn, database, false)
+}
+
+func recreateViews(ctx context.Context, conn driver.Conn, database string, local bool) error {
 	for _, v := range views {
+		if local {
+			v.table, v.source = Local(v.table), Local(v.source)
+		}
 		if err := conn.Exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", database, v.name)); err != nil {
 			return fmt.Errorf("drop view %s.%s: %w", database, v.name, err)
 		}

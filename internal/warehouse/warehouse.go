@@ -75,6 +75,10 @@ type Config struct {
 	// SessionDatabase is the database a session starts in ("": default);
 	// a user allowed one database only (a tenant's) must start in it.
 	SessionDatabase string
+	// Cluster, if set, is the name of a cluster in the servers'
+	// remote_servers: tables are then sharded and replicated, and Addr
+	// may list several seed servers, comma-separated (cluster.go).
+	Cluster string
 }
 
 // DefaultConfig is the local stack's configuration.
@@ -144,6 +148,9 @@ func validIdent(s string) bool { return identRE.MatchString(s) }
 func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 	if !validIdent(cfg.Database) {
 		return nil, fmt.Errorf("clickhouse database name %q: want [A-Za-z_][A-Za-z0-9_]*", cfg.Database)
+	}
+	if cfg.Cluster != "" {
+		return openCluster(ctx, cfg)
 	}
 	comp, err := compression(cfg.Compression, cfg.Addr)
 	if err != nil {

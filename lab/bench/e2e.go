@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -36,6 +37,10 @@ type e2eSettings struct {
 	keep               bool
 	format             string
 	vitals             string
+	// cluster: run again on the cluster stack (e2e_cluster.go), whose
+	// settings script prints.
+	cluster bool
+	script  string
 }
 
 // e2eRun is one run's result, one JSON line of --bench-results.
@@ -46,6 +51,8 @@ type e2eRun struct {
 	Machine loadgen.Machine `json:"machine"`
 	Run     string          `json:"run"`
 	Format  string          `json:"format"`
+	// Stack is "single" or "cluster" (--bench-cluster).
+	Stack string `json:"stack,omitempty"`
 
 	// Throughput: readings posted at MaxRate until every one is queryable.
 	MaxRate          float64 `json:"offered_rate"`
@@ -105,6 +112,8 @@ func benchE2E(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.String(&b.logDir, "bench-log-dir", sandbox.DefaultLogDir, "directory of the roles' logs")
 	fs.Bool(&b.keep, "bench-keep", false, "keep each run's topics, databases and state")
 	fs.String(&b.format, "bench-format", loadgen.FormatJSON, "the simulator's request bodies: json or avro")
+	fs.Bool(&b.cluster, "bench-cluster", false, "run again on the cluster stack (make up-cluster) and print both side by side")
+	fs.String(&b.script, "bench-stack-script", "deploy/stack.sh", "script whose env --cluster prints the cluster stack's settings")
 	sandbox.BinaryFlag(fs, &b.vitals)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -121,23 +130,42 @@ func benchE2E(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var runs []e2eRun
-	for i := range b.runs {
-		log.Info().Int("run", i+1).Int("of", b.runs).Msg("bench e2e")
-		s2 := *s
-		r, err := benchE2EOnce(ctx, &s2, b, log)
-		if err != nil {
-			return fmt.Errorf("run %d: %w", i+1, err)
-		}
-		r.print(stdout)
-		if err := appendJSONLine(b.results, r); err != nil {
+	var cs *cmdline.Settings
+	if b.cluster {
+		if cs, err = clusterSettings(s, b.script); err != nil {
 			return err
 		}
-		runs = append(runs, r)
 	}
-	if len(runs) > 1 {
-		printMedians(stdout, runs)
+	runAll := func(s *cmdline.Settings, stack string) ([]e2eRun, error) {
+		var runs []e2eRun
+		for i := range b.runs {
+			log.Info().Int("run", i+1).Int("of", b.runs).Str("stack", stack).Msg("bench e2e")
+			s2 := *s
+			r, err := benchE2EOnce(ctx, &s2, b, log)
+			if err != nil {
+				return nil, fmt.Errorf("%s run %d: %w", stack, i+1, err)
+			}
+			r.Stack = stack
+			r.print(stdout)
+			if err := appendJSONLine(b.results, r); err != nil {
+				return nil, err
+			}
+			runs = append(runs, r)
+		}
+		if len(runs) > 1 {
+			printMedians(stdout, runs)
+		}
+		return runs, nil
 	}
+	single, err := runAll(s, "single")
+	if err != nil || cs == nil {
+		return err
+	}
+	cluster, err := runAll(cs, "cluster")
+	if err != nil {
+		return err
+	}
+	printSideBySide(stdout, single, cluster)
 	return nil
 }
 
@@ -176,7 +204,7 @@ func benchE2EOnce(ctx context.Context, s *cmdline.Settings, b e2eSettings, log z
 		err := conn.QueryRow(qctx, fmt.Sprintf("SELECT count() FROM %s.readings WHERE tenant_id = ?", s.ClickHouseDatabase), s.Tenant).Scan(&n)
 		return int64(n), err
 	}
-	before, svcBefore, selfBefore, machBefore := usages(roles), procs.ServiceCPU(), selfCPU(), procs.MachineCPU()
+	before, svcBefore, selfBefore, machBefore := usages(roles), procs.ServiceCPU(stackDir()), selfCPU(), procs.MachineCPU()
 	m.Rate, m.Duration = b.maxRate, b.maxFor
 	start := time.Now()
 	res, err := simulate.RunWithProgress(ctx, m.Options(box.IngestURL, box.Key, box.ID+"a", log))
@@ -188,7 +216,7 @@ func benchE2EOnce(ctx context.Context, s *cmdline.Settings, b e2eSettings, log z
 		return r, err
 	}
 	took := time.Since(start)
-	after, svcAfter, selfAfter, machAfter := usages(roles), procs.ServiceCPU(), selfCPU(), procs.MachineCPU()
+	after, svcAfter, selfAfter, machAfter := usages(roles), procs.ServiceCPU(stackDir()), selfCPU(), procs.MachineCPU()
 	perM := func(a, b float64) float64 { return (b - a) / float64(total) * 1e6 }
 	r.Services = map[string]float64{}
 	for name, sec := range svcAfter.Since(svcBefore) {
@@ -231,6 +259,9 @@ func benchE2EOnce(ctx context.Context, s *cmdline.Settings, b e2eSettings, log z
 		if err := p.Stop(20 * time.Second); err != nil {
 			log.Warn().Err(err).Str("role", p.Name).Msg("stop")
 		}
+	}
+	if s.ClickHouseCluster != "" {
+		return r, nil // no Kafka engine comparison on the cluster (e2e_cluster.go)
 	}
 	if err := compareEngine(ctx, s, box, conn, b, &r, log); err != nil {
 		return r, err
@@ -290,7 +321,7 @@ func appendJSONLine(path string, v any) error {
 }
 
 func (r e2eRun) print(w io.Writer) {
-	fmt.Fprintf(w, "\nVitals end-to-end benchmark %s (%s, commit %s)\n", r.Run, r.Date, r.Commit)
+	fmt.Fprintf(w, "\nVitals end-to-end benchmark %s (%s, commit %s, %s stack)\n", r.Run, r.Date, r.Commit, cmp.Or(r.Stack, "single"))
 	fmt.Fprintf(w, "command: %s\nmachine: %d CPUs, %s, %s, load %s at start\n", r.Command, r.Machine.NumCPU, r.Machine.CPUModel, r.Machine.GoVersion, r.Machine.LoadAvg)
 	fmt.Fprintf(w, "simulator bodies: %s\n", r.Format)
 	fmt.Fprintf(w, "throughput: %d readings offered at %.0f/s (ingest acked %.0f/s), all queryable after %.1fs: %.0f readings/s end to end\n",
@@ -300,13 +331,16 @@ func (r e2eRun) print(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %.1f CPU s per million readings, peak RSS %.0f MB\n", name, u.CPUPerMillion, u.PeakRSSMB)
 	}
 	for _, name := range slices.Sorted(maps.Keys(r.Services)) {
-		fmt.Fprintf(w, "  %-10s %.1f CPU s per million readings (shared service)\n", name, r.Services[name])
+		fmt.Fprintf(w, "  %-10s %.1f CPU s per million readings (shared service: this checkout's stack)\n", name, r.Services[name])
 	}
 	fmt.Fprintf(w, "  %-10s %.1f CPU s per million readings (this process)\n", "simulator", r.SimulatorCPU)
 	fmt.Fprintf(w, "  %-10s %.1f CPU s per million readings (every process; 2 cores at 100,000/s allow 20)\n", "machine", r.MachineCPU)
 	f := r.Fresh
 	fmt.Fprintf(w, "freshness at %.0f/s (acked %.0f/s): p50 %.0f ms, p95 %.0f ms, p99 %.0f ms, max %.0f ms (%d probes, %d not seen)\n",
 		r.FreshRate, r.FreshAcks, f.P50Ms, f.P95Ms, f.P99Ms, f.MaxMs, f.Count, r.FreshLost)
+	if r.Stack == "cluster" {
+		return // no Kafka engine comparison on the cluster
+	}
 	fmt.Fprintf(w, "projector vs ClickHouse Kafka engine (JSONEachRow copy), %d pre-filled records: %.0f vs %.0f rows/s = %.2fx\n",
 		r.EngineRows, r.OursPerSec, r.EnginePerSec, r.Ratio)
 	fmt.Fprintf(w, "  freshness at %.0f records/s: projector p50/p95/p99 %.0f/%.0f/%.0f ms, engine %.0f/%.0f/%.0f ms (engine p99 / projector p99 = %.2f)\n",
@@ -333,11 +367,14 @@ func printMedians(w io.Writer, runs []e2eRun) {
 	for _, name := range []string{"ingest", "processor", "projector"} {
 		fmt.Fprintf(w, "  %-10s CPU s/M, MB   %s, %s\n", name, med(func(r e2eRun) float64 { return r.Roles[name].CPUPerMillion }), med(func(r e2eRun) float64 { return r.Roles[name].PeakRSSMB }))
 	}
-	for _, name := range []string{procs.ServiceKafka, procs.ServiceClickHouse, procs.ServicePostgres} {
+	for _, name := range []string{procs.ServiceKafka, procs.ServiceClickHouse, procs.ServicePostgres, procs.ServiceZooKeeper} {
 		fmt.Fprintf(w, "  %-10s CPU s/M       %s\n", name, med(func(r e2eRun) float64 { return r.Services[name] }))
 	}
 	fmt.Fprintf(w, "  simulator  CPU s/M       %s\n", med(func(r e2eRun) float64 { return r.SimulatorCPU }))
 	fmt.Fprintf(w, "  machine    CPU s/M       %s\n", med(func(r e2eRun) float64 { return r.MachineCPU }))
+	if runs[0].Stack == "cluster" {
+		return
+	}
 	fmt.Fprintf(w, "  projector rows/s           %s\n", med(func(r e2eRun) float64 { return r.OursPerSec }))
 	fmt.Fprintf(w, "  kafka engine rows/s        %s\n", med(func(r e2eRun) float64 { return r.EnginePerSec }))
 	fmt.Fprintf(w, "  projector / engine         %s\n", med(func(r e2eRun) float64 { return r.Ratio }))

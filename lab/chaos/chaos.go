@@ -31,6 +31,13 @@ type Plan struct {
 	PostgresStop    time.Duration // stop PostgreSQL this long (0: never)
 	SecondProcessor time.Duration // a second processor instance runs this long (0: never)
 	Seed            uint64
+	// On the cluster stack (cluster.go): the broker leading partition 0
+	// of the raw readings is killed (SIGKILL) for LeaderKill, and the
+	// ClickHouse server Replica (a node of deploy/cluster.sh) is stopped
+	// for ReplicaStop.
+	LeaderKill  time.Duration
+	ReplicaStop time.Duration
+	Replica     string
 }
 
 // Full is the plan of make chaos.
@@ -51,6 +58,9 @@ type Roles struct {
 	Ingest, Processor, Projector *procs.Proc
 	// SecondProcessor is started and stopped by the plan.
 	SecondProcessor *procs.Proc
+	// Leader names the cluster node leading the partition whose leader
+	// the plan kills (cluster.go).
+	Leader func(ctx context.Context) (string, error)
 }
 
 // Stack stops and starts a shared service (deploy/stack.sh stop|start NAME).
@@ -75,12 +85,24 @@ type Fault struct {
 	Start time.Time     `json:"-"`
 	End   time.Time     `json:"-"`
 	Err   string        `json:"error,omitempty"`
+	// Down and Up bound the outage of a stopped service: from the end of
+	// its stop to the start of its restart.
+	Down time.Time `json:"-"`
+	Up   time.Time `json:"-"`
 }
 
 type step struct {
 	at   time.Duration
 	name string
 	do   func(ctx context.Context) error
+	win  *window // set by outages
+}
+
+// window is when a service was down, and which (a leader is found when
+// the fault starts).
+type window struct {
+	down, up time.Time
+	node     string
 }
 
 // schedule turns the plan into timed steps: kills at random moments in the
@@ -96,16 +118,42 @@ func (p Plan) schedule(r Roles, stack Stack, log zerolog.Logger) []step {
 		steps = append(steps, step{at: from + time.Duration(rng.Int64N(int64(span))), name: "kill -9 " + t.Name, do: func(context.Context) error { return t.Kill9() }})
 	}
 	outage := func(at, d time.Duration, service string) {
-		steps = append(steps, step{at: at, name: fmt.Sprintf("%s stopped %s", service, d), do: func(ctx context.Context) error {
+		w := &window{}
+		steps = append(steps, step{at: at, name: fmt.Sprintf("%s stopped %s", service, d), win: w, do: func(ctx context.Context) error {
 			if err := stack(ctx, "stop", service); err != nil {
 				return err
 			}
+			w.down = time.Now()
 			select {
 			case <-time.After(d):
 			case <-ctx.Done():
 			}
+			w.up = time.Now()
 			return stack(context.WithoutCancel(ctx), "start", service)
 		}})
+	}
+	if p.LeaderKill > 0 && r.Leader != nil {
+		w, d := &window{}, p.LeaderKill
+		steps = append(steps, step{at: p.Duration * 2 / 10, name: fmt.Sprintf("partition leader killed %s", d), win: w, do: func(ctx context.Context) error {
+			node, err := r.Leader(ctx)
+			if err != nil {
+				return err
+			}
+			w.node = node
+			if err := stack(ctx, "kill", node); err != nil {
+				return err
+			}
+			w.down = time.Now()
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+			}
+			w.up = time.Now()
+			return stack(context.WithoutCancel(ctx), "start", node)
+		}})
+	}
+	if p.ReplicaStop > 0 && p.Replica != "" {
+		outage(p.Duration*5/10, p.ReplicaStop, p.Replica)
 	}
 	if p.SecondProcessor > 0 && r.SecondProcessor != nil {
 		sp, d := r.SecondProcessor, p.SecondProcessor
@@ -160,6 +208,12 @@ func Inject(ctx context.Context, p Plan, r Roles, stack Stack, log zerolog.Logge
 			}
 			f.End = time.Now()
 			f.Took = f.End.Sub(f.Start).Round(100 * time.Millisecond)
+			if s.win != nil {
+				f.Down, f.Up = s.win.down, s.win.up
+				if s.win.node != "" {
+					f.Name += " (" + s.win.node + ")"
+				}
+			}
 			out[i] = f
 		}()
 	}

@@ -17,6 +17,7 @@ func TestSchedule(t *testing.T) {
 		Processor:       procs.New("processor", "true", nil, nil, nil, zerolog.Nop()),
 		Projector:       procs.New("projector", "true", nil, nil, nil, zerolog.Nop()),
 		SecondProcessor: procs.New("processor-2", "true", nil, nil, nil, zerolog.Nop()),
+		Leader:          func(context.Context) (string, error) { return "kafka-1", nil },
 	}
 	noStack := func(context.Context, string, string) error { return nil }
 	tests := []struct {
@@ -30,6 +31,8 @@ func TestSchedule(t *testing.T) {
 			[]string{"second processor joins", "kafka restarted", "clickhouse stopped 1m0s", "postgres stopped 30s"}, 6 * time.Minute * 9 / 10},
 		{"short", Short(), map[string]int{"processor": 2, "projector": 2, "ingest": 2},
 			[]string{"second processor joins", "clickhouse stopped 6s", "postgres stopped 4s"}, 35 * time.Second * 9 / 10},
+		{"cluster", ClusterShort(), map[string]int{"processor": 2, "projector": 2, "ingest": 2},
+			[]string{"partition leader killed 12s", "clickhouse-s2r1 stopped 20s"}, 60 * time.Second * 9 / 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 type settings struct {
 	sim                       simulate.Flags
 	short, kafkaRestart, keep bool
+	cluster                   bool
 	kills                     int
 	chStop, pgStop, secondFor time.Duration
 	settle                    time.Duration
@@ -35,10 +36,18 @@ func (c *settings) plan() Plan {
 		p.Seed = uint64(c.sim.Seed)
 		c.sim.Drain = time.Minute
 	}
+	if c.cluster {
+		p = ClusterShort()
+		p.Seed = uint64(c.sim.Seed)
+		c.sim.Drain = time.Minute
+	}
 	if c.sim.Duration == 0 {
 		c.sim.Duration = full.Duration
 		if c.short {
 			c.sim.Duration = Short().Duration
+		}
+		if c.cluster {
+			c.sim.Duration = ClusterShort().Duration
 		}
 	}
 	p.Duration = c.sim.Duration
@@ -55,6 +64,7 @@ func Command(ctx context.Context, args []string, stdout io.Writer) error {
 	c.sim.Register(fs, 2000, 2000, 0)
 	full := Full()
 	fs.Bool(&c.short, "chaos-short", false, "the CI plan: 35 s, 6 kills, short ClickHouse and PostgreSQL stops, no broker restart")
+	fs.Bool(&c.cluster, "chaos-cluster", false, "the cluster plan, on the cluster stack (eval \"$(deploy/stack.sh env --cluster)\"): 60 s, 6 kills, the partition leader broker killed 12 s, ClickHouse replica clickhouse-s2r1 stopped 20 s, the query service probed throughout")
 	fs.Int(&c.kills, "chaos-kills", full.Kills, "SIGKILLs spread over processor, projector and ingest")
 	fs.Bool(&c.kafkaRestart, "chaos-kafka-restart", full.KafkaRestart, "restart the Kafka broker once")
 	fs.Duration(&c.chStop, "chaos-clickhouse-stop", full.ClickHouseStop, "stop ClickHouse this long (0: never)")
@@ -87,6 +97,7 @@ func Command(ctx context.Context, args []string, stdout io.Writer) error {
 		Processor:       b.Role("processor", "processor", "VITALS_PROCESSOR_INSTANCE_ID="+b.ID+"-p1"),
 		Projector:       b.Role("projector", "projector", "VITALS_PROJECTOR_INSTANCE_ID="+b.ID+"-j1"),
 		SecondProcessor: b.Role("processor-2", "processor", "VITALS_PROCESSOR_INSTANCE_ID="+b.ID+"-p2"),
+		Leader:          leaderNode(s.Kafka(), s.Kafka().Topics.Readings),
 	}
 	rctx, stopRoles := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRoles()
@@ -97,6 +108,12 @@ func Command(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if err := cmdline.WaitHealthy(ctx, b.IngestURL); err != nil {
 		return err
+	}
+	var probes *prober
+	if c.cluster {
+		if probes, err = startProber(ctx, rctx, b); err != nil {
+			return err
+		}
 	}
 	var manifest strings.Builder
 	o := c.sim.Options(b.IngestURL, b.Key, b.ID, log)
@@ -124,7 +141,40 @@ func Command(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return report(stdout, b.ID, o, res, time.Since(started), faults, roles, entries, obs, rep)
+	stopRoles() // and the prober
+	err = report(stdout, b.ID, o, res, time.Since(started), faults, roles, entries, obs, rep)
+	if c.cluster {
+		fmt.Fprintln(stdout)
+		qerr := probes.print(stdout, faults, plan.Replica)
+		fmt.Fprintln(stdout)
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		if rerr := printReplicas(rctx, stdout, s.Warehouse()); rerr != nil && err == nil {
+			err = rerr
+		}
+		if qerr != nil && err == nil {
+			err = qerr
+		}
+	}
+	return err
+}
+
+// startProber starts the query role (a child, supervised until rctx
+// ends) and a prober asking it twice a second until rctx ends.
+func startProber(ctx, rctx context.Context, b *sandbox.Sandbox) (*prober, error) {
+	if err := b.PrepareQuery(ctx); err != nil {
+		return nil, err
+	}
+	q := b.Role("query", "query")
+	if err := q.Supervise(rctx); err != nil {
+		return nil, err
+	}
+	if err := cmdline.WaitHealthy(ctx, b.QueryURL); err != nil {
+		return nil, err
+	}
+	p := &prober{}
+	go p.run(rctx, b.QueryURL, b.Token, 500*time.Millisecond)
+	return p, nil
 }
 
 // report prints the run's stream, faults, role restarts and the

@@ -13,6 +13,8 @@ const (
 	ServiceKafka      = "kafka"
 	ServiceClickHouse = "clickhouse"
 	ServicePostgres   = "postgres"
+	// ServiceZooKeeper is the cluster stack's ZooKeeper (deploy/cluster.sh).
+	ServiceZooKeeper = "zookeeper"
 )
 
 // ServiceSample is the CPU seconds (user+system) each running process of
@@ -36,15 +38,26 @@ func (s ServiceSample) Since(before ServiceSample) map[string]float64 {
 }
 
 // ServiceCPU reads the CPU seconds used so far by the running processes of
-// each shared service: the Kafka broker (a JVM whose command line names
-// kafka.Kafka), clickhouse-server, and every postgres process (postmaster
-// and backends).
-func ServiceCPU() ServiceSample {
-	out := ServiceSample{ServiceKafka: {}, ServiceClickHouse: {}, ServicePostgres: {}}
+// each shared service: the Kafka brokers (JVMs whose command line names
+// kafka.Kafka), ZooKeeper (QuorumPeerMain), clickhouse-server, and every
+// postgres process (postmaster and backends). With dir set, only the
+// processes of the stack whose state lives in dir count: those whose
+// command line names dir, and the postgres backends of such a
+// postmaster; other stacks on a shared machine are left out.
+func ServiceCPU(dir string) ServiceSample {
+	out := ServiceSample{ServiceKafka: {}, ServiceClickHouse: {}, ServicePostgres: {}, ServiceZooKeeper: {}}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return out
 	}
+	type proc struct {
+		name     string
+		ppid     int
+		inDir    bool
+		cpu      float64
+		cpuKnown bool
+	}
+	all := map[int]proc{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -63,14 +76,43 @@ func ServiceCPU() ServiceSample {
 			name = ServicePostgres
 		case base == "java" && strings.Contains(string(cmd), "kafka.Kafka"):
 			name = ServiceKafka
+		case base == "java" && strings.Contains(string(cmd), "QuorumPeerMain"):
+			name = ServiceZooKeeper
 		default:
 			continue
 		}
-		if sec, ok := statCPU("/proc/" + e.Name() + "/stat"); ok {
-			out[name][pid] = sec
+		pr := proc{name: name, inDir: dir == "" || strings.Contains(string(cmd), dir), ppid: parentPID("/proc/" + e.Name() + "/stat")}
+		pr.cpu, pr.cpuKnown = statCPU("/proc/" + e.Name() + "/stat")
+		all[pid] = pr
+	}
+	for pid, pr := range all {
+		keep := pr.inDir
+		if parent, ok := all[pr.ppid]; !keep && ok && pr.name == ServicePostgres && parent.name == ServicePostgres && parent.inDir {
+			keep = true // a backend of our postmaster
+		}
+		if keep && pr.cpuKnown {
+			out[pr.name][pid] = pr.cpu
 		}
 	}
 	return out
+}
+
+// parentPID reads the parent's pid (field 4) from a /proc/<pid>/stat file.
+func parentPID(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
 }
 
 // MachineCPU returns the CPU seconds all processors spent busy (everything

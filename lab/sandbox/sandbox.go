@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/vitalshq/vitals/internal/cmdline"
+	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/envflag"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/warehouse"
@@ -78,10 +79,14 @@ type Sandbox struct {
 	Key string
 	// IngestURL is where the ingest child listens.
 	IngestURL string
+	// QueryURL and Token are where a query child listens and an analyst
+	// token of the run's tenant, once PrepareQuery has made them.
+	QueryURL, Token string
 
 	s       *cmdline.Settings
 	log     zerolog.Logger
 	revoke  func()
+	revokeQ func()
 	logFile *os.File
 	bin     string
 }
@@ -138,9 +143,28 @@ func (b *Sandbox) Role(label, name string, extra ...string) *procs.Proc {
 		"VITALS_CLICKHOUSE_ADDR=" + s.ClickHouseAddr, "VITALS_CLICKHOUSE_DATABASE=" + s.ClickHouseDatabase,
 		"VITALS_PROCESSOR_GROUP=" + s.ProcessorGroup, "VITALS_PROJECTOR_GROUP=" + s.ProjectorGroup,
 		"VITALS_INGEST_ADDR=" + s.IngestAddr, "VITALS_PROCESSOR_METRICS_ADDR=", "VITALS_PROJECTOR_METRICS_ADDR=",
+		"VITALS_QUERY_ADDR=" + s.QueryAddr, "VITALS_CLICKHOUSE_CLUSTER=" + s.ClickHouseCluster,
+		"VITALS_KAFKA_REPLICATION=" + strconv.Itoa(s.KafkaReplication),
 		"VITALS_LOG_FORMAT=json", "VITALS_LOG_LEVEL=warn",
 	}
 	return procs.New(label, b.bin, []string{name}, append(env, extra...), b.logFile, b.log)
+}
+
+// PrepareQuery makes an analyst token of the run's tenant and picks a
+// free port for a query child (Role("query", "query")).
+func (b *Sandbox) PrepareQuery(ctx context.Context) error {
+	var err error
+	if b.Token, b.revokeQ, err = b.s.TempCredential(ctx, credential.AnalystTokens, b.ID+" analyst"); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("query: free port: %w", err)
+	}
+	b.s.QueryAddr = ln.Addr().String()
+	ln.Close()
+	b.QueryURL = "http://" + b.s.QueryAddr
+	return nil
 }
 
 // Close revokes the key and, unless keep, deletes the run's topics (every
@@ -148,6 +172,9 @@ func (b *Sandbox) Role(label, name string, extra ...string) *procs.Proc {
 func (b *Sandbox) Close(keep bool) {
 	if b.revoke != nil {
 		b.revoke()
+	}
+	if b.revokeQ != nil {
+		b.revokeQ()
 	}
 	if b.logFile != nil {
 		b.logFile.Close()

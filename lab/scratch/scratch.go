@@ -88,7 +88,7 @@ func (r Resources) Remove(ctx context.Context, log zerolog.Logger) {
 			log.Warn().Err(err).Msg("drop the run's databases")
 		} else {
 			for _, db := range r.Databases {
-				if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
+				if err := warehouse.ExecEverywhere(ctx, conn, "DROP DATABASE IF EXISTS "+db); err != nil {
 					log.Warn().Err(err).Str("database", db).Msg("drop a run's database")
 				}
 			}

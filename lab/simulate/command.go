@@ -187,6 +187,12 @@ func VerifyUntil(ctx context.Context, s *cmdline.Settings, entries []Entry, wait
 	deadline := time.Now().Add(wait)
 	for {
 		qctx, cancel := context.WithTimeout(ctx, time.Minute)
+		// On a cluster, read once every replica holds what its shard has.
+		err := warehouse.SyncReplicas(qctx, conn, s.ClickHouseDatabase, warehouse.ReadingsTable, warehouse.RejectedTable, warehouse.DailyRollupTable)
+		if err != nil {
+			cancel()
+			return nil, nil, fmt.Errorf("verify: %w", err)
+		}
 		obs, err := Observe(qctx, conn, keys, s.ClickHouseDatabase, s.Tenant, k.ClientOpts(log), k.Topics.DeadLetters)
 		cancel()
 		if err != nil {
