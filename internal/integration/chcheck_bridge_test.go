@@ -123,7 +123,7 @@ var classRules = func() []classRule {
 	}{
 		{classCheck, []string{`^/\* check \*/`}},
 		{classDriver, []string{`^SELECT displayName\(\), version\(\), revision\(\), timezone\(\)$`, `^SELECT N$`, `^DESCRIBE TABLE `}},
-		{classInsert, []string{`^INSERT INTO db\.(readings|rejected_readings|alerts|profile_events|device_events|erased_users) \([^)]*\) FORMAT Native$`}},
+		{classInsert, []string{`^INSERT INTO db\.(readings|reading_revisions|rejected_readings|alerts|profile_events|device_events|erased_users) \([^)]*\) FORMAT Native$`}},
 		{classProjector, []string{
 			`FROM system\.processes WHERE query LIKE`,
 			`^SELECT log_partition, max\(log_offset\) FROM db\.\w+ WHERE log_partition IN`,
@@ -132,7 +132,8 @@ var classRules = func() []classRule {
 			`^SELECT DISTINCT tenant_id, user_id FROM db\.erased_users$`,
 			`^ALTER TABLE db\.\w+ DELETE WHERE`,
 			`^SELECT pause_id, max\(until_ms\) FROM db\.replay_pauses`,
-			`^SELECT count\(\) FROM db\.replay_pauses WHERE pause_id = \? AND kind = \?$`,
+			`FROM system\.mutations WHERE`,
+			`AS sgn FROM db\.\w+ WHERE tenant_id = \? AND \(user_id, event_id\) IN`,
 			`^INSERT INTO db\.replay_pauses \(pause_id, kind, member, until_ms\) FORMAT Native$`,
 		}},
 		{classDDL, []string{
@@ -140,7 +141,7 @@ var classRules = func() []classRule {
 			`^ALTER TABLE db\.\w+ (ADD|COMMENT) COLUMN `,
 			`FROM system\.columns WHERE database =`,
 			`^SELECT count\(\) FROM system\.tables WHERE database = \? AND name = \?$`,
-			`^INSERT INTO db\.readings_daily(_values)? \(.*\) SELECT .* FROM \(SELECT .* FROM db\.readings FINAL WHERE`,
+			`^INSERT INTO db\.readings_daily(_values|_revisions)? \(.*\) SELECT .* FROM \(SELECT .* FROM db\.(readings|reading_revisions) FINAL WHERE`,
 		}},
 		{classReplay, []string{
 			`^DROP TABLE IF EXISTS db\.\w+$`,
