@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/vitalshq/vitals/internal/audit"
 	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/export"
 	"github.com/vitalshq/vitals/internal/postgres"
@@ -25,6 +26,7 @@ import (
 func cmdExport(ctx context.Context, args []string, stdout io.Writer) error {
 	fs, s := cmdline.NewFlags("vitals export")
 	s.ClickHouseFlags(fs)
+	s.PostgresFlags(fs)
 	var tenant, user, out string
 	fs.String(&tenant, "tenant", "", "the user's tenant")
 	fs.String(&user, "user", "", "the user's id")
@@ -46,6 +48,11 @@ func cmdExport(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Who read the person's data is recorded before it is handed out; no
+	// record, no export (docs/security.md).
+	if err := auditExport(qctx, s.PostgresURL, tenant, user, out, len(b.Entry)); err != nil {
+		return err
+	}
 	w := stdout
 	if out != "" {
 		f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -58,6 +65,30 @@ func cmdExport(ctx context.Context, args []string, stdout io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(b)
+}
+
+// auditExport appends the access record of an export of user's data.
+func auditExport(ctx context.Context, pgURL, tenant, user, out string, entries int) error {
+	pool, err := postgres.Open(ctx, pgURL)
+	if err != nil {
+		return fmt.Errorf("export not written: the access audit trail is unavailable: %w", err)
+	}
+	defer pool.Close()
+	store, err := audit.NewStore(ctx, pool)
+	if err != nil {
+		return fmt.Errorf("export not written: the access audit trail is unavailable: %w", err)
+	}
+	target := "format=fhir-r4-bundle"
+	if out != "" {
+		target += " to=file"
+	}
+	r := audit.CommandRecord("export", tenant, user, target)
+	n := int64(entries)
+	r.Rows = &n
+	if _, err := store.Append(ctx, r); err != nil {
+		return fmt.Errorf("export not written: cannot record it in the access audit trail: %w", err)
+	}
+	return nil
 }
 
 // cmdDataKeys manages the users' data keys (docs/privacy.md); `vitals keys`

@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +131,7 @@ func TestAccessAuditTrail(t *testing.T) {
 	if strings.Contains(out, `"value"`) {
 		t.Errorf("the trail holds values: %s", out)
 	}
+	checkExportAudited(t, s, user)
 	if out, err := s.runVitals("audit", "--unidentified", "--json", "--limit", "50"); err != nil || !strings.Contains(out, `"status":401`) {
 		t.Errorf("the request without a token is not in the unidentified callers' chain: %v\n%s", err, out)
 	}
@@ -218,4 +221,47 @@ func (s *stack) editAuditRecord(ctx context.Context, seq int64, user string) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
+}
+
+// checkExportAudited exports the user with `vitals export` and requires
+// the export in the trail, with the number of resources it handed out;
+// with the trail out of reach it writes nothing.
+func checkExportAudited(t *testing.T, s *stack, user string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "bundle.json")
+	out, err := s.runVitals("export", "--tenant", s.tenant, "--user", user, "--out", file,
+		"--clickhouse-addr", s.wh.Addr, "--clickhouse-database", s.wh.Database,
+		"--pg-url", "postgres://vitals:vitals@127.0.0.1:1/vitals?sslmode=disable&connect_timeout=2")
+	if _, serr := os.Stat(file); err == nil || !errors.Is(serr, os.ErrNotExist) {
+		t.Fatalf("vitals export without the audit trail: err %v, file %v\n%s", err, serr, out)
+	}
+	out, err = s.runVitals("export", "--tenant", s.tenant, "--user", user, "--out", file,
+		"--clickhouse-addr", s.wh.Addr, "--clickhouse-database", s.wh.Database)
+	if err != nil {
+		t.Fatalf("vitals export: %v\n%s", err, out)
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b struct {
+		Entry []json.RawMessage `json:"entry"`
+	}
+	if err := json.Unmarshal(raw, &b); err != nil || len(b.Entry) < 300 {
+		t.Fatalf("export: %d resources, want the 300 readings and more (%v)", len(b.Entry), err)
+	}
+	out, err = s.runVitals("audit", "--tenant", s.tenant, "--user", user, "--json")
+	if err != nil {
+		t.Fatalf("vitals audit: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r audit.Record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("vitals audit --json line %q: %v", line, err)
+		}
+		if r.Action == "export" && r.User == user && r.Rows != nil && *r.Rows == int64(len(b.Entry)) && strings.HasPrefix(r.Actor, "cmd:") {
+			return
+		}
+	}
+	t.Fatalf("the export of %d resources is not in the trail:\n%s", len(b.Entry), out)
 }
