@@ -274,6 +274,26 @@ func (s *stack) openRecords(ctx context.Context, recs []*kgo.Record) {
 	}
 }
 
+// dataKeyOf returns the id of user's data key in the stack's tenant.
+func (s *stack) dataKeyOf(ctx context.Context, user string) userkeys.ID {
+	s.t.Helper()
+	pool, err := pgxpool.New(ctx, s.pgURL)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer pool.Close()
+	keys, err := userkeys.Open(ctx, pool, userkeys.DefaultConfig(), s.log)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer keys.Close()
+	ks, err := keys.ForUsers(ctx, s.tenant, []string{user})
+	if err != nil || ks[user] == nil {
+		s.t.Fatalf("data key of %s: %v", user, err)
+	}
+	return ks[user].ID
+}
+
 // deleteTopics deletes topics a test made beside its stack's.
 func (s *stack) deleteTopics(names ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

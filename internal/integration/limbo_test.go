@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/processor"
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -93,10 +94,17 @@ func TestHeldReadingOfSilentUserIsSettled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
+	silentKey := s.dataKeyOf(ctx, "limbo-a")
 	codec := schemas.MustCodec(schemas.NameRejectedReading)
 	var got []string
 	for _, rs := range readTopic(t, ctx, s, kadm.NewClient(cl), s.kafka.Topics.RejectedReadings) {
 		for _, r := range rs {
+			// Settled by the partition's clock after a restart, with no
+			// record of the user's in the step: still the user's, sealed
+			// with the user's key like every other output.
+			if id, sealed, err := userkeys.RecordKeyID(r); err != nil || !sealed || id != silentKey {
+				t.Errorf("the settled rejection at %d/%d is not sealed with the user's key (sealed %v, %v)", r.Partition, r.Offset, sealed, err)
+			}
 			var rj schemas.RejectedReading
 			if err := codec.Decode(r.Value, &rj); err != nil {
 				t.Fatal(err)
