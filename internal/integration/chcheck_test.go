@@ -238,7 +238,7 @@ func TestClickHouseCheck(t *testing.T) {
 // startProjectorOn starts a live projector writing to an engine.
 func startProjectorOn(s *stack, ctx context.Context, e *engine) *running {
 	cfg := projector.DefaultConfig()
-	cfg.Kafka, cfg.Warehouse, cfg.Group = s.kafka, e.wh, e.group
+	cfg.Kafka, cfg.Warehouse, cfg.Group, cfg.PostgresURL = s.kafka, e.wh, e.group, s.pgURL
 	cfg.FlushInterval = 200 * time.Millisecond
 	p, err := projector.New(ctx, cfg, s.log.With().Str("engine", e.name).Logger())
 	if err != nil {
