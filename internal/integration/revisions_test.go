@@ -47,7 +47,7 @@ func TestRevisionsOracle(t *testing.T) {
 	ingestURL, _ := s.startIngest(ctx)
 	s.startProcessor(ctx, s.processorConfig())
 	pcfg := projector.DefaultConfig()
-	pcfg.Kafka, pcfg.Warehouse, pcfg.Group = s.kafka, s.wh, s.id+"-projector"
+	pcfg.Kafka, pcfg.Warehouse, pcfg.Group, pcfg.PostgresURL = s.kafka, s.wh, s.id+"-projector", s.pgURL
 	pcfg.FlushInterval, pcfg.MaxRows = 100*time.Millisecond, 700 // revisions and their originals in one batch and in others
 	p, err := projector.New(ctx, pcfg, s.log)
 	if err != nil {
