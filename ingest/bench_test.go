@@ -112,7 +112,11 @@ func (w *discardWriter) WriteHeader(code int)        { w.status = code }
 // benchHandler posts body to /v1/readings b.N times through the handler
 // with a producer that discards, and reports readings/s.
 func benchHandler(b *testing.B, n int, contentType string, body []byte) {
-	s := mustServer(DefaultConfig(), discardProducer{}, benchKeys{})
+	// One tenant posting flat out outruns its share of 200,000 items/s by
+	// design; the handler's cost is measured without the share.
+	cfg := DefaultConfig()
+	cfg.PerTenant.Rate, cfg.PerTenant.Burst = 0, 0
+	s := mustServer(cfg, discardProducer{}, benchKeys{})
 	h := s.Handler()
 	rd := bytes.NewReader(body)
 	req, err := http.NewRequest(http.MethodPost, "/v1/readings", rd)

@@ -21,7 +21,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -451,10 +450,12 @@ func (s *Server) getCatalogue(w http.ResponseWriter, _ *http.Request) {
 type apiError struct {
 	status        int
 	code, message string
+	// refusal, if set, is a tenant over its share: 429 with Retry-After.
+	refusal *quota.Refusal
 }
 
 func badRequest(code, format string, args ...any) *apiError {
-	return &apiError{http.StatusBadRequest, code, fmt.Sprintf(format, args...)}
+	return &apiError{status: http.StatusBadRequest, code: code, message: fmt.Sprintf(format, args...)}
 }
 
 // judged is one item after the syntax check: either an encoded event for
@@ -531,28 +532,11 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 		return
 	}
 	defer release()
-	body, err := s.readBody(w, r)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		switch {
-		case errors.As(err, &tooBig):
-			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds %d bytes", s.cfg.MaxBodyBytes)
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusRequestTimeout, "body_too_slow", "the body arrived more slowly than %d bytes/s; send it at once", s.cfg.MinBodyRate)
-		default:
-			writeError(w, http.StatusBadRequest, "unreadable_body", "could not read the request body")
-		}
+	body, ok := s.admitBody(w, r)
+	if !ok {
 		return
 	}
-	select {
-	case s.inflight <- struct{}{}:
-		defer func() { <-s.inflight }()
-	default:
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "overloaded", "too many concurrent batches; retry shortly")
-		return
-	}
+	defer func() { <-s.inflight }()
 	// Judging is CPU work: it waits for its tenant's turn, and the turn
 	// ends before the wait for the broker.
 	tctx, cancel := context.WithTimeout(r.Context(), s.cfg.ProduceTimeout)
@@ -565,153 +549,32 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, endpoint, to
 	}
 	defer endTurn()
 	d, aerr := decode(r, body)
+	if aerr == nil {
+		aerr = s.checkBatch(&d, key)
+	}
 	if aerr != nil {
+		if aerr.refusal != nil {
+			tooMany(w, aerr.refusal)
+			return
+		}
 		writeError(w, aerr.status, aerr.code, "%s", aerr.message)
 		return
 	}
-	if rej := checkID("gateway_id", d.gateway); rej != nil {
-		writeError(w, http.StatusBadRequest, rej.Reason, "%s", rej.Message)
-		return
-	}
-	if d.tenant != nil && *d.tenant != key.Tenant {
-		writeError(w, http.StatusForbidden, "tenant_mismatch", "the body names a tenant other than the API key's")
-		return
-	}
-	if d.n == 0 {
-		writeError(w, http.StatusBadRequest, "empty_batch", "the batch holds no items")
-		return
-	}
-	if d.n > s.cfg.MaxBatchItems {
-		writeError(w, http.StatusRequestEntityTooLarge, "batch_too_large", "the batch holds %d items; the limit is %d", d.n, s.cfg.MaxBatchItems)
-		return
-	}
-	spent, refused := s.tenantItems.Admit(key.Tenant, d.n)
-	if refused != nil {
-		tooMany(w, refused)
-		return
-	}
-	spent() // a rate only: nothing is held
 	s.m.batch.WithLabelValues(endpoint).Observe(float64(d.n))
-
-	receivedAt := s.now()
-	cc := checkContext{tenant: key.Tenant, gateway: d.gateway, format: d.format, now: receivedAt, lim: s.cfg.Limits,
-		readings: s.readings, items: d.n}
-	resp := BatchResponse{Items: make([]ItemVerdict, d.n)}
-	// One allocation each for the records and their keys instead of two
-	// per item. The broker client may hold a record past this request
-	// (one it did not answer in time), so nothing here is reused.
-	slab := make([]kgo.Record, d.n)
-	keys := make([]byte, 0, d.n*24)
-	keyOf := func(k string) []byte {
-		keys = append(keys, k...)
-		return keys[len(keys)-len(k) : len(keys) : len(keys)]
-	}
-	records := make([]*kgo.Record, 0, d.n)
-	recIndex := make([]int, 0, d.n)
-	recUsers := make([]string, 0, d.n) // whose key seals each record; "" for none
-	var reasons map[string]int
-	contentType := r.Header.Get("Content-Type")
-	for i := range d.n {
-		it := d.judge(i, &cc)
-		if it.rej != nil {
-			if reasons == nil {
-				reasons = make(map[string]int)
-			}
-			resp.Items[i] = ItemVerdict{Index: i, Status: StatusRejected, EventID: it.event, Reason: it.rej.Reason, Field: it.rej.Field, Message: it.rej.Message}
-			resp.Rejected++
-			reasons[it.rej.Reason]++
-			dl, err := s.deadLetters.Encode(&schemas.DeadLetter{
-				TenantID: key.Tenant, GatewayID: d.gateway, UserID: it.user, EventID: it.event, Endpoint: endpoint,
-				ItemIndex: int32(i), Reason: it.rej.Reason, Field: it.rej.Field, Message: it.rej.Message,
-				ContentType: contentType, Original: it.raw, ReceivedAt: receivedAt.UnixMilli(),
-			})
-			if err != nil {
-				s.log.Error().Err(err).Msg("encode dead letter") // a defect: the schema is ours
-				continue
-			}
-			k := it.user
-			if k == "" {
-				k = d.gateway
-			}
-			rec := &slab[i]
-			*rec = kgo.Record{Topic: s.cfg.Kafka.Topics.DeadLetters, Key: keyOf(k), Value: dl, Timestamp: receivedAt}
-			records = append(records, rec)
-			recIndex = append(recIndex, i)
-			recUsers = append(recUsers, it.user)
-			continue
-		}
-		resp.Items[i] = ItemVerdict{Index: i, Status: StatusAccepted, EventID: it.event}
-		// One timestamp for the whole request: the processor merges a user's
-		// readings, device and profile events by it, in the same order on
-		// every replay.
-		rec := &slab[i]
-		*rec = kgo.Record{Topic: topic, Key: keyOf(it.user), Value: it.value, Timestamp: receivedAt}
-		records = append(records, rec)
-		recIndex = append(recIndex, i)
-		recUsers = append(recUsers, it.user)
-	}
-
+	b := s.judgeBatch(&d, key, endpoint, topic, r.Header.Get("Content-Type"))
 	endTurn()
 	if s.sealer != nil {
-		sl, err := sealRecords(r.Context(), s.sealer, key.Tenant, records, recIndex, recUsers)
-		if err != nil {
+		if err := s.sealBatch(r.Context(), key.Tenant, &b); err != nil {
 			s.log.Error().Err(err).Str("endpoint", endpoint).Msg("key store unavailable; answering 503")
 			w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 			writeError(w, http.StatusServiceUnavailable, "key_store_unavailable", "the users' data keys could not be read; nothing was stored: retry the batch")
 			return
 		}
-		records, recIndex = sl.records, sl.recIndex
-		for _, i := range sl.erased {
-			if it := &resp.Items[i]; it.Status == StatusAccepted {
-				*it = ItemVerdict{Index: i, Status: StatusRejected, EventID: it.EventID, Reason: ReasonUserErased,
-					Message: "the user asked for erasure; nothing of theirs is stored any more"}
-				resp.Rejected++
-				if reasons == nil {
-					reasons = make(map[string]int)
-				}
-				reasons[ReasonUserErased]++
-			}
-		}
 	}
 	start := time.Now()
-	outcomes, firstErr := s.produceAll(r.Context(), records)
+	outcomes, firstErr := s.produceAll(r.Context(), b.records)
 	s.m.produce.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
-	failed := 0
-	for j, o := range outcomes {
-		if o == produced {
-			continue
-		}
-		failed++
-		if it := &resp.Items[recIndex[j]]; it.Status == StatusAccepted {
-			it.Status = StatusNotSaved
-			if o == pending {
-				it.Status = StatusUnconfirmed
-			}
-		}
-	}
-	accepted := 0
-	for _, it := range resp.Items {
-		if it.Status == StatusAccepted {
-			accepted++
-		}
-	}
-	resp.Accepted = accepted
-	resp.ConsistencyToken = consistencyToken(topic, records, outcomes)
-	s.m.items.WithLabelValues(endpoint, StatusAccepted, "").Add(float64(accepted))
-	for reason, n := range reasons {
-		s.m.items.WithLabelValues(endpoint, StatusRejected, reason).Add(float64(n))
-	}
-	if failed > 0 {
-		s.m.items.WithLabelValues(endpoint, "not_confirmed", "").Add(float64(d.n - accepted - resp.Rejected))
-		s.log.Warn().Err(firstErr).Str("endpoint", endpoint).Int("failed", failed).Int("stored", accepted).Msg("produce failed; answering 503")
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
-		writeJSON(w, http.StatusServiceUnavailable, struct {
-			APIError
-			BatchResponse
-		}{APIError{Code: "log_unavailable", Message: "the event log did not acknowledge every record in time; items marked not_stored were not saved, items marked unconfirmed may or may not have been, and rejected items may not have reached the dead-letter topic: retry the batch (repeats are dropped by event_id)"}, resp})
-		return
-	}
-	writeBatchResponse(w, &resp)
+	s.answerBatch(w, endpoint, topic, &b, outcomes, firstErr)
 }
 
 // tooMany answers a request over its tenant's share.

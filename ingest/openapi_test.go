@@ -307,7 +307,7 @@ func errorCodeLiterals(t *testing.T) []string {
 			out = append(out, s)
 		}
 	}
-	ast.Inspect(parseFile(t, "ingest.go"), func(n ast.Node) bool {
+	inspect := func(n ast.Node) bool {
 		switch n := n.(type) {
 		case *ast.CallExpr:
 			switch {
@@ -317,10 +317,11 @@ func errorCodeLiterals(t *testing.T) []string {
 				add(n.Args[0])
 			}
 		case *ast.CompositeLit:
-			if id, ok := n.Type.(*ast.Ident); ok && id.Name == "APIError" {
+			// APIError{Code: ...} answered, apiError{code: ...} returned.
+			if id, ok := n.Type.(*ast.Ident); ok && (id.Name == "APIError" || id.Name == "apiError") {
 				for _, e := range n.Elts {
 					if kv, ok := e.(*ast.KeyValueExpr); ok {
-						if k, ok := kv.Key.(*ast.Ident); ok && k.Name == "Code" {
+						if k, ok := kv.Key.(*ast.Ident); ok && (k.Name == "Code" || k.Name == "code") {
 							add(kv.Value)
 						}
 					}
@@ -328,7 +329,10 @@ func errorCodeLiterals(t *testing.T) []string {
 			}
 		}
 		return true
-	})
+	}
+	for _, f := range []string{"ingest.go", "batch.go"} {
+		ast.Inspect(parseFile(t, f), inspect)
+	}
 	if len(out) == 0 {
 		t.Fatal("found no error codes in ingest.go")
 	}
