@@ -154,7 +154,7 @@ var classRules = func() []classRule {
 			`^SELECT count\(\), sum\(value\) FROM db\.readings WHERE`,
 			`^SELECT countMerge\(readings\), sumMerge\(sum_value\) FROM db\.readings_daily WHERE`,
 			`^SELECT sum\(readings\), sum\(value \* readings\) FROM db\.readings_daily_values WHERE`,
-			`^INSERT INTO db\.\w+ \(.*\) SELECT .* FROM db\.\w+ WHERE log_partition = \?`,
+			`^INSERT INTO db\.\w+ \(.*\) SELECT .* FROM db\.\w+ WHERE log_partition = (\?|N)`,
 		}},
 		{classQuery, []string{`^SELECT `}},
 	}
