@@ -81,12 +81,14 @@ func decode[T any](body []byte) (T, error) {
 // queryRequests is the check's battery: every endpoint, over the whole
 // range and a range with partial days at both ends, for the tenant, each
 // dimension's cohorts and single users. Each request is made twice: for
-// the present, and as of a moment after the data arrived (the as_of
+// the present, and as of now, a moment after the data arrived (the as_of
 // statements read revision rows and ingestion times instead of the
-// rollups), which must answer the same.
+// rollups), which must answer the same. The moment keeps its fraction of
+// a second: whole seconds cut off readings that arrived in the last one
+// (a round once missed the 40 readings posted just before it).
 func (in *ckInput) queryRequests(whole, partial scope) []ckRequest {
 	var out []ckRequest
-	asOf := "as_of=" + url.QueryEscape(time.Now().UTC().Add(-time.Second).Format(time.RFC3339))
+	asOf := "as_of=" + url.QueryEscape(time.Now().UTC().Format(time.RFC3339Nano))
 	add := func(path string, check func([]byte) error) {
 		sep := "?"
 		if strings.Contains(path, "?") {
