@@ -16,6 +16,8 @@ import (
 	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/envflag"
 	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -39,8 +41,13 @@ func newFiller(ctx context.Context, cl *kgo.Client) *filler {
 
 // produce sends one record; a zero ts is the time of sending.
 func (f *filler) produce(topic, key string, ts time.Time, val []byte) {
-	f.valueBytes.Add(int64(len(val)))
-	f.cl.Produce(f.ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: val, Timestamp: ts}, func(_ *kgo.Record, err error) {
+	f.produceRecord(&kgo.Record{Topic: topic, Key: []byte(key), Value: val, Timestamp: ts})
+}
+
+// produceRecord sends r as it is (sealed, say).
+func (f *filler) produceRecord(r *kgo.Record) {
+	f.valueBytes.Add(int64(len(r.Value)))
+	f.cl.Produce(f.ctx, r, func(_ *kgo.Record, err error) {
 		if err != nil {
 			f.failed.Add(1)
 			f.errOnce.Do(func() { f.firstErr = err; f.cancel() })
@@ -68,7 +75,7 @@ func (f *filler) finish(ctx context.Context) error {
 // before the measurement.
 type acceptedBench struct {
 	rows, users         int
-	keep                bool
+	keep, sealed        bool
 	timeout             time.Duration
 	jsonOut, cpuProfile string
 }
@@ -79,6 +86,7 @@ func (b *acceptedBench) flags(fs *envflag.Set, rows int, timeout time.Duration, 
 	fs.Int(&b.rows, "bench-rows", rows, "accepted heart-rate readings to "+verb)
 	fs.Int(&b.users, "bench-users", 10000, "distinct users the readings are spread over (round robin, 1 s apart per user)")
 	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the ClickHouse databases and the Kafka groups")
+	fs.Bool(&b.sealed, "bench-sealed", true, "seal each record with its user's data key, as the processor does (false: in clear, as releases before encryption wrote); needs --pg-url and the key-encryption key")
 	fs.Duration(&b.timeout, "bench-timeout", timeout, "bound on the whole run (fill and "+window+"); clean-up comes after it")
 	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
 	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process over "+window+" to this file")
@@ -103,17 +111,26 @@ func (b *acceptedBench) parse(fs *envflag.Set, s *cmdline.Settings, args []strin
 }
 
 // fill creates k's topics and fills the accepted one, timing the fill
-// into seconds; the producer client (with opts) is the caller's to close.
-func (b *acceptedBench) fill(ctx context.Context, k eventlog.Config, seconds *float64, log zerolog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
+// into seconds (the data keys' creation, if sealed, not included); the
+// producer client (with opts) is the caller's to close.
+func (b *acceptedBench) fill(ctx context.Context, s *cmdline.Settings, seconds *float64, log zerolog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
+	k := s.Kafka()
 	if err := eventlog.EnsureTopics(ctx, k, log); err != nil {
 		return nil, err
+	}
+	var keys []*userkeys.Key
+	if b.sealed {
+		var err error
+		if keys, err = benchUserKeys(ctx, s, b.users, log); err != nil {
+			return nil, err
+		}
 	}
 	cl, err := kgo.NewClient(append(append(k.ClientOpts(log), kgo.ProducerLinger(5*time.Millisecond)), opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	start := time.Now()
-	if err := fillAcceptedTopic(ctx, cl, k.Topics, b.users, b.rows, log); err != nil {
+	if err := fillAcceptedTopic(ctx, cl, k.Topics, b.users, b.rows, keys, log); err != nil {
 		cl.Close()
 		return nil, err
 	}
@@ -121,10 +138,51 @@ func (b *acceptedBench) fill(ctx context.Context, k eventlog.Config, seconds *fl
 	return cl, nil
 }
 
+// benchUserKeys returns the data keys of the fill's users (tenant
+// "default", users bench-user-0 ... n-1), creating those that have none.
+func benchUserKeys(ctx context.Context, s *cmdline.Settings, n int, log zerolog.Logger) ([]*userkeys.Key, error) {
+	pool, err := postgres.Open(ctx, s.PostgresURL)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	store, err := userkeys.Open(ctx, pool, s.UserKeys(), log)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	out := make([]*userkeys.Key, n)
+	for lo := 0; lo < n; lo += 5000 {
+		users := make([]string, 0, 5000)
+		for u := lo; u < min(n, lo+5000); u++ {
+			users = append(users, benchUser(u))
+		}
+		got, err := store.ForUsers(ctx, "default", users)
+		if err != nil {
+			return nil, err
+		}
+		for i, u := range users {
+			out[lo+i] = got[u]
+		}
+	}
+	return out, nil
+}
+
+// sealedText says how a fill's records were written.
+func sealedText(sealed bool) string {
+	if sealed {
+		return "records sealed with their users' data keys"
+	}
+	return "records in clear (--bench-sealed=false)"
+}
+
+func benchUser(u int) string { return "bench-user-" + strconv.Itoa(u) }
+
 // fillAcceptedTopic produces rows accepted heart-rate readings, as the
 // processor writes them: single-object Avro keyed by user id, spread round
-// robin over users, 1 s apart per user.
-func fillAcceptedTopic(ctx context.Context, cl *kgo.Client, t eventlog.Topics, users, rows int, log zerolog.Logger) error {
+// robin over users, 1 s apart per user; sealed with keys[user] unless keys
+// is nil.
+func fillAcceptedTopic(ctx context.Context, cl *kgo.Client, t eventlog.Topics, users, rows int, keys []*userkeys.Key, log zerolog.Logger) error {
 	codec := schemas.MustCodec(schemas.NameAcceptedReading)
 	base := time.Now().Add(-24 * time.Hour).Truncate(time.Second).UnixMilli()
 	f := newFiller(ctx, cl)
@@ -133,7 +191,7 @@ func fillAcceptedTopic(ctx context.Context, cl *kgo.Client, t eventlog.Topics, u
 	for k := 0; k < rows && f.ctx.Err() == nil; k++ {
 		u, n := k%users, k/users
 		measured := base + int64(n)*1000 + int64(u)*1000/int64(users)
-		user := "bench-user-" + strconv.Itoa(u)
+		user := benchUser(u)
 		r := schemas.AcceptedReading{TenantID: "default", EventID: "bench-" + runID + "-" + strconv.Itoa(k), UserID: user,
 			DeviceID: user + "-tracker", GatewayID: "bench-gateway", Metric: "heart_rate", LOINC: "8867-4",
 			Value: float64(55 + (k*7919)%60), Unit: "/min", MeasuredAt: measured, ReceivedAt: measured + 800, IngestedAt: measured + 1000,
@@ -142,7 +200,11 @@ func fillAcceptedTopic(ctx context.Context, cl *kgo.Client, t eventlog.Topics, u
 		if buf, err = codec.Append(buf[:0], &r); err != nil {
 			return fmt.Errorf("encode: %w", err)
 		}
-		f.produce(t.AcceptedReadings, user, time.Time{}, slices.Clone(buf))
+		rec := &kgo.Record{Topic: t.AcceptedReadings, Key: []byte(user), Value: slices.Clone(buf)}
+		if keys != nil {
+			keys[u].SealRecord(rec)
+		}
+		f.produceRecord(rec)
 	}
 	if err := f.finish(ctx); err != nil {
 		return err

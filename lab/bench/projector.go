@@ -29,6 +29,7 @@ type benchProjReport struct {
 	BatchRows   int     `json:"batch_rows"`
 	Flush       string  `json:"flush_interval"`
 	FillSeconds float64 `json:"fill_seconds"`
+	Sealed      bool    `json:"sealed"`
 	Seconds     float64 `json:"seconds"`
 	RowsPerSec  float64 `json:"rows_per_sec"`
 	RawRows     uint64  `json:"clickhouse_raw_rows"`
@@ -72,7 +73,7 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	pcfg := s.Projector()
 	pcfg.MetricsAddr = "" // no listener: a bench may run beside a live projector
 	rep := benchProjReport{runInfo: thisRun(), TopicPrefix: s.KafkaPrefix,
-		Database: s.ClickHouseDatabase, Partitions: kcfg.Partitions, Rows: b.rows, Users: b.users, BatchRows: pcfg.MaxRows, Flush: pcfg.FlushInterval.String()}
+		Database: s.ClickHouseDatabase, Partitions: kcfg.Partitions, Rows: b.rows, Users: b.users, BatchRows: pcfg.MaxRows, Flush: pcfg.FlushInterval.String(), Sealed: b.sealed}
 
 	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
 	defer cancelRun()
@@ -81,7 +82,7 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 			scratch.Resources{Kafka: kcfg, Topics: scratch.AllTopics(kcfg), Groups: []string{s.ProjectorGroup}, Warehouse: s.Warehouse(), Databases: []string{s.ClickHouseDatabase}}.Remove(ctx, log)
 		}
 	}()
-	cl, err := b.fill(runCtx, kcfg, &rep.FillSeconds, log)
+	cl, err := b.fill(runCtx, s, &rep.FillSeconds, log)
 	if err != nil {
 		return err
 	}
@@ -190,7 +191,7 @@ func (r benchProjReport) print(w io.Writer) {
 	fmt.Fprintf(w, "bench projector: %d accepted readings of %d users, %d partitions, batch %d rows / %s\n",
 		r.Rows, r.Users, r.Partitions, r.BatchRows, r.Flush)
 	fmt.Fprintf(w, "machine: %d CPU (%s), %s, load %s at start\n", r.Machine.NumCPU, r.Machine.CPUModel, r.Machine.GoVersion, r.Machine.LoadAvg)
-	fmt.Fprintf(w, "fill (not measured): %.1fs\n", r.FillSeconds)
+	fmt.Fprintf(w, "fill (not measured): %.1fs, %s\n", r.FillSeconds, sealedText(r.Sealed))
 	fmt.Fprintf(w, "projected and committed: %.2fs = %s rows/s\n", r.Seconds, strings.TrimSpace(fmt.Sprintf("%.0f", r.RowsPerSec)))
 	fmt.Fprintf(w, "cpu: %.1fs this process = %.2f µs/row (%.2f CPUs), %.2f CPUs whole machine (of %d, broker and ClickHouse included)\n",
 		r.CPUSeconds, r.CPUMicrosPerRow, r.CPU.Process, r.CPU.Machine, r.Machine.NumCPU)

@@ -24,6 +24,7 @@ type benchReplayReport struct {
 	Records       int64   `json:"records"`
 	BatchRows     int     `json:"batch_rows"`
 	FillSeconds   float64 `json:"fill_seconds"`
+	Sealed        bool    `json:"sealed"`
 	Seconds       float64 `json:"rebuild_seconds"`
 	EventsPerSec  float64 `json:"events_per_sec"`
 	VerifySeconds float64 `json:"verify_seconds"`
@@ -68,7 +69,7 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	r.Apply()
 	cfg.Progress = cmdline.NewProgress(os.Stderr, log).Show
 	rep := benchReplayReport{runInfo: thisRun(), TopicPrefix: s.KafkaPrefix, Database: s.ClickHouseDatabase,
-		Partitions: kcfg.Partitions, Records: int64(b.rows), BatchRows: cfg.Projector.MaxRows}
+		Partitions: kcfg.Partitions, Records: int64(b.rows), BatchRows: cfg.Projector.MaxRows, Sealed: b.sealed}
 
 	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
 	defer cancelRun()
@@ -78,7 +79,7 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 				Databases: []string{s.ClickHouseDatabase, cfg.ShadowDatabase(), cfg.OldDatabase()}}.Remove(ctx, log)
 		}
 	}()
-	cl, err := b.fill(runCtx, kcfg, &rep.FillSeconds, log, kgo.ProducerBatchMaxBytes(1<<20))
+	cl, err := b.fill(runCtx, s, &rep.FillSeconds, log, kgo.ProducerBatchMaxBytes(1<<20))
 	if err != nil {
 		return err
 	}
@@ -107,7 +108,7 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "bench replay: %d accepted readings, %d partitions, batch %d rows; machine: %d CPU (%s), load %s at start\n",
 		rep.Records, rep.Partitions, rep.BatchRows, rep.Machine.NumCPU, rep.Machine.CPUModel, rep.Machine.LoadAvg)
-	fmt.Fprintf(stdout, "fill (not measured): %.1fs\n", rep.FillSeconds)
+	fmt.Fprintf(stdout, "fill (not measured): %.1fs, %s\n", rep.FillSeconds, sealedText(rep.Sealed))
 	fmt.Fprintf(stdout, "rebuilt from Kafka into ClickHouse: %.2fs = %.0f events/s\n", rep.Seconds, rep.EventsPerSec)
 	fmt.Fprintf(stdout, "verify + swap: %.1fs (pause %s); live after the swap: %d rows, %d readings in the rollup\n", rep.VerifySeconds, rep.SwapPaused, rep.LiveRows, rep.RollupRows)
 	if b.jsonOut != "" {
