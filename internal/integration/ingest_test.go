@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/schemas"
@@ -224,44 +222,9 @@ func TestIngestAnswers503WhileKafkaIsDown(t *testing.T) {
 	// 503 says "unconfirmed", not "not stored"); all are the same event, so
 	// the processor keeps one.
 	time.Sleep(time.Second)
-	n := drain(ctx, s, s.kafka.Topics.Readings)
+	n := s.topicRecords(ctx, s.kafka.Topics.Readings)
 	if n < 2 || n > 3 {
 		t.Fatalf("the log holds %d copies of the reading, want 2 or 3", n)
 	}
 	t.Logf("the log holds %d copies of the event posted three times (one during the outage)", n)
-}
-
-// drain counts every record of a topic: it reads until every partition's
-// end offset (asked first) is reached. A first fetch right after a broker
-// restart can take seconds, so an empty poll does not end it; ctx does.
-func drain(ctx context.Context, s *stack, topic string) int {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil || ends.Error() != nil {
-		s.t.Fatalf("end offsets of %s: %v %v", topic, err, ends.Error())
-	}
-	left := map[int32]int64{} // the next offset each partition must reach
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			left[o.Partition] = o.Offset
-		}
-	})
-	n := 0
-	for len(left) > 0 {
-		f := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			s.t.Fatalf("drain %s: %v with partitions %v not read to their end", topic, ctx.Err(), left)
-		}
-		f.EachRecord(func(r *kgo.Record) {
-			n++
-			if end, ok := left[r.Partition]; ok && r.Offset+1 >= end {
-				delete(left, r.Partition)
-			}
-		})
-	}
-	return n
 }

@@ -15,8 +15,6 @@ import (
 
 	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/eventlog"
-	"github.com/vitalshq/vitals/internal/postgres"
-	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/sandbox"
 	"github.com/vitalshq/vitals/lab/scratch"
@@ -137,16 +135,11 @@ func copyAsJSON(ctx context.Context, s *cmdline.Settings, cl *kgo.Client, adm *k
 		return 0, fmt.Errorf("create %s: %w", jsonTopic, err)
 	}
 	// The accepted readings are sealed with their users' data keys.
-	pool, err := postgres.Open(ctx, s.PostgresURL)
+	keys, closeKeys, err := openUserKeys(ctx, s, log)
 	if err != nil {
 		return 0, err
 	}
-	defer pool.Close()
-	keys, err := userkeys.Open(ctx, pool, s.UserKeys(), log)
-	if err != nil {
-		return 0, err
-	}
-	defer keys.Close()
+	defer closeKeys()
 	codec := schemas.MustCodec(schemas.NameAcceptedReading)
 	var n int64
 	var perr atomic.Value

@@ -141,16 +141,11 @@ func (b *acceptedBench) fill(ctx context.Context, s *cmdline.Settings, seconds *
 // benchUserKeys returns the data keys of the fill's users (tenant
 // "default", users bench-user-0 ... n-1), creating those that have none.
 func benchUserKeys(ctx context.Context, s *cmdline.Settings, n int, log zerolog.Logger) ([]*userkeys.Key, error) {
-	pool, err := postgres.Open(ctx, s.PostgresURL)
+	store, closeStore, err := openUserKeys(ctx, s, log)
 	if err != nil {
 		return nil, err
 	}
-	defer pool.Close()
-	store, err := userkeys.Open(ctx, pool, s.UserKeys(), log)
-	if err != nil {
-		return nil, err
-	}
-	defer store.Close()
+	defer closeStore()
 	out := make([]*userkeys.Key, n)
 	for lo := 0; lo < n; lo += 5000 {
 		users := make([]string, 0, 5000)
@@ -166,6 +161,21 @@ func benchUserKeys(ctx context.Context, s *cmdline.Settings, n int, log zerolog.
 		}
 	}
 	return out, nil
+}
+
+// openUserKeys opens the data-key store of s's PostgreSQL; the returned
+// function closes the store and its pool.
+func openUserKeys(ctx context.Context, s *cmdline.Settings, log zerolog.Logger) (*userkeys.Store, func(), error) {
+	pool, err := postgres.Open(ctx, s.PostgresURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := userkeys.Open(ctx, pool, s.UserKeys(), log)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return store, func() { store.Close(); pool.Close() }, nil
 }
 
 // sealedText says how a fill's records were written.
