@@ -25,6 +25,7 @@ import (
 	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/processor"
@@ -33,7 +34,7 @@ import (
 // benchProcSettings are bench processor's own flags.
 type benchProcSettings struct {
 	users, events, metrics        int
-	keep                          bool
+	keep, sealed                  bool
 	timeout                       time.Duration
 	cpuProfile, traceOut, jsonOut string
 	heapProfile                   string
@@ -61,7 +62,7 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	rep := benchProcReport{
 		runInfo: thisRun(), Broker: s.KafkaBrokers, TopicPrefix: s.KafkaPrefix,
 		Partitions: kcfg.Partitions, Group: s.ProcessorGroup, Users: b.users, Readings: b.events, Metrics: b.metrics, MaxBatch: s.ProcessorBatch,
-		RequirePairing: s.ProcessorPairing,
+		RequirePairing: s.ProcessorPairing, Sealed: b.sealed,
 	}
 
 	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
@@ -100,7 +101,13 @@ func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	defer prod.Close()
 	adm := kadm.NewClient(prod)
-	ends, err := prepareProcTopics(runCtx, adm, prod, kcfg, s.KafkaPrefix, b, &rep.Fill, log)
+	var keys []*userkeys.Key
+	if b.sealed {
+		if keys, err = benchUserKeys(runCtx, s, b.users, log); err != nil {
+			return err
+		}
+	}
+	ends, err := prepareProcTopics(runCtx, adm, prod, kcfg, s.KafkaPrefix, b, keys, &rep.Fill, log)
 	if err != nil {
 		return err
 	}
@@ -169,14 +176,14 @@ func (b benchProcSettings) check(res benchProcResult) error {
 // prepareProcTopics fills the topics, unless they already hold exactly
 // this run's input (a --bench-keep run with the same prefix), and returns
 // their log ends.
-func prepareProcTopics(ctx context.Context, adm *kadm.Client, prod *kgo.Client, kcfg eventlog.Config, prefix string, b benchProcSettings, fill *benchFill, log zerolog.Logger) (benchLogEnds, error) {
+func prepareProcTopics(ctx context.Context, adm *kadm.Client, prod *kgo.Client, kcfg eventlog.Config, prefix string, b benchProcSettings, keys []*userkeys.Key, fill *benchFill, log zerolog.Logger) (benchLogEnds, error) {
 	ends, err := benchEnds(ctx, adm, kcfg.Topics)
 	if err != nil {
 		return ends, err
 	}
 	switch {
 	case ends.readings == 0 && ends.devices == 0 && ends.profiles == 0:
-		f, err := fillProcessorTopics(ctx, prod, kcfg.Topics, b.users, b.events, b.metrics, log)
+		f, err := fillProcessorTopics(ctx, prod, kcfg.Topics, b.users, b.events, b.metrics, keys, log)
 		*fill = f
 		if err != nil {
 			return ends, err
@@ -219,6 +226,7 @@ func procFlags(args []string) (*cmdline.Settings, benchProcSettings, error) {
 	fs.Int(&b.users, "bench-users", 100000, "distinct users; each gets one paired device (a device event) before its readings")
 	fs.Int(&b.events, "bench-events", 2000000, "heart-rate readings, spread round robin over the users, 1 s apart per user")
 	fs.Int(&b.metrics, "bench-metrics", 1, "metrics each user's readings take turns in (1-3: heart rate, SpO2, steps), like the simulator's users; 1 is heart rate only")
+	fs.Bool(&b.sealed, "bench-sealed", true, "seal the filled records with their users' data keys, as ingest writes them (false: in clear, as releases before encryption wrote them)")
 	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the group's PostgreSQL rows and the Kafka group (a later run with the same --kafka-topic-prefix reuses the filled topics)")
 	fs.Duration(&b.timeout, "bench-timeout", 10*time.Minute, "bound on the whole run (fill and processing); clean-up comes after it")
 	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process over the processing window to this file")
@@ -532,6 +540,7 @@ type benchProcReport struct {
 	MaxBatch       int             `json:"max_batch"`
 	RequirePairing bool            `json:"require_pairing"`
 	Fill           benchFill       `json:"fill"`
+	Sealed         bool            `json:"sealed"`
 	Result         benchProcResult `json:"result"`
 	CPUProfile     string          `json:"cpu_profile,omitempty"`
 	Trace          string          `json:"trace,omitempty"`
@@ -551,7 +560,7 @@ func (r benchProcReport) print(w io.Writer) {
 	if r.Fill.Reused {
 		row("fill", "reused the filled topics")
 	} else {
-		row("fill", "%.1fs, %.0f records/s, %.1f MB of values (not measured)", r.Fill.Seconds, r.Fill.RecordsPerSec, float64(r.Fill.Bytes)/1e6)
+		row("fill", "%.1fs, %.0f records/s, %.1f MB of values (not measured), %s", r.Fill.Seconds, r.Fill.RecordsPerSec, float64(r.Fill.Bytes)/1e6, sealedText(r.Sealed))
 	}
 	row("processor", "one instance in this process, --processor-batch %d; New took %.2fs (not counted)", r.MaxBatch, res.NewSeconds)
 	row("", "")

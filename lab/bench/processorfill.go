@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/schemas"
@@ -34,13 +35,16 @@ type benchFill struct {
 // 1 Hz are 100,000 readings per second of event time.
 // With metrics > 1 a user's readings take turns in that many metrics (see
 // shapeBenchMetric), so each user has that many streams.
-func fillProcessorTopics(ctx context.Context, cl *kgo.Client, t eventlog.Topics, users, events, metrics int, log zerolog.Logger) (benchFill, error) {
+//
+// Records are sealed with keys[user], as ingest seals them, unless keys is
+// nil.
+func fillProcessorTopics(ctx context.Context, cl *kgo.Client, t eventlog.Topics, users, events, metrics int, keys []*userkeys.Key, log zerolog.Logger) (benchFill, error) {
 	var f benchFill
 	runID := scratch.RandomHex(4)
 	base := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
 	userIDs := make([]string, users)
 	for u := range userIDs {
-		userIDs[u] = fmt.Sprintf("bench-user-%07d", u)
+		userIDs[u] = benchUser(u)
 	}
 	readingCodec, deviceCodec := schemas.MustCodec(schemas.NameReading), schemas.MustCodec(schemas.NameDeviceEvent)
 
@@ -70,7 +74,7 @@ func fillProcessorTopics(ctx context.Context, cl *kgo.Client, t eventlog.Topics,
 		if err != nil {
 			return f, err
 		}
-		fl.produce(t.DeviceEvents, user, time.UnixMilli(ts), val)
+		fl.produceRecord(benchRecord(t.DeviceEvents, user, time.UnixMilli(ts), val, keys, u))
 	}
 	var rd schemas.Reading
 	var buf []byte
@@ -86,7 +90,7 @@ func fillProcessorTopics(ctx context.Context, cl *kgo.Client, t eventlog.Topics,
 		if buf, err = readingCodec.Append(buf[:0], &rd); err != nil {
 			return f, err
 		}
-		fl.produce(t.Readings, user, time.UnixMilli(measured+1000), slices.Clone(buf))
+		fl.produceRecord(benchRecord(t.Readings, user, time.UnixMilli(measured+1000), slices.Clone(buf), keys, u))
 	}
 	err := fl.finish(ctx)
 	f.Seconds = time.Since(start).Seconds()
@@ -101,6 +105,15 @@ func fillProcessorTopics(ctx context.Context, cl *kgo.Client, t eventlog.Topics,
 	log.Info().Int64("records", fl.acked.Load()).Float64("seconds", math.Round(f.Seconds*10)/10).
 		Float64("records_per_sec", math.Round(f.RecordsPerSec)).Float64("value_mb", float64(f.Bytes)/1e6).Msg("filled the bench topics")
 	return f, nil
+}
+
+// benchRecord is a fill's record, sealed with keys[u] unless keys is nil.
+func benchRecord(topic, user string, ts time.Time, val []byte, keys []*userkeys.Key, u int) *kgo.Record {
+	r := &kgo.Record{Topic: topic, Key: []byte(user), Value: val, Timestamp: ts}
+	if keys != nil {
+		keys[u].SealRecord(r)
+	}
+	return r
 }
 
 // benchMetrics is how many metrics --bench-metrics can take turns in.
