@@ -48,6 +48,7 @@ func (p *Processor) handle(ctx context.Context, records []*kgo.Record) error {
 		// Let what the step decoded go, even if no step follows soon.
 		clear(in)
 		clear(p.readings)
+		clear(p.recKeys)
 		p.plain = nil
 	}()
 	p.dueInStep(in, missing)
@@ -99,7 +100,11 @@ func (p *Processor) decode(records []*kgo.Record) ([]decoded, map[UserKey]struct
 		if d.kind == kindReading {
 			rd, readings = &readings[0], readings[1:]
 		}
-		if !p.decodeRecord(d, rd) {
+		var k *userkeys.Key
+		if i < len(p.recKeys) {
+			k = p.recKeys[i]
+		}
+		if !p.decodeRecord(d, rd, k) {
 			continue
 		}
 		if d.user = p.users.get(d.key); d.user == nil {
@@ -109,10 +114,11 @@ func (p *Processor) decode(records []*kgo.Record) ([]decoded, map[UserKey]struct
 	return in, missing
 }
 
-// decodeRecord decodes d.rec as a message of its kind (a reading into rd)
-// and notes its user. It reports false if the record is unreadable.
-func (p *Processor) decodeRecord(d *decoded, rd *schemas.Reading) bool {
-	value, ok := p.open(d)
+// decodeRecord decodes d.rec, sealed with k if loadRecordKeys found it, as
+// a message of its kind (a reading into rd) and notes its user. It reports
+// false if the record is unreadable.
+func (p *Processor) decodeRecord(d *decoded, rd *schemas.Reading, k *userkeys.Key) bool {
+	value, ok := p.open(d, k)
 	if !ok {
 		return false
 	}

@@ -202,8 +202,10 @@ type Processor struct {
 	// touch them.
 	users     users
 	processed map[tp]int64
-	// plain holds the step's opened record values (see sealing.go).
+	// plain holds the step's opened record values, recKeys the data key
+	// of each of the step's records (see sealing.go).
 	plain      []byte
+	recKeys    []*userkeys.Key
 	checkpoint time.Time
 	// timers are the partitions' clocks and held readings' deadlines
 	// (timers.go); touched like users.

@@ -27,13 +27,15 @@ import (
 const ReasonUndecryptable = "undecryptable"
 
 // loadRecordKeys loads the data keys of the step's sealed records that are
-// not cached, retrying while PostgreSQL is unavailable.
+// not cached, retrying while PostgreSQL is unavailable, and notes each
+// record's key in p.recKeys (see userkeys.Store.RecordKeys).
 func (p *Processor) loadRecordKeys(ctx context.Context, records []*kgo.Record) error {
 	if p.keys == nil {
 		return nil
 	}
-	return p.retry(ctx, "load data keys", func(ctx context.Context) error {
-		return p.keys.LoadRecordKeys(ctx, records)
+	return p.retry(ctx, "load data keys", func(ctx context.Context) (err error) {
+		p.recKeys, err = p.keys.RecordKeys(ctx, records, p.recKeys[:0])
+		return err
 	})
 }
 
@@ -48,13 +50,14 @@ func plainSlab(records []*kgo.Record) []byte {
 }
 
 // open returns the plain value of d's record, opened into p.plain, and
-// notes its key in d. It reports false if the record does not open.
-func (p *Processor) open(d *decoded) ([]byte, bool) {
+// notes its key in d: k, the key loadRecordKeys found for it, if any. It
+// reports false if the record does not open.
+func (p *Processor) open(d *decoded, k *userkeys.Key) ([]byte, bool) {
 	if p.keys == nil {
 		return d.rec.Value, true
 	}
 	dst := p.plain[len(p.plain):]
-	v, k, err := p.keys.OpenRecord(dst, d.rec)
+	v, k, err := p.keys.OpenRecordKey(dst, d.rec, k)
 	switch {
 	case errors.Is(err, userkeys.ErrShredded):
 		d.shredded = true

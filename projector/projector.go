@@ -189,10 +189,12 @@ type Projector struct {
 	bufs   map[string]*pending // by table, reused batch after batch
 	erased *erasedSet
 	keys   *userkeys.Store // nil only in tests that build a projector by hand
-	pool   *pgxpool.Pool
-	stats  Stats
-	reg    *promreg.Registry
-	m      projMetrics
+	// recKeys is the memory of openRecords' per-record keys.
+	recKeys []*userkeys.Key
+	pool    *pgxpool.Pool
+	stats   Stats
+	reg     *promreg.Registry
+	m       projMetrics
 	// registered are the metrics New registered; Close withdraws them.
 	registered *promreg.Registration
 	lostGen    atomic.Int64 // bumped when the group session is lost

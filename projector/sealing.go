@@ -34,9 +34,11 @@ func (p *Projector) openRecords(ctx context.Context, records []*kgo.Record) (ope
 	if p.keys == nil {
 		return o, nil
 	}
-	if err := p.keys.LoadRecordKeys(ctx, records); err != nil {
+	keys, err := p.keys.RecordKeys(ctx, records, p.recKeys[:0])
+	if err != nil {
 		return o, err
 	}
+	defer func() { p.recKeys = keys; clear(keys) }()
 	seen := map[userKey]bool{}
 	// One allocation for the batch's plain values; the rows' strings may
 	// share them, so it is never reused.
@@ -45,11 +47,11 @@ func (p *Projector) openRecords(ctx context.Context, records []*kgo.Record) (ope
 		size += len(rec.Value)
 	}
 	mem := make([]byte, 0, size)
-	for _, rec := range records {
+	for i, rec := range records {
 		if _, ok := p.sinks[rec.Topic]; !ok || !userkeys.SealedIn(rec) {
 			continue
 		}
-		plain, k, err := p.keys.OpenRecord(mem[len(mem):], rec)
+		plain, k, err := p.keys.OpenRecordKey(mem[len(mem):], rec, keys[i])
 		switch {
 		case errors.Is(err, userkeys.ErrShredded):
 			if o.skip == nil {

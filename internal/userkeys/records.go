@@ -10,16 +10,49 @@ import (
 // cached, in one round trip. A record whose envelope is damaged is left to
 // OpenRecord, which reports it.
 func (s *Store) LoadRecordKeys(ctx context.Context, recs []*kgo.Record) error {
-	var ids []ID
+	_, err := s.RecordKeys(ctx, recs, nil)
+	return err
+}
+
+// RecordKeys is LoadRecordKeys that also appends to keys the key of each
+// record, for OpenRecordKey: nil for a record in clear, one whose envelope
+// is damaged or one whose key the store does not have (OpenRecord tells
+// which). A batch's records take one cache lookup each (consecutive
+// records of one key, as a gateway's batch of one user, take one in all):
+// on a large cache the lookup is a cache miss, as dear as the decryption.
+func (s *Store) RecordKeys(ctx context.Context, recs []*kgo.Record, keys []*Key) ([]*Key, error) {
+	start := len(keys)
+	var missing []ID
+	var last *Key
 	for _, r := range recs {
-		if id, sealed, err := RecordKeyID(r); sealed && err == nil && s.cache.byID(id) == nil {
-			ids = append(ids, id)
+		id, sealed, err := RecordKeyID(r)
+		var k *Key
+		switch {
+		case !sealed || err != nil:
+		case last != nil && last.ID == id:
+			k = last
+		default:
+			if k = s.cache.byID(id); k == nil {
+				missing = append(missing, id)
+			}
+			last = k
+		}
+		keys = append(keys, k)
+	}
+	if len(missing) == 0 {
+		return keys, nil
+	}
+	if err := s.ByIDs(ctx, missing); err != nil {
+		return keys[:start], err
+	}
+	for i, r := range recs {
+		if keys[start+i] == nil {
+			if id, sealed, err := RecordKeyID(r); sealed && err == nil {
+				keys[start+i] = s.cache.byID(id)
+			}
 		}
 	}
-	if len(ids) == 0 {
-		return nil
-	}
-	return s.ByIDs(ctx, ids)
+	return keys, nil
 }
 
 // OpenRecord returns r's plain value, appended to dst, and the key it was
@@ -39,6 +72,20 @@ func (s *Store) OpenRecord(dst []byte, r *kgo.Record) ([]byte, *Key, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	return openWith(dst, r, k)
+}
+
+// OpenRecordKey is OpenRecord for a record whose key RecordKeys gave: k,
+// or nil, when OpenRecord finds the key (or the reason there is none).
+// A key not the record's does not open it (ErrSealed).
+func (s *Store) OpenRecordKey(dst []byte, r *kgo.Record, k *Key) ([]byte, *Key, error) {
+	if k == nil {
+		return s.OpenRecord(dst, r)
+	}
+	return openWith(dst, r, k)
+}
+
+func openWith(dst []byte, r *kgo.Record, k *Key) ([]byte, *Key, error) {
 	if k.Shredded() {
 		return nil, k, ErrShredded
 	}

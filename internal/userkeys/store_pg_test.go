@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -113,5 +114,81 @@ func TestStoreLifecycle(t *testing.T) {
 	}
 	if plain, _, err := onlyNew.OpenRecord(nil, bobRec); err != nil || string(plain) != "bob's reading" {
 		t.Fatalf("after the rewrap: %q %v", plain, err)
+	}
+}
+
+// TestRecordKeys: a fresh process finds each record's key in one pass
+// (nil for one in clear, a damaged envelope or a key the store lacks),
+// OpenRecordKey opens with it, and a key that is not the record's opens
+// nothing.
+func TestRecordKeys(t *testing.T) {
+	url := os.Getenv("VITALS_PG_URL")
+	if url == "" {
+		t.Skip("VITALS_PG_URL not set (make test sets it)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	kek := newKEKFile(t)
+	open := func() *Store {
+		s, err := Open(ctx, pool, Config{Keyring: KeyringConfig{KEKFile: kek}, CacheKeys: 100}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+	tenant := fmt.Sprintf("keystest-%d", time.Now().UnixNano())
+	defer func() {
+		_, _ = pool.Exec(context.WithoutCancel(ctx), `DELETE FROM user_data_keys WHERE tenant_id = $1`, tenant)
+	}()
+	ks, err := open().ForUsers(ctx, tenant, []string{"alice", "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := func(user, value string) *kgo.Record {
+		r := &kgo.Record{Key: []byte(user), Value: []byte(value)}
+		ks[user].SealRecord(r)
+		return r
+	}
+	damaged := sealed("bob", "bob's 2nd")
+	damaged.Headers[1].Value = []byte("not hex")
+	stranger, _ := newKey(ID{1, 2, 3}, tenant, "carol", make([]byte, 32))
+	unknown := &kgo.Record{Key: []byte("carol"), Value: []byte("carol's")}
+	stranger.SealRecord(unknown)
+	recs := []*kgo.Record{{Key: []byte("dave"), Value: []byte("in clear")}, sealed("alice", "alice's 1st"),
+		sealed("alice", "alice's 2nd"), sealed("bob", "bob's 1st"), damaged, unknown}
+
+	fresh := open()
+	keys, err := fresh.RecordKeys(ctx, recs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*Key{nil, ks["alice"], ks["alice"], ks["bob"], nil, nil}
+	if len(keys) != len(want) {
+		t.Fatalf("%d keys for %d records", len(keys), len(recs))
+	}
+	for i, k := range keys {
+		if (k == nil) != (want[i] == nil) || k != nil && k.ID != want[i].ID {
+			t.Errorf("record %d: key %v, want %v", i, k, want[i])
+		}
+	}
+	for i, plain := range []string{"in clear", "alice's 1st", "alice's 2nd", "bob's 1st"} {
+		if got, _, err := fresh.OpenRecordKey(nil, recs[i], keys[i]); err != nil || string(got) != plain {
+			t.Errorf("record %d opens as %q, %v; want %q", i, got, err, plain)
+		}
+	}
+	if _, _, err := fresh.OpenRecordKey(nil, damaged, keys[4]); !errors.Is(err, ErrSealed) {
+		t.Errorf("damaged envelope: %v, want ErrSealed", err)
+	}
+	if _, _, err := fresh.OpenRecordKey(nil, unknown, keys[5]); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("key not in the store: %v, want ErrUnknownKey", err)
+	}
+	if _, _, err := fresh.OpenRecordKey(nil, recs[3], keys[1]); !errors.Is(err, ErrSealed) {
+		t.Errorf("bob's record with alice's key: %v, want ErrSealed", err)
 	}
 }
