@@ -28,7 +28,7 @@ import (
 // e2eSettings are bench e2e's own flags.
 type e2eSettings struct {
 	runs               int
-	users              int
+	users, perUser     int
 	maxRate, freshRate float64
 	maxFor, freshFor   time.Duration
 	engineRate         float64
@@ -51,6 +51,9 @@ type e2eRun struct {
 	Machine loadgen.Machine `json:"machine"`
 	Run     string          `json:"run"`
 	Format  string          `json:"format"`
+	// PerUser is --bench-per-user: consecutive readings of one user in a
+	// request.
+	PerUser int `json:"per_user,omitempty"`
 	// Stack is "single" or "cluster" (--bench-cluster).
 	Stack string `json:"stack,omitempty"`
 
@@ -101,6 +104,7 @@ func benchE2E(ctx context.Context, args []string, stdout io.Writer) error {
 	var b e2eSettings
 	fs.Int(&b.runs, "bench-runs", 3, "runs; medians are printed at the end")
 	fs.Int(&b.users, "bench-users", 50000, "simulated users")
+	fs.Int(&b.perUser, "bench-per-user", 1, "consecutive readings of one user in a request (1: each reading of a request is another user's, the hardest case for the per-user state and data keys; a phone app posts its user's readings together)")
 	fs.Float64Var(&b.maxRate, "bench-rate", 100000, "offered readings/s of the throughput phase")
 	fs.Duration(&b.maxFor, "bench-duration", 15*time.Second, "length of the throughput phase's stream")
 	fs.Float64Var(&b.freshRate, "bench-fresh-rate", 50000, "readings/s of the freshness phase")
@@ -177,7 +181,7 @@ func benchE2EOnce(ctx context.Context, s *cmdline.Settings, b e2eSettings, log z
 		return r, err
 	}
 	defer func() { box.Close(b.keep) }()
-	r.Run, r.Format = box.ID, b.format
+	r.Run, r.Format, r.PerUser = box.ID, b.format, max(1, b.perUser)
 	conn, err := warehouse.Open(ctx, s.Warehouse())
 	if err != nil {
 		return r, err
@@ -194,7 +198,7 @@ func benchE2EOnce(ctx context.Context, s *cmdline.Settings, b e2eSettings, log z
 	if err := cmdline.WaitHealthy(ctx, box.IngestURL); err != nil {
 		return r, err
 	}
-	m := simulate.Flags{Users: b.users, Batch: 500, Clients: 8, Drain: time.Minute, Format: b.format, NoFaults: true}
+	m := simulate.Flags{Users: b.users, PerUser: b.perUser, Batch: 500, Clients: 8, Drain: time.Minute, Format: b.format, NoFaults: true}
 
 	// Throughput: offer maxRate for maxFor, then wait until every
 	// acknowledged reading is queryable.
@@ -323,7 +327,7 @@ func appendJSONLine(path string, v any) error {
 func (r e2eRun) print(w io.Writer) {
 	fmt.Fprintf(w, "\nVitals end-to-end benchmark %s (%s, commit %s, %s stack)\n", r.Run, r.Date, r.Commit, cmp.Or(r.Stack, "single"))
 	fmt.Fprintf(w, "command: %s\nmachine: %d CPUs, %s, %s, load %s at start\n", r.Command, r.Machine.NumCPU, r.Machine.CPUModel, r.Machine.GoVersion, r.Machine.LoadAvg)
-	fmt.Fprintf(w, "simulator bodies: %s\n", r.Format)
+	fmt.Fprintf(w, "simulator bodies: %s, %d consecutive readings of a user per request (--bench-per-user)\n", r.Format, max(1, r.PerUser))
 	fmt.Fprintf(w, "throughput: %d readings offered at %.0f/s (ingest acked %.0f/s), all queryable after %.1fs: %.0f readings/s end to end\n",
 		r.Readings, r.MaxRate, r.IngestAckPerSec, r.AllQueryableSecs, r.EndToEndPerSec)
 	for _, name := range slices.Sorted(maps.Keys(r.Roles)) {

@@ -25,12 +25,15 @@ import (
 // and bench e2e.
 type Flags struct {
 	Users, Batch, Clients int
-	Rate                  float64
-	Duration, Drain       time.Duration
-	Manifest              string
-	Faults                Faults
-	NoFaults              bool
-	Seed                  int
+	// PerUser is the consecutive readings of one user in a request
+	// (Options.PerUser).
+	PerUser         int
+	Rate            float64
+	Duration, Drain time.Duration
+	Manifest        string
+	Faults          Faults
+	NoFaults        bool
+	Seed            int
 	// Format is the readings body format, loadgen.FormatJSON or
 	// loadgen.FormatAvro; empty means JSON.
 	Format string
@@ -45,6 +48,7 @@ func (m *Flags) Register(fs *envflag.Set, rate float64, users int, d time.Durati
 	fs.Duration(&m.Duration, "simulate-duration", d, "how long to stream")
 	fs.Duration(&m.Drain, "simulate-drain", 3*time.Minute, "how long unanswered items are still retried after the stream")
 	fs.Int(&m.Batch, "simulate-batch", 500, "normal readings per request")
+	fs.Int(&m.PerUser, "simulate-per-user", 1, "consecutive readings of one user in a request, measured apart over the time since the user's last: 1 spreads a request over as many users as it has readings; a phone app posts its user's readings together")
 	fs.Int(&m.Clients, "simulate-clients", 8, "concurrent clients (each owns a share of the users and posts in order)")
 	fs.String(&m.Manifest, "simulate-manifest", "", "write the manifest (JSON lines, one per event) to this file")
 	fs.Float64Var(&m.Faults.Duplicate, "simulate-duplicates", f.Duplicate, "probability of resending an acknowledged reading after each reading")
@@ -66,7 +70,7 @@ func (m *Flags) Register(fs *envflag.Set, rate float64, users int, d time.Durati
 // Options are the simulator's options of the flags, posting to url with
 // key; runID names the run's users, devices and events.
 func (m *Flags) Options(url, key, runID string, log zerolog.Logger) Options {
-	o := Options{URL: url, Key: key, Users: m.Users, Rate: m.Rate, Duration: m.Duration, Batch: m.Batch, Clients: m.Clients,
+	o := Options{URL: url, Key: key, Users: m.Users, Rate: m.Rate, Duration: m.Duration, Batch: m.Batch, Clients: m.Clients, PerUser: m.PerUser,
 		Format: m.Format, RunID: runID, Seed: uint64(m.Seed), Faults: m.Faults, Drain: m.Drain, Log: log}
 	if m.NoFaults {
 		o.Faults = Faults{}

@@ -3,6 +3,7 @@ package simulate
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -31,12 +32,8 @@ func testClient(format string) *client {
 // run does.
 func (c *client) batch(n int, now int64) []*item {
 	c.slab = c.slab[:0]
-	for range n {
-		u := c.users[c.next]
-		c.next = (c.next + 1) % len(c.users)
-		c.normal(u, now)
-		c.faults(u, now)
-	}
+	c.o.Batch = n
+	c.fill(now)
 	c.ptrs = c.ptrs[:0]
 	for i := range c.slab {
 		c.ptrs = append(c.ptrs, &c.slab[i])
@@ -274,5 +271,21 @@ func TestOptionsFormat(t *testing.T) {
 		if err := o.validate(); (err == nil) != ok {
 			t.Errorf("format %q: %v", format, err)
 		}
+	}
+}
+
+// TestPerUserReadings: with PerUser, a request's readings come in runs of
+// one user, measured spacing apart up to the request's time.
+func TestPerUserReadings(t *testing.T) {
+	c := testClient(loadgen.FormatJSON)
+	c.o.Faults, c.o.PerUser, c.spacing = Faults{}, 3, 500
+	items := c.batch(7, 10_000)
+	var got []string
+	for _, it := range items {
+		got = append(got, fmt.Sprintf("%s@%d", it.u.id, it.r.measured))
+	}
+	want := []string{"t-u0@9000", "t-u0@9500", "t-u0@10000", "t-u1@9000", "t-u1@9500", "t-u1@10000", "t-u2@9000"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("readings %v, want %v", got, want)
 	}
 }

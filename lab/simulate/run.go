@@ -47,6 +47,12 @@ type Options struct {
 	Duration time.Duration
 	Batch    int // normal readings per request (faults come on top)
 	Clients  int // concurrent clients; each owns Users/Clients users
+	// PerUser is how many consecutive readings of a request are one
+	// user's, measured evenly over the time since that user's last ones
+	// (as a phone app posts what its watch recorded); 0 or 1 gives each
+	// reading of a request the next user, the hardest case for ingest's,
+	// the processor's and the projector's per-user state and data keys.
+	PerUser int
 	// Format is the body of readings requests: loadgen.FormatJSON (the
 	// default) or loadgen.FormatAvro, a ReadingBatch as gateways may send
 	// it. The outcomes are the same in both, except for one malformed
@@ -152,7 +158,8 @@ func Run(ctx context.Context, o Options, st *Stats) (Result, error) {
 	clients := make([]*client, o.Clients)
 	for c := range clients {
 		cl := &client{o: &o, idx: c, hc: hc, man: man, st: st, rng: rand.New(rand.NewPCG(o.Seed, uint64(c))),
-			enc: enc, gateway: gatewayID(o.RunID, c), contentType: loadgen.ContentType(o.Format)}
+			enc: enc, gateway: gatewayID(o.RunID, c), contentType: loadgen.ContentType(o.Format),
+			spacing: int64(max(1, 1000*float64(o.Users)/o.Rate))}
 		for u := c; u < o.Users; u += o.Clients {
 			id := userID(o.RunID, u)
 			s := series[order[u%len(order)]]
@@ -260,15 +267,18 @@ func (it *item) gatewayReading() schemas.GatewayReading {
 }
 
 type client struct {
-	o       *Options
-	idx     int
-	hc      *http.Client
-	man     *manifestWriter
-	st      *Stats
-	rng     *rand.Rand
-	users   []*user
-	probe   *user
-	next    int // round-robin position in users
+	o     *Options
+	idx   int
+	hc    *http.Client
+	man   *manifestWriter
+	st    *Stats
+	rng   *rand.Rand
+	users []*user
+	probe *user
+	next  int // round-robin position in users
+	// spacing is the milliseconds between a user's readings (Users/Rate),
+	// by which a request's consecutive readings of one user lie apart.
+	spacing int64
 	batches int
 	unacked int64
 
@@ -474,12 +484,7 @@ func (c *client) run(ctx, sendCtx context.Context, end time.Time) error {
 			c.normal(c.probe, now).probe = true
 		}
 		c.batches++
-		for range o.Batch {
-			u := c.users[c.next]
-			c.next = (c.next + 1) % len(c.users)
-			c.normal(u, now)
-			c.faults(u, now)
-		}
+		c.fill(now)
 		// The slab is complete: its items no longer move.
 		c.ptrs = c.ptrs[:0]
 		for i := range c.slab {
@@ -495,6 +500,21 @@ func (c *client) run(ctx, sendCtx context.Context, end time.Time) error {
 		}
 	}
 	return nil
+}
+
+// fill appends a request's normal readings and their faults to the slab:
+// o.Batch readings, o.PerUser consecutive ones of each user in turn.
+func (c *client) fill(now int64) {
+	per := max(1, c.o.PerUser)
+	for k := 0; k < c.o.Batch; {
+		u := c.users[c.next]
+		c.next = (c.next + 1) % len(c.users)
+		for j := 0; j < per && k < c.o.Batch; j, k = j+1, k+1 {
+			at := now - int64(per-1-j)*c.spacing
+			c.normal(u, at)
+			c.faults(u, at)
+		}
+	}
 }
 
 // deliver posts items until ingest gave each a final verdict or ctx ends,
