@@ -10,7 +10,7 @@ import (
 
 // sealer gives users their data keys (userkeys.Store).
 type sealer interface {
-	ForUsers(ctx context.Context, tenant string, users []string) (map[string]*userkeys.Key, error)
+	KeysFor(ctx context.Context, tenant string, users []string, out []*userkeys.Key) ([]*userkeys.Key, error)
 }
 
 // sealed is a request's records sealed with their users' keys, less those
@@ -26,20 +26,7 @@ type sealed struct {
 // that user's data key, asking the key store once for the users whose keys
 // are not cached. Records of erased users are dropped.
 func sealRecords(ctx context.Context, keys sealer, tenant string, records []*kgo.Record, recIndex []int, users []string) (sealed, error) {
-	// The key store takes each user once however often named; "" (no
-	// user) is left out.
-	names := make([]string, 0, len(users))
-	for _, u := range users {
-		if u != "" {
-			names = append(names, u)
-		}
-	}
-	out := sealed{records: records[:0], recIndex: recIndex[:0]}
-	if len(names) == 0 {
-		out.records, out.recIndex = records, recIndex
-		return out, nil
-	}
-	ks, err := keys.ForUsers(ctx, tenant, names)
+	ks, err := keys.KeysFor(ctx, tenant, users, make([]*userkeys.Key, 0, len(users)))
 	if err != nil {
 		return sealed{}, err
 	}
@@ -47,16 +34,16 @@ func sealRecords(ctx context.Context, keys sealer, tenant string, records []*kgo
 	// the records themselves.
 	size, n := 0, 0
 	for j, rec := range records {
-		if users[j] != "" {
+		if ks[j] != nil {
 			size += len(rec.Value) + userkeys.Overhead
 			n++
 		}
 	}
+	out := sealed{records: records[:0], recIndex: recIndex[:0]}
 	mem := make([]byte, 0, size)
 	hdrs := make([]kgo.RecordHeader, 2*n)
 	for j, rec := range records {
-		if u := users[j]; u != "" {
-			k := ks[u]
+		if k := ks[j]; k != nil {
 			if k.Shredded() {
 				out.erased = append(out.erased, recIndex[j])
 				continue

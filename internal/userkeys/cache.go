@@ -53,6 +53,34 @@ func (c *cache) byUsers(tenant string, users []string, out map[string]*Key) []st
 	return missing
 }
 
+// keysOf appends to out the cached key of each of a tenant's users (nil
+// for "" and for those it has none of), under one lock, and returns the
+// users it has none of. A user named again right away (a gateway's run of
+// one user's readings) costs no lookup.
+func (c *cache) keysOf(tenant string, users []string, out []*Key) ([]*Key, []string) {
+	var missing []string
+	var last string
+	var lastKey *Key
+	c.mu.RLock()
+	m := c.users[tenant]
+	for _, u := range users {
+		var k *Key
+		switch {
+		case u == "":
+		case u == last && lastKey != nil:
+			k = lastKey
+		default:
+			if k = m[u]; k == nil {
+				missing = append(missing, u)
+			}
+			last, lastKey = u, k
+		}
+		out = append(out, k)
+	}
+	c.mu.RUnlock()
+	return out, missing
+}
+
 func (c *cache) put(k *Key) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -120,7 +120,7 @@ func TestStoreLifecycle(t *testing.T) {
 // TestRecordKeys: a fresh process finds each record's key in one pass
 // (nil for one in clear, a damaged envelope or a key the store lacks),
 // OpenRecordKey opens with it, and a key that is not the record's opens
-// nothing.
+// nothing; KeysFor gives a key per user in order.
 func TestRecordKeys(t *testing.T) {
 	url := os.Getenv("VITALS_PG_URL")
 	if url == "" {
@@ -190,5 +190,15 @@ func TestRecordKeys(t *testing.T) {
 	}
 	if _, _, err := fresh.OpenRecordKey(nil, recs[3], keys[1]); !errors.Is(err, ErrSealed) {
 		t.Errorf("bob's record with alice's key: %v, want ErrSealed", err)
+	}
+
+	// KeysFor: a key per user in order, nil for no user, a new user's
+	// created once however often named.
+	got, err := open().KeysFor(ctx, tenant, []string{"bob", "", "erin", "erin"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || got[0] == nil || got[0].ID != ks["bob"].ID || got[1] != nil || got[2] == nil || got[2] != got[3] || got[2].User != "erin" {
+		t.Fatalf("KeysFor: %v", got)
 	}
 }
