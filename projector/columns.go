@@ -58,12 +58,27 @@ type nullCol[T any] struct {
 	ptrs []*T // rebuilt by send; kept only for its capacity
 }
 
-func (c *nullCol[T]) add(p *T) {
-	if p == nil {
+func (c *nullCol[T]) add(o opt[T]) {
+	if !o.ok {
 		c.addNull()
 		return
 	}
-	c.addValue(*p)
+	c.addValue(o.v)
+}
+
+// opt is a value that may be NULL (!ok), held without a pointer, so that
+// holding one in a struct does not make what it came from escape.
+type opt[T any] struct {
+	v  T
+	ok bool
+}
+
+// optOf is *p, NULL for a nil p.
+func optOf[T any](p *T) opt[T] {
+	if p == nil {
+		return opt[T]{}
+	}
+	return opt[T]{*p, true}
 }
 
 func (c *nullCol[T]) addValue(x T) {

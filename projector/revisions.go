@@ -44,8 +44,8 @@ type version struct {
 	measuredAt, receivedAt, ingestedAt int64
 	sourcePartition                    int32
 	sourceOffset, periodEnd            int64
-	secondValue                        *float64
-	sequence                           *int64
+	secondValue                        opt[float64]
+	sequence                           opt[int64]
 	revision                           int64
 }
 
@@ -68,33 +68,17 @@ type revisionsBuf struct {
 
 	records []revisionRecord
 
-	tenant, user, device, gateway, metric, loinc col[string]
-	value                                        col[float64]
-	unit                                         col[string]
-	measuredAt                                   col[int64]
-	measuredAtMs, receivedAtMs, ingestedAtMs     col[int64]
-	eventID, source                              col[string]
-	sourcePartition                              col[int32]
-	sourceOffset, periodEnd                      col[int64]
-	secondValue                                  nullCol[float64]
-	stage                                        col[string]
-	sequence                                     nullCol[int64]
-	pos                                          position
-	revision                                     col[int64]
-	sign                                         col[int8]
-	recordedAt                                   col[int64]
+	readingCols
+	pos        position
+	revision   col[int64]
+	sign       col[int8]
+	recordedAt col[int64]
 }
 
 func (b *revisionsBuf) columns() []namedColumn {
-	return append([]namedColumn{
-		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"device_id", &b.device}, {"gateway_id", &b.gateway},
-		{"metric", &b.metric}, {"loinc", &b.loinc}, {"value", &b.value}, {"unit", &b.unit},
-		{"measured_at", &b.measuredAt}, {"measured_at_ms", &b.measuredAtMs}, {"received_at_ms", &b.receivedAtMs},
-		{"ingested_at_ms", &b.ingestedAtMs}, {"event_id", &b.eventID}, {"source_topic", &b.source},
-		{"source_partition", &b.sourcePartition}, {"source_offset", &b.sourceOffset}, {"period_end_ms", &b.periodEnd},
-		{"second_value", &b.secondValue}, {"stage", &b.stage}, {"sequence", &b.sequence},
-		{"revision", &b.revision}, {"sign", &b.sign}, {"recorded_at_ms", &b.recordedAt},
-	}, b.pos.columns()...)
+	return append(append(b.readingCols.columns(),
+		namedColumn{"revision", &b.revision}, namedColumn{"sign", &b.sign}, namedColumn{"recorded_at_ms", &b.recordedAt}),
+		b.pos.columns()...)
 }
 
 // add decodes a revision record; its rows come later (resolve). It
@@ -116,64 +100,20 @@ func flatVersion(f *schemas.FlatAcceptedReading, sourceTopic string) version {
 	v := version{tenant: f.TenantID, user: f.UserID, device: f.DeviceID, gateway: f.GatewayID, metric: f.Metric,
 		loinc: f.LOINC, unit: f.Unit, eventID: f.EventID, sourceTopic: sourceTopic, stage: f.Stage, value: f.Value,
 		measuredAt: f.MeasuredAt, receivedAt: f.ReceivedAt, ingestedAt: f.IngestedAt,
-		sourcePartition: f.SourcePartition, sourceOffset: f.SourceOffset, periodEnd: f.PeriodEnd, revision: f.Revision}
-	if f.HasSecondValue {
-		second := f.SecondValue
-		v.secondValue = &second
-	}
-	if f.HasSequence {
-		seq := f.Sequence
-		v.sequence = &seq
-	}
+		sourcePartition: f.SourcePartition, sourceOffset: f.SourceOffset, periodEnd: f.PeriodEnd, revision: f.Revision,
+		secondValue: opt[float64]{f.SecondValue, f.HasSecondValue}, sequence: opt[int64]{f.Sequence, f.HasSequence}}
 	return v
 }
 
 // appendRow appends version v as a row with sign, recorded at recordedAt,
 // at the position of rec.
 func (b *revisionsBuf) appendRow(v *version, sign int8, recordedAt int64, rec *kgo.Record) row {
-	b.tenant.add(v.tenant)
-	b.user.add(v.user)
-	b.device.add(v.device)
-	b.gateway.add(v.gateway)
-	b.metric.add(v.metric)
-	b.loinc.add(v.loinc)
-	b.value.add(v.value)
-	b.unit.add(v.unit)
-	b.measuredAt.add(secs(v.measuredAt))
-	b.measuredAtMs.add(v.measuredAt)
-	b.receivedAtMs.add(v.receivedAt)
-	b.ingestedAtMs.add(v.ingestedAt)
-	b.eventID.add(v.eventID)
-	b.source.add(v.sourceTopic)
-	b.sourcePartition.add(v.sourcePartition)
-	b.sourceOffset.add(v.sourceOffset)
-	b.periodEnd.add(v.periodEnd)
-	b.secondValue.add(v.secondValue)
-	b.stage.add(v.stage)
-	b.sequence.add(v.sequence)
+	b.readingCols.add(v)
 	b.pos.add(rec)
 	b.revision.add(v.revision)
 	b.sign.add(sign)
 	b.recordedAt.add(recordedAt)
 	return row{tenant: v.tenant, user: v.user, partition: rec.Partition, offset: rec.Offset}
-}
-
-// version returns row i of the readings columns as a version (revision 0).
-func (b *readingsBuf) version(i int) version {
-	v := version{tenant: b.tenant.v[i], user: b.user.v[i], device: b.device.v[i], gateway: b.gateway.v[i],
-		metric: b.metric.v[i], loinc: b.loinc.v[i], unit: b.unit.v[i], eventID: b.eventID.v[i], sourceTopic: b.source.v[i],
-		stage: b.stage.v[i], value: b.value.v[i], measuredAt: b.measuredAtMs.v[i], receivedAt: b.receivedAtMs.v[i],
-		ingestedAt: b.ingestedAtMs.v[i], sourcePartition: b.sourcePartition.v[i], sourceOffset: b.sourceOffset.v[i],
-		periodEnd: b.periodEnd.v[i]}
-	if !b.secondValue.null[i] {
-		second := b.secondValue.v[i]
-		v.secondValue = &second
-	}
-	if !b.sequence.null[i] {
-		seq := b.sequence.v[i]
-		v.sequence = &seq
-	}
-	return v
 }
 
 // acceptedRef is one record of the accepted-readings topic in a batch, in
@@ -295,11 +235,14 @@ func (p *Projector) lookUp(ctx context.Context, tenant string, keys []eventKey, 
 	for rows.Next() {
 		var v version
 		var sign int8
+		var second *float64
+		var seq *int64
 		if err := rows.Scan(&v.tenant, &v.user, &v.device, &v.gateway, &v.metric, &v.loinc, &v.unit, &v.eventID, &v.sourceTopic, &v.stage,
-			&v.value, &v.measuredAt, &v.receivedAt, &v.ingestedAt, &v.sourcePartition, &v.sourceOffset, &v.periodEnd, &v.secondValue, &v.sequence,
+			&v.value, &v.measuredAt, &v.receivedAt, &v.ingestedAt, &v.sourcePartition, &v.sourceOffset, &v.periodEnd, &second, &seq,
 			&v.revision, &sign); err != nil {
 			return fmt.Errorf("look up revised readings: %w", err)
 		}
+		v.secondValue, v.sequence = optOf(second), optOf(seq)
 		n := id{eventKey{v.tenant, v.user, v.eventID}, v.revision}
 		if sign < 0 {
 			minus[n] = true

@@ -127,18 +127,9 @@ func (p *position) columns() []namedColumn {
 	return []namedColumn{{"log_partition", &p.partition}, {"log_offset", &p.offset}}
 }
 
-// readingsBuf holds rows of the readings table, decoded from accepted
-// readings, the bulk of the projector's input, without intermediate
-// values: schemas.DecodeFlatAcceptedReading reads the current version
-// without allocating, its strings sharing the record's bytes. That is safe
-// because nothing modifies or reuses a record's value (the Kafka client is
-// made without kgo.WithPools, which would recycle them), and the columns
-// drop the strings when they are reset, so they pin the fetch buffers only
-// while the batch is held.
-type readingsBuf struct {
-	codec       *schemas.Codec
-	sourceTopic string
-
+// readingCols are the columns of a reading version, which the readings
+// and revisions tables share.
+type readingCols struct {
 	tenant, user, device, gateway, metric, loinc col[string]
 	value                                        col[float64]
 	unit                                         col[string]
@@ -150,18 +141,72 @@ type readingsBuf struct {
 	secondValue                                  nullCol[float64]
 	stage                                        col[string]
 	sequence                                     nullCol[int64]
-	pos                                          position
+}
+
+func (c *readingCols) columns() []namedColumn {
+	return []namedColumn{
+		{"tenant_id", &c.tenant}, {"user_id", &c.user}, {"device_id", &c.device}, {"gateway_id", &c.gateway},
+		{"metric", &c.metric}, {"loinc", &c.loinc}, {"value", &c.value}, {"unit", &c.unit},
+		{"measured_at", &c.measuredAt}, {"measured_at_ms", &c.measuredAtMs}, {"received_at_ms", &c.receivedAtMs},
+		{"ingested_at_ms", &c.ingestedAtMs}, {"event_id", &c.eventID}, {"source_topic", &c.source},
+		{"source_partition", &c.sourcePartition}, {"source_offset", &c.sourceOffset}, {"period_end_ms", &c.periodEnd},
+		{"second_value", &c.secondValue}, {"stage", &c.stage}, {"sequence", &c.sequence},
+	}
+}
+
+// add appends version v (which it does not keep).
+func (c *readingCols) add(v *version) {
+	c.tenant.add(v.tenant)
+	c.user.add(v.user)
+	c.device.add(v.device)
+	c.gateway.add(v.gateway)
+	c.metric.add(v.metric)
+	c.loinc.add(v.loinc)
+	c.value.add(v.value)
+	c.unit.add(v.unit)
+	c.measuredAt.add(secs(v.measuredAt))
+	c.measuredAtMs.add(v.measuredAt)
+	c.receivedAtMs.add(v.receivedAt)
+	c.ingestedAtMs.add(v.ingestedAt)
+	c.eventID.add(v.eventID)
+	c.source.add(v.sourceTopic)
+	c.sourcePartition.add(v.sourcePartition)
+	c.sourceOffset.add(v.sourceOffset)
+	c.periodEnd.add(v.periodEnd) // 0 when absent
+	c.secondValue.add(v.secondValue)
+	c.stage.add(v.stage) // "" when absent
+	c.sequence.add(v.sequence)
+}
+
+// version returns row i as a version (revision 0).
+func (c *readingCols) version(i int) version {
+	v := version{tenant: c.tenant.v[i], user: c.user.v[i], device: c.device.v[i], gateway: c.gateway.v[i],
+		metric: c.metric.v[i], loinc: c.loinc.v[i], unit: c.unit.v[i], eventID: c.eventID.v[i], sourceTopic: c.source.v[i],
+		stage: c.stage.v[i], value: c.value.v[i], measuredAt: c.measuredAtMs.v[i], receivedAt: c.receivedAtMs.v[i],
+		ingestedAt: c.ingestedAtMs.v[i], sourcePartition: c.sourcePartition.v[i], sourceOffset: c.sourceOffset.v[i],
+		periodEnd: c.periodEnd.v[i]}
+	v.secondValue = opt[float64]{c.secondValue.v[i], !c.secondValue.null[i]}
+	v.sequence = opt[int64]{c.sequence.v[i], !c.sequence.null[i]}
+	return v
+}
+
+// readingsBuf holds rows of the readings table, decoded from accepted
+// readings, the bulk of the projector's input, without intermediate
+// values: schemas.DecodeFlatAcceptedReading reads the current version
+// without allocating, its strings sharing the record's bytes. That is safe
+// because nothing modifies or reuses a record's value (the Kafka client is
+// made without kgo.WithPools, which would recycle them), and the columns
+// drop the strings when they are reset, so they pin the fetch buffers only
+// while the batch is held.
+type readingsBuf struct {
+	codec       *schemas.Codec
+	sourceTopic string
+	readingCols
+	pos position
 }
 
 func (b *readingsBuf) columns() []namedColumn {
-	return append([]namedColumn{
-		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"device_id", &b.device}, {"gateway_id", &b.gateway},
-		{"metric", &b.metric}, {"loinc", &b.loinc}, {"value", &b.value}, {"unit", &b.unit},
-		{"measured_at", &b.measuredAt}, {"measured_at_ms", &b.measuredAtMs}, {"received_at_ms", &b.receivedAtMs},
-		{"ingested_at_ms", &b.ingestedAtMs}, {"event_id", &b.eventID}, {"source_topic", &b.source},
-		{"source_partition", &b.sourcePartition}, {"source_offset", &b.sourceOffset}, {"period_end_ms", &b.periodEnd},
-		{"second_value", &b.secondValue}, {"stage", &b.stage}, {"sequence", &b.sequence},
-	}, b.pos.columns()...)
+	return append(b.readingCols.columns(), b.pos.columns()...)
 }
 
 func (b *readingsBuf) add(rec *kgo.Record) (row, error) {
@@ -172,34 +217,8 @@ func (b *readingsBuf) add(rec *kgo.Record) (row, error) {
 	if f.Revision > 0 {
 		return row{}, errRevision
 	}
-	b.tenant.add(f.TenantID)
-	b.user.add(f.UserID)
-	b.device.add(f.DeviceID)
-	b.gateway.add(f.GatewayID)
-	b.metric.add(f.Metric)
-	b.loinc.add(f.LOINC)
-	b.value.add(f.Value)
-	b.unit.add(f.Unit)
-	b.measuredAt.add(secs(f.MeasuredAt))
-	b.measuredAtMs.add(f.MeasuredAt)
-	b.receivedAtMs.add(f.ReceivedAt)
-	b.ingestedAtMs.add(f.IngestedAt)
-	b.eventID.add(f.EventID)
-	b.source.add(b.sourceTopic)
-	b.sourcePartition.add(f.SourcePartition)
-	b.sourceOffset.add(f.SourceOffset)
-	b.periodEnd.add(f.PeriodEnd) // 0 when absent
-	if f.HasSecondValue {
-		b.secondValue.addValue(f.SecondValue)
-	} else {
-		b.secondValue.addNull()
-	}
-	b.stage.add(f.Stage) // "" when absent
-	if f.HasSequence {
-		b.sequence.addValue(f.Sequence)
-	} else {
-		b.sequence.addNull()
-	}
+	v := flatVersion(&f, b.sourceTopic)
+	b.readingCols.add(&v)
 	b.pos.add(rec)
 	return row{tenant: f.TenantID, user: f.UserID, partition: rec.Partition, offset: rec.Offset}, nil
 }
