@@ -84,7 +84,7 @@ type AlertSummaryResult struct {
 func (s *Service) alertSummary(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.timeout(r)
 	defer cancel()
-	q, err := s.parseAlertRequest(r, time.Now())
+	q, err := s.parseScope(r, rangeDefault30d, time.Now()) // every parameter but metric
 	if err == nil && q.token != nil {
 		err = s.checkToken(q.token)
 	}
@@ -110,36 +110,6 @@ func (s *Service) alertSummary(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
-}
-
-// parseAlertRequest reads the alert summary's parameters: those of every
-// endpoint but metric.
-func (s *Service) parseAlertRequest(r *http.Request, now time.Time) (request, error) {
-	v := r.URL.Query()
-	q := request{tenant: tenantOf(r)}
-	var err error
-	if q.from, q.to, err = parseRange(v, rangeDefault30d, now); err != nil {
-		return q, err
-	}
-	if v.Has("user") {
-		q.user = v.Get("user")
-		if err := parseUser("user", q.user); err != nil {
-			return q, err
-		}
-	}
-	if q.filters, err = parseFilters(v); err != nil {
-		return q, err
-	}
-	if q.user != "" && len(q.filters) > 0 {
-		return q, badParam("user", "give either user or cohort filters (%s), not both", strings.Join(Dimensions, ", "))
-	}
-	if q.token, q.wait, err = s.parseConsistency(v); err != nil {
-		return q, err
-	}
-	if q.asOf, q.travel, err = parseAsOf(v, now); err != nil {
-		return q, err
-	}
-	return q, nil
 }
 
 // cohortMembers counts the users of the request's cohort, up to

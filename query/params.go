@@ -198,14 +198,23 @@ func parseDimension(v url.Values) (string, error) {
 }
 
 // parseRequest reads the scope parameters every endpoint shares: metric,
-// range, user or cohort filters (not both), consistency and wait.
+// then those of parseScope.
 func (s *Service) parseRequest(r *http.Request, mode rangeMode, now time.Time) (request, error) {
+	metric, err := parseMetric(r.URL.Query())
+	if err != nil {
+		return request{tenant: tenantOf(r)}, err
+	}
+	q, err := s.parseScope(r, mode, now)
+	q.metric = metric
+	return q, err
+}
+
+// parseScope reads the parameters of every endpoint but metric: range,
+// user or cohort filters (not both), consistency, wait and as_of.
+func (s *Service) parseScope(r *http.Request, mode rangeMode, now time.Time) (request, error) {
 	v := r.URL.Query()
 	q := request{tenant: tenantOf(r)}
 	var err error
-	if q.metric, err = parseMetric(v); err != nil {
-		return q, err
-	}
 	if q.from, q.to, err = parseRange(v, mode, now); err != nil {
 		return q, err
 	}
