@@ -31,6 +31,7 @@ type e2eSettings struct {
 	users, perUser     int
 	maxRate, freshRate float64
 	maxFor, freshFor   time.Duration
+	warm               time.Duration
 	engineRate         float64
 	engineFor, catchUp time.Duration
 	results, logDir    string
@@ -58,7 +59,9 @@ type e2eRun struct {
 	Stack string `json:"stack,omitempty"`
 
 	// Throughput: readings posted at MaxRate until every one is queryable.
-	MaxRate          float64 `json:"offered_rate"`
+	MaxRate float64 `json:"offered_rate"`
+	// WarmReadings were streamed before, unmeasured (--bench-warm).
+	WarmReadings     int64   `json:"warm_readings,omitempty"`
 	Readings         int64   `json:"readings"`
 	IngestAckPerSec  float64 `json:"ingest_acked_per_sec"`
 	AllQueryableSecs float64 `json:"all_queryable_seconds"`
@@ -107,6 +110,7 @@ func benchE2E(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Int(&b.perUser, "bench-per-user", 1, "consecutive readings of one user in a request (1: each reading of a request is another user's, the hardest case for the per-user state and data keys; a phone app posts its user's readings together)")
 	fs.Float64Var(&b.maxRate, "bench-rate", 100000, "offered readings/s of the throughput phase")
 	fs.Duration(&b.maxFor, "bench-duration", 15*time.Second, "length of the throughput phase's stream")
+	fs.Duration(&b.warm, "bench-warm", 0, "before the throughput phase, stream the same users at --bench-rate for this long, unmeasured, so that the phase measures users the pipeline already knows (their data keys made and cached), as in a running deployment; 0: every user is new to the phase")
 	fs.Float64Var(&b.freshRate, "bench-fresh-rate", 50000, "readings/s of the freshness phase")
 	fs.Duration(&b.freshFor, "bench-fresh-duration", 20*time.Second, "length of the freshness phase")
 	fs.Float64Var(&b.engineRate, "bench-engine-fresh-rate", 20000, "records/s produced straight into both topics to compare freshness with the Kafka engine")
@@ -208,29 +212,45 @@ func benchE2EOnce(ctx context.Context, s *cmdline.Settings, b e2eSettings, log z
 		err := conn.QueryRow(qctx, fmt.Sprintf("SELECT count() FROM %s.readings WHERE tenant_id = ?", s.ClickHouseDatabase), s.Tenant).Scan(&n)
 		return int64(n), err
 	}
+	m.Rate = b.maxRate
+	if b.warm > 0 {
+		m.Duration = b.warm
+		o := m.Options(box.IngestURL, box.Key, box.ID+"a", log)
+		o.EventPrefix = "warm-"
+		res, err := simulate.RunWithProgress(ctx, o)
+		if err != nil {
+			return r, err
+		}
+		total = res.Acked
+		if err := waitRows(ctx, countRows, total, b.catchUp, "warm-up", log); err != nil {
+			return r, err
+		}
+		r.WarmReadings = total
+	}
 	before, svcBefore, selfBefore, machBefore := usages(roles), procs.ServiceCPU(stackDir()), selfCPU(), procs.MachineCPU()
-	m.Rate, m.Duration = b.maxRate, b.maxFor
+	m.Duration = b.maxFor
 	start := time.Now()
 	res, err := simulate.RunWithProgress(ctx, m.Options(box.IngestURL, box.Key, box.ID+"a", log))
 	if err != nil {
 		return r, err
 	}
-	total = res.Acked
+	measured := res.Acked
+	total += measured
 	if err := waitRows(ctx, countRows, total, b.catchUp, "throughput phase", log); err != nil {
 		return r, err
 	}
 	took := time.Since(start)
 	after, svcAfter, selfAfter, machAfter := usages(roles), procs.ServiceCPU(stackDir()), selfCPU(), procs.MachineCPU()
-	perM := func(a, b float64) float64 { return (b - a) / float64(total) * 1e6 }
+	perM := func(a, b float64) float64 { return (b - a) / float64(measured) * 1e6 }
 	r.Services = map[string]float64{}
 	for name, sec := range svcAfter.Since(svcBefore) {
 		r.Services[name] = perM(0, sec)
 	}
 	r.SimulatorCPU, r.MachineCPU = perM(selfBefore, selfAfter), perM(machBefore, machAfter)
-	r.Readings, r.IngestAckPerSec = total, res.AckedPerSec
-	r.AllQueryableSecs, r.EndToEndPerSec = took.Seconds(), float64(total)/took.Seconds()
+	r.Readings, r.IngestAckPerSec = measured, res.AckedPerSec
+	r.AllQueryableSecs, r.EndToEndPerSec = took.Seconds(), float64(measured)/took.Seconds()
 	for i, p := range roles {
-		r.Roles[p.Name] = roleUse{CPUPerMillion: (after[i].CPUSeconds - before[i].CPUSeconds) / float64(total) * 1e6, PeakRSSMB: float64(after[i].PeakRSSBytes) / (1 << 20)}
+		r.Roles[p.Name] = roleUse{CPUPerMillion: (after[i].CPUSeconds - before[i].CPUSeconds) / float64(measured) * 1e6, PeakRSSMB: float64(after[i].PeakRSSBytes) / (1 << 20)}
 	}
 
 	// Freshness at a fixed rate: probe readings' ingest answer to the
@@ -328,6 +348,9 @@ func (r e2eRun) print(w io.Writer) {
 	fmt.Fprintf(w, "\nVitals end-to-end benchmark %s (%s, commit %s, %s stack)\n", r.Run, r.Date, r.Commit, cmp.Or(r.Stack, "single"))
 	fmt.Fprintf(w, "command: %s\nmachine: %d CPUs, %s, %s, load %s at start\n", r.Command, r.Machine.NumCPU, r.Machine.CPUModel, r.Machine.GoVersion, r.Machine.LoadAvg)
 	fmt.Fprintf(w, "simulator bodies: %s, %d consecutive readings of a user per request (--bench-per-user)\n", r.Format, max(1, r.PerUser))
+	if r.WarmReadings > 0 {
+		fmt.Fprintf(w, "warm-up (--bench-warm, not measured): %d readings of the same users\n", r.WarmReadings)
+	}
 	fmt.Fprintf(w, "throughput: %d readings offered at %.0f/s (ingest acked %.0f/s), all queryable after %.1fs: %.0f readings/s end to end\n",
 		r.Readings, r.MaxRate, r.IngestAckPerSec, r.AllQueryableSecs, r.EndToEndPerSec)
 	for _, name := range slices.Sorted(maps.Keys(r.Roles)) {

@@ -59,6 +59,10 @@ type Options struct {
 	// item each format carries its own way (see FaultMalformed).
 	Format string
 	RunID  string
+	// EventPrefix starts every reading's event id: a second run of the
+	// same RunID (the same users) with another prefix sends new readings,
+	// not repeats of the first run's.
+	EventPrefix string
 	Seed   uint64
 	Faults Faults
 	// Drain is how long unanswered items are still retried after Duration.
@@ -302,7 +306,7 @@ type client struct {
 
 func (c *client) eventID(u *user) string {
 	u.n++
-	c.idBuf = strconv.AppendInt(append(append(c.idBuf[:0], u.id...), '-'), int64(u.n), 10)
+	c.idBuf = strconv.AppendInt(append(append(append(c.idBuf[:0], c.o.EventPrefix...), u.id...), '-'), int64(u.n), 10)
 	return string(c.idBuf)
 }
 
