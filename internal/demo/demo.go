@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/jsonwire"
 	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/processor"
 	"github.com/vitalshq/vitals/query"
@@ -146,15 +147,7 @@ type demo struct {
 	token         string // the demo analyst's query token
 }
 
-type jsonReading struct {
-	EventID    string  `json:"event_id"`
-	UserID     string  `json:"user_id"`
-	DeviceID   string  `json:"device_id"`
-	Metric     string  `json:"metric"`
-	Value      float64 `json:"value"`
-	Unit       string  `json:"unit"`
-	MeasuredAt string  `json:"measured_at"`
-}
+type jsonReading = jsonwire.Reading
 
 // post sends the rows in batches from concurrent clients, retrying a batch
 // the server answered 503, and fails on anything not accepted. Like real

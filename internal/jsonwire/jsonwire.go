@@ -1,4 +1,5 @@
-// Package jsonwire appends JSON values to byte slices exactly as
+// Package jsonwire is the JSON of the wire: a reading item as gateways
+// post it, and appenders of JSON values to byte slices exactly as
 // encoding/json writes them, for the hand-written encoders of hot paths
 // (ingest's answers, the simulator's bodies and manifest) that skip
 // reflection.
@@ -21,4 +22,17 @@ func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	dst = append(dst, s...)
 	return append(dst, '"')
+}
+
+// Reading is a reading item of a JSON readings request with the fields
+// every reading has (docs/api.md lists the optional ones), as the demo,
+// the simulator and the tests write it.
+type Reading struct {
+	EventID    string  `json:"event_id"`
+	UserID     string  `json:"user_id"`
+	DeviceID   string  `json:"device_id"`
+	Metric     string  `json:"metric"`
+	Value      float64 `json:"value"`
+	Unit       string  `json:"unit"`
+	MeasuredAt string  `json:"measured_at"` // RFC 3339
 }

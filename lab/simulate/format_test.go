@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/jsonwire"
 	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -68,14 +69,8 @@ func decodedBody(t *testing.T, format string, body []byte) (string, []map[string
 // oldWire is how the simulator wrote a JSON reading before it could write
 // Avro: its JSON bodies must not have changed.
 type oldWire struct {
-	EventID    string  `json:"event_id"`
-	UserID     string  `json:"user_id"`
-	DeviceID   string  `json:"device_id"`
-	Metric     string  `json:"metric"`
-	Value      float64 `json:"value"`
-	Unit       string  `json:"unit"`
-	MeasuredAt string  `json:"measured_at"`
-	PeriodEnd  string  `json:"period_end,omitempty"`
+	jsonwire.Reading
+	PeriodEnd string `json:"period_end,omitempty"`
 }
 
 func TestBodiesCarryTheSameReadingsInBothFormats(t *testing.T) {
@@ -141,7 +136,7 @@ func TestBodiesCarryTheSameReadingsInBothFormats(t *testing.T) {
 		// The JSON is byte for byte what the simulator sent before.
 		if jItems[i].badJSON == nil {
 			r := jItems[i].r
-			w := oldWire{EventID: r.id, UserID: r.user, DeviceID: r.device, Metric: r.metric, Value: r.value, Unit: r.unit, MeasuredAt: ts(r.measured)}
+			w := oldWire{Reading: jsonwire.Reading{EventID: r.id, UserID: r.user, DeviceID: r.device, Metric: r.metric, Value: r.value, Unit: r.unit, MeasuredAt: ts(r.measured)}}
 			if r.hasEnd {
 				w.PeriodEnd = ts(r.end)
 			}

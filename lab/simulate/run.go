@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/jsonwire"
 	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/schemas"
@@ -63,8 +64,8 @@ type Options struct {
 	// same RunID (the same users) with another prefix sends new readings,
 	// not repeats of the first run's.
 	EventPrefix string
-	Seed   uint64
-	Faults Faults
+	Seed        uint64
+	Faults      Faults
 	// Drain is how long unanswered items are still retried after Duration.
 	Drain time.Duration
 	// Timeout bounds each request.
@@ -432,15 +433,7 @@ func (c *client) malformed(u *user, now int64, other bool) {
 
 // wire is a JSON reading whose measured_at is any string, for the one
 // malformed item a reading cannot describe.
-type wire struct {
-	EventID    string  `json:"event_id"`
-	UserID     string  `json:"user_id"`
-	DeviceID   string  `json:"device_id"`
-	Metric     string  `json:"metric"`
-	Value      float64 `json:"value"`
-	Unit       string  `json:"unit"`
-	MeasuredAt string  `json:"measured_at"`
-}
+type wire = jsonwire.Reading
 
 // dayCache remembers the last UTC day formatted: a batch's readings are
 // measured within a minute of each other.
