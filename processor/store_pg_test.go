@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
+	"github.com/vitalshq/vitals/internal/pgtest"
 	"github.com/vitalshq/vitals/processor/rules"
 )
 
@@ -20,17 +18,7 @@ import (
 // primary-key probe per requested user: a plan that scans the group made
 // each load cost O(users in the group).
 func TestLoadProbesEachUser(t *testing.T) {
-	url := os.Getenv("VITALS_PG_URL")
-	if url == "" {
-		t.Skip("VITALS_PG_URL not set (make test sets it)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	ctx, pool := pgtest.Pool(t, time.Minute)
 	s := &store{pool: pool, group: fmt.Sprintf("loadplan-%d", time.Now().UnixNano())}
 	if err := s.migrate(ctx); err != nil {
 		t.Fatal(err)

@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/internal/pgtest"
 )
 
 func newKEKFile(t *testing.T) string {
@@ -32,17 +33,7 @@ func newKEKFile(t *testing.T) string {
 // cache at once (LISTEN/NOTIFY), and for good (no new key is made); a
 // rewrap under a new KEK keeps every key opening what it sealed.
 func TestStoreLifecycle(t *testing.T) {
-	url := os.Getenv("VITALS_PG_URL")
-	if url == "" {
-		t.Skip("VITALS_PG_URL not set (make test sets it)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	ctx, pool := pgtest.Pool(t, time.Minute)
 	oldKEK, newKEKPath := newKEKFile(t), newKEKFile(t)
 	open := func(cfg KeyringConfig) *Store {
 		s, err := Open(ctx, pool, Config{Keyring: cfg, CacheKeys: 100}, zerolog.Nop())
@@ -122,17 +113,7 @@ func TestStoreLifecycle(t *testing.T) {
 // OpenRecordKey opens with it, and a key that is not the record's opens
 // nothing; KeysFor gives a key per user in order.
 func TestRecordKeys(t *testing.T) {
-	url := os.Getenv("VITALS_PG_URL")
-	if url == "" {
-		t.Skip("VITALS_PG_URL not set (make test sets it)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	ctx, pool := pgtest.Pool(t, time.Minute)
 	kek := newKEKFile(t)
 	open := func() *Store {
 		s, err := Open(ctx, pool, Config{Keyring: KeyringConfig{KEKFile: kek}, CacheKeys: 100}, zerolog.Nop())
