@@ -54,19 +54,8 @@ func (a *Aggregate) judge(r *schemas.Reading, src *Held, cfg Config) Outcome {
 		return reject(r, ReasonTooLate, "measured %s behind the newest %s reading of device %s; the allowed lateness is %s",
 			time.Duration(st.Newest-r.MeasuredAt)*time.Millisecond, r.Metric, r.DeviceID, cfg.AllowedLateness)
 	}
-	if r.MeasuredAt > r.IngestedAt+cfg.MaxFutureSkew.Milliseconds() {
-		return reject(r, ReasonFutureTimestamp, "measured %s after it was ingested; the allowed clock skew is %s",
-			time.Duration(r.MeasuredAt-r.IngestedAt)*time.Millisecond, cfg.MaxFutureSkew)
-	}
-	if o, bad := plausible(r); bad {
+	if o, done := a.admit(r, src, cfg); done {
 		return o
-	}
-	if cfg.RequirePairing && !a.pairedAt(r.DeviceID, r.MeasuredAt) {
-		if src == nil || len(a.Held) >= cfg.MaxHeld {
-			return reject(r, ReasonDeviceNotPaired, "device %s was not paired to the user at the measurement time", r.DeviceID)
-		}
-		a.Held = append(a.Held, Held{Reading: *r, Partition: src.Partition, Offset: src.Offset, Original: src.Original})
-		return Outcome{Decision: Hold, Reading: r}
 	}
 	minute := r.MeasuredAt / 60000
 	if st != nil && st.Rate[minute] >= cfg.MaxPerMinute {
@@ -83,6 +72,29 @@ func (a *Aggregate) judge(r *schemas.Reading, src *Held, cfg Config) Outcome {
 // accept applies an accepted reading to its stream st (nil if it has none
 // yet, which accept then creates and returns) and remembers its id with
 // the fingerprint of its content.
+// admit decides what a reading (or revision) is refused or held for
+// whatever came before it: a measurement time beyond the allowed clock
+// skew, an implausible value, a device not paired at the time (held while
+// a pairing may still come, when it came from the log and the aggregate
+// has room). It reports false if none applies.
+func (a *Aggregate) admit(r *schemas.Reading, src *Held, cfg Config) (Outcome, bool) {
+	if r.MeasuredAt > r.IngestedAt+cfg.MaxFutureSkew.Milliseconds() {
+		return reject(r, ReasonFutureTimestamp, "measured %s after it was ingested; the allowed clock skew is %s",
+			time.Duration(r.MeasuredAt-r.IngestedAt)*time.Millisecond, cfg.MaxFutureSkew), true
+	}
+	if o, bad := plausible(r); bad {
+		return o, true
+	}
+	if cfg.RequirePairing && !a.pairedAt(r.DeviceID, r.MeasuredAt) {
+		if src == nil || len(a.Held) >= cfg.MaxHeld {
+			return reject(r, ReasonDeviceNotPaired, "device %s was not paired to the user at the measurement time", r.DeviceID), true
+		}
+		a.Held = append(a.Held, Held{Reading: *r, Partition: src.Partition, Offset: src.Offset, Original: src.Original})
+		return Outcome{Decision: Hold, Reading: r}, true
+	}
+	return Outcome{}, false
+}
+
 func (a *Aggregate) accept(st *Stream, r *schemas.Reading, minute int64, print uint64) *Stream {
 	a.init()
 	if st == nil {

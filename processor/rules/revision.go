@@ -214,19 +214,8 @@ func (a *Aggregate) judgeRevision(r *schemas.Reading, src *Held, cfg Config) Out
 		return reject(r, ReasonConflictingRepeat, "revision %d of event %s was applied with other content; a further correction needs revision %d", r.Revision, r.EventID, current+1)
 	}
 	if !r.Withdrawn {
-		if r.MeasuredAt > r.IngestedAt+cfg.MaxFutureSkew.Milliseconds() {
-			return reject(r, ReasonFutureTimestamp, "measured %s after it was ingested; the allowed clock skew is %s",
-				time.Duration(r.MeasuredAt-r.IngestedAt)*time.Millisecond, cfg.MaxFutureSkew)
-		}
-		if o, bad := plausible(r); bad {
+		if o, done := a.admit(r, src, cfg); done {
 			return o
-		}
-		if cfg.RequirePairing && !a.pairedAt(r.DeviceID, r.MeasuredAt) {
-			if src == nil || len(a.Held) >= cfg.MaxHeld {
-				return reject(r, ReasonDeviceNotPaired, "device %s was not paired to the user at the measurement time", r.DeviceID)
-			}
-			a.Held = append(a.Held, Held{Reading: *r, Partition: src.Partition, Offset: src.Offset, Original: src.Original})
-			return Outcome{Decision: Hold, Reading: r}
 		}
 	}
 	return a.applyRevision(r, rv, print, cfg)
