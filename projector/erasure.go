@@ -115,30 +115,17 @@ func (p *Projector) deleteUsers(ctx context.Context, users []row) error {
 	if p.shards != nil {
 		return p.deleteUsersSharded(ctx, users)
 	}
-	seen := map[userKey]bool{}
-	var conds []string
-	var args []any
-	byTenant := map[string][]string{}
-	for _, u := range users {
-		k := userKey{u.tenant, u.user}
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		conds = append(conds, "(tenant_id = ? AND user_id = ?)")
-		args = append(args, u.tenant, u.user)
-		byTenant[u.tenant] = append(byTenant[u.tenant], u.user)
-	}
-	where := strings.Join(conds, " OR ")
+	where, args, byTenant := usersWhere(users)
+	n := len(args) / 2 // users
 	for _, t := range warehouse.ErasableTables {
 		if err := p.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s DELETE WHERE %s", p.db, t, where), args...); err != nil {
-			return fmt.Errorf("erase %d users from %s: %w", len(seen), t, err)
+			return fmt.Errorf("erase %d users from %s: %w", n, t, err)
 		}
 	}
 	// The tenants' direct-SQL copies (vitals sql-users) hold the rows too.
 	if err := tenantsql.EraseUsers(ctx, p.conn, p.db, byTenant); err != nil {
 		return err
 	}
-	p.log.Info().Int("users", len(seen)).Msg("erasure: deletes issued in every table")
+	p.log.Info().Int("users", n).Msg("erasure: deletes issued in every table")
 	return nil
 }

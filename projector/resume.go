@@ -3,7 +3,9 @@ package projector
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,10 +44,9 @@ func (p *Projector) resumeOffsets(ctx context.Context, offsets map[string]map[in
 	}
 }
 
+// adjust moves each newly assigned partition's start past the rows its
+// table already stores (see adjustOne, adjustTwoTables, adjustSharded).
 func (p *Projector) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) error {
-	if p.shards != nil {
-		return p.adjustSharded(ctx, offsets)
-	}
 	qctx, cancel := context.WithTimeout(ctx, p.cfg.InsertTimeout)
 	defer cancel()
 	for topic, parts := range offsets {
@@ -53,33 +54,42 @@ func (p *Projector) adjust(ctx context.Context, offsets map[string]map[int32]kgo
 		if !ok || !s.resume || len(parts) == 0 {
 			continue
 		}
-		ids := make([]int32, 0, len(parts))
-		for part := range parts {
-			ids = append(ids, part)
+		ids := slices.Collect(maps.Keys(parts))
+		var err error
+		switch {
+		case p.shards != nil:
+			err = p.adjustSharded(qctx, s, parts, ids)
+		case s.revisions != nil:
+			err = p.adjustTwoTables(qctx, s, parts, ids)
+		default:
+			err = p.adjustOne(qctx, s, parts, ids)
 		}
-		if s.revisions != nil {
-			if err := p.adjustTwoTables(qctx, s, parts, ids); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := p.awaitInserts(qctx, s.table); err != nil {
-			return err
-		}
-		stored, err := p.storedMax(qctx, s.table, ids)
 		if err != nil {
 			return err
 		}
-		for part, o := range parts {
-			m, ok := stored[part]
-			if !ok {
-				continue
-			}
-			if next := resumeAt(o.EpochOffset().Offset, m); next >= 0 {
-				p.log.Info().Str("topic", topic).Int32("partition", part).Int64("committed", o.EpochOffset().Offset).Int64("resume_at", next).
-					Msg("resuming after the rows stored in clickhouse, past the committed offset")
-				parts[part] = kgo.NewOffset().At(next)
-			}
+	}
+	return nil
+}
+
+// adjustOne starts each partition of a topic stored in one table after
+// the highest offset the table holds, if that is past the committed one.
+func (p *Projector) adjustOne(ctx context.Context, s *sink, parts map[int32]kgo.Offset, ids []int32) error {
+	if err := p.awaitInserts(ctx, s.table); err != nil {
+		return err
+	}
+	stored, err := p.storedMax(ctx, s.table, ids)
+	if err != nil {
+		return err
+	}
+	for part, o := range parts {
+		m, ok := stored[part]
+		if !ok {
+			continue
+		}
+		if next := resumeAt(o.EpochOffset().Offset, m); next >= 0 {
+			p.log.Info().Str("topic", s.topic).Int32("partition", part).Int64("committed", o.EpochOffset().Offset).Int64("resume_at", next).
+				Msg("resuming after the rows stored in clickhouse, past the committed offset")
+			parts[part] = kgo.NewOffset().At(next)
 		}
 	}
 	return nil

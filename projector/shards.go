@@ -318,26 +318,14 @@ func (p *Projector) sendGroup(ctx context.Context, addr, q string, t *pending) e
 
 // adjustSharded is adjust on a cluster: it keeps the committed offsets
 // and reads, for every newly assigned partition, what each shard holds.
-func (p *Projector) adjustSharded(ctx context.Context, offsets map[string]map[int32]kgo.Offset) error {
-	qctx, cancel := context.WithTimeout(ctx, p.cfg.InsertTimeout)
-	defer cancel()
-	for topic, parts := range offsets {
-		s, ok := p.sinks[topic]
-		if !ok || !s.resume || len(parts) == 0 {
-			continue
-		}
-		ids := make([]int32, 0, len(parts))
-		for part := range parts {
-			ids = append(ids, part)
-		}
-		sinks := []*sink{s}
-		if s.revisions != nil {
-			sinks = append(sinks, s.revisions)
-		}
-		for _, s := range sinks {
-			if err := p.shardFloorsOf(qctx, s, parts, ids); err != nil {
-				return err
-			}
+func (p *Projector) adjustSharded(ctx context.Context, s *sink, parts map[int32]kgo.Offset, ids []int32) error {
+	sinks := []*sink{s}
+	if s.revisions != nil {
+		sinks = append(sinks, s.revisions)
+	}
+	for _, s := range sinks {
+		if err := p.shardFloorsOf(ctx, s, parts, ids); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -479,7 +467,7 @@ func (p *Projector) deleteUsersSharded(ctx context.Context, users []row) error {
 		byShard[s] = append(byShard[s], u)
 	}
 	for s, us := range byShard {
-		where, args := usersWhere(us)
+		where, args, _ := usersWhere(us)
 		for _, t := range warehouse.ErasableTables {
 			q := fmt.Sprintf("ALTER TABLE %s.%s DELETE WHERE %s", p.db, warehouse.Local(t), where)
 			if err := p.shards.cluster.ExecOnShard(ctx, s, q, args...); err != nil {
@@ -491,11 +479,13 @@ func (p *Projector) deleteUsersSharded(ctx context.Context, users []row) error {
 	return nil
 }
 
-// usersWhere is the condition selecting the users' rows, each user once.
-func usersWhere(users []row) (string, []any) {
+// usersWhere is the condition selecting the users' rows, each user once,
+// and the users by tenant.
+func usersWhere(users []row) (string, []any, map[string][]string) {
 	seen := map[userKey]bool{}
 	var conds []string
 	var args []any
+	byTenant := map[string][]string{}
 	for _, u := range users {
 		k := userKey{u.tenant, u.user}
 		if seen[k] {
@@ -504,8 +494,9 @@ func usersWhere(users []row) (string, []any) {
 		seen[k] = true
 		conds = append(conds, "(tenant_id = ? AND user_id = ?)")
 		args = append(args, u.tenant, u.user)
+		byTenant[u.tenant] = append(byTenant[u.tenant], u.user)
 	}
-	return strings.Join(conds, " OR "), args
+	return strings.Join(conds, " OR "), args, byTenant
 }
 
 func describeFloors(m map[groupKey]int64) string {
