@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vitalshq/vitals/internal/audit"
 	"github.com/vitalshq/vitals/internal/credential"
@@ -65,9 +64,7 @@ func TestAccessAuditTrail(t *testing.T) {
 	s := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	ingestURL, _ := s.startIngest(ctx)
-	s.startProcessor(ctx, s.processorConfig())
-	s.startProjector(ctx, s.id+"-projector")
+	ingestURL := s.startPipeline(ctx)
 	queryURL := s.startQuery(ctx)
 
 	all, err := sample.HeartRates()
@@ -154,11 +151,7 @@ func TestAccessAuditTrail(t *testing.T) {
 
 	// While the tenant's chain cannot be appended to (its head is locked
 	// past the 5 s the service waits), the data is not served.
-	pool, err := pgxpool.New(ctx, s.pgURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := s.pgPool(ctx)
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -179,11 +172,7 @@ func TestAccessAuditTrail(t *testing.T) {
 // revokeAnalystToken revokes a full analyst token in PostgreSQL.
 func (s *stack) revokeAnalystToken(ctx context.Context, full string) {
 	s.t.Helper()
-	pool, err := pgxpool.New(ctx, s.pgURL)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := s.pgPool(ctx)
 	store, err := credential.NewStore(ctx, pool, credential.AnalystTokens, 0)
 	if err != nil {
 		s.t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -247,21 +246,26 @@ func (s *stack) readTopic(ctx context.Context, topic string) []*kgo.Record {
 	return out
 }
 
+// userKeys opens the users' data keys in the stack's PostgreSQL, with the
+// KEK from the environment, as the roles have them; they close with the
+// test.
+func (s *stack) userKeys(ctx context.Context) *userkeys.Store {
+	s.t.Helper()
+	pool := s.pgPool(ctx)
+	keys, err := userkeys.Open(ctx, pool, userkeys.DefaultConfig(), s.log)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(keys.Close)
+	return keys
+}
+
 // openRecords replaces the values of sealed records by their plain values
 // (the users' data keys in the stack's PostgreSQL, the KEK from the
 // environment, as the roles have them).
 func (s *stack) openRecords(ctx context.Context, recs []*kgo.Record) {
 	s.t.Helper()
-	pool, err := pgxpool.New(ctx, s.pgURL)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer pool.Close()
-	keys, err := userkeys.Open(ctx, pool, userkeys.DefaultConfig(), s.log)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer keys.Close()
+	keys := s.userKeys(ctx)
 	if err := keys.LoadRecordKeys(ctx, recs); err != nil {
 		s.t.Fatal(err)
 	}
@@ -277,17 +281,7 @@ func (s *stack) openRecords(ctx context.Context, recs []*kgo.Record) {
 // dataKeyOf returns the id of user's data key in the stack's tenant.
 func (s *stack) dataKeyOf(ctx context.Context, user string) userkeys.ID {
 	s.t.Helper()
-	pool, err := pgxpool.New(ctx, s.pgURL)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer pool.Close()
-	keys, err := userkeys.Open(ctx, pool, userkeys.DefaultConfig(), s.log)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer keys.Close()
-	ks, err := keys.ForUsers(ctx, s.tenant, []string{user})
+	ks, err := s.userKeys(ctx).ForUsers(ctx, s.tenant, []string{user})
 	if err != nil || ks[user] == nil {
 		s.t.Fatalf("data key of %s: %v", user, err)
 	}

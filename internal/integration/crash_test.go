@@ -20,7 +20,6 @@ import (
 
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/sample"
-	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
 var (
@@ -234,11 +233,7 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 	}
 
 	// The projector was not killed, so ClickHouse holds each reading once.
-	ch, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ch := s.openWarehouse(t, ctx)
 	var rows, distinct uint64
 	if err := ch.QueryRow(ctx, "SELECT count(), uniqExact(event_id) FROM "+s.wh.Database+".readings").Scan(&rows, &distinct); err != nil {
 		t.Fatal(err)

@@ -30,9 +30,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	defer cancel()
 	started := time.Now()
 
-	ingestURL, _ := s.startIngest(ctx)
-	s.startProcessor(ctx, s.processorConfig())
-	s.startProjector(ctx, s.id+"-projector")
+	ingestURL := s.startPipeline(ctx)
 	queryURL := s.startQuery(ctx)
 	token := s.queryToken // an analyst token of the test's tenant
 

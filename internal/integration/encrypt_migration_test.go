@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/internal/eventlog"
@@ -75,11 +74,7 @@ func TestEncryptClearLog(t *testing.T) {
 
 	// The gone user was erased meanwhile (no key was ever made for them:
 	// shredding leaves a keyless row all the same).
-	pool, err := pgxpool.New(ctx, s.pgURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := s.pgPool(ctx)
 	keys, err := userkeys.Open(ctx, pool, userkeys.DefaultConfig(), s.log)
 	if err != nil {
 		t.Fatal(err)

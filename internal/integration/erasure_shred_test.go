@@ -88,14 +88,8 @@ func TestErasureShredsEverything(t *testing.T) {
 	s := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	ingestURL, _ := s.startIngest(ctx)
-	s.startProcessor(ctx, s.processorConfig())
-	s.startProjector(ctx, s.id+"-projector")
-	ch, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ingestURL := s.startPipeline(ctx)
+	ch := s.openWarehouse(t, ctx)
 
 	gone := newCanaryUser(s.id, "E", 97.71484375, 999.9140625)
 	kept := newCanaryUser(s.id, "K", 88.33984375, 998.8359375)
@@ -258,11 +252,7 @@ func TestErasureShredsEverything(t *testing.T) {
 // LOINC code and UCUM unit.
 func checkExport(t *testing.T, ctx context.Context, s *stack, c canaryUser, t0 time.Time) {
 	t.Helper()
-	conn, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := s.openWarehouse(t, ctx)
 	b, err := export.Export(ctx, conn, s.wh.Database, s.tenant, c.user)
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
@@ -59,6 +60,9 @@ type stack struct {
 	key    string // an API key of tenant, made by startIngest
 	// queryToken is an analyst token of tenant, made by startQuery.
 	queryToken string
+	// pool is the test's PostgreSQL pool (pgPool), made on first use.
+	poolOnce sync.Once
+	pool     *pgxpool.Pool
 }
 
 func newStack(t *testing.T) *stack {
@@ -96,6 +100,33 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// pgPool is a pool of the stack's PostgreSQL for the test, closed when
+// the test ends.
+func (s *stack) pgPool(ctx context.Context) *pgxpool.Pool {
+	s.t.Helper()
+	s.poolOnce.Do(func() {
+		pool, err := pgxpool.New(ctx, s.pgURL)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		s.pool = pool
+		s.t.Cleanup(pool.Close)
+	})
+	return s.pool
+}
+
+// openWarehouse connects to ClickHouse for t (the stack's test or a
+// subtest of it); the connection closes when t ends.
+func (s *stack) openWarehouse(t testing.TB, ctx context.Context) driver.Conn {
+	t.Helper()
+	ch, err := warehouse.Open(ctx, s.wh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	return ch
 }
 
 func (s *stack) checkReachable(ctx context.Context) {
@@ -205,6 +236,15 @@ func (s *stack) startIngest(ctx context.Context) (string, *running) {
 	return "http://" + ln.Addr().String(), s.run("ingest", func(ctx context.Context) error { return srv.Serve(ctx, ln) }, srv.Close)
 }
 
+// startPipeline starts ingest, a processor with processorConfig and a
+// projector of group <id>-projector, and returns ingest's base URL.
+func (s *stack) startPipeline(ctx context.Context) string {
+	ingestURL, _ := s.startIngest(ctx)
+	s.startProcessor(ctx, s.processorConfig())
+	s.startProjector(ctx, s.id+"-projector")
+	return ingestURL
+}
+
 func (s *stack) processorConfig() processor.Config {
 	cfg := processor.DefaultConfig()
 	cfg.Kafka, cfg.PostgresURL, cfg.Group = s.kafka, s.pgURL, s.id+"-processor"
@@ -274,11 +314,7 @@ func (s *stack) newKey(ctx context.Context, tenant string) string {
 // deletes it when the test ends.
 func (s *stack) newCredential(ctx context.Context, kind credential.Kind, tenant string) string {
 	s.t.Helper()
-	pool, err := pgxpool.New(ctx, s.pgURL)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := s.pgPool(ctx)
 	store, err := credential.NewStore(ctx, pool, kind, 0)
 	if err != nil {
 		s.t.Fatal(err)

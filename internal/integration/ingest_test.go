@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -75,11 +73,7 @@ func TestIngestRoutesEveryItem(t *testing.T) {
 		t.Fatalf("wrong key: %d", code)
 	}
 	revoked := s.newKey(ctx, s.tenant)
-	pool, err := pgxpool.New(ctx, s.pgURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := s.pgPool(ctx)
 	store, err := ingest.NewKeyStore(ctx, pool, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -12,21 +12,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/jsonwire"
 	"github.com/vitalshq/vitals/internal/sample"
-	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/processor"
 	"github.com/vitalshq/vitals/schemas"
 )
 
-type wireReading struct {
-	EventID    string  `json:"event_id"`
-	UserID     string  `json:"user_id"`
-	DeviceID   string  `json:"device_id"`
-	Metric     string  `json:"metric"`
-	Value      float64 `json:"value"`
-	Unit       string  `json:"unit"`
-	MeasuredAt string  `json:"measured_at"`
-}
+type wireReading = jsonwire.Reading
 
 func wire(r sample.HeartRate) wireReading {
 	return wireReading{EventID: r.EventID(), UserID: r.UserID(), DeviceID: r.DeviceID(), Metric: "heart_rate",
@@ -171,11 +163,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.startProjector(ctx, s.id+"-projector-again")
-	ch, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ch := s.openWarehouse(t, ctx)
 	countRows := func() uint64 {
 		var n uint64
 		if err := ch.QueryRow(ctx, "SELECT count() FROM "+s.wh.Database+".readings").Scan(&n); err != nil {

@@ -33,11 +33,7 @@ func TestProjectorKill9(t *testing.T) {
 	bin := vitalsBinary(t)
 	ingestURL, _ := s.startIngest(ctx)
 	s.startProcessor(ctx, s.processorConfig())
-	ch, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ch := s.openWarehouse(t, ctx)
 
 	users, per := firstReadings(t, 4, 2500)
 	var all []sample.HeartRate

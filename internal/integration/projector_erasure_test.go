@@ -26,14 +26,8 @@ func TestProjectorErasure(t *testing.T) {
 	s := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	ingestURL, _ := s.startIngest(ctx)
-	s.startProcessor(ctx, s.processorConfig())
-	s.startProjector(ctx, s.id+"-projector")
-	ch, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ingestURL := s.startPipeline(ctx)
+	ch := s.openWarehouse(t, ctx)
 
 	users, per := firstReadings(t, 3, 1500)
 	type profile struct {

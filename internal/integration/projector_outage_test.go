@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/vitalshq/vitals/internal/sample"
-	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/projector"
 )
 
@@ -30,11 +29,7 @@ func TestProjectorSurvivesClickHouseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.run("projector", pj.Run, pj.Close)
-	ch, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ch := s.openWarehouse(t, ctx)
 
 	users, per := firstReadings(t, 2, 2000)
 	var firstHalf, secondHalf, firsts []sample.HeartRate

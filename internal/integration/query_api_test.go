@@ -30,24 +30,13 @@ type queryUser struct {
 // getQuery GETs a query API path with token and decodes a 200 answer.
 func getQuery(t *testing.T, base, token, path string, out any) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, base+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusOK && out != nil {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	status, body := askQuery(t, base, token, path)
+	if status == http.StatusOK && out != nil {
+		if err := json.Unmarshal([]byte(body), out); err != nil {
 			t.Fatalf("decode %s: %v", path, err)
 		}
 	}
-	return resp.StatusCode
+	return status
 }
 
 // withoutAsOf is a JSON answer without its as_of, the moment it was asked.
@@ -110,9 +99,7 @@ func TestQueryAPI(t *testing.T) {
 	s := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	ingestURL, _ := s.startIngest(ctx)
-	s.startProcessor(ctx, s.processorConfig())
-	s.startProjector(ctx, s.id+"-projector")
+	ingestURL := s.startPipeline(ctx)
 	queryURL := s.startQuery(ctx)
 
 	all, err := sample.HeartRates()
@@ -447,11 +434,7 @@ func TestQueryAPI(t *testing.T) {
 	}
 	keptStats := statsOf(kept)
 	t.Run("rollup path equals raw path", func(t *testing.T) {
-		ch, err := warehouse.Open(ctx, s.wh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ch.Close()
+		ch := s.openWarehouse(t, ctx)
 		// Partial days: from the middle of the earliest user's day to the
 		// middle of the latest's.
 		first, last := users[0].rows[len(users[0].rows)/2].Time, users[0].rows[len(users[0].rows)/2].Time
@@ -542,11 +525,7 @@ func TestQueryAPI(t *testing.T) {
 	// (read without grouping) and when copies then arrive in a merged
 	// partition (grouped again).
 	t.Run("merged partitions and copies", func(t *testing.T) {
-		ch, err := warehouse.Open(ctx, s.wh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ch.Close()
+		ch := s.openWarehouse(t, ctx)
 		check := func(stage string) {
 			t.Helper()
 			var res query.DistributionResult

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/replay"
 )
 
@@ -19,16 +18,10 @@ func TestReplayRollbackAndRebuildAgain(t *testing.T) {
 	s := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	ingestURL, _ := s.startIngest(ctx)
-	s.startProcessor(ctx, s.processorConfig())
-	s.startProjector(ctx, s.id+"-projector")
+	ingestURL := s.startPipeline(ctx)
 
 	users, per := firstReadings(t, 3, 1500)
-	ch, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ch := s.openWarehouse(t, ctx)
 	s.pairDevices(ingestURL, flatten(users, per)...)
 	// A third of each user's readings before every step.
 	sent := map[string]int{}

@@ -103,11 +103,7 @@ func TestReplayRebuildAfterDrop(t *testing.T) {
 	rows := flatten(users, per)
 	s.pairDevices(ingestURL, rows...)
 	s.postReadings(ingestURL, "gw-replay", rows, 500)
-	ch, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ch := s.openWarehouse(t, ctx)
 	want := inputTotals(rows)
 	expectWarehouseTotals(t, ctx, ch, s.wh.Database, s.tenant, want, time.Minute)
 	before := percentileAnswers(t, queryURL, users, per)
@@ -152,9 +148,7 @@ func TestReplayRebuildWhileIngesting(t *testing.T) {
 	s := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	ingestURL, _ := s.startIngest(ctx)
-	s.startProcessor(ctx, s.processorConfig())
-	s.startProjector(ctx, s.id+"-projector")
+	ingestURL := s.startPipeline(ctx)
 	queryURL := s.startQuery(ctx)
 
 	users, per := firstReadings(t, 4, 3000)
@@ -162,11 +156,7 @@ func TestReplayRebuildWhileIngesting(t *testing.T) {
 	s.pairDevices(ingestURL, rows...)
 	head := len(rows) / 3
 	s.postReadings(ingestURL, "gw-replay", rows[:head], 500)
-	ch, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ch := s.openWarehouse(t, ctx)
 	expectWarehouseTotals(t, ctx, ch, s.wh.Database, s.tenant, inputTotals(rows[:head]), time.Minute)
 
 	// The stream: the rest, in small batches, counted before each post so
@@ -334,11 +324,7 @@ func TestReplayReprocessChangedInvariant(t *testing.T) {
 	if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-replay", "readings": items}, &resp); code != 200 || resp.Accepted != lateN {
 		t.Fatalf("late readings: status %d, %d accepted", code, resp.Accepted)
 	}
-	ch, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ch := s.openWarehouse(t, ctx)
 	v1 := inputTotals(rows)
 	lt := v1[users[0]]
 	for _, r := range late {

@@ -17,7 +17,6 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/vitalshq/vitals/ingest"
-	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/projector"
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -76,11 +75,7 @@ func TestRevisionsOracle(t *testing.T) {
 	t.Logf("sent %d versions of %d readings: %d revisions, %d withdrawals; expected rejections %v",
 		g.sentVersions(), len(g.o.events), g.revisions(), g.withdrawals(), g.rejected)
 
-	ch, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ch := s.openWarehouse(t, ctx)
 	chk := &oracleCheck{t: t, s: s, o: g.o, queryURL: queryURL, tok: tok, day0: g.day0, ctx: ctx, ch: ch}
 	eventually(t, 3*time.Minute, "the pipeline to store every version and rejection", func() (bool, string) {
 		return chk.stored(g.rejected)

@@ -17,7 +17,6 @@ import (
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/internal/tenantsql"
-	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
 // sqlUser is a tenant's ClickHouse user as vitals sql-users grant made it.
@@ -103,14 +102,8 @@ func TestTenantSQL(t *testing.T) {
 	s := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	ingestURL, _ := s.startIngest(ctx)
-	s.startProcessor(ctx, s.processorConfig())
-	s.startProjector(ctx, s.id+"-projector")
-	ch, err := warehouse.Open(ctx, s.wh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	ingestURL := s.startPipeline(ctx)
+	ch := s.openWarehouse(t, ctx)
 
 	tenantA, tenantB := s.tenant, "other.tenant-"+s.id
 	keyB := s.newKey(ctx, tenantB)
