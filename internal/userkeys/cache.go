@@ -33,26 +33,6 @@ func (c *cache) byUser(u UserRef) *Key {
 	return k
 }
 
-// byUsers puts the cached keys of a tenant's users in out, under one
-// lock, and returns the users it has none of (each once).
-func (c *cache) byUsers(tenant string, users []string, out map[string]*Key) []string {
-	var missing []string
-	c.mu.RLock()
-	m := c.users[tenant]
-	for _, u := range users {
-		if _, done := out[u]; done {
-			continue
-		}
-		k := m[u]
-		out[u] = k
-		if k == nil {
-			missing = append(missing, u)
-		}
-	}
-	c.mu.RUnlock()
-	return missing
-}
-
 // keysOf appends to out the cached key of each of a tenant's users (nil
 // for "" and for those it has none of), under one lock, and returns the
 // users it has none of. A user named again right away (a gateway's run of

@@ -122,7 +122,16 @@ type UserRef struct{ Tenant, User string }
 // cached. A shredded key is returned as such: its user was erased.
 func (s *Store) ForUsers(ctx context.Context, tenant string, users []string) (map[string]*Key, error) {
 	out := make(map[string]*Key, len(users))
-	missing := s.cache.byUsers(tenant, users, out)
+	cached, _ := s.cache.keysOf(tenant, users, nil)
+	var missing []string
+	for i, u := range users {
+		if _, done := out[u]; done {
+			continue
+		}
+		if out[u] = cached[i]; cached[i] == nil {
+			missing = append(missing, u)
+		}
+	}
 	if len(missing) == 0 {
 		return out, nil
 	}
