@@ -211,41 +211,64 @@ func (s *store) commit(ctx context.Context, rows snapshotRows, adv []partitionAd
 				return fmt.Errorf("%s/%d at %d: %w", a.Topic, a.Partition, a.From, errFenced)
 			}
 		}
-		for from := 0; from < len(rows.users); {
-			to := statementEnd(rows.states, from, maxStatementBytes)
-			_, err := tx.Exec(ctx, `
-				INSERT INTO processor_aggregates (group_id, tenant_id, user_id, version, state, held_part, held_until)
-				SELECT $1, t, u, v, s, NULLIF(hp, -1), NULLIF(hu, -1)
-				FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::integer[], $7::bigint[]) AS r(t, u, v, s, hp, hu)
-				ON CONFLICT (group_id, tenant_id, user_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state,
-					held_part = EXCLUDED.held_part, held_until = EXCLUDED.held_until`,
-				s.group, rows.tenants[from:to], rows.users[from:to], rows.versions[from:to], rows.states[from:to],
-				rows.heldParts[from:to], rows.heldUntil[from:to])
-			if err != nil {
-				return fmt.Errorf("store aggregates: %w", err)
-			}
-			from = to
+		if len(rows.users) == 0 {
+			return nil
+		}
+		// The snapshots go in by COPY into a per-connection staging table and
+		// one statement moves them: pgx encodes a statement's parameters into
+		// buffers that grow to their whole size and are dropped after it
+		// (four times the snapshots' bytes allocated and copied), while COPY
+		// streams them in 64 KiB chunks.
+		if _, err := tx.Exec(ctx, stageSQL); err != nil {
+			return fmt.Errorf("store aggregates: stage: %w", err)
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"processor_aggregates_stage"}, stageColumns, &rowSource{rows: rows, at: -1}); err != nil {
+			return fmt.Errorf("store aggregates: copy: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO processor_aggregates (group_id, tenant_id, user_id, version, state, held_part, held_until)
+			SELECT $1, tenant_id, user_id, version, state, NULLIF(held_part, -1), NULLIF(held_until, -1)
+			FROM processor_aggregates_stage
+			ON CONFLICT (group_id, tenant_id, user_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state,
+				held_part = EXCLUDED.held_part, held_until = EXCLUDED.held_until`, s.group); err != nil {
+			return fmt.Errorf("store aggregates: %w", err)
 		}
 		return nil
 	})
 }
 
-// maxStatementBytes bounds the snapshots one statement of a checkpoint
-// writes. pgx encodes a statement's parameters into a buffer that grows to
-// their whole size and then copies them into the wire message, and
-// PostgreSQL receives the message whole: with one statement per checkpoint
-// both processes briefly hold several copies of tens of megabytes.
-// Statements of a few megabytes, in the same transaction so that the
-// checkpoint stays atomic, bound that.
-const maxStatementBytes = 4 << 20
+// stageSQL makes the table a checkpoint copies its snapshots into, once per
+// connection: a temporary table, so nothing of it outlives the session or is
+// written to the WAL, emptied at every commit.
+const stageSQL = `CREATE TEMPORARY TABLE IF NOT EXISTS processor_aggregates_stage (
+	tenant_id  text    NOT NULL,
+	user_id    text    NOT NULL,
+	version    bigint  NOT NULL,
+	state      bytea   NOT NULL,
+	held_part  integer NOT NULL,
+	held_until bigint  NOT NULL
+) ON COMMIT DELETE ROWS`
 
-// statementEnd returns the end of the rows, from from on, that one
-// statement writes: as many as fit in limit bytes of states, at least one.
-func statementEnd(states [][]byte, from, limit int) int {
-	to, size := from+1, len(states[from])
-	for to < len(states) && size+len(states[to]) <= limit {
-		size += len(states[to])
-		to++
-	}
-	return to
+// stageColumns are the staging table's columns, in rowSource's order.
+var stageColumns = []string{"tenant_id", "user_id", "version", "state", "held_part", "held_until"}
+
+// rowSource feeds snapshotRows to CopyFrom, one row's values in a slice it
+// reuses: CopyFrom encodes them before asking for the next row.
+type rowSource struct {
+	rows snapshotRows
+	at   int
+	vals [6]any
 }
+
+func (r *rowSource) Next() bool {
+	r.at++
+	return r.at < len(r.rows.users)
+}
+
+func (r *rowSource) Values() ([]any, error) {
+	i := r.at
+	r.vals = [6]any{r.rows.tenants[i], r.rows.users[i], r.rows.versions[i], r.rows.states[i], r.rows.heldParts[i], r.rows.heldUntil[i]}
+	return r.vals[:], nil
+}
+
+func (r *rowSource) Err() error { return nil }
