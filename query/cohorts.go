@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 	"time"
-
-	"github.com/vitalshq/vitals/internal/audit"
 )
 
 // UserFigures are a user's own figures in a comparison.
@@ -51,45 +50,32 @@ type CompareResult struct {
 	AsOf           time.Time `json:"as_of"`
 }
 
-// errNoUser is a compare request for a user the dimension does not know.
+// errNoUser is a compare request for a user the dimension does not know:
+// fail answers it 404 unknown_user.
 var errNoUser = errors.New("unknown user")
 
 // compare answers GET /v1/compare?metric&user=U&by=dimension.
 func (s *Service) compare(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := s.timeout(r)
-	defer cancel()
-	v := r.URL.Query()
-	by, err := parseDimension(v)
-	if err == nil && !v.Has("user") {
-		err = badParam("user", "user is required: the user to compare with their cohort")
-	}
-	if err == nil {
-		for _, d := range Dimensions {
-			if v.Has(d) {
-				err = badParam(d, "compare takes user and by, not cohort filters")
+	var by string
+	own := func(v url.Values) (err error) {
+		by, err = parseDimension(v)
+		if err == nil && !v.Has("user") {
+			err = badParam("user", "user is required: the user to compare with their cohort")
+		}
+		if err == nil {
+			for _, d := range Dimensions {
+				if v.Has(d) {
+					err = badParam(d, "compare takes user and by, not cohort filters")
+				}
 			}
 		}
+		return err
 	}
-	if err != nil {
-		s.fail(w, "compare", err)
-		return
-	}
-	q, c, ok := s.begin(ctx, w, r, "compare", rangeDefault30d)
-	if !ok {
-		return
-	}
-	res := CompareResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, User: UserFigures{ID: q.user}, Stale: c.Stale, AsOf: c.AsOf}
-	err = s.fillCompare(ctx, q, by, &res)
-	switch {
-	case errors.Is(err, errNoUser):
-		writeJSON(w, http.StatusNotFound, APIError{Code: "unknown_user", Parameter: "user",
-			Message: "the user has no profile or device events in this tenant, so has no cohort"})
-	case err != nil:
-		s.fail(w, "compare", err)
-	default:
-		audit.SetRows(ctx, int64(max(res.User.Count, res.Cohort.Count)))
-		writeJSON(w, http.StatusOK, res)
-	}
+	scoped(s, w, r, "compare", rangeDefault30d, own, func(ctx context.Context, q request, c common) (CompareResult, uint64, error) {
+		res := CompareResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, User: UserFigures{ID: q.user}, Stale: c.Stale, AsOf: c.AsOf}
+		err := s.fillCompare(ctx, q, by, &res)
+		return res, max(res.User.Count, res.Cohort.Count), err
+	})
 }
 
 func (s *Service) fillCompare(ctx context.Context, q request, by string, res *CompareResult) error {
@@ -202,25 +188,31 @@ type CohortsResult struct {
 // dimension, the figures over the readings of its users (as the seeds'
 // aggregate analytics do), smallest cohorts suppressed.
 func (s *Service) cohorts(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := s.timeout(r)
-	defer cancel()
-	v := r.URL.Query()
-	by, err := parseDimension(v)
-	if err == nil && v.Has("user") {
-		err = badParam("user", "cohorts covers the whole tenant; use compare for a user")
+	var by string
+	own := func(v url.Values) (err error) {
+		by, err = parseDimension(v)
+		if err == nil && v.Has("user") {
+			err = badParam("user", "cohorts covers the whole tenant; use compare for a user")
+		}
+		return err
 	}
-	if err != nil {
-		s.fail(w, "cohorts", err)
-		return
-	}
-	q, c, ok := s.begin(ctx, w, r, "cohorts", rangeDefault30d)
-	if !ok {
-		return
-	}
-	res := CohortsResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, Stale: c.Stale, Cohorts: []CohortRow{}, AsOf: c.AsOf}
+	scoped(s, w, r, "cohorts", rangeDefault30d, own, func(ctx context.Context, q request, c common) (CohortsResult, uint64, error) {
+		res := CohortsResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, Stale: c.Stale, Cohorts: []CohortRow{}, AsOf: c.AsOf}
+		err := s.fillCohorts(ctx, q, by, &res)
+		var n uint64
+		for _, row := range res.Cohorts {
+			n += row.Count
+		}
+		return res, n, err
+	})
+}
+
+// fillCohorts reads each cohort's users and value counts in one snapshot
+// and adds a row per cohort, in the order of its value.
+func (s *Service) fillCohorts(ctx context.Context, q request, by string, res *CohortsResult) error {
 	users := map[string]uint64{}
 	var gc groupedCounts
-	err = s.consistently(ctx, q.tenant, true, func(sn snapshot) error {
+	err := s.consistently(ctx, q.tenant, true, func(sn snapshot) error {
 		src, a := s.weighted(sn, q)
 		// The dimension has one row per user, so ALL keeps every row of
 		// src, exactly. ANY would too on 18.16, but current releases read
@@ -251,8 +243,7 @@ func (s *Service) cohorts(w http.ResponseWriter, r *http.Request) {
 		return err
 	})
 	if err != nil {
-		s.fail(w, "cohorts", err)
-		return
+		return err
 	}
 	f := func(v float64) *float64 { return &v }
 	for _, g := range gc.keys {
@@ -266,10 +257,5 @@ func (s *Service) cohorts(w http.ResponseWriter, r *http.Request) {
 		res.Cohorts = append(res.Cohorts, row)
 	}
 	sort.SliceStable(res.Cohorts, func(i, j int) bool { return res.Cohorts[i].Value < res.Cohorts[j].Value })
-	var n uint64
-	for _, row := range res.Cohorts {
-		n += row.Count
-	}
-	audit.SetRows(ctx, int64(n))
-	writeJSON(w, http.StatusOK, res)
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -122,32 +123,54 @@ func (s *Service) timeout(r *http.Request) (context.Context, context.CancelFunc)
 	return context.WithTimeout(r.Context(), s.cfg.QueryTimeout+s.cfg.MaxWait)
 }
 
-// percentiles answers GET /v1/percentiles?metric&p[&per=day] plus scope.
-func (s *Service) percentiles(w http.ResponseWriter, r *http.Request) {
+// scoped answers an endpoint over a scope of readings, the steps every
+// such endpoint takes in order: the request's deadline, the endpoint's own
+// parameters (own, nil when it has none), the shared ones with the
+// read-your-writes wait and the cohort minimum (begin), the answer with the
+// rows it read for the audit trail, and the JSON. Any error goes to fail.
+func scoped[T any](s *Service, w http.ResponseWriter, r *http.Request, what string, mode rangeMode,
+	own func(url.Values) error, answer func(context.Context, request, common) (T, uint64, error)) {
 	ctx, cancel := s.timeout(r)
 	defer cancel()
-	v := r.URL.Query()
-	ps, err := ParsePercentiles(v.Get("p"), s.cfg.MaxPercentiles)
-	if err == nil && v.Has("per") && v.Get("per") != "day" {
-		err = badParam("per", "per must be day")
-	}
-	if err != nil {
-		s.fail(w, "percentiles", err)
-		return
-	}
-	q, c, ok := s.begin(ctx, w, r, "percentiles", rangeDefault30d)
-	if !ok {
-		return
-	}
-	res := PercentilesResult{common: c, Method: Method, Percentiles: []Percentile{}}
-	if !c.Suppressed {
-		if err := s.fillPercentiles(ctx, q, ps, v.Get("per") == "day", &res); err != nil {
-			s.fail(w, "percentiles", err)
+	if own != nil {
+		if err := own(r.URL.Query()); err != nil {
+			s.fail(w, what, err)
 			return
 		}
 	}
-	audit.SetRows(ctx, int64(res.Count))
+	q, c, ok := s.begin(ctx, w, r, what, mode)
+	if !ok {
+		return
+	}
+	res, rows, err := answer(ctx, q, c)
+	if err != nil {
+		s.fail(w, what, err)
+		return
+	}
+	audit.SetRows(ctx, int64(rows))
 	writeJSON(w, http.StatusOK, res)
+}
+
+// percentiles answers GET /v1/percentiles?metric&p[&per=day] plus scope.
+func (s *Service) percentiles(w http.ResponseWriter, r *http.Request) {
+	var ps []float64
+	var perDay bool
+	own := func(v url.Values) (err error) {
+		ps, err = ParsePercentiles(v.Get("p"), s.cfg.MaxPercentiles)
+		if err == nil && v.Has("per") && v.Get("per") != "day" {
+			err = badParam("per", "per must be day")
+		}
+		perDay = v.Get("per") == "day"
+		return err
+	}
+	scoped(s, w, r, "percentiles", rangeDefault30d, own, func(ctx context.Context, q request, c common) (PercentilesResult, uint64, error) {
+		res := PercentilesResult{common: c, Method: Method, Percentiles: []Percentile{}}
+		if c.Suppressed {
+			return res, 0, nil
+		}
+		err := s.fillPercentiles(ctx, q, ps, perDay, &res)
+		return res, res.Count, err
+	})
 }
 
 // fillPercentiles computes the count and percentiles, overall and per day.
@@ -208,22 +231,19 @@ func mergeCounts(vc valueCounts) valueCounts {
 
 // distribution answers GET /v1/distribution?metric[&bins=20|auto] plus scope.
 func (s *Service) distribution(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := s.timeout(r)
-	defer cancel()
-	bins, err := parseBins(r.URL.Query())
-	if err != nil {
-		s.fail(w, "distribution", err)
-		return
+	var bins int
+	own := func(v url.Values) (err error) {
+		bins, err = parseBins(v)
+		return err
 	}
-	q, c, ok := s.begin(ctx, w, r, "distribution", rangeDefault30d)
-	if !ok {
-		return
-	}
-	res := DistributionResult{common: c, Histogram: []Bin{}, BinMethod: BinsFixed}
-	if bins == 0 {
-		res.BinMethod = BinsAuto
-	}
-	if !c.Suppressed {
+	scoped(s, w, r, "distribution", rangeDefault30d, own, func(ctx context.Context, q request, c common) (DistributionResult, uint64, error) {
+		res := DistributionResult{common: c, Histogram: []Bin{}, BinMethod: BinsFixed}
+		if bins == 0 {
+			res.BinMethod = BinsAuto
+		}
+		if c.Suppressed {
+			return res, 0, nil
+		}
 		var vc valueCounts
 		err := s.consistently(ctx, q.tenant, q.user == "", func(sn snapshot) error {
 			src, a := s.weighted(sn, q)
@@ -232,13 +252,11 @@ func (s *Service) distribution(w http.ResponseWriter, r *http.Request) {
 			return err
 		})
 		if err != nil {
-			s.fail(w, "distribution", err)
-			return
+			return res, 0, err
 		}
 		describe(vc, bins, &res)
-	}
-	audit.SetRows(ctx, int64(res.Count))
-	writeJSON(w, http.StatusOK, res)
+		return res, res.Count, nil
+	})
 }
 
 // describe fills a distribution's figures from its value counts; bins 0

@@ -305,14 +305,18 @@ func badParam(param, format string, args ...any) *paramError {
 // values than MaxDistinctValues.
 var errTooBroad = errors.New("too many distinct values")
 
-// fail answers an error: 400 for a bad parameter, 422 for a request too
-// broad to answer exactly, 503 for a store that did not answer. The
+// fail answers an error: 400 for a bad parameter, 404 for a user to
+// compare who has no cohort, 422 for a request too broad to answer
+// exactly, 503 for a store that did not answer. The
 // underlying error is logged, never sent: it may quote SQL.
 func (s *Service) fail(w http.ResponseWriter, what string, err error) {
 	var pe *paramError
 	switch {
 	case errors.As(err, &pe):
 		writeJSON(w, http.StatusBadRequest, APIError{Code: "invalid_parameter", Parameter: pe.param, Message: pe.msg})
+	case errors.Is(err, errNoUser):
+		writeJSON(w, http.StatusNotFound, APIError{Code: "unknown_user", Parameter: "user",
+			Message: "the user has no profile or device events in this tenant, so has no cohort"})
 	case errors.Is(err, errTooBroad):
 		writeJSON(w, http.StatusUnprocessableEntity, APIError{Code: "too_broad",
 			Message: fmt.Sprintf("the selection holds more than %d distinct values; narrow the range or the scope", s.cfg.MaxDistinctValues)})

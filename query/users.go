@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/vitalshq/vitals/internal/audit"
@@ -28,38 +29,30 @@ type PercentilesResponse struct {
 
 // userPercentiles answers GET /v1/users/{user}/percentiles?metric=&from=&to=&p=.
 func (s *Service) userPercentiles(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := s.timeout(r)
-	defer cancel()
 	user := r.PathValue("user")
-	err := parseUser("user", user)
-	if err == nil && r.URL.Query().Has("user") {
-		err = badParam("user", "the user is in the path")
-	}
+	asked := r.URL.Query().Has("user")
 	var ps []float64
-	if err == nil {
-		ps, err = ParsePercentiles(r.URL.Query().Get("p"), s.cfg.MaxPercentiles)
-	}
-	if err != nil {
-		s.fail(w, "user percentiles", err)
-		return
+	own := func(v url.Values) (err error) {
+		err = parseUser("user", user)
+		if err == nil && asked {
+			err = badParam("user", "the user is in the path")
+		}
+		if err == nil {
+			ps, err = ParsePercentiles(v.Get("p"), s.cfg.MaxPercentiles)
+		}
+		return err
 	}
 	// The path's user is the scope; the shared parser sees it as user=.
-	r2 := r.Clone(ctx)
+	r2 := r.Clone(r.Context())
 	qv := r2.URL.Query()
 	qv.Set("user", user)
 	r2.URL.RawQuery = qv.Encode()
-	q, c, ok := s.begin(ctx, w, r2, "user percentiles", rangeRequired)
-	if !ok {
-		return
-	}
-	var res PercentilesResult
-	if err := s.fillPercentiles(ctx, q, ps, false, &res); err != nil {
-		s.fail(w, "user percentiles", err)
-		return
-	}
-	audit.SetRows(ctx, int64(res.Count))
-	writeJSON(w, http.StatusOK, PercentilesResponse{UserID: user, Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To,
-		Count: res.Count, Method: Method, Percentiles: res.Percentiles, Stale: c.Stale, AsOf: c.AsOf})
+	scoped(s, w, r2, "user percentiles", rangeRequired, own, func(ctx context.Context, q request, c common) (PercentilesResponse, uint64, error) {
+		var res PercentilesResult
+		err := s.fillPercentiles(ctx, q, ps, false, &res)
+		return PercentilesResponse{UserID: user, Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To,
+			Count: res.Count, Method: Method, Percentiles: res.Percentiles, Stale: c.Stale, AsOf: c.AsOf}, res.Count, err
+	})
 }
 
 // Latest is a user's newest reading of a metric.

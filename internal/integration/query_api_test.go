@@ -329,6 +329,13 @@ func TestQueryAPI(t *testing.T) {
 		if !male.Suppressed || male.Cohort.Mean != nil || male.PercentileRank != nil || male.Reason == "" {
 			t.Errorf("a 2-user cohort must be suppressed: %+v", male)
 		}
+		// A user with no profile or device events has no cohort: 404, not
+		// a 503 that says the store did not answer.
+		status, body := askQuery(t, queryURL, tok, "/v1/compare?metric=heart_rate&by=sex&user=nobody-"+u.id+"&"+rangeQ)
+		var apiErr query.APIError
+		if err := json.Unmarshal([]byte(body), &apiErr); err != nil || status != http.StatusNotFound || apiErr.Code != "unknown_user" || apiErr.Parameter != "user" {
+			t.Errorf("compare with an unknown user: %d %s; want 404 unknown_user on user", status, body)
+		}
 	})
 
 	t.Run("trends", func(t *testing.T) {
