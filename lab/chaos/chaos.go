@@ -105,6 +105,22 @@ type window struct {
 	node     string
 }
 
+// hold takes service down (how: the stack script's stop or kill), keeps it
+// down for d or until ctx ends, and starts it again even then, so that a
+// run cut short leaves the stack whole; w records when it was down.
+func hold(ctx context.Context, stack Stack, how, service string, d time.Duration, w *window) error {
+	if err := stack(ctx, how, service); err != nil {
+		return err
+	}
+	w.down = time.Now()
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+	w.up = time.Now()
+	return stack(context.WithoutCancel(ctx), "start", service)
+}
+
 // schedule turns the plan into timed steps: kills at random moments in the
 // middle of the run (each role at least twice when there are six or more),
 // the outages at fixed fractions so they do not overlap one another.
@@ -120,16 +136,7 @@ func (p Plan) schedule(r Roles, stack Stack, log zerolog.Logger) []step {
 	outage := func(at, d time.Duration, service string) {
 		w := &window{}
 		steps = append(steps, step{at: at, name: fmt.Sprintf("%s stopped %s", service, d), win: w, do: func(ctx context.Context) error {
-			if err := stack(ctx, "stop", service); err != nil {
-				return err
-			}
-			w.down = time.Now()
-			select {
-			case <-time.After(d):
-			case <-ctx.Done():
-			}
-			w.up = time.Now()
-			return stack(context.WithoutCancel(ctx), "start", service)
+			return hold(ctx, stack, "stop", service, d, w)
 		}})
 	}
 	if p.LeaderKill > 0 && r.Leader != nil {
@@ -140,16 +147,7 @@ func (p Plan) schedule(r Roles, stack Stack, log zerolog.Logger) []step {
 				return err
 			}
 			w.node = node
-			if err := stack(ctx, "kill", node); err != nil {
-				return err
-			}
-			w.down = time.Now()
-			select {
-			case <-time.After(d):
-			case <-ctx.Done():
-			}
-			w.up = time.Now()
-			return stack(context.WithoutCancel(ctx), "start", node)
+			return hold(ctx, stack, "kill", node, d, w)
 		}})
 	}
 	if p.ReplicaStop > 0 && p.Replica != "" {
