@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -260,6 +261,19 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		for _, e := range dashboardtest.Check(s, want) {
 			t.Error(e)
+		}
+		// Check itself sees a difference: the same page against answers
+		// whose first day counts one reading more, and whose user
+		// comparison is missing.
+		if len(want.Trends.Days) == 0 {
+			t.Fatal("the newest user's trends have no days")
+		}
+		wrong := *want
+		wrong.Trends.Days = slices.Clone(want.Trends.Days)
+		n := *wrong.Trends.Days[0].Count + 1
+		wrong.Trends.Days[0].Count, wrong.Compare = &n, nil
+		if errs := dashboardtest.Check(s, &wrong); len(errs) < 2 {
+			t.Errorf("Check of a page against altered answers found %d differences, want at least 2 (a count, the comparison): %q", len(errs), errs)
 		}
 		if t.Failed() {
 			t.Log(s.Describe())

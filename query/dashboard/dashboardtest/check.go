@@ -201,214 +201,242 @@ func get(ctx context.Context, u, token string, out any) error {
 // to the API's, its text equal to that value as displayed: integers exactly,
 // other numbers to 2 decimals).
 func Check(s *Snapshot, a *Answers) []string {
-	var errs []string
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
-	drawn := func(name string, points, series int) {
-		c := s.Charts[name]
-		if c.Status != "ok" {
-			bad("%s: status %q (%s), want ok", name, c.Status, c.Message)
-			return
-		}
-		if !c.Plotted || len(c.SeriesLengths) != series {
-			bad("%s: uPlot has %d series, want %d (x and %d data series)", name, len(c.SeriesLengths), series, series-1)
-			return
-		}
-		for i, n := range c.SeriesLengths {
-			if n != points {
-				bad("%s: uPlot series %d (%s) has %d points, the API returned %d", name, i, c.SeriesLabels[i], n, points)
-			}
-		}
-		if c.CanvasWidth == 0 || c.CanvasHeight == 0 || c.ColorPixels == 0 {
-			bad("%s: nothing drawn: canvas %dx%d, %d pixels of the series colour", name, c.CanvasWidth, c.CanvasHeight, c.ColorPixels)
-		}
-	}
-	// A day axis fits its days: half a day either side of the first and
-	// last, whatever the range asked for (one day once spanned two years).
-	fits := func(name string, days []string) {
-		c := s.Charts[name]
-		if len(days) == 0 || !c.Plotted {
-			return
-		}
-		first, err1 := time.Parse(time.DateOnly, days[0])
-		last, err2 := time.Parse(time.DateOnly, days[len(days)-1])
-		if err1 != nil || err2 != nil {
-			bad("%s: days %q and %q are not dates", name, days[0], days[len(days)-1])
-			return
-		}
-		lo, hi := float64(first.Unix()-43200), float64(last.Unix()+43200)
-		if math.Abs(c.XMin-lo) > 1 || math.Abs(c.XMax-hi) > 1 {
-			bad("%s: the day axis spans %s to %s; the data, %s to %s, wants half a day either side", name,
-				time.Unix(int64(c.XMin), 0).UTC(), time.Unix(int64(c.XMax), 0).UTC(), days[0], days[len(days)-1])
-		}
-	}
-	rows := func(name, table string, want [][]any, foot bool) {
-		t, ok := s.Charts[name].Tables[table]
-		if !ok {
-			bad("%s: no table %s", table, table)
-			return
-		}
-		got := t.Rows
-		if foot {
-			got = t.Foot
-		}
-		if len(got) != len(want) {
-			bad("%s: %d rows, the API returned %d", table, len(got), len(want))
-			return
-		}
-		for i := range want {
-			if len(got[i]) != len(want[i]) {
-				bad("%s row %d: %d cells, want %d", table, i, len(got[i]), len(want[i]))
-				continue
-			}
-			for j, w := range want[i] {
-				if msg := cellDiff(got[i][j], w); msg != "" {
-					bad("%s row %d column %d: %s", table, i, j, msg)
-				}
-			}
-		}
-	}
-
-	suppressed := func(name string, sup Suppression) bool {
-		if !sup.Suppressed {
-			return false
-		}
-		c := s.Charts[name]
-		if c.Status != "suppressed" || c.Plotted || !strings.Contains(c.Message, sup.Reason) {
-			bad("%s: suppressed by the API: status %q, plotted %v, message %q does not give the reason %q", name, c.Status, c.Plotted, c.Message, sup.Reason)
-		}
-		for id, t := range c.Tables {
-			if len(t.Rows)+len(t.Foot) > 0 {
-				bad("%s: suppressed by the API, but table %s shows %d rows", name, id, len(t.Rows)+len(t.Foot))
-			}
-		}
-		return true
-	}
-
-	// Trends.
-	t := a.Trends
-	var trows [][]any
-	for _, d := range t.Days {
-		trows = append(trows, []any{d.Day, d.Count, d.Avg, d.Min, d.Max, d.Stddev})
-	}
-	if !suppressed("trends", t.Suppression) {
-		if len(t.Days) == 0 {
-			expectStatus(s, "trends", "empty", bad)
-		} else {
-			drawn("trends", len(t.Days), 4)
-			var days []string
-			for _, d := range t.Days {
-				days = append(days, d.Day)
-			}
-			fits("trends", days)
-		}
-		rows("trends", "trends-table", trows, false)
-	}
-
-	// Distribution.
-	if d := a.Distribution; !suppressed("distribution", d.Suppression) {
-		rows("distribution", "distribution-summary", [][]any{{d.Count, d.Min, d.Q1, d.Median, d.Q3, d.Max, d.Mean, d.Stddev}}, false)
-		var drows [][]any
-		for _, b := range d.Histogram {
-			drows = append(drows, []any{b.Lower, b.Upper, b.Count})
-		}
-		rows("distribution", "distribution-table", drows, false)
-		if d.Count == nil || *d.Count == 0 || len(d.Histogram) == 0 {
-			expectStatus(s, "distribution", "empty", bad)
-		} else {
-			drawn("distribution", len(d.Histogram), 2)
-		}
-	}
-
-	// Percentiles per day.
-	if p := a.Percentiles; !suppressed("percentiles", p.Suppression) {
-		ps := make([]float64, 0, len(p.Percentiles))
-		header := []string{"day", "count"}
-		for _, v := range p.Percentiles {
-			ps = append(ps, v.P)
-			header = append(header, "p"+strconv.FormatFloat(v.P, 'g', -1, 64))
-		}
-		if got := s.Charts["percentiles"].Tables["percentiles-table"].Header; strings.Join(got, ",") != strings.Join(header, ",") {
-			bad("percentiles-table header %v, want %v", got, header)
-		}
-		at := func(list []PercentileValue, p float64) *float64 {
-			for _, v := range list {
-				if v.P == p {
-					return v.Value
-				}
-			}
-			return nil
-		}
-		var prows [][]any
-		for _, day := range p.Days {
-			r := []any{day.Day, day.Count}
-			for _, q := range ps {
-				r = append(r, at(day.Percentiles, q))
-			}
-			prows = append(prows, r)
-		}
-		rows("percentiles", "percentiles-table", prows, false)
-		foot := []any{"whole range", p.Count}
-		for _, q := range ps {
-			foot = append(foot, at(p.Percentiles, q))
-		}
-		rows("percentiles", "percentiles-table", [][]any{foot}, true)
-		if len(p.Days) == 0 || len(ps) == 0 {
-			expectStatus(s, "percentiles", "empty", bad)
-		} else {
-			drawn("percentiles", len(p.Days), 1+len(ps))
-			var days []string
-			for _, d := range p.Days {
-				days = append(days, d.Day)
-			}
-			fits("percentiles", days)
-		}
-	}
-
-	// User against cohort.
-	c := a.Compare
-	switch {
-	case c == nil:
-		expectStatus(s, "compare", "skipped", bad)
-	default:
-		var users, count, mean, median *float64
-		value := "–"
-		if c.Cohort != nil {
-			users, count, mean, median = c.Cohort.Users, c.Cohort.Count, c.Cohort.Mean, c.Cohort.Median
-			if c.Cohort.Value != nil {
-				value = *c.Cohort.Value
-			}
-		}
-		rows("compare", "compare-table", [][]any{
-			{"user " + c.User.ID, nil, c.User.Count, c.User.Mean, c.User.Median},
-			{fmt.Sprintf("cohort %s = %s", c.By, value), users, count, mean, median},
-		}, false)
-		if sum := s.Charts["compare"].Tables["compare-summary"].Rows; len(sum) != 1 || len(sum[0]) != 2 {
-			bad("compare-summary: %d rows, want 1 of 2 cells", len(sum))
-		} else {
-			if msg := cellDiffSuffix(sum[0][0], c.PercentDifference, "%"); msg != "" {
-				bad("compare-summary percent difference: %s", msg)
-			}
-			if msg := cellDiff(sum[0][1], c.PercentileRank); msg != "" {
-				bad("compare-summary percentile rank: %s", msg)
-			}
-		}
-		if c.Suppressed {
-			expectStatus(s, "compare", "suppressed", bad)
-			if ch := s.Charts["compare"]; ch.Plotted || !strings.Contains(ch.Message, c.Reason) {
-				bad("compare: suppressed cohort: plotted=%v, message %q does not give the reason %q", ch.Plotted, ch.Message, c.Reason)
-			}
-		} else if c.User.Count == nil || *c.User.Count == 0 {
-			expectStatus(s, "compare", "empty", bad)
-		} else {
-			drawn("compare", 2, 3)
-		}
-	}
-	return errs
+	k := &checker{s: s}
+	k.trends(a.Trends)
+	k.distribution(a.Distribution)
+	k.percentiles(a.Percentiles)
+	k.compare(a.Compare)
+	return k.errs
 }
 
-func expectStatus(s *Snapshot, name, want string, bad func(string, ...any)) {
-	if c := s.Charts[name]; c.Status != want {
-		bad("%s: status %q (%s), want %q", name, c.Status, c.Message, want)
+// checker gathers the differences Check finds, chart by chart.
+type checker struct {
+	s    *Snapshot
+	errs []string
+}
+
+func (k *checker) bad(format string, args ...any) {
+	k.errs = append(k.errs, fmt.Sprintf(format, args...))
+}
+
+// status expects the chart's status to be want.
+func (k *checker) status(name, want string) {
+	if c := k.s.Charts[name]; c.Status != want {
+		k.bad("%s: status %q (%s), want %q", name, c.Status, c.Message, want)
+	}
+}
+
+// drawn expects the chart plotted with series series of points points
+// each, and pixels of the series colour on its canvas.
+func (k *checker) drawn(name string, points, series int) {
+	c := k.s.Charts[name]
+	if c.Status != "ok" {
+		k.bad("%s: status %q (%s), want ok", name, c.Status, c.Message)
+		return
+	}
+	if !c.Plotted || len(c.SeriesLengths) != series {
+		k.bad("%s: uPlot has %d series, want %d (x and %d data series)", name, len(c.SeriesLengths), series, series-1)
+		return
+	}
+	for i, n := range c.SeriesLengths {
+		if n != points {
+			k.bad("%s: uPlot series %d (%s) has %d points, the API returned %d", name, i, c.SeriesLabels[i], n, points)
+		}
+	}
+	if c.CanvasWidth == 0 || c.CanvasHeight == 0 || c.ColorPixels == 0 {
+		k.bad("%s: nothing drawn: canvas %dx%d, %d pixels of the series colour", name, c.CanvasWidth, c.CanvasHeight, c.ColorPixels)
+	}
+}
+
+// fits expects a day axis to fit its days: half a day either side of the
+// first and last, whatever the range asked for (one day once spanned two
+// years).
+func (k *checker) fits(name string, days []string) {
+	c := k.s.Charts[name]
+	if len(days) == 0 || !c.Plotted {
+		return
+	}
+	first, err1 := time.Parse(time.DateOnly, days[0])
+	last, err2 := time.Parse(time.DateOnly, days[len(days)-1])
+	if err1 != nil || err2 != nil {
+		k.bad("%s: days %q and %q are not dates", name, days[0], days[len(days)-1])
+		return
+	}
+	lo, hi := float64(first.Unix()-43200), float64(last.Unix()+43200)
+	if math.Abs(c.XMin-lo) > 1 || math.Abs(c.XMax-hi) > 1 {
+		k.bad("%s: the day axis spans %s to %s; the data, %s to %s, wants half a day either side", name,
+			time.Unix(int64(c.XMin), 0).UTC(), time.Unix(int64(c.XMax), 0).UTC(), days[0], days[len(days)-1])
+	}
+}
+
+// rows expects a table's body (or its foot) to hold want, cell by cell.
+func (k *checker) rows(name, table string, want [][]any, foot bool) {
+	t, ok := k.s.Charts[name].Tables[table]
+	if !ok {
+		k.bad("%s: no table %s", table, table)
+		return
+	}
+	got := t.Rows
+	if foot {
+		got = t.Foot
+	}
+	if len(got) != len(want) {
+		k.bad("%s: %d rows, the API returned %d", table, len(got), len(want))
+		return
+	}
+	for i := range want {
+		if len(got[i]) != len(want[i]) {
+			k.bad("%s row %d: %d cells, want %d", table, i, len(got[i]), len(want[i]))
+			continue
+		}
+		for j, w := range want[i] {
+			if msg := cellDiff(got[i][j], w); msg != "" {
+				k.bad("%s row %d column %d: %s", table, i, j, msg)
+			}
+		}
+	}
+}
+
+// suppressed reports whether the API suppressed the chart's answer, and
+// if so expects the page to say why and show no figures.
+func (k *checker) suppressed(name string, sup Suppression) bool {
+	if !sup.Suppressed {
+		return false
+	}
+	c := k.s.Charts[name]
+	if c.Status != "suppressed" || c.Plotted || !strings.Contains(c.Message, sup.Reason) {
+		k.bad("%s: suppressed by the API: status %q, plotted %v, message %q does not give the reason %q", name, c.Status, c.Plotted, c.Message, sup.Reason)
+	}
+	for id, t := range c.Tables {
+		if len(t.Rows)+len(t.Foot) > 0 {
+			k.bad("%s: suppressed by the API, but table %s shows %d rows", name, id, len(t.Rows)+len(t.Foot))
+		}
+	}
+	return true
+}
+
+func (k *checker) trends(t Trends) {
+	var trows [][]any
+	var days []string
+	for _, d := range t.Days {
+		trows = append(trows, []any{d.Day, d.Count, d.Avg, d.Min, d.Max, d.Stddev})
+		days = append(days, d.Day)
+	}
+	if k.suppressed("trends", t.Suppression) {
+		return
+	}
+	if len(t.Days) == 0 {
+		k.status("trends", "empty")
+	} else {
+		k.drawn("trends", len(t.Days), 4)
+		k.fits("trends", days)
+	}
+	k.rows("trends", "trends-table", trows, false)
+}
+
+func (k *checker) distribution(d Distribution) {
+	if k.suppressed("distribution", d.Suppression) {
+		return
+	}
+	k.rows("distribution", "distribution-summary", [][]any{{d.Count, d.Min, d.Q1, d.Median, d.Q3, d.Max, d.Mean, d.Stddev}}, false)
+	var drows [][]any
+	for _, b := range d.Histogram {
+		drows = append(drows, []any{b.Lower, b.Upper, b.Count})
+	}
+	k.rows("distribution", "distribution-table", drows, false)
+	if d.Count == nil || *d.Count == 0 || len(d.Histogram) == 0 {
+		k.status("distribution", "empty")
+	} else {
+		k.drawn("distribution", len(d.Histogram), 2)
+	}
+}
+
+// percentiles checks the percentiles per day: the header names the
+// percentiles asked for, a row per day, the whole range in the foot.
+func (k *checker) percentiles(p Percentiles) {
+	if k.suppressed("percentiles", p.Suppression) {
+		return
+	}
+	ps := make([]float64, 0, len(p.Percentiles))
+	header := []string{"day", "count"}
+	for _, v := range p.Percentiles {
+		ps = append(ps, v.P)
+		header = append(header, "p"+strconv.FormatFloat(v.P, 'g', -1, 64))
+	}
+	if got := k.s.Charts["percentiles"].Tables["percentiles-table"].Header; strings.Join(got, ",") != strings.Join(header, ",") {
+		k.bad("percentiles-table header %v, want %v", got, header)
+	}
+	at := func(list []PercentileValue, p float64) *float64 {
+		for _, v := range list {
+			if v.P == p {
+				return v.Value
+			}
+		}
+		return nil
+	}
+	var prows [][]any
+	var days []string
+	for _, day := range p.Days {
+		r := []any{day.Day, day.Count}
+		for _, q := range ps {
+			r = append(r, at(day.Percentiles, q))
+		}
+		prows = append(prows, r)
+		days = append(days, day.Day)
+	}
+	k.rows("percentiles", "percentiles-table", prows, false)
+	foot := []any{"whole range", p.Count}
+	for _, q := range ps {
+		foot = append(foot, at(p.Percentiles, q))
+	}
+	k.rows("percentiles", "percentiles-table", [][]any{foot}, true)
+	if len(p.Days) == 0 || len(ps) == 0 {
+		k.status("percentiles", "empty")
+	} else {
+		k.drawn("percentiles", len(p.Days), 1+len(ps))
+		k.fits("percentiles", days)
+	}
+}
+
+// compare checks the user against their cohort; c is nil when the scope
+// is not one user, and the chart is then skipped.
+func (k *checker) compare(c *Compare) {
+	if c == nil {
+		k.status("compare", "skipped")
+		return
+	}
+	var users, count, mean, median *float64
+	value := "–"
+	if c.Cohort != nil {
+		users, count, mean, median = c.Cohort.Users, c.Cohort.Count, c.Cohort.Mean, c.Cohort.Median
+		if c.Cohort.Value != nil {
+			value = *c.Cohort.Value
+		}
+	}
+	k.rows("compare", "compare-table", [][]any{
+		{"user " + c.User.ID, nil, c.User.Count, c.User.Mean, c.User.Median},
+		{fmt.Sprintf("cohort %s = %s", c.By, value), users, count, mean, median},
+	}, false)
+	if sum := k.s.Charts["compare"].Tables["compare-summary"].Rows; len(sum) != 1 || len(sum[0]) != 2 {
+		k.bad("compare-summary: %d rows, want 1 of 2 cells", len(sum))
+	} else {
+		if msg := cellDiffSuffix(sum[0][0], c.PercentDifference, "%"); msg != "" {
+			k.bad("compare-summary percent difference: %s", msg)
+		}
+		if msg := cellDiff(sum[0][1], c.PercentileRank); msg != "" {
+			k.bad("compare-summary percentile rank: %s", msg)
+		}
+	}
+	switch {
+	case c.Suppressed:
+		k.status("compare", "suppressed")
+		if ch := k.s.Charts["compare"]; ch.Plotted || !strings.Contains(ch.Message, c.Reason) {
+			k.bad("compare: suppressed cohort: plotted=%v, message %q does not give the reason %q", ch.Plotted, ch.Message, c.Reason)
+		}
+	case c.User.Count == nil || *c.User.Count == 0:
+		k.status("compare", "empty")
+	default:
+		k.drawn("compare", 2, 3)
 	}
 }
 
