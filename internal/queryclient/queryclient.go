@@ -120,119 +120,130 @@ func num(p *float64) string {
 	return strconv.FormatFloat(*p, 'f', -1, 64)
 }
 
-// Print renders an answer of command sub as text tables.
+// Print renders an answer of command sub as text tables; nothing for a
+// command it does not know.
 func Print(w io.Writer, sub string, body []byte) error {
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	defer tw.Flush()
-	decode := func(v any) error {
-		if err := json.Unmarshal(body, v); err != nil {
-			return fmt.Errorf("query: decode answer: %w", err)
-		}
+	p, ok := printers[sub]
+	if !ok {
 		return nil
 	}
-	header := func(metric, unit string, from, to time.Time, stale, suppressed bool, reason string) {
-		fmt.Fprintf(w, "%s (%s), %s to %s", metric, unit, from.Format(time.RFC3339), to.Format(time.RFC3339))
-		if stale {
-			fmt.Fprint(w, ", STALE: the pipeline had not stored the write yet")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	defer tw.Flush()
+	return p(w, tw, body)
+}
+
+// printer writes an answer's title lines to w and its tables to tw, which
+// Print flushes after it.
+type printer func(w, tw io.Writer, body []byte) error
+
+var printers = map[string]printer{
+	"percentiles":  as(printPercentiles),
+	"distribution": as(printDistribution),
+	"compare":      as(printCompare),
+	"cohorts":      as(printCohorts),
+	"trends":       as(printTrends),
+	"summary":      as(printSummary),
+	"alerts":       as(printAlerts),
+}
+
+// as decodes the answer into a T for show.
+func as[T any](show func(w, tw io.Writer, r *T)) printer {
+	return func(w, tw io.Writer, body []byte) error {
+		var r T
+		if err := json.Unmarshal(body, &r); err != nil {
+			return fmt.Errorf("query: decode answer: %w", err)
 		}
-		fmt.Fprintln(w)
-		if suppressed {
-			fmt.Fprintln(w, "suppressed:", reason)
-		}
+		show(w, tw, &r)
+		return nil
 	}
-	switch sub {
-	case "percentiles":
-		var r query.PercentilesResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		header(r.Metric, r.Unit, r.From, r.To, r.Stale, r.Suppressed, r.Reason)
-		fmt.Fprint(tw, "day\treadings\t")
-		for _, p := range r.Percentiles {
-			fmt.Fprintf(tw, "p%g\t", p.P)
+}
+
+// header is the title line of a scoped answer, and why it is suppressed.
+func header(w io.Writer, metric, unit string, from, to time.Time, stale, suppressed bool, reason string) {
+	fmt.Fprintf(w, "%s (%s), %s to %s", metric, unit, from.Format(time.RFC3339), to.Format(time.RFC3339))
+	if stale {
+		fmt.Fprint(w, ", STALE: the pipeline had not stored the write yet")
+	}
+	fmt.Fprintln(w)
+	if suppressed {
+		fmt.Fprintln(w, "suppressed:", reason)
+	}
+}
+
+func printPercentiles(w, tw io.Writer, r *query.PercentilesResult) {
+	header(w, r.Metric, r.Unit, r.From, r.To, r.Stale, r.Suppressed, r.Reason)
+	fmt.Fprint(tw, "day\treadings\t")
+	for _, p := range r.Percentiles {
+		fmt.Fprintf(tw, "p%g\t", p.P)
+	}
+	fmt.Fprintln(tw)
+	row := func(day string, n uint64, ps []query.Percentile) {
+		fmt.Fprintf(tw, "%s\t%d\t", day, n)
+		for _, p := range ps {
+			fmt.Fprintf(tw, "%g\t", p.Value)
 		}
 		fmt.Fprintln(tw)
-		row := func(day string, n uint64, ps []query.Percentile) {
-			fmt.Fprintf(tw, "%s\t%d\t", day, n)
-			for _, p := range ps {
-				fmt.Fprintf(tw, "%g\t", p.Value)
-			}
-			fmt.Fprintln(tw)
-		}
-		for _, d := range r.Days {
-			row(d.Day, d.Count, d.Percentiles)
-		}
-		row("all", r.Count, r.Percentiles)
-	case "distribution":
-		var r query.DistributionResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		header(r.Metric, r.Unit, r.From, r.To, r.Stale, r.Suppressed, r.Reason)
-		fmt.Fprintln(tw, "readings\tmin\tq1\tmedian\tq3\tmax\tmean\tstddev\t")
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n\n", r.Count, num(r.Min), num(r.Q1), num(r.Median), num(r.Q3), num(r.Max), num(r.Mean), num(r.Stddev))
-		fmt.Fprintln(tw, "lower\tupper\treadings\t")
-		for _, b := range r.Histogram {
-			fmt.Fprintf(tw, "%g\t%g\t%d\t\n", b.Lower, b.Upper, b.Count)
-		}
-	case "compare":
-		var r query.CompareResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		header(r.Metric, r.Unit, r.From, r.To, r.Stale, r.Suppressed, r.Reason)
-		fmt.Fprintln(tw, "\tusers\treadings\tmean\tmedian\t")
-		fmt.Fprintf(tw, "user %s\t1\t%d\t%s\t%s\t\n", r.User.ID, r.User.Count, num(r.User.Mean), num(r.User.Median))
-		fmt.Fprintf(tw, "%s=%s\t%d\t%d\t%s\t%s\t\n", r.By, r.Cohort.Value, r.Cohort.Users, r.Cohort.Count, num(r.Cohort.Mean), num(r.Cohort.Median))
-		fmt.Fprintf(tw, "percent difference\t%s\tpercentile rank\t%s\t\t\n", num(r.PercentDifference), num(r.PercentileRank))
-	case "cohorts":
-		var r query.CohortsResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		header(r.Metric, r.Unit, r.From, r.To, r.Stale, false, "")
-		fmt.Fprintf(tw, "%s\tusers\treadings\tmean\tmedian\tp10\tp90\tstddev\t\n", r.By)
-		for _, c := range r.Cohorts {
-			if c.Suppressed {
-				fmt.Fprintf(tw, "%s\t%d\tsuppressed\t\t\t\t\t\t\n", c.Value, c.Users)
-				continue
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n", c.Value, c.Users, c.Count, num(c.Mean), num(c.Median), num(c.P10), num(c.P90), num(c.Stddev))
-		}
-	case "trends":
-		var r query.TrendsResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		header(r.Metric, r.Unit, r.From, r.To, r.Stale, r.Suppressed, r.Reason)
-		fmt.Fprintln(tw, "day\treadings\tavg\tmin\tmax\tstddev\t")
-		for _, d := range r.Days {
-			fmt.Fprintf(tw, "%s\t%d\t%.2f\t%g\t%g\t%s\t\n", d.Day, d.Count, d.Avg, d.Min, d.Max, num(d.Stddev))
-		}
-	case "summary":
-		var r query.SummaryResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "user %s: open alerts critical %d, warning %d, info %d\n", r.User, r.OpenAlerts["critical"], r.OpenAlerts["warning"], r.OpenAlerts["info"])
-		fmt.Fprintln(tw, "metric\treadings\tlatest\tunit\tmeasured at\t")
-		for i, l := range r.Latest {
-			fmt.Fprintf(tw, "%s\t%d\t%g\t%s\t%s\t\n", l.Metric, r.Counts[i].Count, l.Value, l.Unit, l.MeasuredAt.Format(time.RFC3339))
-		}
-	case "alerts":
-		var r query.AlertSummaryResult
-		if err := decode(&r); err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "alerts %s to %s, as of %s\n", r.From.Format(time.RFC3339), r.To.Format(time.RFC3339), r.AsOf.Format(time.RFC3339))
-		if r.Suppressed {
-			fmt.Fprintln(w, "suppressed:", r.Reason)
-			return nil
-		}
-		fmt.Fprintln(tw, "day\tcritical\twarning\tinfo\twithdrawn\t")
-		for _, d := range append(r.Days, r.Total) {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", d.Day, d.Critical, d.Warning, d.Info, d.Withdrawn)
-		}
 	}
-	return nil
+	for _, d := range r.Days {
+		row(d.Day, d.Count, d.Percentiles)
+	}
+	row("all", r.Count, r.Percentiles)
+}
+
+func printDistribution(w, tw io.Writer, r *query.DistributionResult) {
+	header(w, r.Metric, r.Unit, r.From, r.To, r.Stale, r.Suppressed, r.Reason)
+	fmt.Fprintln(tw, "readings\tmin\tq1\tmedian\tq3\tmax\tmean\tstddev\t")
+	fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n\n", r.Count, num(r.Min), num(r.Q1), num(r.Median), num(r.Q3), num(r.Max), num(r.Mean), num(r.Stddev))
+	fmt.Fprintln(tw, "lower\tupper\treadings\t")
+	for _, b := range r.Histogram {
+		fmt.Fprintf(tw, "%g\t%g\t%d\t\n", b.Lower, b.Upper, b.Count)
+	}
+}
+
+func printCompare(w, tw io.Writer, r *query.CompareResult) {
+	header(w, r.Metric, r.Unit, r.From, r.To, r.Stale, r.Suppressed, r.Reason)
+	fmt.Fprintln(tw, "\tusers\treadings\tmean\tmedian\t")
+	fmt.Fprintf(tw, "user %s\t1\t%d\t%s\t%s\t\n", r.User.ID, r.User.Count, num(r.User.Mean), num(r.User.Median))
+	fmt.Fprintf(tw, "%s=%s\t%d\t%d\t%s\t%s\t\n", r.By, r.Cohort.Value, r.Cohort.Users, r.Cohort.Count, num(r.Cohort.Mean), num(r.Cohort.Median))
+	fmt.Fprintf(tw, "percent difference\t%s\tpercentile rank\t%s\t\t\n", num(r.PercentDifference), num(r.PercentileRank))
+}
+
+func printCohorts(w, tw io.Writer, r *query.CohortsResult) {
+	header(w, r.Metric, r.Unit, r.From, r.To, r.Stale, false, "")
+	fmt.Fprintf(tw, "%s\tusers\treadings\tmean\tmedian\tp10\tp90\tstddev\t\n", r.By)
+	for _, c := range r.Cohorts {
+		if c.Suppressed {
+			fmt.Fprintf(tw, "%s\t%d\tsuppressed\t\t\t\t\t\t\n", c.Value, c.Users)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n", c.Value, c.Users, c.Count, num(c.Mean), num(c.Median), num(c.P10), num(c.P90), num(c.Stddev))
+	}
+}
+
+func printTrends(w, tw io.Writer, r *query.TrendsResult) {
+	header(w, r.Metric, r.Unit, r.From, r.To, r.Stale, r.Suppressed, r.Reason)
+	fmt.Fprintln(tw, "day\treadings\tavg\tmin\tmax\tstddev\t")
+	for _, d := range r.Days {
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%g\t%g\t%s\t\n", d.Day, d.Count, d.Avg, d.Min, d.Max, num(d.Stddev))
+	}
+}
+
+func printSummary(w, tw io.Writer, r *query.SummaryResult) {
+	fmt.Fprintf(w, "user %s: open alerts critical %d, warning %d, info %d\n", r.User, r.OpenAlerts["critical"], r.OpenAlerts["warning"], r.OpenAlerts["info"])
+	fmt.Fprintln(tw, "metric\treadings\tlatest\tunit\tmeasured at\t")
+	for i, l := range r.Latest {
+		fmt.Fprintf(tw, "%s\t%d\t%g\t%s\t%s\t\n", l.Metric, r.Counts[i].Count, l.Value, l.Unit, l.MeasuredAt.Format(time.RFC3339))
+	}
+}
+
+func printAlerts(w, tw io.Writer, r *query.AlertSummaryResult) {
+	fmt.Fprintf(w, "alerts %s to %s, as of %s\n", r.From.Format(time.RFC3339), r.To.Format(time.RFC3339), r.AsOf.Format(time.RFC3339))
+	if r.Suppressed {
+		fmt.Fprintln(w, "suppressed:", r.Reason)
+		return
+	}
+	fmt.Fprintln(tw, "day\tcritical\twarning\tinfo\twithdrawn\t")
+	for _, d := range append(r.Days, r.Total) {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", d.Day, d.Critical, d.Warning, d.Info, d.Withdrawn)
+	}
 }
