@@ -134,22 +134,8 @@ type clientStats struct {
 // Run runs the load until the warm-up and the window have passed, or ctx
 // ends, and returns the measurements.
 func Run(ctx context.Context, cfg Config) (Result, error) {
-	switch {
-	case cfg.Clients < 1:
-		return Result{}, errors.New("loadgen: need at least one client")
-	case len(cfg.Bodies) < cfg.Clients:
-		return Result{}, fmt.Errorf("loadgen: %d bodies for %d clients; need at least one per client", len(cfg.Bodies), cfg.Clients)
-	case cfg.Duration <= 0:
-		return Result{}, errors.New("loadgen: the measured window must be positive")
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 30 * time.Second
-	}
-	if cfg.Grace <= 0 {
-		cfg.Grace = 5 * time.Second
-	}
-	if cfg.MaxSamples <= 0 {
-		cfg.MaxSamples = 4 << 20
+	if err := cfg.complete(); err != nil {
+		return Result{}, err
 	}
 	hc := &http.Client{Transport: NewTransport(cfg.Clients), Timeout: cfg.Timeout}
 	defer hc.CloseIdleConnections()
@@ -241,8 +227,40 @@ loop:
 		<-done
 	}
 
+	res.sum(stats, cfg.MaxSamples)
+	if ctx.Err() != nil {
+		return res, ctx.Err()
+	}
+	return res, nil
+}
+
+// complete checks the configuration and fills in the defaults.
+func (cfg *Config) complete() error {
+	switch {
+	case cfg.Clients < 1:
+		return errors.New("loadgen: need at least one client")
+	case len(cfg.Bodies) < cfg.Clients:
+		return fmt.Errorf("loadgen: %d bodies for %d clients; need at least one per client", len(cfg.Bodies), cfg.Clients)
+	case cfg.Duration <= 0:
+		return errors.New("loadgen: the measured window must be positive")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 5 * time.Second
+	}
+	if cfg.MaxSamples <= 0 {
+		cfg.MaxSamples = 4 << 20
+	}
+	return nil
+}
+
+// sum adds up the clients' counts and latencies (at most maxSamples of
+// them) and derives the rates over res.Window.
+func (res *Result) sum(stats []*clientStats, maxSamples int) {
 	res.WindowSeconds = res.Window.Seconds()
-	lat := NewRecorder(cfg.MaxSamples)
+	lat := NewRecorder(maxSamples)
 	for _, st := range stats {
 		res.Requests += st.requests
 		res.AcceptedReadings += st.accepted
@@ -269,10 +287,6 @@ loop:
 		res.ReadingsPerSec = float64(res.AcceptedReadings) / s
 		res.RequestsPerSec = float64(res.Requests) / s
 	}
-	if ctx.Err() != nil {
-		return res, ctx.Err()
-	}
-	return res, nil
 }
 
 // runClient posts its bodies in turn until ctx ends.
