@@ -259,69 +259,19 @@ func Rebuild(ctx context.Context, cfg Config, log zerolog.Logger) (*Result, erro
 	res := &Result{Plan: plan}
 	log.Info().Strs("tables", plan.Tables).Str("shadow", plan.ShadowDatabase).Str("group", plan.Group).Int64("records", plan.Records()).Msg("rebuilding")
 
-	pcfg := cfg.Projector
-	pcfg.Kafka, pcfg.Warehouse, pcfg.Group, pcfg.Tables = cfg.Kafka, cfg.Warehouse, plan.Group, plan.Tables
-	pcfg.Warehouse.Database = plan.ShadowDatabase
-	pcfg.InstanceID, pcfg.MetricsAddr = "", "" // several instances; none serves /metrics
-	pcfg.Shred = false                         // the live projectors finish erasures, the shadow's included
-	// Several instances in one group share the partitions: one decodes
-	// while another waits on its insert.
-	var shadows []*projector.Projector
-	for i := range max(cfg.Instances, 1) {
-		p, err := projector.New(ctx, pcfg, log.With().Str("projection", "shadow").Int("instance", i).Logger())
-		if err != nil {
-			for _, p := range shadows {
-				p.Close()
-			}
-			return nil, err
-		}
-		shadows = append(shadows, p)
+	sh, err := startShadow(ctx, cfg, plan, log)
+	if err != nil {
+		return nil, err
 	}
-	pctx, stopShadow := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan error, 1)
-	go func() {
-		g, gctx := errgroup.WithContext(pctx)
-		for _, p := range shadows {
-			g.Go(func() error {
-				err := p.Run(gctx)
-				if err == nil && pctx.Err() == nil {
-					err = errors.New("a shadow projector stopped")
-				}
-				return err
-			})
-		}
-		done <- g.Wait()
-	}()
-	var stopped atomic.Bool
-	stop := func() error {
-		if stopped.Swap(true) {
-			return nil
-		}
-		stopShadow()
-		return <-done
-	}
+	stop := sh.stop
 	// Closing leaves the group, which can take seconds while the other
 	// instance's rebalance settles: do it after the swap, not during the
 	// live projectors' pause. Stopping (Run returned) is enough to swap.
-	defer func() {
-		_ = stop()
-		for _, p := range shadows {
-			p.Close()
-		}
-	}()
+	defer sh.close()
 	// Stop as soon as the caller does, and fail if the shadow projector does.
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		select {
-		case err := <-done:
-			done <- err
-			if !stopped.Load() {
-				cancel()
-			}
-		case <-rctx.Done():
-		}
-	}()
+	go sh.cancelOnFailure(rctx, cancel)
 
 	started := time.Now()
 	// What an earlier run did: the group's commits or, after a reset of
@@ -353,6 +303,84 @@ func Rebuild(ctx context.Context, cfg Config, log zerolog.Logger) (*Result, erro
 	}
 	res.Swapped = true
 	return res, nil
+}
+
+// shadow is a rebuild's projectors into the shadow database, running
+// until stop.
+type shadow struct {
+	projectors []*projector.Projector
+	cancel     context.CancelFunc
+	done       chan error // the projectors' end, once
+	stopped    atomic.Bool
+}
+
+// startShadow starts cfg.Instances projectors of the plan's tables into
+// its shadow database, in the plan's group. Several instances in one group
+// share the partitions: one decodes while another waits on its insert.
+func startShadow(ctx context.Context, cfg Config, plan *Plan, log zerolog.Logger) (*shadow, error) {
+	pcfg := cfg.Projector
+	pcfg.Kafka, pcfg.Warehouse, pcfg.Group, pcfg.Tables = cfg.Kafka, cfg.Warehouse, plan.Group, plan.Tables
+	pcfg.Warehouse.Database = plan.ShadowDatabase
+	pcfg.InstanceID, pcfg.MetricsAddr = "", "" // several instances; none serves /metrics
+	pcfg.Shred = false                         // the live projectors finish erasures, the shadow's included
+	sh := &shadow{done: make(chan error, 1)}
+	for i := range max(cfg.Instances, 1) {
+		p, err := projector.New(ctx, pcfg, log.With().Str("projection", "shadow").Int("instance", i).Logger())
+		if err != nil {
+			for _, p := range sh.projectors {
+				p.Close()
+			}
+			return nil, err
+		}
+		sh.projectors = append(sh.projectors, p)
+	}
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	sh.cancel = cancel
+	go func() {
+		g, gctx := errgroup.WithContext(pctx)
+		for _, p := range sh.projectors {
+			g.Go(func() error {
+				err := p.Run(gctx)
+				if err == nil && pctx.Err() == nil {
+					err = errors.New("a shadow projector stopped")
+				}
+				return err
+			})
+		}
+		sh.done <- g.Wait()
+	}()
+	return sh, nil
+}
+
+// stop stops the projectors and returns how they ended; only the first
+// call waits, later ones return nil.
+func (sh *shadow) stop() error {
+	if sh.stopped.Swap(true) {
+		return nil
+	}
+	sh.cancel()
+	return <-sh.done
+}
+
+// close stops the projectors and closes them, leaving the group.
+func (sh *shadow) close() {
+	_ = sh.stop()
+	for _, p := range sh.projectors {
+		p.Close()
+	}
+}
+
+// cancelOnFailure calls cancel if the projectors end before stop was
+// called (a failure), and returns when they end or ctx does.
+func (sh *shadow) cancelOnFailure(ctx context.Context, cancel context.CancelFunc) {
+	select {
+	case err := <-sh.done:
+		sh.done <- err // for stop
+		if !sh.stopped.Load() {
+			cancel()
+		}
+	case <-ctx.Done():
+	}
 }
 
 // stopErr stops the shadow projector and returns err, or what stopped it.
