@@ -28,6 +28,7 @@ type benchProjReport struct {
 	Users       int     `json:"users"`
 	BatchRows   int     `json:"batch_rows"`
 	Flush       string  `json:"flush_interval"`
+	Instances   int     `json:"instances"`
 	FillSeconds float64 `json:"fill_seconds"`
 	Sealed      bool    `json:"sealed"`
 	Seconds     float64 `json:"seconds"`
@@ -61,8 +62,13 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	scratch.Names(fs, "bench-proj-", "vitals_bench_proj_")
 	var b acceptedBench
 	b.flags(fs, 2_000_000, 10*time.Minute, "project", "the projection window")
+	var instances int
+	fs.Int(&instances, "bench-instances", 1, "projectors in the group, in this process: several share the partitions, so one decodes while another waits on its insert (as replay rebuild runs them; a deployment runs several vitals projector processes)")
 	if err := b.parse(fs, s, args, "bench projector"); err != nil {
 		return err
+	}
+	if instances < 1 {
+		return errors.New("--bench-instances must be at least 1")
 	}
 	s.ProjectorGroup = s.KafkaPrefix + "." + scratch.RandomHex(4)
 	log, err := s.Logger()
@@ -73,7 +79,7 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	pcfg := s.Projector()
 	pcfg.MetricsAddr = "" // no listener: a bench may run beside a live projector
 	rep := benchProjReport{runInfo: thisRun(), TopicPrefix: s.KafkaPrefix,
-		Database: s.ClickHouseDatabase, Partitions: kcfg.Partitions, Rows: b.rows, Users: b.users, BatchRows: pcfg.MaxRows, Flush: pcfg.FlushInterval.String(), Sealed: b.sealed}
+		Database: s.ClickHouseDatabase, Partitions: kcfg.Partitions, Rows: b.rows, Users: b.users, BatchRows: pcfg.MaxRows, Flush: pcfg.FlushInterval.String(), Sealed: b.sealed, Instances: instances}
 
 	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
 	defer cancelRun()
@@ -88,23 +94,42 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	defer cl.Close()
 
-	p, err := projector.New(runCtx, pcfg, log)
-	if err != nil {
-		return err
+	pcfg.InstanceID = "" // several instances, none static
+	var ps []*projector.Projector
+	closeAll := func() {
+		for _, p := range ps {
+			p.Close()
+		}
+	}
+	for i := range instances {
+		p, err := projector.New(runCtx, pcfg, log.With().Int("instance", i).Logger())
+		if err != nil {
+			closeAll()
+			return err
+		}
+		ps = append(ps, p)
 	}
 	stopProfile, err := startCPUProfile(b.cpuProfile)
 	if err != nil {
-		p.Close()
+		closeAll()
 		return err
 	}
 	pctx, stop := context.WithCancel(runCtx)
-	done := make(chan error, 1)
+	done := make(chan error, len(ps))
 	cpu0 := loadgen.SampleCPU()
 	start := time.Now()
-	go func() { done <- p.Run(pctx) }()
-	stats := p.Stats()
+	for _, p := range ps {
+		go func() { done <- p.Run(pctx) }()
+	}
+	committed := func() int64 {
+		var n int64
+		for _, p := range ps {
+			n += p.Stats().Committed.Load()
+		}
+		return n
+	}
 	stopProgress := loadgen.Periodically(5*time.Second, func() {
-		n := stats.Committed.Load()
+		n := committed()
 		log.Info().Int64("committed", n).Int("of", b.rows).Float64("rows_per_sec", math.Round(float64(n)/time.Since(start).Seconds())).Msg("projecting")
 	})
 	var runErr error
@@ -114,9 +139,11 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	// are also read once a second.
 	adm := kadm.NewClient(cl)
 	lastCheck := time.Now()
-	for stats.Committed.Load() < int64(b.rows) && runErr == nil {
+	ended := 0
+	for committed() < int64(b.rows) && runErr == nil {
 		select {
 		case runErr = <-done:
+			ended++
 			if runErr == nil {
 				runErr = errors.New("projector stopped before committing every record")
 			}
@@ -127,7 +154,7 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 		if runErr == nil && time.Since(lastCheck) >= time.Second {
 			lastCheck = time.Now()
 			if n, err := committedRecords(runCtx, adm, s.ProjectorGroup, kcfg.Topics.AcceptedReadings); err == nil && n >= int64(b.rows) {
-				log.Warn().Int64("counted", stats.Committed.Load()).Msg("every offset is committed, though some commits were not counted (failed, then covered by later ones)")
+				log.Warn().Int64("counted", committed()).Msg("every offset is committed, though some commits were not counted (failed, then covered by later ones)")
 				break
 			}
 		}
@@ -138,10 +165,12 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	rep.CPUProfile = b.cpuProfile
 	stopProgress()
 	stop()
-	if runErr == nil {
-		runErr = <-done
+	for ; ended < len(ps); ended++ {
+		if err := <-done; runErr == nil {
+			runErr = err
+		}
 	}
-	p.Close()
+	closeAll()
 	if runErr != nil {
 		return runErr
 	}
@@ -188,8 +217,8 @@ func committedRecords(ctx context.Context, adm *kadm.Client, group, topic string
 }
 
 func (r benchProjReport) print(w io.Writer) {
-	fmt.Fprintf(w, "bench projector: %d accepted readings of %d users, %d partitions, batch %d rows / %s\n",
-		r.Rows, r.Users, r.Partitions, r.BatchRows, r.Flush)
+	fmt.Fprintf(w, "bench projector: %d accepted readings of %d users, %d partitions, batch %d rows / %s, %d projector(s)\n",
+		r.Rows, r.Users, r.Partitions, r.BatchRows, r.Flush, max(r.Instances, 1))
 	fmt.Fprintf(w, "machine: %d CPU (%s), %s, load %s at start\n", r.Machine.NumCPU, r.Machine.CPUModel, r.Machine.GoVersion, r.Machine.LoadAvg)
 	fmt.Fprintf(w, "fill (not measured): %.1fs, %s\n", r.FillSeconds, sealedText(r.Sealed))
 	fmt.Fprintf(w, "projected and committed: %.2fs = %s rows/s\n", r.Seconds, strings.TrimSpace(fmt.Sprintf("%.0f", r.RowsPerSec)))
