@@ -16,7 +16,6 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/projector"
@@ -308,47 +307,27 @@ func Rebuild(ctx context.Context, cfg Config, log zerolog.Logger) (*Result, erro
 // shadow is a rebuild's projectors into the shadow database, running
 // until stop.
 type shadow struct {
-	projectors []*projector.Projector
-	cancel     context.CancelFunc
-	done       chan error // the projectors' end, once
-	stopped    atomic.Bool
+	group   *projector.Group
+	cancel  context.CancelFunc
+	done    chan error // the projectors' end, once
+	stopped atomic.Bool
 }
 
 // startShadow starts cfg.Instances projectors of the plan's tables into
-// its shadow database, in the plan's group. Several instances in one group
-// share the partitions: one decodes while another waits on its insert.
+// its shadow database, in the plan's group (see projector.Group).
 func startShadow(ctx context.Context, cfg Config, plan *Plan, log zerolog.Logger) (*shadow, error) {
 	pcfg := cfg.Projector
 	pcfg.Kafka, pcfg.Warehouse, pcfg.Group, pcfg.Tables = cfg.Kafka, cfg.Warehouse, plan.Group, plan.Tables
 	pcfg.Warehouse.Database = plan.ShadowDatabase
-	pcfg.InstanceID, pcfg.MetricsAddr = "", "" // several instances; none serves /metrics
-	pcfg.Shred = false                         // the live projectors finish erasures, the shadow's included
-	sh := &shadow{done: make(chan error, 1)}
-	for i := range max(cfg.Instances, 1) {
-		p, err := projector.New(ctx, pcfg, log.With().Str("projection", "shadow").Int("instance", i).Logger())
-		if err != nil {
-			for _, p := range sh.projectors {
-				p.Close()
-			}
-			return nil, err
-		}
-		sh.projectors = append(sh.projectors, p)
+	pcfg.MetricsAddr = "" // several instances; none serves /metrics
+	pcfg.Shred = false    // the live projectors finish erasures, the shadow's included
+	g, err := projector.NewGroup(ctx, pcfg, cfg.Instances, log.With().Str("projection", "shadow").Logger())
+	if err != nil {
+		return nil, err
 	}
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	sh.cancel = cancel
-	go func() {
-		g, gctx := errgroup.WithContext(pctx)
-		for _, p := range sh.projectors {
-			g.Go(func() error {
-				err := p.Run(gctx)
-				if err == nil && pctx.Err() == nil {
-					err = errors.New("a shadow projector stopped")
-				}
-				return err
-			})
-		}
-		sh.done <- g.Wait()
-	}()
+	sh := &shadow{group: g, cancel: cancel, done: make(chan error, 1)}
+	go func() { sh.done <- g.Run(pctx) }()
 	return sh, nil
 }
 
@@ -365,9 +344,7 @@ func (sh *shadow) stop() error {
 // close stops the projectors and closes them, leaving the group.
 func (sh *shadow) close() {
 	_ = sh.stop()
-	for _, p := range sh.projectors {
-		p.Close()
-	}
+	sh.group.Close()
 }
 
 // cancelOnFailure calls cancel if the projectors end before stop was

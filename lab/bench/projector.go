@@ -94,42 +94,22 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	defer cl.Close()
 
-	pcfg.InstanceID = "" // several instances, none static
-	var ps []*projector.Projector
-	closeAll := func() {
-		for _, p := range ps {
-			p.Close()
-		}
-	}
-	for i := range instances {
-		p, err := projector.New(runCtx, pcfg, log.With().Int("instance", i).Logger())
-		if err != nil {
-			closeAll()
-			return err
-		}
-		ps = append(ps, p)
+	g, err := projector.NewGroup(runCtx, pcfg, instances, log)
+	if err != nil {
+		return err
 	}
 	stopProfile, err := startCPUProfile(b.cpuProfile)
 	if err != nil {
-		closeAll()
+		g.Close()
 		return err
 	}
 	pctx, stop := context.WithCancel(runCtx)
-	done := make(chan error, len(ps))
+	done := make(chan error, 1)
 	cpu0 := loadgen.SampleCPU()
 	start := time.Now()
-	for _, p := range ps {
-		go func() { done <- p.Run(pctx) }()
-	}
-	committed := func() int64 {
-		var n int64
-		for _, p := range ps {
-			n += p.Stats().Committed.Load()
-		}
-		return n
-	}
+	go func() { done <- g.Run(pctx) }()
 	stopProgress := loadgen.Periodically(5*time.Second, func() {
-		n := committed()
+		n := g.Committed()
 		log.Info().Int64("committed", n).Int("of", b.rows).Float64("rows_per_sec", math.Round(float64(n)/time.Since(start).Seconds())).Msg("projecting")
 	})
 	var runErr error
@@ -139,11 +119,9 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	// are also read once a second.
 	adm := kadm.NewClient(cl)
 	lastCheck := time.Now()
-	ended := 0
-	for committed() < int64(b.rows) && runErr == nil {
+	for g.Committed() < int64(b.rows) && runErr == nil {
 		select {
 		case runErr = <-done:
-			ended++
 			if runErr == nil {
 				runErr = errors.New("projector stopped before committing every record")
 			}
@@ -154,7 +132,7 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 		if runErr == nil && time.Since(lastCheck) >= time.Second {
 			lastCheck = time.Now()
 			if n, err := committedRecords(runCtx, adm, s.ProjectorGroup, kcfg.Topics.AcceptedReadings); err == nil && n >= int64(b.rows) {
-				log.Warn().Int64("counted", committed()).Msg("every offset is committed, though some commits were not counted (failed, then covered by later ones)")
+				log.Warn().Int64("counted", g.Committed()).Msg("every offset is committed, though some commits were not counted (failed, then covered by later ones)")
 				break
 			}
 		}
@@ -165,12 +143,10 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	rep.CPUProfile = b.cpuProfile
 	stopProgress()
 	stop()
-	for ; ended < len(ps); ended++ {
-		if err := <-done; runErr == nil {
-			runErr = err
-		}
+	if runErr == nil {
+		runErr = <-done
 	}
-	closeAll()
+	g.Close()
 	if runErr != nil {
 		return runErr
 	}
