@@ -126,8 +126,7 @@ func (p *Processor) decodeRecord(d *decoded, rd *schemas.Reading, k *userkeys.Ke
 	var err error
 	switch d.kind {
 	case kindReading:
-		*rd = schemas.Reading{} // decoding may leave fields the writer's schema lacks
-		if err = p.codecs.reading.Decode(value, rd); err == nil {
+		if err = schemas.DecodeReading(p.codecs.reading, value, rd); err == nil {
 			d.reading, d.key = rd, UserKey{rd.TenantID, rd.UserID}
 		}
 	case kindDevice:

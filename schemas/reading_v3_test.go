@@ -2,9 +2,14 @@ package schemas
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/hamba/avro/v2"
 )
 
 // AppendReading writes reading v3 byte for byte as the codec does.
@@ -85,4 +90,145 @@ func FuzzAppendReading(f *testing.F) {
 			t.Fatalf("AppendReading: %v\n got %x\nwant %x", err, got, want)
 		}
 	})
+}
+
+// randomReading is a reading with randomAccepted's field values.
+func randomReading(rng *rand.Rand) *Reading {
+	a := randomAccepted(rng)
+	return &Reading{TenantID: a.TenantID, EventID: a.EventID, UserID: a.UserID, DeviceID: a.DeviceID, GatewayID: a.GatewayID,
+		Metric: a.Metric, Value: a.Value, Unit: a.Unit, MeasuredAt: a.MeasuredAt, ReceivedAt: a.ReceivedAt, IngestedAt: a.IngestedAt,
+		PeriodEnd: a.PeriodEnd, SecondValue: a.SecondValue, Stage: a.Stage, Sequence: a.Sequence,
+		SourceFormat: []string{"json", "avro", "fhir", ""}[rng.IntN(4)], Revision: a.Revision, Withdrawn: a.Withdrawn}
+}
+
+// checkReadingAgainstCodec decodes msg with DecodeReading and with the
+// codec alone, and fails unless both fail or both give readings that the
+// codec encodes to the same bytes (which compares doubles by their bits).
+func checkReadingAgainstCodec(t testing.TB, c *Codec, msg []byte) {
+	got := Reading{TenantID: "left over"}
+	gotErr := DecodeReading(c, msg, &got)
+	var want Reading
+	wantErr := c.Decode(msg, &want)
+	if (gotErr != nil) != (wantErr != nil) {
+		t.Fatalf("message %x: decoder error %v, codec error %v", msg, gotErr, wantErr)
+	}
+	if gotErr != nil {
+		return
+	}
+	g, err1 := c.Encode(&got)
+	w, err2 := c.Encode(&want)
+	if err1 != nil || err2 != nil || !bytes.Equal(g, w) {
+		t.Fatalf("message %x:\ndecoder %+v (%v)\ncodec   %+v (%v)", msg, got, err1, want, err2)
+	}
+}
+
+// TestReadingDecoderMatchesCodec checks DecodeReading's fast path against
+// the general codec on random readings, every truncation of some, random
+// corruptions, trailing bytes, and messages of older versions (which it
+// leaves to the codec).
+func TestReadingDecoderMatchesCodec(t *testing.T) {
+	c := MustCodec(NameReading)
+	rng := rand.New(rand.NewPCG(9, 10))
+	fast := 0
+	for i := range 400 {
+		rd := randomReading(rng)
+		msg, err := c.Encode(rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkReadingAgainstCodec(t, c, msg)
+		var got Reading
+		if readReadingV3(msg[headerLen:], &got) {
+			fast++
+		}
+		if i < 40 {
+			for n := range len(msg) {
+				checkReadingAgainstCodec(t, c, msg[:n])
+			}
+		}
+		for range 20 {
+			bad := append([]byte(nil), msg...)
+			for range 1 + rng.IntN(3) {
+				bad[headerLen+rng.IntN(len(bad)-headerLen)] = byte(rng.IntN(256))
+			}
+			checkReadingAgainstCodec(t, c, bad)
+		}
+		checkReadingAgainstCodec(t, c, append(append([]byte(nil), msg...), 0x02, 0x41))
+	}
+	if fast != 400 {
+		t.Fatalf("fast path read %d of 400 well-formed messages", fast)
+	}
+	vs, err := Versions(NameReading)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs[:len(vs)-1] {
+		rd := randomReading(rng)
+		payload, err := avro.Marshal(v.Schema, rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := binary.LittleEndian.AppendUint64([]byte{0xC3, 0x01}, v.Fingerprint)
+		msg = append(msg, payload...)
+		checkReadingAgainstCodec(t, c, msg)
+		var got Reading
+		if err := DecodeReading(c, msg, &got); err != nil || got.UserID != rd.UserID || got.Revision != 0 {
+			t.Fatalf("v%d message of %+v decoded as %+v, %v", v.Number, rd, got, err)
+		}
+	}
+}
+
+// FuzzReadingDecoder holds the fast path to the general codec on any
+// input: go test -run '^$' -fuzz FuzzReadingDecoder ./schemas/
+func FuzzReadingDecoder(f *testing.F) {
+	c := MustCodec(NameReading)
+	rng := rand.New(rand.NewPCG(11, 12))
+	for range 20 {
+		msg, err := c.Encode(randomReading(rng))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(msg)
+	}
+	f.Fuzz(func(t *testing.T, msg []byte) { checkReadingAgainstCodec(t, c, msg) })
+}
+
+// BenchmarkReadingDecoder is the processor's decoding of every logged
+// reading: "fast" as it runs (DecodeReading), "codec" the general codec.
+//
+//	go test -run '^$' -bench ReadingDecoder -count 5 ./schemas/
+func BenchmarkReadingDecoder(b *testing.B) {
+	c := MustCodec(NameReading)
+	rng := rand.New(rand.NewPCG(13, 14))
+	msgs := make([][]byte, 1024)
+	for i := range msgs {
+		rd := Reading{TenantID: "tenant-1", EventID: "ev-" + strconv.Itoa(i), UserID: "user-" + strconv.Itoa(rng.IntN(50000)),
+			DeviceID: "dev-1", GatewayID: "gw-1", Metric: "heart_rate", Value: 60 + rng.Float64()*40, Unit: "/min",
+			MeasuredAt: 1700000000000 + int64(i), ReceivedAt: 1700000000100, IngestedAt: 1700000000200, Sequence: i64(int64(i)),
+			SourceFormat: "json"}
+		msg, err := c.Encode(&rd)
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs[i] = msg
+	}
+	for _, fast := range []bool{true, false} {
+		name := map[bool]string{true: "fast", false: "codec"}[fast]
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			var rd Reading
+			for i := 0; b.Loop(); i++ {
+				var err error
+				if fast {
+					err = DecodeReading(c, msgs[i%len(msgs)], &rd)
+				} else {
+					rd = Reading{}
+					err = c.Decode(msgs[i%len(msgs)], &rd)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
