@@ -27,7 +27,12 @@ func (p *Processor) emit(b *batch, o *rules.Outcome, at *rules.Held) {
 		b.output(p.cfg.Kafka.Topics.RejectedReadings, []byte(o.Reading.UserID), mustEncode(p.codecs.rejected, rj, "rejected reading"))
 	case rules.Accept:
 		b.accepted++
-		key := p.emitAccepted(b, o.Reading, src)
+		var key []byte
+		if o.Held == nil && o.Reading == b.fwdReading {
+			key = p.forwardAccepted(b, o.Reading, src)
+		} else {
+			key = p.emitAccepted(b, o.Reading, src)
+		}
 		if o.Alert != nil {
 			b.alerts++
 			status := "" // raised, as counted before alerts had a lifecycle
@@ -95,6 +100,11 @@ type batch struct {
 	// Kafka-free tests of a step).
 	dk      *userkeys.Key
 	scratch []byte // plain messages about to be sealed
+	// fwd is the record being judged if its accepted reading can be
+	// forwarded (see rules.HeaderSource): a reading ingest sealed with dk;
+	// fwdReading is its decoded reading. Nil otherwise.
+	fwd        *kgo.Record
+	fwdReading *schemas.Reading
 
 	outs []rules.Outcome         // one record's outcomes, reused
 	acc  schemas.AcceptedReading // the accepted reading being encoded, reused

@@ -169,6 +169,7 @@ func (p *Processor) judgeAll(b *batch, in []decoded) map[int32]*[kinds]int64 {
 			p.touch(b, c)
 		}
 		b.dk = d.dk
+		b.forwardable(d)
 		p.judge(b, d)
 		if d.user != nil {
 			p.setTimer(d.user)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/processor/rules"
+	"github.com/vitalshq/vitals/schemas"
 )
 
 // Every record the processor reads is sealed with its user's data key
@@ -163,13 +164,44 @@ func (p *Processor) loadSnapshotKeys(ctx context.Context, states map[UserKey][]b
 }
 
 // sealHeaders returns the headers of an output sealed with k, with room
-// for the sequence number that number appends.
+// for two more: a forwarded reading's source and the sequence number that
+// number appends.
 func (m *outputMemory) sealHeaders(k *userkeys.Key) []kgo.RecordHeader {
-	if cap(m.hdrs)-len(m.hdrs) < 3 {
+	if cap(m.hdrs)-len(m.hdrs) < 4 {
 		m.hdrs = make([]kgo.RecordHeader, 0, outputChunkRecords)
 	}
 	n := len(m.hdrs)
 	m.hdrs = k.Headers(m.hdrs)
-	m.hdrs = m.hdrs[:n+3]
-	return m.hdrs[n : n+2 : n+3]
+	m.hdrs = m.hdrs[:n+4]
+	return m.hdrs[n : n+2 : n+4]
+}
+
+// forwardable notes whether d's accepted reading, if d is accepted as it
+// is read, can be forwarded as ingest sealed it: d is a reading sealed with
+// its user's key, under the record key the output has (the sealed value
+// is bound to it).
+func (b *batch) forwardable(d *decoded) {
+	b.fwd, b.fwdReading = nil, nil
+	if d.dk != nil && d.reading != nil && userkeys.SealedIn(d.rec) && string(d.rec.Key) == d.reading.UserID {
+		b.fwd, b.fwdReading = d.rec, d.reading
+	}
+}
+
+// forwardAccepted appends the accepted reading of the record being judged
+// (b.fwd, whose reading is rd, at src) as the record's own sealed value
+// with its source header, and returns the output's key. The value is the
+// fetched record's: nothing reuses fetched memory (the client has no
+// pools), and it lives until the broker acknowledged the output.
+func (p *Processor) forwardAccepted(b *batch, rd *schemas.Reading, src *rules.Held) []byte {
+	key := b.mem.bytes(rd.UserID)
+	if b.dk.Shredded() {
+		return key // the user was erased since the record was opened
+	}
+	out := b.mem.record()
+	out.Topic, out.Key, out.Value = p.cfg.Kafka.Topics.AcceptedReadings, key, b.fwd.Value
+	hs := b.mem.sealHeaders(b.dk)
+	out.Headers = append(hs, kgo.RecordHeader{Key: rules.HeaderSource,
+		Value: b.mem.take(rules.AppendSource(b.mem.room(32), src.Partition, src.Offset))})
+	b.outputs = append(b.outputs, out)
+	return key
 }

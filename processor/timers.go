@@ -134,6 +134,7 @@ func (p *Processor) tick(b *batch, d *decoded) {
 		// What settling emits is the user's: sealed with their key (nil
 		// only for a snapshot written in clear by an earlier release).
 		b.dk = c.dk
+		b.fwd, b.fwdReading = nil, nil // nothing settled here is forwarded
 		for _, o := range c.agg.ExpireHeld(at, p.cfg.Rules) {
 			p.emit(b, &o, nil)
 		}

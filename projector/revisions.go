@@ -63,7 +63,7 @@ type revisionRecord struct {
 // they are decoded; the rows are made by resolve, once the versions they
 // retract are known.
 type revisionsBuf struct {
-	codec       *schemas.Codec
+	codec       acceptedCodec
 	sourceTopic string
 
 	records []revisionRecord
@@ -85,7 +85,7 @@ func (b *revisionsBuf) columns() []namedColumn {
 // returns the row key the record's rows will have.
 func (b *revisionsBuf) add(rec *kgo.Record) (row, error) {
 	var f schemas.FlatAcceptedReading
-	if err := schemas.DecodeFlatAcceptedReading(b.codec, rec.Value, &f); err != nil {
+	if err := b.codec.decode(rec, &f); err != nil {
 		return row{}, err
 	}
 	if f.Revision <= 0 {

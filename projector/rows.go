@@ -81,7 +81,7 @@ func str(p *string) string {
 
 // sinks builds the projector's topic-to-table mapping.
 func sinks(topics eventlog.Topics) []*sink {
-	accepted := schemas.MustCodec(schemas.NameAcceptedReading)
+	accepted := newAcceptedCodec()
 	rejected := schemas.MustCodec(schemas.NameRejectedReading)
 	alerts := schemas.MustCodec(schemas.NameAlert)
 	erasures := schemas.MustCodec(schemas.NameErasure)
@@ -199,7 +199,7 @@ func (c *readingCols) version(i int) version {
 // drop the strings when they are reset, so they pin the fetch buffers only
 // while the batch is held.
 type readingsBuf struct {
-	codec       *schemas.Codec
+	codec       acceptedCodec
 	sourceTopic string
 	readingCols
 	pos position
@@ -211,7 +211,7 @@ func (b *readingsBuf) columns() []namedColumn {
 
 func (b *readingsBuf) add(rec *kgo.Record) (row, error) {
 	var f schemas.FlatAcceptedReading
-	if err := schemas.DecodeFlatAcceptedReading(b.codec, rec.Value, &f); err != nil {
+	if err := b.codec.decode(rec, &f); err != nil {
 		return row{}, err
 	}
 	if f.Revision > 0 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/warehouse"
+	"github.com/vitalshq/vitals/processor/rules"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -550,5 +551,54 @@ func TestErasedSetFilter(t *testing.T) {
 	in := e.erasedIn([]*pending{{sink: &sink{}, rows: []row{{tenant: "t1", user: "gone"}, {tenant: "t1", user: "gone"}, {tenant: "t1", user: "kept"}}}})
 	if len(in) != 1 || in[0].user != "gone" {
 		t.Fatalf("erasedIn = %+v, want the erased user once", in)
+	}
+}
+
+// TestForwardedReadingRows checks that a reading the processor forwarded
+// (ingest's message with its source in rules.HeaderSource) makes the same
+// readings row, cell for cell, as the accepted_reading message the
+// processor would have encoded for it.
+func TestForwardedReadingRows(t *testing.T) {
+	topics := eventlog.TopicsWithPrefix("t")
+	var s *sink
+	for _, sk := range sinks(topics) {
+		if sk.table == warehouse.ReadingsTable {
+			s = sk
+		}
+	}
+	readings := []schemas.Reading{
+		{TenantID: "ten", EventID: "e1", UserID: "u1", DeviceID: "d1", GatewayID: "g1", Metric: "heart_rate", Value: 61, Unit: "/min",
+			MeasuredAt: 1700000000123, ReceivedAt: 1700000000124, IngestedAt: 1700000000125, Sequence: ptr(int64(4)), SourceFormat: "json"},
+		{TenantID: "ten", EventID: "e2", UserID: "u1", Metric: "body_temperature", Value: 98.6, Unit: "[degF]", MeasuredAt: 1700000000000},
+		{TenantID: "ten", EventID: "e3", UserID: "u2", Metric: "sleep_stage", Value: 45, Unit: "min", MeasuredAt: 1700000000000,
+			PeriodEnd: ptr(int64(1700002700000)), Stage: ptr("deep")},
+	}
+	var fwd, acc []*kgo.Record
+	for i := range readings {
+		rd := &readings[i]
+		msg, err := schemas.AppendReading(schemas.MustCodec(schemas.NameReading), nil, rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		part, off := int32(i), int64(100+i)
+		fwd = append(fwd, &kgo.Record{Topic: topics.AcceptedReadings, Partition: 2, Offset: int64(42 + i), Value: msg,
+			Headers: []kgo.RecordHeader{{Key: rules.HeaderSource, Value: rules.AppendSource(nil, part, off)}}})
+		var a schemas.AcceptedReading
+		rules.Accepted(&a, rd, part, off)
+		r := record(t, topics.AcceptedReadings, schemas.NameAcceptedReading, &a)
+		r.Offset = int64(42 + i)
+		acc = append(acc, r)
+	}
+	_, got := sent(t, s, fwd...)
+	_, want := sent(t, s, acc...)
+	for c, name := range s.columns {
+		for r := range readings {
+			if g, w := cell(got[c], r), cell(want[c], r); !reflect.DeepEqual(g, w) {
+				t.Fatalf("column %s row %d: forwarded %#v, accepted message %#v", name, r, g, w)
+			}
+		}
+	}
+	if v, _ := cell(got[slices.Index(s.columns, "value")], 1).(float64); math.Abs(v-37) > 1e-9 {
+		t.Fatalf("forwarded 98.6 [degF] stored as %v, want 37 (canonical)", v)
 	}
 }

@@ -102,12 +102,13 @@ func DecodeFlatAcceptedReading(c *Codec, msg []byte, f *FlatAcceptedReading) err
 	if err := c.Decode(msg, &a); err != nil {
 		return err
 	}
-	flattenAccepted(&a, f)
+	FlattenAccepted(&a, f)
 	return nil
 }
 
-// flattenAccepted sets f to a.
-func flattenAccepted(a *AcceptedReading, f *FlatAcceptedReading) {
+// FlattenAccepted sets f to a: what DecodeFlatAcceptedReading reads from
+// a's message.
+func FlattenAccepted(a *AcceptedReading, f *FlatAcceptedReading) {
 	*f = FlatAcceptedReading{
 		TenantID: a.TenantID, EventID: a.EventID, UserID: a.UserID, DeviceID: a.DeviceID, GatewayID: a.GatewayID,
 		Metric: a.Metric, LOINC: a.LOINC, Unit: a.Unit, Value: a.Value,

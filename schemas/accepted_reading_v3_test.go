@@ -156,7 +156,7 @@ func checkAgainstCodec(t testing.TB, c *Codec, msg []byte) {
 	var a AcceptedReading // the hand-written path left out: the codec only
 	var want FlatAcceptedReading
 	wantErr := c.Decode(msg, &a)
-	flattenAccepted(&a, &want)
+	FlattenAccepted(&a, &want)
 	if (gotErr != nil) != (wantErr != nil) {
 		t.Fatalf("message %x: decoder error %v, codec error %v", msg, gotErr, wantErr)
 	}

@@ -54,6 +54,16 @@ type Key struct {
 // it (see listen), so holders of the pointer see it too.
 func (k *Key) Shredded() bool { return k.shredded.Load() }
 
+// NewKey makes tenant/user's data key of id from its 32 raw bytes, for
+// tests and tools that hold a key outside the store; the roles take
+// theirs from a Store, which makes, wraps and shreds them.
+func NewKey(id ID, tenant, user string, raw []byte) (*Key, error) {
+	if len(raw) != 32 {
+		return nil, fmt.Errorf("data key: %d bytes, want 32", len(raw))
+	}
+	return newKey(id, tenant, user, raw)
+}
+
 func newKey(id ID, tenant, user string, raw []byte) (*Key, error) {
 	k := &Key{ID: id, Tenant: tenant, User: user, hexID: []byte(id.String()), blobAAD: []byte(tenant + "\x00" + user)}
 	if raw == nil {

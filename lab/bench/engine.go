@@ -19,6 +19,7 @@ import (
 	"github.com/vitalshq/vitals/lab/sandbox"
 	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/lab/simulate"
+	"github.com/vitalshq/vitals/processor/rules"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -140,7 +141,7 @@ func copyAsJSON(ctx context.Context, s *cmdline.Settings, cl *kgo.Client, adm *k
 		return 0, err
 	}
 	defer closeKeys()
-	codec := schemas.MustCodec(schemas.NameAcceptedReading)
+	codec, readingCodec := schemas.MustCodec(schemas.NameAcceptedReading), schemas.MustCodec(schemas.NameReading)
 	var n int64
 	var perr atomic.Value
 	err = simulate.ReadTopic(ctx, k.ClientOpts(log), k.Topics.AcceptedReadings, func(rec *kgo.Record) error {
@@ -151,8 +152,14 @@ func copyAsJSON(ctx context.Context, s *cmdline.Settings, cl *kgo.Client, adm *k
 		if err != nil {
 			return fmt.Errorf("open accepted reading: %w", err)
 		}
+		var src []byte // a forwarded reading's source (rules.HeaderSource)
+		for _, h := range rec.Headers {
+			if h.Key == rules.HeaderSource {
+				src = append([]byte{}, h.Value...)
+			}
+		}
 		var a schemas.AcceptedReading
-		if err := codec.Decode(value, &a); err != nil {
+		if err := rules.DecodeAccepted(codec, readingCodec, value, src, &a); err != nil {
 			return fmt.Errorf("decode accepted reading: %w", err)
 		}
 		n++
