@@ -1,6 +1,8 @@
 package projector
 
 import (
+	"fmt"
+
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/processor/rules"
@@ -8,10 +10,10 @@ import (
 )
 
 // acceptedCodec reads the accepted-readings topic's records, opened, in
-// either of their forms (see rules.HeaderSource): an accepted_reading
-// message, read by hand without allocating, or a logged reading the
-// processor forwarded, which becomes the accepted reading rules.Accepted
-// makes of it, as the processor would have encoded it.
+// either of their forms (see rules.HeaderSource), both read by hand
+// without allocating: an accepted_reading message, or a logged reading
+// the processor forwarded, which becomes the accepted reading
+// rules.AcceptFlat makes of it, as the processor would have encoded it.
 type acceptedCodec struct {
 	accepted, reading *schemas.Codec
 }
@@ -27,12 +29,14 @@ func (c acceptedCodec) decode(rec *kgo.Record, f *schemas.FlatAcceptedReading) e
 	if src == nil {
 		return schemas.DecodeFlatAcceptedReading(c.accepted, rec.Value, f)
 	}
-	var a schemas.AcceptedReading
-	if err := rules.DecodeAccepted(c.accepted, c.reading, rec.Value, src, &a); err != nil {
+	part, off, err := rules.ParseSource(src)
+	if err != nil {
 		return err
 	}
-	schemas.FlattenAccepted(&a, f)
-	return nil
+	if err := schemas.DecodeFlatReading(c.reading, rec.Value, f); err != nil {
+		return fmt.Errorf("forwarded reading: %w", err)
+	}
+	return rules.AcceptFlat(f, part, off)
 }
 
 // headerValue is the value of the header named key, nil if there is none.

@@ -602,3 +602,43 @@ func TestForwardedReadingRows(t *testing.T) {
 		t.Fatalf("forwarded 98.6 [degF] stored as %v, want 37 (canonical)", v)
 	}
 }
+
+// BenchmarkAcceptedForms is the projector's decoding of an accepted
+// reading in its two forms: "message" an accepted_reading message (read
+// by hand, no allocation), "forwarded" a logged reading the processor
+// forwarded (rules.HeaderSource), made into the accepted reading.
+//
+//	go test -run '^$' -bench AcceptedForms -count 5 ./projector/
+func BenchmarkAcceptedForms(b *testing.B) {
+	c := newAcceptedCodec()
+	rd := schemas.Reading{TenantID: "default", EventID: "bench-1234abcd-987654", UserID: "bench-user-4711", DeviceID: "bench-user-4711-tracker",
+		GatewayID: "bench-gateway", Metric: "heart_rate", Value: 72, Unit: "/min", MeasuredAt: 1700000000000, ReceivedAt: 1700000000800,
+		IngestedAt: 1700000001000, Sequence: ptr(int64(42)), SourceFormat: "json"}
+	fwd, err := schemas.AppendReading(c.reading, nil, &rd)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var a schemas.AcceptedReading
+	rules.Accepted(&a, &rd, 3, 77)
+	msg, err := c.accepted.Encode(&a)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, form := range []struct {
+		name string
+		rec  *kgo.Record
+	}{
+		{"message", &kgo.Record{Value: msg}},
+		{"forwarded", &kgo.Record{Value: fwd, Headers: []kgo.RecordHeader{{Key: rules.HeaderSource, Value: rules.AppendSource(nil, 3, 77)}}}},
+	} {
+		b.Run(form.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var f schemas.FlatAcceptedReading
+			for b.Loop() {
+				if err := c.decode(form.rec, &f); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

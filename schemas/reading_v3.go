@@ -62,42 +62,93 @@ func DecodeReading(c *Codec, msg []byte, rd *Reading) error {
 	return c.Decode(msg, rd)
 }
 
-// readReadingV3 reads a reading v3 payload, field by field in schema
-// order. It reports false if the payload is not read cleanly. Bytes after
-// the record are ignored, as the general codec ignores them.
+// DecodeFlatReading decodes c's single-object message msg, a reading, into
+// f as it was sent: the value and unit as the gateway gave them, no LOINC
+// code, no source position (rules.AcceptFlat makes it the accepted reading
+// it becomes). Reading v3 is read by hand when that is c's current version
+// and msg's, allocating nothing, its strings sharing msg's bytes; anything
+// else goes through c, whose results and errors are the answer.
+func DecodeFlatReading(c *Codec, msg []byte, f *FlatAcceptedReading) error {
+	if readingV3.writes(c) && readingV3.isHeader(msg) && readFlatReadingV3(msg[headerLen:], f, nil) {
+		return nil
+	}
+	var rd Reading
+	if err := c.Decode(msg, &rd); err != nil {
+		return err
+	}
+	FlattenAccepted(&AcceptedReading{TenantID: rd.TenantID, EventID: rd.EventID, UserID: rd.UserID, DeviceID: rd.DeviceID,
+		GatewayID: rd.GatewayID, Metric: rd.Metric, Value: rd.Value, Unit: rd.Unit, MeasuredAt: rd.MeasuredAt,
+		ReceivedAt: rd.ReceivedAt, IngestedAt: rd.IngestedAt, PeriodEnd: rd.PeriodEnd, SecondValue: rd.SecondValue,
+		Stage: rd.Stage, Sequence: rd.Sequence, Revision: rd.Revision, Withdrawn: rd.Withdrawn}, f)
+	return nil
+}
+
+// readReadingV3 reads a reading v3 payload into rd; see readFlatReadingV3.
 func readReadingV3(payload []byte, rd *Reading) bool {
+	var f FlatAcceptedReading
+	if !readFlatReadingV3(payload, &f, &rd.SourceFormat) {
+		return false
+	}
+	rd.TenantID, rd.EventID, rd.UserID, rd.DeviceID, rd.GatewayID = f.TenantID, f.EventID, f.UserID, f.DeviceID, f.GatewayID
+	rd.Metric, rd.Value, rd.Unit = f.Metric, f.Value, f.Unit
+	rd.MeasuredAt, rd.ReceivedAt, rd.IngestedAt = f.MeasuredAt, f.ReceivedAt, f.IngestedAt
+	rd.Revision, rd.Withdrawn = f.Revision, f.Withdrawn
+	if f.HasPeriodEnd {
+		rd.PeriodEnd = ptr(f.PeriodEnd)
+	}
+	if f.HasSecondValue {
+		rd.SecondValue = ptr(f.SecondValue)
+	}
+	if f.HasStage {
+		rd.Stage = ptr(f.Stage)
+	}
+	if f.HasSequence {
+		rd.Sequence = ptr(f.Sequence)
+	}
+	return true
+}
+
+// readFlatReadingV3 reads a reading v3 payload, field by field in schema
+// order, into f and, if format is not nil, its source format. It reports
+// false if the payload is not read cleanly. Bytes after the record are
+// ignored, as the general codec ignores them.
+func readFlatReadingV3(payload []byte, f *FlatAcceptedReading, format *string) bool {
 	r := newReader(unsafe.String(unsafe.SliceData(payload), len(payload)))
-	rd.TenantID = r.Str()
-	rd.EventID = r.Str()
-	rd.UserID = r.Str()
-	rd.DeviceID = r.Str()
-	rd.GatewayID = r.Str()
-	rd.Metric = r.Str()
-	rd.Value = r.Double()
-	rd.Unit = r.Str()
-	rd.MeasuredAt = r.Long()
-	rd.ReceivedAt = r.Long()
-	rd.IngestedAt = r.Long()
+	*f = FlatAcceptedReading{}
+	f.TenantID = r.Str()
+	f.EventID = r.Str()
+	f.UserID = r.Str()
+	f.DeviceID = r.Str()
+	f.GatewayID = r.Str()
+	f.Metric = r.Str()
+	f.Value = r.Double()
+	f.Unit = r.Str()
+	f.MeasuredAt = r.Long()
+	f.ReceivedAt = r.Long()
+	f.IngestedAt = r.Long()
 	// Unions ["null", T]: branch 0 is null.
-	if r.Present() {
-		rd.PeriodEnd = ptr(r.Long())
+	if f.HasPeriodEnd = r.Present(); f.HasPeriodEnd {
+		f.PeriodEnd = r.Long()
 	}
-	if r.Present() {
-		rd.SecondValue = ptr(r.Double())
+	if f.HasSecondValue = r.Present(); f.HasSecondValue {
+		f.SecondValue = r.Double()
 	}
-	if r.Present() {
+	if f.HasStage = r.Present(); f.HasStage {
 		if i := r.Int(); i >= 0 && int(i) < len(readingV3Stages) {
-			rd.Stage = ptr(readingV3Stages[i])
+			f.Stage = readingV3Stages[i]
 		} else {
 			r.Fail(ErrUnsupported)
 		}
 	}
-	if r.Present() {
-		rd.Sequence = ptr(r.Long())
+	if f.HasSequence = r.Present(); f.HasSequence {
+		f.Sequence = r.Long()
 	}
-	rd.SourceFormat = r.Str()
-	rd.Revision = r.Long()
-	rd.Withdrawn = r.Bool()
+	sourceFormat := r.Str()
+	if format != nil {
+		*format = sourceFormat
+	}
+	f.Revision = r.Long()
+	f.Withdrawn = r.Bool()
 	return r.Err() == nil
 }
 

@@ -112,8 +112,20 @@ func checkReadingAgainstCodec(t testing.TB, c *Codec, msg []byte) {
 	if (gotErr != nil) != (wantErr != nil) {
 		t.Fatalf("message %x: decoder error %v, codec error %v", msg, gotErr, wantErr)
 	}
+	flat := FlatAcceptedReading{LOINC: "left over"}
+	if flatErr := DecodeFlatReading(c, msg, &flat); (flatErr != nil) != (wantErr != nil) {
+		t.Fatalf("message %x: flat decoder error %v, codec error %v", msg, flatErr, wantErr)
+	}
 	if gotErr != nil {
 		return
+	}
+	var wantFlat FlatAcceptedReading
+	FlattenAccepted(&AcceptedReading{TenantID: want.TenantID, EventID: want.EventID, UserID: want.UserID, DeviceID: want.DeviceID,
+		GatewayID: want.GatewayID, Metric: want.Metric, Value: want.Value, Unit: want.Unit, MeasuredAt: want.MeasuredAt,
+		ReceivedAt: want.ReceivedAt, IngestedAt: want.IngestedAt, PeriodEnd: want.PeriodEnd, SecondValue: want.SecondValue,
+		Stage: want.Stage, Sequence: want.Sequence, Revision: want.Revision, Withdrawn: want.Withdrawn}, &wantFlat)
+	if !sameFields(flat, wantFlat) {
+		t.Fatalf("message %x:\nflat decoder %+v\ncodec        %+v", msg, flat, wantFlat)
 	}
 	g, err1 := c.Encode(&got)
 	w, err2 := c.Encode(&want)

@@ -19,6 +19,7 @@ import (
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/lab/scratch"
+	"github.com/vitalshq/vitals/processor/rules"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -190,10 +191,12 @@ func benchUser(u int) string { return "bench-user-" + strconv.Itoa(u) }
 
 // fillAcceptedTopic produces rows accepted heart-rate readings, as the
 // processor writes them: single-object Avro keyed by user id, spread round
-// robin over users, 1 s apart per user; sealed with keys[user] unless keys
-// is nil.
+// robin over users, 1 s apart per user. Sealed with keys[user], each is a
+// logged reading forwarded (rules.HeaderSource), as the processor writes
+// nearly every accepted reading; in clear (keys nil), an accepted_reading
+// message, as it writes those of a log in clear.
 func fillAcceptedTopic(ctx context.Context, cl *kgo.Client, t eventlog.Topics, users, rows int, keys []*userkeys.Key, log zerolog.Logger) error {
-	codec := schemas.MustCodec(schemas.NameAcceptedReading)
+	codec, readingCodec := schemas.MustCodec(schemas.NameAcceptedReading), schemas.MustCodec(schemas.NameReading)
 	base := time.Now().Add(-24 * time.Hour).Truncate(time.Second).UnixMilli()
 	f := newFiller(ctx, cl)
 	runID := scratch.RandomHex(4)
@@ -207,11 +210,19 @@ func fillAcceptedTopic(ctx context.Context, cl *kgo.Client, t eventlog.Topics, u
 			Value: float64(55 + (k*7919)%60), Unit: "/min", MeasuredAt: measured, ReceivedAt: measured + 800, IngestedAt: measured + 1000,
 			SourcePartition: int32(u % 6), SourceOffset: int64(k)}
 		var err error
-		if buf, err = codec.Append(buf[:0], &r); err != nil {
+		if keys == nil {
+			buf, err = codec.Append(buf[:0], &r)
+		} else {
+			buf, err = schemas.AppendReading(readingCodec, buf[:0], &schemas.Reading{TenantID: r.TenantID, EventID: r.EventID,
+				UserID: r.UserID, DeviceID: r.DeviceID, GatewayID: r.GatewayID, Metric: r.Metric, Value: r.Value, Unit: r.Unit,
+				MeasuredAt: r.MeasuredAt, ReceivedAt: r.ReceivedAt, IngestedAt: r.IngestedAt, SourceFormat: "json"})
+		}
+		if err != nil {
 			return fmt.Errorf("encode: %w", err)
 		}
 		rec := &kgo.Record{Topic: t.AcceptedReadings, Key: []byte(user), Value: slices.Clone(buf)}
 		if keys != nil {
+			rec.Headers = []kgo.RecordHeader{{Key: rules.HeaderSource, Value: rules.AppendSource(nil, r.SourcePartition, r.SourceOffset)}}
 			keys[u].SealRecord(rec)
 		}
 		f.produceRecord(rec)
