@@ -1,8 +1,6 @@
 package projector
 
 import (
-	"fmt"
-
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/processor/rules"
@@ -10,10 +8,7 @@ import (
 )
 
 // acceptedCodec reads the accepted-readings topic's records, opened, in
-// either of their forms (see rules.HeaderSource), both read by hand
-// without allocating: an accepted_reading message, or a logged reading
-// the processor forwarded, which becomes the accepted reading
-// rules.AcceptFlat makes of it, as the processor would have encoded it.
+// either of their forms (see rules.HeaderSource and rules.DecodeAccepted).
 type acceptedCodec struct {
 	accepted, reading *schemas.Codec
 }
@@ -25,18 +20,7 @@ func newAcceptedCodec() acceptedCodec {
 // decode reads rec's accepted reading into f; its strings share rec's
 // value.
 func (c acceptedCodec) decode(rec *kgo.Record, f *schemas.FlatAcceptedReading) error {
-	src := headerValue(rec.Headers, rules.HeaderSource)
-	if src == nil {
-		return schemas.DecodeFlatAcceptedReading(c.accepted, rec.Value, f)
-	}
-	part, off, err := rules.ParseSource(src)
-	if err != nil {
-		return err
-	}
-	if err := schemas.DecodeFlatReading(c.reading, rec.Value, f); err != nil {
-		return fmt.Errorf("forwarded reading: %w", err)
-	}
-	return rules.AcceptFlat(f, part, off)
+	return rules.DecodeAccepted(c.accepted, c.reading, rec.Value, headerValue(rec.Headers, rules.HeaderSource), f)
 }
 
 // headerValue is the value of the header named key, nil if there is none.

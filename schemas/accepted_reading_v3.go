@@ -150,7 +150,17 @@ func readAcceptedReadingV3(payload []byte, f *FlatAcceptedReading) bool {
 	f.IngestedAt = r.Long()
 	f.SourcePartition = r.Int()
 	f.SourceOffset = r.Long()
-	// Unions ["null", T]: branch 0 is null.
+	readOptionals(r, f, acceptedReadingV3Stages)
+	f.Revision = r.Long()
+	f.Withdrawn = r.Bool()
+	return r.Err() == nil
+}
+
+// readOptionals reads the ["null", T] unions that readings and accepted
+// readings share, in their schema order (period end, second value, stage,
+// sequence; branch 0 is null) into f; stages are the layout's SleepStage
+// symbols.
+func readOptionals(r *reader, f *FlatAcceptedReading, stages []string) {
 	f.PeriodEnd, f.SecondValue, f.Stage, f.Sequence = 0, 0, "", 0
 	if f.HasPeriodEnd = r.Present(); f.HasPeriodEnd {
 		f.PeriodEnd = r.Long()
@@ -159,8 +169,8 @@ func readAcceptedReadingV3(payload []byte, f *FlatAcceptedReading) bool {
 		f.SecondValue = r.Double()
 	}
 	if f.HasStage = r.Present(); f.HasStage {
-		if i := r.Int(); i >= 0 && int(i) < len(acceptedReadingV3Stages) {
-			f.Stage = acceptedReadingV3Stages[i]
+		if i := r.Int(); i >= 0 && int(i) < len(stages) {
+			f.Stage = stages[i]
 		} else {
 			r.Fail(ErrUnsupported)
 		}
@@ -168,7 +178,4 @@ func readAcceptedReadingV3(payload []byte, f *FlatAcceptedReading) bool {
 	if f.HasSequence = r.Present(); f.HasSequence {
 		f.Sequence = r.Long()
 	}
-	f.Revision = r.Long()
-	f.Withdrawn = r.Bool()
-	return r.Err() == nil
 }

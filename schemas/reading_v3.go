@@ -76,11 +76,16 @@ func DecodeFlatReading(c *Codec, msg []byte, f *FlatAcceptedReading) error {
 	if err := c.Decode(msg, &rd); err != nil {
 		return err
 	}
+	flattenReading(&rd, f)
+	return nil
+}
+
+// flattenReading sets f to rd as it was sent (see DecodeFlatReading).
+func flattenReading(rd *Reading, f *FlatAcceptedReading) {
 	FlattenAccepted(&AcceptedReading{TenantID: rd.TenantID, EventID: rd.EventID, UserID: rd.UserID, DeviceID: rd.DeviceID,
 		GatewayID: rd.GatewayID, Metric: rd.Metric, Value: rd.Value, Unit: rd.Unit, MeasuredAt: rd.MeasuredAt,
 		ReceivedAt: rd.ReceivedAt, IngestedAt: rd.IngestedAt, PeriodEnd: rd.PeriodEnd, SecondValue: rd.SecondValue,
 		Stage: rd.Stage, Sequence: rd.Sequence, Revision: rd.Revision, Withdrawn: rd.Withdrawn}, f)
-	return nil
 }
 
 // readReadingV3 reads a reading v3 payload into rd; see readFlatReadingV3.
@@ -126,23 +131,7 @@ func readFlatReadingV3(payload []byte, f *FlatAcceptedReading, format *string) b
 	f.MeasuredAt = r.Long()
 	f.ReceivedAt = r.Long()
 	f.IngestedAt = r.Long()
-	// Unions ["null", T]: branch 0 is null.
-	if f.HasPeriodEnd = r.Present(); f.HasPeriodEnd {
-		f.PeriodEnd = r.Long()
-	}
-	if f.HasSecondValue = r.Present(); f.HasSecondValue {
-		f.SecondValue = r.Double()
-	}
-	if f.HasStage = r.Present(); f.HasStage {
-		if i := r.Int(); i >= 0 && int(i) < len(readingV3Stages) {
-			f.Stage = readingV3Stages[i]
-		} else {
-			r.Fail(ErrUnsupported)
-		}
-	}
-	if f.HasSequence = r.Present(); f.HasSequence {
-		f.Sequence = r.Long()
-	}
+	readOptionals(r, f, readingV3Stages)
 	sourceFormat := r.Str()
 	if format != nil {
 		*format = sourceFormat

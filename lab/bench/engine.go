@@ -158,7 +158,7 @@ func copyAsJSON(ctx context.Context, s *cmdline.Settings, cl *kgo.Client, adm *k
 				src = append([]byte{}, h.Value...)
 			}
 		}
-		var a schemas.AcceptedReading
+		var a schemas.FlatAcceptedReading
 		if err := rules.DecodeAccepted(codec, readingCodec, value, src, &a); err != nil {
 			return fmt.Errorf("decode accepted reading: %w", err)
 		}
@@ -209,7 +209,7 @@ func engineTables(ctx context.Context, adm *kadm.Client, k eventlog.Config, engi
 
 // engineJSON is an accepted reading as a JSONEachRow line of the engine's
 // Kafka table.
-func engineJSON(a *schemas.AcceptedReading) []byte {
+func engineJSON(a *schemas.FlatAcceptedReading) []byte {
 	js, _ := json.Marshal(map[string]any{"tenant_id": a.TenantID, "user_id": a.UserID, "device_id": a.DeviceID, "gateway_id": a.GatewayID,
 		"metric": a.Metric, "loinc": a.LOINC, "value": a.Value, "unit": a.Unit, "measured_at_ms": a.MeasuredAt, "received_at_ms": a.ReceivedAt,
 		"ingested_at_ms": a.IngestedAt, "event_id": a.EventID, "source_partition": a.SourcePartition, "source_offset": a.SourceOffset})
@@ -259,7 +259,9 @@ func produceBoth(ctx context.Context, cl *kgo.Client, avroTopic, jsonTopic, tena
 				}
 			}
 			cl.Produce(ctx, &kgo.Record{Topic: avroTopic, Key: []byte(user), Value: val}, promise(wAvro))
-			cl.Produce(ctx, &kgo.Record{Topic: jsonTopic, Key: []byte(user), Value: engineJSON(&a)}, promise(wJSON))
+			var flat schemas.FlatAcceptedReading
+			schemas.FlattenAccepted(&a, &flat)
+			cl.Produce(ctx, &kgo.Record{Topic: jsonTopic, Key: []byte(user), Value: engineJSON(&flat)}, promise(wJSON))
 		}
 	}
 	if err := cl.Flush(ctx); err != nil {

@@ -62,35 +62,30 @@ func decimal(b []byte, max int64) (int64, bool) {
 }
 
 // DecodeAccepted decodes the plain value of an accepted-readings record
-// into dst: an accepted_reading message (accepted is its codec), or, if
-// the record has a HeaderSource value src, the logged reading it forwards
-// (reading is the readings' codec), made into the accepted reading that
-// Accepted makes of it. Its strings share plain's bytes.
-func DecodeAccepted(accepted, reading *schemas.Codec, plain, src []byte, dst *schemas.AcceptedReading) error {
+// into f: an accepted_reading message (accepted is its codec), or, if the
+// record has a HeaderSource value src, the logged reading it forwards
+// (reading is the readings' codec), made into the accepted reading by
+// AcceptFlat. Both forms are read by hand without allocating; f's strings
+// share plain's bytes.
+func DecodeAccepted(accepted, reading *schemas.Codec, plain, src []byte, f *schemas.FlatAcceptedReading) error {
 	if src == nil {
-		*dst = schemas.AcceptedReading{}
-		return accepted.Decode(plain, dst)
+		return schemas.DecodeFlatAcceptedReading(accepted, plain, f)
 	}
 	part, off, err := ParseSource(src)
 	if err != nil {
 		return err
 	}
-	var rd schemas.Reading
-	if err := schemas.DecodeReading(reading, plain, &rd); err != nil {
+	if err := schemas.DecodeFlatReading(reading, plain, f); err != nil {
 		return fmt.Errorf("forwarded reading: %w", err)
 	}
-	if _, ok := metric.Lookup(rd.Metric); !ok {
-		return fmt.Errorf("forwarded reading: metric %q is not in the catalogue", rd.Metric)
-	}
-	Accepted(dst, &rd, part, off)
-	return nil
+	return AcceptFlat(f, part, off)
 }
 
 // AcceptFlat makes f, a reading as it was sent (schemas.DecodeFlatReading),
 // the accepted reading Accepted makes of it: values in the metric's
 // canonical unit, its LOINC code, the reading's place in the log. It is
-// Accepted for readers of forwarded readings that decode without
-// allocating (the projector); a test holds the two to the same rows. A
+// Accepted for readers of forwarded readings, which decode without
+// allocating (DecodeAccepted); a test holds the two to the same rows. A
 // metric outside the catalogue is an error: the processor accepts none.
 func AcceptFlat(f *schemas.FlatAcceptedReading, partition int32, offset int64) error {
 	m, ok := metric.Lookup(f.Metric)

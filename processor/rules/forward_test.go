@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"reflect"
 	"testing"
 
 	"github.com/vitalshq/vitals/schemas"
@@ -43,23 +42,25 @@ func TestDecodeAcceptedForwarded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got, want schemas.AcceptedReading
+		var got, want schemas.FlatAcceptedReading
 		if err := DecodeAccepted(accepted, reading, msg, AppendSource(nil, 3, 77), &got); err != nil {
 			t.Fatal(err)
 		}
-		Accepted(&want, &rd, 3, 77)
-		if !reflect.DeepEqual(got, want) {
+		var wantMsg schemas.AcceptedReading
+		Accepted(&wantMsg, &rd, 3, 77)
+		schemas.FlattenAccepted(&wantMsg, &want)
+		if got != want {
 			t.Fatalf("forwarded %s read as\n%+v\nwant\n%+v", rd.EventID, got, want)
 		}
 		if rd.Metric == "body_weight" && (got.Unit != "kg" || got.Value < 68 || got.Value > 68.1) {
 			t.Fatalf("forwarded weight not in canonical units: %v %s", got.Value, got.Unit)
 		}
-		enc, err := accepted.Encode(&want)
+		enc, err := accepted.Encode(&wantMsg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var again schemas.AcceptedReading
-		if err := DecodeAccepted(accepted, reading, enc, nil, &again); err != nil || !reflect.DeepEqual(again, want) {
+		var again schemas.FlatAcceptedReading
+		if err := DecodeAccepted(accepted, reading, enc, nil, &again); err != nil || again != want {
 			t.Fatalf("accepted message read as %+v, %v", again, err)
 		}
 		if err := DecodeAccepted(accepted, reading, msg, []byte("3"), &got); err == nil {
@@ -74,7 +75,7 @@ func TestDecodeAcceptedForwarded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got schemas.AcceptedReading
+	var got schemas.FlatAcceptedReading
 	if err := DecodeAccepted(accepted, reading, msg, AppendSource(nil, 0, 0), &got); err == nil {
 		t.Fatal("a forwarded reading of a metric outside the catalogue was read")
 	}
