@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // An erasure goes: the processor decides (the user's aggregate becomes a
@@ -168,3 +169,17 @@ func (s *Store) Counts(ctx context.Context) (map[string]int64, error) {
 // listenRetry is the wait before listening again after the connection
 // was lost.
 const listenRetry = 2 * time.Second
+
+// DropTenant deletes every data key of a tenant and returns how many:
+// nothing the tenant's users sealed opens afterwards, and nothing records
+// that they were erased. It is for the lab's scratch tenants (a bench or
+// chaos run makes one of its own and leaves nothing behind); a
+// deployment erases users one by one, through the read models, instead.
+// The processes that cached the keys must have ended: they are not told.
+func DropTenant(ctx context.Context, pool *pgxpool.Pool, tenant string) (int64, error) {
+	ct, err := pool.Exec(ctx, `DELETE FROM user_data_keys WHERE tenant_id = $1`, tenant)
+	if err != nil {
+		return 0, fmt.Errorf("key store: drop tenant %s: %w", tenant, err)
+	}
+	return ct.RowsAffected(), nil
+}

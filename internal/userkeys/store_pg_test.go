@@ -183,3 +183,50 @@ func TestRecordKeys(t *testing.T) {
 		t.Fatalf("KeysFor: %v", got)
 	}
 }
+
+// TestDropTenant: a scratch tenant's keys go, and only its own; a store
+// that asks again afterwards gets a new key, and what the old one sealed
+// does not open.
+func TestDropTenant(t *testing.T) {
+	ctx, pool := pgtest.Pool(t, time.Minute)
+	kek := KeyringConfig{KEKFile: newKEKFile(t)}
+	open := func() *Store {
+		s, err := Open(ctx, pool, Config{Keyring: kek, CacheKeys: 100}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+	s := open()
+	scratch, other := fmt.Sprintf("droptest-%d", time.Now().UnixNano()), fmt.Sprintf("droptest-other-%d", time.Now().UnixNano())
+	defer func() { _, _ = DropTenant(context.WithoutCancel(ctx), pool, other) }()
+	defer func() { _, _ = DropTenant(context.WithoutCancel(ctx), pool, scratch) }()
+	ks, err := s.ForUsers(ctx, scratch, []string{"alice", "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ForUsers(ctx, other, []string{"alice"}); err != nil {
+		t.Fatal(err)
+	}
+	rec := &kgo.Record{Key: []byte("alice"), Value: []byte("alice's reading")}
+	ks["alice"].SealRecord(rec)
+	if n, err := DropTenant(ctx, pool, scratch); err != nil || n != 2 {
+		t.Fatalf("DropTenant = %d, %v; want 2 keys", n, err)
+	}
+	var left int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM user_data_keys WHERE tenant_id = ANY($1)`, []string{scratch, other}).Scan(&left); err != nil || left != 1 {
+		t.Fatalf("keys left of the two tenants = %d, %v; want the other tenant's 1", left, err)
+	}
+	fresh := open()
+	if err := fresh.LoadRecordKeys(ctx, []*kgo.Record{rec}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := fresh.OpenRecord(nil, rec); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("a record sealed with a dropped key: %v, want ErrUnknownKey", err)
+	}
+	again, err := fresh.ForUsers(ctx, scratch, []string{"alice"})
+	if err != nil || again["alice"].ID == ks["alice"].ID {
+		t.Fatalf("alice after the drop: %v, %v; want a new key", again["alice"], err)
+	}
+}

@@ -168,7 +168,8 @@ func (b *Sandbox) PrepareQuery(ctx context.Context) error {
 }
 
 // Close revokes the key and, unless keep, deletes the run's topics (every
-// topic named ID.*), groups, database and processor state.
+// topic named ID.*), groups, database, processor state and its tenant's
+// data keys.
 func (b *Sandbox) Close(keep bool) {
 	if b.revoke != nil {
 		b.revoke()
@@ -186,5 +187,5 @@ func (b *Sandbox) Close(keep bool) {
 	s := b.s
 	scratch.Resources{Kafka: s.Kafka(), Topics: scratch.AllTopics(s.Kafka()), TopicPrefix: b.ID + ".", Groups: []string{s.ProcessorGroup, s.ProjectorGroup},
 		Warehouse: s.Warehouse(), Databases: []string{s.ClickHouseDatabase},
-		PostgresURL: s.PostgresURL, StateGroups: []string{s.ProcessorGroup}}.Remove(context.Background(), b.log)
+		PostgresURL: s.PostgresURL, StateGroups: []string{s.ProcessorGroup}, Tenants: []string{s.Tenant}}.Remove(context.Background(), b.log)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/vitalshq/vitals/internal/envflag"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/postgres"
+	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
@@ -73,6 +74,11 @@ type Resources struct {
 	// deleted from PostgresURL.
 	PostgresURL string
 	StateGroups []string
+	// Tenants are scratch tenants whose users' data keys are deleted from
+	// PostgresURL: a run that makes a tenant of its own would otherwise
+	// leave its users' keys behind, and every later run would pay for a
+	// larger key table.
+	Tenants []string
 }
 
 // Remove deletes the resources, logging what it cannot delete; it runs
@@ -95,21 +101,32 @@ func (r Resources) Remove(ctx context.Context, log zerolog.Logger) {
 			conn.Close()
 		}
 	}
-	if len(r.StateGroups) > 0 {
-		pool, err := postgres.Open(ctx, r.PostgresURL)
-		if err != nil {
-			log.Warn().Err(err).Msg("delete the run's processor state")
-			return
-		}
-		defer pool.Close()
-		for _, g := range r.StateGroups {
-			for _, table := range []string{"processor_aggregates", "processor_offsets"} {
-				if ct, err := pool.Exec(ctx, `DELETE FROM `+table+` WHERE group_id = $1`, g); err != nil {
-					log.Warn().Err(err).Str("table", table).Msg("delete the run's processor state")
-				} else {
-					log.Info().Str("table", table).Int64("rows", ct.RowsAffected()).Str("group", g).Msg("deleted the run's processor state")
-				}
+	if len(r.StateGroups) > 0 || len(r.Tenants) > 0 {
+		r.removePostgres(ctx, log)
+	}
+}
+
+func (r Resources) removePostgres(ctx context.Context, log zerolog.Logger) {
+	pool, err := postgres.Open(ctx, r.PostgresURL)
+	if err != nil {
+		log.Warn().Err(err).Msg("delete the run's PostgreSQL rows")
+		return
+	}
+	defer pool.Close()
+	for _, g := range r.StateGroups {
+		for _, table := range []string{"processor_aggregates", "processor_offsets"} {
+			if ct, err := pool.Exec(ctx, `DELETE FROM `+table+` WHERE group_id = $1`, g); err != nil {
+				log.Warn().Err(err).Str("table", table).Msg("delete the run's processor state")
+			} else {
+				log.Info().Str("table", table).Int64("rows", ct.RowsAffected()).Str("group", g).Msg("deleted the run's processor state")
 			}
+		}
+	}
+	for _, t := range r.Tenants {
+		if n, err := userkeys.DropTenant(ctx, pool, t); err != nil {
+			log.Warn().Err(err).Msg("delete the run's data keys")
+		} else {
+			log.Info().Int64("keys", n).Str("tenant", t).Msg("deleted the run's data keys")
 		}
 	}
 }
