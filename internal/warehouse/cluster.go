@@ -44,7 +44,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -141,18 +140,12 @@ func openCluster(ctx context.Context, cfg Config) (driver.Conn, error) {
 	if !validIdent(cfg.Cluster) {
 		return nil, fmt.Errorf("clickhouse cluster name %q: want [A-Za-z_][A-Za-z0-9_]*", cfg.Cluster)
 	}
-	// Loopback or not is judged by the first seed: a cluster is on one
-	// machine or on several.
-	comp, err := compression(cfg.Compression, strings.TrimSpace(strings.Split(cfg.Addr, ",")[0]))
-	if err != nil {
-		return nil, err
-	}
 	c := &Cluster{Name: cfg.Cluster, cfg: cfg, conns: map[string]driver.Conn{}}
 	var errs []error
 	var seed string
 	for _, addr := range strings.Split(cfg.Addr, ",") {
 		addr = strings.TrimSpace(addr)
-		conn, err := openServer(ctx, cfg, []string{addr}, comp, nil)
+		conn, err := openServer(ctx, cfg, []string{addr}, nil)
 		if err == nil {
 			err = c.discover(ctx, conn)
 			conn.Close()
@@ -174,7 +167,7 @@ func openCluster(ctx context.Context, cfg Config) (driver.Conn, error) {
 			}
 		}
 	}
-	front, err := openServer(ctx, cfg, addrs, comp, frontSettings)
+	front, err := openServer(ctx, cfg, addrs, frontSettings)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse cluster %s: %w", cfg.Cluster, err)
 	}
@@ -183,33 +176,6 @@ func openCluster(ctx context.Context, cfg Config) (driver.Conn, error) {
 		return nil, fmt.Errorf("clickhouse cluster %s: %w", cfg.Cluster, err)
 	}
 	return &ClusterConn{Conn: front, Cluster: c}, nil
-}
-
-// openServer opens a connection pool over addrs (tried in order) and
-// pings it.
-func openServer(ctx context.Context, cfg Config, addrs []string, comp *clickhouse.Compression, settings clickhouse.Settings) (driver.Conn, error) {
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:             addrs,
-		ConnOpenStrategy: clickhouse.ConnOpenInOrder,
-		Auth:             clickhouse.Auth{Database: "default", Username: cfg.User, Password: cfg.Password},
-		Settings:         settings,
-		DialTimeout:      cfg.DialTimeout,
-		ReadTimeout:      cfg.ReadTimeout,
-		MaxOpenConns:     8,
-		MaxIdleConns:     4,
-		ConnMaxLifetime:  time.Hour,
-		Compression:      comp,
-	})
-	if err != nil {
-		return nil, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	defer cancel()
-	if err := conn.Ping(pctx); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return conn, nil
 }
 
 // discover reads the cluster's shards and replicas from system.clusters.
@@ -298,20 +264,11 @@ func (c *Cluster) Server(addr string) (driver.Conn, error) {
 	if conn, ok := c.conns[addr]; ok {
 		return conn, nil
 	}
-	comp, err := compression(c.cfg.Compression, addr)
+	opts, err := options(c.cfg, []string{addr}, 4, nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("clickhouse %s: %w", addr, err)
 	}
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:            []string{addr},
-		Auth:            clickhouse.Auth{Database: "default", Username: c.cfg.User, Password: c.cfg.Password},
-		DialTimeout:     c.cfg.DialTimeout,
-		ReadTimeout:     c.cfg.ReadTimeout,
-		MaxOpenConns:    4,
-		MaxIdleConns:    2,
-		ConnMaxLifetime: time.Hour,
-		Compression:     comp,
-	})
+	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse %s: %w", addr, err)
 	}

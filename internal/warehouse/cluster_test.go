@@ -3,6 +3,8 @@ package warehouse
 import (
 	"strings"
 	"testing"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 )
 
 // TestShardingHash checks ShardingHash against cityHash64(tenant, user)
@@ -98,5 +100,28 @@ func TestLocalTables(t *testing.T) {
 	}
 	if got := PartitionColumn(ProfileEventsTable); got != "" {
 		t.Errorf("PartitionColumn(profile_events) = %q, want none", got)
+	}
+}
+
+// TestClusterConnectionsKeepSettings: a cluster's front connection and
+// its per-server connections get the protocol and TLS of the
+// configuration, as one server does (they once connected in clear over
+// the native protocol whatever was set), and a TLS setting without TLS is
+// refused for them too.
+func TestClusterConnectionsKeepSettings(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Cluster, cfg.TLS, cfg.Protocol, cfg.User = "vitals", true, ProtocolHTTP, "analyst"
+	for _, addrs := range [][]string{{"ch1:8443", "ch2:8443"}, {"ch2:8443"}} {
+		opts, err := options(cfg, addrs, 4, frontSettings)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if opts.TLS == nil || opts.Protocol != clickhouse.HTTP || opts.Auth.Username != "analyst" || opts.MaxOpenConns != 4 {
+			t.Errorf("options over %v: TLS %v, protocol %v, user %q, conns %d", addrs, opts.TLS != nil, opts.Protocol, opts.Auth.Username, opts.MaxOpenConns)
+		}
+	}
+	cfg.TLS, cfg.TLSServerName = false, "ch.internal"
+	if _, err := options(cfg, []string{"ch1:9000"}, 4, nil); err == nil {
+		t.Error("a TLS server name without TLS was accepted")
 	}
 }

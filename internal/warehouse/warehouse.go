@@ -34,6 +34,7 @@ package warehouse
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"regexp"
@@ -152,7 +153,23 @@ func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 	if cfg.Cluster != "" {
 		return openCluster(ctx, cfg)
 	}
-	comp, err := compression(cfg.Compression, cfg.Addr)
+	conn, err := openServer(ctx, cfg, []string{cfg.Addr}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse %s: %w", cfg.Addr, err)
+	}
+	return conn, nil
+}
+
+// options are the settings of a pool of at most conns connections over
+// addrs, tried in order: one server, a cluster's front connection and
+// each server of a cluster alike get the configured protocol,
+// credentials, TLS and timeouts. Compression auto judges loopback by the
+// first address (a cluster is on one machine or on several). Every
+// statement names its database, so the session can start in "default"
+// even before Migrate has created ours; 18.16 rejects settings it does not
+// know, so settings is nil but for a cluster's front connection.
+func options(cfg Config, addrs []string, conns int, settings clickhouse.Settings) (*clickhouse.Options, error) {
+	comp, err := compression(cfg.Compression, addrs[0])
 	if err != nil {
 		return nil, err
 	}
@@ -164,38 +181,47 @@ func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 	switch {
 	case cfg.TLS:
 		if tc, err = tlsconf.Client(cfg.TLSCA, cfg.TLSServerName); err != nil {
-			return nil, fmt.Errorf("clickhouse %s: %w", cfg.Addr, err)
+			return nil, err
 		}
 	case cfg.TLSCA != "" || cfg.TLSServerName != "":
-		return nil, fmt.Errorf("clickhouse %s: a TLS certificate authority or server name is set but TLS is not: enable it, or the connection would be unencrypted", cfg.Addr)
+		return nil, errors.New("a TLS certificate authority or server name is set but TLS is not: enable it, or the connection would be unencrypted")
 	}
 	session := cfg.SessionDatabase
 	if session == "" {
 		session = "default"
 	}
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:     []string{cfg.Addr},
-		Protocol: proto,
-		// Every statement names its database, so the session can start in
-		// "default" even before Migrate has created ours.
-		Auth: clickhouse.Auth{Database: session, Username: cfg.User, Password: cfg.Password},
-		// 18.16 rejects settings it does not know; send none by default.
-		DialTimeout:     cfg.DialTimeout,
-		ReadTimeout:     cfg.ReadTimeout,
-		MaxOpenConns:    8,
-		MaxIdleConns:    4,
-		ConnMaxLifetime: time.Hour,
-		Compression:     comp,
-		TLS:             tc,
-	})
+	return &clickhouse.Options{
+		Addr:             addrs,
+		ConnOpenStrategy: clickhouse.ConnOpenInOrder,
+		Protocol:         proto,
+		Auth:             clickhouse.Auth{Database: session, Username: cfg.User, Password: cfg.Password},
+		Settings:         settings,
+		DialTimeout:      cfg.DialTimeout,
+		ReadTimeout:      cfg.ReadTimeout,
+		MaxOpenConns:     conns,
+		MaxIdleConns:     conns / 2,
+		ConnMaxLifetime:  time.Hour,
+		Compression:      comp,
+		TLS:              tc,
+	}, nil
+}
+
+// openServer opens a pool of 8 connections over addrs (options) and pings
+// it.
+func openServer(ctx context.Context, cfg Config, addrs []string, settings clickhouse.Settings) (driver.Conn, error) {
+	opts, err := options(cfg, addrs, 8, settings)
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse %s: %w", cfg.Addr, err)
+		return nil, err
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	if err := conn.Ping(pctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("clickhouse %s: %w", cfg.Addr, err)
+		return nil, err
 	}
 	return conn, nil
 }
