@@ -6,14 +6,14 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
 // resumeOffsets is franz-go's AdjustFetchOffsetsFn: for newly assigned
@@ -169,31 +169,7 @@ func resumeAt(committed, stored int64) int64 {
 
 // storedMax returns the highest stored log_offset per partition of table.
 func (p *Projector) storedMax(ctx context.Context, table string, parts []int32) (map[int32]int64, error) {
-	// The partition numbers are formatted here: clickhouse-go binds a
-	// slice as an array, which 18.16 refuses in IN.
-	list := make([]string, len(parts))
-	for i, part := range parts {
-		list[i] = strconv.Itoa(int(part))
-	}
-	q := fmt.Sprintf("SELECT log_partition, max(log_offset) FROM %s.%s WHERE log_partition IN (%s) GROUP BY log_partition", p.db, table, strings.Join(list, ", "))
-	rows, err := p.conn.Query(ctx, q)
-	if err != nil {
-		return nil, fmt.Errorf("read stored positions of %s: %w", table, err)
-	}
-	defer rows.Close()
-	out := map[int32]int64{}
-	for rows.Next() {
-		var part int32
-		var off int64
-		if err := rows.Scan(&part, &off); err != nil {
-			return nil, fmt.Errorf("read stored positions of %s: %w", table, err)
-		}
-		out[part] = off
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read stored positions of %s: %w", table, err)
-	}
-	return out, nil
+	return warehouse.MaxPositions(ctx, p.conn, p.db, table, parts...)
 }
 
 // awaitInserts waits until the INSERTs into table that the server is

@@ -720,22 +720,12 @@ func (s *session) storedPositions(ctx context.Context, db string, tables []strin
 		if !ok || !have[t] || t == warehouse.ErasedUsersTable {
 			continue
 		}
-		rows, err := s.ch.Query(qctx, fmt.Sprintf("SELECT log_partition, max(log_offset) FROM %s.%s WHERE log_offset >= 0 GROUP BY log_partition", db, t))
+		stored, err := warehouse.MaxPositions(qctx, s.ch, db, t)
 		if err != nil {
-			return nil, fmt.Errorf("stored positions of %s.%s: %w", db, t, err)
+			return nil, err
 		}
-		for rows.Next() {
-			var part int32
-			var off int64
-			if err := rows.Scan(&part, &off); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("stored positions of %s.%s: %w", db, t, err)
-			}
+		for part, off := range stored {
 			out.set(topic, part, off+1)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("stored positions of %s.%s: %w", db, t, err)
 		}
 	}
 	return out, nil

@@ -73,11 +73,11 @@ func (s *session) catchUpRestored(ctx context.Context, live, from string, tables
 // position is above the highest one live.table holds, and returns how
 // many and, if users, their distinct (tenant, user) pairs.
 func copyAfter(ctx context.Context, conn driver.Conn, live, from, table, cols string, users bool) (int, [][2]string, error) {
-	have, err := maxPositions(ctx, conn, live, table)
+	have, err := warehouse.MaxPositions(ctx, conn, live, table)
 	if err != nil {
 		return 0, nil, err
 	}
-	src, err := maxPositions(ctx, conn, from, table)
+	src, err := warehouse.MaxPositions(ctx, conn, from, table)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -154,23 +154,4 @@ func (s *session) onEachShard(ctx context.Context, fn func(driver.Conn) error) e
 		}
 	}
 	return nil
-}
-
-// maxPositions is the highest stored offset per partition of db.table.
-func maxPositions(ctx context.Context, conn driver.Conn, db, table string) (map[int32]int64, error) {
-	rows, err := conn.Query(ctx, fmt.Sprintf("SELECT log_partition, max(log_offset) FROM %s.%s WHERE log_offset >= 0 GROUP BY log_partition", db, table))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[int32]int64{}
-	for rows.Next() {
-		var part int32
-		var off int64
-		if err := rows.Scan(&part, &off); err != nil {
-			return nil, err
-		}
-		out[part] = off
-	}
-	return out, rows.Err()
 }
