@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/userkeys"
 )
 
@@ -202,46 +203,14 @@ func textNeedles(needles map[string][]byte) map[string][]byte {
 // readTopic returns every record of topic up to its end offsets.
 func (s *stack) readTopic(ctx context.Context, topic string) []*kgo.Record {
 	s.t.Helper()
-	adm, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Brokers...))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer adm.Close()
-	ends, err := kadm.NewClient(adm).ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		s.t.Fatalf("end offsets of %s: %v", topic, err)
-	}
-	left := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			left[o.Partition] = o.Offset
-		}
-	})
-	if len(left) == 0 {
-		return nil
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	var out []*kgo.Record
-	for len(left) > 0 {
-		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		fs := cl.PollFetches(fctx)
-		cancel()
-		if ctx.Err() != nil {
-			s.t.Fatalf("read %s: %v", topic, ctx.Err())
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			out = append(out, r)
-			if r.Offset+1 >= left[r.Partition] {
-				delete(left, r.Partition)
-			}
-		})
+	if err := eventlog.ReadToEnd(ctx, []kgo.Opt{kgo.SeedBrokers(s.kafka.Brokers...)}, topic, func(r *kgo.Record) error {
+		out = append(out, r)
+		return nil
+	}); err != nil {
+		s.t.Fatal(err)
 	}
 	return out
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/ingest"
+	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/processor"
 	"github.com/vitalshq/vitals/schemas"
@@ -98,7 +99,7 @@ func TestProcessorDeterministic(t *testing.T) {
 	// Four users' first 750 readings each (a reading every few seconds, so
 	// about an hour per user), posted in requests that interleave the
 	// users. The requests, in order, and what each reading must become.
-	perUser, users := sampleUsers(t, 4, 750)
+	users, perUser := firstReadings(t, 4, 750)
 	userA, userC, userD := users[0], users[2], users[3]
 	type request struct {
 		endpoint string
@@ -262,7 +263,7 @@ func TestProcessorDeterministic(t *testing.T) {
 			t.Fatalf("%s stopped with: %v", r.name, err)
 		}
 		for _, topic := range r.topics {
-			res.out = append(res.out, readTopic(t, ctx, s, adm, topic))
+			res.out = append(res.out, readTopic(t, ctx, s, topic))
 		}
 		results[i] = res
 		t.Logf("%.1fs: %s (max batch %d): accepted %d rejected %d duplicates %d in %d batches; records out: accepted %d rejected %d %v alerts %d erasures %d",
@@ -354,44 +355,16 @@ func rejectReasons(t *testing.T, recs map[int32][]*kgo.Record) map[string]int {
 
 // readTopic reads every record of topic up to its current end offsets,
 // per partition in offset order.
-func readTopic(t *testing.T, ctx context.Context, s *stack, adm *kadm.Client, topic string) map[int32][]*kgo.Record {
+func readTopic(t *testing.T, ctx context.Context, s *stack, topic string) map[int32][]*kgo.Record {
 	t.Helper()
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ends.Error(); err != nil {
-		t.Fatalf("end offsets of %s: %v", topic, err)
-	}
-	out := map[int32][]*kgo.Record{}
-	remaining := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		out[o.Partition] = nil
-		if o.Offset > 0 {
-			remaining[o.Partition] = o.Offset
-		}
-	})
-	if len(remaining) == 0 {
-		return out
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	for len(remaining) > 0 {
-		f := cl.PollFetches(rctx)
-		if rctx.Err() != nil {
-			t.Fatalf("read %s: partitions not read to their end offsets: %v", topic, remaining)
-		}
-		f.EachRecord(func(r *kgo.Record) {
-			out[r.Partition] = append(out[r.Partition], r)
-			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
-				delete(remaining, r.Partition)
-			}
-		})
+	out := map[int32][]*kgo.Record{}
+	if err := eventlog.ReadToEnd(rctx, []kgo.Opt{kgo.SeedBrokers(s.kafka.Brokers...)}, topic, func(r *kgo.Record) error {
+		out[r.Partition] = append(out[r.Partition], r)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	for _, rs := range out {
 		s.openRecords(ctx, rs) // sealed with fresh nonces: the plain values are what repeats

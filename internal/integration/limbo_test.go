@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/ingest"
@@ -97,7 +96,7 @@ func TestHeldReadingOfSilentUserIsSettled(t *testing.T) {
 	silentKey := s.dataKeyOf(ctx, "limbo-a")
 	codec := schemas.MustCodec(schemas.NameRejectedReading)
 	var got []string
-	for _, rs := range readTopic(t, ctx, s, kadm.NewClient(cl), s.kafka.Topics.RejectedReadings) {
+	for _, rs := range readTopic(t, ctx, s, s.kafka.Topics.RejectedReadings) {
 		for _, r := range rs {
 			// Settled by the partition's clock after a restart, with no
 			// record of the user's in the step: still the user's, sealed

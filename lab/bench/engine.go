@@ -18,7 +18,6 @@ import (
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/sandbox"
 	"github.com/vitalshq/vitals/lab/scratch"
-	"github.com/vitalshq/vitals/lab/simulate"
 	"github.com/vitalshq/vitals/processor/rules"
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -144,7 +143,7 @@ func copyAsJSON(ctx context.Context, s *cmdline.Settings, cl *kgo.Client, adm *k
 	codec, readingCodec := schemas.MustCodec(schemas.NameAcceptedReading), schemas.MustCodec(schemas.NameReading)
 	var n int64
 	var perr atomic.Value
-	err = simulate.ReadTopic(ctx, k.ClientOpts(log), k.Topics.AcceptedReadings, func(rec *kgo.Record) error {
+	err = eventlog.ReadToEnd(ctx, k.ClientOpts(log), k.Topics.AcceptedReadings, func(rec *kgo.Record) error {
 		if err := keys.LoadRecordKeys(ctx, []*kgo.Record{rec}); err != nil {
 			return err
 		}

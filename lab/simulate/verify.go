@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"text/tabwriter"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/schemas"
 )
@@ -111,7 +110,7 @@ func Observe(ctx context.Context, conn driver.Conn, keys *userkeys.Store, db, te
 		return nil, err
 	}
 	codec := schemas.MustCodec(schemas.NameDeadLetter)
-	err = ReadTopic(ctx, kopts, deadLetters, func(r *kgo.Record) error {
+	err = eventlog.ReadToEnd(ctx, kopts, deadLetters, func(r *kgo.Record) error {
 		if err := keys.LoadRecordKeys(ctx, []*kgo.Record{r}); err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}
@@ -163,56 +162,6 @@ func (o *Observed) readHeld(ctx context.Context, conn driver.Conn, db, tenant st
 // reading gets, which does not concern the reading itself.
 func revisionReason(reason string) bool {
 	return reason == "stale_revision" || reason == "conflicting_repeat"
-}
-
-// ReadTopic calls fn for every record of topic from its start to its end
-// offsets as they are when it is called.
-func ReadTopic(ctx context.Context, kopts []kgo.Opt, topic string, fn func(*kgo.Record) error) error {
-	adm, err := kgo.NewClient(kopts...)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", topic, err)
-	}
-	ends, err := kadm.NewClient(adm).ListEndOffsets(ctx, topic)
-	adm.Close()
-	if err != nil {
-		return fmt.Errorf("read %s: end offsets: %w", topic, err)
-	}
-	left := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			left[o.Partition] = o.Offset
-		}
-	})
-	if len(left) == 0 {
-		return nil
-	}
-	cl, err := kgo.NewClient(append(slices.Clone(kopts), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", topic, err)
-	}
-	defer cl.Close()
-	for len(left) > 0 {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("read %s: %w", topic, err)
-		}
-		var ferr error
-		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
-		if ferr != nil {
-			return fmt.Errorf("read %s: %w", topic, ferr)
-		}
-		for _, r := range fs.Records() {
-			if end, ok := left[r.Partition]; ok && r.Offset < end {
-				if err := fn(r); err != nil {
-					return err
-				}
-				if r.Offset+1 >= end {
-					delete(left, r.Partition)
-				}
-			}
-		}
-	}
-	return nil
 }
 
 // Verdicts of one manifest entry.
