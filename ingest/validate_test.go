@@ -24,7 +24,7 @@ func Check(raw json.RawMessage, tenant, gateway string, now time.Time, lim Limit
 // item builds a valid reading JSON with overrides; a nil override deletes
 // the field.
 func item(over map[string]any) json.RawMessage {
-	m := map[string]any{
+	return withFields(map[string]any{
 		"event_id":    "ev-1",
 		"user_id":     "user-1",
 		"device_id":   "dev-1",
@@ -32,15 +32,19 @@ func item(over map[string]any) json.RawMessage {
 		"value":       72.5,
 		"unit":        "/min",
 		"measured_at": "2026-11-22T11:59:00.123Z",
-	}
+	}, over)
+}
+
+// withFields is base as JSON with over's fields set, a nil one removed.
+func withFields(base, over map[string]any) json.RawMessage {
 	for k, v := range over {
 		if v == nil {
-			delete(m, k)
+			delete(base, k)
 		} else {
-			m[k] = v
+			base[k] = v
 		}
 	}
-	b, err := json.Marshal(m)
+	b, err := json.Marshal(base)
 	if err != nil {
 		panic(err)
 	}
@@ -220,32 +224,14 @@ func TestCheckAcceptsCatalogue(t *testing.T) {
 func TestDeviceAndProfileChecks(t *testing.T) {
 	cc := checkContext{tenant: "t1", gateway: "gw", format: "json", now: testNow, lim: Limits{MaxFutureSkew: time.Minute}}
 	dev := func(over map[string]any) (schemas.DeviceEvent, *Rejection) {
-		m := map[string]any{"event_id": "d-1", "user_id": "u", "device_id": "watch", "kind": "paired", "model": "charge-hr", "occurred_at": "2026-11-22T11:00:00Z"}
-		for k, v := range over {
-			if v == nil {
-				delete(m, k)
-			} else {
-				m[k] = v
-			}
-		}
-		b, _ := json.Marshal(m)
-		in, rej := deviceFromJSON(b)
+		in, rej := deviceFromJSON(withFields(map[string]any{"event_id": "d-1", "user_id": "u", "device_id": "watch", "kind": "paired", "model": "charge-hr", "occurred_at": "2026-11-22T11:00:00Z"}, over))
 		if rej != nil {
 			return schemas.DeviceEvent{}, rej
 		}
 		return cc.CheckDevice(&in)
 	}
 	prof := func(over map[string]any) (schemas.ProfileEvent, *Rejection) {
-		m := map[string]any{"event_id": "p-1", "user_id": "u", "kind": "registered", "birth_year": 1980, "sex": "female", "region": "DE-BY", "occurred_at": "2026-11-22T11:00:00Z"}
-		for k, v := range over {
-			if v == nil {
-				delete(m, k)
-			} else {
-				m[k] = v
-			}
-		}
-		b, _ := json.Marshal(m)
-		in, rej := profileFromJSON(b)
+		in, rej := profileFromJSON(withFields(map[string]any{"event_id": "p-1", "user_id": "u", "kind": "registered", "birth_year": 1980, "sex": "female", "region": "DE-BY", "occurred_at": "2026-11-22T11:00:00Z"}, over))
 		if rej != nil {
 			return schemas.ProfileEvent{}, rej
 		}

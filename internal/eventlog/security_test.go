@@ -56,24 +56,13 @@ func listenFirstBytes(t *testing.T) *firstBytes {
 		t.Fatal(err)
 	}
 	f := &firstBytes{ln: ln}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-				b := make([]byte, 8)
-				n, _ := io.ReadFull(c, b)
-				f.mu.Lock()
-				f.got = append(f.got, b[:n])
-				f.mu.Unlock()
-			}()
-		}
-	}()
+	tlstest.Serve(t, ln, func(c net.Conn) {
+		b := make([]byte, 8)
+		n, _ := io.ReadFull(c, b)
+		f.mu.Lock()
+		f.got = append(f.got, b[:n])
+		f.mu.Unlock()
+	})
 	return f
 }
 

@@ -19,7 +19,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/ingest"
-	"github.com/vitalshq/vitals/internal/sample"
 )
 
 var (
@@ -66,30 +65,8 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 	queryURL := s.startQuery(ctx)
 
 	// Four users' first 3,000 readings (one user has only 1,351).
-	all, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
-	perUser := map[string][]sample.HeartRate{}
-	var users []string
-	for _, r := range all {
-		u := r.UserID()
-		if _, ok := perUser[u]; !ok {
-			if len(users) == 4 {
-				continue
-			}
-			users = append(users, u)
-		}
-		if len(perUser[u]) < 3000 {
-			perUser[u] = append(perUser[u], r)
-		}
-	}
-
-	var firsts []sample.HeartRate
-	for _, u := range users {
-		firsts = append(firsts, perUser[u][0])
-	}
-	s.pairDevices(ingestURL, firsts...)
+	users, perUser := firstReadings(t, 4, 3000)
+	s.pairUsers(ingestURL, users, perUser)
 
 	proc := func() *exec.Cmd {
 		cmd := exec.Command(bin, "processor")

@@ -53,23 +53,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	queryURL := s.startQuery(ctx)
 
 	// Two users' first 1,500 readings each from the bundled sample.
-	all, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
-	perUser := map[string][]sample.HeartRate{}
-	var users []string
-	for _, r := range all {
-		if _, ok := perUser[r.UserID()]; !ok && len(perUser) == 2 {
-			continue
-		}
-		if _, ok := perUser[r.UserID()]; !ok {
-			users = append(users, r.UserID())
-		}
-		if len(perUser[r.UserID()]) < 1500 {
-			perUser[r.UserID()] = append(perUser[r.UserID()], r)
-		}
-	}
+	users, perUser := firstReadings(t, 2, 1500)
 	var items []wireReading
 	for _, u := range users {
 		for _, r := range perUser[u] {
@@ -77,11 +61,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 		}
 	}
 
-	var firsts []sample.HeartRate
-	for _, u := range users {
-		firsts = append(firsts, perUser[u][0])
-	}
-	s.pairDevices(ingestURL, firsts...)
+	s.pairUsers(ingestURL, users, perUser)
 
 	// Batches of 500; the first batch also carries a malformed item and a
 	// repeat of its own first reading.

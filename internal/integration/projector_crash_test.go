@@ -37,12 +37,10 @@ func TestProjectorKill9(t *testing.T) {
 
 	users, per := firstReadings(t, 4, 2500)
 	var all []sample.HeartRate
-	var firsts []sample.HeartRate
 	for _, u := range users {
 		all = append(all, per[u]...)
-		firsts = append(firsts, per[u][0])
 	}
-	s.pairDevices(ingestURL, firsts...)
+	s.pairUsers(ingestURL, users, per)
 	want := inputTotals(all)
 
 	group := s.id + "-projector"

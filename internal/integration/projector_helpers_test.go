@@ -145,6 +145,17 @@ func firstReadings(t *testing.T, users, n int) ([]string, map[string][]sample.He
 	return order, per
 }
 
+// pairUsers posts a pairing of each user's tracker (the device of the
+// user's first reading in per).
+func (s *stack) pairUsers(ingestURL string, users []string, per map[string][]sample.HeartRate) {
+	s.t.Helper()
+	firsts := make([]sample.HeartRate, 0, len(users))
+	for _, u := range users {
+		firsts = append(firsts, per[u][0])
+	}
+	s.pairDevices(ingestURL, firsts...)
+}
+
 // mutationsDone waits until every mutation of db has finished (on a
 // cluster, on every server: the mutations are the local tables').
 func mutationsDone(t *testing.T, ctx context.Context, ch driver.Conn, db string, timeout time.Duration) {

@@ -32,19 +32,18 @@ func TestProjectorSurvivesClickHouseOutage(t *testing.T) {
 	ch := s.openWarehouse(t, ctx)
 
 	users, per := firstReadings(t, 2, 2000)
-	var firstHalf, secondHalf, firsts []sample.HeartRate
+	var firstHalf, secondHalf []sample.HeartRate
 	for _, u := range users {
 		firstHalf = append(firstHalf, per[u][:1000]...)
 		secondHalf = append(secondHalf, per[u][1000:]...)
-		firsts = append(firsts, per[u][0])
 	}
-	s.pairDevices(ingestURL, firsts...)
+	s.pairUsers(ingestURL, users, per)
 	s.postReadings(ingestURL, "gw-ch-outage", firstHalf, 500)
 	expectWarehouseTotals(t, ctx, ch, s.wh.Database, s.tenant, inputTotals(firstHalf), 60*time.Second)
 	// The pairings and the first half are committed by now.
 	eventually(t, 10*time.Second, "the first half's offsets to be committed", func() (bool, string) {
 		n := pj.Stats().Committed.Load()
-		return n >= int64(len(firstHalf)+len(firsts)), fmt.Sprint(n)
+		return n >= int64(len(firstHalf)+len(users)), fmt.Sprint(n)
 	})
 
 	stackCtl(t, ctx, "stop", "clickhouse")

@@ -14,34 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/ingest"
-	"github.com/vitalshq/vitals/internal/sample"
 )
-
-// sampleUsers returns the first n readings of each of up to users users of
-// the bundled sample, in file order (each user's readings are in time
-// order), and the users in order of first appearance.
-func sampleUsers(t *testing.T, users, n int) (map[string][]sample.HeartRate, []string) {
-	t.Helper()
-	all, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
-	perUser := map[string][]sample.HeartRate{}
-	var order []string
-	for _, r := range all {
-		u := r.UserID()
-		if _, ok := perUser[u]; !ok {
-			if len(order) == users {
-				continue
-			}
-			order = append(order, u)
-		}
-		if len(perUser[u]) < n {
-			perUser[u] = append(perUser[u], r)
-		}
-	}
-	return perUser, order
-}
 
 // TestProcessorRebalanceMidStream streams real readings of eight users
 // while the processor group changes under them: instance A starts alone,
@@ -72,7 +45,7 @@ func TestProcessorRebalanceMidStream(t *testing.T) {
 
 	// Eight users' first 1,000 readings each.
 	const perUserN, chunk = 1000, 40
-	perUser, users := sampleUsers(t, 8, perUserN)
+	users, perUser := firstReadings(t, 8, perUserN)
 	distinct := map[string]struct{}{}
 	for _, u := range users {
 		for _, r := range perUser[u] {
@@ -80,11 +53,7 @@ func TestProcessorRebalanceMidStream(t *testing.T) {
 		}
 	}
 	sent := len(distinct)
-	var firsts []sample.HeartRate
-	for _, u := range users {
-		firsts = append(firsts, perUser[u][0])
-	}
-	s.pairDevices(ingestURL, firsts...)
+	s.pairUsers(ingestURL, users, perUser)
 
 	// Post in the background, each user in order, spread over ~12 s. Each
 	// user's poster waits at a third of its readings until B has joined

@@ -21,23 +21,24 @@ func serve(t *testing.T, cfg *tls.Config) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				if err := c.(*tls.Conn).Handshake(); err == nil {
-					_, _ = io.WriteString(c, "ok\n")
-				}
-			}()
+	tlstest.Serve(t, ln, func(c net.Conn) {
+		if err := c.(*tls.Conn).Handshake(); err == nil {
+			_, _ = io.WriteString(c, "ok\n")
 		}
-	}()
+	})
 	return ln.Addr().String()
+}
+
+// serveNew makes a PKI and serves its server certificate with Server's
+// settings.
+func serveNew(t *testing.T) (*tlstest.Files, string) {
+	t.Helper()
+	pki := tlstest.New(t)
+	srv, err := Server(pki.Cert, pki.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pki, serve(t, srv)
 }
 
 func dial(addr string, cfg *tls.Config) (*tls.ConnectionState, error) {
@@ -54,12 +55,7 @@ func dial(addr string, cfg *tls.Config) (*tls.ConnectionState, error) {
 }
 
 func TestClientTrustsOnlyItsAuthority(t *testing.T) {
-	pki := tlstest.New(t)
-	srv, err := Server(pki.Cert, pki.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := serve(t, srv)
+	pki, addr := serveNew(t)
 	good, err := Client(pki.CA, "")
 	if err != nil {
 		t.Fatal(err)
@@ -87,12 +83,7 @@ func TestClientTrustsOnlyItsAuthority(t *testing.T) {
 }
 
 func TestServerRefusesOldProtocolsAndWeakSuites(t *testing.T) {
-	pki := tlstest.New(t)
-	srv, err := Server(pki.Cert, pki.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := serve(t, srv)
+	pki, addr := serveNew(t)
 	ca, _ := Client(pki.CA, "")
 	old := ca.Clone()
 	old.MinVersion, old.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
@@ -122,12 +113,7 @@ func TestServerRefusesOldProtocolsAndWeakSuites(t *testing.T) {
 func TestServerPicksUpARenewedCertificate(t *testing.T) {
 	reloadCheck = 0
 	defer func() { reloadCheck = 10 * time.Second }()
-	pki := tlstest.New(t)
-	srv, err := Server(pki.Cert, pki.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := serve(t, srv)
+	pki, addr := serveNew(t)
 	ca, _ := Client(pki.CA, "")
 	first, err := dial(addr, ca)
 	if err != nil {

@@ -93,3 +93,23 @@ func (f *Files) write(t testing.TB, name, typ string, der []byte) string {
 	}
 	return p
 }
+
+// Serve accepts connections on ln until the test ends, each handled by
+// handle on its own goroutine with a 5 s deadline, then closed: a
+// loopback server for a test to dial.
+func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				handle(c)
+			}()
+		}
+	}()
+}
