@@ -194,7 +194,8 @@ func (c *readingCols) version(i int) version {
 // readings, the bulk of the projector's input, without intermediate
 // values: schemas.DecodeFlatAcceptedReading reads the current version
 // without allocating, its strings sharing the record's bytes. That is safe
-// because nothing modifies or reuses a record's value (the Kafka client is
+// because nothing modifies a record's value once it is opened (in place,
+// before decoding: sealing.go) and nothing reuses it (the Kafka client is
 // made without kgo.WithPools, which would recycle them), and the columns
 // drop the strings when they are reset, so they pin the fetch buffers only
 // while the batch is held.

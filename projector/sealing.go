@@ -28,7 +28,7 @@ type opened struct {
 }
 
 // openRecords replaces the value of every sealed record by its plain
-// value, loading the keys not cached in one round trip.
+// value, in place, loading the keys not cached in one round trip.
 func (p *Projector) openRecords(ctx context.Context, records []*kgo.Record) (opened, error) {
 	var o opened
 	if p.keys == nil {
@@ -40,18 +40,16 @@ func (p *Projector) openRecords(ctx context.Context, records []*kgo.Record) (ope
 	}
 	defer func() { p.recKeys = keys; clear(keys) }()
 	seen := map[userKey]bool{}
-	// One allocation for the batch's plain values; the rows' strings may
-	// share them, so it is never reused.
-	size := 0
-	for _, rec := range records {
-		size += len(rec.Value)
-	}
-	mem := make([]byte, 0, size)
 	for i, rec := range records {
 		if _, ok := p.sinks[rec.Topic]; !ok || !userkeys.SealedIn(rec) {
 			continue
 		}
-		plain, k, err := p.keys.OpenRecordKey(mem[len(mem):], rec, keys[i])
+		// Opened in place: the plain value takes the sealed one's memory
+		// (the fetch's, made without kgo.WithPools, which the rows' strings
+		// share, as rows.go says), so opening allocates nothing per batch;
+		// the sealed value is not needed once opened (a record that does
+		// not open is skipped, its value cleared by the cipher).
+		plain, k, err := p.keys.OpenRecordKey(rec.Value[:0], rec, keys[i])
 		switch {
 		case errors.Is(err, userkeys.ErrShredded):
 			if o.skip == nil {
@@ -72,9 +70,6 @@ func (p *Projector) openRecords(ctx context.Context, records []*kgo.Record) (ope
 			p.stats.Undecodable.Add(1)
 			p.log.Error().Err(err).Str("topic", rec.Topic).Int32("partition", rec.Partition).Int64("offset", rec.Offset).Msg("sealed record does not open; skipped")
 		default:
-			if len(plain) <= cap(mem)-len(mem) {
-				mem = mem[:len(mem)+len(plain)] // opened in place
-			}
 			rec.Value = plain
 			rec.Headers = withoutSealHeaders(rec.Headers)
 		}
