@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -27,11 +25,11 @@ func TestOpenRecordsInPlace(t *testing.T) {
 	ctx, pool := pgtest.Pool(t, time.Minute)
 	raw := make([]byte, 32)
 	rand.Read(raw)
-	kekFile := filepath.Join(t.TempDir(), "kek")
-	if err := os.WriteFile(kekFile, []byte(base64.StdEncoding.EncodeToString(raw)), 0o600); err != nil {
+	kek, err := userkeys.ParseKEK([]byte(base64.StdEncoding.EncodeToString(raw)))
+	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := userkeys.Open(ctx, pool, userkeys.Config{Keyring: userkeys.KeyringConfig{KEKFile: kekFile}, CacheKeys: 100}, zerolog.Nop())
+	keys, err := userkeys.OpenWith(ctx, pool, &userkeys.Keyring{Current: kek}, 100, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
