@@ -51,6 +51,9 @@ type roleSpec struct {
 	// (the roles that read or write the output topics).
 	checkKafka bool
 	flags      func(s *cmdline.Settings, fs *envflag.Set)
+	// tune, if set, tunes the process for the role when it runs alone
+	// (vitals <role>, not vitals run).
+	tune func(s *cmdline.Settings, log zerolog.Logger)
 	// build makes the role, registering its metrics on reg (nil: a
 	// registry of its own).
 	build func(ctx context.Context, s *cmdline.Settings, log zerolog.Logger, reg *promreg.Registry) (role, error)
@@ -81,6 +84,11 @@ var (
 			s.PostgresFlags(fs)
 			s.ClickHouseFlags(fs)
 			s.ProjectorFlags(fs)
+		},
+		tune: func(s *cmdline.Settings, log zerolog.Logger) {
+			if pct := s.ApplyProjectorGC(); pct > 0 {
+				log.Info().Int("gc_percent", pct).Msg("go gc target set (--projector-gc-percent)")
+			}
 		},
 		build: func(ctx context.Context, s *cmdline.Settings, log zerolog.Logger, reg *promreg.Registry) (role, error) {
 			c := s.Projector()
@@ -115,6 +123,9 @@ func (r roleSpec) command(ctx context.Context, args []string, _ io.Writer) error
 	log, err := s.Logger()
 	if err != nil {
 		return err
+	}
+	if r.tune != nil {
+		r.tune(s, log)
 	}
 	x, err := r.start(ctx, s, log, nil)
 	if err != nil {
