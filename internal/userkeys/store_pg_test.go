@@ -46,7 +46,7 @@ func TestStoreLifecycle(t *testing.T) {
 	a, b := open(KeyringConfig{KEKFile: oldKEK}), open(KeyringConfig{KEKFile: oldKEK})
 	tenant := fmt.Sprintf("keystest-%d", time.Now().UnixNano())
 	defer func() {
-		_, _ = pool.Exec(context.WithoutCancel(ctx), `DELETE FROM user_data_keys WHERE tenant_id = $1`, tenant)
+		_, _ = DropTenant(context.WithoutCancel(ctx), pool, tenant)
 	}()
 	ka, err := a.ForUsers(ctx, tenant, []string{"alice", "bob", "alice"})
 	if err != nil || len(ka) != 2 {
@@ -125,7 +125,7 @@ func TestRecordKeys(t *testing.T) {
 	}
 	tenant := fmt.Sprintf("keystest-%d", time.Now().UnixNano())
 	defer func() {
-		_, _ = pool.Exec(context.WithoutCancel(ctx), `DELETE FROM user_data_keys WHERE tenant_id = $1`, tenant)
+		_, _ = DropTenant(context.WithoutCancel(ctx), pool, tenant)
 	}()
 	ks, err := open().ForUsers(ctx, tenant, []string{"alice", "bob"})
 	if err != nil {
