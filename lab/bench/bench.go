@@ -54,8 +54,12 @@ func benchEnv() map[string]string {
 	return out
 }
 
-// writeJSON writes v, indented, to path (--bench-json).
+// writeJSON writes v, indented, to path (--bench-json); an empty path
+// (the flag unset) writes nothing.
 func writeJSON(path string, v any) error {
+	if path == "" {
+		return nil
+	}
 	js, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/userkeys"
+	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/processor/rules"
 	"github.com/vitalshq/vitals/schemas"
@@ -75,15 +76,25 @@ func (f *filler) finish(ctx context.Context) error {
 // flags, and topics of their own with an accepted-readings topic filled
 // before the measurement.
 type acceptedBench struct {
+	name                string
 	rows, users         int
 	keep, sealed        bool
 	timeout             time.Duration
 	jsonOut, cpuProfile string
 }
 
-// flags registers the flags with the benchmark's default row count and
+// newAcceptedBench makes the flag set of bench name: a projector's flags,
+// scratch names from short (bench-<short>-..., vitals_bench_<short>_...)
+// and the shared bench flags with the benchmark's default row count and
 // timeout; verb and window name what it measures in the usage texts.
-func (b *acceptedBench) flags(fs *envflag.Set, rows int, timeout time.Duration, verb, window string) {
+func newAcceptedBench(name, short string, rows int, timeout time.Duration, verb, window string) (*acceptedBench, *envflag.Set, *cmdline.Settings) {
+	fs, s := cmdline.NewFlags("vitals-lab bench " + name)
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
+	s.ClickHouseFlags(fs)
+	s.ProjectorFlags(fs)
+	scratch.Names(fs, "bench-"+short+"-", "vitals_bench_"+short+"_")
+	b := &acceptedBench{name: name}
 	fs.Int(&b.rows, "bench-rows", rows, "accepted heart-rate readings to "+verb)
 	fs.Int(&b.users, "bench-users", 10000, "distinct users the readings are spread over (round robin, 1 s apart per user)")
 	fs.Bool(&b.keep, "bench-keep", false, "keep the topics, the ClickHouse databases and the Kafka groups")
@@ -91,11 +102,12 @@ func (b *acceptedBench) flags(fs *envflag.Set, rows int, timeout time.Duration, 
 	fs.Duration(&b.timeout, "bench-timeout", timeout, "bound on the whole run (fill and "+window+"); clean-up comes after it")
 	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
 	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process over "+window+" to this file")
+	return b, fs, s
 }
 
 // parse parses args and refuses flags that make no sense or point at the
 // real event log or database.
-func (b *acceptedBench) parse(fs *envflag.Set, s *cmdline.Settings, args []string, name string) error {
+func (b *acceptedBench) parse(fs *envflag.Set, s *cmdline.Settings, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -106,7 +118,37 @@ func (b *acceptedBench) parse(fs *envflag.Set, s *cmdline.Settings, args []strin
 		return errors.New("--bench-rows, --bench-users and --bench-timeout must be positive")
 	}
 	if s.KafkaPrefix == scratch.RealPrefix || s.ClickHouseDatabase == scratch.RealPrefix {
-		return fmt.Errorf("%s fills and deletes topics and databases of its own; do not point it at %s", name, scratch.RealPrefix)
+		return fmt.Errorf("bench %s fills and deletes topics and databases of its own; do not point it at %s", b.name, scratch.RealPrefix)
+	}
+	return nil
+}
+
+// remove deletes the run's resources unless --bench-keep; it is deferred,
+// so it runs after the run's timeout too.
+func (b *acceptedBench) remove(ctx context.Context, r scratch.Resources, log zerolog.Logger) {
+	if !b.keep {
+		r.Remove(ctx, log)
+	}
+}
+
+// stored counts the readings s's database holds, raw and in the rollup.
+func (b *acceptedBench) stored(ctx context.Context, s *cmdline.Settings) (raw, rollup uint64, err error) {
+	conn, err := warehouse.Open(ctx, s.Warehouse())
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close()
+	return countStored(ctx, conn, s.ClickHouseDatabase)
+}
+
+// save writes rep to --bench-json, if set, then fails unless ClickHouse
+// held every row exactly once (raw and rollup as stored counted them).
+func (b *acceptedBench) save(rep any, raw, rollup uint64) error {
+	if err := writeJSON(b.jsonOut, rep); err != nil {
+		return err
+	}
+	if raw != uint64(b.rows) || rollup != uint64(b.rows) {
+		return fmt.Errorf("ClickHouse holds %d raw rows and %d rollup readings, want %d of each", raw, rollup, b.rows)
 	}
 	return nil
 }

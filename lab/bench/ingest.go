@@ -170,10 +170,8 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 		rep.CPUProfile = b.cpuProfile
 	}
 	rep.print(stdout)
-	if b.jsonOut != "" {
-		if err := writeJSON(b.jsonOut, rep); err != nil {
-			return err
-		}
+	if err := writeJSON(b.jsonOut, rep); err != nil {
+		return err
 	}
 	if res.Errors > 0 {
 		return fmt.Errorf("%d requests failed in the measured window", res.Errors)

@@ -11,8 +11,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
-	"github.com/vitalshq/vitals/internal/cmdline"
-	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/projector"
@@ -54,17 +52,10 @@ type benchProjReport struct {
 // that ClickHouse holds every row exactly once, raw and in the rollup.
 // Topics, database and group are deleted at the end unless --bench-keep.
 func benchProjector(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := cmdline.NewFlags("vitals-lab bench projector")
-	s.KafkaFlags(fs)
-	s.PostgresFlags(fs)
-	s.ClickHouseFlags(fs)
-	s.ProjectorFlags(fs)
-	scratch.Names(fs, "bench-proj-", "vitals_bench_proj_")
-	var b acceptedBench
-	b.flags(fs, 2_000_000, 10*time.Minute, "project", "the projection window")
+	b, fs, s := newAcceptedBench("projector", "proj", 2_000_000, 10*time.Minute, "project", "the projection window")
 	var instances int
 	fs.Int(&instances, "bench-instances", 1, "projectors in the group, in this process: several share the partitions, so one decodes while another waits on its insert (as replay rebuild runs them; a deployment runs several vitals projector processes)")
-	if err := b.parse(fs, s, args, "bench projector"); err != nil {
+	if err := b.parse(fs, s, args); err != nil {
 		return err
 	}
 	if instances < 1 {
@@ -83,11 +74,7 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 
 	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
 	defer cancelRun()
-	defer func() {
-		if !b.keep {
-			scratch.Resources{Kafka: kcfg, Topics: scratch.AllTopics(kcfg), Groups: []string{s.ProjectorGroup}, Warehouse: s.Warehouse(), Databases: []string{s.ClickHouseDatabase}}.Remove(ctx, log)
-		}
-	}()
+	defer b.remove(ctx, scratch.Resources{Kafka: kcfg, Topics: scratch.AllTopics(kcfg), Groups: []string{s.ProjectorGroup}, Warehouse: s.Warehouse(), Databases: []string{s.ClickHouseDatabase}}, log)
 	cl, err := b.fill(runCtx, s, &rep.FillSeconds, log)
 	if err != nil {
 		return err
@@ -156,24 +143,11 @@ func benchProjector(ctx context.Context, args []string, stdout io.Writer) error 
 	rep.CPUSeconds = (cpu1.Process - cpu0.Process).Seconds()
 	rep.CPUMicrosPerRow = rep.CPUSeconds / float64(b.rows) * 1e6
 
-	conn, err := warehouse.Open(runCtx, s.Warehouse())
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if rep.RawRows, rep.RollupRows, err = countStored(runCtx, conn, s.ClickHouseDatabase); err != nil {
+	if rep.RawRows, rep.RollupRows, err = b.stored(runCtx, s); err != nil {
 		return err
 	}
 	rep.print(stdout)
-	if b.jsonOut != "" {
-		if err := writeJSON(b.jsonOut, rep); err != nil {
-			return err
-		}
-	}
-	if rep.RawRows != uint64(b.rows) || rep.RollupRows != uint64(b.rows) {
-		return fmt.Errorf("ClickHouse holds %d raw rows and %d rollup readings, want %d of each", rep.RawRows, rep.RollupRows, b.rows)
-	}
-	return nil
+	return b.save(rep, rep.RawRows, rep.RollupRows)
 }
 
 // committedRecords is the sum of the group's committed offsets in the

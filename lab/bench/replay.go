@@ -40,20 +40,13 @@ type benchReplayReport struct {
 // caught up. Topics, databases and groups are deleted at the end unless
 // --bench-keep.
 func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := cmdline.NewFlags("vitals-lab bench replay")
-	s.KafkaFlags(fs)
-	s.PostgresFlags(fs)
-	s.ClickHouseFlags(fs)
-	s.ProjectorFlags(fs)
-	scratch.Names(fs, "bench-replay-", "vitals_bench_replay_")
+	b, fs, s := newAcceptedBench("replay", "replay", 10_000_000, 20*time.Minute, "replay", "the rebuild")
 	var r cmdline.ReplayTuning
 	r.Flags(fs)
 	r.RebuildFlags(fs)
-	var b acceptedBench
 	var verify bool
-	b.flags(fs, 10_000_000, 20*time.Minute, "replay", "the rebuild")
 	fs.Bool(&verify, "bench-verify", true, "verify the rebuilt table against the log before the swap (timed apart)")
-	if err := b.parse(fs, s, args, "bench replay"); err != nil {
+	if err := b.parse(fs, s, args); err != nil {
 		return err
 	}
 	s.ProjectorGroup = s.KafkaPrefix + ".live"
@@ -73,12 +66,8 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 
 	runCtx, cancelRun := context.WithTimeout(ctx, b.timeout)
 	defer cancelRun()
-	defer func() {
-		if !b.keep {
-			scratch.Resources{Kafka: kcfg, Topics: scratch.AllTopics(kcfg), Groups: []string{s.ProjectorGroup + "-replay-" + s.ClickHouseDatabase}, Warehouse: s.Warehouse(),
-				Databases: []string{s.ClickHouseDatabase, cfg.ShadowDatabase(), cfg.OldDatabase()}}.Remove(ctx, log)
-		}
-	}()
+	defer b.remove(ctx, scratch.Resources{Kafka: kcfg, Topics: scratch.AllTopics(kcfg), Groups: []string{s.ProjectorGroup + "-replay-" + s.ClickHouseDatabase}, Warehouse: s.Warehouse(),
+		Databases: []string{s.ClickHouseDatabase, cfg.ShadowDatabase(), cfg.OldDatabase()}}, log)
 	cl, err := b.fill(runCtx, s, &rep.FillSeconds, log, kgo.ProducerBatchMaxBytes(1<<20))
 	if err != nil {
 		return err
@@ -98,12 +87,7 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	rep.EventsPerSec = float64(res.Records) / rep.Seconds
 	rep.VerifySeconds = time.Since(began).Seconds() - rep.Seconds
 	rep.SwapPaused = res.Paused.String()
-	conn, err := warehouse.Open(runCtx, s.Warehouse())
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if rep.LiveRows, rep.RollupRows, err = countStored(runCtx, conn, s.ClickHouseDatabase); err != nil {
+	if rep.LiveRows, rep.RollupRows, err = b.stored(runCtx, s); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "bench replay: %d accepted readings, %d partitions, batch %d rows; machine: %d CPU (%s), load %s at start\n",
@@ -111,13 +95,5 @@ func benchReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "fill (not measured): %.1fs, %s\n", rep.FillSeconds, sealedText(rep.Sealed))
 	fmt.Fprintf(stdout, "rebuilt from Kafka into ClickHouse: %.2fs = %.0f events/s\n", rep.Seconds, rep.EventsPerSec)
 	fmt.Fprintf(stdout, "verify + swap: %.1fs (pause %s); live after the swap: %d rows, %d readings in the rollup\n", rep.VerifySeconds, rep.SwapPaused, rep.LiveRows, rep.RollupRows)
-	if b.jsonOut != "" {
-		if err := writeJSON(b.jsonOut, rep); err != nil {
-			return err
-		}
-	}
-	if rep.LiveRows != uint64(b.rows) || rep.RollupRows != uint64(b.rows) {
-		return fmt.Errorf("ClickHouse holds %d rows and %d rollup readings, want %d of each", rep.LiveRows, rep.RollupRows, b.rows)
-	}
-	return nil
+	return b.save(rep, rep.LiveRows, rep.RollupRows)
 }
