@@ -46,65 +46,50 @@ type Held struct {
 func Observe(ctx context.Context, conn driver.Conn, keys *userkeys.Store, db, tenant string, kopts []kgo.Opt, deadLetters string) (*Observed, error) {
 	o := &Observed{Accepted: map[string]copies{}, Rejected: map[string]map[string]copies{}, Dead: map[string]map[string]int{}, Rollup: map[[3]string]uint64{},
 		Held: map[string][]Held{}}
-	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT event_id, count(), uniqExact(source_partition, source_offset)
-		FROM %s.readings WHERE tenant_id = ? GROUP BY event_id`, db), tenant)
-	if err != nil {
-		return nil, fmt.Errorf("verify: read readings: %w", err)
-	}
-	for rows.Next() {
+	err := scanAll(ctx, conn, "readings", fmt.Sprintf(`SELECT event_id, count(), uniqExact(source_partition, source_offset)
+		FROM %s.readings WHERE tenant_id = ? GROUP BY event_id`, db), []any{tenant}, func(rows driver.Rows) error {
 		var id string
 		var c copies
 		if err := rows.Scan(&id, &c.rows, &c.sources); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("verify: scan readings: %w", err)
+			return err
 		}
 		o.Accepted[id] = c
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("verify: read readings: %w", err)
-	}
-	rows, err = conn.Query(ctx, fmt.Sprintf(`SELECT event_id, reason, count(), uniqExact(source_partition, source_offset)
-		FROM %s.rejected_readings WHERE tenant_id = ? GROUP BY event_id, reason`, db), tenant)
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("verify: read rejections: %w", err)
+		return nil, err
 	}
-	for rows.Next() {
+	err = scanAll(ctx, conn, "rejections", fmt.Sprintf(`SELECT event_id, reason, count(), uniqExact(source_partition, source_offset)
+		FROM %s.rejected_readings WHERE tenant_id = ? GROUP BY event_id, reason`, db), []any{tenant}, func(rows driver.Rows) error {
 		var id, reason string
 		var c copies
 		if err := rows.Scan(&id, &reason, &c.rows, &c.sources); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("verify: scan rejections: %w", err)
+			return err
 		}
 		if o.Rejected[id] == nil {
 			o.Rejected[id] = map[string]copies{}
 		}
 		o.Rejected[id][reason] = c
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("verify: read rejections: %w", err)
-	}
-	rows, err = conn.Query(ctx, fmt.Sprintf(`SELECT user_id, metric, toString(day) AS d, toUInt64(sum(n)) FROM (
+	err = scanAll(ctx, conn, "rollup", fmt.Sprintf(`SELECT user_id, metric, toString(day) AS d, toUInt64(sum(n)) FROM (
 			SELECT user_id, metric, day, toInt64(countMerge(readings)) AS n FROM %[1]s.readings_daily WHERE tenant_id = ? GROUP BY user_id, metric, day
 			UNION ALL
 			SELECT user_id, metric, day, sum(readings) AS n FROM %[1]s.readings_daily_revisions WHERE tenant_id = ? GROUP BY user_id, metric, day)
-		GROUP BY user_id, metric, d HAVING sum(n) != 0`, db), tenant, tenant)
-	if err != nil {
-		return nil, fmt.Errorf("verify: read rollup: %w", err)
-	}
-	for rows.Next() {
+		GROUP BY user_id, metric, d HAVING sum(n) != 0`, db), []any{tenant, tenant}, func(rows driver.Rows) error {
 		var k [3]string
 		var n uint64
 		if err := rows.Scan(&k[0], &k[1], &k[2], &n); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("verify: scan rollup: %w", err)
+			return err
 		}
 		o.Rollup[k] = n
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("verify: read rollup: %w", err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := o.readHeld(ctx, conn, db, tenant); err != nil {
 		return nil, err
@@ -137,25 +122,39 @@ func Observe(ctx context.Context, conn driver.Conn, keys *userkeys.Store, db, te
 // revision rows hold: each row counted +1, each retraction -1, per
 // revision; the revised event ids only (the rest hold their reading).
 func (o *Observed) readHeld(ctx context.Context, conn driver.Conn, db, tenant string) error {
-	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT event_id, rev, any(v), sum(n) AS k FROM (
+	return scanAll(ctx, conn, "revisions", fmt.Sprintf(`SELECT event_id, rev, any(v), sum(n) AS k FROM (
 			SELECT event_id, toInt64(0) AS rev, value AS v, toInt64(1) AS n FROM %[1]s.readings
 			WHERE tenant_id = ? AND event_id IN (SELECT event_id FROM %[1]s.reading_revisions WHERE tenant_id = ?)
 			UNION ALL
 			SELECT event_id, revision AS rev, value AS v, toInt64(sign) AS n FROM %[1]s.reading_revisions WHERE tenant_id = ?)
-		GROUP BY event_id, rev HAVING k != 0`, db), tenant, tenant, tenant)
-	if err != nil {
-		return fmt.Errorf("verify: read revisions: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+		GROUP BY event_id, rev HAVING k != 0`, db), []any{tenant, tenant, tenant}, func(rows driver.Rows) error {
 		var id string
 		var h Held
 		if err := rows.Scan(&id, &h.Revision, &h.Value, &h.Net); err != nil {
-			return fmt.Errorf("verify: scan revisions: %w", err)
+			return err
 		}
 		o.Held[id] = append(o.Held[id], h)
+		return nil
+	})
+}
+
+// scanAll runs a query and calls fn with each row; its errors name what
+// was read, as every table Observe reads is checked alike.
+func scanAll(ctx context.Context, conn driver.Conn, what, sql string, args []any, fn func(driver.Rows) error) error {
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("verify: read %s: %w", what, err)
 	}
-	return rows.Err()
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return fmt.Errorf("verify: scan %s: %w", what, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("verify: read %s: %w", what, err)
+	}
+	return nil
 }
 
 // revisionReason is a rejection a revision or re-send of an accepted
