@@ -222,21 +222,17 @@ func (s *Service) fillCohorts(ctx context.Context, q request, by string, res *Co
 		joined := fmt.Sprintf(`(SELECT grp, uid, val, n FROM %s AS w ALL INNER JOIN (SELECT user_id AS uid, %s AS grp FROM (%s)) AS d USING uid)`,
 			src, by, s.dimension(q.asOfMs()))
 		ja := append(append([]any{}, a...), q.tenant)
-		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT grp, count() FROM (SELECT grp, uid FROM %s GROUP BY grp, uid HAVING sum(n) > 0) GROUP BY grp`, joined), ja...)
-		if err != nil {
-			return fmt.Errorf("cohort users: %w", err)
-		}
-		defer rows.Close()
 		clear(users)
-		for rows.Next() {
+		err := s.scanRows(ctx, fmt.Sprintf(`SELECT grp, count() FROM (SELECT grp, uid FROM %s GROUP BY grp, uid HAVING sum(n) > 0) GROUP BY grp`, joined), ja, func(sc scanner) error {
 			var g string
 			var n uint64
-			if err := rows.Scan(&g, &n); err != nil {
-				return fmt.Errorf("cohort users: %w", err)
+			if err := sc.Scan(&g, &n); err != nil {
+				return err
 			}
 			users[g] = n
-		}
-		if err := rows.Err(); err != nil {
+			return nil
+		})
+		if err != nil {
 			return fmt.Errorf("cohort users: %w", err)
 		}
 		gc, err = s.valueCounts(ctx, joined, ja, "grp")

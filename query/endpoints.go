@@ -372,23 +372,22 @@ func (s *Service) trendDays(ctx context.Context, q request) ([]TrendDay, error) 
 // collectDays runs a query answering day, count, min, max, sum and sum of
 // squares, and derives each day's figures.
 func (s *Service) collectDays(ctx context.Context, sql string, args []any) ([]TrendDay, error) {
-	rows, err := s.conn.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, fmt.Errorf("trends: %w", err)
-	}
-	defer rows.Close()
 	var days []TrendDay
-	for rows.Next() {
+	err := s.scanRows(ctx, sql, args, func(sc scanner) error {
 		var d TrendDay
 		var sum, sumSq float64
-		if err := rows.Scan(&d.Day, &d.Count, &d.Min, &d.Max, &sum, &sumSq); err != nil {
-			return nil, fmt.Errorf("trends: %w", err)
+		if err := sc.Scan(&d.Day, &d.Count, &d.Min, &d.Max, &sum, &sumSq); err != nil {
+			return err
 		}
 		m := momentsFromSums(d.Count, sum, sumSq)
 		d.Avg, d.Stddev = m.mean, m.stddev
 		days = append(days, d)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("trends: %w", err)
 	}
-	return days, rows.Err()
+	return days, nil
 }
 
 // trendDay accumulates one day of the rollups.

@@ -134,20 +134,15 @@ func (s *Service) fillSummary(ctx context.Context, q request, res *SummaryResult
 	var newest int64 = -1
 	err := s.consistently(ctx, tenant, false, func(sn snapshot) error {
 		src, a := s.readings(sn, "tenant_id = ? AND user_id = ?", []any{tenant, user}, q.asOfMs())
-		rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT mt, toUInt64(sum(c)), argMax(val, at_ms), max(at_ms)
-			FROM (SELECT mt, at_ms, val, sum(n) AS c FROM %s GROUP BY mt, at_ms, val HAVING c > 0)
-			GROUP BY mt ORDER BY mt`, src), a...)
-		if err != nil {
-			return fmt.Errorf("summary: %w", err)
-		}
-		defer rows.Close()
 		res.Latest, res.Counts, newest = res.Latest[:0], res.Counts[:0], -1
-		for rows.Next() {
+		err := s.scanRows(ctx, fmt.Sprintf(`SELECT mt, toUInt64(sum(c)), argMax(val, at_ms), max(at_ms)
+			FROM (SELECT mt, at_ms, val, sum(n) AS c FROM %s GROUP BY mt, at_ms, val HAVING c > 0)
+			GROUP BY mt ORDER BY mt`, src), a, func(sc scanner) error {
 			var l Latest
 			var n uint64
 			var at int64
-			if err := rows.Scan(&l.Metric, &n, &l.Value, &at); err != nil {
-				return fmt.Errorf("summary: %w", err)
+			if err := sc.Scan(&l.Metric, &n, &l.Value, &at); err != nil {
+				return err
 			}
 			l.MeasuredAt = time.UnixMilli(at).UTC()
 			if m, ok := metric.Lookup(l.Metric); ok {
@@ -156,25 +151,28 @@ func (s *Service) fillSummary(ctx context.Context, q request, res *SummaryResult
 			res.Latest = append(res.Latest, l)
 			res.Counts = append(res.Counts, MetricCount{Metric: l.Metric, Count: n})
 			newest = max(newest, at)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("summary: %w", err)
 		}
-		return rows.Err()
+		return nil
 	})
 	if err != nil || newest < 0 {
 		return err
 	}
 	sql, args := s.alertStates(alertScope{tenant: tenant, user: user, from: newest - OpenAlertWindow.Milliseconds(), to: newest + 1, asOf: q.asOfMs()})
-	rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT sev, count() FROM (%s) WHERE closed = 0 GROUP BY sev`, sql), args...)
+	err = s.scanRows(ctx, fmt.Sprintf(`SELECT sev, count() FROM (%s) WHERE closed = 0 GROUP BY sev`, sql), args, func(sc scanner) error {
+		var sev string
+		var n uint64
+		if err := sc.Scan(&sev, &n); err != nil {
+			return err
+		}
+		res.OpenAlerts[sev] = n
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("open alerts: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var sev string
-		var n uint64
-		if err := rows.Scan(&sev, &n); err != nil {
-			return fmt.Errorf("open alerts: %w", err)
-		}
-		res.OpenAlerts[sev] = n
-	}
-	return rows.Err()
+	return nil
 }
