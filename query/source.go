@@ -107,22 +107,9 @@ func (s *Service) rollupPays(ctx context.Context) (bool, error) {
 	if c := warehouse.ClusterOf(s.conn); c != nil {
 		return s.clusterRollupPays(ctx, c)
 	}
-	rows, err := s.conn.Query(ctx, `SELECT table, sum(rows) FROM system.parts WHERE database = ? AND table IN (?, ?) AND active GROUP BY table`,
-		s.cfg.Warehouse.Database, warehouse.ReadingsTable, warehouse.ValuesRollupTable)
+	n, err := warehouse.ScanMap[string, uint64](s.conn.Query(ctx, `SELECT table, sum(rows) FROM system.parts WHERE database = ? AND table IN (?, ?) AND active GROUP BY table`,
+		s.cfg.Warehouse.Database, warehouse.ReadingsTable, warehouse.ValuesRollupTable))
 	if err != nil {
-		return false, fmt.Errorf("table sizes: %w", err)
-	}
-	defer rows.Close()
-	n := map[string]uint64{}
-	for rows.Next() {
-		var table string
-		var count uint64
-		if err := rows.Scan(&table, &count); err != nil {
-			return false, fmt.Errorf("table sizes: %w", err)
-		}
-		n[table] = count
-	}
-	if err := rows.Err(); err != nil {
 		return false, fmt.Errorf("table sizes: %w", err)
 	}
 	return n[warehouse.ValuesRollupTable]*minCondensation <= n[warehouse.ReadingsTable], nil

@@ -658,20 +658,11 @@ func (s *session) members(ctx context.Context) ([]string, error) {
 func (s *session) acked(ctx context.Context, db, id string) (map[string]bool, error) {
 	qctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	rows, err := s.ch.Query(qctx, fmt.Sprintf("SELECT member FROM %s.%s WHERE pause_id = ? AND kind = ?", db, warehouse.ReplayPausesTable), id, projector.PauseKindAck)
+	out, err := warehouse.ScanSet[string](s.ch.Query(qctx, fmt.Sprintf("SELECT member FROM %s.%s WHERE pause_id = ? AND kind = ?", db, warehouse.ReplayPausesTable), id, projector.PauseKindAck))
 	if err != nil {
 		return nil, fmt.Errorf("read acknowledgements: %w", err)
 	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var m string
-		if err := rows.Scan(&m); err != nil {
-			return nil, fmt.Errorf("read acknowledgements: %w", err)
-		}
-		out[m] = true
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // livePositions is where the paused live projection stands, per

@@ -94,20 +94,11 @@ func (c *Cluster) tableNames(ctx context.Context, addr, db string) (map[string]b
 	if err != nil {
 		return nil, err
 	}
-	rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ?", db)
+	out, err := ScanSet[string](conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ?", db))
 	if err != nil {
 		return nil, fmt.Errorf("list tables of %s on %s: %w", db, addr, err)
 	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, fmt.Errorf("list tables of %s on %s: %w", db, addr, err)
-		}
-		out[n] = true
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // migrateTable creates t's local table on every server, all replicas of a

@@ -26,21 +26,8 @@ func MaxPositions(ctx context.Context, conn driver.Conn, db, table string, parts
 		where += " AND log_partition IN (" + strings.Join(list, ", ") + ")"
 	}
 	q := fmt.Sprintf("SELECT log_partition, max(log_offset) FROM %s.%s WHERE %s GROUP BY log_partition", db, table, where)
-	rows, err := conn.Query(ctx, q)
+	out, err := ScanMap[int32, int64](conn.Query(ctx, q))
 	if err != nil {
-		return nil, fmt.Errorf("stored positions of %s.%s: %w", db, table, err)
-	}
-	defer rows.Close()
-	out := map[int32]int64{}
-	for rows.Next() {
-		var part int32
-		var off int64
-		if err := rows.Scan(&part, &off); err != nil {
-			return nil, fmt.Errorf("stored positions of %s.%s: %w", db, table, err)
-		}
-		out[part] = off
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("stored positions of %s.%s: %w", db, table, err)
 	}
 	return out, nil

@@ -26,6 +26,7 @@ import (
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/userkeys"
+	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/lab/scratch"
 	"github.com/vitalshq/vitals/processor"
@@ -509,21 +510,7 @@ func writeHeapProfile(path string) error {
 func storedOffsets(ctx context.Context, pool *pgxpool.Pool, group string) (map[string]int64, error) {
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	rows, err := pool.Query(qctx, `SELECT topic, sum(next_offset)::bigint FROM processor_offsets WHERE group_id = $1 GROUP BY topic`, group)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var t string
-		var n int64
-		if err := rows.Scan(&t, &n); err != nil {
-			return nil, err
-		}
-		out[t] = n
-	}
-	return out, rows.Err()
+	return warehouse.ScanMap[string, int64](pool.Query(qctx, `SELECT topic, sum(next_offset)::bigint FROM processor_offsets WHERE group_id = $1 GROUP BY topic`, group))
 }
 
 type benchProcReport struct {
