@@ -285,12 +285,12 @@ func fhirRevision(obj fhirObject, always bool) (int64, *Rejection) {
 	if hasUpdated {
 		return parseTime("meta.lastUpdated", updated)
 	}
-	issued, hasIssued, r := obj.str("issued", "issued")
-	if r != nil {
+	issued, r := obj.time("issued", "issued")
+	switch {
+	case r != nil:
 		return 0, r
-	}
-	if hasIssued {
-		return parseTime("issued", issued)
+	case issued != nil:
+		return *issued, nil
 	}
 	return -1, nil
 }
@@ -609,26 +609,16 @@ func fhirTimes(obj fhirObject, m metric.Metric, in *Input) *Rejection {
 			return r
 		}
 	default:
-		start, ok, r := per.str("start", "effectivePeriod.start")
+		start, r := per.time("start", "effectivePeriod.start")
 		if r != nil {
 			return r
 		}
-		if !ok {
+		if start == nil {
 			return reject(ReasonMissingField, "effectivePeriod.start", "effectivePeriod.start is required")
 		}
-		if at, r = parseTime("effectivePeriod.start", start); r != nil {
+		at = *start
+		if in.PeriodEnd, r = per.time("end", "effectivePeriod.end"); r != nil {
 			return r
-		}
-		end, ok, r := per.str("end", "effectivePeriod.end")
-		if r != nil {
-			return r
-		}
-		if ok {
-			e, r := parseTime("effectivePeriod.end", end)
-			if r != nil {
-				return r
-			}
-			in.PeriodEnd = &e
 		}
 	}
 	in.MeasuredAt = &at
@@ -640,18 +630,8 @@ func fhirTimes(obj fhirObject, m metric.Metric, in *Input) *Rejection {
 			return reject(ReasonInvalidInterval, "effectivePeriod.end", "effectivePeriod.end must be after effectivePeriod.start")
 		}
 	}
-	issued, ok, r := obj.str("issued", "issued")
-	if r != nil {
-		return r
-	}
-	if ok {
-		rec, r := parseTime("issued", issued)
-		if r != nil {
-			return r
-		}
-		in.ReceivedAt = &rec
-	}
-	return nil
+	in.ReceivedAt, r = obj.time("issued", "issued")
+	return r
 }
 
 // fhirObject is a JSON object split into its members, matched by exact
@@ -698,6 +678,19 @@ func (o fhirObject) num(key, path string) (float64, bool, *Rejection) {
 		return 0, false, reject(ReasonInvalidType, path, "%s must be a JSON number", path)
 	}
 	return f, true, nil
+}
+
+// time returns a timestamp member in epoch ms; nil if it is absent.
+func (o fhirObject) time(key, path string) (*int64, *Rejection) {
+	s, ok, r := o.str(key, path)
+	if r != nil || !ok {
+		return nil, r
+	}
+	at, r := parseTime(path, s)
+	if r != nil {
+		return nil, r
+	}
+	return &at, nil
 }
 
 // obj returns an object member.
