@@ -8,8 +8,10 @@ import (
 	"github.com/vitalshq/vitals/schemas"
 )
 
+// Pointers to values, for the optional fields of the package's test inputs.
 func f64(v float64) *float64 { return &v }
 func i64(v int64) *int64     { return &v }
+func str(v string) *string   { return &v }
 
 // decodeCodec is the reference: the general codec.
 func decodeCodec(body []byte) (schemas.ReadingBatch, error) {

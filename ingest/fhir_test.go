@@ -16,8 +16,6 @@ import (
 	"github.com/vitalshq/vitals/internal/metric"
 )
 
-func fhirStr(s string) *string   { return &s }
-func fhirF64(f float64) *float64 { return &f }
 func fhirMs(t *testing.T, s string) *int64 {
 	t.Helper()
 	v, err := time.Parse(time.RFC3339Nano, s)
@@ -67,53 +65,53 @@ func TestDecodeFHIRFixtures(t *testing.T) {
 		want []fhirWant
 	}{
 		{"heart-rate.json", []fhirWant{{in: &Input{
-			EventID: fhirStr("acme-hr-000123"), UserID: fhirStr("u-42"), DeviceID: fhirStr("watch-7"),
-			Metric: fhirStr("heart_rate"), Unit: fhirStr("/min"), Value: fhirF64(72),
+			EventID: str("acme-hr-000123"), UserID: str("u-42"), DeviceID: str("watch-7"),
+			Metric: str("heart_rate"), Unit: str("/min"), Value: f64(72),
 			MeasuredAt: fhirMs(t, "2024-03-10T07:21:00Z"), ReceivedAt: fhirMs(t, "2024-03-10T07:21:05.250Z"),
 		}}}},
 		{"bundle.json", []fhirWant{
 			{in: &Input{ // no identifier: the resource id; effectiveInstant with an offset
-				EventID: fhirStr("hr-2"), UserID: fhirStr("u-42"), DeviceID: fhirStr("watch-7"),
-				Metric: fhirStr("heart_rate"), Unit: fhirStr("/min"), Value: fhirF64(64.5),
+				EventID: str("hr-2"), UserID: str("u-42"), DeviceID: str("watch-7"),
+				Metric: str("heart_rate"), Unit: str("/min"), Value: f64(64.5),
 				MeasuredAt: fhirMs(t, "2024-03-10T07:21:00.5Z"),
 			}},
 			{in: &Input{ // the panel code, components in mm[Hg]
-				EventID: fhirStr("acme-bp-000124"), UserID: fhirStr("u-42"), DeviceID: fhirStr("cuff-3"),
-				Metric: fhirStr("blood_pressure"), Unit: fhirStr("mm[Hg]"), Value: fhirF64(118), Diastolic: fhirF64(76),
+				EventID: str("acme-bp-000124"), UserID: str("u-42"), DeviceID: str("cuff-3"),
+				Metric: str("blood_pressure"), Unit: str("mm[Hg]"), Value: f64(118), Diastolic: f64(76),
 				MeasuredAt: fhirMs(t, "2024-03-10T07:30:00Z"),
 			}},
 			{in: &Input{ // the first identifier has no value; SNOMED and an unregistered LOINC code come first; amended, ordered by issued
-				EventID: fhirStr("acme-temp-000125"), UserID: fhirStr("u-42"), DeviceID: fhirStr("thermo-1"),
-				Metric: fhirStr("body_temperature"), Unit: fhirStr("[degF]"), Value: fhirF64(98.6),
+				EventID: str("acme-temp-000125"), UserID: str("u-42"), DeviceID: str("thermo-1"),
+				Metric: str("body_temperature"), Unit: str("[degF]"), Value: f64(98.6),
 				MeasuredAt: fhirMs(t, "2024-03-10T10:00:00Z"), ReceivedAt: fhirMs(t, "2024-03-10T10:00:30Z"),
 				Revision: fhirMs(t, "2024-03-10T10:00:30Z"),
 			}},
 			{reason: ReasonMalformedItem, field: "resourceType"}, // a Patient
 			{in: &Input{
-				EventID: fhirStr("acme-steps-000126"), UserID: fhirStr("u-42"), DeviceID: fhirStr("watch-7"),
-				Metric: fhirStr("steps"), Unit: fhirStr("{steps}"), Value: fhirF64(1234),
+				EventID: str("acme-steps-000126"), UserID: str("u-42"), DeviceID: str("watch-7"),
+				Metric: str("steps"), Unit: str("{steps}"), Value: f64(1234),
 				MeasuredAt: fhirMs(t, "2024-03-10T11:00:00Z"), PeriodEnd: fhirMs(t, "2024-03-10T12:00:00Z"),
 			}},
 			{in: &Input{ // coding[0].code, lower-cased; no value: CheckReading takes the period's length
-				EventID: fhirStr("acme-sleep-000127"), UserID: fhirStr("u-42"), DeviceID: fhirStr("watch-7"),
-				Metric: fhirStr("sleep_stage"), Unit: fhirStr("min"), Stage: fhirStr("rem"),
+				EventID: str("acme-sleep-000127"), UserID: str("u-42"), DeviceID: str("watch-7"),
+				Metric: str("sleep_stage"), Unit: str("min"), Stage: str("rem"),
 				MeasuredAt: fhirMs(t, "2024-03-10T01:00:00Z"), PeriodEnd: fhirMs(t, "2024-03-10T01:30:00Z"),
 			}},
 			{in: &Input{ // text, lower-cased; an explicit value
-				EventID: fhirStr("acme-sleep-000128"), UserID: fhirStr("u-42"), DeviceID: fhirStr("watch-7"),
-				Metric: fhirStr("sleep_stage"), Unit: fhirStr("min"), Value: fhirF64(25), Stage: fhirStr("deep"),
+				EventID: str("acme-sleep-000128"), UserID: str("u-42"), DeviceID: str("watch-7"),
+				Metric: str("sleep_stage"), Unit: str("min"), Value: f64(25), Stage: str("deep"),
 				MeasuredAt: fhirMs(t, "2024-03-10T01:30:00Z"), PeriodEnd: fhirMs(t, "2024-03-10T02:00:00Z"),
 			}},
 		}},
 		{"bundle-collection.json", []fhirWant{
 			{in: &Input{ // no UCUM system: valueQuantity.unit; corrected, with neither version nor time: ordered by arrival
-				EventID: fhirStr("hr-3"), UserID: fhirStr("u-43"), DeviceID: fhirStr("ring-1"),
-				Metric: fhirStr("heart_rate"), Unit: fhirStr("/min"), Value: fhirF64(51),
+				EventID: str("hr-3"), UserID: str("u-43"), DeviceID: str("ring-1"),
+				Metric: str("heart_rate"), Unit: str("/min"), Value: f64(51),
 				MeasuredAt: fhirMs(t, "2024-03-11T05:59:59.999Z"), RevisionOnArrival: true,
 			}},
 			{in: &Input{ // coded as systolic 8480-6; components in either order, in kPa
-				EventID: fhirStr("bp-4"), UserID: fhirStr("u-43"), DeviceID: fhirStr("cuff-3"),
-				Metric: fhirStr("blood_pressure"), Unit: fhirStr("kPa"), Value: fhirF64(16), Diastolic: fhirF64(10.5),
+				EventID: str("bp-4"), UserID: str("u-43"), DeviceID: str("cuff-3"),
+				Metric: str("blood_pressure"), Unit: str("kPa"), Value: f64(16), Diastolic: f64(10.5),
 				MeasuredAt: fhirMs(t, "2024-03-11T06:00:00Z"),
 			}},
 		}},
@@ -394,7 +392,7 @@ func TestDecodeFHIRRejectedKeepsIDs(t *testing.T) {
 	if err != nil || len(items) != 1 || items[0].rej == nil {
 		t.Fatalf("items %+v, err %v", items, err)
 	}
-	want := Input{EventID: fhirStr("acme-hr-000123"), UserID: fhirStr("u-42")}
+	want := Input{EventID: str("acme-hr-000123"), UserID: str("u-42")}
 	if !reflect.DeepEqual(items[0].in, want) {
 		t.Errorf("got %s", fhirShow(items[0].in))
 	}
