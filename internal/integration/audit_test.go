@@ -19,7 +19,6 @@ import (
 
 	"github.com/vitalshq/vitals/internal/audit"
 	"github.com/vitalshq/vitals/internal/credential"
-	"github.com/vitalshq/vitals/internal/sample"
 )
 
 // runVitals runs the vitals binary with the stack's PostgreSQL and returns
@@ -61,16 +60,11 @@ func askQuery(t *testing.T, base, token, path string) (int, string) {
 // an edited record makes `vitals audit verify` fail, and while the trail
 // cannot be written the data is not served.
 func TestAccessAuditTrail(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 4*time.Minute)
 	ingestURL := s.startPipeline(ctx)
 	queryURL := s.startQuery(ctx)
 
-	all, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := heartRates(t)
 	rows := all[:300] // one user's first readings
 	user := rows[0].UserID()
 	s.pairDevices(ingestURL, rows[0])

@@ -82,10 +82,7 @@ func TestClickHouseCheck(t *testing.T) {
 		t.FailNow()
 	}
 
-	all, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := heartRates(t)
 	in := newCheckInput(all, 1500)
 	alertRows := in.alertUser.rows[len(in.alertUser.rows)-8:]
 	ingestURL, _ := s.startIngest(ctx)

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -55,9 +54,7 @@ func vitalsBinary(t *testing.T) string {
 // offsets are at the end of the log. The last instance is stopped with
 // SIGTERM and must exit cleanly.
 func TestProcessorKill9AndGracefulStop(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 5*time.Minute)
 	bin := vitalsBinary(t)
 
 	ingestURL, _ := s.startIngest(ctx)

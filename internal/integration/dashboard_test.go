@@ -37,10 +37,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// User A's first 6,000 readings as three days (the sample has one day
 	// per user): chunk k moved k days later, so the days come in event-time
 	// order. The other seven users' first 1,000 readings as they are.
-	all, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := heartRates(t)
 	var userA string
 	var rowsA, others []sample.HeartRate
 	perUser := map[string]int{}

@@ -36,9 +36,7 @@ import (
 // batches, on where batch boundaries fell. That is what lets a crashed batch
 // be re-emitted with the same bytes.
 func TestProcessorDeterministic(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 3*time.Minute)
 	start := time.Now()
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.Brokers...))

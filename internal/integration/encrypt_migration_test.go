@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -23,9 +22,7 @@ import (
 // only what is new; the processor reprocesses the sealed copy into the
 // same outputs as from the clear log.
 func TestEncryptClearLog(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 4*time.Minute)
 	if err := eventlog.EnsureTopics(ctx, s.kafka, s.log); err != nil {
 		t.Fatal(err)
 	}

@@ -85,9 +85,7 @@ func (c canaryUser) reading(n string, v float64, unit string, at time.Time) map[
 // after the erasure do not bring the user back; the other user's data is
 // untouched (and found by the same scans, which shows they work).
 func TestErasureShredsEverything(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 8*time.Minute)
 	ingestURL := s.startPipeline(ctx)
 	ch := s.openWarehouse(t, ctx)
 

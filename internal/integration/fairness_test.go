@@ -120,9 +120,7 @@ func steadyGateway(ctx context.Context, url, key, tag string, clients int, inter
 // B must keep its throughput and never see a 503 or 429; A gets 429s (its
 // share is full) and 408s (its stalled bodies are cut off).
 func TestTenantCannotStarveAnother(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 2*time.Minute)
 	base, _ := s.startIngest(ctx)
 	url := base + "/v1/readings"
 	keyA, keyB := s.newKey(ctx, s.tenant+"-a"), s.newKey(ctx, s.tenant+"-b")

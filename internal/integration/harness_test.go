@@ -95,6 +95,16 @@ func newStack(t *testing.T) *stack {
 	return s
 }
 
+// newStackFor is newStack with the context a test runs in: it ends after
+// timeout or when the test ends, whichever comes first.
+func newStackFor(t *testing.T, timeout time.Duration) (*stack, context.Context) {
+	t.Helper()
+	s := newStack(t)
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	t.Cleanup(cancel)
+	return s, ctx
+}
+
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {
@@ -239,10 +249,29 @@ func (s *stack) startIngest(ctx context.Context) (string, *running) {
 // startPipeline starts ingest, a processor with processorConfig and a
 // projector of group <id>-projector, and returns ingest's base URL.
 func (s *stack) startPipeline(ctx context.Context) string {
+	return s.startPipelineWith(ctx, nil).ingestURL
+}
+
+// pipeline is what startPipelineWith started, for tests that watch or
+// stop a role.
+type pipeline struct {
+	ingestURL string
+	proc      *processor.Processor
+	proj      *projector.Projector
+	projRun   *running
+}
+
+// startPipelineWith is startPipeline with the projector's configuration
+// changed by tune, unless tune is nil.
+func (s *stack) startPipelineWith(ctx context.Context, tune func(*projector.Config)) pipeline {
 	ingestURL, _ := s.startIngest(ctx)
-	s.startProcessor(ctx, s.processorConfig())
-	s.startProjector(ctx, s.id+"-projector")
-	return ingestURL
+	proc, _ := s.startProcessor(ctx, s.processorConfig())
+	cfg := s.projectorConfig(s.id + "-projector")
+	if tune != nil {
+		tune(&cfg)
+	}
+	proj, projRun := s.startProjectorWith(ctx, cfg)
+	return pipeline{ingestURL: ingestURL, proc: proc, proj: proj, projRun: projRun}
 }
 
 func (s *stack) processorConfig() processor.Config {
@@ -252,22 +281,45 @@ func (s *stack) processorConfig() processor.Config {
 }
 
 func (s *stack) startProcessor(ctx context.Context, cfg processor.Config) (*processor.Processor, *running) {
-	p, err := processor.New(ctx, cfg, s.log)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return p, s.run("processor", p.Run, p.Close)
+	return startRole(s, ctx, "processor", processor.New, cfg)
 }
 
 func (s *stack) startProjector(ctx context.Context, group string) *running {
+	_, r := s.startProjectorWith(ctx, s.projectorConfig(group))
+	return r
+}
+
+// projectorConfig is a projector of group on the test's slice of the
+// stack, flushing often so that tests need not wait long.
+func (s *stack) projectorConfig(group string) projector.Config {
 	cfg := projector.DefaultConfig()
 	cfg.Kafka, cfg.Warehouse, cfg.Group, cfg.PostgresURL = s.kafka, s.wh, group, s.pgURL
 	cfg.FlushInterval = 200 * time.Millisecond
-	p, err := projector.New(ctx, cfg, s.log)
+	return cfg
+}
+
+// startProjectorWith starts a projector with cfg (normally a changed
+// projectorConfig); tests that read its counters keep the projector.
+func (s *stack) startProjectorWith(ctx context.Context, cfg projector.Config) (*projector.Projector, *running) {
+	return startRole(s, ctx, "projector", projector.New, cfg)
+}
+
+// role is what the processor and the projector have in common: Run until
+// the context ends, then Close.
+type role interface {
+	Run(ctx context.Context) error
+	Close()
+}
+
+// startRole makes a role with newRole and cfg and runs it until the test
+// ends.
+func startRole[C any, R role](s *stack, ctx context.Context, name string, newRole func(context.Context, C, zerolog.Logger) (R, error), cfg C) (R, *running) {
+	s.t.Helper()
+	r, err := newRole(ctx, cfg, s.log)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return s.run("projector", p.Run, p.Close)
+	return r, s.run(name, r.Run, r.Close)
 }
 
 // startQuery starts the query service of the test's slice of the stack

@@ -20,9 +20,7 @@ import (
 // a user's readings and device/profile events share a partition, the tenant
 // comes from the key, and bad or revoked keys are refused.
 func TestIngestRoutesEveryItem(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 2*time.Minute)
 	ingestURL, _ := s.startIngest(ctx)
 	otherKey := s.newKey(ctx, "other-"+s.id)
 	now := time.Now().UTC().Truncate(time.Millisecond)
@@ -148,9 +146,7 @@ func TestIngestRoutesEveryItem(t *testing.T) {
 // get 503 with Retry-After and no item marked accepted; after the broker is
 // back, the same batch is accepted.
 func TestIngestAnswers503WhileKafkaIsDown(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 3*time.Minute)
 	cfg := ingest.DefaultConfig()
 	cfg.Kafka, cfg.PostgresURL = s.kafka, s.pgURL
 	cfg.ProduceTimeout = 3 * time.Second

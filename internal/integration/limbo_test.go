@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"testing"
@@ -24,9 +23,7 @@ import (
 // processor holding it is stopped in between, so the deadline must come
 // back from PostgreSQL with the partition.
 func TestHeldReadingOfSilentUserIsSettled(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 2*time.Minute)
 	ingestURL, _ := s.startIngest(ctx)
 	cfg := s.processorConfig()
 	cfg.Rules.AllowedLateness = 2 * time.Second

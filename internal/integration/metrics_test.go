@@ -19,7 +19,6 @@ import (
 
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/promreg"
-	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/projector"
 )
 
@@ -33,9 +32,7 @@ const dashboardFile = "../../deploy/grafana/vitals.json"
 // metric must pass client_golang's lint (names, units, suffixes).
 func TestMetricsServedForDashboard(t *testing.T) {
 	want := dashboardMetricNames(t)
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 4*time.Minute)
 	reg := promreg.New()
 
 	icfg := ingest.DefaultConfig()
@@ -68,10 +65,7 @@ func TestMetricsServedForDashboard(t *testing.T) {
 	qcfg.Registry = reg
 	queryURL := s.startQueryWith(ctx, qcfg)
 
-	all, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := heartRates(t)
 	rows := all[:300]
 	s.pairDevices(ingestURL, rows[0])
 	s.postReadings(ingestURL, "gw-metrics", rows, 100)

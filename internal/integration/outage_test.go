@@ -31,18 +31,13 @@ func stackCtl(t *testing.T, ctx context.Context, args ...string) {
 // the database is back, and every reading ends up in ClickHouse exactly
 // once. Ingest keeps accepting meanwhile (its verified keys are cached).
 func TestProcessorSurvivesPostgresOutage(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 3*time.Minute)
 	ingestURL, _ := s.startIngest(ctx)
 	proc, _ := s.startProcessor(ctx, s.processorConfig())
 	s.startProjector(ctx, s.id+"-projector")
 	queryURL := s.startQuery(ctx)
 
-	all, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := heartRates(t)
 	var rows []sample.HeartRate
 	for _, r := range all {
 		if r.FitbitID == all[0].FitbitID && len(rows) < 2000 {
@@ -88,14 +83,9 @@ func TestProcessorSurvivesPostgresOutage(t *testing.T) {
 // In the end every reading is accepted and emitted exactly once, and in
 // ClickHouse once.
 func TestProcessorSurvivesBrokerRestart(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 4*time.Minute)
 	ingestURL, _ := s.startIngest(ctx)
-	all, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := heartRates(t)
 	var rows []sample.HeartRate
 	for _, r := range all {
 		if r.FitbitID == "4020332650" && len(rows) < 20000 { // the densest user of the sample

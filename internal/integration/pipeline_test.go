@@ -43,13 +43,9 @@ func nearestRank(values []float64, ps []float64) []float64 {
 // repeats count once, and that the answers survive the projector
 // re-inserting everything (a redelivery) unchanged.
 func TestPipelineEndToEnd(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-
-	ingestURL, _ := s.startIngest(ctx)
-	proc, _ := s.startProcessor(ctx, s.processorConfig())
-	projector := s.startProjector(ctx, s.id+"-projector")
+	s, ctx := newStackFor(t, 4*time.Minute)
+	p := s.startPipelineWith(ctx, nil)
+	ingestURL, proc := p.ingestURL, p.proc
 	queryURL := s.startQuery(ctx)
 
 	// Two users' first 1,500 readings each from the bundled sample.
@@ -139,7 +135,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	// Redelivery: a second projector group reads the accepted topic from
 	// the start. It resumes after the positions stored in ClickHouse, so it
 	// stores no second copy.
-	if err := projector.stop(); err != nil {
+	if err := p.projRun.stop(); err != nil {
 		t.Fatal(err)
 	}
 	s.startProjector(ctx, s.id+"-projector-again")

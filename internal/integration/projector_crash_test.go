@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -27,9 +26,7 @@ import (
 // must resume from the positions stored in ClickHouse and insert nothing
 // again. The last instance is stopped with SIGTERM and must exit cleanly.
 func TestProjectorKill9(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 4*time.Minute)
 	bin := vitalsBinary(t)
 	ingestURL, _ := s.startIngest(ctx)
 	s.startProcessor(ctx, s.processorConfig())

@@ -23,9 +23,7 @@ import (
 // stored, and the other users' raw and rollup totals still equal the
 // input.
 func TestProjectorErasure(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 3*time.Minute)
 	ingestURL := s.startPipeline(ctx)
 	ch := s.openWarehouse(t, ctx)
 

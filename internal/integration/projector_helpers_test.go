@@ -120,14 +120,31 @@ func (s *stack) postEvents(ingestURL, path string, events []any) {
 	}
 }
 
-// firstReadings returns the first n readings of each of the first users
-// users of the sample.
-func firstReadings(t *testing.T, users, n int) ([]string, map[string][]sample.HeartRate) {
+// heartRates is the bundled sample, every reading.
+func heartRates(t *testing.T) []sample.HeartRate {
 	t.Helper()
 	all, err := sample.HeartRates()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return all
+}
+
+// valuesOf is the readings' values in order, what the query service's
+// figures are computed over.
+func valuesOf(rows []sample.HeartRate) []float64 {
+	out := make([]float64, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, r.Value)
+	}
+	return out
+}
+
+// firstReadings returns the first n readings of each of the first users
+// users of the sample.
+func firstReadings(t *testing.T, users, n int) ([]string, map[string][]sample.HeartRate) {
+	t.Helper()
+	all := heartRates(t)
 	per := map[string][]sample.HeartRate{}
 	var order []string
 	for _, r := range all {

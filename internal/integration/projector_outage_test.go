@@ -16,19 +16,11 @@ import (
 // by itself, and once ClickHouse is back every reading is stored exactly
 // once, raw and in the rollup.
 func TestProjectorSurvivesClickHouseOutage(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	ingestURL, _ := s.startIngest(ctx)
-	proc, _ := s.startProcessor(ctx, s.processorConfig())
-	cfg := projector.DefaultConfig()
-	cfg.Kafka, cfg.Warehouse, cfg.Group, cfg.PostgresURL = s.kafka, s.wh, s.id+"-projector", s.pgURL
-	cfg.FlushInterval, cfg.MaxBackoff, cfg.InsertTimeout = 200*time.Millisecond, time.Second, 5*time.Second
-	pj, err := projector.New(ctx, cfg, s.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.run("projector", pj.Run, pj.Close)
+	s, ctx := newStackFor(t, 3*time.Minute)
+	p := s.startPipelineWith(ctx, func(cfg *projector.Config) {
+		cfg.MaxBackoff, cfg.InsertTimeout = time.Second, 5*time.Second
+	})
+	ingestURL, proc, pj := p.ingestURL, p.proc, p.proj
 	ch := s.openWarehouse(t, ctx)
 
 	users, per := firstReadings(t, 2, 2000)

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -96,16 +95,11 @@ func (s stats) rank(p float64) float64 {
 // another tenant never sees this tenant's readings (and the reverse); and
 // read-your-writes with the ingest response's consistency token.
 func TestQueryAPI(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 4*time.Minute)
 	ingestURL := s.startPipeline(ctx)
 	queryURL := s.startQuery(ctx)
 
-	all, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := heartRates(t)
 	const perUser = 1200
 	var users []*queryUser
 	byID := map[string]*queryUser{}

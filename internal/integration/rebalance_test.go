@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"sync"
@@ -25,11 +24,9 @@ import (
 // again after a partition changed hands would count twice), and the stored
 // offsets are the end of the raw log.
 func TestProcessorRebalanceMidStream(t *testing.T) {
-	s := newStack(t)
+	s, ctx := newStackFor(t, 3*time.Minute)
 	// Six partitions, so two instances have something to share.
 	s.kafka.Partitions = 6
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	start := time.Now()
 
 	ingestURL, _ := s.startIngest(ctx)

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -15,9 +14,7 @@ import (
 // on every server and creates the shadow tables a second time (each
 // creation needs a ZooKeeper path of its own).
 func TestReplayRollbackAndRebuildAgain(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 4*time.Minute)
 	ingestURL := s.startPipeline(ctx)
 
 	users, per := firstReadings(t, 3, 1500)

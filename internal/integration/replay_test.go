@@ -91,12 +91,9 @@ func flatten(users []string, per map[string][]sample.HeartRate) []sample.HeartRa
 // from the topics and checks that the query API and direct sums answer
 // exactly as before.
 func TestReplayRebuildAfterDrop(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	ingestURL, _ := s.startIngest(ctx)
-	s.startProcessor(ctx, s.processorConfig())
-	live := s.startProjector(ctx, s.id+"-projector")
+	s, ctx := newStackFor(t, 3*time.Minute)
+	p := s.startPipelineWith(ctx, nil)
+	ingestURL, live := p.ingestURL, p.projRun
 	queryURL := s.startQuery(ctx)
 
 	users, per := firstReadings(t, 3, 1000)
@@ -145,9 +142,7 @@ type reading struct {
 // count go down (a gap) or exceed what was sent (a duplicate), and that
 // the final answer equals the input.
 func TestReplayRebuildWhileIngesting(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 3*time.Minute)
 	ingestURL := s.startPipeline(ctx)
 	queryURL := s.startQuery(ctx)
 
@@ -268,19 +263,9 @@ func sentBound(r reading, seen []reading, i int) int64 {
 // rejectedByReason counts the tenant's rejected readings by reason.
 func rejectedByReason(t *testing.T, ctx context.Context, ch driver.Conn, db, tenant string) map[string]uint64 {
 	t.Helper()
-	rows, err := ch.Query(ctx, fmt.Sprintf("SELECT reason, count() FROM %s.%s WHERE tenant_id = ? GROUP BY reason", db, warehouse.RejectedTable), tenant)
+	out, err := warehouse.ScanMap[string, uint64](ch.Query(ctx, fmt.Sprintf("SELECT reason, count() FROM %s.%s WHERE tenant_id = ? GROUP BY reason", db, warehouse.RejectedTable), tenant))
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]uint64{}
-	for rows.Next() {
-		var r string
-		var n uint64
-		if err := rows.Scan(&r, &n); err != nil {
-			t.Fatal(err)
-		}
-		out[r] = n
 	}
 	return out
 }
@@ -290,9 +275,7 @@ func rejectedByReason(t *testing.T, ctx context.Context, ch driver.Conn, db, ten
 // them, and checks that exactly the late readings moved from accepted to
 // rejected too_late.
 func TestReplayReprocessChangedInvariant(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 3*time.Minute)
 	ingestURL, _ := s.startIngest(ctx)
 	pcfg := s.processorConfig()
 	pcfg.CheckpointInterval = 500 * time.Millisecond

@@ -40,19 +40,11 @@ import (
 // (stale), repeats and conflicting repeats of revisions, withdrawals of
 // corrected readings and a few hundred new readings.
 func TestRevisionsOracle(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
-	defer cancel()
-	ingestURL, _ := s.startIngest(ctx)
-	s.startProcessor(ctx, s.processorConfig())
-	pcfg := projector.DefaultConfig()
-	pcfg.Kafka, pcfg.Warehouse, pcfg.Group, pcfg.PostgresURL = s.kafka, s.wh, s.id+"-projector", s.pgURL
-	pcfg.FlushInterval, pcfg.MaxRows = 100*time.Millisecond, 700 // revisions and their originals in one batch and in others
-	p, err := projector.New(ctx, pcfg, s.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.run("projector", p.Run, p.Close)
+	s, ctx := newStackFor(t, 6*time.Minute)
+	p := s.startPipelineWith(ctx, func(cfg *projector.Config) {
+		cfg.FlushInterval, cfg.MaxRows = 100*time.Millisecond, 700 // revisions and their originals in one batch and in others
+	})
+	ingestURL := p.ingestURL
 	queryURL := s.startQuery(ctx)
 	tok := s.queryToken
 

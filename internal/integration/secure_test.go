@@ -20,7 +20,6 @@ import (
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/eventlog"
-	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/internal/tlsconf"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/query"
@@ -164,10 +163,7 @@ func TestSecurePipeline(t *testing.T) {
 	ss.startProjector(ctx, ss.id+"-projector")
 	queryURL := ss.startQueryTLS(ctx)
 
-	all, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := heartRates(t)
 	rows := all[:500]
 	user := rows[0].UserID()
 	var resp ingest.BatchResponse

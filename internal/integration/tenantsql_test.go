@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -99,9 +98,7 @@ func httpSQL(t *testing.T, u sqlUser, extra url.Values, query string) (int, stri
 // copy; and that a revoked user can no longer log in while the pipeline
 // goes on.
 func TestTenantSQL(t *testing.T) {
-	s := newStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	s, ctx := newStackFor(t, 4*time.Minute)
 	ingestURL := s.startPipeline(ctx)
 	ch := s.openWarehouse(t, ctx)
 
