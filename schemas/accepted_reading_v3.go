@@ -162,12 +162,8 @@ func readAcceptedReadingV3(payload []byte, f *FlatAcceptedReading) bool {
 // symbols.
 func readOptionals(r *reader, f *FlatAcceptedReading, stages []string) {
 	f.PeriodEnd, f.SecondValue, f.Stage, f.Sequence = 0, 0, "", 0
-	if f.HasPeriodEnd = r.Present(); f.HasPeriodEnd {
-		f.PeriodEnd = r.Long()
-	}
-	if f.HasSecondValue = r.Present(); f.HasSecondValue {
-		f.SecondValue = r.Double()
-	}
+	f.HasPeriodEnd = r.OptLong(&f.PeriodEnd)
+	f.HasSecondValue = r.OptDouble(&f.SecondValue)
 	if f.HasStage = r.Present(); f.HasStage {
 		if i := r.Int(); i >= 0 && int(i) < len(stages) {
 			f.Stage = stages[i]
@@ -175,7 +171,5 @@ func readOptionals(r *reader, f *FlatAcceptedReading, stages []string) {
 			r.Fail(ErrUnsupported)
 		}
 	}
-	if f.HasSequence = r.Present(); f.HasSequence {
-		f.Sequence = r.Long()
-	}
+	f.HasSequence = r.OptLong(&f.Sequence)
 }

@@ -65,26 +65,16 @@ func appendGatewayReading(dst []byte, g *GatewayReading) []byte {
 
 // batchSlot holds one reading's optional values, which the decoded
 // GatewayReading points into: one allocation per batch instead of one per
-// field.
+// field. A has flag says the value was present.
 type batchSlot struct {
-	has                                       uint8
-	withdrawn                                 bool
 	value, diastolic                          float64
 	receivedAt, periodEnd, sequence, revision int64
 	stage                                     string
-}
+	withdrawn                                 bool
 
-// Bits of batchSlot.has.
-const (
-	hasValue = 1 << iota
-	hasReceivedAt
-	hasPeriodEnd
-	hasDiastolic
-	hasStage
-	hasSequence
-	hasRevision
-	hasWithdrawn
-)
+	hasValue, hasReceivedAt, hasPeriodEnd, hasDiastolic bool
+	hasStage, hasSequence, hasRevision, hasWithdrawn    bool
+}
 
 // minGatewayReading is the fewest bytes one GatewayReading takes (every
 // string empty, every union null), to size the slices from the body
@@ -151,32 +141,16 @@ func ReadReadingBatch(c *Codec, body []byte) (ReadingBatch, error) {
 			g.UserID = r.Str()
 			g.DeviceID = r.Str()
 			g.Metric = r.Str()
-			if r.Present() {
-				sl.value, sl.has = r.Double(), sl.has|hasValue
-			}
+			sl.hasValue = r.OptDouble(&sl.value)
 			g.Unit = r.Str()
 			g.MeasuredAt = r.Long()
-			if r.Present() {
-				sl.receivedAt, sl.has = r.Long(), sl.has|hasReceivedAt
-			}
-			if r.Present() {
-				sl.periodEnd, sl.has = r.Long(), sl.has|hasPeriodEnd
-			}
-			if r.Present() {
-				sl.diastolic, sl.has = r.Double(), sl.has|hasDiastolic
-			}
-			if r.Present() {
-				sl.stage, sl.has = r.Str(), sl.has|hasStage
-			}
-			if r.Present() {
-				sl.sequence, sl.has = r.Long(), sl.has|hasSequence
-			}
-			if r.Present() {
-				sl.revision, sl.has = r.Long(), sl.has|hasRevision
-			}
-			if r.Present() {
-				sl.withdrawn, sl.has = r.Bool(), sl.has|hasWithdrawn
-			}
+			sl.hasReceivedAt = r.OptLong(&sl.receivedAt)
+			sl.hasPeriodEnd = r.OptLong(&sl.periodEnd)
+			sl.hasDiastolic = r.OptDouble(&sl.diastolic)
+			sl.hasStage = r.OptStr(&sl.stage)
+			sl.hasSequence = r.OptLong(&sl.sequence)
+			sl.hasRevision = r.OptLong(&sl.revision)
+			sl.hasWithdrawn = r.OptBool(&sl.withdrawn)
 			if r.Err() != nil {
 				break
 			}
@@ -199,29 +173,21 @@ func ReadReadingBatch(c *Codec, body []byte) (ReadingBatch, error) {
 func pointIntoSlots(readings []GatewayReading, slots []batchSlot) {
 	for i := range readings {
 		g, sl := &readings[i], &slots[i]
-		if sl.has&hasValue != 0 {
-			g.Value = &sl.value
-		}
-		if sl.has&hasReceivedAt != 0 {
-			g.ReceivedAt = &sl.receivedAt
-		}
-		if sl.has&hasPeriodEnd != 0 {
-			g.PeriodEnd = &sl.periodEnd
-		}
-		if sl.has&hasDiastolic != 0 {
-			g.Diastolic = &sl.diastolic
-		}
-		if sl.has&hasStage != 0 {
-			g.Stage = &sl.stage
-		}
-		if sl.has&hasSequence != 0 {
-			g.Sequence = &sl.sequence
-		}
-		if sl.has&hasRevision != 0 {
-			g.Revision = &sl.revision
-		}
-		if sl.has&hasWithdrawn != 0 {
-			g.Withdrawn = &sl.withdrawn
-		}
+		g.Value = presentPtr(sl.hasValue, &sl.value)
+		g.ReceivedAt = presentPtr(sl.hasReceivedAt, &sl.receivedAt)
+		g.PeriodEnd = presentPtr(sl.hasPeriodEnd, &sl.periodEnd)
+		g.Diastolic = presentPtr(sl.hasDiastolic, &sl.diastolic)
+		g.Stage = presentPtr(sl.hasStage, &sl.stage)
+		g.Sequence = presentPtr(sl.hasSequence, &sl.sequence)
+		g.Revision = presentPtr(sl.hasRevision, &sl.revision)
+		g.Withdrawn = presentPtr(sl.hasWithdrawn, &sl.withdrawn)
 	}
+}
+
+// presentPtr is p if has, else nil: an optional field's pointer.
+func presentPtr[T any](has bool, p *T) *T {
+	if has {
+		return p
+	}
+	return nil
 }

@@ -229,3 +229,23 @@ func (r *reader) Present() bool {
 	r.Fail(ErrUnsupported)
 	return false
 }
+
+// OptLong reads a ["null", "long"] union into v and reports whether it
+// held a long; v is left alone for null.
+func (r *reader) OptLong(v *int64) bool { return r.Present() && set(v, r.Long()) }
+
+// OptDouble reads a ["null", "double"] union as OptLong does.
+func (r *reader) OptDouble(v *float64) bool { return r.Present() && set(v, r.Double()) }
+
+// OptStr reads a ["null", "string"] union as OptLong does.
+func (r *reader) OptStr(v *string) bool { return r.Present() && set(v, r.Str()) }
+
+// OptBool reads a ["null", "boolean"] union as OptLong does.
+func (r *reader) OptBool(v *bool) bool { return r.Present() && set(v, r.Bool()) }
+
+// set stores v in p and returns true: the end of an Opt method's &&, whose
+// value is read only after its union said it is there.
+func set[T any](p *T, v T) bool {
+	*p = v
+	return true
+}
