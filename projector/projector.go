@@ -744,21 +744,12 @@ func (p *Projector) dropStored(ctx context.Context, t *pending) error {
 	have := map[pos]bool{}
 	for part, s := range spans {
 		q := fmt.Sprintf("SELECT log_offset FROM %s.%s WHERE log_partition = ? AND log_offset >= ? AND log_offset <= ?", p.db, t.sink.table)
-		rows, err := p.conn.Query(ctx, q, part, s.lo, s.hi)
+		offs, err := warehouse.ScanSet[int64](p.conn.Query(ctx, q, part, s.lo, s.hi))
 		if err != nil {
 			return fmt.Errorf("check stored rows of %s: %w", t.sink.table, err)
 		}
-		for rows.Next() {
-			var off int64
-			if err := rows.Scan(&off); err != nil {
-				rows.Close()
-				return fmt.Errorf("check stored rows of %s: %w", t.sink.table, err)
-			}
+		for off := range offs {
 			have[pos{part, off}] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("check stored rows of %s: %w", t.sink.table, err)
 		}
 	}
 	if skipped := t.retain(func(r row) bool { return !have[pos{r.partition, r.offset}] }); skipped > 0 {

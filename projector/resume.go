@@ -186,20 +186,11 @@ func awaitInsertsOn(ctx context.Context, conn driver.Conn, db, table string) err
 	q := `SELECT query_id FROM system.processes WHERE query LIKE ? AND query NOT LIKE '%system.processes%'`
 	pattern := fmt.Sprintf("INSERT INTO %s.%s %%", db, table)
 	running := func() (map[string]bool, error) {
-		rows, err := conn.Query(ctx, q, pattern)
+		ids, err := warehouse.ScanSet[string](conn.Query(ctx, q, pattern))
 		if err != nil {
 			return nil, fmt.Errorf("list running inserts into %s: %w", table, err)
 		}
-		defer rows.Close()
-		ids := map[string]bool{}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return nil, fmt.Errorf("list running inserts into %s: %w", table, err)
-			}
-			ids[id] = true
-		}
-		return ids, rows.Err()
+		return ids, nil
 	}
 	waitFor, err := running()
 	if err != nil {

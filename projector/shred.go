@@ -126,18 +126,9 @@ func (p *Projector) erasedEverywhere(ctx context.Context, dbs []string, u userke
 
 // existingTables returns the tables of db (none if db does not exist).
 func (p *Projector) existingTables(ctx context.Context, db string) (map[string]bool, error) {
-	rows, err := p.conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ?", db)
+	out, err := warehouse.ScanSet[string](p.conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ?", db))
 	if err != nil {
 		return nil, fmt.Errorf("erasure: tables of %s: %w", db, err)
 	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, fmt.Errorf("erasure: tables of %s: %w", db, err)
-		}
-		out[n] = true
-	}
-	return out, rows.Err()
+	return out, nil
 }

@@ -105,23 +105,14 @@ func (s *session) count(ctx context.Context, q string, args ...any) (uint64, err
 func (s *session) existing(ctx context.Context, db string) (map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	rows, err := s.ch.Query(ctx, "SELECT name FROM system.tables WHERE database = ?", db)
+	out, err := warehouse.ScanSet[string](s.ch.Query(ctx, "SELECT name FROM system.tables WHERE database = ?", db))
 	if err != nil {
 		return nil, fmt.Errorf("list tables of %s: %w", db, err)
 	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, fmt.Errorf("list tables of %s: %w", db, err)
-		}
-		out[n] = true
-	}
 	if warehouse.ClusterOf(s.ch) != nil {
-		return logicalNames(out), rows.Err()
+		return logicalNames(out), nil
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Plan is what a rebuild would do, for --dry-run and the start of a run.

@@ -197,21 +197,8 @@ func (c *Cluster) upgradeReplicated(ctx context.Context, addr, db string, t tabl
 	if err != nil {
 		return err
 	}
-	rows, err := conn.Query(ctx, `SELECT name FROM system.columns WHERE database = ? AND table = ?`, db, t.name)
+	have, err := ScanSet[string](conn.Query(ctx, `SELECT name FROM system.columns WHERE database = ? AND table = ?`, db, t.name))
 	if err != nil {
-		return fmt.Errorf("read columns of %s.%s on %s: %w", db, t.name, addr, err)
-	}
-	have := map[string]bool{}
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			rows.Close()
-			return fmt.Errorf("read columns of %s.%s on %s: %w", db, t.name, addr, err)
-		}
-		have[name] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read columns of %s.%s on %s: %w", db, t.name, addr, err)
 	}
 	for _, col := range t.columns {
