@@ -26,13 +26,19 @@ type DayPercentiles struct {
 	Percentiles []Percentile `json:"percentiles"`
 }
 
-// common are the fields every scoped answer carries.
-type common struct {
+// span is the metric and the range of time an answer covers; answers
+// embed it so that its fields keep their place in the JSON.
+type span struct {
 	Metric string    `json:"metric"`
 	Unit   string    `json:"unit"`
 	From   time.Time `json:"from"`
 	To     time.Time `json:"to"`
-	Scope  Scope     `json:"scope"`
+}
+
+// common are the fields every scoped answer carries.
+type common struct {
+	span
+	Scope Scope `json:"scope"`
 	// Stale is true when a consistency token was given and the pipeline
 	// had not stored its write when the wait ran out.
 	Stale bool `json:"stale"`
@@ -98,7 +104,7 @@ func (s *Service) begin(ctx context.Context, w http.ResponseWriter, r *http.Requ
 // prepare waits for the token and checks the cohort minimum.
 func (s *Service) prepare(ctx context.Context, w http.ResponseWriter, q request, what string) (common, bool) {
 	audit.SetScope(ctx, q.auditScope())
-	c := common{Metric: q.metric.Name, Unit: q.metric.Unit, From: q.from, To: q.to, Scope: q.scope(), AsOf: q.asOf}
+	c := common{span: span{Metric: q.metric.Name, Unit: q.metric.Unit, From: q.from, To: q.to}, Scope: q.scope(), AsOf: q.asOf}
 	c.Stale = s.caughtUp(ctx, q.token, q.wait)
 	if len(q.filters) > 0 {
 		users, err := s.scopeUsers(ctx, q)

@@ -15,11 +15,8 @@ import (
 // endpoint (the demo uses it); GET /v1/percentiles?user= is its general
 // form.
 type PercentilesResponse struct {
-	UserID      string       `json:"user_id"`
-	Metric      string       `json:"metric"`
-	Unit        string       `json:"unit"`
-	From        time.Time    `json:"from"`
-	To          time.Time    `json:"to"`
+	UserID string `json:"user_id"`
+	span
 	Count       uint64       `json:"count"`
 	Method      string       `json:"method"`
 	Percentiles []Percentile `json:"percentiles"`
@@ -50,8 +47,8 @@ func (s *Service) userPercentiles(w http.ResponseWriter, r *http.Request) {
 	scoped(s, w, r2, "user percentiles", rangeRequired, own, func(ctx context.Context, q request, c common) (PercentilesResponse, uint64, error) {
 		var res PercentilesResult
 		err := s.fillPercentiles(ctx, q, ps, false, &res)
-		return PercentilesResponse{UserID: user, Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To,
-			Count: res.Count, Method: Method, Percentiles: res.Percentiles, Stale: c.Stale, AsOf: c.AsOf}, res.Count, err
+		return PercentilesResponse{UserID: user, span: c.span, Count: res.Count, Method: Method, Percentiles: res.Percentiles,
+			Stale: c.Stale, AsOf: c.AsOf}, res.Count, err
 	})
 }
 
