@@ -269,6 +269,17 @@ func (k *checker) fits(name string, days []string) {
 	}
 }
 
+// dayChart expects a chart over days to be empty, or else drawn with a
+// point per day in each of its series and an axis that fits the days.
+func (k *checker) dayChart(name string, days []string, series int, empty bool) {
+	if empty {
+		k.status(name, "empty")
+		return
+	}
+	k.drawn(name, len(days), series)
+	k.fits(name, days)
+}
+
 // rows expects a table's body (or its foot) to hold want, cell by cell.
 func (k *checker) rows(name, table string, want [][]any, foot bool) {
 	t, ok := k.s.Charts[name].Tables[table]
@@ -325,12 +336,7 @@ func (k *checker) trends(t Trends) {
 	if k.suppressed("trends", t.Suppression) {
 		return
 	}
-	if len(t.Days) == 0 {
-		k.status("trends", "empty")
-	} else {
-		k.drawn("trends", len(t.Days), 4)
-		k.fits("trends", days)
-	}
+	k.dayChart("trends", days, 4, len(days) == 0)
 	k.rows("trends", "trends-table", trows, false)
 }
 
@@ -390,12 +396,7 @@ func (k *checker) percentiles(p Percentiles) {
 		foot = append(foot, at(p.Percentiles, q))
 	}
 	k.rows("percentiles", "percentiles-table", [][]any{foot}, true)
-	if len(p.Days) == 0 || len(ps) == 0 {
-		k.status("percentiles", "empty")
-	} else {
-		k.drawn("percentiles", len(p.Days), 1+len(ps))
-		k.fits("percentiles", days)
-	}
+	k.dayChart("percentiles", days, 1+len(ps), len(days) == 0 || len(ps) == 0)
 }
 
 // compare checks the user against their cohort; c is nil when the scope
