@@ -102,21 +102,16 @@ func (s *Service) fillOverviewUsers(ctx context.Context, q request, res *Overvie
 	}
 	sql := fmt.Sprintf(`SELECT u, toUInt64(sum(c)) AS n, min(dd) AS first_day, max(dd) AS last_day
 		FROM (%s) GROUP BY u ORDER BY last_day DESC, u LIMIT %d`, perDay, MaxOverviewUsers+1)
-	rows, err := s.conn.Query(ctx, sql, args...)
-	if err != nil {
-		return fmt.Errorf("overview users: %w", err)
-	}
-	defer rows.Close()
 	var first, last time.Time
-	for rows.Next() {
+	err := s.scanRows(ctx, sql, args, func(sc scanner) error {
 		var u OverviewUser
 		var f, l time.Time
-		if err := rows.Scan(&u.ID, &u.Readings, &f, &l); err != nil {
-			return fmt.Errorf("overview users: %w", err)
+		if err := sc.Scan(&u.ID, &u.Readings, &f, &l); err != nil {
+			return err
 		}
 		if len(res.Users) == MaxOverviewUsers {
 			res.UsersTruncated = true
-			continue
+			return nil
 		}
 		u.LastDay = dayOf(l)
 		res.Users = append(res.Users, u)
@@ -127,8 +122,9 @@ func (s *Service) fillOverviewUsers(ctx context.Context, q request, res *Overvie
 		if l.After(last) {
 			last = l
 		}
-	}
-	if err := rows.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("overview users: %w", err)
 	}
 	if !first.IsZero() {
@@ -141,27 +137,23 @@ func (s *Service) fillOverviewUsers(ctx context.Context, q request, res *Overvie
 func (s *Service) fillCohortValues(ctx context.Context, q request, res *OverviewResult) error {
 	sql := fmt.Sprintf(`SELECT age_band, sex, region, device_model, count() FROM (%s)
 		GROUP BY age_band, sex, region, device_model`, s.dimension(q.asOfMs()))
-	rows, err := s.conn.Query(ctx, sql, q.tenant)
-	if err != nil {
-		return fmt.Errorf("overview cohorts: %w", err)
-	}
-	defer rows.Close()
 	dims := [4]string{"age_band", "sex", "region", "device_model"}
 	counts := map[string]map[string]uint64{}
 	for _, d := range dims {
 		counts[d] = map[string]uint64{}
 	}
-	for rows.Next() {
+	err := s.scanRows(ctx, sql, []any{q.tenant}, func(sc scanner) error {
 		var vals [4]string
 		var n uint64
-		if err := rows.Scan(&vals[0], &vals[1], &vals[2], &vals[3], &n); err != nil {
-			return fmt.Errorf("overview cohorts: %w", err)
+		if err := sc.Scan(&vals[0], &vals[1], &vals[2], &vals[3], &n); err != nil {
+			return err
 		}
 		for i, d := range dims {
 			counts[d][vals[i]] += n
 		}
-	}
-	if err := rows.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("overview cohorts: %w", err)
 	}
 	for _, d := range dims {
