@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,31 +21,72 @@ import (
 	"github.com/vitalshq/vitals/ingest"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// childBinary is a command the tests run as a child process, built once per
+// test run: building takes longer than most tests.
+type childBinary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+var vitalsBuild, labBuild childBinary
+
+// build builds pkg once into a file named after it in the directory dir
+// returns, and returns the file's path.
+func (b *childBinary) build(t *testing.T, pkg string, dir func() (string, error)) string {
+	t.Helper()
+	b.once.Do(func() {
+		d, err := dir()
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path = filepath.Join(d, path.Base(pkg))
+		out, err := exec.Command("go", goBuild(b.path, pkg)...).CombinedOutput()
+		if err != nil {
+			b.err = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
 
 // vitalsBinary builds cmd/vitals once per test run.
 func vitalsBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "vitals-it-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "vitals")
-		out, err := exec.Command("go", goBuild(binPath, "github.com/vitalshq/vitals/cmd/vitals")...).CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+	return vitalsBuild.build(t, "github.com/vitalshq/vitals/cmd/vitals", func() (string, error) {
+		return os.MkdirTemp("", "vitals-it-bin")
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+}
+
+// roleEnv is the environment of a vitals role's process on the test's
+// topics, logging JSON, with vars added (a later value of a name wins).
+func (s *stack) roleEnv(vars ...string) []string {
+	env := append(os.Environ(),
+		"VITALS_KAFKA_BROKERS="+strings.Join(s.kafka.Brokers, ","),
+		"VITALS_KAFKA_TOPIC_PREFIX="+s.id,
+		fmt.Sprintf("VITALS_KAFKA_PARTITIONS=%d", s.kafka.Partitions),
+		"VITALS_LOG_FORMAT=json")
+	return append(env, vars...)
+}
+
+// kill9 kills a role's process with SIGKILL and reaps it.
+func kill9(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
 	}
-	return binPath
+	_ = cmd.Wait()
+}
+
+// killSoon is kill9 at a random moment in the next 600 ms, so that kills
+// land anywhere in a role's cycle of work.
+func killSoon(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	time.Sleep(time.Duration(rand.IntN(600)) * time.Millisecond)
+	kill9(t, cmd)
 }
 
 // TestProcessorKill9AndGracefulStop streams real readings while the
@@ -67,10 +109,7 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 
 	proc := func() *exec.Cmd {
 		cmd := exec.Command(bin, "processor")
-		cmd.Env = append(os.Environ(),
-			"VITALS_KAFKA_BROKERS="+strings.Join(s.kafka.Brokers, ","),
-			"VITALS_KAFKA_TOPIC_PREFIX="+s.id,
-			fmt.Sprintf("VITALS_KAFKA_PARTITIONS=%d", s.kafka.Partitions),
+		cmd.Env = s.roleEnv(
 			"VITALS_PG_URL="+s.pgURL,
 			"VITALS_PROCESSOR_GROUP="+s.id+"-processor",
 			// Static membership: a restarted instance takes its partitions
@@ -82,7 +121,6 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 			"VITALS_PROCESSOR_CHECKPOINT_INTERVAL=700ms",
 			"VITALS_PROCESSOR_METRICS_ADDR=",
 			"VITALS_LOG_LEVEL=warn",
-			"VITALS_LOG_FORMAT=json",
 		)
 		cmd.Stderr = raceWatch(t, testWriter{t})
 		if err := cmd.Start(); err != nil {
@@ -129,11 +167,7 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
-		time.Sleep(time.Duration(rand.IntN(600)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		_ = cmd.Wait()
+		killSoon(t, cmd)
 		n := stored()
 		progress = append(progress, n)
 		if n > prev {

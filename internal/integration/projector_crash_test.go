@@ -3,16 +3,12 @@ package integration
 import (
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
@@ -33,10 +29,7 @@ func TestProjectorKill9(t *testing.T) {
 	ch := s.openWarehouse(t, ctx)
 
 	users, per := firstReadings(t, 4, 2500)
-	var all []sample.HeartRate
-	for _, u := range users {
-		all = append(all, per[u]...)
-	}
+	all := flatten(users, per)
 	s.pairUsers(ingestURL, users, per)
 	want := inputTotals(all)
 
@@ -45,10 +38,7 @@ func TestProjectorKill9(t *testing.T) {
 	var resumeLines atomicCounter
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "projector")
-		cmd.Env = append(os.Environ(),
-			"VITALS_KAFKA_BROKERS="+strings.Join(s.kafka.Brokers, ","),
-			"VITALS_KAFKA_TOPIC_PREFIX="+s.id,
-			fmt.Sprintf("VITALS_KAFKA_PARTITIONS=%d", s.kafka.Partitions),
+		cmd.Env = s.roleEnv(
 			"VITALS_CLICKHOUSE_ADDR="+s.wh.Addr,
 			"VITALS_CLICKHOUSE_DATABASE="+s.wh.Database,
 			"VITALS_PROJECTOR_GROUP="+group,
@@ -60,7 +50,6 @@ func TestProjectorKill9(t *testing.T) {
 			"VITALS_PROJECTOR_METRICS_ADDR=", // tests run side by side: no fixed port
 			"VITALS_PROJECTOR_FLUSH_INTERVAL=50ms",
 			"VITALS_LOG_LEVEL=info",
-			"VITALS_LOG_FORMAT=json",
 		)
 		pipe, err := cmd.StderrPipe()
 		if err != nil {
@@ -123,11 +112,7 @@ func TestProjectorKill9(t *testing.T) {
 		for stored() <= prev && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(time.Duration(rand.IntN(600)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		_ = cmd.Wait()
+		killSoon(t, cmd)
 		n := stored()
 		progress = append(progress, n)
 		if n > prev && n < uint64(len(all)) {
@@ -148,10 +133,7 @@ func TestProjectorKill9(t *testing.T) {
 	// Every commit lost after its insert: a new group has no committed
 	// offsets at all. Its instance must resume from ClickHouse's positions
 	// and insert nothing again.
-	if err := last.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = last.Wait()
+	kill9(t, last)
 	group = s.id + "-projector-nocommits"
 	before := resumeLines.get()
 	last = start()
