@@ -37,31 +37,51 @@ func AppendAcceptedReading(c *Codec, dst []byte, a *AcceptedReading) ([]byte, er
 	if !acceptedReadingV3.writes(c) {
 		return c.Append(dst, a)
 	}
+	return appendV3(dst, a, true, "")
+}
+
+// appendV3 appends a as a single-object message in one of the two v3
+// layouts written by hand, which differ in three places: accepted_reading
+// v3 (accepted) has the LOINC code after the metric and the source
+// position after the times; reading v3 has the source format (format)
+// after the optional fields.
+func appendV3(dst []byte, a *AcceptedReading, accepted bool, format string) ([]byte, error) {
+	hw, stages := &readingV3, readingV3Stages
+	if accepted {
+		hw, stages = &acceptedReadingV3, acceptedReadingV3Stages
+	}
 	stage := int64(-1)
 	if a.Stage != nil {
-		if stage = symbolIndex(acceptedReadingV3Stages, *a.Stage); stage < 0 {
-			return dst, fmt.Errorf("encode %s: unknown enum symbol %q", NameAcceptedReading, *a.Stage)
+		if stage = symbolIndex(stages, *a.Stage); stage < 0 {
+			return dst, fmt.Errorf("encode %s: %q is not a SleepStage symbol", hw.Name, *a.Stage)
 		}
 	}
-	dst = append(dst, acceptedReadingV3.header[:]...)
+	dst = append(dst, hw.header[:]...)
 	dst = appendString(dst, a.TenantID)
 	dst = appendString(dst, a.EventID)
 	dst = appendString(dst, a.UserID)
 	dst = appendString(dst, a.DeviceID)
 	dst = appendString(dst, a.GatewayID)
 	dst = appendString(dst, a.Metric)
-	dst = appendString(dst, a.LOINC)
+	if accepted {
+		dst = appendString(dst, a.LOINC)
+	}
 	dst = appendDouble(dst, a.Value)
 	dst = appendString(dst, a.Unit)
 	dst = appendLong(dst, a.MeasuredAt)
 	dst = appendLong(dst, a.ReceivedAt)
 	dst = appendLong(dst, a.IngestedAt)
-	dst = appendLong(dst, int64(a.SourcePartition))
-	dst = appendLong(dst, a.SourceOffset)
+	if accepted {
+		dst = appendLong(dst, int64(a.SourcePartition))
+		dst = appendLong(dst, a.SourceOffset)
+	}
 	dst = appendOptLong(dst, a.PeriodEnd)
 	dst = appendOptDouble(dst, a.SecondValue)
 	dst = appendOptEnum(dst, stage)
 	dst = appendOptLong(dst, a.Sequence)
+	if !accepted {
+		dst = appendString(dst, format)
+	}
 	dst = appendLong(dst, a.Revision)
 	return appendBool(dst, a.Withdrawn), nil
 }
@@ -95,14 +115,20 @@ type FlatAcceptedReading struct {
 // cleanly that way (another writer version, a truncated or corrupt
 // message) goes through c, so results and errors are the codec's.
 func DecodeFlatAcceptedReading(c *Codec, msg []byte, f *FlatAcceptedReading) error {
-	if acceptedReadingV3.writes(c) && acceptedReadingV3.isHeader(msg) && readAcceptedReadingV3(msg[headerLen:], f) {
+	if acceptedReadingV3.reads(c, msg) && readFlatV3(msg[headerLen:], f, true, nil) {
 		return nil
 	}
-	var a AcceptedReading
-	if err := c.Decode(msg, &a); err != nil {
+	return decodeFlat(c, msg, f, FlattenAccepted)
+}
+
+// decodeFlat decodes msg into a T through c and flattens it into f: the
+// flat decoders' answer when their fast path does not give one.
+func decodeFlat[T any](c *Codec, msg []byte, f *FlatAcceptedReading, flatten func(*T, *FlatAcceptedReading)) error {
+	var v T
+	if err := c.Decode(msg, &v); err != nil {
 		return err
 	}
-	FlattenAccepted(&a, f)
+	flatten(&v, f)
 	return nil
 }
 
@@ -116,41 +142,46 @@ func FlattenAccepted(a *AcceptedReading, f *FlatAcceptedReading) {
 		SourcePartition: a.SourcePartition, SourceOffset: a.SourceOffset,
 		Revision: a.Revision, Withdrawn: a.Withdrawn,
 	}
-	if a.PeriodEnd != nil {
-		f.PeriodEnd, f.HasPeriodEnd = *a.PeriodEnd, true
-	}
-	if a.SecondValue != nil {
-		f.SecondValue, f.HasSecondValue = *a.SecondValue, true
-	}
-	if a.Stage != nil {
-		f.Stage, f.HasStage = *a.Stage, true
-	}
-	if a.Sequence != nil {
-		f.Sequence, f.HasSequence = *a.Sequence, true
-	}
+	f.PeriodEnd, f.HasPeriodEnd = deref(a.PeriodEnd)
+	f.SecondValue, f.HasSecondValue = deref(a.SecondValue)
+	f.Stage, f.HasStage = deref(a.Stage)
+	f.Sequence, f.HasSequence = deref(a.Sequence)
 }
 
-// readAcceptedReadingV3 reads an accepted_reading v3 payload, field by
-// field in schema order, its strings sharing payload's bytes. It reports
-// false if the payload is not read cleanly. Bytes after the record are
-// ignored, as the general codec ignores them.
-func readAcceptedReadingV3(payload []byte, f *FlatAcceptedReading) bool {
+// readFlatV3 reads a payload in one of the v3 layouts of appendV3 (the
+// accepted one if accepted), field by field, into f and, if format is not
+// nil, a reading's source format; f's strings share payload's bytes. It
+// reports false if the payload is not read cleanly. Bytes after the record
+// are ignored, as the general codec ignores them.
+func readFlatV3(payload []byte, f *FlatAcceptedReading, accepted bool, format *string) bool {
 	r := newReader(unsafe.String(unsafe.SliceData(payload), len(payload)))
+	*f = FlatAcceptedReading{}
+	stages := readingV3Stages
 	f.TenantID = r.Str()
 	f.EventID = r.Str()
 	f.UserID = r.Str()
 	f.DeviceID = r.Str()
 	f.GatewayID = r.Str()
 	f.Metric = r.Str()
-	f.LOINC = r.Str()
+	if accepted {
+		f.LOINC, stages = r.Str(), acceptedReadingV3Stages
+	}
 	f.Value = r.Double()
 	f.Unit = r.Str()
 	f.MeasuredAt = r.Long()
 	f.ReceivedAt = r.Long()
 	f.IngestedAt = r.Long()
-	f.SourcePartition = r.Int()
-	f.SourceOffset = r.Long()
-	readOptionals(r, f, acceptedReadingV3Stages)
+	if accepted {
+		f.SourcePartition = r.Int()
+		f.SourceOffset = r.Long()
+	}
+	readOptionals(r, f, stages)
+	if !accepted {
+		sourceFormat := r.Str()
+		if format != nil {
+			*format = sourceFormat
+		}
+	}
 	f.Revision = r.Long()
 	f.Withdrawn = r.Bool()
 	return r.Err() == nil
@@ -161,7 +192,6 @@ func readAcceptedReadingV3(payload []byte, f *FlatAcceptedReading) bool {
 // sequence; branch 0 is null) into f; stages are the layout's SleepStage
 // symbols.
 func readOptionals(r *reader, f *FlatAcceptedReading, stages []string) {
-	f.PeriodEnd, f.SecondValue, f.Stage, f.Sequence = 0, 0, "", 0
 	f.HasPeriodEnd = r.OptLong(&f.PeriodEnd)
 	f.HasSecondValue = r.OptDouble(&f.SecondValue)
 	if f.HasStage = r.Present(); f.HasStage {

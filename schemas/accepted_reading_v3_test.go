@@ -177,7 +177,7 @@ func TestAcceptedDecoderMatchesCodec(t *testing.T) {
 	for i, msg := range msgs {
 		checkAgainstCodec(t, c, msg)
 		var f FlatAcceptedReading
-		if readAcceptedReadingV3(msg[10:], &f) {
+		if readFlatV3(msg[10:], &f, true, nil) {
 			fast++
 		}
 		if i < 40 {
@@ -313,7 +313,7 @@ func TestAcceptedDecoderEdges(t *testing.T) {
 				t.Errorf("codec error %v, want an error: %v", err, !tc.ok && !tc.quirk)
 			}
 			var f FlatAcceptedReading
-			if fast := readAcceptedReadingV3(msg[10:], &f); fast != tc.ok {
+			if fast := readFlatV3(msg[10:], &f, true, nil); fast != tc.ok {
 				t.Errorf("fast path read it: %v, want %v", fast, tc.ok)
 			}
 		})

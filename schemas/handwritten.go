@@ -55,6 +55,10 @@ func mustHandWritten(name string, number int) handWritten {
 // fingerprint names the schema).
 func (h *handWritten) writes(c *Codec) bool { return c.current.Fingerprint == h.Fingerprint }
 
+// reads reports whether h's hand-written decoder is the one to try on
+// msg: h is c's current version and msg's.
+func (h *handWritten) reads(c *Codec, msg []byte) bool { return h.writes(c) && h.isHeader(msg) }
+
 // isHeader reports whether msg starts with h's single-object header.
 func (h *handWritten) isHeader(msg []byte) bool {
 	return len(msg) >= headerLen && msg[0] == magic[0] && msg[1] == magic[1] &&

@@ -101,7 +101,7 @@ const minGatewayReading = 14
 // more instructions.
 func ReadReadingBatch(c *Codec, body []byte) (ReadingBatch, error) {
 	var b ReadingBatch
-	if !readingBatchV2.writes(c) || !readingBatchV2.isHeader(body) {
+	if !readingBatchV2.reads(c, body) {
 		return b, ErrUnsupported
 	}
 	r := newReader(string(body[headerLen:]))
