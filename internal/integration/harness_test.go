@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -529,23 +530,38 @@ func (s *stack) postReadings(ingestURL, gateway string, rows []sample.HeartRate,
 // yields the first error (or nil) when every post is done. Fault tests use
 // it to keep a stream flowing while they kill or stop things.
 func (s *stack) streamReadings(ingestURL, gateway string, perUser map[string][]sample.HeartRate, batch int, pause time.Duration) <-chan error {
+	return s.streamReadingsGated(ingestURL, gateway, perUser, batch, pause, nil, nil)
+}
+
+// streamReadingsGated is streamReadings that, unless they are nil, calls
+// gate before each batch of a user's readings with the index of its first
+// reading and the user's count (a gate may block, to hold the stream at a
+// point of a test) and adds each accepted batch's size to posted.
+func (s *stack) streamReadingsGated(ingestURL, gateway string, perUser map[string][]sample.HeartRate, batch int, pause time.Duration,
+	gate func(i, n int), posted *atomic.Int64) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		var wg sync.WaitGroup
 		errs := make(chan error, len(perUser))
-		for _, rs := range perUser {
+		for u, rs := range perUser {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for i := 0; i < len(rs); i += batch {
+					if gate != nil {
+						gate(i, len(rs))
+					}
 					items := make([]wireReading, 0, batch)
 					for _, r := range rs[i:min(i+batch, len(rs))] {
 						items = append(items, wire(r))
 					}
 					var resp ingest.BatchResponse
 					if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": gateway, "readings": items}, &resp); code != http.StatusOK || resp.Accepted != len(items) {
-						errs <- fmt.Errorf("post: status %d, %d of %d accepted", code, resp.Accepted, len(items))
+						errs <- fmt.Errorf("post %s at %d: status %d, %d of %d accepted", u, i, code, resp.Accepted, len(items))
 						return
+					}
+					if posted != nil {
+						posted.Add(int64(len(items)))
 					}
 					time.Sleep(pause)
 				}

@@ -2,8 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,8 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/vitalshq/vitals/ingest"
 )
 
 // TestProcessorRebalanceMidStream streams real readings of eight users
@@ -58,40 +54,14 @@ func TestProcessorRebalanceMidStream(t *testing.T) {
 	// across both hand-overs however long the group takes to rebalance.
 	bJoined, aStopped := make(chan struct{}), make(chan struct{})
 	var posted atomic.Int64
-	postDone := make(chan error, 1)
-	go func() {
-		var wg sync.WaitGroup
-		errs := make(chan error, len(users))
-		for _, u := range users {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rs := perUser[u]
-				for i := 0; i < len(rs); i += chunk {
-					switch {
-					case i >= len(rs)*2/3:
-						<-aStopped
-					case i >= len(rs)/3:
-						<-bJoined
-					}
-					var batch []wireReading
-					for _, r := range rs[i:min(i+chunk, len(rs))] {
-						batch = append(batch, wire(r))
-					}
-					var resp ingest.BatchResponse
-					if code := s.postJSON(ingestURL+"/v1/readings", map[string]any{"gateway_id": "gw-rebalance", "readings": batch}, &resp); code != http.StatusOK || resp.Accepted != len(batch) {
-						errs <- fmt.Errorf("post %s at %d: status %d accepted %d of %d", u, i, code, resp.Accepted, len(batch))
-						return
-					}
-					posted.Add(int64(len(batch)))
-					time.Sleep(400 * time.Millisecond)
-				}
-			}()
+	postDone := s.streamReadingsGated(ingestURL, "gw-rebalance", perUser, chunk, 400*time.Millisecond, func(i, n int) {
+		switch {
+		case i >= n*2/3:
+			<-aStopped
+		case i >= n/3:
+			<-bJoined
 		}
-		wg.Wait()
-		close(errs)
-		postDone <- <-errs
-	}()
+	}, &posted)
 
 	snap := func(name string, acc, rej, dup, batches int64) string {
 		return fmt.Sprintf("%s: accepted %d rejected %d duplicates %d batches %d", name, acc, rej, dup, batches)
