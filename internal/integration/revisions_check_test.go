@@ -25,37 +25,18 @@ func (c *oracleCheck) stored(rejected map[string]int) (bool, string) {
 	for _, m := range []string{"heart_rate", "spo2"} {
 		want[m] = int64(len(c.o.readings(3, m)))
 	}
-	got := map[string]int64{}
-	rows, err := c.ch.Query(c.ctx, fmt.Sprintf(`SELECT metric, sum(n) FROM (
+	got, err := warehouse.ScanMap[string, int64](c.ch.Query(c.ctx, fmt.Sprintf(`SELECT metric, sum(n) FROM (
 			SELECT metric, toInt64(1) AS n FROM %[1]s.%[2]s WHERE tenant_id = ?
 			UNION ALL SELECT metric, toInt64(sign) AS n FROM %[1]s.%[3]s WHERE tenant_id = ?) GROUP BY metric`,
-		db, warehouse.ReadingsTable, warehouse.RevisionsTable), c.s.tenant, c.s.tenant)
+		db, warehouse.ReadingsTable, warehouse.RevisionsTable), c.s.tenant, c.s.tenant))
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	for rows.Next() {
-		var m string
-		var n int64
-		if err := rows.Scan(&m, &n); err != nil {
-			c.t.Fatal(err)
-		}
-		got[m] = n
-	}
-	rows.Close()
-	reasons := map[string]int{}
-	rows, err = c.ch.Query(c.ctx, fmt.Sprintf(`SELECT reason, count() FROM %s.%s WHERE tenant_id = ? GROUP BY reason`, db, warehouse.RejectedTable), c.s.tenant)
+	// Printed like rejected (a map[string]int), they compare as text.
+	reasons, err := warehouse.ScanMap[string, uint64](c.ch.Query(c.ctx, fmt.Sprintf(`SELECT reason, count() FROM %s.%s WHERE tenant_id = ? GROUP BY reason`, db, warehouse.RejectedTable), c.s.tenant))
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	for rows.Next() {
-		var r string
-		var n uint64
-		if err := rows.Scan(&r, &n); err != nil {
-			c.t.Fatal(err)
-		}
-		reasons[r] = int(n)
-	}
-	rows.Close()
 	var alerts uint64
 	if err := c.ch.QueryRow(c.ctx, fmt.Sprintf(`SELECT count() FROM %s.%s WHERE tenant_id = ?`, db, warehouse.AlertsTable), c.s.tenant).Scan(&alerts); err != nil {
 		c.t.Fatal(err)
