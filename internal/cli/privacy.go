@@ -15,7 +15,6 @@ import (
 	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/export"
 	"github.com/vitalshq/vitals/internal/postgres"
-	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
@@ -121,16 +120,11 @@ func cmdDataKeys(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pool, err := postgres.Open(ctx, s.PostgresURL)
+	store, closeStore, err := s.OpenUserKeys(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store, err := userkeys.Open(ctx, pool, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
+	defer closeStore()
 	if sub == "rewrap" {
 		n, err := store.Rewrap(ctx, batch, tenant)
 		if err != nil {

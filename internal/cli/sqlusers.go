@@ -161,13 +161,13 @@ func grantSQLUser(ctx context.Context, cfg warehouse.Config, conn driver.Conn, u
 // effect when the server reloads its users.
 func waitLogin(ctx context.Context, cfg warehouse.Config, user, password, db string) error {
 	cfg.User, cfg.Password, cfg.DialTimeout, cfg.SessionDatabase = user, password, 3*time.Second, db
-	return poll(ctx, func() (bool, error) {
+	return cmdline.Poll(ctx, 500*time.Millisecond, 30*time.Second, func() (bool, error) {
 		conn, err := warehouse.Open(ctx, cfg)
 		if err == nil {
 			conn.Close()
 		}
 		return err == nil, err
-	}, "user "+user+" cannot log in (is the users directory the server's?)")
+	}, "user "+user+" cannot log in (is the users directory the server's?) after 30 s")
 }
 
 // waitGone waits up to 30 s until the server no longer knows user. 18.16
@@ -175,7 +175,7 @@ func waitLogin(ctx context.Context, cfg warehouse.Config, user, password, db str
 // login alike (516), and drop SQL users at once.
 func waitGone(ctx context.Context, cfg warehouse.Config, user string) error {
 	cfg.User, cfg.Password, cfg.DialTimeout = user, "not-the-password", 3*time.Second
-	return poll(ctx, func() (bool, error) {
+	return cmdline.Poll(ctx, 500*time.Millisecond, 30*time.Second, func() (bool, error) {
 		conn, err := warehouse.Open(ctx, cfg)
 		if err == nil {
 			conn.Close()
@@ -183,24 +183,5 @@ func waitGone(ctx context.Context, cfg warehouse.Config, user string) error {
 		}
 		msg := err.Error()
 		return strings.Contains(msg, "code: 192") || strings.Contains(msg, "code: 516"), err
-	}, "the server still knows user "+user)
-}
-
-// poll calls done every 500 ms until it reports true, for up to 30 s.
-func poll(ctx context.Context, done func() (bool, error), failure string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ok, err := done()
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s after 30 s: %v", failure, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+	}, "the server still knows user "+user+" after 30 s")
 }

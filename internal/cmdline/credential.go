@@ -17,6 +17,15 @@ func (s *Settings) TempKey(ctx context.Context, name string) (string, func(), er
 	return s.TempCredential(ctx, credential.GatewayKeys, name)
 }
 
+// KeyOr is key when a flag gave one, else a TempKey named name; the
+// function revokes the key it created (nothing for a given one).
+func (s *Settings) KeyOr(ctx context.Context, key, name string) (string, func(), error) {
+	if key != "" {
+		return key, func() {}, nil
+	}
+	return s.TempKey(ctx, name)
+}
+
 // TempCredential creates a credential of kind in the configured tenant
 // that lives as long as one command, and a function that revokes it.
 func (s *Settings) TempCredential(ctx context.Context, kind credential.Kind, name string) (string, func(), error) {

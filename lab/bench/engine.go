@@ -135,7 +135,7 @@ func copyAsJSON(ctx context.Context, s *cmdline.Settings, cl *kgo.Client, adm *k
 		return 0, fmt.Errorf("create %s: %w", jsonTopic, err)
 	}
 	// The accepted readings are sealed with their users' data keys.
-	keys, closeKeys, err := openUserKeys(ctx, s, log)
+	keys, closeKeys, err := s.OpenUserKeys(ctx, s.UserKeys(), log)
 	if err != nil {
 		return 0, err
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/envflag"
 	"github.com/vitalshq/vitals/internal/eventlog"
-	"github.com/vitalshq/vitals/internal/postgres"
 	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/scratch"
@@ -184,7 +183,7 @@ func (b *acceptedBench) fill(ctx context.Context, s *cmdline.Settings, seconds *
 // benchUserKeys returns the data keys of the fill's users (tenant
 // "default", users bench-user-0 ... n-1), creating those that have none.
 func benchUserKeys(ctx context.Context, s *cmdline.Settings, n int, log zerolog.Logger) ([]*userkeys.Key, error) {
-	store, closeStore, err := openUserKeys(ctx, s, log)
+	store, closeStore, err := s.OpenUserKeys(ctx, s.UserKeys(), log)
 	if err != nil {
 		return nil, err
 	}
@@ -204,21 +203,6 @@ func benchUserKeys(ctx context.Context, s *cmdline.Settings, n int, log zerolog.
 		}
 	}
 	return out, nil
-}
-
-// openUserKeys opens the data-key store of s's PostgreSQL; the returned
-// function closes the store and its pool.
-func openUserKeys(ctx context.Context, s *cmdline.Settings, log zerolog.Logger) (*userkeys.Store, func(), error) {
-	pool, err := postgres.Open(ctx, s.PostgresURL)
-	if err != nil {
-		return nil, nil, err
-	}
-	store, err := userkeys.Open(ctx, pool, s.UserKeys(), log)
-	if err != nil {
-		pool.Close()
-		return nil, nil, err
-	}
-	return store, func() { store.Close(); pool.Close() }, nil
 }
 
 // sealedText says how a fill's records were written.

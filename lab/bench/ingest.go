@@ -112,15 +112,11 @@ func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}()
 	}
-	key := b.key
-	if key == "" {
-		k, revoke, err := s.TempKey(ctx, "vitals bench gateway")
-		if err != nil {
-			return err
-		}
-		defer revoke()
-		key = k
+	key, revoke, err := s.KeyOr(ctx, b.key, "vitals bench gateway")
+	if err != nil {
+		return err
 	}
+	defer revoke()
 	if err := cmdline.WaitHealthy(ctx, target); err != nil {
 		return err
 	}

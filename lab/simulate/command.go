@@ -14,8 +14,6 @@ import (
 
 	"github.com/vitalshq/vitals/internal/cmdline"
 	"github.com/vitalshq/vitals/internal/envflag"
-	"github.com/vitalshq/vitals/internal/postgres"
-	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/lab/loadgen"
 	"github.com/vitalshq/vitals/lab/scratch"
@@ -100,14 +98,11 @@ func Command(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if key == "" {
-		k, revoke, err := s.TempKey(ctx, "vitals simulate")
-		if err != nil {
-			return err
-		}
-		defer revoke()
-		key = k
+	key, revoke, err := s.KeyOr(ctx, key, "vitals simulate")
+	if err != nil {
+		return err
 	}
+	defer revoke()
 	out := io.Discard
 	if m.Manifest != "" {
 		f, err := os.Create(m.Manifest)
@@ -177,16 +172,11 @@ func VerifyUntil(ctx context.Context, s *cmdline.Settings, entries []Entry, wait
 	}
 	defer conn.Close()
 	// Dead letters of known users are sealed with their data keys.
-	pool, err := postgres.Open(ctx, s.PostgresURL)
+	keys, closeKeys, err := s.OpenUserKeys(ctx, s.UserKeys(), log)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer pool.Close()
-	keys, err := userkeys.Open(ctx, pool, s.UserKeys(), log)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer keys.Close()
+	defer closeKeys()
 	k := s.Kafka()
 	deadline := time.Now().Add(wait)
 	for {
