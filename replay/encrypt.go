@@ -292,24 +292,27 @@ func (c *copier) ownerOf(src string, r *kgo.Record) (tenant, user string) {
 	var err error
 	switch src {
 	case c.from.Readings:
-		var v schemas.Reading
-		err = c.reading.Decode(r.Value, &v)
-		tenant, user = v.TenantID, v.UserID
+		tenant, user, err = decodeOwner(c.reading, r.Value, func(v *schemas.Reading) (string, string) { return v.TenantID, v.UserID })
 	case c.from.DeviceEvents:
-		var v schemas.DeviceEvent
-		err = c.device.Decode(r.Value, &v)
-		tenant, user = v.TenantID, v.UserID
+		tenant, user, err = decodeOwner(c.device, r.Value, func(v *schemas.DeviceEvent) (string, string) { return v.TenantID, v.UserID })
 	case c.from.ProfileEvents:
-		var v schemas.ProfileEvent
-		err = c.profile.Decode(r.Value, &v)
-		tenant, user = v.TenantID, v.UserID
+		tenant, user, err = decodeOwner(c.profile, r.Value, func(v *schemas.ProfileEvent) (string, string) { return v.TenantID, v.UserID })
 	case c.from.DeadLetters:
-		var v schemas.DeadLetter
-		err = c.deadLetter.Decode(r.Value, &v)
-		tenant, user = v.TenantID, v.UserID
+		tenant, user, err = decodeOwner(c.deadLetter, r.Value, func(v *schemas.DeadLetter) (string, string) { return v.TenantID, v.UserID })
 	}
 	if err != nil || user != string(r.Key) {
 		return "", ""
 	}
 	return tenant, user
+}
+
+// decodeOwner decodes msg as a T and returns the tenant and user owner
+// finds in it.
+func decodeOwner[T any](codec *schemas.Codec, msg []byte, owner func(*T) (tenant, user string)) (string, string, error) {
+	var v T
+	if err := codec.Decode(msg, &v); err != nil {
+		return "", "", err
+	}
+	tenant, user := owner(&v)
+	return tenant, user, nil
 }
