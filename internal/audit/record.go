@@ -107,28 +107,6 @@ type Record struct {
 // genesis is the PrevHash of every chain's first record.
 var genesis = make([]byte, sha256.Size)
 
-// canonical is the encoding a record's hash covers: every field but the
-// hashes, in this order, times as RFC 3339 UTC with microseconds.
-type canonical struct {
-	Tenant    string  `json:"tenant"`
-	Seq       int64   `json:"seq"`
-	At        string  `json:"at"`
-	Actor     string  `json:"actor"`
-	ActorName string  `json:"actor_name"`
-	Remote    string  `json:"remote"`
-	Action    string  `json:"action"`
-	Target    string  `json:"target"`
-	User      string  `json:"user"`
-	Cohort    string  `json:"cohort"`
-	Metric    string  `json:"metric"`
-	From      *string `json:"from"`
-	To        *string `json:"to"`
-	Rows      *int64  `json:"rows"`
-	Status    int     `json:"status"`
-	Outcome   string  `json:"outcome"`
-	Code      string  `json:"code"`
-}
-
 // timeLayout is how times are encoded for hashing: PostgreSQL keeps
 // microseconds, so a record read back hashes as it was written.
 const timeLayout = "2006-01-02T15:04:05.000000Z"
@@ -142,16 +120,32 @@ func encodeTime(t *time.Time) *string {
 }
 
 // Canonical is the byte string a record's hash covers after PrevHash:
-// compact JSON of its fields in a fixed order, without HTML escaping.
+// compact JSON of every field but the hashes, in this order, times as
+// RFC 3339 UTC with microseconds, without HTML escaping.
 func (r Record) Canonical() []byte {
+	fields := []struct {
+		key   string
+		value any
+	}{
+		{"tenant", r.Tenant}, {"seq", r.Seq}, {"at", r.At.UTC().Format(timeLayout)}, {"actor", r.Actor},
+		{"actor_name", r.ActorName}, {"remote", r.Remote}, {"action", r.Action}, {"target", r.Target},
+		{"user", r.User}, {"cohort", r.Cohort}, {"metric", r.Metric}, {"from", encodeTime(r.From)},
+		{"to", encodeTime(r.To)}, {"rows", r.Rows}, {"status", r.Status}, {"outcome", r.Outcome}, {"code", r.Code},
+	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	_ = enc.Encode(canonical{Tenant: r.Tenant, Seq: r.Seq, At: r.At.UTC().Format(timeLayout), Actor: r.Actor,
-		ActorName: r.ActorName, Remote: r.Remote, Action: r.Action, Target: r.Target, User: r.User, Cohort: r.Cohort,
-		Metric: r.Metric, From: encodeTime(r.From), To: encodeTime(r.To), Rows: r.Rows, Status: r.Status,
-		Outcome: r.Outcome, Code: r.Code}) // encoding strings and numbers cannot fail
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	b.WriteByte('{')
+	for i, f := range fields {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`"` + f.key + `":`)
+		_ = enc.Encode(f.value) // strings, numbers and null cannot fail
+		b.Truncate(b.Len() - 1) // Encode ends the value with a newline
+	}
+	b.WriteByte('}')
+	return b.Bytes()
 }
 
 // ComputeHash is SHA-256(PrevHash || Canonical()).
