@@ -223,25 +223,21 @@ func TestSecurePipeline(t *testing.T) {
 	if err := kping(ss.kafka); err != nil {
 		t.Fatalf("the secure Kafka settings no longer connect: %v", err)
 	}
-	tlsAtPlain := ss.kafka
-	tlsAtPlain.Brokers = ss.plain.Brokers
-	plainAtTLS := ss.plain
-	plainAtTLS.Brokers = ss.kafka.Brokers
-	wrong := ss.kafka
-	wrong.Security.Password = "not-the-password"
-	for name, c := range map[string]eventlog.Config{"SASL_SSL at the plain port": tlsAtPlain, "PLAINTEXT at the SASL_SSL port": plainAtTLS, "a wrong SCRAM password": wrong} {
+	kafkaWrong := wrongWays(ss.kafka, ss.plain,
+		func(c *eventlog.Config, at eventlog.Config) { c.Brokers = at.Brokers },
+		func(c *eventlog.Config) { c.Security.Password = "not-the-password" },
+		[3]string{"SASL_SSL at the plain port", "PLAINTEXT at the SASL_SSL port", "a wrong SCRAM password"})
+	for name, c := range kafkaWrong {
 		if err := kping(c); err == nil {
 			t.Errorf("Kafka with %s connected", name)
 		}
 	}
 	// ClickHouse likewise.
-	chTLSAtPlain := ss.wh
-	chTLSAtPlain.Addr = ss.plainW.Addr
-	chPlainAtTLS := ss.plainW
-	chPlainAtTLS.Addr = ss.wh.Addr
-	chWrong := ss.wh
-	chWrong.Password = "not-the-password"
-	for name, c := range map[string]warehouse.Config{"TLS at the plain port": chTLSAtPlain, "plain at the secure port": chPlainAtTLS, "a wrong password": chWrong} {
+	chWrong := wrongWays(ss.wh, ss.plainW,
+		func(c *warehouse.Config, at warehouse.Config) { c.Addr = at.Addr },
+		func(c *warehouse.Config) { c.Password = "not-the-password" },
+		[3]string{"TLS at the plain port", "plain at the secure port", "a wrong password"})
+	for name, c := range chWrong {
 		c.DialTimeout = 2 * time.Second
 		if conn, err := warehouse.Open(ctx, c); err == nil {
 			conn.Close()
@@ -256,4 +252,17 @@ func TestSecurePipeline(t *testing.T) {
 		srv.Close()
 		t.Error("ingest started with TLS settings and the PLAINTEXT protocol")
 	}
+}
+
+// wrongWays is, by the given names, the three wrong ways to reach a
+// server that has a secure and a plain listener: the secure settings at
+// the plain address, the plain settings at the secure address (moveTo
+// points c at the address of at), and the secure settings with a wrong
+// password (set by badPassword).
+func wrongWays[C any](secure, plain C, moveTo func(c *C, at C), badPassword func(c *C), names [3]string) map[string]C {
+	secureAtPlain, plainAtSecure, wrong := secure, plain, secure
+	moveTo(&secureAtPlain, plain)
+	moveTo(&plainAtSecure, secure)
+	badPassword(&wrong)
+	return map[string]C{names[0]: secureAtPlain, names[1]: plainAtSecure, names[2]: wrong}
 }
