@@ -193,21 +193,32 @@ func (d demo) post(ctx context.Context, rows []sample.HeartRate, batch, clients 
 	return g.Wait()
 }
 
-// pairDevices posts a pairing of each user's tracker, dated before the
-// dataset begins: the processor accepts readings only from devices paired
-// to their user.
+// pairDevices posts a pairing of each user's tracker: the processor
+// accepts readings only from devices paired to their user.
 func (d demo) pairDevices(ctx context.Context, rows []sample.HeartRate) error {
-	var events []map[string]any
+	events := Pairings(rows, "fitbit")
+	return d.postJSON(ctx, "/v1/device-events", map[string]any{"gateway_id": "demo-gateway", "events": events}, len(events))
+}
+
+// Pairings is a device event for each user of rows pairing the tracker of
+// the user's first reading, dated before the dataset begins so that every
+// reading comes after it; model, unless empty, is the tracker's model.
+func Pairings(rows []sample.HeartRate, model string) []any {
+	var events []any
 	seen := map[string]bool{}
 	for _, r := range rows {
 		if seen[r.UserID()] {
 			continue
 		}
 		seen[r.UserID()] = true
-		events = append(events, map[string]any{"event_id": r.DeviceID() + "-paired", "user_id": r.UserID(), "device_id": r.DeviceID(),
-			"kind": "paired", "model": "fitbit", "occurred_at": "2016-01-01T00:00:00Z"})
+		e := map[string]any{"event_id": r.DeviceID() + "-paired", "user_id": r.UserID(), "device_id": r.DeviceID(),
+			"kind": "paired", "occurred_at": "2016-01-01T00:00:00Z"}
+		if model != "" {
+			e["model"] = model
+		}
+		events = append(events, e)
 	}
-	return d.postJSON(ctx, "/v1/device-events", map[string]any{"gateway_id": "demo-gateway", "events": events}, len(events))
+	return events
 }
 
 // postProfiles registers each user with a synthetic profile, so that the

@@ -34,6 +34,7 @@ import (
 
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/credential"
+	"github.com/vitalshq/vitals/internal/demo"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/sample"
 	"github.com/vitalshq/vitals/internal/warehouse"
@@ -460,16 +461,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 // from paired devices.
 func (s *stack) pairDevices(ingestURL string, rows ...sample.HeartRate) {
 	s.t.Helper()
-	var events []any
-	seen := map[string]bool{}
-	for _, r := range rows {
-		if seen[r.UserID()] {
-			continue
-		}
-		seen[r.UserID()] = true
-		events = append(events, map[string]any{"event_id": r.DeviceID() + "-paired", "user_id": r.UserID(), "device_id": r.DeviceID(),
-			"kind": "paired", "occurred_at": "2016-01-01T00:00:00Z"})
-	}
+	events := demo.Pairings(rows, "")
 	var resp ingest.BatchResponse
 	if code := s.postJSON(ingestURL+"/v1/device-events", map[string]any{"gateway_id": "gw-pairing", "events": events}, &resp); code != http.StatusOK || resp.Accepted != len(events) {
 		s.t.Fatalf("pairing: status %d, %d of %d accepted", code, resp.Accepted, len(events))
