@@ -69,12 +69,8 @@ func TestAccessAuditTrail(t *testing.T) {
 	user := rows[0].UserID()
 	s.pairDevices(ingestURL, rows[0])
 	s.postReadings(ingestURL, "gw-audit", rows, 300)
-	var values []float64
-	for _, r := range rows {
-		values = append(values, r.Value)
-	}
 	from, to := rows[0].Time.Truncate(24*time.Hour), rows[0].Time.Truncate(24*time.Hour).Add(24*time.Hour)
-	expectPercentiles(t, queryURL, user, from, to, values, []float64{50}, 90*time.Second)
+	expectPercentiles(t, queryURL, user, from, to, valuesOf(rows), []float64{50}, 90*time.Second)
 
 	// The access to audit, then two refusals.
 	path := "/v1/users/" + url.PathEscape(user) + "/percentiles?" + url.Values{"metric": {"heart_rate"},

@@ -195,12 +195,7 @@ func TestProcessorKill9AndGracefulStop(t *testing.T) {
 		t.Fatalf("post after restart: %d %+v", code, resp)
 	}
 	for _, u := range users {
-		values := make([]float64, 0, len(perUser[u]))
-		for _, r := range perUser[u] {
-			values = append(values, r.Value)
-		}
-		day := perUser[u][0].Time.Truncate(24 * time.Hour)
-		expectPercentiles(t, queryURL, u, day, day.AddDate(0, 0, 1), values, []float64{1, 50, 90, 99}, 90*time.Second)
+		expectDayPercentiles(t, queryURL, perUser[u], []float64{1, 50, 90, 99}, 90*time.Second)
 	}
 
 	// State and position agree with the log: the stored offsets are the

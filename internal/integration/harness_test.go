@@ -501,6 +501,14 @@ func expectPercentiles(t *testing.T, queryURL, user string, from, to time.Time, 
 	}
 }
 
+// expectDayPercentiles is expectPercentiles over rows, one user's
+// readings, on the day (UTC) of the first.
+func expectDayPercentiles(t *testing.T, queryURL string, rows []sample.HeartRate, ps []float64, timeout time.Duration) {
+	t.Helper()
+	day := rows[0].Time.Truncate(24 * time.Hour)
+	expectPercentiles(t, queryURL, rows[0].UserID(), day, day.AddDate(0, 0, 1), valuesOf(rows), ps, timeout)
+}
+
 // postReadings posts rows through ingest in order, batch at a time, and
 // fails unless every reading is accepted.
 func (s *stack) postReadings(ingestURL, gateway string, rows []sample.HeartRate, batch int) {

@@ -69,12 +69,7 @@ func TestMetricsServedForDashboard(t *testing.T) {
 	rows := all[:300]
 	s.pairDevices(ingestURL, rows[0])
 	s.postReadings(ingestURL, "gw-metrics", rows, 100)
-	values := make([]float64, len(rows))
-	for i, r := range rows {
-		values[i] = r.Value
-	}
-	day := rows[0].Time.Truncate(24 * time.Hour)
-	expectPercentiles(t, queryURL, rows[0].UserID(), day, day.AddDate(0, 0, 1), values, []float64{50}, 90*time.Second)
+	expectDayPercentiles(t, queryURL, rows, []float64{50}, 90*time.Second)
 
 	endpoints := map[string]string{
 		"ingest":    ingestURL + "/metrics",

@@ -68,12 +68,7 @@ func TestProcessorSurvivesPostgresOutage(t *testing.T) {
 		acc, rej, dup, _ := proc.Stats().Snapshot()
 		return acc == int64(len(rows)), fmt.Sprintf("accepted %d rejected %d duplicates %d", acc, rej, dup)
 	})
-	values := make([]float64, len(rows))
-	for i, r := range rows {
-		values[i] = r.Value
-	}
-	day := rows[0].Time.Truncate(24 * time.Hour)
-	expectPercentiles(t, queryURL, rows[0].UserID(), day, day.AddDate(0, 0, 1), values, []float64{10, 50, 90}, 60*time.Second)
+	expectDayPercentiles(t, queryURL, rows, []float64{10, 50, 90}, 60*time.Second)
 }
 
 // TestProcessorSurvivesBrokerRestart restarts Kafka while readings stream
@@ -157,10 +152,5 @@ func TestProcessorSurvivesBrokerRestart(t *testing.T) {
 	if accRecords := s.topicRecords(ctx, s.kafka.Topics.AcceptedReadings); accRecords != int64(len(rows)) {
 		t.Errorf("the accepted topic holds %d records for %d readings", accRecords, len(rows))
 	}
-	values := make([]float64, len(rows))
-	for i, r := range rows {
-		values[i] = r.Value
-	}
-	day := rows[0].Time.Truncate(24 * time.Hour)
-	expectPercentiles(t, queryURL, rows[0].UserID(), day, day.AddDate(0, 0, 1), values, []float64{50}, 90*time.Second)
+	expectDayPercentiles(t, queryURL, rows, []float64{50}, 90*time.Second)
 }

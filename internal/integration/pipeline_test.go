@@ -112,12 +112,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 		t.Helper()
 		t.Logf("checking every user's percentiles: %s", stage)
 		for _, u := range users {
-			var values []float64
-			for _, r := range perUser[u] {
-				values = append(values, r.Value)
-			}
-			day := perUser[u][0].Time.Truncate(24 * time.Hour)
-			expectPercentiles(t, queryURL, u, day, day.AddDate(0, 0, 1), values, ps, 60*time.Second)
+			expectDayPercentiles(t, queryURL, perUser[u], ps, 60*time.Second)
 		}
 	}
 	check("first projection")

@@ -128,12 +128,8 @@ func TestProcessorRebalanceMidStream(t *testing.T) {
 	ps := []float64{1, 25, 50, 90, 99, 100}
 	for _, u := range users {
 		rs := perUser[u]
-		values := make([]float64, 0, len(rs))
-		for _, r := range rs {
-			values = append(values, r.Value)
-		}
 		from, to := rs[0].Time.Truncate(time.Hour), rs[len(rs)-1].Time.Truncate(time.Hour).Add(time.Hour)
-		expectPercentiles(t, queryURL, u, from, to, values, ps, 60*time.Second)
+		expectPercentiles(t, queryURL, u, from, to, valuesOf(rs), ps, 60*time.Second)
 	}
 
 	// (c) The stored offsets are the raw topic's end offsets, and the

@@ -242,11 +242,7 @@ func TestReplayRebuildWhileIngesting(t *testing.T) {
 	}
 	for _, u := range users {
 		from, to := userDays(per[u])
-		var values []float64
-		for _, r := range per[u] {
-			values = append(values, r.Value)
-		}
-		expectPercentiles(t, queryURL, u, from, to, values, []float64{50, 90, 99}, 10*time.Second)
+		expectPercentiles(t, queryURL, u, from, to, valuesOf(per[u]), []float64{50, 90, 99}, 10*time.Second)
 	}
 }
 
