@@ -50,52 +50,39 @@ func (s *Set) String(p *string, name, def, usage string) {
 
 // Int defines an int flag.
 func (s *Set) Int(p *int, name string, def int, usage string) {
-	if v, ok := s.lookup(name); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q: not an integer", s.EnvName(name), v))
-		}
-		def = n
-	}
-	s.IntVar(p, name, def, s.usage(name, usage))
+	s.IntVar(p, name, envDefault(s, name, def, strconv.Atoi, "an integer"), s.usage(name, usage))
 }
 
 // Bool defines a boolean flag; the environment accepts what strconv.ParseBool does.
 func (s *Set) Bool(p *bool, name string, def bool, usage string) {
-	if v, ok := s.lookup(name); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q: not a boolean", s.EnvName(name), v))
-		}
-		def = b
-	}
-	s.BoolVar(p, name, def, s.usage(name, usage))
+	s.BoolVar(p, name, envDefault(s, name, def, strconv.ParseBool, "a boolean"), s.usage(name, usage))
 }
 
 // Duration defines a duration flag ("500ms", "10s").
 func (s *Set) Duration(p *time.Duration, name string, def time.Duration, usage string) {
-	if v, ok := s.lookup(name); ok {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q: %w", s.EnvName(name), v, err))
-		} else {
-			def = d
-		}
-	}
-	s.DurationVar(p, name, def, s.usage(name, usage))
+	s.DurationVar(p, name, envDefault(s, name, def, time.ParseDuration, "a duration"), s.usage(name, usage))
 }
 
 // Time defines a time flag in RFC 3339 ("2000-01-01T00:00:00Z").
 func (s *Set) Time(p *time.Time, name string, def time.Time, usage string) {
-	if v, ok := s.lookup(name); ok {
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q: want an RFC 3339 time: %w", s.EnvName(name), v, err))
-		} else {
-			def = t
-		}
+	parse := func(v string) (time.Time, error) { return time.Parse(time.RFC3339, v) }
+	s.TextVar(p, name, envDefault(s, name, def, parse, "an RFC 3339 time"), s.usage(name, usage))
+}
+
+// envDefault is flag name's default: its environment variable as parse
+// reads it, else def. A malformed variable keeps def and is kept for
+// Parse to report, so that every flag is still defined.
+func envDefault[T any](s *Set, name string, def T, parse func(string) (T, error), want string) T {
+	v, ok := s.lookup(name)
+	if !ok {
+		return def
 	}
-	s.TextVar(p, name, def, s.usage(name, usage))
+	x, err := parse(v)
+	if err != nil {
+		s.errs = append(s.errs, fmt.Errorf("%s=%q: want %s: %w", s.EnvName(name), v, want, err))
+		return def
+	}
+	return x
 }
 
 // Parse parses args after reporting any malformed environment variable.
