@@ -87,6 +87,20 @@ func runSteps(t *testing.T, rules Config, steps []step) *Aggregate {
 	return a
 }
 
+// stepCase is a named sequence of steps, run on a fresh aggregate.
+type stepCase struct {
+	name  string
+	steps []step
+}
+
+// runCases runs every case as a subtest of its own.
+func runCases(t *testing.T, rules Config, cases []stepCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { runSteps(t, rules, tc.steps) })
+	}
+}
+
 func noPairing() Config {
 	r := DefaultConfig()
 	r.RequirePairing = false
@@ -98,10 +112,7 @@ func TestDuplicatesAndLateness(t *testing.T) {
 	seq := func(r *schemas.Reading, n int64) *schemas.Reading {
 		return with(r, func(r *schemas.Reading) { r.Sequence = &n })
 	}
-	tests := []struct {
-		name  string
-		steps []step
-	}{
+	runCases(t, rules, []stepCase{
 		{"exact duplicate dropped", []step{
 			{reading: at("a", "d1", 0, 0), want: []string{"accept"}},
 			{reading: at("a", "d1", 0, 0), want: []string{"duplicate"}},
@@ -140,10 +151,7 @@ func TestDuplicatesAndLateness(t *testing.T) {
 		{"measured beyond the skew after ingest", []step{
 			{reading: with(at("a", "d1", 0, 0), func(r *schemas.Reading) { r.IngestedAt = r.MeasuredAt - (6 * time.Minute).Milliseconds() }), want: []string{"reject:" + ReasonFutureTimestamp}},
 		}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { runSteps(t, rules, tc.steps) })
-	}
+	})
 }
 
 func TestPlausibility(t *testing.T) {
@@ -205,10 +213,7 @@ func TestRateLimit(t *testing.T) {
 
 func TestDeviceOwnership(t *testing.T) {
 	rules := DefaultConfig()
-	tests := []struct {
-		name  string
-		steps []step
-	}{
+	runCases(t, rules, []stepCase{
 		{"paired before the reading", []step{
 			{device: paired("w", 0), want: nil},
 			{reading: at("a", "w", 5, 0), want: []string{"accept"}},
@@ -235,10 +240,7 @@ func TestDeviceOwnership(t *testing.T) {
 			{reading: at("a", "w", 5, 0), want: nil},
 			{reading: with(at("b", "v", 5, 0), func(r *schemas.Reading) { r.IngestedAt += (11 * time.Minute).Milliseconds() }), want: []string{"reject:" + ReasonDeviceNotPaired}},
 		}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { runSteps(t, rules, tc.steps) })
-	}
+	})
 	rules.MaxHeld = 1
 	runSteps(t, rules, []step{
 		{reading: at("a", "w", 5, 0), want: nil},

@@ -27,10 +27,7 @@ func rev(r *schemas.Reading, n int64, v float64) *schemas.Reading {
 
 func TestRevisions(t *testing.T) {
 	rules := noPairing()
-	tests := []struct {
-		name  string
-		steps []step
-	}{
+	runCases(t, rules, []stepCase{
 		{"a correction applies, its repeats drop", []step{
 			{reading: at("a", "d1", 0, 0), want: []string{"accept"}},
 			{reading: rev(at("a", "d1", 0, 0), 1, 80), want: []string{"accept"}},
@@ -79,10 +76,7 @@ func TestRevisions(t *testing.T) {
 			{reading: rev(at("a", "d1", 0, 0), 1, 300), want: []string{"reject:" + ReasonImplausibleValue}},
 			{reading: rev(at("a", "d1", 0, 0), 1, 71), want: []string{"accept"}},
 		}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { runSteps(t, rules, tc.steps) })
-	}
+	})
 }
 
 // A revision may reach back the correction window, measured from the
@@ -216,23 +210,7 @@ func TestSnapshotKeepsRevisions(t *testing.T) {
 		t.Fatalf("set-up: %+v", a)
 	}
 	a.ApplyReading(with(at("h25", "w", 6, 15), func(r *schemas.Reading) { r.Value = 190 }), Held{}, rules)
-	b, err := a.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back Aggregate
-	if err := back.UnmarshalBinary(b); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(&back, a) {
-		t.Fatalf("round trip:\n got %+v\nwant %+v", &back, a)
-	}
-	for n := range len(b) {
-		var cut Aggregate
-		if err := cut.UnmarshalBinary(b[:n]); err == nil {
-			t.Fatalf("a %d-byte prefix of %d decoded without error", n, len(b))
-		}
-	}
+	roundTrip(t, a)
 
 	// v1: one stream, one remembered id, nothing else.
 	v1 := []byte{snapshotV1}

@@ -64,29 +64,33 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		{"a few streams", manyStreams(t, 3)},
 		{"more streams than the encoder scans", manyStreams(t, 12)},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			b, err := tc.a.MarshalBinary()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var back Aggregate
-			if err := back.UnmarshalBinary(b); err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(&back, tc.a) {
-				t.Fatalf("round trip changed the aggregate:\n got %+v\nwant %+v", &back, tc.a)
-			}
-			checkKeys(t, &back)
-			// Every proper prefix is an error, never a panic or a silently
-			// shorter aggregate.
-			for n := range len(b) {
-				var cut Aggregate
-				if err := cut.UnmarshalBinary(b[:n]); err == nil {
-					t.Fatalf("a %d-byte prefix of %d decoded without error", n, len(b))
-				}
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkKeys(t, roundTrip(t, tc.a)) })
 	}
+}
+
+// roundTrip encodes a, checks that it decodes to an equal aggregate, which
+// it returns, and that every proper prefix of the encoding is an error,
+// never a panic or a silently shorter aggregate.
+func roundTrip(t *testing.T, a *Aggregate) *Aggregate {
+	t.Helper()
+	b, err := a.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Aggregate
+	if err := back.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(&back, a) {
+		t.Fatalf("round trip changed the aggregate:\n got %+v\nwant %+v", &back, a)
+	}
+	for n := range len(b) {
+		var cut Aggregate
+		if err := cut.UnmarshalBinary(b[:n]); err == nil {
+			t.Fatalf("a %d-byte prefix of %d decoded without error", n, len(b))
+		}
+	}
+	return &back
 }
 
 func TestSnapshotReadsJSONRows(t *testing.T) {
