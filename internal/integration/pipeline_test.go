@@ -32,7 +32,7 @@ func nearestRank(values []float64, ps []float64) []float64 {
 	sort.Float64s(s)
 	out := make([]float64, len(ps))
 	for i, p := range ps {
-		out[i] = s[min(int(p/100*float64(len(s))), len(s)-1)]
+		out[i] = rankOf(s, p)
 	}
 	return out
 }

@@ -71,22 +71,11 @@ type stats struct {
 func statsOf(values []float64) stats {
 	s := stats{sorted: append([]float64(nil), values...)}
 	sort.Float64s(s.sorted)
-	var sum float64
-	for _, v := range values {
-		sum += v
-	}
-	s.mean = sum / float64(len(values))
-	var ss float64
-	for _, v := range values {
-		ss += (v - s.mean) * (v - s.mean)
-	}
-	s.stddev = math.Sqrt(ss / float64(len(values)-1))
+	s.mean, s.stddev = meanSD(values)
 	return s
 }
 
-func (s stats) rank(p float64) float64 {
-	return s.sorted[min(int(p/100*float64(len(s.sorted))), len(s.sorted)-1)]
-}
+func (s stats) rank(p float64) float64 { return rankOf(s.sorted, p) }
 
 // TestQueryAPI runs the pipeline on part of the Fitbit sample with
 // synthetic profiles (6 female users, 2 male) and checks every endpoint's
