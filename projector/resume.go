@@ -74,9 +74,6 @@ func (p *Projector) adjust(ctx context.Context, offsets map[string]map[int32]kgo
 // adjustOne starts each partition of a topic stored in one table after
 // the highest offset the table holds, if that is past the committed one.
 func (p *Projector) adjustOne(ctx context.Context, s *sink, parts map[int32]kgo.Offset, ids []int32) error {
-	if err := p.awaitInserts(ctx, s.table); err != nil {
-		return err
-	}
 	stored, err := p.storedMax(ctx, s.table, ids)
 	if err != nil {
 		return err
@@ -105,9 +102,6 @@ func (p *Projector) adjustOne(ctx context.Context, s *sink, parts map[int32]kgo.
 func (p *Projector) adjustTwoTables(ctx context.Context, s *sink, parts map[int32]kgo.Offset, ids []int32) error {
 	high := map[int32]int64{}
 	for _, table := range []string{s.table, s.revisions.table} {
-		if err := p.awaitInserts(ctx, table); err != nil {
-			return err
-		}
 		stored, err := p.storedMax(ctx, table, ids)
 		if err != nil {
 			return err
@@ -167,8 +161,13 @@ func resumeAt(committed, stored int64) int64 {
 	return stored + 1
 }
 
-// storedMax returns the highest stored log_offset per partition of table.
+// storedMax returns the highest stored log_offset per partition of table,
+// read once the inserts into it that the server is running have finished
+// (awaitInserts).
 func (p *Projector) storedMax(ctx context.Context, table string, parts []int32) (map[int32]int64, error) {
+	if err := p.awaitInserts(ctx, table); err != nil {
+		return nil, err
+	}
 	return warehouse.MaxPositions(ctx, p.conn, p.db, table, parts...)
 }
 

@@ -333,9 +333,6 @@ func (p *Projector) adjustSharded(ctx context.Context, s *sink, parts map[int32]
 
 // shardFloorsOf notes the floors of s's table for the partitions ids.
 func (p *Projector) shardFloorsOf(ctx context.Context, s *sink, parts map[int32]kgo.Offset, ids []int32) error {
-	if err := p.awaitInsertsEverywhere(ctx, s.table); err != nil {
-		return err
-	}
 	floors, err := p.shardFloors(ctx, s.table, ids)
 	if err != nil {
 		return err
@@ -355,8 +352,12 @@ func (p *Projector) shardFloorsOf(ctx context.Context, s *sink, parts map[int32]
 }
 
 // shardFloors reads the highest stored offset of the partitions per
-// shard (and month, for the readings table).
+// shard (and month, for the readings table), once the inserts into table
+// running on any server have finished (awaitInsertsEverywhere).
 func (p *Projector) shardFloors(ctx context.Context, table string, parts []int32) (map[int32]map[groupKey]int64, error) {
+	if err := p.awaitInsertsEverywhere(ctx, table); err != nil {
+		return nil, err
+	}
 	list := make([]string, len(parts))
 	for i, part := range parts {
 		list[i] = strconv.Itoa(int(part))
