@@ -50,63 +50,48 @@ type roleSpec struct {
 	// checkKafka validates the output topics' version before the start
 	// (the roles that read or write the output topics).
 	checkKafka bool
-	flags      func(s *cmdline.Settings, fs *envflag.Set)
+	// flags registers the role's own flags; command adds Kafka's and
+	// PostgreSQL's, which every role has (the log, and the keys there).
+	flags func(s *cmdline.Settings, fs *envflag.Set)
 	// tune, if set, tunes the process for the role when it runs alone
 	// (vitals <role>, not vitals run).
 	tune func(s *cmdline.Settings, log zerolog.Logger)
-	// build makes the role, registering its metrics on reg (nil: a
-	// registry of its own).
-	build func(ctx context.Context, s *cmdline.Settings, log zerolog.Logger, reg *promreg.Registry) (role, error)
+	// build makes the role, registering its metrics on s.Registry.
+	build func(ctx context.Context, s *cmdline.Settings, log zerolog.Logger) (role, error)
 }
 
 var (
-	ingestRole = roleSpec{name: "ingest",
-		flags: func(s *cmdline.Settings, fs *envflag.Set) { s.KafkaFlags(fs); s.PostgresFlags(fs); s.IngestFlags(fs) },
-		build: func(ctx context.Context, s *cmdline.Settings, log zerolog.Logger, reg *promreg.Registry) (role, error) {
-			c := s.Ingest()
-			c.Registry = reg
-			return ingest.New(ctx, c, log)
-		}}
-	processorRole = roleSpec{name: "processor", checkKafka: true,
-		flags: func(s *cmdline.Settings, fs *envflag.Set) {
-			s.KafkaFlags(fs)
-			s.PostgresFlags(fs)
-			s.ProcessorFlags(fs)
-		},
-		build: func(ctx context.Context, s *cmdline.Settings, log zerolog.Logger, reg *promreg.Registry) (role, error) {
-			c := s.Processor()
-			c.Registry = reg
-			return processor.New(ctx, c, log)
-		}}
+	ingestRole    = roleSpec{name: "ingest", flags: (*cmdline.Settings).IngestFlags, build: builds((*cmdline.Settings).Ingest, ingest.New)}
+	processorRole = roleSpec{name: "processor", checkKafka: true, flags: (*cmdline.Settings).ProcessorFlags, build: builds((*cmdline.Settings).Processor, processor.New)}
 	projectorRole = roleSpec{name: "projector", checkKafka: true,
-		flags: func(s *cmdline.Settings, fs *envflag.Set) {
-			s.KafkaFlags(fs)
-			s.PostgresFlags(fs)
-			s.ClickHouseFlags(fs)
-			s.ProjectorFlags(fs)
-		},
+		flags: func(s *cmdline.Settings, fs *envflag.Set) { s.ClickHouseFlags(fs); s.ProjectorFlags(fs) },
 		tune: func(s *cmdline.Settings, log zerolog.Logger) {
 			if pct := s.ApplyProjectorGC(); pct > 0 {
 				log.Info().Int("gc_percent", pct).Msg("go gc target set (--projector-gc-percent)")
 			}
 		},
-		build: func(ctx context.Context, s *cmdline.Settings, log zerolog.Logger, reg *promreg.Registry) (role, error) {
-			c := s.Projector()
-			c.Registry = reg
-			return projector.New(ctx, c, log)
-		}}
-	queryRole = roleSpec{name: "query", flags: queryServiceFlags,
-		build: func(ctx context.Context, s *cmdline.Settings, log zerolog.Logger, reg *promreg.Registry) (role, error) {
-			c := s.Query()
-			c.Registry = reg
-			return query.New(ctx, c, log)
-		}}
+		build: builds((*cmdline.Settings).Projector, projector.New)}
+	queryRole = roleSpec{name: "query", flags: queryServiceFlags, build: builds((*cmdline.Settings).Query, query.New)}
 )
+
+// builds is a roleSpec's build from the role's configuration of the
+// settings and its constructor.
+func builds[C any, R role](config func(*cmdline.Settings) C, newRole func(context.Context, C, zerolog.Logger) (R, error)) func(context.Context, *cmdline.Settings, zerolog.Logger) (role, error) {
+	return func(ctx context.Context, s *cmdline.Settings, log zerolog.Logger) (role, error) {
+		r, err := newRole(ctx, config(s), log)
+		if err != nil {
+			return nil, err // not r: a nil pointer in an interface is not nil
+		}
+		return r, nil
+	}
+}
 
 // command is `vitals <role>`: it starts the role (retrying while what it
 // depends on is down) and runs it until a signal.
 func (r roleSpec) command(ctx context.Context, args []string, _ io.Writer) error {
 	fs, s := cmdline.NewFlags("vitals " + r.name)
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
 	r.flags(s, fs)
 	s.StartFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -127,7 +112,7 @@ func (r roleSpec) command(ctx context.Context, args []string, _ io.Writer) error
 	if r.tune != nil {
 		r.tune(s, log)
 	}
-	x, err := r.start(ctx, s, log, nil)
+	x, err := r.start(ctx, s, log)
 	if err != nil {
 		return err
 	}
@@ -135,18 +120,18 @@ func (r roleSpec) command(ctx context.Context, args []string, _ io.Writer) error
 }
 
 // start constructs the role, retrying for s.StartTimeout.
-func (r roleSpec) start(ctx context.Context, s *cmdline.Settings, log zerolog.Logger, reg *promreg.Registry) (role, error) {
-	return construct(ctx, log, r.name, s.StartTimeout, func(ctx context.Context) (role, error) { return r.build(ctx, s, log, reg) })
+func (r roleSpec) start(ctx context.Context, s *cmdline.Settings, log zerolog.Logger) (role, error) {
+	return construct(ctx, log, r.name, s.StartTimeout, func(ctx context.Context) (role, error) { return r.build(ctx, s, log) })
 }
 
 // startAll constructs every role; on error it closes the ones already made.
 // The roles share one metrics registry, as one process has: each role's
 // /metrics serves all of it.
 func startAll(ctx context.Context, s *cmdline.Settings, log zerolog.Logger) ([]role, error) {
-	reg := promreg.New()
+	s.Registry = promreg.New()
 	var roles []role
 	for _, r := range []roleSpec{ingestRole, processorRole, projectorRole, queryRole} {
-		x, err := r.start(ctx, s, log, reg)
+		x, err := r.start(ctx, s, log)
 		if err != nil {
 			for _, made := range roles {
 				made.Close()

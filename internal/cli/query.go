@@ -31,8 +31,6 @@ func cmdQuery(ctx context.Context, args []string, stdout io.Writer) error {
 // queryServiceFlags are the query service's flags, with the groups whose
 // progress read-your-writes waits for.
 func queryServiceFlags(s *cmdline.Settings, fs *envflag.Set) {
-	s.KafkaFlags(fs)
-	s.PostgresFlags(fs)
 	s.ClickHouseFlags(fs)
 	s.QueryFlags(fs)
 	d := query.DefaultConfig()

@@ -14,6 +14,7 @@ import (
 	"github.com/vitalshq/vitals/internal/envflag"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/logging"
+	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/internal/quota"
 	"github.com/vitalshq/vitals/internal/userkeys"
 	"github.com/vitalshq/vitals/internal/warehouse"
@@ -106,6 +107,11 @@ type Settings struct {
 	ClickHouseTLSCA, ClickHouseName string
 	IngestTLSCert, IngestTLSKey     string
 	QueryTLSCert, QueryTLSKey       string
+
+	// Registry is where the roles configured by Ingest, Processor,
+	// Projector and Query register their metrics (nil: a registry of
+	// each role's own); vitals run's roles share one, as one process has.
+	Registry *promreg.Registry
 }
 
 // NewFlags returns the flag set of command name (e.g. "vitals ingest")
@@ -365,6 +371,7 @@ func (s *Settings) Ingest() ingest.Config {
 	c.Limits = ingest.Limits{MaxFutureSkew: s.IngestFutureSkew, MaxAge: s.IngestMaxAge, MinTime: s.IngestMinTime}
 	c.UserKeys = s.UserKeys()
 	c.TLSCertFile, c.TLSKeyFile = s.IngestTLSCert, s.IngestTLSKey
+	c.Registry = s.Registry
 	return c
 }
 
@@ -378,7 +385,7 @@ func (s *Settings) Processor() processor.Config {
 	c.MetricsAddr = s.ProcessorMetrics
 	c.CheckpointInterval, c.MaxDirty, c.MaxUsers = s.ProcessorCheckpoint, s.ProcessorMaxDirty, s.ProcessorMaxUsers
 	c.InstanceID, c.SessionTimeout = s.ProcessorInstance, s.ProcessorSession
-	c.UserKeys = s.UserKeys()
+	c.UserKeys, c.Registry = s.UserKeys(), s.Registry
 	return c
 }
 
@@ -389,7 +396,7 @@ func (s *Settings) Projector() projector.Config {
 	c.MaxRows, c.FlushInterval = s.ProjectorRows, s.ProjectorFlush
 	c.InsertTimeout, c.MaxBackoff = s.ProjectorTimeout, s.ProjectorBackoff
 	c.InstanceID, c.MetricsAddr = s.ProjectorInstance, s.ProjectorMetrics
-	c.PostgresURL, c.UserKeys = s.PostgresURL, s.UserKeys()
+	c.PostgresURL, c.UserKeys, c.Registry = s.PostgresURL, s.UserKeys(), s.Registry
 	return c
 }
 
@@ -404,5 +411,6 @@ func (s *Settings) Query() query.Config {
 	c.MaxConcurrent = s.QueryConcurrent
 	c.PerToken = quota.Limits{Rate: float64(s.QueryTokenRate), Burst: s.QueryTokenBurst, Concurrent: s.QueryTokenConcurrent}
 	c.TLSCertFile, c.TLSKeyFile = s.QueryTLSCert, s.QueryTLSKey
+	c.Registry = s.Registry
 	return c
 }
