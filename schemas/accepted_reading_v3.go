@@ -57,33 +57,32 @@ func appendV3(dst []byte, a *AcceptedReading, accepted bool, format string) ([]b
 		}
 	}
 	dst = append(dst, hw.header[:]...)
-	dst = appendString(dst, a.TenantID)
-	dst = appendString(dst, a.EventID)
-	dst = appendString(dst, a.UserID)
-	dst = appendString(dst, a.DeviceID)
-	dst = appendString(dst, a.GatewayID)
-	dst = appendString(dst, a.Metric)
+	dst = appendStrings(dst, a.TenantID, a.EventID, a.UserID, a.DeviceID, a.GatewayID, a.Metric)
 	if accepted {
 		dst = appendString(dst, a.LOINC)
 	}
 	dst = appendDouble(dst, a.Value)
 	dst = appendString(dst, a.Unit)
-	dst = appendLong(dst, a.MeasuredAt)
-	dst = appendLong(dst, a.ReceivedAt)
-	dst = appendLong(dst, a.IngestedAt)
+	dst = appendLongs(dst, a.MeasuredAt, a.ReceivedAt, a.IngestedAt)
 	if accepted {
-		dst = appendLong(dst, int64(a.SourcePartition))
-		dst = appendLong(dst, a.SourceOffset)
+		dst = appendLongs(dst, int64(a.SourcePartition), a.SourceOffset)
 	}
-	dst = appendOptLong(dst, a.PeriodEnd)
-	dst = appendOptDouble(dst, a.SecondValue)
-	dst = appendOptEnum(dst, stage)
-	dst = appendOptLong(dst, a.Sequence)
+	dst = appendOptionals(dst, a, stage)
 	if !accepted {
 		dst = appendString(dst, format)
 	}
 	dst = appendLong(dst, a.Revision)
 	return appendBool(dst, a.Withdrawn), nil
+}
+
+// appendOptionals appends the ["null", T] unions that readings and
+// accepted readings share, as readOptionals reads them; stage is the
+// index of a's stage symbol, negative for none.
+func appendOptionals(dst []byte, a *AcceptedReading, stage int64) []byte {
+	dst = appendOptLong(dst, a.PeriodEnd)
+	dst = appendOptDouble(dst, a.SecondValue)
+	dst = appendOptEnum(dst, stage)
+	return appendOptLong(dst, a.Sequence)
 }
 
 // FlatAcceptedReading is an accepted reading without pointers, for a
@@ -157,20 +156,13 @@ func readFlatV3(payload []byte, f *FlatAcceptedReading, accepted bool, format *s
 	r := newReader(unsafe.String(unsafe.SliceData(payload), len(payload)))
 	*f = FlatAcceptedReading{}
 	stages := readingV3Stages
-	f.TenantID = r.Str()
-	f.EventID = r.Str()
-	f.UserID = r.Str()
-	f.DeviceID = r.Str()
-	f.GatewayID = r.Str()
-	f.Metric = r.Str()
+	r.Strs(&f.TenantID, &f.EventID, &f.UserID, &f.DeviceID, &f.GatewayID, &f.Metric)
 	if accepted {
 		f.LOINC, stages = r.Str(), acceptedReadingV3Stages
 	}
 	f.Value = r.Double()
 	f.Unit = r.Str()
-	f.MeasuredAt = r.Long()
-	f.ReceivedAt = r.Long()
-	f.IngestedAt = r.Long()
+	r.Longs(&f.MeasuredAt, &f.ReceivedAt, &f.IngestedAt)
 	if accepted {
 		f.SourcePartition = r.Int()
 		f.SourceOffset = r.Long()
