@@ -237,15 +237,37 @@ func listen(t *testing.T) net.Listener {
 
 // startIngest starts ingest and returns its base URL.
 func (s *stack) startIngest(ctx context.Context) (string, *running) {
+	return s.startIngestWith(ctx, s.ingestConfig())
+}
+
+// ingestConfig is ingest on the test's slice of the stack.
+func (s *stack) ingestConfig() ingest.Config {
 	cfg := ingest.DefaultConfig()
 	cfg.Kafka, cfg.PostgresURL = s.kafka, s.pgURL
+	return cfg
+}
+
+// startIngestWith starts ingest with cfg (normally a changed
+// ingestConfig) and returns its base URL; s.key is valid for it.
+func (s *stack) startIngestWith(ctx context.Context, cfg ingest.Config) (string, *running) {
+	s.t.Helper()
 	srv, err := ingest.New(ctx, cfg, s.log)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	s.key = s.newKey(ctx, s.tenant)
+	return s.serve("ingest", cfg.TLSCertFile != "", srv.Serve, srv.Close)
+}
+
+// serve runs a role's HTTP server on a free local port until the test
+// ends and returns its base URL, https if the server has a certificate.
+func (s *stack) serve(name string, tls bool, serveFn func(context.Context, net.Listener) error, closeFn func()) (string, *running) {
 	ln := listen(s.t)
-	return "http://" + ln.Addr().String(), s.run("ingest", func(ctx context.Context) error { return srv.Serve(ctx, ln) }, srv.Close)
+	r := s.run(name, func(ctx context.Context) error { return serveFn(ctx, ln) }, closeFn)
+	if tls {
+		return "https://" + ln.Addr().String(), r
+	}
+	return "http://" + ln.Addr().String(), r
 }
 
 // startPipeline starts ingest, a processor with processorConfig and a
@@ -339,9 +361,7 @@ func (s *stack) startQueryWith(ctx context.Context, cfg query.Config) string {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	ln := listen(s.t)
-	s.run("query", func(ctx context.Context) error { return q.Serve(ctx, ln) }, q.Close)
-	base := "http://" + ln.Addr().String()
+	base, _ := s.serve("query", cfg.TLSCertFile != "", q.Serve, q.Close)
 	s.queryToken = s.newCredential(ctx, credential.AnalystTokens, s.tenant)
 	queryTokens.Store(base, s.queryToken)
 	return base

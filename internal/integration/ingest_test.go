@@ -1,11 +1,8 @@
 package integration
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -147,17 +144,10 @@ func TestIngestRoutesEveryItem(t *testing.T) {
 // back, the same batch is accepted.
 func TestIngestAnswers503WhileKafkaIsDown(t *testing.T) {
 	s, ctx := newStackFor(t, 3*time.Minute)
-	cfg := ingest.DefaultConfig()
-	cfg.Kafka, cfg.PostgresURL = s.kafka, s.pgURL
+	cfg := s.ingestConfig()
 	cfg.ProduceTimeout = 3 * time.Second
-	srv, err := ingest.New(ctx, cfg, s.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := listen(t)
-	s.run("ingest", func(ctx context.Context) error { return srv.Serve(ctx, ln) }, srv.Close)
-	url := "http://" + ln.Addr().String() + "/v1/readings"
-	s.key = s.newKey(ctx, s.tenant)
+	base, _ := s.startIngestWith(ctx, cfg)
+	url := base + "/v1/readings"
 	batch := map[string]any{"gateway_id": "gw", "readings": []any{
 		map[string]any{"event_id": "k-1", "user_id": "bob", "device_id": "w", "metric": "heart_rate", "value": 70, "unit": "/min", "measured_at": time.Now().UTC().Format(time.RFC3339)},
 	}}
@@ -166,19 +156,11 @@ func TestIngestAnswers503WhileKafkaIsDown(t *testing.T) {
 		t.Fatalf("before: %d", code)
 	}
 
-	stack := func(args ...string) {
-		t.Helper()
-		cmd := exec.CommandContext(ctx, "bash", append([]string{"../../deploy/stack.sh"}, args...)...)
-		cmd.Env = os.Environ()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("stack.sh %v: %v\n%s", args, err, out)
-		}
-	}
-	stack("stop", "kafka")
+	stackCtl(t, ctx, "stop", "kafka")
 	restarted := false
 	defer func() {
 		if !restarted {
-			stack("start", "kafka")
+			stackCtl(t, ctx, "start", "kafka")
 		}
 	}()
 	var down struct {
@@ -201,7 +183,7 @@ func TestIngestAnswers503WhileKafkaIsDown(t *testing.T) {
 	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || down.Code != "log_unavailable" || down.Accepted != 0 || down.Items[0].Status == ingest.StatusAccepted {
 		t.Fatalf("while down: %d %+v", code, down)
 	}
-	stack("start", "kafka")
+	stackCtl(t, ctx, "start", "kafka")
 	restarted = true
 	eventually(t, 60*time.Second, "ingest to accept again after the broker restart", func() (bool, string) {
 		code, _ := req()

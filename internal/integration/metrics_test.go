@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/promreg"
 	"github.com/vitalshq/vitals/projector"
 )
@@ -35,16 +33,9 @@ func TestMetricsServedForDashboard(t *testing.T) {
 	s, ctx := newStackFor(t, 4*time.Minute)
 	reg := promreg.New()
 
-	icfg := ingest.DefaultConfig()
-	icfg.Kafka, icfg.PostgresURL, icfg.Registry = s.kafka, s.pgURL, reg
-	srv, err := ingest.New(ctx, icfg, s.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.key = s.newKey(ctx, s.tenant)
-	ln := listen(t)
-	ingestURL := "http://" + ln.Addr().String()
-	s.run("ingest", func(ctx context.Context) error { return srv.Serve(ctx, ln) }, srv.Close)
+	icfg := s.ingestConfig()
+	icfg.Registry = reg
+	ingestURL, _ := s.startIngestWith(ctx, icfg)
 
 	pcfg := s.processorConfig()
 	pcfg.Registry, pcfg.MetricsAddr = reg, freeAddr(t)

@@ -18,7 +18,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/vitalshq/vitals/ingest"
-	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/tlsconf"
 	"github.com/vitalshq/vitals/internal/warehouse"
@@ -87,31 +86,17 @@ func newSecureStack(t *testing.T) *secureStack {
 
 // startIngestTLS starts ingest on HTTPS and returns its base URL.
 func (ss *secureStack) startIngestTLS(ctx context.Context) string {
-	cfg := ingest.DefaultConfig()
-	cfg.Kafka, cfg.PostgresURL = ss.kafka, ss.pgURL
+	cfg := ss.ingestConfig()
 	cfg.TLSCertFile, cfg.TLSKeyFile = ss.env["VITALS_INGEST_TLS_CERT"], ss.env["VITALS_INGEST_TLS_KEY"]
-	srv, err := ingest.New(ctx, cfg, ss.log)
-	if err != nil {
-		ss.t.Fatal(err)
-	}
-	ss.key = ss.newKey(ctx, ss.tenant)
-	ln := listen(ss.t)
-	ss.run("ingest", func(ctx context.Context) error { return srv.Serve(ctx, ln) }, srv.Close)
-	return "https://" + ln.Addr().String()
+	base, _ := ss.startIngestWith(ctx, cfg)
+	return base
 }
 
 // startQueryTLS starts the query service on HTTPS and returns its base URL.
 func (ss *secureStack) startQueryTLS(ctx context.Context) string {
 	cfg := ss.queryConfig()
 	cfg.TLSCertFile, cfg.TLSKeyFile = ss.env["VITALS_QUERY_TLS_CERT"], ss.env["VITALS_QUERY_TLS_KEY"]
-	q, err := query.New(ctx, cfg, ss.log)
-	if err != nil {
-		ss.t.Fatal(err)
-	}
-	ln := listen(ss.t)
-	ss.run("query", func(ctx context.Context) error { return q.Serve(ctx, ln) }, q.Close)
-	ss.queryToken = ss.newCredential(ctx, credential.AnalystTokens, ss.tenant)
-	return "https://" + ln.Addr().String()
+	return ss.startQueryWith(ctx, cfg)
 }
 
 // do sends a request with the CA-trusting client and decodes a JSON answer.
