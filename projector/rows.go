@@ -72,9 +72,12 @@ func secs(ms int64) int64 {
 	return s
 }
 
-func str(p *string) string {
+// orZero is the value p points to, or T's zero value (an absent optional
+// field's column value) when p is nil.
+func orZero[T any](p *T) T {
 	if p == nil {
-		return ""
+		var zero T
+		return zero
 	}
 	return *p
 }
@@ -350,18 +353,14 @@ func (b *profilesBuf) add(rec *kgo.Record) (row, error) {
 	if err := b.codec.Decode(rec.Value, &e); err != nil {
 		return row{}, err
 	}
-	var birthYear int32 // 0: not stated
-	if e.BirthYear != nil {
-		birthYear = *e.BirthYear
-	}
 	b.tenant.add(e.TenantID)
 	b.user.add(e.UserID)
 	b.eventID.add(e.EventID)
 	b.gateway.add(e.GatewayID)
 	b.kind.add(e.Kind)
-	b.birthYear.add(birthYear)
-	b.sex.add(str(e.Sex))
-	b.region.add(str(e.Region))
+	b.birthYear.add(orZero(e.BirthYear)) // 0: not stated
+	b.sex.add(orZero(e.Sex))
+	b.region.add(orZero(e.Region))
 	b.occurredAt.add(secs(e.OccurredAt))
 	b.occurredAtMs.add(e.OccurredAt)
 	b.receivedAtMs.add(e.ReceivedAt)
@@ -401,8 +400,8 @@ func (b *devicesBuf) add(rec *kgo.Record) (row, error) {
 	b.eventID.add(e.EventID)
 	b.gateway.add(e.GatewayID)
 	b.kind.add(e.Kind)
-	b.model.add(str(e.Model))
-	b.firmware.add(str(e.Firmware))
+	b.model.add(orZero(e.Model))
+	b.firmware.add(orZero(e.Firmware))
 	b.occurredAt.add(secs(e.OccurredAt))
 	b.occurredAtMs.add(e.OccurredAt)
 	b.receivedAtMs.add(e.ReceivedAt)

@@ -243,14 +243,10 @@ func legacyValues(t *testing.T, topics eventlog.Topics, rec *kgo.Record) []any {
 	case topics.AcceptedReadings:
 		var r schemas.AcceptedReading
 		decode(schemas.NameAcceptedReading, &r)
-		var periodEnd int64
-		if r.PeriodEnd != nil {
-			periodEnd = *r.PeriodEnd
-		}
 		return []any{r.TenantID, r.UserID, r.DeviceID, r.GatewayID, r.Metric, r.LOINC,
 			r.Value, r.Unit, sec(r.MeasuredAt), r.MeasuredAt, r.ReceivedAt, r.IngestedAt,
 			r.EventID, topics.Readings, r.SourcePartition, r.SourceOffset,
-			periodEnd, r.SecondValue, str(r.Stage), r.Sequence, rec.Partition, rec.Offset}
+			orZero(r.PeriodEnd), r.SecondValue, orZero(r.Stage), r.Sequence, rec.Partition, rec.Offset}
 	case topics.RejectedReadings:
 		var r schemas.RejectedReading
 		decode(schemas.NameRejectedReading, &r)
@@ -270,16 +266,12 @@ func legacyValues(t *testing.T, topics eventlog.Topics, rec *kgo.Record) []any {
 	case topics.ProfileEvents:
 		var e schemas.ProfileEvent
 		decode(schemas.NameProfileEvent, &e)
-		var birthYear int32
-		if e.BirthYear != nil {
-			birthYear = *e.BirthYear
-		}
-		return []any{e.TenantID, e.UserID, e.EventID, e.GatewayID, e.Kind, birthYear, str(e.Sex), str(e.Region),
+		return []any{e.TenantID, e.UserID, e.EventID, e.GatewayID, e.Kind, orZero(e.BirthYear), orZero(e.Sex), orZero(e.Region),
 			sec(e.OccurredAt), e.OccurredAt, e.ReceivedAt, e.IngestedAt, rec.Partition, rec.Offset}
 	case topics.DeviceEvents:
 		var e schemas.DeviceEvent
 		decode(schemas.NameDeviceEvent, &e)
-		return []any{e.TenantID, e.UserID, e.DeviceID, e.EventID, e.GatewayID, e.Kind, str(e.Model), str(e.Firmware),
+		return []any{e.TenantID, e.UserID, e.DeviceID, e.EventID, e.GatewayID, e.Kind, orZero(e.Model), orZero(e.Firmware),
 			sec(e.OccurredAt), e.OccurredAt, e.ReceivedAt, e.IngestedAt, rec.Partition, rec.Offset}
 	case topics.Erasures:
 		var e schemas.Erasure
