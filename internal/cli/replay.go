@@ -10,7 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/vitalshq/vitals/internal/cmdline"
+	"github.com/vitalshq/vitals/internal/envflag"
 	"github.com/vitalshq/vitals/replay"
 )
 
@@ -48,20 +51,10 @@ func replayEncrypt(ctx context.Context, args []string, stdout io.Writer) error {
 	var r replaySettings
 	r.Flags(fs)
 	fs.String(&r.version, "version", "", "version of the sealed raw topics, e.g. v2 (required)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := s.CheckKafka(); err != nil {
-		return err
-	}
-	if r.version == "" || fs.NArg() > 0 {
-		return errors.New("usage: vitals replay encrypt --version v2 [flags]")
-	}
-	log, err := s.Logger()
+	log, err := r.start(fs, s, args, "usage: vitals replay encrypt --version v2 [flags]")
 	if err != nil {
 		return err
 	}
-	r.Apply()
 	bar := cmdline.NewProgress(os.Stderr, log)
 	res, err := replay.Encrypt(ctx, replay.EncryptConfig{Kafka: s.Kafka(), Version: r.version, PostgresURL: s.PostgresURL,
 		UserKeys: s.UserKeys(), ProgressEvery: r.ProgressEvery, Progress: bar.Show}, log)
@@ -94,16 +87,7 @@ func replayTables(ctx context.Context, sub string, args []string, stdout io.Writ
 		fs.String(&r.group, "replay-group", "", "consumer group of the shadow projector (default <projector-group>-replay-<database>)")
 	}
 	fs.Duration(&r.pauseTimeout, "replay-pause-timeout", replay.DefaultConfig().PauseTimeout, "longest the live projectors are paused for the swap; they resume by themselves after it")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := s.CheckKafka(); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	log, err := s.Logger()
+	log, err := r.start(fs, s, args, "")
 	if err != nil {
 		return err
 	}
@@ -112,7 +96,6 @@ func replayTables(ctx context.Context, sub string, args []string, stdout io.Writ
 	cfg.Group, cfg.PauseTimeout, cfg.ProgressEvery = r.group, r.pauseTimeout, r.ProgressEvery
 	cfg.Verify, cfg.Swap = !r.noVerify, !r.noSwap
 	cfg.Projector.MaxRows, cfg.Instances = r.BatchRows, r.Instances
-	r.Apply()
 	cfg.Tables = strings.Split(r.tables, ",")
 	if r.from != "" {
 		if cfg.From, err = time.Parse(time.RFC3339, r.from); err != nil {
@@ -144,6 +127,30 @@ func replayTables(ctx context.Context, sub string, args []string, stdout io.Writ
 		printRebuild(stdout, res)
 	}
 	return stoppedCleanly(ctx, err, stdout)
+}
+
+// start parses and checks args, makes the logger and applies the
+// tuning. A subcommand that needs --version passes its usage, the error
+// without it or with arguments; the others take no arguments either.
+func (r *replaySettings) start(fs *envflag.Set, s *cmdline.Settings, args []string, usage string) (zerolog.Logger, error) {
+	if err := fs.Parse(args); err != nil {
+		return zerolog.Nop(), err
+	}
+	if err := s.CheckKafka(); err != nil {
+		return zerolog.Nop(), err
+	}
+	if usage != "" && (r.version == "" || fs.NArg() > 0) {
+		return zerolog.Nop(), errors.New(usage)
+	}
+	if fs.NArg() > 0 {
+		return zerolog.Nop(), fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	log, err := s.Logger()
+	if err != nil {
+		return log, err
+	}
+	r.Apply()
+	return log, nil
 }
 
 // stoppedCleanly turns the error of a replay stopped by Ctrl-C or SIGTERM
@@ -184,20 +191,10 @@ func replayReprocess(ctx context.Context, args []string, stdout io.Writer) error
 	r.Flags(fs)
 	fs.String(&r.version, "version", "", "version of the new output topics, e.g. v2 (required)")
 	fs.String(&r.group, "replay-group", "", "consumer group and state key of the reprocess (default <processor-group>-<version>)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := s.CheckKafka(); err != nil {
-		return err
-	}
-	if r.version == "" || fs.NArg() > 0 {
-		return errors.New("usage: vitals replay reprocess --version v2 [flags]")
-	}
-	log, err := s.Logger()
+	log, err := r.start(fs, s, args, "usage: vitals replay reprocess --version v2 [flags]")
 	if err != nil {
 		return err
 	}
-	r.Apply()
 	bar := cmdline.NewProgress(os.Stderr, log)
 	res, err := replay.Reprocess(ctx, replay.ReprocessConfig{Processor: s.Processor(), Version: r.version, Group: r.group,
 		ProgressEvery: r.ProgressEvery, Progress: bar.Show}, log)
