@@ -93,16 +93,14 @@ type position struct {
 // offsets returns the stored position of each partition of topic that has
 // one.
 func (s *store) offsets(ctx context.Context, topic string, partitions []int32) (map[int32]position, error) {
-	rows, err := s.pool.Query(ctx,
+	// pgx's rows carry a failed query's error, which ForEachRow returns.
+	rows, _ := s.pool.Query(ctx,
 		`SELECT partition, next_offset, out_seq, part_time FROM processor_offsets WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)`,
 		s.group, topic, partitions)
-	if err != nil {
-		return nil, fmt.Errorf("load offsets: %w", err)
-	}
 	out := make(map[int32]position)
 	var p int32
 	var pos position
-	_, err = pgx.ForEachRow(rows, []any{&p, &pos.Next, &pos.OutSeq, &pos.PartTime}, func() error { out[p] = pos; return nil })
+	_, err := pgx.ForEachRow(rows, []any{&p, &pos.Next, &pos.OutSeq, &pos.PartTime}, func() error { out[p] = pos; return nil })
 	if err != nil {
 		return nil, fmt.Errorf("load offsets: %w", err)
 	}
@@ -130,15 +128,11 @@ func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey][]byte, e
 	for i, k := range keys {
 		tenants[i], users[i] = k.Tenant, k.User
 	}
-	rows, err := s.pool.Query(ctx, loadSQL,
-		s.group, tenants, users)
-	if err != nil {
-		return nil, fmt.Errorf("load aggregates: %w", err)
-	}
+	rows, _ := s.pool.Query(ctx, loadSQL, s.group, tenants, users) // a failed query fails ForEachRow too
 	out := make(map[UserKey][]byte, len(keys))
 	var k UserKey
 	var state []byte
-	_, err = pgx.ForEachRow(rows, []any{&k.Tenant, &k.User, &state}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&k.Tenant, &k.User, &state}, func() error {
 		out[k] = bytes.Clone(state)
 		return nil
 	})
@@ -151,16 +145,13 @@ func (s *store) load(ctx context.Context, keys []UserKey) (map[UserKey][]byte, e
 // heldUsers returns, per partition number of parts, the users holding
 // readings and the partition time that settles the first of them.
 func (s *store) heldUsers(ctx context.Context, parts []int32) (map[int32]map[UserKey]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT held_part, tenant_id, user_id, held_until FROM processor_aggregates
-		WHERE group_id = $1 AND held_part = ANY($2) AND held_until IS NOT NULL`, s.group, parts)
-	if err != nil {
-		return nil, fmt.Errorf("load held users: %w", err)
-	}
+	rows, _ := s.pool.Query(ctx, `SELECT held_part, tenant_id, user_id, held_until FROM processor_aggregates
+		WHERE group_id = $1 AND held_part = ANY($2) AND held_until IS NOT NULL`, s.group, parts) // a failed query fails ForEachRow too
 	out := map[int32]map[UserKey]int64{}
 	var part int32
 	var k UserKey
 	var until int64
-	_, err = pgx.ForEachRow(rows, []any{&part, &k.Tenant, &k.User, &until}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&part, &k.Tenant, &k.User, &until}, func() error {
 		if out[part] == nil {
 			out[part] = map[UserKey]int64{}
 		}

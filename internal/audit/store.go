@@ -147,12 +147,10 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Record, error) {
 	if limit <= 0 {
 		limit = 1 << 62
 	}
-	rows, err := s.pool.Query(ctx, `SELECT * FROM (SELECT `+columns+` FROM access_audit
+	// pgx's rows carry a failed query's error, which CollectRows returns.
+	rows, _ := s.pool.Query(ctx, `SELECT * FROM (SELECT `+columns+` FROM access_audit
 		WHERE tenant_id = $1 AND ($2 = '' OR user_id = $2) AND ($3 = '' OR actor = $3) AND at >= $4 AND at < $5
 		ORDER BY seq DESC LIMIT $6) newest ORDER BY seq`, f.Tenant, f.User, f.Actor, f.Since, until, limit)
-	if err != nil {
-		return nil, fmt.Errorf("list audit records: %w", err)
-	}
 	out, err := pgx.CollectRows(rows, scan)
 	if err != nil {
 		return nil, fmt.Errorf("list audit records: %w", err)
