@@ -60,17 +60,8 @@ var outputVersionRE = regexp.MustCompile(`^v[0-9]{1,6}$`)
 // old one, so the old outputs stay until they are deleted on purpose; the
 // raw topics and dead letters are the same for every version.
 func (t Topics) WithOutputVersion(v string) (Topics, error) {
-	if !outputVersionRE.MatchString(v) {
-		return t, fmt.Errorf("output version %q: want v followed by digits, e.g. v2", v)
-	}
-	for _, name := range []*string{&t.AcceptedReadings, &t.RejectedReadings, &t.Alerts, &t.Erasures} {
-		base, ok := strings.CutSuffix(*name, ".v1")
-		if !ok {
-			return t, fmt.Errorf("output topic %q does not end in .v1", *name)
-		}
-		*name = base + "." + v
-	}
-	return t, nil
+	err := setVersion(v, "output", &t.AcceptedReadings, &t.RejectedReadings, &t.Alerts, &t.Erasures)
+	return t, err
 }
 
 // WithRawVersion returns t with the raw topics (readings, device and
@@ -79,17 +70,24 @@ func (t Topics) WithOutputVersion(v string) (Topics, error) {
 // in clear by earlier releases into a new version, sealed (see
 // docs/privacy.md).
 func (t Topics) WithRawVersion(v string) (Topics, error) {
+	err := setVersion(v, "raw", &t.Readings, &t.DeviceEvents, &t.ProfileEvents, &t.DeadLetters)
+	return t, err
+}
+
+// setVersion renames each of the kind (output or raw) topics from its
+// .v1 name to version v.
+func setVersion(v, kind string, names ...*string) error {
 	if !outputVersionRE.MatchString(v) {
-		return t, fmt.Errorf("raw topic version %q: want v followed by digits, e.g. v2", v)
+		return fmt.Errorf("%s topic version %q: want v followed by digits, e.g. v2", kind, v)
 	}
-	for _, name := range []*string{&t.Readings, &t.DeviceEvents, &t.ProfileEvents, &t.DeadLetters} {
+	for _, name := range names {
 		base, ok := strings.CutSuffix(*name, ".v1")
 		if !ok {
-			return t, fmt.Errorf("raw topic %q does not end in .v1", *name)
+			return fmt.Errorf("%s topic %q does not end in .v1", kind, *name)
 		}
 		*name = base + "." + v
 	}
-	return t, nil
+	return nil
 }
 
 // Config is what a role needs to reach Kafka.
