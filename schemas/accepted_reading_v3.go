@@ -156,9 +156,12 @@ func readFlatV3(payload []byte, f *FlatAcceptedReading, accepted bool, format *s
 	r := newReader(unsafe.String(unsafe.SliceData(payload), len(payload)))
 	*f = FlatAcceptedReading{}
 	stages := readingV3Stages
+	if accepted {
+		stages = acceptedReadingV3Stages
+	}
 	r.Strs(&f.TenantID, &f.EventID, &f.UserID, &f.DeviceID, &f.GatewayID, &f.Metric)
 	if accepted {
-		f.LOINC, stages = r.Str(), acceptedReadingV3Stages
+		f.LOINC = r.Str()
 	}
 	f.Value = r.Double()
 	f.Unit = r.Str()

@@ -15,7 +15,9 @@ import (
 // them, the fleet simulator's bodies) the files NAME_vN.go beside the
 // schemas read and write one version's layout directly, byte for byte what
 // the codec writes and reads (their tests, and fuzz targets, hold them to
-// it with the codec as the reference).
+// it with the codec as the reference). Reading v3 and accepted_reading v3
+// differ in three fields, so one writer and one reader serve both
+// (appendV3 and readFlatV3, in accepted_reading_v3.go).
 //
 // Each is bound to the version it was written for by a handWritten value
 // made at init from the embedded NAME.vN.avsc: its fingerprint is that
