@@ -200,20 +200,27 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 	if err := eventlog.EnsureTopics(ctx, cfg.Kafka, log); err != nil {
 		return nil, err
 	}
-	pool, err := postgres.Open(ctx, cfg.PostgresURL)
-	if err != nil {
+	var opened []func() // closed, newest first, if New fails
+	fail := func(err error) (*Server, error) {
+		for i := len(opened) - 1; i >= 0; i-- {
+			opened[i]()
+		}
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
+	pool, err := postgres.Open(ctx, cfg.PostgresURL)
+	if err != nil {
+		return fail(err)
+	}
+	opened = append(opened, pool.Close)
 	keys, err := NewKeyStore(ctx, pool, cfg.KeyCacheTTL)
 	if err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("ingest: %w", err)
+		return fail(err)
 	}
 	uk, err := userkeys.Open(ctx, pool, cfg.UserKeys, log)
 	if err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("ingest: %w", err)
+		return fail(err)
 	}
+	opened = append(opened, uk.Close)
 	opts := append(cfg.Kafka.ClientOpts(log),
 		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotence is on by default and needs acks=all
 		// Records are sealed (docs/privacy.md): ciphertext does not
@@ -226,16 +233,12 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger) (*Server, error) {
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		uk.Close()
-		pool.Close()
-		return nil, fmt.Errorf("ingest: kafka client: %w", err)
+		return fail(fmt.Errorf("kafka client: %w", err))
 	}
+	opened = append(opened, cl.Close)
 	s, err := newServer(cfg, log, cl, keys)
 	if err != nil {
-		cl.Close()
-		uk.Close()
-		pool.Close()
-		return nil, fmt.Errorf("ingest: %w", err)
+		return fail(err)
 	}
 	s.client, s.pool, s.sealer, s.userKeys, s.tls = cl, pool, uk, uk, tc
 	return s, nil
@@ -294,11 +297,7 @@ func (s *Server) Metrics() *promreg.Registry { return s.reg }
 // Run serves until ctx ends, then stops accepting, lets in-flight requests
 // finish (their produces complete or time out) and returns.
 func (s *Server) Run(ctx context.Context) error {
-	ln, err := httpserve.Listen(s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("ingest: %w", err)
-	}
-	return s.Serve(ctx, ln)
+	return httpserve.Run(ctx, "ingest", s.cfg.Addr, s.Serve)
 }
 
 // Serve is Run on a listener the caller opened.

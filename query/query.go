@@ -244,11 +244,7 @@ func (s *Service) Metrics() *promreg.Registry { return s.reg }
 
 // Run serves until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	ln, err := httpserve.Listen(s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("query: %w", err)
-	}
-	return s.Serve(ctx, ln)
+	return httpserve.Run(ctx, "query", s.cfg.Addr, s.Serve)
 }
 
 // Serve is Run on a listener the caller opened. The grace period covers

@@ -59,6 +59,17 @@ func ServeTLS(ctx context.Context, log zerolog.Logger, ln net.Listener, h http.H
 	return nil
 }
 
+// Run listens on addr and serves there with serve (a service's Serve,
+// which tests call with a listener of their own) until ctx ends; service
+// names the service in a listen error.
+func Run(ctx context.Context, service, addr string, serve func(context.Context, net.Listener) error) error {
+	ln, err := Listen(addr)
+	if err != nil {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+	return serve(ctx, ln)
+}
+
 // Listen opens a TCP listener, naming the address in the error.
 func Listen(addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
