@@ -56,10 +56,7 @@ current_pid() {
 
 chdb_ready() { curl -fsS "http://$STACK_HOST:$CHDB_PORT/ping" 2>/dev/null | grep -q '^Ok'; }
 
-svc_wait() {
-  local pid; pid="$(current_pid || true)"
-  wait_until chdb "$START_TIMEOUT" "$pid" "$CHDB_OUT" chdb_ready
-}
+svc_wait() { wait_running chdb "$CHDB_OUT" chdb_ready; }
 
 svc_start() {
   local pid

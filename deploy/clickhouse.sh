@@ -16,9 +16,6 @@ CH_USERS="$CH_DIR/users.xml"
 CH_LOGS="$CH_DIR/logs"
 CH_PIDFILE="$CH_DIR/clickhouse.pid"
 CH_OUT="$CH_LOGS/clickhouse.out"
-CH_DATABASE="${VITALS_CLICKHOUSE_DATABASE:-vitals}"
-CH_ANALYST_PASSWORD="${VITALS_CLICKHOUSE_ANALYST_PASSWORD:-analyst}"
-CH_SERVER_BIN="${VITALS_CLICKHOUSE_SERVER_BIN:-/usr/sbin/clickhouse-server}"
 
 svc_install() {
   if [[ -x "$CH_SERVER_BIN" ]] && command -v clickhouse-client >/dev/null 2>&1 \
@@ -126,9 +123,7 @@ ch_ready() {
 }
 
 svc_wait() {
-  local pid; pid="$(current_pid || true)"
-  wait_until clickhouse "$START_TIMEOUT" "$pid" \
-    "$CH_LOGS/clickhouse-server.err.log $CH_LOGS/clickhouse-server.log $CH_OUT" ch_ready
+  wait_running clickhouse "$CH_LOGS/clickhouse-server.err.log $CH_LOGS/clickhouse-server.log $CH_OUT" ch_ready
 }
 
 bootstrap() {

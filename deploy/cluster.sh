@@ -24,13 +24,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PORT_BASE="${VITALS_CLUSTER_PORT_BASE:-19100}"
 CL_DIR="$STACK_DIR/cluster"
 CH_CLUSTER="${VITALS_CLICKHOUSE_CLUSTER:-vitals}"
-CH_DATABASE="${VITALS_CLICKHOUSE_DATABASE:-vitals}"
-CH_ANALYST_PASSWORD="${VITALS_CLICKHOUSE_ANALYST_PASSWORD:-analyst}"
-CH_SERVER_BIN="${VITALS_CLICKHOUSE_SERVER_BIN:-/usr/sbin/clickhouse-server}"
 # Three brokers and ZooKeeper share the machine with four ClickHouse servers.
 KAFKA_NODE_HEAP="${VITALS_CLUSTER_KAFKA_HEAP_OPTS:--Xmx512M -Xms512M}"
 ZK_HEAP="${VITALS_CLUSTER_ZOOKEEPER_HEAP_OPTS:--Xmx256M -Xms256M}"
-DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
 ZK_PORT=$(( PORT_BASE ))
 ZK_DIR="$CL_DIR/zookeeper"
@@ -73,13 +69,6 @@ node_dir() { echo "$CL_DIR/$1"; }
 
 # --- install ----------------------------------------------------------------
 
-ensure_java_maven() {
-  local pkgs=()
-  command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)
-  command -v mvn  >/dev/null 2>&1 || pkgs+=(maven)
-  if (( ${#pkgs[@]} )); then apt_install "${pkgs[@]}"; fi
-}
-
 install_zookeeper() {
   local lib="$ZK_DIR/lib" v
   v="$(sed -n 's:.*<zookeeper.version>\(.*\)</zookeeper.version>.*:\1:p' "$DEPLOY_DIR/zookeeper/pom.xml")"
@@ -89,15 +78,10 @@ install_zookeeper() {
   ensure_java_maven
   mkdir -p "$ZK_DIR/logs"
   log "zookeeper: fetching org.apache.zookeeper:zookeeper (POM $v; + metrics-core, snappy-java, logback) with Maven"
-  local tmp="$lib.tmp.$$"
-  rm -rf "$tmp"; mkdir -p "$tmp"
-  if ! mvn -B -q -f "$DEPLOY_DIR/zookeeper/pom.xml" "$DEP_PLUGIN:copy-dependencies" \
-      -DincludeScope=runtime -DoutputDirectory="$tmp" >"$ZK_DIR/logs/maven.log" 2>&1; then
-    rm -rf "$tmp"
+  if ! mvn_fetch "$DEPLOY_DIR/zookeeper/pom.xml" "$lib" "$ZK_DIR/logs/maven.log"; then
     show_log_tail zookeeper-maven "$ZK_DIR/logs/maven.log"
     die "zookeeper: Maven could not fetch zookeeper:$v"
   fi
-  rm -rf "$lib"; mv "$tmp" "$lib"
   touch "$lib/.fetched-$v"
 }
 
@@ -394,12 +378,7 @@ kill_node() {
   local n="$1" pid
   if ! pid="$(node_pid "$n")"; then log "$n: not running"; return 0; fi
   log "$n: killing pid $pid (SIGKILL)"
-  kill -KILL "$pid" 2>/dev/null || true
-  local deadline=$(( $(now_s) + 15 ))
-  while pid_alive "$pid"; do
-    (( $(now_s) >= deadline )) && die "$n: pid $pid survived SIGKILL"
-    sleep 0.1
-  done
+  kill_pid "$n" "$pid"
 }
 
 # stop_nodes NODE...: ClickHouse and Kafka first (in parallel), ZooKeeper last.

@@ -18,7 +18,6 @@ KAFKA_VERSION="${VITALS_KAFKA_VERSION:-4.4.0}"
 # we try $KAFKA_VERSION first and fall back to this one (tools are wire compatible).
 KAFKA_TOOLS_FALLBACK_VERSION="${VITALS_KAFKA_TOOLS_FALLBACK_VERSION:-4.3.1}"
 KAFKA_HEAP_OPTS="${VITALS_KAFKA_HEAP_OPTS:--Xmx1G -Xms1G}"
-DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
 K_DIR="$STACK_DIR/kafka"
 K_LIB="$K_DIR/lib"
@@ -32,30 +31,6 @@ K_CLUSTER_ID_FILE="$K_DIR/cluster.id"
 
 # ---------------------------------------------------------------------------
 
-ensure_java_maven() {
-  local pkgs=()
-  command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)
-  command -v mvn  >/dev/null 2>&1 || pkgs+=(maven)
-  if (( ${#pkgs[@]} )); then apt_install "${pkgs[@]}"; fi
-}
-
-# mvn_fetch POM OUTDIR [MAVEN_ARGS...]: copy the POM's runtime dependencies to OUTDIR
-# (atomically: into a temp dir first, then renamed).
-mvn_fetch() {
-  local pom="$1" out="$2"; shift 2
-  local tmp="$out.tmp.$$"
-  rm -rf "$tmp"
-  mkdir -p "$tmp"
-  if mvn -B -q -f "$pom" "$@" "$DEP_PLUGIN:copy-dependencies" \
-        -DincludeScope=runtime -DoutputDirectory="$tmp" >"$K_LOGS/maven.log" 2>&1; then
-    rm -rf "$out"
-    mv "$tmp" "$out"
-    return 0
-  fi
-  rm -rf "$tmp"
-  return 1
-}
-
 svc_install() {
   mkdir -p "$K_DIR" "$K_LOGS"
   if [[ -f "$K_LIB/.fetched-$KAFKA_VERSION" && -f "$K_TOOLS_LIB/.fetched" ]]; then
@@ -64,7 +39,7 @@ svc_install() {
   ensure_java_maven
   if [[ ! -f "$K_LIB/.fetched-$KAFKA_VERSION" ]]; then
     log "kafka: fetching org.apache.kafka:kafka_2.13:$KAFKA_VERSION and its runtime dependencies with Maven"
-    mvn_fetch "$DEPLOY_DIR/kafka/pom.xml" "$K_LIB" -Dkafka.version="$KAFKA_VERSION" || {
+    mvn_fetch "$DEPLOY_DIR/kafka/pom.xml" "$K_LIB" "$K_LOGS/maven.log" -Dkafka.version="$KAFKA_VERSION" || {
       show_log_tail kafka-maven "$K_LOGS/maven.log"
       die "kafka: Maven could not fetch kafka_2.13:$KAFKA_VERSION"
     }
@@ -76,7 +51,7 @@ svc_install() {
     for v in "$KAFKA_VERSION" "$KAFKA_TOOLS_FALLBACK_VERSION"; do
       log "kafka: fetching org.apache.kafka:kafka-tools:$v (admin tools) with Maven"
       # -U: re-check Central even if an earlier "not found" was cached in ~/.m2
-      if mvn_fetch "$DEPLOY_DIR/kafka/tools/pom.xml" "$K_TOOLS_LIB" -U -Dkafka.tools.version="$v"; then
+      if mvn_fetch "$DEPLOY_DIR/kafka/tools/pom.xml" "$K_TOOLS_LIB" "$K_LOGS/maven.log" -U -Dkafka.tools.version="$v"; then
         echo "$v" >"$K_TOOLS_LIB/.fetched"
         log "kafka: admin tools $v in $K_TOOLS_LIB"
         break
@@ -212,10 +187,7 @@ kafka_ready() {
   VITALS_KAFKA_TOOL_QUICK=1 bash "$DEPLOY_DIR/kafka-tool.sh" topics --list >/dev/null 2>&1
 }
 
-svc_wait() {
-  local pid; pid="$(current_pid || true)"
-  wait_until kafka "$START_TIMEOUT" "$pid" "$K_LOGS/server.log $K_OUT" kafka_ready
-}
+svc_wait() { wait_running kafka "$K_LOGS/server.log $K_OUT" kafka_ready; }
 
 svc_start() {
   local pid

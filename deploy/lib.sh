@@ -36,6 +36,11 @@ TLS_DIR="$STACK_DIR/tls"
 # HTTPS ports and a password user, PostgreSQL TLS; certificates from deploy/tls.sh.
 secure_wanted() { [[ -f "$STACK_DIR/secure" ]]; }
 
+# ClickHouse settings the single server (clickhouse.sh) and the cluster (cluster.sh) share.
+CH_DATABASE="${VITALS_CLICKHOUSE_DATABASE:-vitals}"
+CH_ANALYST_PASSWORD="${VITALS_CLICKHOUSE_ANALYST_PASSWORD:-analyst}"
+CH_SERVER_BIN="${VITALS_CLICKHOUSE_SERVER_BIN:-/usr/sbin/clickhouse-server}"
+
 # Seconds to wait for a service to answer after start / to exit after SIGTERM.
 # shellcheck disable=SC2034
 START_TIMEOUT="${VITALS_STACK_START_TIMEOUT:-120}"
@@ -133,6 +138,14 @@ wait_until() {
   done
 }
 
+# wait_running NAME LOGFILES CHECK_CMD...: wait_until for a service script's process
+# (its current_pid, if it has one yet).
+wait_running() {
+  local name="$1" logs="$2" pid; shift 2
+  pid="$(current_pid || true)"
+  wait_until "$name" "$START_TIMEOUT" "$pid" "$logs" "$@"
+}
+
 # stop_pid NAME PID [TIMEOUT]: SIGTERM, wait up to TIMEOUT s, then SIGKILL and wait.
 stop_pid() {
   local name="$1" pid="$2" timeout="${3:-$STOP_TIMEOUT}" deadline
@@ -142,15 +155,21 @@ stop_pid() {
   while pid_alive "$pid"; do
     if (( $(now_s) >= deadline )); then
       warn "$name: pid $pid still alive ${timeout}s after SIGTERM, sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      local d2=$(( $(now_s) + 15 ))
-      while pid_alive "$pid"; do
-        (( $(now_s) >= d2 )) && die "$name: pid $pid survived SIGKILL"
-        sleep 0.2
-      done
+      kill_pid "$name" "$pid"
       break
     fi
     sleep 0.2
+  done
+}
+
+# kill_pid NAME PID: SIGKILL, then wait up to 15 s until it is gone.
+kill_pid() {
+  local name="$1" pid="$2" deadline
+  kill -KILL "$pid" 2>/dev/null || true
+  deadline=$(( $(now_s) + 15 ))
+  while pid_alive "$pid"; do
+    (( $(now_s) >= deadline )) && die "$name: pid $pid survived SIGKILL"
+    sleep 0.1
   done
 }
 
@@ -223,6 +242,36 @@ apt_install() {
     show_log_tail apt "$STACK_DIR/apt-install.log"
     die "apt-get install $* failed (rc=$rc)"
   fi
+}
+
+# ---------------------------------------------------------------------------
+# Java and Maven (Kafka and ZooKeeper are fetched from Maven Central)
+# ---------------------------------------------------------------------------
+
+DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+
+ensure_java_maven() {
+  local pkgs=()
+  command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)
+  command -v mvn  >/dev/null 2>&1 || pkgs+=(maven)
+  if (( ${#pkgs[@]} )); then apt_install "${pkgs[@]}"; fi
+}
+
+# mvn_fetch POM OUTDIR LOGFILE [MAVEN_ARGS...]: copy the POM's runtime dependencies to
+# OUTDIR (atomically: into a temp dir first, then renamed), Maven's output to LOGFILE.
+mvn_fetch() {
+  local pom="$1" out="$2" logfile="$3"; shift 3
+  local tmp="$out.tmp.$$"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  if mvn -B -q -f "$pom" "$@" "$DEP_PLUGIN:copy-dependencies" \
+        -DincludeScope=runtime -DoutputDirectory="$tmp" >"$logfile" 2>&1; then
+    rm -rf "$out"
+    mv "$tmp" "$out"
+    return 0
+  fi
+  rm -rf "$tmp"
+  return 1
 }
 
 # ---------------------------------------------------------------------------

@@ -194,8 +194,7 @@ EOF
 
 svc_wait() {
   paths_if_exist
-  local pid; pid="$(current_pid || true)"
-  wait_until postgres "$START_TIMEOUT" "$pid" "$PG_LOGFILE" pg_app_ready
+  wait_running postgres "$PG_LOGFILE" pg_app_ready
 }
 
 svc_start() {
