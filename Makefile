@@ -99,49 +99,39 @@ test: up-secure chromium chdb
 check-compose:
 	@bash deploy/check-compose.sh
 
-# Load-tests ingest on loopback: starts only the ingest role in-process (its
+# The single-role benchmarks, one vitals-lab bench subcommand each:
+#
+# bench-ingest: load-tests ingest on loopback: starts only the ingest role in-process (its
 # own topics, vitals-bench.*, deleted afterwards), posts pre-encoded 500-reading
 # batches of the Fitbit sample from 8 keep-alive clients for 3 s + 20 s and
 # prints accepted readings/s and latency percentiles. Flags and VITALS_BENCH_*
 # variables tune it, e.g. VITALS_BENCH_CLIENTS=16 make bench-ingest or
 # make bench-ingest BENCH_FLAGS="--bench-clients 4 --bench-json out.json".
-.PHONY: bench-ingest
-bench-ingest: up lab
-	@$(STACK_ENV) && ./$(LAB) bench ingest $(BENCH_FLAGS)
-
-# End-to-end processor benchmark on the local stack: fills topics of its own
+#
+# bench-processor: end-to-end processor benchmark on the local stack: fills topics of its own
 # (bench-proc-<time>.*) with 100,000 users' pairings and 2,000,000 heart-rate
 # readings, runs one processor in-process with a fresh group until the
 # offsets stored in PostgreSQL reach the log ends, and prints events/s,
 # PostgreSQL commit time per batch and CPU. Topics and state rows are deleted
 # afterwards. E.g. make bench-processor BENCH_FLAGS="--processor-batch 50000"
 # or BENCH_FLAGS="--bench-users 10000 --bench-events 500000 --bench-cpuprofile cpu.out".
-.PHONY: bench-processor
-bench-processor: up lab
-	@$(STACK_ENV) && ./$(LAB) bench processor $(BENCH_FLAGS)
-
-# End-to-end projector benchmark on the local stack: fills a topic of its own
+#
+# bench-projector: end-to-end projector benchmark on the local stack: fills a topic of its own
 # (bench-proj-<time>.readings.accepted.v1) with 2,000,000 accepted heart-rate
 # readings of 10,000 users, then projects them into a fresh ClickHouse
 # database with one in-process projector (batch 50,000 rows / 1 s) until every
 # offset is committed, reports rows/s and checks raw and rollup counts equal
 # the input. Topics, database and group are deleted afterwards. E.g.
 # make bench-projector BENCH_FLAGS="--bench-rows 500000 --projector-batch-rows 100000".
-.PHONY: bench-projector
-bench-projector: up lab
-	@$(STACK_ENV) && ./$(LAB) bench projector $(BENCH_FLAGS)
-
-# Replay benchmark: fills a topic of its own (bench-replay-<time>.*) with
+#
+# bench-replay: replay benchmark: fills a topic of its own (bench-replay-<time>.*) with
 # 10,000,000 accepted heart-rate readings, then runs vitals replay rebuild of
 # the readings table and its rollup into a fresh database (verify and swap
 # included, timed apart) and reports events/s from Kafka into ClickHouse.
 # Topics, databases and groups are deleted afterwards. E.g.
 # make bench-replay BENCH_FLAGS="--bench-rows 2000000 --replay-batch-rows 100000".
-.PHONY: bench-replay
-bench-replay: up lab
-	@$(STACK_ENV) && ./$(LAB) bench replay $(BENCH_FLAGS)
-
-# Query latency benchmark: generates 100,000,000 heart-rate readings of
+#
+# bench-query: query latency benchmark: generates 100,000,000 heart-rate readings of
 # 100,000 users (with profiles and devices) inside ClickHouse in a database of
 # its own (vitals_bench_query; INSERT ... SELECT from numbers(), a few minutes,
 # with progress), merges it, starts the query service in-process and reports
@@ -150,9 +140,10 @@ bench-replay: up lab
 # into PostgreSQL and compares the seeds' percentile_cont cohort statistics.
 # Everything is dropped afterwards unless BENCH_FLAGS has --bench-keep (a
 # later run of the same size reuses kept data). Smaller: BENCH_FLAGS="--bench-rows 10000000".
-.PHONY: bench-query
-bench-query: up lab
-	@$(STACK_ENV) && ./$(LAB) bench query $(BENCH_FLAGS)
+BENCH_ROLES := ingest processor projector replay query
+.PHONY: $(addprefix bench-,$(BENCH_ROLES))
+$(addprefix bench-,$(BENCH_ROLES)): bench-%: up lab
+	@$(STACK_ENV) && ./$(LAB) bench $* $(BENCH_FLAGS)
 
 # End-to-end benchmark on the local stack (vitals-lab bench e2e, three runs):
 # ingest, processor and projector as separate processes of bin/vitals (their
