@@ -327,25 +327,57 @@ func (b *alertsBuf) add(rec *kgo.Record) (row, error) {
 	return row{tenant: a.TenantID, user: a.UserID, partition: rec.Partition, offset: rec.Offset}, nil
 }
 
-// profilesBuf holds rows of the profile events table.
-type profilesBuf struct {
-	codec *schemas.Codec
-
+// eventCols are the columns the profile and device events tables share,
+// filled from the fields their events share.
+type eventCols struct {
 	tenant, user, eventID, gateway, kind col[string]
-	birthYear                            col[int32]
-	sex, region                          col[string]
 	occurredAt, occurredAtMs             col[int64]
 	receivedAtMs, ingestedAtMs           col[int64]
 	pos                                  position
 }
 
+// eventFields are the fields profile and device events share.
+type eventFields struct {
+	tenant, user, eventID, gateway, kind string
+	occurredAt, receivedAt, ingestedAt   int64
+}
+
+// columns lists the shared columns with a table's own after kind.
+func (c *eventCols) columns(own ...namedColumn) []namedColumn {
+	cols := append([]namedColumn{
+		{"tenant_id", &c.tenant}, {"user_id", &c.user}, {"event_id", &c.eventID}, {"gateway_id", &c.gateway}, {"kind", &c.kind},
+	}, own...)
+	cols = append(cols, namedColumn{"occurred_at", &c.occurredAt}, namedColumn{"occurred_at_ms", &c.occurredAtMs},
+		namedColumn{"received_at_ms", &c.receivedAtMs}, namedColumn{"ingested_at_ms", &c.ingestedAtMs})
+	return append(cols, c.pos.columns()...)
+}
+
+// add appends the shared fields of record rec's event, whose own columns
+// the caller fills.
+func (c *eventCols) add(rec *kgo.Record, e eventFields) row {
+	c.tenant.add(e.tenant)
+	c.user.add(e.user)
+	c.eventID.add(e.eventID)
+	c.gateway.add(e.gateway)
+	c.kind.add(e.kind)
+	c.occurredAt.add(secs(e.occurredAt))
+	c.occurredAtMs.add(e.occurredAt)
+	c.receivedAtMs.add(e.receivedAt)
+	c.ingestedAtMs.add(e.ingestedAt)
+	c.pos.add(rec)
+	return row{tenant: e.tenant, user: e.user, partition: rec.Partition, offset: rec.Offset}
+}
+
+// profilesBuf holds rows of the profile events table.
+type profilesBuf struct {
+	codec *schemas.Codec
+	eventCols
+	birthYear   col[int32]
+	sex, region col[string]
+}
+
 func (b *profilesBuf) columns() []namedColumn {
-	return append([]namedColumn{
-		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"event_id", &b.eventID}, {"gateway_id", &b.gateway},
-		{"kind", &b.kind}, {"birth_year", &b.birthYear}, {"sex", &b.sex}, {"region", &b.region},
-		{"occurred_at", &b.occurredAt}, {"occurred_at_ms", &b.occurredAtMs},
-		{"received_at_ms", &b.receivedAtMs}, {"ingested_at_ms", &b.ingestedAtMs},
-	}, b.pos.columns()...)
+	return b.eventCols.columns(namedColumn{"birth_year", &b.birthYear}, namedColumn{"sex", &b.sex}, namedColumn{"region", &b.region})
 }
 
 func (b *profilesBuf) add(rec *kgo.Record) (row, error) {
@@ -353,40 +385,21 @@ func (b *profilesBuf) add(rec *kgo.Record) (row, error) {
 	if err := b.codec.Decode(rec.Value, &e); err != nil {
 		return row{}, err
 	}
-	b.tenant.add(e.TenantID)
-	b.user.add(e.UserID)
-	b.eventID.add(e.EventID)
-	b.gateway.add(e.GatewayID)
-	b.kind.add(e.Kind)
 	b.birthYear.add(orZero(e.BirthYear)) // 0: not stated
 	b.sex.add(orZero(e.Sex))
 	b.region.add(orZero(e.Region))
-	b.occurredAt.add(secs(e.OccurredAt))
-	b.occurredAtMs.add(e.OccurredAt)
-	b.receivedAtMs.add(e.ReceivedAt)
-	b.ingestedAtMs.add(e.IngestedAt)
-	b.pos.add(rec)
-	return row{tenant: e.TenantID, user: e.UserID, partition: rec.Partition, offset: rec.Offset}, nil
+	return b.eventCols.add(rec, eventFields{e.TenantID, e.UserID, e.EventID, e.GatewayID, e.Kind, e.OccurredAt, e.ReceivedAt, e.IngestedAt}), nil
 }
 
 // devicesBuf holds rows of the device events table.
 type devicesBuf struct {
 	codec *schemas.Codec
-
-	tenant, user, device, eventID, gateway, kind col[string]
-	model, firmware                              col[string]
-	occurredAt, occurredAtMs                     col[int64]
-	receivedAtMs, ingestedAtMs                   col[int64]
-	pos                                          position
+	eventCols
+	device, model, firmware col[string]
 }
 
 func (b *devicesBuf) columns() []namedColumn {
-	return append([]namedColumn{
-		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"device_id", &b.device}, {"event_id", &b.eventID},
-		{"gateway_id", &b.gateway}, {"kind", &b.kind}, {"model", &b.model}, {"firmware", &b.firmware},
-		{"occurred_at", &b.occurredAt}, {"occurred_at_ms", &b.occurredAtMs},
-		{"received_at_ms", &b.receivedAtMs}, {"ingested_at_ms", &b.ingestedAtMs},
-	}, b.pos.columns()...)
+	return b.eventCols.columns(namedColumn{"device_id", &b.device}, namedColumn{"model", &b.model}, namedColumn{"firmware", &b.firmware})
 }
 
 func (b *devicesBuf) add(rec *kgo.Record) (row, error) {
@@ -394,20 +407,10 @@ func (b *devicesBuf) add(rec *kgo.Record) (row, error) {
 	if err := b.codec.Decode(rec.Value, &e); err != nil {
 		return row{}, err
 	}
-	b.tenant.add(e.TenantID)
-	b.user.add(e.UserID)
 	b.device.add(e.DeviceID)
-	b.eventID.add(e.EventID)
-	b.gateway.add(e.GatewayID)
-	b.kind.add(e.Kind)
 	b.model.add(orZero(e.Model))
 	b.firmware.add(orZero(e.Firmware))
-	b.occurredAt.add(secs(e.OccurredAt))
-	b.occurredAtMs.add(e.OccurredAt)
-	b.receivedAtMs.add(e.ReceivedAt)
-	b.ingestedAtMs.add(e.IngestedAt)
-	b.pos.add(rec)
-	return row{tenant: e.TenantID, user: e.UserID, partition: rec.Partition, offset: rec.Offset}, nil
+	return b.eventCols.add(rec, eventFields{e.TenantID, e.UserID, e.EventID, e.GatewayID, e.Kind, e.OccurredAt, e.ReceivedAt, e.IngestedAt}), nil
 }
 
 // erasedBuf holds rows of the erased users table.

@@ -271,7 +271,7 @@ func legacyValues(t *testing.T, topics eventlog.Topics, rec *kgo.Record) []any {
 	case topics.DeviceEvents:
 		var e schemas.DeviceEvent
 		decode(schemas.NameDeviceEvent, &e)
-		return []any{e.TenantID, e.UserID, e.DeviceID, e.EventID, e.GatewayID, e.Kind, orZero(e.Model), orZero(e.Firmware),
+		return []any{e.TenantID, e.UserID, e.EventID, e.GatewayID, e.Kind, e.DeviceID, orZero(e.Model), orZero(e.Firmware),
 			sec(e.OccurredAt), e.OccurredAt, e.ReceivedAt, e.IngestedAt, rec.Partition, rec.Offset}
 	case topics.Erasures:
 		var e schemas.Erasure
