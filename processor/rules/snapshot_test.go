@@ -77,18 +77,26 @@ func roundTrip(t *testing.T, a *Aggregate) *Aggregate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back Aggregate
-	if err := back.UnmarshalBinary(b); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(&back, a) {
-		t.Fatalf("round trip changed the aggregate:\n got %+v\nwant %+v", &back, a)
-	}
+	back := decodesTo(t, "round trip", b, a)
 	for n := range len(b) {
 		var cut Aggregate
 		if err := cut.UnmarshalBinary(b[:n]); err == nil {
 			t.Fatalf("a %d-byte prefix of %d decoded without error", n, len(b))
 		}
+	}
+	return back
+}
+
+// decodesTo checks that snapshot b, made by what, decodes to an aggregate
+// equal to want, which it returns.
+func decodesTo(t *testing.T, what string, b []byte, want *Aggregate) *Aggregate {
+	t.Helper()
+	var back Aggregate
+	if err := back.UnmarshalBinary(b); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if !reflect.DeepEqual(&back, want) {
+		t.Fatalf("%s changed the aggregate:\n got %+v\nwant %+v", what, &back, want)
 	}
 	return &back
 }
@@ -99,14 +107,8 @@ func TestSnapshotReadsJSONRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back Aggregate
-	if err := back.UnmarshalBinary(js); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(&back, a) {
-		t.Fatalf("JSON row decoded to %+v, want %+v", &back, a)
-	}
-	checkKeys(t, &back)
+	back := decodesTo(t, "a JSON row", js, a)
+	checkKeys(t, back)
 	for _, bad := range [][]byte{nil, {0x7f}, {snapshotV1, 0x80}} {
 		if err := back.UnmarshalBinary(bad); err == nil {
 			t.Errorf("%x decoded without error", bad)
