@@ -33,10 +33,10 @@ type benchSettings struct {
 	keepTopics                               bool
 }
 
-// ingestFlags parses bench ingest's flags. The in-process ingest listens
-// on a free port and writes to topics of its own, unless the flags or
-// their environment variables say otherwise.
-func ingestFlags(args []string) (*cmdline.Settings, benchSettings, error) {
+// ingestFlags parses bench ingest's flags and makes the logger. The
+// in-process ingest listens on a free port and writes to topics of its
+// own, unless the flags or their environment variables say otherwise.
+func ingestFlags(args []string) (*cmdline.Settings, benchSettings, zerolog.Logger, error) {
 	fs, s := cmdline.NewFlags("vitals-lab bench ingest")
 	s.KafkaFlags(fs)
 	s.PostgresFlags(fs)
@@ -58,20 +58,22 @@ func ingestFlags(args []string) (*cmdline.Settings, benchSettings, error) {
 	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
 	fs.String(&b.cpuProfile, "bench-cpuprofile", "", "write a CPU profile of this process (ingest and load generator) over the measured window to this file")
 	fs.BoolVar(&b.keepTopics, "bench-keep-topics", false, "keep the in-process ingest's topics at the end (by default they are deleted unless the prefix is \"vitals\")")
+	nop := zerolog.Nop()
 	if err := fs.Parse(args); err != nil {
-		return nil, b, err
+		return nil, b, nop, err
 	}
 	if fs.NArg() > 0 {
-		return nil, b, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return nil, b, nop, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if b.clients < 1 || b.batch < 1 || b.users < 1 || b.duration <= 0 || b.warmup < 0 {
-		return nil, b, errors.New("--bench-clients, --bench-batch, --bench-users and --bench-duration must be positive")
+		return nil, b, nop, errors.New("--bench-clients, --bench-batch, --bench-users and --bench-duration must be positive")
 	}
 	if b.format != loadgen.FormatJSON && b.format != loadgen.FormatAvro {
-		return nil, b, fmt.Errorf("--bench-format %q: want json or avro", b.format)
+		return nil, b, nop, fmt.Errorf("--bench-format %q: want json or avro", b.format)
 	}
 	b.bodies = max(b.bodies, b.clients)
-	return s, b, nil
+	log, err := s.Logger()
+	return s, b, log, err
 }
 
 // benchIngest load-tests the ingest HTTP path on loopback: it starts ingest
@@ -81,11 +83,7 @@ func ingestFlags(args []string) (*cmdline.Settings, benchSettings, error) {
 // percentiles. Ingest answers only after the broker acknowledged every
 // record, so the latency includes the broker's ack.
 func benchIngest(ctx context.Context, args []string, stdout io.Writer) error {
-	s, b, err := ingestFlags(args)
-	if err != nil {
-		return err
-	}
-	log, err := s.Logger()
+	s, b, log, err := ingestFlags(args)
 	if err != nil {
 		return err
 	}

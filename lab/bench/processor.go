@@ -51,11 +51,7 @@ type benchProcSettings struct {
 // is not measured. Topics, the group's PostgreSQL rows and the Kafka group
 // are deleted at the end unless --bench-keep.
 func benchProcessor(ctx context.Context, args []string, stdout io.Writer) error {
-	s, b, err := procFlags(args)
-	if err != nil {
-		return err
-	}
-	log, err := s.Logger()
+	s, b, log, err := procFlags(args)
 	if err != nil {
 		return err
 	}
@@ -210,11 +206,11 @@ func prepareProcTopics(ctx context.Context, adm *kadm.Client, prod *kgo.Client, 
 	return ends, nil
 }
 
-// procFlags parses bench processor's flags: topics of its own under a
-// unique prefix, a fresh group every run and no metrics listener (the
-// registry is read in-process), unless the flags or their environment
-// variables say otherwise.
-func procFlags(args []string) (*cmdline.Settings, benchProcSettings, error) {
+// procFlags parses bench processor's flags and makes the logger: topics
+// of its own under a unique prefix, a fresh group every run and no metrics
+// listener (the registry is read in-process), unless the flags or their
+// environment variables say otherwise.
+func procFlags(args []string) (*cmdline.Settings, benchProcSettings, zerolog.Logger, error) {
 	fs, s := cmdline.NewFlags("vitals-lab bench processor")
 	s.KafkaFlags(fs)
 	s.PostgresFlags(fs)
@@ -232,20 +228,21 @@ func procFlags(args []string) (*cmdline.Settings, benchProcSettings, error) {
 	fs.String(&b.heapProfile, "bench-heapprofile", "", "write a heap profile (live objects after a collection, and allocations since start) to this file when the processing window ends, before the processor stops")
 	fs.String(&b.traceOut, "bench-trace", "", "write a runtime execution trace of the processing window to this file (go tool trace -pprof=net|sync|syscall FILE: where the processor waits)")
 	fs.String(&b.jsonOut, "bench-json", "", "also write the result as JSON to this file")
+	nop := zerolog.Nop()
 	if err := fs.Parse(args); err != nil {
-		return nil, b, err
+		return nil, b, nop, err
 	}
 	if fs.NArg() > 0 {
-		return nil, b, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return nil, b, nop, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if b.users < 1 || b.events < 1 || s.ProcessorBatch < 1 || b.timeout <= 0 {
-		return nil, b, errors.New("--bench-users, --bench-events, --processor-batch and --bench-timeout must be positive")
+		return nil, b, nop, errors.New("--bench-users, --bench-events, --processor-batch and --bench-timeout must be positive")
 	}
 	if b.metrics < 1 || b.metrics > benchMetrics {
-		return nil, b, fmt.Errorf("--bench-metrics must be 1 to %d", benchMetrics)
+		return nil, b, nop, fmt.Errorf("--bench-metrics must be 1 to %d", benchMetrics)
 	}
 	if s.KafkaPrefix == scratch.RealPrefix {
-		return nil, b, errors.New("--kafka-topic-prefix vitals is the real event log; bench processor fills and deletes topics of its own")
+		return nil, b, nop, errors.New("--kafka-topic-prefix vitals is the real event log; bench processor fills and deletes topics of its own")
 	}
 	groupSet := false
 	fs.Visit(func(f *flag.Flag) { groupSet = groupSet || f.Name == "processor-group" })
@@ -254,7 +251,8 @@ func procFlags(args []string) (*cmdline.Settings, benchProcSettings, error) {
 		// the beginning of the log, even on reused topics.
 		s.ProcessorGroup = s.KafkaPrefix + "." + scratch.RandomHex(4)
 	}
-	return s, b, nil
+	log, err := s.Logger()
+	return s, b, log, err
 }
 
 // benchLogEnds are the summed log-end offsets of the processor's inputs.
