@@ -420,25 +420,11 @@ func (p *Projector) replicaFloors(ctx context.Context, addr, table, q string) (m
 	if err != nil {
 		return nil, false, fmt.Errorf("replica state of %s on %s: %w", table, addr, err)
 	}
-	rows, err := conn.Query(ctx, q)
+	out, err := warehouse.ScanNested[int32, uint32, int64](conn.Query(ctx, q))
 	if err != nil {
 		return nil, false, fmt.Errorf("stored positions of %s on %s: %w", table, addr, err)
 	}
-	defer rows.Close()
-	out := map[int32]map[uint32]int64{}
-	for rows.Next() {
-		var part int32
-		var m uint32
-		var off int64
-		if err := rows.Scan(&part, &m, &off); err != nil {
-			return nil, false, fmt.Errorf("stored positions of %s on %s: %w", table, addr, err)
-		}
-		if out[part] == nil {
-			out[part] = map[uint32]int64{}
-		}
-		out[part][m] = off
-	}
-	return out, queued == 0 && pulled == 1, rows.Err()
+	return out, queued == 0 && pulled == 1, nil
 }
 
 // awaitInsertsEverywhere is awaitInserts on every live server: a killed

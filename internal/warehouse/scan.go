@@ -1,6 +1,7 @@
 package warehouse
 
-// Rows is the part of a query's result that ScanMap and ScanSet read. Both
+// Rows is the part of a query's result that ScanMap, ScanSet and
+// ScanNested read. Both
 // clickhouse-go's driver.Rows and pgx's Rows have it, so the same helpers
 // serve ClickHouse and PostgreSQL queries.
 type Rows interface {
@@ -28,6 +29,21 @@ func ScanSet[K comparable](rows Rows, err error) (map[K]bool, error) {
 	out := map[K]bool{}
 	var k K
 	return out, scanEach(rows, err, func() { out[k] = true }, &k)
+}
+
+// ScanNested reads a query's rows of three columns, an outer key, an inner
+// key and a value, into a map of maps, as ScanMap does.
+func ScanNested[K1, K2 comparable, V any](rows Rows, err error) (map[K1]map[K2]V, error) {
+	out := map[K1]map[K2]V{}
+	var k1 K1
+	var k2 K2
+	var v V
+	return out, scanEach(rows, err, func() {
+		if out[k1] == nil {
+			out[k1] = map[K2]V{}
+		}
+		out[k1][k2] = v
+	}, &k1, &k2, &v)
 }
 
 // scanEach scans every row of a query's result into dest, calls add after

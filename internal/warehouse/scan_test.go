@@ -74,6 +74,21 @@ func TestScanSet(t *testing.T) {
 	}
 }
 
+func TestScanNested(t *testing.T) {
+	rows := &chStyleRows{fakeRows{rows: [][]any{{"a", "x", int64(1)}, {"a", "y", int64(2)}, {"b", "x", int64(3)}}}}
+	got, err := ScanNested[string, string, int64](rows, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]map[string]int64{"a": {"x": 1, "y": 2}, "b": {"x": 3}}
+	if len(got) != len(want) || !maps.Equal(got["a"], want["a"]) || !maps.Equal(got["b"], want["b"]) {
+		t.Errorf("ScanNested = %v, want %v", got, want)
+	}
+	if !rows.closed {
+		t.Error("rows not closed")
+	}
+}
+
 func TestScanErrors(t *testing.T) {
 	queryErr := errors.New("query failed")
 	if _, err := ScanSet[string](nil, queryErr); !errors.Is(err, queryErr) {
