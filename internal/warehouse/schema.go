@@ -145,6 +145,16 @@ var (
 	colInsertedAt   = column{"inserted_at", "DateTime", "now()", "When the projector inserted the row (server clock)."}
 	colLogPartition = column{"log_partition", "Int32", "-1", "Partition of the Kafka topic this row was projected from (-1: row written before positions were stored)."}
 	colLogOffset    = column{"log_offset", "Int64", "-1", "Offset of the record in that partition; the projector resumes after max(log_offset)."}
+
+	// The rollups' key columns.
+	colRollupMetric = column{"metric", "String", "", "Metric registry name."}
+	colRollupDay    = column{"day", "Date", "", "UTC day of measured_at."}
+
+	// The columns profile and device events share.
+	colEventID         = column{"event_id", "String", "", "Gateway-assigned event id."}
+	colEventGateway    = column{"gateway_id", "String", "", "Gateway that posted the event."}
+	colEventReceivedAt = column{"received_at_ms", "Int64", "", "When the gateway received the event, epoch ms UTC."}
+	colEventIngestedAt = column{"ingested_at_ms", "Int64", "", "When ingest accepted the event, epoch ms UTC."}
 )
 
 // readingColumns are the columns of ReadingsTable, which RevisionsTable
@@ -249,16 +259,14 @@ var tables = []table{
 		name: ProfileEventsTable,
 		columns: []column{
 			colTenant, colUser,
-			{"event_id", "String", "", "Gateway-assigned event id."},
-			{"gateway_id", "String", "", "Gateway that posted the event."},
+			colEventID, colEventGateway,
 			{"kind", "String", "", "registered, updated or erasure_requested."},
 			{"birth_year", "Int32", "0", "Birth year; 0 when the event does not state it."},
 			{"sex", "String", "''", "female, male, other or unknown; empty when the event does not state it."},
 			{"region", "String", "''", "ISO 3166-1 alpha-2 or ISO 3166-2 code; empty when the event does not state it."},
 			{"occurred_at", "DateTime", "", "When the change happened, UTC."},
 			{"occurred_at_ms", "Int64", "", "The same, epoch ms UTC; later events win in UserDimension."},
-			{"received_at_ms", "Int64", "", "When the gateway received the event, epoch ms UTC."},
-			{"ingested_at_ms", "Int64", "", "When ingest accepted the event, epoch ms UTC."},
+			colEventReceivedAt, colEventIngestedAt,
 			colLogPartition, colLogOffset, colInsertedAt,
 		},
 		engine: `ENGINE = ReplacingMergeTree()
@@ -269,15 +277,13 @@ var tables = []table{
 		columns: []column{
 			colTenant, colUser,
 			{"device_id", "String", "", "The device."},
-			{"event_id", "String", "", "Gateway-assigned event id."},
-			{"gateway_id", "String", "", "Gateway that posted the event."},
+			colEventID, colEventGateway,
 			{"kind", "String", "", "paired, unpaired or status."},
 			{"model", "String", "''", "Device model, e.g. fitbit-charge-hr; empty when not stated."},
 			{"firmware", "String", "''", "Firmware version; empty when not stated."},
 			{"occurred_at", "DateTime", "", "When it happened on the device, UTC."},
 			{"occurred_at_ms", "Int64", "", "The same, epoch ms UTC."},
-			{"received_at_ms", "Int64", "", "When the gateway received the event, epoch ms UTC."},
-			{"ingested_at_ms", "Int64", "", "When ingest accepted the event, epoch ms UTC."},
+			colEventReceivedAt, colEventIngestedAt,
 			colLogPartition, colLogOffset, colInsertedAt,
 		},
 		engine: `ENGINE = ReplacingMergeTree()
@@ -301,8 +307,7 @@ var tables = []table{
 		name: DailyRollupTable,
 		columns: []column{
 			colTenant, colUser,
-			{"metric", "String", "", "Metric registry name."},
-			{"day", "Date", "", "UTC day of measured_at."},
+			colRollupMetric, colRollupDay,
 			{"readings", "AggregateFunction(count)", "", "State of count(): read with countMerge(readings)."},
 			{"min_value", "AggregateFunction(min, Float64)", "", "State of min(value): minMerge(min_value)."},
 			{"max_value", "AggregateFunction(max, Float64)", "", "State of max(value): maxMerge(max_value)."},
@@ -320,8 +325,7 @@ var tables = []table{
 		name: ValuesRollupTable,
 		columns: []column{
 			colTenant, colUser,
-			{"metric", "String", "", "Metric registry name."},
-			{"day", "Date", "", "UTC day of measured_at."},
+			colRollupMetric, colRollupDay,
 			{"value", "Float64", "", "One distinct value (canonical unit; systolic for blood_pressure) of the user's readings that day."},
 			{name: "readings", typ: "Int64", comment: "Readings of the user, metric and day with this value, revisions counted with their sign (a retracted version -1); rows of unmerged parts add up: always sum(readings)."},
 		},
@@ -335,8 +339,7 @@ var tables = []table{
 		name: DailyRevisionsTable,
 		columns: []column{
 			colTenant, colUser,
-			{name: "metric", typ: "String", comment: "Metric registry name."},
-			{name: "day", typ: "Date", comment: "UTC day of measured_at."},
+			colRollupMetric, colRollupDay,
 			{name: "readings", typ: "Int64", comment: "What revisions changed in the day's count of readings (add it to countMerge(readings) of readings_daily); always sum()."},
 			{name: "sum_value", typ: "Float64", comment: "What revisions changed in the sum of values; always sum()."},
 			{name: "sum_squares", typ: "Float64", comment: "What revisions changed in the sum of squared values; always sum()."},
