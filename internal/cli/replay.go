@@ -45,17 +45,12 @@ func cmdReplay(ctx context.Context, args []string, stdout io.Writer) error {
 // replayEncrypt copies raw topics written in clear by earlier releases
 // into a new version of them, sealed (docs/privacy.md).
 func replayEncrypt(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := cmdline.NewFlags("vitals replay encrypt")
-	s.KafkaFlags(fs)
-	s.PostgresFlags(fs)
-	var r replaySettings
-	r.Flags(fs)
+	fs, s, r := replayFlags("encrypt")
 	fs.String(&r.version, "version", "", "version of the sealed raw topics, e.g. v2 (required)")
-	log, err := r.start(fs, s, args, "usage: vitals replay encrypt --version v2 [flags]")
+	log, bar, err := r.start(fs, s, args, "usage: vitals replay encrypt --version v2 [flags]")
 	if err != nil {
 		return err
 	}
-	bar := cmdline.NewProgress(os.Stderr, log)
 	res, err := replay.Encrypt(ctx, replay.EncryptConfig{Kafka: s.Kafka(), Version: r.version, PostgresURL: s.PostgresURL,
 		UserKeys: s.UserKeys(), ProgressEvery: r.ProgressEvery, Progress: bar.Show}, log)
 	bar.End()
@@ -70,13 +65,9 @@ func replayEncrypt(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func replayTables(ctx context.Context, sub string, args []string, stdout io.Writer) error {
-	fs, s := cmdline.NewFlags("vitals replay " + sub)
-	s.KafkaFlags(fs)
-	s.PostgresFlags(fs)
+	fs, s, r := replayFlags(sub)
 	s.ClickHouseFlags(fs)
 	s.ProjectorFlags(fs)
-	var r replaySettings
-	r.Flags(fs)
 	r.RebuildFlags(fs)
 	fs.String(&r.tables, "tables", "all", "tables to "+sub+", comma-separated: "+strings.Join(replay.Rebuildable, ",")+" or all")
 	if sub == "rebuild" {
@@ -87,7 +78,7 @@ func replayTables(ctx context.Context, sub string, args []string, stdout io.Writ
 		fs.String(&r.group, "replay-group", "", "consumer group of the shadow projector (default <projector-group>-replay-<database>)")
 	}
 	fs.Duration(&r.pauseTimeout, "replay-pause-timeout", replay.DefaultConfig().PauseTimeout, "longest the live projectors are paused for the swap; they resume by themselves after it")
-	log, err := r.start(fs, s, args, "")
+	log, bar, err := r.start(fs, s, args, "")
 	if err != nil {
 		return err
 	}
@@ -119,7 +110,6 @@ func replayTables(ctx context.Context, sub string, args []string, stdout io.Writ
 		plan.Print(stdout)
 		return nil
 	}
-	bar := cmdline.NewProgress(os.Stderr, log)
 	cfg.Progress = bar.Show
 	res, err := replay.Rebuild(ctx, cfg, log)
 	bar.End()
@@ -129,28 +119,41 @@ func replayTables(ctx context.Context, sub string, args []string, stdout io.Writ
 	return stoppedCleanly(ctx, err, stdout)
 }
 
-// start parses and checks args, makes the logger and applies the
-// tuning. A subcommand that needs --version passes its usage, the error
-// without it or with arguments; the others take no arguments either.
-func (r *replaySettings) start(fs *envflag.Set, s *cmdline.Settings, args []string, usage string) (zerolog.Logger, error) {
+// replayFlags is the flag set of vitals replay sub with the flags every
+// subcommand has: Kafka's, PostgreSQL's and the replay tuning's.
+func replayFlags(sub string) (*envflag.Set, *cmdline.Settings, *replaySettings) {
+	fs, s := cmdline.NewFlags("vitals replay " + sub)
+	s.KafkaFlags(fs)
+	s.PostgresFlags(fs)
+	r := &replaySettings{}
+	r.Flags(fs)
+	return fs, s, r
+}
+
+// start parses and checks args, makes the logger and the progress
+// display, and applies the tuning. A subcommand that needs --version
+// passes its usage, the error without it or with arguments; the others
+// take no arguments either.
+func (r *replaySettings) start(fs *envflag.Set, s *cmdline.Settings, args []string, usage string) (zerolog.Logger, *cmdline.Progress, error) {
+	nop := zerolog.Nop()
 	if err := fs.Parse(args); err != nil {
-		return zerolog.Nop(), err
+		return nop, nil, err
 	}
 	if err := s.CheckKafka(); err != nil {
-		return zerolog.Nop(), err
+		return nop, nil, err
 	}
 	if usage != "" && (r.version == "" || fs.NArg() > 0) {
-		return zerolog.Nop(), errors.New(usage)
+		return nop, nil, errors.New(usage)
 	}
 	if fs.NArg() > 0 {
-		return zerolog.Nop(), fmt.Errorf("unexpected arguments %q", fs.Args())
+		return nop, nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	log, err := s.Logger()
 	if err != nil {
-		return log, err
+		return log, nil, err
 	}
 	r.Apply()
-	return log, nil
+	return log, cmdline.NewProgress(os.Stderr, log), nil
 }
 
 // stoppedCleanly turns the error of a replay stopped by Ctrl-C or SIGTERM
@@ -183,19 +186,14 @@ func printRebuild(w io.Writer, res *replay.Result) {
 }
 
 func replayReprocess(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, s := cmdline.NewFlags("vitals replay reprocess")
-	s.KafkaFlags(fs)
-	s.PostgresFlags(fs)
+	fs, s, r := replayFlags("reprocess")
 	s.ProcessorFlags(fs)
-	var r replaySettings
-	r.Flags(fs)
 	fs.String(&r.version, "version", "", "version of the new output topics, e.g. v2 (required)")
 	fs.String(&r.group, "replay-group", "", "consumer group and state key of the reprocess (default <processor-group>-<version>)")
-	log, err := r.start(fs, s, args, "usage: vitals replay reprocess --version v2 [flags]")
+	log, bar, err := r.start(fs, s, args, "usage: vitals replay reprocess --version v2 [flags]")
 	if err != nil {
 		return err
 	}
-	bar := cmdline.NewProgress(os.Stderr, log)
 	res, err := replay.Reprocess(ctx, replay.ReprocessConfig{Processor: s.Processor(), Version: r.version, Group: r.group,
 		ProgressEvery: r.ProgressEvery, Progress: bar.Show}, log)
 	bar.End()
