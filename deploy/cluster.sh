@@ -173,18 +173,8 @@ controller.listener.names=CONTROLLER
 log.dirs=$d/data
 
 # three nodes: every topic on all three, an acknowledged write on at least two
-num.partitions=6
-default.replication.factor=3
-min.insync.replicas=2
-offsets.topic.replication.factor=3
-transaction.state.log.replication.factor=3
-transaction.state.log.min.isr=2
-share.coordinator.state.topic.replication.factor=3
-share.coordinator.state.topic.min.isr=2
+$(kafka_topic_properties 3 2)
 unclean.leader.election.enable=false
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=false
-delete.topic.enable=true
 
 num.network.threads=2
 num.io.threads=2

@@ -104,17 +104,7 @@ controller.quorum.bootstrap.servers=$STACK_HOST:$KAFKA_CONTROLLER_PORT
 log.dirs=$K_DATA
 
 # single node
-num.partitions=6
-default.replication.factor=1
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-min.insync.replicas=1
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=false
-delete.topic.enable=true
+$(kafka_topic_properties 1 1)
 
 num.network.threads=3
 num.io.threads=4

@@ -274,6 +274,25 @@ mvn_fetch() {
   return 1
 }
 
+# kafka_topic_properties RF MIN_ISR: the server.properties lines of Kafka's topics
+# (kafka.sh's one node, cluster.sh's three): every topic, the internal ones too, on RF
+# brokers, a write acknowledged by MIN_ISR; topics are made by vitals migrate only.
+kafka_topic_properties() {
+  cat <<EOF
+num.partitions=6
+default.replication.factor=$1
+min.insync.replicas=$2
+offsets.topic.replication.factor=$1
+transaction.state.log.replication.factor=$1
+transaction.state.log.min.isr=$2
+share.coordinator.state.topic.replication.factor=$1
+share.coordinator.state.topic.min.isr=$2
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+delete.topic.enable=true
+EOF
+}
+
 # ---------------------------------------------------------------------------
 # Per-service script dispatch (used by kafka.sh, clickhouse.sh, postgres.sh).
 # The service script defines svc_install, svc_start, svc_stop, svc_status,
