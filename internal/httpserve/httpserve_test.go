@@ -3,6 +3,7 @@ package httpserve
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -67,5 +68,23 @@ func TestServeTLS(t *testing.T) {
 	}
 	if n := calls.Load(); n != 1 {
 		t.Errorf("handler called %d times, want 1 (the TLS request only)", n)
+	}
+}
+
+// Run hands serve the listener it opened; an address it cannot listen on
+// fails naming the service, before serve is called.
+func TestRun(t *testing.T) {
+	var served string
+	serve := func(_ context.Context, ln net.Listener) error {
+		served = ln.Addr().String()
+		return ln.Close()
+	}
+	if err := Run(t.Context(), "query", "127.0.0.1:0", serve); err != nil || !strings.HasPrefix(served, "127.0.0.1:") {
+		t.Fatalf("Run = %v, served on %q", err, served)
+	}
+	served = ""
+	err := Run(t.Context(), "query", "127.0.0.1:-1", serve)
+	if err == nil || !strings.HasPrefix(err.Error(), "query: listen 127.0.0.1:-1") || served != "" {
+		t.Fatalf("Run on a bad address = %v, served on %q", err, served)
 	}
 }
