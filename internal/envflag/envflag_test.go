@@ -40,14 +40,18 @@ func TestEnvironmentSetsDefaultsAndFlagsWin(t *testing.T) {
 }
 
 func TestMalformedEnvironmentIsAnError(t *testing.T) {
-	for _, tc := range []struct{ env, value string }{{"VT_BATCH", "seven"}, {"VT_WAIT", "soon"}} {
+	for _, tc := range []struct{ env, value string }{{"VT_BATCH", "seven"}, {"VT_WAIT", "soon"}, {"VT_ON", "maybe"}, {"VT_SINCE", "yesterday"}} {
 		t.Run(tc.env, func(t *testing.T) {
 			t.Setenv(tc.env, tc.value)
 			fs := New("t", "VT")
 			var batch int
 			var wait time.Duration
+			var on bool
+			var since time.Time
 			fs.Int(&batch, "batch", 1, "batch")
 			fs.Duration(&wait, "wait", time.Second, "wait")
+			fs.Bool(&on, "on", false, "on")
+			fs.Time(&since, "since", time.Time{}, "since")
 			if err := fs.Parse(nil); err == nil {
 				t.Fatalf("%s=%s accepted", tc.env, tc.value)
 			}
