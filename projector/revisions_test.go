@@ -55,7 +55,7 @@ func TestResolveRevisions(t *testing.T) {
 	var got []string
 	for i := range b.revisions.rows {
 		got = append(got, fmt.Sprintf("%s r%d %+d %g @%d rec%d", rb.eventID.v[i], rb.revision.v[i], rb.sign.v[i], rb.value.v[i],
-			rb.measuredAtMs.v[i]-1_699_000_000_000, rb.recordedAt.v[i]-1_700_000_100_000))
+			rb.measured.ms.v[i]-1_699_000_000_000, rb.recordedAt.v[i]-1_700_000_100_000))
 	}
 	want := []string{
 		"s r1 -1 99 @0 rec2", "s r2 +1 90 @1000000000 rec2",

@@ -130,14 +130,27 @@ func (p *position) columns() []namedColumn {
 	return []namedColumn{{"log_partition", &p.partition}, {"log_offset", &p.offset}}
 }
 
+// instant is a DateTime column and its name_ms companion, both filled
+// from one epoch-ms value: the DateTime for partitioning and date
+// functions, the companion to keep the milliseconds.
+type instant struct {
+	sec col[int64] // DateTime, epoch seconds
+	ms  col[int64]
+}
+
+func (c *instant) add(ms int64) {
+	c.sec.add(secs(ms))
+	c.ms.add(ms)
+}
+
 // readingCols are the columns of a reading version, which the readings
 // and revisions tables share.
 type readingCols struct {
 	tenant, user, device, gateway, metric, loinc col[string]
 	value                                        col[float64]
 	unit                                         col[string]
-	measuredAt                                   col[int64] // DateTime, epoch seconds
-	measuredAtMs, receivedAtMs, ingestedAtMs     col[int64]
+	measured                                     instant
+	receivedAtMs, ingestedAtMs                   col[int64]
 	eventID, source                              col[string]
 	sourcePartition                              col[int32]
 	sourceOffset, periodEnd                      col[int64]
@@ -150,7 +163,7 @@ func (c *readingCols) columns() []namedColumn {
 	return []namedColumn{
 		{"tenant_id", &c.tenant}, {"user_id", &c.user}, {"device_id", &c.device}, {"gateway_id", &c.gateway},
 		{"metric", &c.metric}, {"loinc", &c.loinc}, {"value", &c.value}, {"unit", &c.unit},
-		{"measured_at", &c.measuredAt}, {"measured_at_ms", &c.measuredAtMs}, {"received_at_ms", &c.receivedAtMs},
+		{"measured_at", &c.measured.sec}, {"measured_at_ms", &c.measured.ms}, {"received_at_ms", &c.receivedAtMs},
 		{"ingested_at_ms", &c.ingestedAtMs}, {"event_id", &c.eventID}, {"source_topic", &c.source},
 		{"source_partition", &c.sourcePartition}, {"source_offset", &c.sourceOffset}, {"period_end_ms", &c.periodEnd},
 		{"second_value", &c.secondValue}, {"stage", &c.stage}, {"sequence", &c.sequence},
@@ -167,8 +180,7 @@ func (c *readingCols) add(v *version) {
 	c.loinc.add(v.loinc)
 	c.value.add(v.value)
 	c.unit.add(v.unit)
-	c.measuredAt.add(secs(v.measuredAt))
-	c.measuredAtMs.add(v.measuredAt)
+	c.measured.add(v.measuredAt)
 	c.receivedAtMs.add(v.receivedAt)
 	c.ingestedAtMs.add(v.ingestedAt)
 	c.eventID.add(v.eventID)
@@ -185,7 +197,7 @@ func (c *readingCols) add(v *version) {
 func (c *readingCols) version(i int) version {
 	v := version{tenant: c.tenant.v[i], user: c.user.v[i], device: c.device.v[i], gateway: c.gateway.v[i],
 		metric: c.metric.v[i], loinc: c.loinc.v[i], unit: c.unit.v[i], eventID: c.eventID.v[i], sourceTopic: c.source.v[i],
-		stage: c.stage.v[i], value: c.value.v[i], measuredAt: c.measuredAtMs.v[i], receivedAt: c.receivedAtMs.v[i],
+		stage: c.stage.v[i], value: c.value.v[i], measuredAt: c.measured.ms.v[i], receivedAt: c.receivedAtMs.v[i],
 		ingestedAt: c.ingestedAtMs.v[i], sourcePartition: c.sourcePartition.v[i], sourceOffset: c.sourceOffset.v[i],
 		periodEnd: c.periodEnd.v[i]}
 	v.secondValue = opt[float64]{c.secondValue.v[i], !c.secondValue.null[i]}
@@ -233,7 +245,7 @@ type rejectedBuf struct {
 	sourceTopic string
 
 	tenant, user, device, metric  col[string]
-	measuredAt, measuredAtMs      col[int64]
+	measured                      instant
 	reason, message, eventID, src col[string]
 	sourcePartition               col[int32]
 	sourceOffset                  col[int64]
@@ -243,7 +255,7 @@ type rejectedBuf struct {
 func (b *rejectedBuf) columns() []namedColumn {
 	return append([]namedColumn{
 		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"device_id", &b.device}, {"metric", &b.metric},
-		{"measured_at", &b.measuredAt}, {"measured_at_ms", &b.measuredAtMs}, {"reason", &b.reason},
+		{"measured_at", &b.measured.sec}, {"measured_at_ms", &b.measured.ms}, {"reason", &b.reason},
 		{"message", &b.message}, {"event_id", &b.eventID}, {"source_topic", &b.src},
 		{"source_partition", &b.sourcePartition}, {"source_offset", &b.sourceOffset},
 	}, b.pos.columns()...)
@@ -258,8 +270,7 @@ func (b *rejectedBuf) add(rec *kgo.Record) (row, error) {
 	b.user.add(r.UserID)
 	b.device.add(r.DeviceID)
 	b.metric.add(r.Metric)
-	b.measuredAt.add(secs(r.MeasuredAt))
-	b.measuredAtMs.add(r.MeasuredAt)
+	b.measured.add(r.MeasuredAt)
 	b.reason.add(r.Reason)
 	b.message.add(r.Message)
 	b.eventID.add(r.EventID)
@@ -275,8 +286,8 @@ type alertsBuf struct {
 	codec *schemas.Codec
 
 	tenant, user, device, gateway, metric, rule, severity col[string]
-	startedAt, startedAtMs                                col[int64]
-	measuredAt, measuredAtMs, receivedAtMs                col[int64]
+	started, measured                                     instant
+	receivedAtMs                                          col[int64]
 	value                                                 col[float64]
 	message, eventID                                      col[string]
 	pos                                                   position
@@ -288,8 +299,8 @@ func (b *alertsBuf) columns() []namedColumn {
 	return append([]namedColumn{
 		{"tenant_id", &b.tenant}, {"user_id", &b.user}, {"device_id", &b.device}, {"gateway_id", &b.gateway},
 		{"metric", &b.metric}, {"rule", &b.rule}, {"severity", &b.severity},
-		{"started_at", &b.startedAt}, {"started_at_ms", &b.startedAtMs}, {"measured_at", &b.measuredAt},
-		{"measured_at_ms", &b.measuredAtMs}, {"received_at_ms", &b.receivedAtMs},
+		{"started_at", &b.started.sec}, {"started_at_ms", &b.started.ms}, {"measured_at", &b.measured.sec},
+		{"measured_at_ms", &b.measured.ms}, {"received_at_ms", &b.receivedAtMs},
 		{"value", &b.value}, {"message", &b.message}, {"event_id", &b.eventID},
 		{"alert_id", &b.alertID}, {"status", &b.status}, {"status_at_ms", &b.statusAtMs}, {"recorded_at_ms", &b.recordedAtMs},
 	}, b.pos.columns()...)
@@ -307,10 +318,8 @@ func (b *alertsBuf) add(rec *kgo.Record) (row, error) {
 	b.metric.add(a.Metric)
 	b.rule.add(a.Rule)
 	b.severity.add(a.Severity)
-	b.startedAt.add(secs(a.StartedAt))
-	b.startedAtMs.add(a.StartedAt)
-	b.measuredAt.add(secs(a.MeasuredAt))
-	b.measuredAtMs.add(a.MeasuredAt)
+	b.started.add(a.StartedAt)
+	b.measured.add(a.MeasuredAt)
 	b.receivedAtMs.add(a.ReceivedAt)
 	b.value.add(a.Value)
 	b.message.add(a.Message)
@@ -331,7 +340,7 @@ func (b *alertsBuf) add(rec *kgo.Record) (row, error) {
 // filled from the fields their events share.
 type eventCols struct {
 	tenant, user, eventID, gateway, kind col[string]
-	occurredAt, occurredAtMs             col[int64]
+	occurred                             instant
 	receivedAtMs, ingestedAtMs           col[int64]
 	pos                                  position
 }
@@ -347,7 +356,7 @@ func (c *eventCols) columns(own ...namedColumn) []namedColumn {
 	cols := append([]namedColumn{
 		{"tenant_id", &c.tenant}, {"user_id", &c.user}, {"event_id", &c.eventID}, {"gateway_id", &c.gateway}, {"kind", &c.kind},
 	}, own...)
-	cols = append(cols, namedColumn{"occurred_at", &c.occurredAt}, namedColumn{"occurred_at_ms", &c.occurredAtMs},
+	cols = append(cols, namedColumn{"occurred_at", &c.occurred.sec}, namedColumn{"occurred_at_ms", &c.occurred.ms},
 		namedColumn{"received_at_ms", &c.receivedAtMs}, namedColumn{"ingested_at_ms", &c.ingestedAtMs})
 	return append(cols, c.pos.columns()...)
 }
@@ -360,8 +369,7 @@ func (c *eventCols) add(rec *kgo.Record, e eventFields) row {
 	c.eventID.add(e.eventID)
 	c.gateway.add(e.gateway)
 	c.kind.add(e.kind)
-	c.occurredAt.add(secs(e.occurredAt))
-	c.occurredAtMs.add(e.occurredAt)
+	c.occurred.add(e.occurredAt)
 	c.receivedAtMs.add(e.receivedAt)
 	c.ingestedAtMs.add(e.ingestedAt)
 	c.pos.add(rec)
