@@ -109,11 +109,10 @@ func flatVersion(f *schemas.FlatAcceptedReading, sourceTopic string) version {
 // at the position of rec.
 func (b *revisionsBuf) appendRow(v *version, sign int8, recordedAt int64, rec *kgo.Record) row {
 	b.readingCols.add(v)
-	b.pos.add(rec)
 	b.revision.add(v.revision)
 	b.sign.add(sign)
 	b.recordedAt.add(recordedAt)
-	return row{tenant: v.tenant, user: v.user, partition: rec.Partition, offset: rec.Offset}
+	return b.pos.add(rec, v.tenant, v.user)
 }
 
 // acceptedRef is one record of the accepted-readings topic in a batch, in

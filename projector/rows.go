@@ -121,9 +121,12 @@ type position struct {
 	offset    col[int64]
 }
 
-func (p *position) add(rec *kgo.Record) {
+// add appends rec's position and returns the key of rec's row, which
+// tenant and user own.
+func (p *position) add(rec *kgo.Record, tenant, user string) row {
 	p.partition.add(rec.Partition)
 	p.offset.add(rec.Offset)
+	return row{tenant: tenant, user: user, partition: rec.Partition, offset: rec.Offset}
 }
 
 func (p *position) columns() []namedColumn {
@@ -235,8 +238,7 @@ func (b *readingsBuf) add(rec *kgo.Record) (row, error) {
 	}
 	v := flatVersion(&f, b.sourceTopic)
 	b.readingCols.add(&v)
-	b.pos.add(rec)
-	return row{tenant: f.TenantID, user: f.UserID, partition: rec.Partition, offset: rec.Offset}, nil
+	return b.pos.add(rec, f.TenantID, f.UserID), nil
 }
 
 // rejectedBuf holds rows of the rejected readings table.
@@ -277,8 +279,7 @@ func (b *rejectedBuf) add(rec *kgo.Record) (row, error) {
 	b.src.add(b.sourceTopic)
 	b.sourcePartition.add(r.SourcePartition)
 	b.sourceOffset.add(r.SourceOffset)
-	b.pos.add(rec)
-	return row{tenant: r.TenantID, user: r.UserID, partition: rec.Partition, offset: rec.Offset}, nil
+	return b.pos.add(rec, r.TenantID, r.UserID), nil
 }
 
 // alertsBuf holds rows of the alerts table.
@@ -324,7 +325,6 @@ func (b *alertsBuf) add(rec *kgo.Record) (row, error) {
 	b.value.add(a.Value)
 	b.message.add(a.Message)
 	b.eventID.add(a.EventID)
-	b.pos.add(rec)
 	b.alertID.add(a.ID())
 	statusAt := a.StatusAt
 	if a.AlertID == "" { // a v1 alert: raised by the reading it names
@@ -333,7 +333,7 @@ func (b *alertsBuf) add(rec *kgo.Record) (row, error) {
 	b.status.add(a.Status)
 	b.statusAtMs.add(statusAt)
 	b.recordedAtMs.add(a.RecordedAt)
-	return row{tenant: a.TenantID, user: a.UserID, partition: rec.Partition, offset: rec.Offset}, nil
+	return b.pos.add(rec, a.TenantID, a.UserID), nil
 }
 
 // eventCols are the columns the profile and device events tables share,
@@ -372,8 +372,7 @@ func (c *eventCols) add(rec *kgo.Record, e eventFields) row {
 	c.occurred.add(e.occurredAt)
 	c.receivedAtMs.add(e.receivedAt)
 	c.ingestedAtMs.add(e.ingestedAt)
-	c.pos.add(rec)
-	return row{tenant: e.tenant, user: e.user, partition: rec.Partition, offset: rec.Offset}
+	return c.pos.add(rec, e.tenant, e.user)
 }
 
 // profilesBuf holds rows of the profile events table.
@@ -464,6 +463,5 @@ func (b *erasedBuf) add(rec *kgo.Record) (row, error) {
 	b.gateway.add(e.GatewayID)
 	b.requestedAtMs.add(e.RequestedAt)
 	b.receivedAtMs.add(e.ReceivedAt)
-	b.pos.add(rec)
-	return row{tenant: e.TenantID, user: e.UserID, partition: rec.Partition, offset: rec.Offset}, nil
+	return b.pos.add(rec, e.TenantID, e.UserID), nil
 }
