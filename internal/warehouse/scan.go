@@ -1,9 +1,8 @@
 package warehouse
 
 // Rows is the part of a query's result that ScanMap, ScanSet and
-// ScanNested read. Both
-// clickhouse-go's driver.Rows and pgx's Rows have it, so the same helpers
-// serve ClickHouse and PostgreSQL queries.
+// ScanNested read. Both clickhouse-go's driver.Rows and pgx's Rows have it,
+// so the same helpers serve ClickHouse and PostgreSQL queries.
 type Rows interface {
 	Next() bool
 	Scan(dest ...any) error
