@@ -122,11 +122,7 @@ func benchE2E(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.String(&b.format, "bench-format", loadgen.FormatJSON, "the simulator's request bodies: json or avro")
 	fs.Bool(&b.cluster, "bench-cluster", false, "run again on the cluster stack (make up-cluster) and print both side by side")
 	fs.String(&b.script, "bench-stack-script", "deploy/stack.sh", "script whose env --cluster prints the cluster stack's settings")
-	sandbox.BinaryFlag(fs, &b.vitals)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	bin, err := sandbox.Binary(b.vitals)
+	bin, err := sandbox.ParseWithBinary(fs, args)
 	if err != nil {
 		return err
 	}

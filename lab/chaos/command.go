@@ -22,7 +22,7 @@ type settings struct {
 	kills                     int
 	chStop, pgStop, secondFor time.Duration
 	settle                    time.Duration
-	script, logDir, vitals    string
+	script, logDir            string
 }
 
 // plan is the fault plan the flags ask for; --chaos-short replaces it by
@@ -74,11 +74,7 @@ func Command(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.String(&c.script, "chaos-stack-script", "deploy/stack.sh", "script that stops and starts the shared services")
 	fs.String(&c.logDir, "chaos-log-dir", sandbox.DefaultLogDir, "directory of the roles' logs")
 	fs.Bool(&c.keep, "chaos-keep", false, "keep the run's topics, database and state")
-	sandbox.BinaryFlag(fs, &c.vitals)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	bin, err := sandbox.Binary(c.vitals)
+	bin, err := sandbox.ParseWithBinary(fs, args)
 	if err != nil {
 		return err
 	}

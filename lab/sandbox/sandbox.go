@@ -30,15 +30,19 @@ import (
 // which git ignores, so runs never dirty the checkout.
 const DefaultLogDir = "bench/out/logs"
 
-// BinaryFlag registers --vitals-binary, the product binary whose roles the
-// sandbox runs; Binary resolves its default.
-func BinaryFlag(fs *envflag.Set, p *string) {
-	fs.String(p, "vitals-binary", "", "the vitals binary whose roles run as child processes (default: vitals next to this binary, else bin/vitals)")
+// ParseWithBinary registers --vitals-binary, the product binary whose
+// roles the sandbox runs, parses args and resolves that binary (see
+// Binary): the lab commands that start roles all need the three steps in
+// this order.
+func ParseWithBinary(fs *envflag.Set, args []string) (string, error) {
+	var flag string
+	fs.String(&flag, "vitals-binary", "", "the vitals binary whose roles run as child processes (default: vitals next to this binary, else bin/vitals)")
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	return Binary(flag)
 }
 
-// Binary is the vitals binary to run: flag if set, else vitals in the
-// directory of this binary (make build puts both in bin/), else
-// bin/vitals under the working directory.
 func Binary(flag string) (string, error) {
 	if flag != "" {
 		return exists(flag)
