@@ -101,7 +101,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr:           "127.0.0.1:8080",
 		Kafka:          eventlog.DefaultConfig(),
-		PostgresURL:    "postgres://vitals:vitals@127.0.0.1:15432/vitals?sslmode=disable",
+		PostgresURL:    postgres.DefaultURL,
 		KeyCacheTTL:    10 * time.Second,
 		MaxBatchItems:  5000,
 		MaxBodyBytes:   4 << 20,

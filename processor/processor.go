@@ -121,7 +121,7 @@ const DefaultMetricsAddr = "127.0.0.1:8091"
 func DefaultConfig() Config {
 	return Config{
 		Kafka:              eventlog.DefaultConfig(),
-		PostgresURL:        "postgres://vitals:vitals@127.0.0.1:15432/vitals?sslmode=disable",
+		PostgresURL:        postgres.DefaultURL,
 		Group:              "vitals-processor",
 		SessionTimeout:     45 * time.Second,
 		MaxBatch:           10000,

@@ -154,7 +154,7 @@ func DefaultConfig() Config {
 		MaxBackoff:    5 * time.Second,
 		ShutdownGrace: 15 * time.Second,
 		FetchMaxBytes: 16 << 20,
-		PostgresURL:   "postgres://vitals:vitals@127.0.0.1:15432/vitals?sslmode=disable",
+		PostgresURL:   postgres.DefaultURL,
 		UserKeys:      userkeys.DefaultConfig(),
 		Shred:         true,
 	}

@@ -103,7 +103,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr:              "127.0.0.1:8081",
 		Warehouse:         warehouse.DefaultConfig(),
-		PostgresURL:       "postgres://vitals:vitals@127.0.0.1:15432/vitals?sslmode=disable",
+		PostgresURL:       postgres.DefaultURL,
 		TokenCacheTTL:     10 * time.Second,
 		Kafka:             eventlog.DefaultConfig(),
 		ProcessorGroup:    "vitals-processor",

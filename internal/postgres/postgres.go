@@ -10,6 +10,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
+// DefaultURL is every role's default PostgreSQL URL: the database
+// deploy/postgres.sh creates on loopback.
+const DefaultURL = "postgres://vitals:vitals@127.0.0.1:15432/vitals?sslmode=disable"
+
 // ConnectTimeout bounds each connection attempt unless the URL sets
 // connect_timeout itself.
 const ConnectTimeout = 5 * time.Second
