@@ -12,7 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/vitalshq/vitals/internal/sample"
+	"github.com/vitalshq/vitals/internal/sample/sampletest"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -44,10 +44,7 @@ func (benchKeys) Verify(_ context.Context, presented string) (Key, error) {
 // event ids.
 func benchReadings(b *testing.B, n int) []schemas.GatewayReading {
 	b.Helper()
-	rows, err := sample.HeartRates()
-	if err != nil {
-		b.Fatal(err)
-	}
+	rows := sampletest.HeartRates(b)
 	day := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
 	out := make([]schemas.GatewayReading, n)
 	for k := range out {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vitalshq/vitals/internal/audit"
 	"github.com/vitalshq/vitals/internal/credential"
+	"github.com/vitalshq/vitals/internal/sample/sampletest"
 )
 
 // runVitals runs the vitals binary with the stack's PostgreSQL and returns
@@ -64,7 +65,7 @@ func TestAccessAuditTrail(t *testing.T) {
 	ingestURL := s.startPipeline(ctx)
 	queryURL := s.startQuery(ctx)
 
-	all := heartRates(t)
+	all := sampletest.HeartRates(t)
 	rows := all[:300] // one user's first readings
 	user := rows[0].UserID()
 	s.pairDevices(ingestURL, rows[0])

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vitalshq/vitals/internal/sample"
+	"github.com/vitalshq/vitals/internal/sample/sampletest"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/projector"
 	"github.com/vitalshq/vitals/replay"
@@ -82,7 +83,7 @@ func TestClickHouseCheck(t *testing.T) {
 		t.FailNow()
 	}
 
-	all := heartRates(t)
+	all := sampletest.HeartRates(t)
 	in := newCheckInput(all, 1500)
 	alertRows := in.alertUser.rows[len(in.alertUser.rows)-8:]
 	ingestURL, _ := s.startIngest(ctx)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/sample"
+	"github.com/vitalshq/vitals/internal/sample/sampletest"
 	"github.com/vitalshq/vitals/query/dashboard/dashboardtest"
 )
 
@@ -37,7 +38,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// User A's first 6,000 readings as three days (the sample has one day
 	// per user): chunk k moved k days later, so the days come in event-time
 	// order. The other seven users' first 1,000 readings as they are.
-	all := heartRates(t)
+	all := sampletest.HeartRates(t)
 	var userA string
 	var rowsA, others []sample.HeartRate
 	perUser := map[string]int{}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/vitalshq/vitals/internal/promreg"
+	"github.com/vitalshq/vitals/internal/sample/sampletest"
 	"github.com/vitalshq/vitals/projector"
 )
 
@@ -56,7 +57,7 @@ func TestMetricsServedForDashboard(t *testing.T) {
 	qcfg.Registry = reg
 	queryURL := s.startQueryWith(ctx, qcfg)
 
-	all := heartRates(t)
+	all := sampletest.HeartRates(t)
 	rows := all[:300]
 	s.pairDevices(ingestURL, rows[0])
 	s.postReadings(ingestURL, "gw-metrics", rows, 100)

@@ -14,6 +14,7 @@ import (
 	"github.com/vitalshq/vitals/ingest"
 
 	"github.com/vitalshq/vitals/internal/sample"
+	"github.com/vitalshq/vitals/internal/sample/sampletest"
 )
 
 // stackCtl runs deploy/stack.sh (stop/start a service) for fault tests.
@@ -37,7 +38,7 @@ func TestProcessorSurvivesPostgresOutage(t *testing.T) {
 	s.startProjector(ctx, s.id+"-projector")
 	queryURL := s.startQuery(ctx)
 
-	all := heartRates(t)
+	all := sampletest.HeartRates(t)
 	var rows []sample.HeartRate
 	for _, r := range all {
 		if r.FitbitID == all[0].FitbitID && len(rows) < 2000 {
@@ -80,7 +81,7 @@ func TestProcessorSurvivesPostgresOutage(t *testing.T) {
 func TestProcessorSurvivesBrokerRestart(t *testing.T) {
 	s, ctx := newStackFor(t, 4*time.Minute)
 	ingestURL, _ := s.startIngest(ctx)
-	all := heartRates(t)
+	all := sampletest.HeartRates(t)
 	var rows []sample.HeartRate
 	for _, r := range all {
 		if r.FitbitID == "4020332650" && len(rows) < 20000 { // the densest user of the sample

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/sample"
+	"github.com/vitalshq/vitals/internal/sample/sampletest"
 	"github.com/vitalshq/vitals/internal/warehouse"
 )
 
@@ -120,16 +121,6 @@ func (s *stack) postEvents(ingestURL, path string, events []any) {
 	}
 }
 
-// heartRates is the bundled sample, every reading.
-func heartRates(t *testing.T) []sample.HeartRate {
-	t.Helper()
-	all, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return all
-}
-
 // valuesOf is the readings' values in order, what the query service's
 // figures are computed over.
 func valuesOf(rows []sample.HeartRate) []float64 {
@@ -144,7 +135,7 @@ func valuesOf(rows []sample.HeartRate) []float64 {
 // users of the sample.
 func firstReadings(t *testing.T, users, n int) ([]string, map[string][]sample.HeartRate) {
 	t.Helper()
-	all := heartRates(t)
+	all := sampletest.HeartRates(t)
 	per := map[string][]sample.HeartRate{}
 	var order []string
 	for _, r := range all {

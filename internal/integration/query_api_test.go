@@ -14,6 +14,7 @@ import (
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/credential"
 	"github.com/vitalshq/vitals/internal/sample"
+	"github.com/vitalshq/vitals/internal/sample/sampletest"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/query"
 )
@@ -88,7 +89,7 @@ func TestQueryAPI(t *testing.T) {
 	ingestURL := s.startPipeline(ctx)
 	queryURL := s.startQuery(ctx)
 
-	all := heartRates(t)
+	all := sampletest.HeartRates(t)
 	const perUser = 1200
 	var users []*queryUser
 	byID := map[string]*queryUser{}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vitalshq/vitals/ingest"
 	"github.com/vitalshq/vitals/internal/eventlog"
+	"github.com/vitalshq/vitals/internal/sample/sampletest"
 	"github.com/vitalshq/vitals/internal/tlsconf"
 	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/query"
@@ -148,7 +149,7 @@ func TestSecurePipeline(t *testing.T) {
 	ss.startProjector(ctx, ss.id+"-projector")
 	queryURL := ss.startQueryTLS(ctx)
 
-	all := heartRates(t)
+	all := sampletest.HeartRates(t)
 	rows := all[:500]
 	user := rows[0].UserID()
 	var resp ingest.BatchResponse

@@ -13,7 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/vitalshq/vitals/internal/sample"
+	"github.com/vitalshq/vitals/internal/sample/sampletest"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -97,19 +97,10 @@ func TestParseAccepted(t *testing.T) {
 	}
 }
 
-func testRows(t *testing.T) []sample.HeartRate {
-	t.Helper()
-	rows, err := sample.HeartRates()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rows
-}
-
 // TestReadingBodies checks that bodies decode, carry distinct event ids in
 // the past, and stay valid and distinct after the round is patched.
 func TestReadingBodies(t *testing.T) {
-	rows := testRows(t)
+	rows := sampletest.HeartRates(t)
 	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	for _, format := range []string{FormatJSON, FormatAvro} {
 		bodies, err := ReadingBodies(rows, ReadingsOptions{Bodies: 3, Batch: 50, Users: 7, Format: format, RunID: "abcd1234", Now: now})
@@ -216,7 +207,7 @@ func (f *fakeIngest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func testConfig(t *testing.T, url string, clients int, warmup, window time.Duration) Config {
-	rows := testRows(t)
+	rows := sampletest.HeartRates(t)
 	bodies, err := ReadingBodies(rows, ReadingsOptions{Bodies: 2 * clients, Batch: 20, Users: 100, Format: FormatJSON, RunID: "t", Now: time.Now()})
 	if err != nil {
 		t.Fatal(err)
