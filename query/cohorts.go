@@ -32,10 +32,7 @@ type CohortFigures struct {
 
 // CompareResult answers GET /v1/compare.
 type CompareResult struct {
-	Metric string        `json:"metric"`
-	Unit   string        `json:"unit"`
-	From   time.Time     `json:"from"`
-	To     time.Time     `json:"to"`
+	Span
 	By     string        `json:"by"`
 	User   UserFigures   `json:"user"`
 	Cohort CohortFigures `json:"cohort"`
@@ -72,7 +69,7 @@ func (s *Service) compare(w http.ResponseWriter, r *http.Request) {
 		return err
 	}
 	scoped(s, w, r, "compare", rangeDefault30d, own, func(ctx context.Context, q request, c common) (CompareResult, uint64, error) {
-		res := CompareResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, User: UserFigures{ID: q.user}, Stale: c.Stale, AsOf: c.AsOf}
+		res := CompareResult{Span: c.Span, By: by, User: UserFigures{ID: q.user}, Stale: c.Stale, AsOf: c.AsOf}
 		err := s.fillCompare(ctx, q, by, &res)
 		return res, max(res.User.Count, res.Cohort.Count), err
 	})
@@ -174,10 +171,7 @@ type CohortRow struct {
 
 // CohortsResult answers GET /v1/cohorts.
 type CohortsResult struct {
-	Metric  string      `json:"metric"`
-	Unit    string      `json:"unit"`
-	From    time.Time   `json:"from"`
-	To      time.Time   `json:"to"`
+	Span
 	By      string      `json:"by"`
 	Cohorts []CohortRow `json:"cohorts"`
 	Stale   bool        `json:"stale"`
@@ -197,7 +191,7 @@ func (s *Service) cohorts(w http.ResponseWriter, r *http.Request) {
 		return err
 	}
 	scoped(s, w, r, "cohorts", rangeDefault30d, own, func(ctx context.Context, q request, c common) (CohortsResult, uint64, error) {
-		res := CohortsResult{Metric: c.Metric, Unit: c.Unit, From: c.From, To: c.To, By: by, Stale: c.Stale, Cohorts: []CohortRow{}, AsOf: c.AsOf}
+		res := CohortsResult{Span: c.Span, By: by, Stale: c.Stale, Cohorts: []CohortRow{}, AsOf: c.AsOf}
 		err := s.fillCohorts(ctx, q, by, &res)
 		var n uint64
 		for _, row := range res.Cohorts {

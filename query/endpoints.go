@@ -26,9 +26,9 @@ type DayPercentiles struct {
 	Percentiles []Percentile `json:"percentiles"`
 }
 
-// span is the metric and the range of time an answer covers; answers
+// Span is the metric and the range of time an answer covers; answers
 // embed it so that its fields keep their place in the JSON.
-type span struct {
+type Span struct {
 	Metric string    `json:"metric"`
 	Unit   string    `json:"unit"`
 	From   time.Time `json:"from"`
@@ -37,7 +37,7 @@ type span struct {
 
 // common are the fields every scoped answer carries.
 type common struct {
-	span
+	Span
 	Scope Scope `json:"scope"`
 	// Stale is true when a consistency token was given and the pipeline
 	// had not stored its write when the wait ran out.
@@ -104,7 +104,7 @@ func (s *Service) begin(ctx context.Context, w http.ResponseWriter, r *http.Requ
 // prepare waits for the token and checks the cohort minimum.
 func (s *Service) prepare(ctx context.Context, w http.ResponseWriter, q request, what string) (common, bool) {
 	audit.SetScope(ctx, q.auditScope())
-	c := common{span: span{Metric: q.metric.Name, Unit: q.metric.Unit, From: q.from, To: q.to}, Scope: q.scope(), AsOf: q.asOf}
+	c := common{Span: Span{Metric: q.metric.Name, Unit: q.metric.Unit, From: q.from, To: q.to}, Scope: q.scope(), AsOf: q.asOf}
 	c.Stale = s.caughtUp(ctx, q.token, q.wait)
 	if len(q.filters) > 0 {
 		users, err := s.scopeUsers(ctx, q)

@@ -16,7 +16,7 @@ import (
 // form.
 type PercentilesResponse struct {
 	UserID string `json:"user_id"`
-	span
+	Span
 	Count       uint64       `json:"count"`
 	Method      string       `json:"method"`
 	Percentiles []Percentile `json:"percentiles"`
@@ -47,7 +47,7 @@ func (s *Service) userPercentiles(w http.ResponseWriter, r *http.Request) {
 	scoped(s, w, r2, "user percentiles", rangeRequired, own, func(ctx context.Context, q request, c common) (PercentilesResponse, uint64, error) {
 		var res PercentilesResult
 		err := s.fillPercentiles(ctx, q, ps, false, &res)
-		return PercentilesResponse{UserID: user, span: c.span, Count: res.Count, Method: Method, Percentiles: res.Percentiles,
+		return PercentilesResponse{UserID: user, Span: c.Span, Count: res.Count, Method: Method, Percentiles: res.Percentiles,
 			Stale: c.Stale, AsOf: c.AsOf}, res.Count, err
 	})
 }
