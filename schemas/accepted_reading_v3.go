@@ -57,15 +57,25 @@ func appendV3(dst []byte, a *AcceptedReading, accepted bool, format string) ([]b
 		}
 	}
 	dst = append(dst, hw.header[:]...)
-	dst = appendStrings(dst, a.TenantID, a.EventID, a.UserID, a.DeviceID, a.GatewayID, a.Metric)
+	// Field by field rather than through a variadic helper: the loop over
+	// a slice cost the encoder and decoder about a fifth of their time.
+	dst = appendString(dst, a.TenantID)
+	dst = appendString(dst, a.EventID)
+	dst = appendString(dst, a.UserID)
+	dst = appendString(dst, a.DeviceID)
+	dst = appendString(dst, a.GatewayID)
+	dst = appendString(dst, a.Metric)
 	if accepted {
 		dst = appendString(dst, a.LOINC)
 	}
 	dst = appendDouble(dst, a.Value)
 	dst = appendString(dst, a.Unit)
-	dst = appendLongs(dst, a.MeasuredAt, a.ReceivedAt, a.IngestedAt)
+	dst = appendLong(dst, a.MeasuredAt)
+	dst = appendLong(dst, a.ReceivedAt)
+	dst = appendLong(dst, a.IngestedAt)
 	if accepted {
-		dst = appendLongs(dst, int64(a.SourcePartition), a.SourceOffset)
+		dst = appendLong(dst, int64(a.SourcePartition))
+		dst = appendLong(dst, a.SourceOffset)
 	}
 	dst = appendOptionals(dst, a, stage)
 	if !accepted {
@@ -159,13 +169,14 @@ func readFlatV3(payload []byte, f *FlatAcceptedReading, accepted bool, format *s
 	if accepted {
 		stages = acceptedReadingV3Stages
 	}
-	r.Strs(&f.TenantID, &f.EventID, &f.UserID, &f.DeviceID, &f.GatewayID, &f.Metric)
+	f.TenantID, f.EventID, f.UserID = r.Str(), r.Str(), r.Str()
+	f.DeviceID, f.GatewayID, f.Metric = r.Str(), r.Str(), r.Str()
 	if accepted {
 		f.LOINC = r.Str()
 	}
 	f.Value = r.Double()
 	f.Unit = r.Str()
-	r.Longs(&f.MeasuredAt, &f.ReceivedAt, &f.IngestedAt)
+	f.MeasuredAt, f.ReceivedAt, f.IngestedAt = r.Long(), r.Long(), r.Long()
 	if accepted {
 		f.SourcePartition = r.Int()
 		f.SourceOffset = r.Long()

@@ -37,14 +37,6 @@ func appendStrings(dst []byte, ss ...string) []byte {
 	return dst
 }
 
-// appendLongs appends Avro longs one after the other.
-func appendLongs(dst []byte, vs ...int64) []byte {
-	for _, v := range vs {
-		dst = appendLong(dst, v)
-	}
-	return dst
-}
-
 // appendDouble appends an Avro double: 8 bytes, little-endian.
 func appendDouble(dst []byte, v float64) []byte {
 	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
@@ -182,13 +174,6 @@ func (r *reader) varint(maxBytes int) uint64 {
 	return 0
 }
 
-// Longs reads Avro longs one after the other into vs.
-func (r *reader) Longs(vs ...*int64) {
-	for _, v := range vs {
-		*v = r.Long()
-	}
-}
-
 // Double reads an Avro double: 8 bytes, little-endian.
 func (r *reader) Double() float64 {
 	if r.err != nil {
@@ -221,13 +206,6 @@ func (r *reader) Str() string {
 	s := r.s[r.i : r.i+int(n)]
 	r.i += int(n)
 	return s
-}
-
-// Strs reads Avro strings one after the other into ss.
-func (r *reader) Strs(ss ...*string) {
-	for _, s := range ss {
-		*s = r.Str()
-	}
 }
 
 // Bool reads an Avro boolean: one byte, 0 or 1. The codec takes any
