@@ -104,6 +104,11 @@ func New(ctx context.Context, s *cmdline.Settings, kind, logDir, bin string, log
 	s.KafkaPrefix, s.ClickHouseDatabase, s.Tenant = id, "vitals_"+id, id
 	s.ProcessorGroup, s.ProjectorGroup = id+".processor", id+".projector"
 	b := &Sandbox{ID: id, s: s, log: log, bin: bin}
+	// The roles refuse to start without the key-encryption key and would
+	// only retry until the health wait ran out: say why here instead.
+	if s.KEKFile == "" && os.Getenv("VITALS_KEK_FILE") == "" && os.Getenv("VITALS_KEK") == "" {
+		return nil, fmt.Errorf("%s: no key-encryption key for the roles: set VITALS_KEK_FILE (eval \"$(bash deploy/stack.sh env)\" does) or pass --kek-file", kind)
+	}
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return nil, fmt.Errorf("%s: %w", kind, err)
 	}
@@ -150,6 +155,9 @@ func (b *Sandbox) Role(label, name string, extra ...string) *procs.Proc {
 		"VITALS_QUERY_ADDR=" + s.QueryAddr, "VITALS_CLICKHOUSE_CLUSTER=" + s.ClickHouseCluster,
 		"VITALS_KAFKA_REPLICATION=" + strconv.Itoa(s.KafkaReplication),
 		"VITALS_LOG_FORMAT=json", "VITALS_LOG_LEVEL=warn",
+	}
+	if s.KEKFile != "" {
+		env = append(env, "VITALS_KEK_FILE="+s.KEKFile)
 	}
 	return procs.New(label, b.bin, []string{name}, append(env, extra...), b.logFile, b.log)
 }
