@@ -504,14 +504,5 @@ type scanner interface{ Scan(dest ...any) error }
 // scanRows runs a query and calls fn for every row.
 func (s *Service) scanRows(ctx context.Context, sql string, args []any, fn func(scanner) error) error {
 	rows, err := s.conn.Query(ctx, sql, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := fn(rows); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
+	return warehouse.EachRow(rows, err, func(r warehouse.Rows) error { return fn(r) })
 }

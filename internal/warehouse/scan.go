@@ -45,20 +45,32 @@ func ScanNested[K1, K2 comparable, V any](rows Rows, err error) (map[K1]map[K2]V
 	}, &k1, &k2, &v)
 }
 
-// scanEach scans every row of a query's result into dest, calls add after
-// each, and closes the result.
-func scanEach(rows Rows, err error, add func(), dest ...any) error {
+// EachRow calls fn with each row of a query's result, given with the
+// query's error as the query returned them, and closes the result. The first error, the query's, fn's or the result's, is
+// returned as it is, for the caller to say which query failed.
+func EachRow(rows Rows, err error, fn func(Rows) error) error {
 	if err != nil {
 		return err
 	}
 	defer closeRows(rows)
 	for rows.Next() {
-		if err := rows.Scan(dest...); err != nil {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// scanEach scans every row of a query's result into dest and calls add
+// after each, as EachRow does.
+func scanEach(rows Rows, err error, add func(), dest ...any) error {
+	return EachRow(rows, err, func(r Rows) error {
+		if err := r.Scan(dest...); err != nil {
 			return err
 		}
 		add()
-	}
-	return rows.Err()
+		return nil
+	})
 }
 
 // closeRows closes rows whichever driver made them: clickhouse-go's Close

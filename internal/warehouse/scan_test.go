@@ -103,3 +103,28 @@ func TestScanErrors(t *testing.T) {
 		t.Error("rows not closed after a scan error")
 	}
 }
+
+// TestEachRowStopsAtFnError: the first error fn returns ends the walk,
+// comes back as it is, and the rows are closed all the same.
+func TestEachRowStopsAtFnError(t *testing.T) {
+	fnErr := errors.New("row refused")
+	rows := &pgxStyleRows{fakeRows{rows: [][]any{{"a"}, {"b"}, {"c"}}}}
+	var seen []string
+	err := EachRow(rows, nil, func(r Rows) error {
+		var s string
+		if err := r.Scan(&s); err != nil {
+			return err
+		}
+		seen = append(seen, s)
+		if s == "b" {
+			return fnErr
+		}
+		return nil
+	})
+	if !errors.Is(err, fnErr) || len(seen) != 2 {
+		t.Errorf("EachRow = %v after %v, want %v after [a b]", err, seen, fnErr)
+	}
+	if !rows.closed {
+		t.Error("rows not closed after fn's error")
+	}
+}

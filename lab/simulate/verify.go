@@ -11,6 +11,7 @@ import (
 
 	"github.com/vitalshq/vitals/internal/eventlog"
 	"github.com/vitalshq/vitals/internal/userkeys"
+	"github.com/vitalshq/vitals/internal/warehouse"
 	"github.com/vitalshq/vitals/schemas"
 )
 
@@ -47,7 +48,7 @@ func Observe(ctx context.Context, conn driver.Conn, keys *userkeys.Store, db, te
 	o := &Observed{Accepted: map[string]copies{}, Rejected: map[string]map[string]copies{}, Dead: map[string]map[string]int{}, Rollup: map[[3]string]uint64{},
 		Held: map[string][]Held{}}
 	err := scanAll(ctx, conn, "readings", fmt.Sprintf(`SELECT event_id, count(), uniqExact(source_partition, source_offset)
-		FROM %s.readings WHERE tenant_id = ? GROUP BY event_id`, db), []any{tenant}, func(rows driver.Rows) error {
+		FROM %s.readings WHERE tenant_id = ? GROUP BY event_id`, db), []any{tenant}, func(rows warehouse.Rows) error {
 		var id string
 		var c copies
 		if err := rows.Scan(&id, &c.rows, &c.sources); err != nil {
@@ -60,7 +61,7 @@ func Observe(ctx context.Context, conn driver.Conn, keys *userkeys.Store, db, te
 		return nil, err
 	}
 	err = scanAll(ctx, conn, "rejections", fmt.Sprintf(`SELECT event_id, reason, count(), uniqExact(source_partition, source_offset)
-		FROM %s.rejected_readings WHERE tenant_id = ? GROUP BY event_id, reason`, db), []any{tenant}, func(rows driver.Rows) error {
+		FROM %s.rejected_readings WHERE tenant_id = ? GROUP BY event_id, reason`, db), []any{tenant}, func(rows warehouse.Rows) error {
 		var id, reason string
 		var c copies
 		if err := rows.Scan(&id, &reason, &c.rows, &c.sources); err != nil {
@@ -79,7 +80,7 @@ func Observe(ctx context.Context, conn driver.Conn, keys *userkeys.Store, db, te
 			SELECT user_id, metric, day, toInt64(countMerge(readings)) AS n FROM %[1]s.readings_daily WHERE tenant_id = ? GROUP BY user_id, metric, day
 			UNION ALL
 			SELECT user_id, metric, day, sum(readings) AS n FROM %[1]s.readings_daily_revisions WHERE tenant_id = ? GROUP BY user_id, metric, day)
-		GROUP BY user_id, metric, d HAVING sum(n) != 0`, db), []any{tenant, tenant}, func(rows driver.Rows) error {
+		GROUP BY user_id, metric, d HAVING sum(n) != 0`, db), []any{tenant, tenant}, func(rows warehouse.Rows) error {
 		var k [3]string
 		var n uint64
 		if err := rows.Scan(&k[0], &k[1], &k[2], &n); err != nil {
@@ -127,7 +128,7 @@ func (o *Observed) readHeld(ctx context.Context, conn driver.Conn, db, tenant st
 			WHERE tenant_id = ? AND event_id IN (SELECT event_id FROM %[1]s.reading_revisions WHERE tenant_id = ?)
 			UNION ALL
 			SELECT event_id, revision AS rev, value AS v, toInt64(sign) AS n FROM %[1]s.reading_revisions WHERE tenant_id = ?)
-		GROUP BY event_id, rev HAVING k != 0`, db), []any{tenant, tenant, tenant}, func(rows driver.Rows) error {
+		GROUP BY event_id, rev HAVING k != 0`, db), []any{tenant, tenant, tenant}, func(rows warehouse.Rows) error {
 		var id string
 		var h Held
 		if err := rows.Scan(&id, &h.Revision, &h.Value, &h.Net); err != nil {
@@ -140,18 +141,9 @@ func (o *Observed) readHeld(ctx context.Context, conn driver.Conn, db, tenant st
 
 // scanAll runs a query and calls fn with each row; its errors name what
 // was read, as every table Observe reads is checked alike.
-func scanAll(ctx context.Context, conn driver.Conn, what, sql string, args []any, fn func(driver.Rows) error) error {
+func scanAll(ctx context.Context, conn driver.Conn, what, sql string, args []any, fn func(warehouse.Rows) error) error {
 	rows, err := conn.Query(ctx, sql, args...)
-	if err != nil {
-		return fmt.Errorf("verify: read %s: %w", what, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := fn(rows); err != nil {
-			return fmt.Errorf("verify: scan %s: %w", what, err)
-		}
-	}
-	if err := rows.Err(); err != nil {
+	if err := warehouse.EachRow(rows, err, fn); err != nil {
 		return fmt.Errorf("verify: read %s: %w", what, err)
 	}
 	return nil
