@@ -57,8 +57,8 @@ func appendV3(dst []byte, a *AcceptedReading, accepted bool, format string) ([]b
 		}
 	}
 	dst = append(dst, hw.header[:]...)
-	// Field by field rather than through a variadic helper: the loop over
-	// a slice cost the encoder and decoder about a fifth of their time.
+	// Field by field, as every hand-written encoder here: a variadic
+	// helper's loop cost this one about 15 % of its time.
 	dst = appendString(dst, a.TenantID)
 	dst = appendString(dst, a.EventID)
 	dst = appendString(dst, a.UserID)

@@ -47,7 +47,10 @@ func AppendReadingBatch(c *Codec, dst []byte, b *ReadingBatch) ([]byte, error) {
 
 // appendGatewayReading appends one item of a reading_batch v2 array.
 func appendGatewayReading(dst []byte, g *GatewayReading) []byte {
-	dst = appendStrings(dst, g.EventID, g.UserID, g.DeviceID, g.Metric)
+	dst = appendString(dst, g.EventID)
+	dst = appendString(dst, g.UserID)
+	dst = appendString(dst, g.DeviceID)
+	dst = appendString(dst, g.Metric)
 	dst = appendOptDouble(dst, g.Value)
 	dst = appendString(dst, g.Unit)
 	dst = appendLong(dst, g.MeasuredAt)

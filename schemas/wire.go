@@ -29,14 +29,6 @@ func appendString(dst []byte, s string) []byte {
 	return append(appendLong(dst, int64(len(s))), s...)
 }
 
-// appendStrings appends Avro strings one after the other.
-func appendStrings(dst []byte, ss ...string) []byte {
-	for _, s := range ss {
-		dst = appendString(dst, s)
-	}
-	return dst
-}
-
 // appendDouble appends an Avro double: 8 bytes, little-endian.
 func appendDouble(dst []byte, v float64) []byte {
 	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
