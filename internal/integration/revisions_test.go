@@ -289,6 +289,16 @@ func (g *oracleGen) value() float64 { return float64(55 + g.rng.IntN(56)) }
 func (g *oracleGen) phase2() []oracleItem {
 	var out []oracleItem
 	first := func(e *oEvent) oVersion { return e.sent[0] }
+	// Extremes of u05's days, revised below and undone in phase 3: what
+	// the daily rollup's min and max states cannot forget. Reserved before
+	// the random picks, which would otherwise revise one of them first
+	// and turn its extreme into an unexpected conflicting_repeat.
+	g.extremes = nil
+	for i := range 3 {
+		e := g.byUser["u05"][100+300*i]
+		g.touched[e] = true
+		g.extremes = append(g.extremes, e)
+	}
 	for range 60 { // JSON corrections, a fifth of them moved a day earlier
 		e := g.pick()
 		at := first(e).at
@@ -313,13 +323,8 @@ func (g *oracleGen) phase2() []oracleItem {
 		}
 		out = append(out, g.revise(e, 1, 0, first(e).at, true, 2, format))
 	}
-	// Extremes of u05's days, undone in phase 3: what the daily rollup's
-	// min and max states cannot forget.
-	g.extremes = nil
 	for i, v := range []float64{150, 151, 42} {
-		e := g.byUser["u05"][100+300*i]
-		g.touched[e] = true
-		g.extremes = append(g.extremes, e)
+		e := g.extremes[i]
 		out = append(out, g.revise(e, 1, v, first(e).at, false, 2, "json"))
 	}
 	// The alert run of u01: one of its raising readings corrected to 85.
