@@ -21,7 +21,8 @@ import (
 // A server that does not answer is left out: the Distributed query reads
 // its shard's other replica.
 
-// clusterPartitions is partitions on a cluster.
+// clusterPartitions lists the readings partitions of a cluster, clean or
+// not, from every server's parts (partsSnapshot is the same on one server).
 func (s *Service) clusterPartitions(ctx context.Context, c *warehouse.Cluster) (snapshot, error) {
 	db, local := s.cfg.Warehouse.Database, warehouse.Local(warehouse.ReadingsTable)
 	var key string

@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -336,6 +337,37 @@ func TestSnapshotHeldIn(t *testing.T) {
 	for _, tc := range tests {
 		if got := before.heldIn(tc.later); got != tc.want {
 			t.Errorf("%s: %v; want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestPartsSnapshot(t *testing.T) {
+	tests := []struct {
+		name         string
+		parts, names []string
+		levels       []uint32
+		clean        map[uint32]string
+		dirty        map[uint32]bool
+		noShortcut   bool
+	}{
+		{"one merged part is clean", []string{"201604"}, []string{"201604_1_9_2"}, []uint32{2}, map[uint32]string{201604: "201604_1_9_2"}, map[uint32]bool{}, false},
+		{"one unmerged part may hold copies", []string{"201604"}, []string{"201604_5_5_0"}, []uint32{0}, map[uint32]string{}, map[uint32]bool{201604: true}, false},
+		{"two parts", []string{"201604", "201604", "201605"}, []string{"201604_1_9_2", "201604_10_10_0", "201605_1_3_1"}, []uint32{2, 0, 1},
+			map[uint32]string{201605: "201605_1_3_1"}, map[uint32]bool{201604: true}, false},
+		{"no parts", nil, nil, nil, map[uint32]string{}, map[uint32]bool{}, false},
+		{"not a month", []string{"tuple()"}, []string{"all_1_1_0"}, []uint32{0}, nil, nil, true},
+		{"lists of different lengths", []string{"201604"}, nil, nil, nil, nil, true},
+	}
+	for _, tc := range tests {
+		sn := partsSnapshot(tc.parts, tc.names, tc.levels)
+		if tc.noShortcut {
+			if sn.clean != nil || sn.dirty != nil {
+				t.Errorf("%s: %+v; want the zero snapshot (everything grouped)", tc.name, sn)
+			}
+			continue
+		}
+		if !maps.Equal(sn.clean, tc.clean) || !maps.Equal(sn.dirty, tc.dirty) {
+			t.Errorf("%s: clean %v dirty %v; want %v and %v", tc.name, sn.clean, sn.dirty, tc.clean, tc.dirty)
 		}
 	}
 }
