@@ -152,6 +152,9 @@ type Service struct {
 	trail audit.Appender
 	// tls is the listener's TLS, nil for plain HTTP (Config.TLSCertFile).
 	tls *tls.Config
+	// monthly remembers whether the readings table is partitioned by
+	// month (source.go).
+	monthly keyCheck
 }
 
 // New connects to ClickHouse, PostgreSQL (tokens, processor offsets) and

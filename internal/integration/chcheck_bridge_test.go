@@ -156,7 +156,7 @@ var classRules = func() []classRule {
 			`^SELECT sum\(readings\), sum\(value \* readings\) FROM db\.readings_daily_values WHERE`,
 			`^INSERT INTO db\.\w+ \(.*\) SELECT .* FROM db\.\w+ WHERE log_partition = (\?|N)`,
 		}},
-		{classQuery, []string{`^SELECT `, `^WITH \(SELECT .*\) AS \w+ SELECT `}},
+		{classQuery, []string{`^SELECT `}},
 	}
 	var out []classRule
 	for _, r := range rules {
