@@ -78,7 +78,13 @@ func benchQuery(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	s.ClickHouseDatabase = b.database
 	wh := s.Warehouse()
-	conn, err := warehouse.Open(ctx, wh)
+	// Generating and merging 100 M rows runs statements for minutes:
+	// OPTIMIZE ... FINAL waits for a background merge of the partition
+	// to end first, which outlasted the default read timeout. The query
+	// service under test keeps wh's.
+	gen := wh
+	gen.ReadTimeout = max(wh.ReadTimeout, 30*time.Minute)
+	conn, err := warehouse.Open(ctx, gen)
 	if err != nil {
 		return err
 	}
